@@ -1,1 +1,31 @@
-//! TODO
+//! The ferrosoup room manager: worker threads that own all media state, and the async
+//! handles the control path uses to drive them.
+//!
+//! - [`WorkerPool`] starts `NUM_WORKERS` threads, each with its own event loop and UDP
+//!   socket, and creates [`Router`]s on them round-robin.
+//! - A [`Router`] is one room's media domain: WebRTC transports, producers and consumers
+//!   live on its worker. Its async methods validate input (ORTC) on the caller's task and
+//!   then run one closure on the worker; the media path itself never leaves the worker
+//!   thread, never locks and never allocates per packet.
+//! - Workers report [`MediaEvent`]s (state changes, scores, layer changes) on a channel.
+
+pub mod consumer;
+pub mod core;
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod producer;
+pub mod router;
+pub mod settings;
+pub mod stats;
+pub mod transport;
+pub mod udp;
+pub mod worker;
+
+pub use core::Closed;
+pub use error::RoomError;
+pub use events::MediaEvent;
+pub use ids::{ConsumerId, ProducerId, RouterId, TransportId};
+pub use router::{ConsumerParams, Router, WebRtcTransportParams, WorkerPool};
+pub use settings::WorkerSettings;
+pub use stats::WorkerCounters;

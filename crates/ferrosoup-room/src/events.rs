@@ -1,0 +1,48 @@
+//! Events a worker reports to the control path (never per packet).
+
+use crate::ids::{ConsumerId, ProducerId, TransportId};
+use ferrosoup_proto::transport::{DtlsState, IceState};
+
+/// Something that happened inside a worker that clients may need to hear about.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MediaEvent {
+    /// ICE or DTLS state of a transport changed.
+    TransportStateChanged {
+        /// The transport.
+        transport_id: TransportId,
+        /// Its ICE state.
+        ice_state: IceState,
+        /// Its DTLS state.
+        dtls_state: DtlsState,
+    },
+    /// ICE has been disconnected for longer than the configured timeout.
+    IceRestartRequired {
+        /// The transport.
+        transport_id: TransportId,
+    },
+    /// The layers a consumer forwards changed (`None`: nothing is forwarded).
+    ConsumerLayersChanged {
+        /// The consumer.
+        consumer_id: ConsumerId,
+        /// Spatial layer now forwarded.
+        spatial_layer: Option<u8>,
+        /// Temporal layer now forwarded.
+        temporal_layer: Option<u8>,
+    },
+    /// A producer's score changed.
+    ProducerScore {
+        /// The producer.
+        producer_id: ProducerId,
+        /// 0..10.
+        score: u8,
+    },
+    /// A consumer's score changed.
+    ConsumerScore {
+        /// The consumer.
+        consumer_id: ConsumerId,
+        /// 0..10.
+        score: u8,
+        /// Score of the stream it forwards.
+        producer_score: u8,
+    },
+}

@@ -1,0 +1,542 @@
+//! The async control API: the worker pool and routers. Every call computes what it can on
+//! the caller's task (ORTC validation and capability matching are pure functions) and then
+//! runs one closure on the owning worker thread.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use ferrosoup_proto::ortc::{self, RtpMapping};
+use ferrosoup_proto::rtp_parameters::{
+    MediaKind, RtpCapabilities, RtpCodecCapability, RtpEncodingParameters, RtpParameters,
+    RtxParameters, uri,
+};
+use ferrosoup_proto::transport::{
+    DtlsFingerprint, DtlsParameters, DtlsRole as WireDtlsRole, FingerprintAlgorithm,
+    IceCandidate, IceCandidateType, IceParameters, TransportProtocol,
+};
+use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsRole, Fingerprint};
+use ferrosoup_rtc::rtp::VideoCodec;
+
+use crate::core::{Closed, ConsumeSpec, ProduceSpec};
+use crate::error::RoomError;
+use crate::events::MediaEvent;
+use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
+use crate::producer::{CodecInfo, ExtIds};
+use crate::settings::WorkerSettings;
+use crate::stats::WorkerCounters;
+use crate::worker::{self, WorkerHandle};
+
+/// The worker threads of a server; creates routers on them round-robin.
+pub struct WorkerPool {
+    workers: Vec<WorkerHandle>,
+    next: AtomicUsize,
+    candidate_ips: Vec<IpAddr>,
+}
+
+impl WorkerPool {
+    /// Starts `settings.num_workers` workers, each on its own UDP port from the range.
+    /// Returns the pool and the stream of events all workers report.
+    pub fn start(settings: &WorkerSettings) -> Result<(Self, mpsc::UnboundedReceiver<MediaEvent>), RoomError> {
+        let certificate = Arc::new(
+            DtlsCertificate::generate().map_err(|e| RoomError::Internal(format!("certificate: {e}")))?,
+        );
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let mut workers = Vec::new();
+        let mut port = settings.rtc_min_port;
+        for index in 0..settings.num_workers.max(1) {
+            let socket = loop {
+                if port > settings.rtc_max_port || port == 0 {
+                    return Err(RoomError::Internal(format!(
+                        "no free UDP port in {}..={} for worker {index}",
+                        settings.rtc_min_port, settings.rtc_max_port
+                    )));
+                }
+                let candidate = port;
+                port = port.wrapping_add(1);
+                if let Ok(s) = UdpSocket::bind((settings.listen_ip, candidate)) {
+                    break s;
+                }
+            };
+            let handle = worker::spawn(index, socket, certificate.clone(), events_tx.clone())
+                .map_err(|e| RoomError::Internal(format!("worker {index}: {e}")))?;
+            workers.push(handle);
+        }
+        tracing::info!(workers = workers.len(), "worker pool started");
+        Ok((
+            Self { workers, next: AtomicUsize::new(0), candidate_ips: settings.candidate_ips() },
+            events_rx,
+        ))
+    }
+
+    /// The workers.
+    pub fn workers(&self) -> &[WorkerHandle] {
+        &self.workers
+    }
+
+    /// Counters of every worker.
+    pub fn counters(&self) -> Vec<WorkerCounters> {
+        self.workers.iter().map(|w| w.counters()).collect()
+    }
+
+    /// Creates a router with these media codecs on the next worker (round-robin).
+    pub async fn create_router(&self, media_codecs: &[RtpCodecCapability]) -> Result<Router, RoomError> {
+        let caps = ortc::generate_router_rtp_capabilities(media_codecs)?;
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        let worker = self.workers[index].clone();
+        let id = RouterId::new();
+        worker.exec(move |core, _| core.create_router(id)).await?;
+        Ok(Router {
+            inner: Arc::new(RouterInner {
+                id,
+                worker,
+                caps,
+                candidate_ips: self.candidate_ips.clone(),
+                producers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+/// What the control path remembers of a producer to build its consumers' parameters.
+struct ProducerMeta {
+    kind: MediaKind,
+    rtp_parameters: RtpParameters,
+    consumable: RtpParameters,
+    mapping: RtpMapping,
+    consumer_type: &'static str,
+}
+
+struct RouterInner {
+    id: RouterId,
+    worker: WorkerHandle,
+    caps: RtpCapabilities,
+    candidate_ips: Vec<IpAddr>,
+    producers: Mutex<HashMap<ProducerId, ProducerMeta>>,
+}
+
+/// A router: the media domain of one room, pinned to one worker. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<RouterInner>,
+}
+
+/// The answer to `createTransport`.
+#[derive(Clone, Debug)]
+pub struct WebRtcTransportParams {
+    /// Transport id.
+    pub id: TransportId,
+    /// ICE-lite credentials.
+    pub ice_parameters: IceParameters,
+    /// Host candidates.
+    pub ice_candidates: Vec<IceCandidate>,
+    /// Server DTLS role (`auto`) and fingerprints.
+    pub dtls_parameters: DtlsParameters,
+}
+
+/// The answer to `consume`.
+#[derive(Clone, Debug)]
+pub struct ConsumerParams {
+    /// Consumer id.
+    pub id: ConsumerId,
+    /// Producer id.
+    pub producer_id: ProducerId,
+    /// Media kind.
+    pub kind: MediaKind,
+    /// What the client receives.
+    pub rtp_parameters: RtpParameters,
+    /// `simple`, `simulcast` or `svc`.
+    pub consumer_type: &'static str,
+    /// Whether the producer is paused.
+    pub producer_paused: bool,
+}
+
+impl Router {
+    /// The router id.
+    pub fn id(&self) -> RouterId {
+        self.inner.id
+    }
+
+    /// Index of the worker the router lives on.
+    pub fn worker_index(&self) -> usize {
+        self.inner.worker.index()
+    }
+
+    /// The router's RTP capabilities (for `Device.load`).
+    pub fn rtp_capabilities(&self) -> &RtpCapabilities {
+        &self.inner.caps
+    }
+
+    /// Creates a WebRTC transport.
+    pub async fn create_webrtc_transport(&self) -> Result<WebRtcTransportParams, RoomError> {
+        let router_id = self.inner.id;
+        let info = self.inner.worker.exec(move |core, now| core.create_transport(router_id, now)).await??;
+        let ice_candidates = self
+            .inner
+            .candidate_ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| IceCandidate {
+                foundation: format!("udpcandidate{i}"),
+                // Host candidates, earlier announced addresses first (RFC 8445 §5.1.2 shape).
+                priority: (126 << 24) | ((65535 - i as u32) << 8) | 255,
+                address: ip.to_string(),
+                protocol: TransportProtocol::Udp,
+                port: info.port,
+                r#type: IceCandidateType::Host,
+                tcp_type: None,
+            })
+            .collect();
+        let fingerprints = info
+            .fingerprints
+            .iter()
+            .filter_map(|f| {
+                let algorithm = match f.algorithm.as_str() {
+                    "sha-1" => FingerprintAlgorithm::Sha1,
+                    "sha-224" => FingerprintAlgorithm::Sha224,
+                    "sha-256" => FingerprintAlgorithm::Sha256,
+                    "sha-384" => FingerprintAlgorithm::Sha384,
+                    "sha-512" => FingerprintAlgorithm::Sha512,
+                    _ => return None,
+                };
+                Some(DtlsFingerprint { algorithm, value: f.value.clone() })
+            })
+            .collect();
+        Ok(WebRtcTransportParams {
+            id: info.id,
+            ice_parameters: IceParameters {
+                username_fragment: info.ice.ufrag,
+                password: info.ice.pwd,
+                ice_lite: true,
+            },
+            ice_candidates,
+            dtls_parameters: DtlsParameters { role: Some(WireDtlsRole::Auto), fingerprints },
+        })
+    }
+
+    /// `connectTransport`: the client's DTLS parameters.
+    pub async fn connect_transport(&self, id: TransportId, params: &DtlsParameters) -> Result<(), RoomError> {
+        if params.fingerprints.is_empty() {
+            return Err(RoomError::Invalid("dtlsParameters.fingerprints: empty".into()));
+        }
+        // The client's role; `auto` makes the server the DTLS client, as mediasoup does.
+        let remote_role = match params.role {
+            Some(WireDtlsRole::Client) => DtlsRole::Client,
+            Some(WireDtlsRole::Server) | Some(WireDtlsRole::Auto) | None => DtlsRole::Server,
+        };
+        let fingerprints = params
+            .fingerprints
+            .iter()
+            .map(|f| Fingerprint {
+                algorithm: serde_json::to_value(f.algorithm)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                value: f.value.clone(),
+            })
+            .collect();
+        let router_id = self.inner.id;
+        self.inner
+            .worker
+            .exec(move |core, now| core.connect_transport(router_id, id, remote_role, fingerprints, now))
+            .await?
+    }
+
+    /// `restartIce`: new ICE credentials.
+    pub async fn restart_ice(&self, id: TransportId) -> Result<IceParameters, RoomError> {
+        let router_id = self.inner.id;
+        let creds = self.inner.worker.exec(move |core, _| core.restart_ice(router_id, id)).await??;
+        Ok(IceParameters { username_fragment: creds.ufrag, password: creds.pwd, ice_lite: true })
+    }
+
+    /// `setMaxIncomingBitrate`.
+    pub async fn set_max_incoming_bitrate(&self, id: TransportId, bitrate: u32) -> Result<(), RoomError> {
+        let router_id = self.inner.id;
+        self.inner.worker.exec(move |core, _| core.set_max_incoming_bitrate(router_id, id, bitrate)).await?
+    }
+
+    /// Closes a transport and everything on it; returns what was closed with it.
+    pub async fn close_transport(&self, id: TransportId) -> Result<Closed, RoomError> {
+        let router_id = self.inner.id;
+        let closed = self.inner.worker.exec(move |core, _| core.close_transport(router_id, id)).await??;
+        self.forget_producers(&closed.producers);
+        Ok(closed)
+    }
+
+    fn forget_producers(&self, ids: &[ProducerId]) {
+        if let Ok(mut map) = self.inner.producers.lock() {
+            for id in ids {
+                map.remove(id);
+            }
+        }
+    }
+
+    /// `produce`: validates the client's RTP parameters against the router and starts
+    /// receiving them.
+    pub async fn produce(
+        &self,
+        transport_id: TransportId,
+        kind: MediaKind,
+        rtp_parameters: RtpParameters,
+        paused: bool,
+    ) -> Result<ProducerId, RoomError> {
+        ortc::validate_rtp_parameters(&rtp_parameters)?;
+        if rtp_parameters.encodings.is_empty() {
+            return Err(RoomError::Invalid("rtpParameters.encodings: empty".into()));
+        }
+        for codec in rtp_parameters.codecs.iter().filter(|c| !c.is_rtx()) {
+            if MediaKind::from_mime_type(&codec.mime_type) != Some(kind) {
+                return Err(RoomError::Invalid(format!(
+                    "rtpParameters.codecs: {} does not match kind {}",
+                    codec.mime_type,
+                    kind.as_str()
+                )));
+            }
+        }
+        let mapping = ortc::get_producer_rtp_parameters_mapping(&rtp_parameters, &self.inner.caps, random_ssrc())?;
+        let consumable = ortc::get_consumable_rtp_parameters(kind, &rtp_parameters, &self.inner.caps, &mapping)?;
+        let spec = produce_spec(kind, &rtp_parameters, paused);
+        let consumer_type = spec.consumer_type;
+        let router_id = self.inner.id;
+        let id = self.inner.worker.exec(move |core, _| core.produce(router_id, transport_id, spec)).await??;
+        if let Ok(mut map) = self.inner.producers.lock() {
+            map.insert(id, ProducerMeta { kind, rtp_parameters, consumable, mapping, consumer_type });
+        }
+        Ok(id)
+    }
+
+    /// Pauses or resumes a producer; returns the consumers whose producer-paused state
+    /// changed.
+    pub async fn set_producer_paused(&self, id: ProducerId, paused: bool) -> Result<Vec<ConsumerId>, RoomError> {
+        let router_id = self.inner.id;
+        self.inner.worker.exec(move |core, now| core.set_producer_paused(router_id, id, paused, now)).await?
+    }
+
+    /// Closes a producer; returns the consumers closed with it.
+    pub async fn close_producer(&self, id: ProducerId) -> Result<Vec<ConsumerId>, RoomError> {
+        let router_id = self.inner.id;
+        let closed = self.inner.worker.exec(move |core, _| core.close_producer(router_id, id)).await??;
+        self.forget_producers(&[id]);
+        Ok(closed)
+    }
+
+    /// Whether a device with these capabilities can consume a producer.
+    pub fn can_consume(&self, producer_id: ProducerId, caps: &RtpCapabilities) -> bool {
+        let Ok(map) = self.inner.producers.lock() else { return false };
+        map.get(&producer_id)
+            .is_some_and(|m| ortc::can_consume(&m.consumable, caps).unwrap_or(false))
+    }
+
+    /// `consume`: a consumer of a producer on a transport, for a device with `caps`.
+    pub async fn consume(
+        &self,
+        transport_id: TransportId,
+        producer_id: ProducerId,
+        caps: &RtpCapabilities,
+        paused: bool,
+        preferred_layers: Option<(u8, Option<u8>)>,
+    ) -> Result<ConsumerParams, RoomError> {
+        ortc::validate_rtp_capabilities(caps)?;
+        let (kind, mut params, spec, consumer_type) = {
+            let map = self.inner.producers.lock().map_err(|_| RoomError::Internal("router state poisoned".into()))?;
+            let meta = map.get(&producer_id).ok_or(RoomError::NotFound("producer"))?;
+            if !ortc::can_consume(&meta.consumable, caps)? {
+                return Err(RoomError::Invalid("rtpCapabilities: cannot consume this producer".into()));
+            }
+            let mut params = ortc::get_consumer_rtp_parameters(&meta.consumable, caps, false)?;
+            let ssrc = random_ssrc();
+            let rtx_codec = params.codecs.iter().find(|c| c.is_rtx()).map(|c| c.payload_type);
+            let rtx = rtx_codec.map(|pt| (random_ssrc(), pt));
+            let encoding = params.encodings.first().cloned().unwrap_or_default();
+            params.encodings = vec![RtpEncodingParameters {
+                ssrc: Some(ssrc),
+                rtx: rtx.map(|(s, _)| RtxParameters { ssrc: s }),
+                ..encoding
+            }];
+            params.rtcp.cname = meta.consumable.rtcp.cname.clone().or_else(|| meta.rtp_parameters.rtcp.cname.clone());
+            let spec = consume_spec(meta, &params, ssrc, rtx, paused, preferred_layers);
+            (meta.kind, params, spec, meta.consumer_type)
+        };
+        if params.codecs.iter().all(|c| c.is_rtx()) {
+            return Err(RoomError::Invalid("rtpCapabilities: no codec in common".into()));
+        }
+        let router_id = self.inner.id;
+        let (id, producer_paused) = self
+            .inner
+            .worker
+            .exec(move |core, now| core.consume(router_id, transport_id, producer_id, spec, now))
+            .await??;
+        params.mid = None;
+        Ok(ConsumerParams { id, producer_id, kind, rtp_parameters: params, consumer_type, producer_paused })
+    }
+
+    /// Pauses or resumes a consumer.
+    pub async fn set_consumer_paused(&self, id: ConsumerId, paused: bool) -> Result<(), RoomError> {
+        let router_id = self.inner.id;
+        self.inner.worker.exec(move |core, now| core.set_consumer_paused(router_id, id, paused, now)).await?
+    }
+
+    /// `setConsumerPreferredLayers`.
+    pub async fn set_consumer_preferred_layers(&self, id: ConsumerId, spatial: u8, temporal: Option<u8>) -> Result<(), RoomError> {
+        let router_id = self.inner.id;
+        self.inner
+            .worker
+            .exec(move |core, now| core.set_consumer_preferred_layers(router_id, id, spatial, temporal, now))
+            .await?
+    }
+
+    /// `setConsumerPriority`.
+    pub async fn set_consumer_priority(&self, id: ConsumerId, priority: u8) -> Result<(), RoomError> {
+        let router_id = self.inner.id;
+        self.inner.worker.exec(move |core, _| core.set_consumer_priority(router_id, id, priority)).await?
+    }
+
+    /// `requestConsumerKeyFrame`.
+    pub async fn request_consumer_key_frame(&self, id: ConsumerId) -> Result<(), RoomError> {
+        let router_id = self.inner.id;
+        self.inner.worker.exec(move |core, now| core.request_consumer_key_frame(router_id, id, now)).await?
+    }
+
+    /// Closes a consumer.
+    pub async fn close_consumer(&self, id: ConsumerId) -> Result<(), RoomError> {
+        let router_id = self.inner.id;
+        self.inner.worker.exec(move |core, _| core.close_consumer(router_id, id)).await?
+    }
+
+    /// `getTransportStats`.
+    pub async fn transport_stats(&self, id: TransportId) -> Result<serde_json::Value, RoomError> {
+        let router_id = self.inner.id;
+        self.inner.worker.exec(move |core, _| core.transport_stats(router_id, id)).await?
+    }
+
+    /// `getProducerStats`.
+    pub async fn producer_stats(&self, id: ProducerId) -> Result<serde_json::Value, RoomError> {
+        let router_id = self.inner.id;
+        self.inner.worker.exec(move |core, now| core.producer_stats(router_id, id, now)).await?
+    }
+
+    /// `getConsumerStats`.
+    pub async fn consumer_stats(&self, id: ConsumerId) -> Result<serde_json::Value, RoomError> {
+        let router_id = self.inner.id;
+        self.inner.worker.exec(move |core, _| core.consumer_stats(router_id, id)).await?
+    }
+
+    /// Closes the router and everything in it.
+    pub async fn close(&self) {
+        let router_id = self.inner.id;
+        let _ = self.inner.worker.exec(move |core, _| core.close_router(router_id)).await;
+        if let Ok(mut map) = self.inner.producers.lock() {
+            map.clear();
+        }
+    }
+}
+
+fn random_ssrc() -> u32 {
+    // Avoid 0, which some stacks treat as "unset".
+    rand::random::<u32>().max(1)
+}
+
+/// The codec family of a MIME type, for keyframe detection.
+fn video_codec(mime_type: &str) -> VideoCodec {
+    let sub = mime_type.split_once('/').map_or("", |(_, s)| s);
+    if sub.eq_ignore_ascii_case("vp8") {
+        VideoCodec::Vp8
+    } else if sub.eq_ignore_ascii_case("vp9") {
+        VideoCodec::Vp9
+    } else if sub.eq_ignore_ascii_case("h264") {
+        VideoCodec::H264
+    } else {
+        VideoCodec::Other
+    }
+}
+
+fn ext_id(params: &RtpParameters, wanted: &str) -> u8 {
+    params.header_extensions.iter().find(|e| e.uri == wanted).map_or(0, |e| e.id)
+}
+
+/// The worker's view of a producer from its RTP parameters (already validated).
+fn produce_spec(kind: MediaKind, params: &RtpParameters, paused: bool) -> ProduceSpec {
+    let mut codecs = Vec::new();
+    let mut rtx = Vec::new();
+    for c in &params.codecs {
+        if c.is_rtx() {
+            if let Some(apt) = c.parameters.get("apt").and_then(|v| v.as_i64()).and_then(|v| u8::try_from(v).ok()) {
+                rtx.push((c.payload_type, apt));
+            }
+        } else {
+            codecs.push((c.payload_type, CodecInfo { clock_rate: c.clock_rate, codec: video_codec(&c.mime_type) }));
+        }
+    }
+    let encodings = params
+        .encodings
+        .iter()
+        .map(|e| (e.ssrc, e.rtx.map(|r| r.ssrc), e.rid.clone()))
+        .collect::<Vec<_>>();
+    let svc = params.encodings.len() == 1
+        && params.encodings[0]
+            .scalability_mode
+            .as_deref()
+            .is_some_and(|m| m.starts_with('L') && !m.starts_with("L1"));
+    let consumer_type = if params.encodings.len() > 1 {
+        "simulcast"
+    } else if svc {
+        "svc"
+    } else {
+        "simple"
+    };
+    ProduceSpec {
+        kind,
+        codecs,
+        rtx,
+        encodings,
+        mid: params.mid.clone(),
+        ext_ids: ExtIds {
+            mid: ext_id(params, uri::MID),
+            rid: ext_id(params, uri::RID),
+            rrid: ext_id(params, uri::REPAIRED_RID),
+            audio_level: ext_id(params, uri::SSRC_AUDIO_LEVEL),
+        },
+        paused,
+        consumer_type,
+    }
+}
+
+/// The worker's view of a consumer: payload type and extension id translation tables.
+fn consume_spec(
+    meta: &ProducerMeta,
+    params: &RtpParameters,
+    ssrc: u32,
+    rtx: Option<(u32, u8)>,
+    paused: bool,
+    preferred_layers: Option<(u8, Option<u8>)>,
+) -> ConsumeSpec {
+    let mut pt_map = [crate::consumer::NO_PT; 128];
+    for m in &meta.mapping.codecs {
+        let offered = params.codecs.iter().any(|c| !c.is_rtx() && c.payload_type == m.mapped_payload_type);
+        if offered {
+            if let Some(slot) = pt_map.get_mut(m.payload_type as usize) {
+                *slot = m.mapped_payload_type;
+            }
+        }
+    }
+    let mut ext_map = [0u8; 256];
+    for e in &meta.rtp_parameters.header_extensions {
+        if let Some(out) = params.header_extensions.iter().find(|c| c.uri == e.uri) {
+            ext_map[e.id as usize] = out.id;
+        }
+    }
+    let clock_rate = params.codecs.iter().find(|c| !c.is_rtx()).map_or(90000, |c| c.clock_rate);
+    ConsumeSpec {
+        pt_map,
+        ext_map,
+        ssrc,
+        rtx,
+        clock_rate,
+        paused,
+        preferred_spatial: preferred_layers.map(|l| l.0),
+        preferred_temporal: preferred_layers.and_then(|l| l.1),
+    }
+}

@@ -1,0 +1,58 @@
+//! Settings of the worker pool.
+
+use std::net::IpAddr;
+
+/// How the worker pool binds its sockets and what it announces to clients.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// Number of worker threads (one UDP socket each).
+    pub num_workers: usize,
+    /// Address the worker sockets bind to.
+    pub listen_ip: IpAddr,
+    /// Addresses put in ICE candidates. Empty: derived from `listen_ip` (for an unspecified
+    /// listen address: the host's primary IPv4 address and 127.0.0.1).
+    pub announced_ips: Vec<IpAddr>,
+    /// First UDP port a worker may bind.
+    pub rtc_min_port: u16,
+    /// Last UDP port a worker may bind.
+    pub rtc_max_port: u16,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            num_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            listen_ip: IpAddr::from([0, 0, 0, 0]),
+            announced_ips: Vec::new(),
+            rtc_min_port: 40000,
+            rtc_max_port: 40099,
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// The IPs to announce in ICE candidates for these settings.
+    pub fn candidate_ips(&self) -> Vec<IpAddr> {
+        if !self.announced_ips.is_empty() {
+            return self.announced_ips.clone();
+        }
+        if !self.listen_ip.is_unspecified() {
+            return vec![self.listen_ip];
+        }
+        let mut ips = Vec::new();
+        if let Some(ip) = primary_ipv4() {
+            ips.push(ip);
+        }
+        ips.push(IpAddr::from([127, 0, 0, 1]));
+        ips
+    }
+}
+
+/// The address the host would use to reach the internet (no packet is sent), if it has a
+/// non-loopback route at all.
+fn primary_ipv4() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}

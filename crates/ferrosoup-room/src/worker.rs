@@ -1,0 +1,157 @@
+//! A worker thread: one event loop (mio) over one UDP socket, a command queue and a timer
+//! tick. The control path reaches it only through [`WorkerHandle::exec`], which sends a
+//! closure and awaits its one-shot reply.
+
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
+
+use ferrosoup_rtc::dtls::DtlsCertificate;
+
+use crate::core::WorkerCore;
+use crate::error::RoomError;
+use crate::events::MediaEvent;
+use crate::stats::{SharedCounters, WorkerCounters};
+use crate::udp::RecvBatch;
+
+/// How often timers (ICE consent, DTLS retransmission, NACK, RTCP, keyframe retries) run.
+const TICK: Duration = Duration::from_millis(20);
+/// Datagrams read per `recvmmsg` call.
+const RECV_BATCH: usize = 32;
+/// Receive batches handled per loop turn before timers and commands get their turn.
+const MAX_BATCHES_PER_TURN: usize = 16;
+
+const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
+
+type Job = Box<dyn FnOnce(&mut WorkerCore, Instant) + Send>;
+
+/// A cheap, cloneable handle to a worker thread.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    index: usize,
+    port: u16,
+    jobs: Sender<Job>,
+    waker: Arc<Waker>,
+    shared: Arc<SharedCounters>,
+}
+
+impl WorkerHandle {
+    /// Runs `f` on the worker thread with its state and the current time, and returns its
+    /// result.
+    pub async fn exec<R, F>(&self, f: F) -> Result<R, RoomError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut WorkerCore, Instant) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |core, now| {
+            let _ = tx.send(f(core, now));
+        });
+        self.jobs.send(job).map_err(|_| RoomError::WorkerGone)?;
+        self.waker.wake().map_err(|_| RoomError::WorkerGone)?;
+        rx.await.map_err(|_| RoomError::WorkerGone)
+    }
+
+    /// The worker's index in the pool.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The worker socket's UDP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The worker's counters as last published.
+    pub fn counters(&self) -> WorkerCounters {
+        self.shared.snapshot()
+    }
+}
+
+/// Starts a worker thread on `socket`.
+pub fn spawn(
+    index: usize,
+    socket: UdpSocket,
+    certificate: Arc<DtlsCertificate>,
+    events: UnboundedSender<MediaEvent>,
+) -> io::Result<WorkerHandle> {
+    socket.set_nonblocking(true)?;
+    let port = socket.local_addr()?.port();
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut SourceFd(&socket.as_raw_fd()), SOCKET, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let shared = Arc::new(SharedCounters::default());
+    let core = WorkerCore::new(socket, certificate, events, shared.clone())?;
+    let (jobs_tx, jobs_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("ferrosoup-worker-{index}"))
+        .spawn(move || run(poll, core, jobs_rx))?;
+    Ok(WorkerHandle { index, port, jobs: jobs_tx, waker, shared })
+}
+
+/// The worker event loop; returns when every handle is gone.
+fn run(mut poll: Poll, mut core: WorkerCore, jobs: Receiver<Job>) {
+    let mut events = Events::with_capacity(64);
+    let mut batch = RecvBatch::new(RECV_BATCH);
+    let mut next_tick = Instant::now() + TICK;
+    let mut socket_backlog = false;
+    loop {
+        let now = Instant::now();
+        let timeout = if socket_backlog { Duration::ZERO } else { next_tick.saturating_duration_since(now) };
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::error!("worker poll failed: {e}");
+                return;
+            }
+        }
+        // Readiness is edge-triggered: read until the socket is empty or the turn's
+        // budget is spent (then come back at once).
+        socket_backlog = false;
+        let now = Instant::now();
+        for _ in 0..MAX_BATCHES_PER_TURN {
+            match batch.recv(core.socket()) {
+                Ok(n) => {
+                    for i in 0..n {
+                        if let Some((data, from)) = batch.get_mut(i) {
+                            core.handle_datagram(now, from, data);
+                        }
+                    }
+                    core.flush();
+                    socket_backlog = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    socket_backlog = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP errors (port unreachable of a departed client) surface here.
+                    tracing::trace!("worker recv: {e}");
+                }
+            }
+        }
+        loop {
+            match jobs.try_recv() {
+                Ok(job) => job(&mut core, Instant::now()),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            core.on_tick(now);
+            next_tick = now + TICK;
+        }
+        core.flush();
+    }
+}
