@@ -23,8 +23,7 @@ use thiserror::Error;
 use crate::rtp_parameters::{
     MediaKind, ParameterValue, Parameters, RtcpFeedback, RtcpParameters, RtpCapabilities,
     RtpCodecCapability, RtpCodecParameters, RtpEncodingParameters, RtpHeaderExtension,
-    RtpHeaderExtensionDirection, RtpHeaderExtensionParameters, RtpParameters, RtxParameters,
-    uri,
+    RtpHeaderExtensionDirection, RtpHeaderExtensionParameters, RtpParameters, RtxParameters, uri,
 };
 
 /// Why capabilities or parameters were rejected. Messages name the offending field
@@ -348,7 +347,12 @@ fn validate_codec_capability(codec: &RtpCodecCapability, field: &str) -> Result<
             format!("{pt} is not in 0..=127"),
         ));
     }
-    validate_codec_common(codec.clock_rate, &codec.parameters, &codec.rtcp_feedback, field)
+    validate_codec_common(
+        codec.clock_rate,
+        &codec.parameters,
+        &codec.rtcp_feedback,
+        field,
+    )
 }
 
 fn validate_codec_common(
@@ -411,7 +415,12 @@ pub fn validate_rtp_parameters(params: &RtpParameters) -> Result<()> {
                 format!("duplicated payloadType {}", codec.payload_type),
             ));
         }
-        validate_codec_common(codec.clock_rate, &codec.parameters, &codec.rtcp_feedback, &field)?;
+        validate_codec_common(
+            codec.clock_rate,
+            &codec.parameters,
+            &codec.rtcp_feedback,
+            &field,
+        )?;
         if codec.is_rtx() {
             let apt = codec.parameters.get("apt").and_then(ParameterValue::as_i64);
             let Some(apt) = apt else {
@@ -447,7 +456,10 @@ pub fn validate_rtp_parameters(params: &RtpParameters) -> Result<()> {
             return Err(invalid(format!("headerExtensions[{i}].uri"), "empty"));
         }
         if ext.id == 0 {
-            return Err(invalid(format!("headerExtensions[{i}].id"), "must be 1..=255"));
+            return Err(invalid(
+                format!("headerExtensions[{i}].id"),
+                "must be 1..=255",
+            ));
         }
         if params.header_extensions[..i].iter().any(|e| e.id == ext.id) {
             return Err(invalid(
@@ -556,8 +568,7 @@ pub fn producer_type(params: &RtpParameters) -> ProducerType {
     match params.encodings.as_slice() {
         [_, _, ..] => ProducerType::Simulcast,
         [encoding]
-            if parse_scalability_mode(encoding.scalability_mode.as_deref()).spatial_layers
-                > 1 =>
+            if parse_scalability_mode(encoding.scalability_mode.as_deref()).spatial_layers > 1 =>
         {
             ProducerType::Svc
         }
@@ -630,15 +641,14 @@ fn match_codecs(a: CodecView<'_>, b: CodecView<'_>, strict: bool) -> bool {
     }
     let mime_type = a.mime_type.to_ascii_lowercase();
     match mime_type.as_str() {
-        "audio/multiopus" => ["num_streams", "coupled_streams"]
-            .iter()
-            .all(|k| a.parameters.get(*k).map(ParameterValue::as_i64) == b.parameters.get(*k).map(ParameterValue::as_i64)),
         "video/h264" | "video/h264-svc" if strict => {
             a.integer_parameter("packetization-mode") == b.integer_parameter("packetization-mode")
                 && h264::is_same_profile(a.parameters, b.parameters)
                 && h264::profile_level_id_for_answer(a.parameters, b.parameters).is_ok()
         }
-        "video/vp9" if strict => a.integer_parameter("profile-id") == b.integer_parameter("profile-id"),
+        "video/vp9" if strict => {
+            a.integer_parameter("profile-id") == b.integer_parameter("profile-id")
+        }
         _ => true,
     }
 }
@@ -821,7 +831,9 @@ pub fn get_consumable_rtp_parameters(
             .codecs
             .iter()
             .find(|c| c.preferred_payload_type == Some(mapped_pt))
-            .ok_or(OrtcError::MappingMismatch("mapped payload type not in router"))?;
+            .ok_or(OrtcError::MappingMismatch(
+                "mapped payload type not in router",
+            ))?;
 
         let mut parameters = codec.parameters.clone();
         if is_h264(&codec.mime_type) {
@@ -981,7 +993,11 @@ pub fn get_consumer_rtp_parameters(
         !c.is_rtx() || apt_of(&c.parameters).is_some_and(|apt| media_pts.contains(&apt))
     });
 
-    if consumer.codecs.first().is_none_or(RtpCodecParameters::is_rtx) {
+    if consumer
+        .codecs
+        .first()
+        .is_none_or(RtpCodecParameters::is_rtx)
+    {
         return Err(OrtcError::NoCompatibleMediaCodecs);
     }
 
@@ -1137,9 +1153,7 @@ mod tests {
                               {"type": "ccm", "parameter": "fir"},
                               {"type": "nack", "parameter": ""},
                               {"type": "nack", "parameter": "pli"}]);
-        let ext = |kind: &str, uri: &str, id: u8| {
-            json!({"kind": kind, "uri": uri, "preferredId": id, "preferredEncrypt": false, "direction": "sendrecv"})
-        };
+        let ext = |kind: &str, uri: &str, id: u8| json!({"kind": kind, "uri": uri, "preferredId": id, "preferredEncrypt": false, "direction": "sendrecv"});
         serde_json::from_value(json!({
             "codecs": [
                 {"mimeType": "audio/opus", "kind": "audio", "preferredPayloadType": 100, "clockRate": 48000,
@@ -1166,7 +1180,10 @@ mod tests {
         .unwrap()
     }
 
-    fn produce(params: serde_json::Value, kind: MediaKind) -> (RtpParameters, RtpMapping, RtpParameters) {
+    fn produce(
+        params: serde_json::Value,
+        kind: MediaKind,
+    ) -> (RtpParameters, RtpMapping, RtpParameters) {
         let params: RtpParameters = serde_json::from_value(params).unwrap();
         validate_rtp_parameters(&params).unwrap();
         let caps = router_caps();
@@ -1195,23 +1212,51 @@ mod tests {
             .codecs
             .iter()
             .filter(|c| c.is_rtx())
-            .map(|c| c.parameters["apt"].clone())
+            .map(|c| c.parameters["apt"].as_i64())
             .collect();
-        assert_eq!(apts, vec![101.into(), 103.into(), 105.into()].into_iter().map(|n: i64| ParameterValue::Number(n)).collect::<Vec<_>>());
+        assert_eq!(apts, vec![Some(101), Some(103), Some(105)]);
 
         let opus = &caps.codecs[0];
         assert_eq!(opus.channels, Some(2));
-        assert_eq!(opus.rtcp_feedback, vec![RtcpFeedback::new("nack", ""), RtcpFeedback::new("transport-cc", "")]);
-        let h264 = caps.codecs.iter().find(|c| c.mime_type == "video/H264").unwrap();
-        assert_eq!(h264.parameters["packetization-mode"], ParameterValue::Number(1));
-        assert_eq!(h264.parameters["level-asymmetry-allowed"], ParameterValue::Number(1));
+        assert_eq!(
+            opus.rtcp_feedback,
+            vec![
+                RtcpFeedback::new("nack", ""),
+                RtcpFeedback::new("transport-cc", "")
+            ]
+        );
+        let h264 = caps
+            .codecs
+            .iter()
+            .find(|c| c.mime_type == "video/H264")
+            .unwrap();
+        assert_eq!(
+            h264.parameters["packetization-mode"],
+            ParameterValue::Number(1)
+        );
+        assert_eq!(
+            h264.parameters["level-asymmetry-allowed"],
+            ParameterValue::Number(1)
+        );
         assert_eq!(h264.parameters["profile-level-id"].as_str(), Some("42e01f"));
         assert_eq!(h264.rtcp_feedback.len(), 5);
-        let vp9 = caps.codecs.iter().find(|c| c.mime_type == "video/VP9").unwrap();
+        let vp9 = caps
+            .codecs
+            .iter()
+            .find(|c| c.mime_type == "video/VP9")
+            .unwrap();
         assert_eq!(vp9.parameters["profile-id"], ParameterValue::Number(0));
 
-        for u in [uri::MID, uri::RID, uri::REPAIRED_RID, uri::ABS_SEND_TIME, uri::TRANSPORT_WIDE_CC_01,
-                  uri::SSRC_AUDIO_LEVEL, uri::VIDEO_ORIENTATION, uri::TOFFSET] {
+        for u in [
+            uri::MID,
+            uri::RID,
+            uri::REPAIRED_RID,
+            uri::ABS_SEND_TIME,
+            uri::TRANSPORT_WIDE_CC_01,
+            uri::SSRC_AUDIO_LEVEL,
+            uri::VIDEO_ORIENTATION,
+            uri::TOFFSET,
+        ] {
             assert!(caps.header_extensions.iter().any(|e| e.uri == u), "{u}");
         }
         validate_rtp_capabilities(&caps).unwrap();
@@ -1223,7 +1268,10 @@ mod tests {
             json!({"kind": "video", "mimeType": "video/rtx", "preferredPayloadType": 102,
                    "clockRate": 90000, "parameters": {"apt": 101}, "rtcpFeedback": []})
         );
-        assert_eq!(json["codecs"][0]["rtcpFeedback"][0], json!({"type": "nack", "parameter": ""}));
+        assert_eq!(
+            json["codecs"][0]["rtcpFeedback"][0],
+            json!({"type": "nack", "parameter": ""})
+        );
         assert_eq!(
             json["headerExtensions"][2],
             json!({"kind": "video", "uri": uri::RID, "preferredId": 2, "preferredEncrypt": false,
@@ -1258,7 +1306,10 @@ mod tests {
         let mut h265 = default_media_codecs()[1].clone();
         h265.mime_type = "video/H265".into();
         let err = generate_router_rtp_capabilities(&[h265]).unwrap_err();
-        assert_eq!(err.to_string(), "media codec not supported [mimeType:video/H265]");
+        assert_eq!(
+            err.to_string(),
+            "media codec not supported [mimeType:video/H265]"
+        );
 
         // mediasoup normalizes missing channels to 1, which opus/48000/2 does not match.
         let mut mono = default_media_codecs()[0].clone();
@@ -1281,8 +1332,14 @@ mod tests {
         assert_eq!(
             mapping.codecs,
             vec![
-                RtpMappingCodec { payload_type: 96, mapped_payload_type: 101 },
-                RtpMappingCodec { payload_type: 97, mapped_payload_type: 102 },
+                RtpMappingCodec {
+                    payload_type: 96,
+                    mapped_payload_type: 101
+                },
+                RtpMappingCodec {
+                    payload_type: 97,
+                    mapped_payload_type: 102
+                },
             ]
         );
         let rids: Vec<_> = mapping.encodings.iter().map(|e| e.rid.as_deref()).collect();
@@ -1290,18 +1347,33 @@ mod tests {
         let mapped: Vec<_> = mapping.encodings.iter().map(|e| e.mapped_ssrc).collect();
         assert_eq!(mapped, vec![5000, 5001, 5002]);
         assert!(mapping.encodings.iter().all(|e| e.ssrc.is_none()));
-        assert_eq!(mapping.encodings[0].scalability_mode.as_deref(), Some("L1T3"));
+        assert_eq!(
+            mapping.encodings[0].scalability_mode.as_deref(),
+            Some("L1T3")
+        );
 
         assert_eq!(consumable.codecs.len(), 2);
         assert_eq!(consumable.codecs[0].payload_type, 101);
         assert_eq!(consumable.codecs[0].rtcp_feedback.len(), 5);
         assert_eq!(consumable.codecs[1].mime_type, "video/rtx");
-        assert_eq!(consumable.codecs[1].parameters["apt"], ParameterValue::Number(101));
-        let uris: Vec<_> = consumable.header_extensions.iter().map(|e| (e.uri.as_str(), e.id)).collect();
+        assert_eq!(
+            consumable.codecs[1].parameters["apt"],
+            ParameterValue::Number(101)
+        );
+        let uris: Vec<_> = consumable
+            .header_extensions
+            .iter()
+            .map(|e| (e.uri.as_str(), e.id))
+            .collect();
         assert_eq!(
             uris,
-            vec![(uri::MID, 1), (uri::ABS_SEND_TIME, 4), (uri::TRANSPORT_WIDE_CC_01, 5),
-                 (uri::VIDEO_ORIENTATION, 11), (uri::TOFFSET, 12)]
+            vec![
+                (uri::MID, 1),
+                (uri::ABS_SEND_TIME, 4),
+                (uri::TRANSPORT_WIDE_CC_01, 5),
+                (uri::VIDEO_ORIENTATION, 11),
+                (uri::TOFFSET, 12)
+            ]
         );
         assert_eq!(consumable.encodings.len(), 3);
         for (i, e) in consumable.encodings.iter().enumerate() {
@@ -1318,15 +1390,28 @@ mod tests {
     fn maps_opus_producer() {
         let (params, mapping, consumable) = produce(chrome_opus(), MediaKind::Audio);
         assert_eq!(producer_type(&params), ProducerType::Simple);
-        assert_eq!(mapping.codecs, vec![RtpMappingCodec { payload_type: 111, mapped_payload_type: 100 }]);
+        assert_eq!(
+            mapping.codecs,
+            vec![RtpMappingCodec {
+                payload_type: 111,
+                mapped_payload_type: 100
+            }]
+        );
         assert_eq!(mapping.encodings[0].ssrc, Some(2_315_662_389));
         assert_eq!(consumable.codecs.len(), 1);
         let opus = &consumable.codecs[0];
         assert_eq!((opus.payload_type, opus.channels), (100, Some(2)));
         // The producer's codec parameters are kept.
         assert_eq!(opus.parameters["useinbandfec"], ParameterValue::Number(1));
-        let uris: Vec<_> = consumable.header_extensions.iter().map(|e| e.uri.as_str()).collect();
-        assert_eq!(uris, vec![uri::MID, uri::ABS_SEND_TIME, uri::SSRC_AUDIO_LEVEL]);
+        let uris: Vec<_> = consumable
+            .header_extensions
+            .iter()
+            .map(|e| e.uri.as_str())
+            .collect();
+        assert_eq!(
+            uris,
+            vec![uri::MID, uri::ABS_SEND_TIME, uri::SSRC_AUDIO_LEVEL]
+        );
         assert_eq!(consumable.encodings[0].ssrc, Some(5000));
     }
 
@@ -1338,7 +1423,8 @@ mod tests {
         let mapping = get_producer_rtp_parameters_mapping(&params, &caps, u32::MAX).unwrap();
         assert_eq!(mapping.encodings.len(), 1);
         assert_eq!(mapping.encodings[0].mapped_ssrc, u32::MAX);
-        let consumable = get_consumable_rtp_parameters(MediaKind::Audio, &params, &caps, &mapping).unwrap();
+        let consumable =
+            get_consumable_rtp_parameters(MediaKind::Audio, &params, &caps, &mapping).unwrap();
         assert_eq!(consumable.encodings[0].ssrc, Some(u32::MAX));
     }
 
@@ -1348,16 +1434,26 @@ mod tests {
         let mut params: RtpParameters = serde_json::from_value(chrome_vp8_simulcast()).unwrap();
         params.codecs[0].mime_type = "video/H265".into();
         let err = get_producer_rtp_parameters_mapping(&params, &caps, 1).unwrap_err();
-        assert_eq!(err.to_string(), "unsupported codec [mimeType:video/H265, payloadType:96]");
+        assert_eq!(
+            err.to_string(),
+            "unsupported codec [mimeType:video/H265, payloadType:96]"
+        );
 
         // VP9 profile 2 does not match the router's profile 0.
         params.codecs[0].mime_type = "video/VP9".into();
-        params.codecs[0].parameters.insert("profile-id".into(), 2u8.into());
+        params.codecs[0]
+            .parameters
+            .insert("profile-id".into(), 2u8.into());
         assert!(matches!(
             get_producer_rtp_parameters_mapping(&params, &caps, 1),
-            Err(OrtcError::UnsupportedCodec { payload_type: 96, .. })
+            Err(OrtcError::UnsupportedCodec {
+                payload_type: 96,
+                ..
+            })
         ));
-        params.codecs[0].parameters.insert("profile-id".into(), 0u8.into());
+        params.codecs[0]
+            .parameters
+            .insert("profile-id".into(), 0u8.into());
         assert!(get_producer_rtp_parameters_mapping(&params, &caps, 1).is_ok());
     }
 
@@ -1365,7 +1461,9 @@ mod tests {
     fn rtx_without_media_codec_is_rejected() {
         let caps = router_caps();
         let mut params: RtpParameters = serde_json::from_value(chrome_vp8_simulcast()).unwrap();
-        params.codecs[1].parameters.insert("apt".into(), 98u8.into());
+        params.codecs[1]
+            .parameters
+            .insert("apt".into(), 98u8.into());
         assert_eq!(
             get_producer_rtp_parameters_mapping(&params, &caps, 1),
             Err(OrtcError::MissingRtxMediaCodec { payload_type: 97 })
@@ -1393,7 +1491,9 @@ mod tests {
     #[test]
     fn h264_matching_follows_mediasoup() {
         let caps = router_caps();
-        let ok = h264_producer(json!({"packetization-mode": 1, "profile-level-id": "42e01f", "level-asymmetry-allowed": 1}));
+        let ok = h264_producer(
+            json!({"packetization-mode": 1, "profile-level-id": "42e01f", "level-asymmetry-allowed": 1}),
+        );
         let mapping = get_producer_rtp_parameters_mapping(&ok, &caps, 7).unwrap();
         assert_eq!(mapping.codecs[0].mapped_payload_type, 105);
 
@@ -1406,22 +1506,31 @@ mod tests {
         ] {
             let p = h264_producer(params.clone());
             assert!(
-                matches!(get_producer_rtp_parameters_mapping(&p, &caps, 7), Err(OrtcError::UnsupportedCodec { .. })),
+                matches!(
+                    get_producer_rtp_parameters_mapping(&p, &caps, 7),
+                    Err(OrtcError::UnsupportedCodec { .. })
+                ),
                 "{params}"
             );
         }
 
         // Without level asymmetry the producer's level is capped to the router's.
-        let high_level = h264_producer(json!({"packetization-mode": 1, "profile-level-id": "42e034"}));
+        let high_level =
+            h264_producer(json!({"packetization-mode": 1, "profile-level-id": "42e034"}));
         let mapping = get_producer_rtp_parameters_mapping(&high_level, &caps, 7).unwrap();
-        let consumable = get_consumable_rtp_parameters(MediaKind::Video, &high_level, &caps, &mapping).unwrap();
-        assert_eq!(consumable.codecs[0].parameters["profile-level-id"].as_str(), Some("42e01f"));
+        let consumable =
+            get_consumable_rtp_parameters(MediaKind::Video, &high_level, &caps, &mapping).unwrap();
+        assert_eq!(
+            consumable.codecs[0].parameters["profile-level-id"].as_str(),
+            Some("42e01f")
+        );
         assert_eq!(consumable.codecs[1].mime_type, "video/rtx");
 
         // Packetization mode 0 works when the router has such a codec.
         let mut codecs = default_media_codecs();
         let mut pm0 = codecs[3].clone();
-        pm0.parameters.insert("packetization-mode".into(), 0u8.into());
+        pm0.parameters
+            .insert("packetization-mode".into(), 0u8.into());
         codecs.push(pm0);
         let caps = generate_router_rtp_capabilities(&codecs).unwrap();
         let p = h264_producer(json!({"packetization-mode": 0, "profile-level-id": "42e01f"}));
@@ -1439,12 +1548,19 @@ mod tests {
         // transport-cc negotiated, so goog-remb is dropped.
         assert_eq!(
             fb_types(&consumer.codecs[0]),
-            vec![("transport-cc".into(), "".into()), ("ccm".into(), "fir".into()),
-                 ("nack".into(), "".into()), ("nack".into(), "pli".into())]
+            vec![
+                ("transport-cc".into(), "".into()),
+                ("ccm".into(), "fir".into()),
+                ("nack".into(), "".into()),
+                ("nack".into(), "pli".into())
+            ]
         );
         assert_eq!(consumer.header_extensions.len(), 5);
         assert_eq!(consumer.encodings.len(), 1);
-        assert_eq!(consumer.encodings[0].scalability_mode.as_deref(), Some("L3T3"));
+        assert_eq!(
+            consumer.encodings[0].scalability_mode.as_deref(),
+            Some("L3T3")
+        );
         assert_eq!(consumer.encodings[0].max_bitrate, Some(900_000));
         assert_eq!(consumer.encodings[0].ssrc, None);
 
@@ -1454,7 +1570,10 @@ mod tests {
             json["encodings"],
             json!([{"ssrc": 1000, "rtx": {"ssrc": 1001}, "scalabilityMode": "L3T3", "maxBitrate": 900000}])
         );
-        assert_eq!(json["rtcp"], json!({"cname": "Zx1aB2cD", "reducedSize": true}));
+        assert_eq!(
+            json["rtcp"],
+            json!({"cname": "Zx1aB2cD", "reducedSize": true})
+        );
         assert!(json["codecs"][0].get("channels").is_none());
         assert!(json.get("mid").is_none());
 
@@ -1462,8 +1581,19 @@ mod tests {
         let mut piped = get_consumer_rtp_parameters(&consumable, &device, true).unwrap();
         assert_eq!(piped.encodings.len(), 3);
         assign_consumer_ssrcs(&mut piped, 10, 20);
-        let ssrcs: Vec<_> = piped.encodings.iter().map(|e| (e.ssrc, e.rtx.map(|r| r.ssrc))).collect();
-        assert_eq!(ssrcs, vec![(Some(10), Some(20)), (Some(11), Some(21)), (Some(12), Some(22))]);
+        let ssrcs: Vec<_> = piped
+            .encodings
+            .iter()
+            .map(|e| (e.ssrc, e.rtx.map(|r| r.ssrc)))
+            .collect();
+        assert_eq!(
+            ssrcs,
+            vec![
+                (Some(10), Some(20)),
+                (Some(11), Some(21)),
+                (Some(12), Some(22))
+            ]
+        );
     }
 
     #[test]
@@ -1472,8 +1602,15 @@ mod tests {
         let device = chrome_device_caps();
         let mut consumer = get_consumer_rtp_parameters(&consumable, &device, false).unwrap();
         assert_eq!(consumer.codecs.len(), 1);
-        let uris: Vec<_> = consumer.header_extensions.iter().map(|e| e.uri.as_str()).collect();
-        assert_eq!(uris, vec![uri::MID, uri::ABS_SEND_TIME, uri::SSRC_AUDIO_LEVEL]);
+        let uris: Vec<_> = consumer
+            .header_extensions
+            .iter()
+            .map(|e| e.uri.as_str())
+            .collect();
+        assert_eq!(
+            uris,
+            vec![uri::MID, uri::ABS_SEND_TIME, uri::SSRC_AUDIO_LEVEL]
+        );
         // No transport-wide-cc extension for audio, so no transport-cc feedback.
         assert!(consumer.codecs[0].rtcp_feedback.is_empty());
         assert_eq!(consumer.encodings, vec![RtpEncodingParameters::default()]);
@@ -1488,7 +1625,10 @@ mod tests {
         let mut device = chrome_device_caps();
         device.header_extensions.retain(|e| e.uri == uri::MID);
         let consumer = get_consumer_rtp_parameters(&consumable, &device, false).unwrap();
-        let types: Vec<_> = fb_types(&consumer.codecs[0]).into_iter().map(|(t, _)| t).collect();
+        let types: Vec<_> = fb_types(&consumer.codecs[0])
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
         assert_eq!(types, vec!["ccm", "nack", "nack"]);
 
         // Without RTX in the device caps there is no RTX codec and no rtx ssrc.
@@ -1516,12 +1656,14 @@ mod tests {
         let caps = router_caps();
         let p = h264_producer(json!({"packetization-mode": 1, "profile-level-id": "42e01f"}));
         let mapping = get_producer_rtp_parameters_mapping(&p, &caps, 7).unwrap();
-        let consumable = get_consumable_rtp_parameters(MediaKind::Video, &p, &caps, &mapping).unwrap();
+        let consumable =
+            get_consumable_rtp_parameters(MediaKind::Video, &p, &caps, &mapping).unwrap();
         let mut device = chrome_device_caps();
         assert!(can_consume(&consumable, &device).unwrap());
         for c in &mut device.codecs {
             if c.mime_type == "video/H264" {
-                c.parameters.insert("profile-level-id".into(), "4d001f".into());
+                c.parameters
+                    .insert("profile-level-id".into(), "4d001f".into());
             }
         }
         assert!(!can_consume(&consumable, &device).unwrap());
@@ -1557,21 +1699,56 @@ mod tests {
             let err = validate_rtp_parameters(&p).unwrap_err().to_string();
             assert!(err.contains(expected), "{err} does not name {expected}");
         };
-        check(&|p| p.codecs[0].mime_type = "VP8".into(), "codecs[0].mimeType");
+        check(
+            &|p| p.codecs[0].mime_type = "VP8".into(),
+            "codecs[0].mimeType",
+        );
         check(&|p| p.codecs[1].payload_type = 96, "codecs[1].payloadType");
         check(&|p| p.codecs[0].payload_type = 200, "codecs[0].payloadType");
         check(&|p| p.codecs[0].clock_rate = 0, "codecs[0].clockRate");
-        check(&|p| { p.codecs[1].parameters.remove("apt"); }, "codecs[1].parameters.apt");
-        check(&|p| { p.codecs[1].parameters.insert("apt".into(), 99u8.into()); }, "codecs[1].parameters.apt");
-        check(&|p| { p.codecs[1].parameters.insert("apt".into(), "x".into()); }, "codecs[1].parameters.apt");
+        check(
+            &|p| {
+                p.codecs[1].parameters.remove("apt");
+            },
+            "codecs[1].parameters.apt",
+        );
+        check(
+            &|p| {
+                p.codecs[1].parameters.insert("apt".into(), 99u8.into());
+            },
+            "codecs[1].parameters.apt",
+        );
+        check(
+            &|p| {
+                p.codecs[1].parameters.insert("apt".into(), "x".into());
+            },
+            "codecs[1].parameters.apt",
+        );
         check(&|p| p.codecs.clear(), "codecs");
-        check(&|p| { p.codecs.remove(0); }, "codecs[0].parameters.apt");
-        check(&|p| p.codecs[0].rtcp_feedback[0].r#type.clear(), "codecs[0].rtcpFeedback[0].type");
+        check(
+            &|p| {
+                p.codecs.remove(0);
+            },
+            "codecs[0].parameters.apt",
+        );
+        check(
+            &|p| p.codecs[0].rtcp_feedback[0].r#type.clear(),
+            "codecs[0].rtcpFeedback[0].type",
+        );
         check(&|p| p.header_extensions[1].id = 0, "headerExtensions[1].id");
         check(&|p| p.header_extensions[1].id = 4, "headerExtensions[1].id");
-        check(&|p| p.header_extensions[0].uri.clear(), "headerExtensions[0].uri");
-        check(&|p| p.encodings[2].codec_payload_type = Some(97), "encodings[2].codecPayloadType");
-        check(&|p| p.encodings[0].scalability_mode = Some("L3T3".into()), "encodings[0].scalabilityMode");
+        check(
+            &|p| p.header_extensions[0].uri.clear(),
+            "headerExtensions[0].uri",
+        );
+        check(
+            &|p| p.encodings[2].codec_payload_type = Some(97),
+            "encodings[2].codecPayloadType",
+        );
+        check(
+            &|p| p.encodings[0].scalability_mode = Some("L3T3".into()),
+            "encodings[0].scalabilityMode",
+        );
         check(&|p| p.mid = Some(String::new()), "mid");
 
         let mut ok = base.clone();
@@ -1628,9 +1805,14 @@ mod tests {
         params.encodings[0].ssrc = Some(99);
         let caps = router_caps();
         let mapping = get_producer_rtp_parameters_mapping(&params, &caps, 1).unwrap();
-        let consumable = get_consumable_rtp_parameters(MediaKind::Video, &params, &caps, &mapping).unwrap();
-        let consumer = get_consumer_rtp_parameters(&consumable, &chrome_device_caps(), false).unwrap();
-        assert_eq!(consumer.encodings[0].scalability_mode.as_deref(), Some("L3T3_KEY"));
+        let consumable =
+            get_consumable_rtp_parameters(MediaKind::Video, &params, &caps, &mapping).unwrap();
+        let consumer =
+            get_consumer_rtp_parameters(&consumable, &chrome_device_caps(), false).unwrap();
+        assert_eq!(
+            consumer.encodings[0].scalability_mode.as_deref(),
+            Some("L3T3_KEY")
+        );
     }
 
     #[test]

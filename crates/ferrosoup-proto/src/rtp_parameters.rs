@@ -457,8 +457,14 @@ mod tests {
 
     #[test]
     fn media_kind_from_mime_type() {
-        assert_eq!(MediaKind::from_mime_type("audio/opus"), Some(MediaKind::Audio));
-        assert_eq!(MediaKind::from_mime_type("VIDEO/VP8"), Some(MediaKind::Video));
+        assert_eq!(
+            MediaKind::from_mime_type("audio/opus"),
+            Some(MediaKind::Audio)
+        );
+        assert_eq!(
+            MediaKind::from_mime_type("VIDEO/VP8"),
+            Some(MediaKind::Video)
+        );
         assert_eq!(MediaKind::from_mime_type("video/"), None);
         assert_eq!(MediaKind::from_mime_type("text/plain"), None);
         assert_eq!(MediaKind::from_mime_type("opus"), None);
@@ -480,7 +486,10 @@ mod tests {
                 "encodings":[{"ssrc":1111}],"somethingNew":{}}"#,
         )
         .unwrap();
-        assert_eq!(params.codecs[0].rtcp_feedback, vec![RtcpFeedback::new("nack", "")]);
+        assert_eq!(
+            params.codecs[0].rtcp_feedback,
+            vec![RtcpFeedback::new("nack", "")]
+        );
         assert!(params.header_extensions.is_empty());
         assert_eq!(params.rtcp, RtcpParameters::default());
         let json = serde_json::to_value(&params).unwrap();

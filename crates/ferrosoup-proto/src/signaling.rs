@@ -1052,23 +1052,31 @@ mod tests {
 
     #[test]
     fn parses_the_three_envelopes() {
-        let m = Message::parse(r#"{"request":true,"id":17,"method":"produce","data":{"a":1}}"#).unwrap();
+        let m = Message::parse(r#"{"request":true,"id":17,"method":"produce","data":{"a":1}}"#)
+            .unwrap();
         assert_eq!(m, Message::request(17, "produce", json!({"a": 1})));
-        let m = Message::parse(r#"{"response":true,"id":17,"ok":true,"data":{"id":"c0ffee"}}"#).unwrap();
+        let m = Message::parse(r#"{"response":true,"id":17,"ok":true,"data":{"id":"c0ffee"}}"#)
+            .unwrap();
         assert_eq!(m, Message::ok(17, json!({"id": "c0ffee"})));
         let m = Message::parse(
             r#"{"response":true,"id":17,"ok":false,"errorCode":404,"errorReason":"transport not found"}"#,
         )
         .unwrap();
-        assert_eq!(m, Message::error(17, ErrorCode::NotFound, "transport not found"));
-        let m = Message::parse(r#"{"notification":true,"method":"newProducer","data":{}}"#).unwrap();
+        assert_eq!(
+            m,
+            Message::error(17, ErrorCode::NotFound, "transport not found")
+        );
+        let m =
+            Message::parse(r#"{"notification":true,"method":"newProducer","data":{}}"#).unwrap();
         assert_eq!(m, Message::notification("newProducer", json!({})));
     }
 
     #[test]
     fn missing_data_defaults_to_empty_object() {
         let m = Message::parse(r#"{"request":true,"id":1,"method":"ping"}"#).unwrap();
-        let Message::Request(r) = m else { panic!("not a request") };
+        let Message::Request(r) = m else {
+            panic!("not a request")
+        };
         assert_eq!(r.data, json!({}));
         assert_eq!(r.parse_data::<Empty>().unwrap(), Empty {});
     }
@@ -1088,7 +1096,8 @@ mod tests {
             r#"{"response":true,"id":5,"ok":false,"errorCode":400,"errorReason":"unknown method \"x\""}"#
         );
         assert_eq!(
-            serde_json::to_value(Message::notification("peerLeft", json!({"peerId": "p"}))).unwrap(),
+            serde_json::to_value(Message::notification("peerLeft", json!({"peerId": "p"})))
+                .unwrap(),
             json!({"notification": true, "method": "peerLeft", "data": {"peerId": "p"}})
         );
         for m in [
@@ -1164,7 +1173,9 @@ mod tests {
             r#"{"request":true,"id":1,"method":"consume","data":{"transportId":"t","producerId":"p"}}"#,
         )
         .unwrap();
-        let Message::Request(r) = r else { panic!("not a request") };
+        let Message::Request(r) = r else {
+            panic!("not a request")
+        };
         let c: ConsumeRequest = r.parse_data().unwrap();
         assert!(c.paused);
         assert_eq!(c.app_data, json!({}));
@@ -1178,10 +1189,13 @@ mod tests {
         let err = bad.parse_data::<ConsumeRequest>().unwrap_err();
         assert!(err.to_string().contains("producerId"), "{err}");
 
-        let t: CreateTransportRequest = serde_json::from_value(json!({"direction": "send"})).unwrap();
+        let t: CreateTransportRequest =
+            serde_json::from_value(json!({"direction": "send"})).unwrap();
         assert_eq!(t.direction, TransportDirection::Send);
         assert!(!t.force_tcp && !t.prefer_tcp);
-        assert!(serde_json::from_value::<CreateTransportRequest>(json!({"direction": "up"})).is_err());
+        assert!(
+            serde_json::from_value::<CreateTransportRequest>(json!({"direction": "up"})).is_err()
+        );
 
         let j: JoinRoomRequest = serde_json::from_value(json!({
             "roomId": "r", "displayName": "Ann", "unknown": 1,
@@ -1196,8 +1210,10 @@ mod tests {
             serde_json::from_value(json!({"consumerId": "c", "spatialLayer": 2})).unwrap();
         assert_eq!((l.spatial_layer, l.temporal_layer), (2, None));
         assert!(
-            serde_json::from_value::<SetConsumerPriorityRequest>(json!({"consumerId": "c", "priority": 256}))
-                .is_err()
+            serde_json::from_value::<SetConsumerPriorityRequest>(
+                json!({"consumerId": "c", "priority": 256})
+            )
+            .is_err()
         );
     }
 

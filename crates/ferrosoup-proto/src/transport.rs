@@ -90,10 +90,7 @@ impl TryFrom<IceCandidateWire> for IceCandidate {
     type Error = &'static str;
 
     fn try_from(wire: IceCandidateWire) -> Result<Self, Self::Error> {
-        let address = wire
-            .address
-            .or(wire.ip)
-            .ok_or("missing field `address`")?;
+        let address = wire.address.or(wire.ip).ok_or("missing field `address`")?;
         Ok(Self {
             foundation: wire.foundation,
             priority: wire.priority,
@@ -326,13 +323,22 @@ mod tests {
             serde_json::from_str(r#"{"fingerprints":[{"algorithm":"SHA-512","value":"AA"}]}"#)
                 .unwrap();
         assert_eq!(upper.role, None);
-        assert_eq!(upper.fingerprints[0].algorithm, FingerprintAlgorithm::Sha512);
+        assert_eq!(
+            upper.fingerprints[0].algorithm,
+            FingerprintAlgorithm::Sha512
+        );
     }
 
     #[test]
     fn states_use_lowercase_names() {
-        assert_eq!(serde_json::to_value(IceState::Completed).unwrap(), "completed");
-        assert_eq!(serde_json::to_value(DtlsState::Connecting).unwrap(), "connecting");
+        assert_eq!(
+            serde_json::to_value(IceState::Completed).unwrap(),
+            "completed"
+        );
+        assert_eq!(
+            serde_json::to_value(DtlsState::Connecting).unwrap(),
+            "connecting"
+        );
         assert_eq!(serde_json::to_value(SctpState::Failed).unwrap(), "failed");
     }
 

@@ -291,3 +291,383 @@ impl Consumer {
         !self.paused && !self.producer_paused
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const VP8_IN: u8 = 96;
+    const VP8_OUT: u8 = 101;
+    const OPUS_IN: u8 = 111;
+    const OPUS_OUT: u8 = 100;
+    /// A payload type the consumers below have no mapping for.
+    const UNMAPPED_PT: u8 = 97;
+    /// First widened input sequence number of stream 0 (cycle 1, as `SeqExtender` yields).
+    const BASE: u64 = 65_536 + 1_000;
+    /// First widened input sequence number of stream 1 (unrelated to stream 0's).
+    const BASE1: u64 = 65_536 + 40_000;
+
+    fn pt_map(input: u8, output: u8) -> [u8; 128] {
+        let mut map = [NO_PT; 128];
+        map[usize::from(input)] = output;
+        map
+    }
+
+    fn video(initial_seq: u16, initial_ts: u32) -> ConsumerForwarder {
+        ConsumerForwarder::new(
+            MediaKind::Video,
+            pt_map(VP8_IN, VP8_OUT),
+            90_000,
+            initial_seq,
+            initial_ts,
+        )
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A forwarded VP8 packet without a layer change.
+    fn fwd(seq: u16, timestamp: u32) -> (Decision, Option<LayerChange>) {
+        (
+            Decision::Forward {
+                seq,
+                timestamp,
+                payload_type: VP8_OUT,
+            },
+            None,
+        )
+    }
+
+    /// A forwarded VP8 packet that starts forwarding `spatial`.
+    fn switched(seq: u16, timestamp: u32, spatial: u8) -> (Decision, Option<LayerChange>) {
+        (
+            Decision::Forward {
+                seq,
+                timestamp,
+                payload_type: VP8_OUT,
+            },
+            Some(LayerChange {
+                spatial: Some(spatial),
+            }),
+        )
+    }
+
+    fn dropped(reason: DropReason) -> (Decision, Option<LayerChange>) {
+        (Decision::Drop(reason), None)
+    }
+
+    #[test]
+    fn audio_forwards_at_once_with_continuous_seq_and_rebased_timestamps() {
+        let t0 = Instant::now();
+        let initial_ts = 1_000;
+        let mut f = ConsumerForwarder::new(
+            MediaKind::Audio,
+            pt_map(OPUS_IN, OPUS_OUT),
+            48_000,
+            500,
+            initial_ts,
+        );
+        f.set_target(Some(0));
+        assert!(!f.needs_keyframe());
+        // Input timestamps close to the 32-bit wrap: the rebased output wraps as well.
+        let ts0 = u32::MAX - 1_919;
+        let opus = |seq: u16, timestamp: u32| Decision::Forward {
+            seq,
+            timestamp,
+            payload_type: OPUS_OUT,
+        };
+        assert_eq!(
+            f.decide(t0, 0, BASE, ts0, OPUS_IN, false),
+            (
+                opus(500, ts0.wrapping_add(initial_ts)),
+                Some(LayerChange { spatial: Some(0) })
+            )
+        );
+        assert_eq!(f.current(), Some(0));
+        let mut got = Vec::new();
+        for i in 1..4u32 {
+            let ts = ts0.wrapping_add(960 * i);
+            got.push(f.decide(
+                t0 + ms(20 * u64::from(i)),
+                0,
+                BASE + u64::from(i),
+                ts,
+                OPUS_IN,
+                false,
+            ));
+        }
+        assert_eq!(
+            got,
+            [
+                (opus(501, 40), None),
+                (opus(502, initial_ts), None),
+                (opus(503, 960 + initial_ts), None),
+            ]
+        );
+        // Input 4 lost upstream: the gap stays so the receiver can NACK it.
+        assert_eq!(
+            f.decide(
+                t0 + ms(100),
+                0,
+                BASE + 5,
+                ts0.wrapping_add(4_800),
+                OPUS_IN,
+                false
+            ),
+            (opus(505, 2_880 + initial_ts), None)
+        );
+    }
+
+    #[test]
+    fn video_waits_for_a_keyframe_then_forwards() {
+        let t0 = Instant::now();
+        let off = 0x1234_5678;
+        let mut f = video(1_000, off);
+        assert!(!f.needs_keyframe(), "no target yet: nothing to ask for");
+        f.set_target(Some(0));
+        assert!(f.needs_keyframe());
+        for i in 0..3 {
+            assert_eq!(
+                f.decide(t0, 0, BASE + i, 3_000, VP8_IN, false),
+                dropped(DropReason::WaitingKeyframe)
+            );
+        }
+        assert_eq!(f.current(), None);
+        assert_eq!(
+            f.decide(t0 + ms(40), 0, BASE + 3, 6_000, VP8_IN, true),
+            switched(1_000, 6_000 + off, 0)
+        );
+        assert!(!f.needs_keyframe());
+        assert_eq!(f.current(), Some(0));
+        assert_eq!(
+            f.decide(t0 + ms(41), 0, BASE + 4, 6_000, VP8_IN, false),
+            fwd(1_001, 6_000 + off)
+        );
+        assert_eq!(
+            f.decide(t0 + ms(73), 0, BASE + 5, 9_000, VP8_IN, false),
+            fwd(1_002, 9_000 + off)
+        );
+        // A reordered packet from before the keyframe cannot be placed any more.
+        assert_eq!(
+            f.decide(t0 + ms(74), 0, BASE + 2, 3_000, VP8_IN, false),
+            dropped(DropReason::TooOld)
+        );
+        // A later keyframe of the same stream changes nothing.
+        assert_eq!(
+            f.decide(t0 + ms(106), 0, BASE + 6, 12_000, VP8_IN, true),
+            fwd(1_003, 12_000 + off)
+        );
+    }
+
+    #[test]
+    fn unknown_payload_type_is_dropped_without_a_gap() {
+        let t0 = Instant::now();
+        let mut f = video(7, 0);
+        f.set_target(Some(0));
+        // Before anything is forwarded.
+        assert_eq!(
+            f.decide(t0, 0, BASE, 0, UNMAPPED_PT, true),
+            dropped(DropReason::UnknownPayloadType)
+        );
+        assert_eq!(
+            f.decide(t0, 0, BASE + 1, 0, VP8_IN, true),
+            switched(7, 0, 0)
+        );
+        assert_eq!(
+            f.decide(t0, 0, BASE + 2, 0, UNMAPPED_PT, false),
+            dropped(DropReason::UnknownPayloadType)
+        );
+        assert_eq!(
+            f.decide(t0, 0, BASE + 3, 0, 127, false),
+            dropped(DropReason::UnknownPayloadType)
+        );
+        // Both were dropped on purpose: the next output follows on directly.
+        assert_eq!(f.decide(t0, 0, BASE + 4, 0, VP8_IN, false), fwd(8, 0));
+        assert_eq!(f.output_payload_type(VP8_IN), Some(VP8_OUT));
+        assert_eq!(f.output_payload_type(UNMAPPED_PT), None);
+        assert_eq!(f.output_payload_type(200), None);
+    }
+
+    #[test]
+    fn packets_of_other_streams_are_dropped() {
+        let t0 = Instant::now();
+        let mut f = video(0, 0);
+        f.set_target(Some(1));
+        for stream in [0, 2] {
+            assert_eq!(
+                f.decide(t0, stream, BASE, 0, VP8_IN, true),
+                dropped(DropReason::OtherLayer)
+            );
+        }
+        assert_eq!(f.decide(t0, 1, BASE1, 0, VP8_IN, true), switched(0, 0, 1));
+        assert_eq!(
+            f.decide(t0, 0, BASE + 1, 0, VP8_IN, true),
+            dropped(DropReason::OtherLayer)
+        );
+        assert_eq!(f.decide(t0, 1, BASE1 + 1, 0, VP8_IN, false), fwd(1, 0));
+        assert_eq!(f.current(), Some(1));
+    }
+
+    #[test]
+    fn switch_waits_for_the_target_keyframe_and_continues_seq_and_timestamp() {
+        let t0 = Instant::now();
+        let off = 50_000;
+        let mut f = video(2_000, off);
+        f.set_target(Some(0));
+        assert_eq!(
+            f.decide(t0, 0, BASE, 90_000, VP8_IN, true),
+            switched(2_000, 90_000 + off, 0)
+        );
+        assert_eq!(
+            f.decide(t0, 0, BASE + 1, 90_000, VP8_IN, false),
+            fwd(2_001, 90_000 + off)
+        );
+        assert_eq!(
+            f.decide(t0 + ms(33), 0, BASE + 2, 93_000, VP8_IN, false),
+            fwd(2_002, 93_000 + off)
+        );
+        f.set_target(Some(1));
+        assert_eq!(f.target(), Some(1));
+        assert!(f.needs_keyframe());
+        assert_eq!(
+            f.decide(t0 + ms(100), 1, BASE1, 3_000_000, VP8_IN, false),
+            dropped(DropReason::WaitingKeyframe)
+        );
+        assert_eq!(f.current(), Some(0));
+        // The keyframe comes 250 ms after the last output: 22 500 ticks at 90 kHz later.
+        let t1 = t0 + ms(283);
+        let last_out = 93_000 + off;
+        assert_eq!(
+            f.decide(t1, 1, BASE1 + 1, 4_000_000, VP8_IN, true),
+            switched(2_003, last_out + 22_500, 1)
+        );
+        assert!(!f.needs_keyframe());
+        assert_eq!(
+            f.decide(t1 + ms(33), 1, BASE1 + 2, 4_003_000, VP8_IN, false),
+            fwd(2_004, last_out + 25_500)
+        );
+        assert_eq!(
+            f.output_timestamp(4_003_000),
+            last_out + 25_500,
+            "retransmissions use the new offset"
+        );
+        assert_eq!(
+            f.decide(t1 + ms(34), 0, BASE + 3, 96_000, VP8_IN, true),
+            dropped(DropReason::OtherLayer)
+        );
+        // Switching back at the very instant of the last output still moves time on by
+        // one tick, so two frames never share a timestamp.
+        f.set_target(Some(0));
+        assert_eq!(
+            f.decide(t1 + ms(33), 0, BASE + 4, 99_000, VP8_IN, true),
+            switched(2_005, last_out + 25_501, 0)
+        );
+    }
+
+    #[test]
+    fn skipped_packets_during_pause_leave_no_gap_after_restart() {
+        let t0 = Instant::now();
+        let mut f = video(300, 0);
+        f.set_target(Some(0));
+        assert_eq!(
+            f.decide(t0, 0, BASE, 9_000, VP8_IN, true),
+            switched(300, 9_000, 0)
+        );
+        assert_eq!(
+            f.decide(t0 + ms(10), 0, BASE + 1, 9_000, VP8_IN, false),
+            fwd(301, 9_000)
+        );
+        // Pause, as the worker does it.
+        assert_eq!(f.restart(), Some(LayerChange { spatial: None }));
+        f.set_target(None);
+        assert!(!f.needs_keyframe());
+        assert_eq!(f.current(), None);
+        for i in 2..200 {
+            f.skip(0, BASE + i);
+        }
+        assert_eq!(f.restart(), None, "nothing was forwarded any more");
+        // Resume two seconds after the last output.
+        f.set_target(Some(0));
+        assert!(f.needs_keyframe());
+        let t1 = t0 + ms(2_010);
+        assert_eq!(
+            f.decide(t1, 0, BASE + 200, 500_000, VP8_IN, false),
+            dropped(DropReason::WaitingKeyframe)
+        );
+        assert_eq!(
+            f.decide(t1, 0, BASE + 201, 500_000, VP8_IN, true),
+            switched(302, 9_000 + 180_000, 0)
+        );
+        assert_eq!(
+            f.decide(t1, 0, BASE + 202, 503_000, VP8_IN, false),
+            fwd(303, 9_000 + 183_000)
+        );
+    }
+
+    #[test]
+    fn input_for_output_maps_nacks_back_and_refuses_outputs_before_a_switch() {
+        let t0 = Instant::now();
+        let mut f = video(100, 0);
+        assert_eq!(f.input_for_output(100), None, "nothing sent yet");
+        f.set_target(Some(0));
+        assert_eq!(f.decide(t0, 0, BASE, 0, VP8_IN, true), switched(100, 0, 0));
+        assert_eq!(f.decide(t0, 0, BASE + 1, 0, VP8_IN, false), fwd(101, 0));
+        // BASE + 2 lost upstream.
+        assert_eq!(f.decide(t0, 0, BASE + 3, 0, VP8_IN, false), fwd(103, 0));
+        assert_eq!(f.input_for_output(100), Some((0, BASE)));
+        assert_eq!(f.input_for_output(101), Some((0, BASE + 1)));
+        assert_eq!(f.input_for_output(102), None, "never sent");
+        assert_eq!(f.input_for_output(103), Some((0, BASE + 3)));
+        assert_eq!(f.input_for_output(104), None);
+        f.set_target(Some(1));
+        assert_eq!(f.decide(t0, 1, BASE1, 0, VP8_IN, true), switched(104, 1, 1));
+        assert_eq!(f.decide(t0, 1, BASE1 + 1, 0, VP8_IN, false), fwd(105, 1));
+        assert_eq!(f.input_for_output(104), Some((1, BASE1)));
+        assert_eq!(f.input_for_output(105), Some((1, BASE1 + 1)));
+        // Sent from stream 0 under another timestamp offset: not served any more.
+        for before in [100, 101, 103] {
+            assert_eq!(f.input_for_output(before), None, "output {before}");
+        }
+    }
+
+    #[test]
+    fn output_sequence_wraps_around() {
+        let t0 = Instant::now();
+        let mut f = video(65_533, u32::MAX - 2_999);
+        f.set_target(Some(0));
+        // Inputs cross their own 16-bit wrap too (widened values are just larger).
+        let base = 2 * 65_536 - 2;
+        assert_eq!(
+            f.decide(t0, 0, base, 0, VP8_IN, true),
+            switched(65_533, u32::MAX - 2_999, 0)
+        );
+        let got: Vec<_> = (1..6u32)
+            .map(|i| f.decide(t0, 0, base + u64::from(i), 3_000 * i, VP8_IN, false))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                fwd(65_534, 0),
+                fwd(65_535, 3_000),
+                fwd(0, 6_000),
+                fwd(1, 9_000),
+                fwd(2, 12_000),
+            ]
+        );
+        assert_eq!(f.input_for_output(65_535), Some((0, base + 2)));
+        assert_eq!(f.input_for_output(0), Some((0, base + 3)));
+        // A switch right after the wrap: outputs before it, on both sides of the wrap,
+        // are refused.
+        f.set_target(Some(1));
+        assert_eq!(
+            f.decide(t0 + ms(100), 1, BASE1, 0, VP8_IN, true),
+            switched(3, 12_000 + 9_000, 1)
+        );
+        assert_eq!(f.input_for_output(3), Some((1, BASE1)));
+        assert_eq!(f.input_for_output(0), None);
+        assert_eq!(f.input_for_output(65_534), None);
+    }
+}

@@ -218,7 +218,9 @@ mod tests {
 
     #[test]
     fn to_string_round_trips() {
-        for s in ["42e01f", "42001f", "4d0032", "640c1f", "64001f", "42f00b", "4d100b"] {
+        for s in [
+            "42e01f", "42001f", "4d0032", "640c1f", "64001f", "42f00b", "4d100b",
+        ] {
             let id = parse_profile_level_id(s).unwrap();
             assert_eq!(profile_level_id_to_string(id).as_deref(), Some(s));
         }

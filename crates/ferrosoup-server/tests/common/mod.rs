@@ -1,0 +1,159 @@
+//! Shared helpers of the integration tests: the real `ferrosoup` binary on loopback, and
+//! synthetic media with counters in the payload.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The server binary, started as it ships, with loopback-only candidates.
+pub struct TestServer {
+    child: Child,
+    /// HTTP port.
+    pub port: u16,
+}
+
+static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
+
+impl TestServer {
+    /// Starts `ferrosoup` with `workers` workers and waits until `/health` answers.
+    pub async fn start(workers: usize) -> Self {
+        let port = free_tcp_port();
+        // Each server of this process gets its own UDP range; processes differ by pid.
+        let slot = NEXT_RANGE.fetch_add(1, Ordering::Relaxed);
+        let base = 42000 + (std::process::id() % 100) as u16 * 200 + slot * 20;
+        let child = Command::new(env!("CARGO_BIN_EXE_ferrosoup"))
+            .env("PORT", port.to_string())
+            .env("LISTEN_IP", "127.0.0.1")
+            .env("RTC_MIN_PORT", base.to_string())
+            .env("RTC_MAX_PORT", (base + 19).to_string())
+            .env("NUM_WORKERS", workers.to_string())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop_compat()
+            .spawn()
+            .expect("start the ferrosoup binary");
+        let server = Self { child, port };
+        for _ in 0..100 {
+            if server.get("/health").await.is_some() {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("ferrosoup did not answer /health on port {port}");
+    }
+
+    /// WebSocket URL.
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    /// GET a path and parse JSON (`None` on connection failure).
+    pub async fn get(&self, path: &str) -> Option<Value> {
+        let text = self.get_text(path).await?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// GET a path as text (`None` on connection failure).
+    pub async fn get_text(&self, path: &str) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        let (_, body) = text.split_once("\r\n\r\n")?;
+        Some(body.to_owned())
+    }
+
+    /// Sum of a counter over all workers in `/api/stats`.
+    pub async fn counter(&self, name: &str) -> u64 {
+        let stats = self.get("/api/stats").await.expect("/api/stats answers");
+        stats["workers"].as_array().expect("workers array").iter().map(|w| w[name].as_u64().unwrap_or(0)).sum()
+    }
+
+    /// Waits until the object counts published by the workers (every 20 ms) are all zero.
+    pub async fn wait_all_objects_gone(&self) {
+        for _ in 0..100 {
+            let mut total = 0;
+            for name in ["transports", "producers", "consumers", "routers"] {
+                total += self.counter(name).await;
+            }
+            let rooms = self.get("/api/rooms").await.expect("/api/rooms answers");
+            if total == 0 && rooms["rooms"].as_array().is_some_and(|r| r.is_empty()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("objects left behind: {}", self.get_text("/api/stats").await.unwrap_or_default());
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+trait KillOnDropCompat {
+    fn kill_on_drop_compat(&mut self) -> &mut Self;
+}
+
+impl KillOnDropCompat for Command {
+    // std::process has no kill-on-drop; `TestServer::drop` kills the child.
+    fn kill_on_drop_compat(&mut self) -> &mut Self {
+        self
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free TCP port")
+}
+
+/// A synthetic VP8 frame in one packet: payload descriptor (S=1, partition 0), a VP8
+/// header byte whose low bit is 0 for keyframes, then the frame counter.
+pub fn vp8_frame(counter: u32, keyframe: bool) -> bytes::Bytes {
+    let mut p = vec![0x10, if keyframe { 0x00 } else { 0x01 }];
+    p.extend_from_slice(&counter.to_be_bytes());
+    p.extend_from_slice(&[0xab; 200]);
+    bytes::Bytes::from(p)
+}
+
+/// The counter of a frame built by [`vp8_frame`], if the payload is intact.
+pub fn vp8_counter(payload: &[u8]) -> Option<u32> {
+    if payload.len() != 206 || payload[0] != 0x10 || payload[6..].iter().any(|b| *b != 0xab) {
+        return None;
+    }
+    Some(u32::from_be_bytes([payload[2], payload[3], payload[4], payload[5]]))
+}
+
+/// A synthetic Opus packet carrying a counter.
+pub fn opus_packet(counter: u32) -> bytes::Bytes {
+    let mut p = vec![0xfc];
+    p.extend_from_slice(&counter.to_be_bytes());
+    p.extend_from_slice(&[0x5a; 60]);
+    bytes::Bytes::from(p)
+}
+
+/// The counter of a packet built by [`opus_packet`], if intact.
+pub fn opus_counter(payload: &[u8]) -> Option<u32> {
+    if payload.len() != 65 || payload[0] != 0xfc || payload[5..].iter().any(|b| *b != 0x5a) {
+        return None;
+    }
+    Some(u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]))
+}
+
+/// Timeout helper with a message.
+pub async fn within<T>(what: &str, secs: u64, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {secs}s: {what}"),
+    }
+}
