@@ -52,6 +52,28 @@ pub struct RemoteTransport {
     pub fingerprint_value: String,
 }
 
+impl RemoteTransport {
+    /// Replaces the server's candidates with one UDP host candidate at `addr`, keeping the
+    /// foundation and priority of the server's first UDP candidate.
+    pub fn override_candidates(&mut self, addr: std::net::SocketAddr) {
+        let (foundation, priority) = self
+            .candidates
+            .iter()
+            .find(|c| c.protocol.eq_ignore_ascii_case("udp"))
+            .map(|c| (c.foundation.clone(), c.priority))
+            .unwrap_or_else(|| ("override".to_owned(), 1_076_302_079));
+        self.candidates = vec![RemoteCandidate {
+            foundation,
+            priority,
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            protocol: "udp".to_owned(),
+            typ: "host".to_owned(),
+            tcp_type: None,
+        }];
+    }
+}
+
 /// Direction of a remote m-section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SectionDirection {
@@ -576,6 +598,33 @@ pub(crate) mod tests {
                 .collect::<Vec<_>>()
                 .join(":"),
         }
+    }
+
+    #[test]
+    fn candidate_override_leaves_one_udp_candidate() {
+        let mut t = server_transport();
+        t.candidates.push(RemoteCandidate {
+            foundation: "tcpcandidate".into(),
+            priority: 1_076_302_078,
+            address: "127.0.0.1".into(),
+            port: 40_001,
+            protocol: "tcp".into(),
+            typ: "host".into(),
+            tcp_type: Some("passive".into()),
+        });
+        t.override_candidates("127.0.0.2:5000".parse().expect("literal address"));
+        assert_eq!(
+            t.candidates,
+            vec![RemoteCandidate {
+                foundation: "udpcandidate".into(),
+                priority: 1_076_302_079,
+                address: "127.0.0.2".into(),
+                port: 5000,
+                protocol: "udp".into(),
+                typ: "host".into(),
+                tcp_type: None,
+            }]
+        );
     }
 
     pub(crate) fn vp8_with_rtx() -> Vec<RtpCodecParameters> {

@@ -57,6 +57,10 @@ pub struct TransportOptions {
     pub auto_nack: bool,
     /// `appData` sent with `createTransport`.
     pub app_data: Option<Value>,
+    /// Send to this address instead of the server's candidates (the PeerConnection gets it
+    /// as the only remote candidate). For tests through a relay, or a server behind a NAT
+    /// that announces an address the client cannot reach.
+    pub candidate_override: Option<SocketAddr>,
 }
 
 /// Which way media flows on a transport.
@@ -338,7 +342,10 @@ impl TransportShared {
             request["appData"] = app_data.clone();
         }
         let answer = signaling.request("createTransport", request).await?;
-        let (id, remote) = parse_transport_answer(&answer)?;
+        let (id, mut remote) = parse_transport_answer(&answer)?;
+        if let Some(addr) = options.candidate_override {
+            remote.override_candidates(addr);
+        }
 
         let bind_ip = options.bind_ip.unwrap_or_else(|| {
             let all_loopback = !remote.candidates.is_empty()

@@ -281,6 +281,8 @@ pub struct Consumer {
     pub keyframe_requests: u64,
     /// Last score sent to the client.
     pub score: u8,
+    /// Producer score sent with it.
+    pub reported_producer_score: u8,
     /// When the consumer was created.
     pub created: Instant,
 }

@@ -102,14 +102,32 @@ pub struct TransportInfo {
     pub fingerprints: Vec<Fingerprint>,
 }
 
+/// What a worker keeps per router.
+#[derive(Default)]
+struct RouterState {
+    /// Transports of the router (owned).
+    transports: Vec<usize>,
+    /// The producer last reported as active speaker.
+    active_speaker: Option<ProducerId>,
+    /// When the next active-speaker decision is due.
+    next_speaker_check: Option<Instant>,
+}
+
+/// How often the loudest audio producer of a router is looked for.
+const SPEAKER_INTERVAL: Duration = Duration::from_millis(300);
+/// Audio quieter than this (dBov, as a positive level 0..127) never counts as speech.
+const SPEAKER_THRESHOLD: u8 = 70;
+/// How often scores are recomputed and reported when changed.
+const SCORE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Everything one worker owns.
 pub struct WorkerCore {
     socket: UdpSocket,
     port: u16,
     certificate: Arc<DtlsCertificate>,
     events: UnboundedSender<MediaEvent>,
-    /// Routers and the transports each owns.
-    routers: HashMap<RouterId, Vec<usize>>,
+    /// Routers: the transports each owns and its active-speaker state.
+    routers: HashMap<RouterId, RouterState>,
     transports: Slab<Transport>,
     producers: Slab<Producer>,
     consumers: Slab<Consumer>,
@@ -124,6 +142,9 @@ pub struct WorkerCore {
     stun_out: Vec<u8>,
     nack_scratch: Vec<u16>,
     rtcp_scratch: Box<[u8; MAX_DATAGRAM]>,
+    /// Reused list of keys for timer walks.
+    key_scratch: Vec<usize>,
+    next_score_at: Instant,
     counters: WorkerCounters,
     shared: Arc<SharedCounters>,
     /// Wall clock at `epoch`, to turn `Instant`s into NTP time for Sender Reports.
@@ -157,6 +178,8 @@ impl WorkerCore {
             stun_out: Vec::with_capacity(256),
             nack_scratch: Vec::with_capacity(256),
             rtcp_scratch: Box::new([0; MAX_DATAGRAM]),
+            key_scratch: Vec::new(),
+            next_score_at: Instant::now() + SCORE_INTERVAL,
             counters: WorkerCounters::default(),
             shared,
             epoch: (Instant::now(), std::time::SystemTime::now()),
@@ -172,14 +195,14 @@ impl WorkerCore {
 
     /// Registers a router.
     pub fn create_router(&mut self, id: RouterId) {
-        self.routers.entry(id).or_default();
+        self.routers.entry(id).or_insert_with(RouterState::default);
         self.publish_counts();
     }
 
     /// Closes a router and everything in it.
     pub fn close_router(&mut self, id: RouterId) {
-        if let Some(transports) = self.routers.remove(&id) {
-            for t in transports {
+        if let Some(router) = self.routers.remove(&id) {
+            for t in router.transports {
                 self.remove_transport(t);
             }
         }
@@ -217,7 +240,7 @@ impl WorkerCore {
         self.transport_ids.insert(id, key);
         self.by_ufrag.insert(ice.ufrag.clone(), key);
         if let Some(r) = self.routers.get_mut(&router_id) {
-            r.push(key);
+            r.transports.push(key);
         }
         self.publish_counts();
         Ok(TransportInfo { id, ice, port: self.port, fingerprints: self.certificate.fingerprints().to_vec() })
@@ -312,7 +335,7 @@ impl WorkerCore {
     pub fn close_transport(&mut self, router_id: RouterId, id: TransportId) -> Result<Closed, RoomError> {
         let key = self.transport_key(router_id, id)?;
         if let Some(r) = self.routers.get_mut(&router_id) {
-            r.retain(|&t| t != key);
+            r.transports.retain(|&t| t != key);
         }
         let closed = self.remove_transport(key);
         self.publish_counts();
@@ -397,6 +420,8 @@ impl WorkerCore {
             ext_ids: spec.ext_ids,
             consumer_type: spec.consumer_type,
             score: 10,
+            audio_level_sum: 0,
+            audio_level_count: 0,
         });
         self.producer_ids.insert(id, key);
         let transport = &mut self.transports[t];
@@ -499,6 +524,7 @@ impl WorkerCore {
             nack_misses: 0,
             keyframe_requests: 0,
             score: 10,
+            reported_producer_score: 10,
             created: now,
         });
         self.consumer_ids.insert(id, key);
@@ -849,6 +875,12 @@ impl WorkerCore {
             return;
         };
         let kind = producer.kind;
+        if kind == MediaKind::Audio && producer.ext_ids.audio_level != 0 {
+            if let Some(level) = rtp::find_extension(packet, &info, producer.ext_ids.audio_level).and_then(rtp::parse_audio_level) {
+                producer.audio_level_sum += u32::from(level.level);
+                producer.audio_level_count += 1;
+            }
+        }
         let stream = &mut producer.streams[sref.stream];
         let ext_seq = stream.seq.extend(info.sequence_number);
         let payload = &packet[info.payload_offset..info.payload_offset + info.payload_len];
@@ -991,6 +1023,7 @@ impl WorkerCore {
                     if let Some(r) = self.transports[key].ssrc_table.get(&ssrc).copied() {
                         if let Some(s) = self.producers.get_mut(r.producer).and_then(|p| p.streams.get_mut(r.stream)) {
                             s.stats.on_sender_report(now, info.ntp, info.rtp_ts);
+                            s.last_sr_rtp = Some((info.rtp_ts, now));
                         }
                     }
                     for block in reports {
@@ -1106,8 +1139,10 @@ impl WorkerCore {
     /// Timers: ICE consent and DTLS retransmissions, NACKs to producers, RTCP reports,
     /// keyframe request retries, layer targets. Called by the worker loop every tick.
     pub fn on_tick(&mut self, now: Instant) {
-        let keys: Vec<usize> = self.transports.iter().map(|(k, _)| k).collect();
-        for key in keys {
+        let mut keys = std::mem::take(&mut self.key_scratch);
+        keys.clear();
+        keys.extend(self.transports.iter().map(|(k, _)| k));
+        for &key in &keys {
             let t = &mut self.transports[key];
             t.ice.handle_timeout(now);
             if let Some(dtls) = t.dtls.as_mut() {
@@ -1133,16 +1168,93 @@ impl WorkerCore {
             }
         }
         // Keyframe retries and layer targets (a layer may have started or stopped).
-        let consumer_keys: Vec<usize> = self.consumers.iter().map(|(k, _)| k).collect();
-        for c in consumer_keys {
+        keys.clear();
+        keys.extend(self.consumers.iter().map(|(k, _)| k));
+        for &c in &keys {
             self.update_consumer_target(c, now);
             let consumer = &self.consumers[c];
             if consumer.is_active() && consumer.forwarder.needs_keyframe() {
                 self.request_keyframe_for_consumer(c, now);
             }
         }
+        self.key_scratch = keys;
+        self.detect_active_speakers(now);
+        if now >= self.next_score_at {
+            self.next_score_at = now + SCORE_INTERVAL;
+            self.update_scores();
+        }
         self.flush();
         self.shared.publish(&self.counters);
+    }
+
+    /// Per router, reports the loudest audio producer of the last interval when it changes
+    /// (mediasoup's audio-level observer, fed by the ssrc-audio-level extension).
+    fn detect_active_speakers(&mut self, now: Instant) {
+        let Self { routers, transports, producers, events, .. } = self;
+        for (router_id, router) in routers.iter_mut() {
+            let due = router.next_speaker_check.get_or_insert(now + SPEAKER_INTERVAL);
+            if now < *due {
+                continue;
+            }
+            *due = now + SPEAKER_INTERVAL;
+            let mut loudest: Option<(ProducerId, u32)> = None;
+            for &t in &router.transports {
+                for &p in &transports[t].producers {
+                    let producer = &mut producers[p];
+                    if producer.audio_level_count == 0 {
+                        continue;
+                    }
+                    let avg = producer.audio_level_sum / producer.audio_level_count;
+                    producer.audio_level_sum = 0;
+                    producer.audio_level_count = 0;
+                    if producer.paused || avg > u32::from(SPEAKER_THRESHOLD) {
+                        continue;
+                    }
+                    if loudest.is_none_or(|(_, l)| avg < l) {
+                        loudest = Some((producer.id, avg));
+                    }
+                }
+            }
+            if let Some((producer_id, level)) = loudest {
+                if router.active_speaker != Some(producer_id) {
+                    router.active_speaker = Some(producer_id);
+                    let _ = events.send(MediaEvent::ActiveSpeaker {
+                        router_id: *router_id,
+                        producer_id,
+                        volume: -(level as i8),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Scores 0..10 from packet loss, reported when they change: a producer's from what it
+    /// loses on the way in, a consumer's from what its receiver reports lost.
+    fn update_scores(&mut self) {
+        for (_, producer) in self.producers.iter_mut() {
+            let mut worst = 10;
+            for stream in producer.streams.iter_mut().filter(|s| s.last_packet.is_some()) {
+                stream.score = loss_score(stream.fraction_lost);
+                worst = worst.min(stream.score);
+            }
+            if worst != producer.score {
+                producer.score = worst;
+                let _ = self.events.send(MediaEvent::ProducerScore { producer_id: producer.id, score: worst });
+            }
+        }
+        for (_, consumer) in self.consumers.iter_mut() {
+            let producer_score = self
+                .producers
+                .get(consumer.producer)
+                .and_then(|p| consumer.forwarder.current().and_then(|s| p.streams.get(s)))
+                .map_or(0, |s| s.score);
+            let score = loss_score(consumer.fraction_lost).min(producer_score);
+            if score != consumer.score || producer_score != consumer.reported_producer_score {
+                consumer.score = score;
+                consumer.reported_producer_score = producer_score;
+                let _ = self.events.send(MediaEvent::ConsumerScore { consumer_id: consumer.id, score, producer_score });
+            }
+        }
     }
 
     fn send_nacks(&mut self, key: usize, now: Instant) {
@@ -1178,7 +1290,18 @@ impl WorkerCore {
         for c in consumers {
             let consumer = &self.consumers[c];
             let ssrc = consumer.ssrc;
-            let Some(info) = consumer.send_stats.sender_report(now, ntp, consumer.clock_rate) else { continue };
+            let Some(mut info) = consumer.send_stats.sender_report(now, ntp, consumer.clock_rate) else { continue };
+            // Lip-sync: derive the RTP time from the producer's own Sender Report when there
+            // is one, so audio and video of one sender keep their relative timing.
+            let producer_sr = self
+                .producers
+                .get(consumer.producer)
+                .and_then(|p| consumer.forwarder.current().and_then(|s| p.streams.get(s)))
+                .and_then(|s| s.last_sr_rtp);
+            if let Some((sr_rtp, at)) = producer_sr {
+                let elapsed = now.saturating_duration_since(at).as_secs_f64() * consumer.clock_rate as f64;
+                info.rtp_ts = consumer.forwarder.output_timestamp(sr_rtp.wrapping_add(elapsed as u32));
+            }
             if len + 28 > limit {
                 self.send_rtcp(key, len);
                 len = 0;
@@ -1194,6 +1317,7 @@ impl WorkerCore {
                     continue;
                 }
                 let block = stream.stats.report_block(now, ssrc);
+                stream.fraction_lost = f64::from(block.fraction_lost) / 256.0;
                 if len + 32 > limit {
                     self.send_rtcp(key, len);
                     len = 0;
@@ -1263,6 +1387,11 @@ fn read_sdes<'a>(packet: &'a [u8], info: &RtpHeaderInfo, id: u8) -> Option<&'a s
         return None;
     }
     rtp::find_extension(packet, info, id).and_then(rtp::parse_sdes_str)
+}
+
+/// A 0..10 score for a loss fraction (0..1): 10 without loss, 0 from 50% loss up.
+fn loss_score(fraction_lost: f64) -> u8 {
+    (10.0 * (1.0 - (fraction_lost * 2.0).min(1.0))).round() as u8
 }
 
 fn layers_event(consumer_id: ConsumerId, change: LayerChange) -> MediaEvent {

@@ -1,6 +1,6 @@
 //! Events a worker reports to the control path (never per packet).
 
-use crate::ids::{ConsumerId, ProducerId, TransportId};
+use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
 use ferrosoup_proto::transport::{DtlsState, IceState};
 
 /// Something that happened inside a worker that clients may need to hear about.
@@ -35,6 +35,15 @@ pub enum MediaEvent {
         producer_id: ProducerId,
         /// 0..10.
         score: u8,
+    },
+    /// The loudest audio producer of a router changed.
+    ActiveSpeaker {
+        /// The router.
+        router_id: RouterId,
+        /// The producer now loudest.
+        producer_id: ProducerId,
+        /// Its average level in dBov (-127..0).
+        volume: i8,
     },
     /// A consumer's score changed.
     ConsumerScore {

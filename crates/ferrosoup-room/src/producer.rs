@@ -54,6 +54,10 @@ pub struct RecvStream {
     pub nacks_sent: u64,
     /// Last score reported.
     pub score: u8,
+    /// RTP timestamp of the client's last Sender Report and when it arrived.
+    pub last_sr_rtp: Option<(u32, Instant)>,
+    /// Fraction lost (0..1) in the interval of the last Receiver Report sent about it.
+    pub fraction_lost: f64,
 }
 
 impl RecvStream {
@@ -75,6 +79,8 @@ impl RecvStream {
             plis_sent: 0,
             nacks_sent: 0,
             score: 10,
+            last_sr_rtp: None,
+            fraction_lost: 0.0,
         }
     }
 
@@ -121,6 +127,10 @@ pub struct Producer {
     pub consumer_type: &'static str,
     /// Last score reported.
     pub score: u8,
+    /// Sum of audio levels (0..127, -dBov) since the last active-speaker check.
+    pub audio_level_sum: u32,
+    /// Number of levels in `audio_level_sum`.
+    pub audio_level_count: u32,
 }
 
 /// Header extension ids of the extensions the worker reads.

@@ -28,6 +28,10 @@ pub struct Config {
     /// Number of worker threads (default: number of cores).
     #[arg(long, env = "NUM_WORKERS")]
     pub num_workers: Option<usize>,
+    /// JSON file with the routers' media codecs (an array of mediasoup `RtpCodecCapability`).
+    /// Default: opus, VP8, VP9 profile 0, H264 42e01f, each video codec with RTX.
+    #[arg(long, env = "MEDIA_CODECS")]
+    pub media_codecs: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -45,6 +49,20 @@ impl Config {
             return Err(format!("{workers} workers need {workers} ports; the RTC port range has {ports}"));
         }
         Ok(())
+    }
+
+    /// The routers' media codecs: from the file, or the defaults. Checked by computing the
+    /// router capabilities once.
+    pub fn media_codecs(&self) -> Result<Vec<ferrosoup_proto::rtp_parameters::RtpCodecCapability>, String> {
+        let codecs = match &self.media_codecs {
+            None => ferrosoup_proto::ortc::default_media_codecs(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("MEDIA_CODECS {}: {e}", path.display()))?;
+                serde_json::from_str(&text).map_err(|e| format!("MEDIA_CODECS {}: {e}", path.display()))?
+            }
+        };
+        ferrosoup_proto::ortc::generate_router_rtp_capabilities(&codecs).map_err(|e| format!("media codecs: {e}"))?;
+        Ok(codecs)
     }
 
     /// The worker pool settings.

@@ -19,9 +19,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = config::Config::parse();
     config.validate().map_err(anyhow::Error::msg)?;
+    let media_codecs = config.media_codecs().map_err(anyhow::Error::msg)?;
     let settings = config.worker_settings();
     let (pool, events) = WorkerPool::start(&settings)?;
-    let hub = Hub::new(pool, events, ferrosoup_proto::ortc::default_media_codecs());
+    let hub = Hub::new(pool, events, media_codecs);
     let addr = SocketAddr::new(config.listen_ip, config.port);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(

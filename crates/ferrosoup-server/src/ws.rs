@@ -8,7 +8,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use ferrosoup_signal::{Hub, Incoming, Outgoing};
+use ferrosoup_signal::{Hub, Outgoing};
 
 /// Largest accepted frame.
 pub const MAX_MESSAGE: usize = 256 * 1024;
@@ -20,7 +20,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs one WebSocket connection to the end.
 pub async fn serve(hub: Arc<Hub>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let (in_tx, in_rx) = mpsc::unbounded_channel::<Incoming>();
+    let (in_tx, in_rx) = mpsc::unbounded_channel::<String>();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
     let session = tokio::spawn(ferrosoup_signal::session::run(
         hub,
@@ -35,7 +35,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket) {
                 last_seen = tokio::time::Instant::now();
                 match frame {
                     Some(Ok(Message::Text(text))) => {
-                        if in_tx.send(Incoming::Text(text.to_string())).is_err() { break; }
+                        if in_tx.send(text.to_string()).is_err() { break; }
                     }
                     Some(Ok(Message::Binary(_))) => {
                         // protoo is text only; a binary frame is garbage like invalid JSON.
@@ -44,11 +44,12 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket) {
                     Some(Ok(Message::Close(_))) | None => break,
                     Some(Err(e)) => {
                         if is_too_big(&e) {
-                            let _ = in_tx.send(Incoming::TooBig);
+                            let frame = CloseFrame { code: 1009, reason: "message too big".into() };
+                            let _ = sink.send(Message::Close(Some(frame))).await;
                         } else {
                             tracing::debug!("websocket read: {e}");
-                            break;
                         }
+                        break;
                     }
                 }
             }
@@ -71,6 +72,8 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket) {
             }
         }
     }
+    // Completes the closing handshake (answers the client's close frame) where possible.
+    let _ = sink.close().await;
     drop(in_tx);
     let _ = session.await;
 }

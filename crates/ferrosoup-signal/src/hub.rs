@@ -241,6 +241,18 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
                     );
                 }
             }
+            MediaEvent::ActiveSpeaker { router_id, producer_id, volume } => {
+                let rooms = hub.rooms().await;
+                let Some(room) = rooms.iter().find(|r| r.router.id() == router_id) else { continue };
+                let owner = room.peers().values().find(|p| p.producers.contains_key(&producer_id)).map(|p| p.id.clone());
+                if let Some(peer_id) = owner {
+                    room.broadcast(
+                        "",
+                        "activeSpeaker",
+                        json!({"peerId": peer_id, "producerId": producer_id.to_string(), "volume": volume}),
+                    );
+                }
+            }
             MediaEvent::ProducerScore { producer_id, score } => {
                 if let Some(n) = hub.route(producer_id.0) {
                     n.notify("producerScore", json!({"producerId": producer_id.to_string(), "score": score}));

@@ -12,4 +12,3 @@ pub mod stats;
 
 pub use error::SignalError;
 pub use hub::{Hub, Outgoing};
-pub use session::Incoming;

@@ -22,35 +22,19 @@ use ferrosoup_room::{Closed, ConsumerId, ProducerId, TransportId};
 use crate::error::SignalError;
 use crate::hub::{Direction, Hub, Notifier, Outgoing, Peer, ProducerInfo, Room};
 
-/// A frame received from the client.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Incoming {
-    /// A text frame.
-    Text(String),
-    /// A frame over the size limit: the connection is closed with 1009.
-    TooBig,
-}
-
-/// Serves one connection until its stream ends, then removes its peer.
+/// Serves one connection (its text frames in, answers and notifications out) until the
+/// incoming stream ends, then removes its peer and any room it created that stayed empty.
 pub async fn run<S>(hub: Arc<Hub>, mut incoming: S, out: mpsc::UnboundedSender<Outgoing>)
 where
-    S: Stream<Item = Incoming> + Unpin,
+    S: Stream<Item = String> + Unpin,
 {
     let mut session = Session::new(hub, Notifier::new(out.clone()));
-    while let Some(frame) = incoming.next().await {
-        match frame {
-            Incoming::Text(text) => {
-                if let Some(answer) = session.handle_text(&text).await {
-                    let _ = out.send(Outgoing::Text(answer));
-                }
-            }
-            Incoming::TooBig => {
-                let _ = out.send(Outgoing::Close(1009, "message too big".into()));
-                break;
-            }
+    while let Some(text) = incoming.next().await {
+        if let Some(answer) = session.handle_text(&text).await {
+            let _ = out.send(Outgoing::Text(answer));
         }
     }
-    session.leave().await;
+    session.close().await;
 }
 
 /// The state of one connection: the room and peer it joined.
@@ -58,6 +42,8 @@ pub struct Session {
     hub: Arc<Hub>,
     notifier: Notifier,
     joined: Option<(Arc<Room>, String)>,
+    /// Rooms this connection asked for with `createRoom`, closed at the end if still empty.
+    touched_rooms: Vec<Arc<Room>>,
 }
 
 type Answer = Result<Value, SignalError>;
@@ -73,7 +59,7 @@ fn parse_id<T>(s: &str, what: &str, f: fn(&str) -> Option<T>) -> Result<T, Signa
 impl Session {
     /// A session that has not joined a room yet.
     pub fn new(hub: Arc<Hub>, notifier: Notifier) -> Self {
-        Self { hub, notifier, joined: None }
+        Self { hub, notifier, joined: None, touched_rooms: Vec::new() }
     }
 
     /// Handles one text frame; returns the response to send, if any.
@@ -253,7 +239,11 @@ impl Session {
     async fn create_room(&mut self, req: CreateRoomRequest) -> Answer {
         validate_room_id(&req.room_id)?;
         let room = self.hub.get_or_create_room(&req.room_id).await?;
-        Ok(json!({"roomId": room.id, "rtpCapabilities": room.router.rtp_capabilities()}))
+        let answer = json!({"roomId": room.id, "rtpCapabilities": room.router.rtp_capabilities()});
+        if !self.touched_rooms.iter().any(|r| Arc::ptr_eq(r, &room)) {
+            self.touched_rooms.push(room);
+        }
+        Ok(answer)
     }
 
     async fn get_router_rtp_capabilities(&mut self, req: CreateRoomRequest) -> Answer {
@@ -314,6 +304,14 @@ impl Session {
         self.joined = Some((room, peer_id.clone()));
         let session_token = uuid::Uuid::new_v4().simple().to_string();
         Ok(json!({"peerId": peer_id, "sessionToken": session_token, "peers": peers_json}))
+    }
+
+    /// Ends the session: leaves the room and closes rooms it created that nobody joined.
+    pub async fn close(mut self) {
+        self.leave().await;
+        for room in std::mem::take(&mut self.touched_rooms) {
+            self.hub.close_room_if_empty(&room).await;
+        }
     }
 
     /// Removes this session's peer and everything it owns, and tells the others.
