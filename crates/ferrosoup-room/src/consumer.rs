@@ -82,7 +82,13 @@ pub const NO_PT: u8 = 0xff;
 
 impl ConsumerForwarder {
     /// A forwarder starting at random output sequence number and timestamp.
-    pub fn new(kind: MediaKind, pt_map: [u8; 128], clock_rate: u32, initial_seq: u16, initial_ts: u32) -> Self {
+    pub fn new(
+        kind: MediaKind,
+        pt_map: [u8; 128],
+        clock_rate: u32,
+        initial_seq: u16,
+        initial_ts: u32,
+    ) -> Self {
         Self {
             kind,
             pt_map,
@@ -143,7 +149,11 @@ impl ConsumerForwarder {
         payload_type: u8,
         keyframe: bool,
     ) -> (Decision, Option<LayerChange>) {
-        let out_pt = self.pt_map.get(payload_type as usize).copied().unwrap_or(NO_PT);
+        let out_pt = self
+            .pt_map
+            .get(payload_type as usize)
+            .copied()
+            .unwrap_or(NO_PT);
         if out_pt == NO_PT {
             if self.current == Some(stream) {
                 self.seq.drop(ext_seq);
@@ -176,7 +186,9 @@ impl ConsumerForwarder {
             self.timestamp.sync(timestamp, output_ts);
             self.ts_offset = output_ts.wrapping_sub(timestamp);
             if self.current != Some(stream) {
-                change = Some(LayerChange { spatial: u8::try_from(stream).ok() });
+                change = Some(LayerChange {
+                    spatial: u8::try_from(stream).ok(),
+                });
             }
             self.current = Some(stream);
             self.need_keyframe = false;
@@ -187,13 +199,27 @@ impl ConsumerForwarder {
             self.switched_at_seq = Some(out_seq);
             let out_ts = self.timestamp.rewrite(timestamp);
             self.last_output = Some((out_ts, now));
-            return (Decision::Forward { seq: out_seq, timestamp: out_ts, payload_type: out_pt }, change);
+            return (
+                Decision::Forward {
+                    seq: out_seq,
+                    timestamp: out_ts,
+                    payload_type: out_pt,
+                },
+                change,
+            );
         }
         match self.seq.forward(ext_seq) {
             Some(out_seq) => {
                 let out_ts = self.timestamp.rewrite(timestamp);
                 self.last_output = Some((out_ts, now));
-                (Decision::Forward { seq: out_seq, timestamp: out_ts, payload_type: out_pt }, change)
+                (
+                    Decision::Forward {
+                        seq: out_seq,
+                        timestamp: out_ts,
+                        payload_type: out_pt,
+                    },
+                    change,
+                )
             }
             None => (Decision::Drop(DropReason::TooOld), change),
         }
@@ -217,7 +243,9 @@ impl ConsumerForwarder {
                 return None;
             }
         }
-        self.seq.input_for_output(output_seq).map(|ext| (stream, ext))
+        self.seq
+            .input_for_output(output_seq)
+            .map(|ext| (stream, ext))
     }
 
     /// Output timestamp for an input timestamp of the current stream (retransmissions).
@@ -227,7 +255,10 @@ impl ConsumerForwarder {
 
     /// The output payload type for a producer payload type.
     pub fn output_payload_type(&self, input: u8) -> Option<u8> {
-        self.pt_map.get(input as usize).copied().filter(|pt| *pt != NO_PT)
+        self.pt_map
+            .get(input as usize)
+            .copied()
+            .filter(|pt| *pt != NO_PT)
     }
 }
 

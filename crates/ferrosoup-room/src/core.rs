@@ -27,7 +27,7 @@ use crate::error::RoomError;
 use crate::events::MediaEvent;
 use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
 use crate::producer::{CodecInfo, ExtIds, Producer, RecvStream};
-use crate::stats::{WorkerCounters, SharedCounters};
+use crate::stats::{SharedCounters, WorkerCounters};
 use crate::transport::{StreamRef, Transport, TransportCounters};
 use crate::udp::{MAX_DATAGRAM, SendBatch};
 
@@ -195,7 +195,7 @@ impl WorkerCore {
 
     /// Registers a router.
     pub fn create_router(&mut self, id: RouterId) {
-        self.routers.entry(id).or_insert_with(RouterState::default);
+        self.routers.entry(id).or_default();
         self.publish_counts();
     }
 
@@ -210,7 +210,11 @@ impl WorkerCore {
     }
 
     /// Creates a WebRTC transport in a router.
-    pub fn create_transport(&mut self, router_id: RouterId, now: Instant) -> Result<TransportInfo, RoomError> {
+    pub fn create_transport(
+        &mut self,
+        router_id: RouterId,
+        now: Instant,
+    ) -> Result<TransportInfo, RoomError> {
         if !self.routers.contains_key(&router_id) {
             return Err(RoomError::NotFound("router"));
         }
@@ -243,11 +247,19 @@ impl WorkerCore {
             r.transports.push(key);
         }
         self.publish_counts();
-        Ok(TransportInfo { id, ice, port: self.port, fingerprints: self.certificate.fingerprints().to_vec() })
+        Ok(TransportInfo {
+            id,
+            ice,
+            port: self.port,
+            fingerprints: self.certificate.fingerprints().to_vec(),
+        })
     }
 
     fn transport_key(&self, router_id: RouterId, id: TransportId) -> Result<usize, RoomError> {
-        let key = *self.transport_ids.get(&id).ok_or(RoomError::NotFound("transport"))?;
+        let key = *self
+            .transport_ids
+            .get(&id)
+            .ok_or(RoomError::NotFound("transport"))?;
         if self.transports[key].router_id != router_id {
             return Err(RoomError::NotFound("transport"));
         }
@@ -255,7 +267,10 @@ impl WorkerCore {
     }
 
     fn producer_key(&self, router_id: RouterId, id: ProducerId) -> Result<usize, RoomError> {
-        let key = *self.producer_ids.get(&id).ok_or(RoomError::NotFound("producer"))?;
+        let key = *self
+            .producer_ids
+            .get(&id)
+            .ok_or(RoomError::NotFound("producer"))?;
         let t = self.producers[key].transport;
         if self.transports[t].router_id != router_id {
             return Err(RoomError::NotFound("producer"));
@@ -264,7 +279,10 @@ impl WorkerCore {
     }
 
     fn consumer_key(&self, router_id: RouterId, id: ConsumerId) -> Result<usize, RoomError> {
-        let key = *self.consumer_ids.get(&id).ok_or(RoomError::NotFound("consumer"))?;
+        let key = *self
+            .consumer_ids
+            .get(&id)
+            .ok_or(RoomError::NotFound("consumer"))?;
         let t = self.consumers[key].transport;
         if self.transports[t].router_id != router_id {
             return Err(RoomError::NotFound("consumer"));
@@ -284,7 +302,9 @@ impl WorkerCore {
         let key = self.transport_key(router_id, id)?;
         let t = &mut self.transports[key];
         if t.remote_dtls.is_some() {
-            return Err(RoomError::InvalidState("transport already connected".into()));
+            return Err(RoomError::InvalidState(
+                "transport already connected".into(),
+            ));
         }
         let local_role = match remote_role {
             DtlsRole::Client => DtlsRole::Server,
@@ -302,7 +322,9 @@ impl WorkerCore {
 
     fn start_dtls(&mut self, key: usize, now: Instant) -> Result<(), RoomError> {
         let t = &mut self.transports[key];
-        let Some((role, fingerprints)) = t.remote_dtls.clone() else { return Ok(()) };
+        let Some((role, fingerprints)) = t.remote_dtls.clone() else {
+            return Ok(());
+        };
         if t.dtls.is_some() {
             return Ok(());
         }
@@ -313,7 +335,11 @@ impl WorkerCore {
     }
 
     /// New ICE credentials for a transport.
-    pub fn restart_ice(&mut self, router_id: RouterId, id: TransportId) -> Result<IceCredentials, RoomError> {
+    pub fn restart_ice(
+        &mut self,
+        router_id: RouterId,
+        id: TransportId,
+    ) -> Result<IceCredentials, RoomError> {
         let key = self.transport_key(router_id, id)?;
         let creds = IceCredentials::generate();
         let t = &mut self.transports[key];
@@ -325,14 +351,23 @@ impl WorkerCore {
     }
 
     /// Records the client's `setMaxIncomingBitrate`.
-    pub fn set_max_incoming_bitrate(&mut self, router_id: RouterId, id: TransportId, bitrate: u32) -> Result<(), RoomError> {
+    pub fn set_max_incoming_bitrate(
+        &mut self,
+        router_id: RouterId,
+        id: TransportId,
+        bitrate: u32,
+    ) -> Result<(), RoomError> {
         let key = self.transport_key(router_id, id)?;
         self.transports[key].max_incoming_bitrate = bitrate;
         Ok(())
     }
 
     /// Closes a transport with its producers (and their consumers) and consumers.
-    pub fn close_transport(&mut self, router_id: RouterId, id: TransportId) -> Result<Closed, RoomError> {
+    pub fn close_transport(
+        &mut self,
+        router_id: RouterId,
+        id: TransportId,
+    ) -> Result<Closed, RoomError> {
         let key = self.transport_key(router_id, id)?;
         if let Some(r) = self.routers.get_mut(&router_id) {
             r.transports.retain(|&t| t != key);
@@ -348,7 +383,9 @@ impl WorkerCore {
         for p in producers {
             let (pid, consumers) = self.remove_producer(p);
             closed.producers.push(pid);
-            closed.consumers.extend(consumers.into_iter().map(|c| (c, pid)));
+            closed
+                .consumers
+                .extend(consumers.into_iter().map(|c| (c, pid)));
         }
         let consumers = self.transports[key].consumers.clone();
         for c in consumers {
@@ -375,19 +412,28 @@ impl WorkerCore {
     }
 
     /// Adds a producer to a transport.
-    pub fn produce(&mut self, router_id: RouterId, transport_id: TransportId, spec: ProduceSpec) -> Result<ProducerId, RoomError> {
+    pub fn produce(
+        &mut self,
+        router_id: RouterId,
+        transport_id: TransportId,
+        spec: ProduceSpec,
+    ) -> Result<ProducerId, RoomError> {
         let t = self.transport_key(router_id, transport_id)?;
         for (ssrc, rtx, _) in &spec.encodings {
             for s in [ssrc, rtx].into_iter().flatten() {
                 if self.transports[t].ssrc_table.contains_key(s) {
-                    return Err(RoomError::Invalid(format!("rtpParameters.encodings: ssrc {s} already in use")));
+                    return Err(RoomError::Invalid(format!(
+                        "rtpParameters.encodings: ssrc {s} already in use"
+                    )));
                 }
             }
         }
-        if let Some(mid) = &spec.mid {
-            if self.transports[t].mid_table.contains_key(mid) {
-                return Err(RoomError::Invalid(format!("rtpParameters.mid: {mid} already in use")));
-            }
+        if let Some(mid) = &spec.mid
+            && self.transports[t].mid_table.contains_key(mid)
+        {
+            return Err(RoomError::Invalid(format!(
+                "rtpParameters.mid: {mid} already in use"
+            )));
         }
         let id = ProducerId::new();
         let mut codecs = [None; 128];
@@ -428,10 +474,24 @@ impl WorkerCore {
         transport.producers.push(key);
         for (i, (ssrc, rtx, _)) in spec.encodings.iter().enumerate() {
             if let Some(s) = ssrc {
-                transport.ssrc_table.insert(*s, StreamRef { producer: key, stream: i, rtx: false });
+                transport.ssrc_table.insert(
+                    *s,
+                    StreamRef {
+                        producer: key,
+                        stream: i,
+                        rtx: false,
+                    },
+                );
             }
             if let Some(s) = rtx {
-                transport.ssrc_table.insert(*s, StreamRef { producer: key, stream: i, rtx: true });
+                transport.ssrc_table.insert(
+                    *s,
+                    StreamRef {
+                        producer: key,
+                        stream: i,
+                        rtx: true,
+                    },
+                );
             }
         }
         if let Some(mid) = spec.mid {
@@ -442,7 +502,13 @@ impl WorkerCore {
     }
 
     /// Pauses or resumes a producer; returns the consumers whose `producerPaused` changed.
-    pub fn set_producer_paused(&mut self, router_id: RouterId, id: ProducerId, paused: bool, now: Instant) -> Result<Vec<ConsumerId>, RoomError> {
+    pub fn set_producer_paused(
+        &mut self,
+        router_id: RouterId,
+        id: ProducerId,
+        paused: bool,
+        now: Instant,
+    ) -> Result<Vec<ConsumerId>, RoomError> {
         let key = self.producer_key(router_id, id)?;
         let p = &mut self.producers[key];
         if p.paused == paused {
@@ -462,7 +528,11 @@ impl WorkerCore {
     }
 
     /// Closes a producer; returns the consumers closed with it.
-    pub fn close_producer(&mut self, router_id: RouterId, id: ProducerId) -> Result<Vec<ConsumerId>, RoomError> {
+    pub fn close_producer(
+        &mut self,
+        router_id: RouterId,
+        id: ProducerId,
+    ) -> Result<Vec<ConsumerId>, RoomError> {
         let key = self.producer_key(router_id, id)?;
         let (_, consumers) = self.remove_producer(key);
         self.publish_counts();
@@ -471,7 +541,10 @@ impl WorkerCore {
 
     fn remove_producer(&mut self, key: usize) -> (ProducerId, Vec<ConsumerId>) {
         let consumer_keys = self.producers[key].consumers.clone();
-        let closed = consumer_keys.into_iter().map(|c| self.remove_consumer(c).0).collect();
+        let closed = consumer_keys
+            .into_iter()
+            .map(|c| self.remove_consumer(c).0)
+            .collect();
         let p = self.producers.remove(key);
         let t = &mut self.transports[p.transport];
         t.producers.retain(|&x| x != key);
@@ -498,7 +571,13 @@ impl WorkerCore {
         let producer_paused = producer.paused;
         let consumer_type = producer.consumer_type;
         let id = ConsumerId::new();
-        let forwarder = crate::consumer::ConsumerForwarder::new(kind, spec.pt_map, spec.clock_rate, rand::random(), rand::random());
+        let forwarder = crate::consumer::ConsumerForwarder::new(
+            kind,
+            spec.pt_map,
+            spec.clock_rate,
+            rand::random(),
+            rand::random(),
+        );
         let key = self.consumers.insert(Consumer {
             id,
             producer_id,
@@ -542,7 +621,13 @@ impl WorkerCore {
     }
 
     /// Pauses or resumes a consumer at its client's request.
-    pub fn set_consumer_paused(&mut self, router_id: RouterId, id: ConsumerId, paused: bool, now: Instant) -> Result<(), RoomError> {
+    pub fn set_consumer_paused(
+        &mut self,
+        router_id: RouterId,
+        id: ConsumerId,
+        paused: bool,
+        now: Instant,
+    ) -> Result<(), RoomError> {
         let key = self.consumer_key(router_id, id)?;
         if self.consumers[key].paused != paused {
             self.consumers[key].paused = paused;
@@ -553,7 +638,14 @@ impl WorkerCore {
     }
 
     /// Sets the layers a consumer prefers.
-    pub fn set_consumer_preferred_layers(&mut self, router_id: RouterId, id: ConsumerId, spatial: u8, temporal: Option<u8>, now: Instant) -> Result<(), RoomError> {
+    pub fn set_consumer_preferred_layers(
+        &mut self,
+        router_id: RouterId,
+        id: ConsumerId,
+        spatial: u8,
+        temporal: Option<u8>,
+        now: Instant,
+    ) -> Result<(), RoomError> {
         let key = self.consumer_key(router_id, id)?;
         let c = &mut self.consumers[key];
         c.preferred_spatial = Some(spatial);
@@ -564,14 +656,24 @@ impl WorkerCore {
     }
 
     /// Sets a consumer's priority.
-    pub fn set_consumer_priority(&mut self, router_id: RouterId, id: ConsumerId, priority: u8) -> Result<(), RoomError> {
+    pub fn set_consumer_priority(
+        &mut self,
+        router_id: RouterId,
+        id: ConsumerId,
+        priority: u8,
+    ) -> Result<(), RoomError> {
         let key = self.consumer_key(router_id, id)?;
         self.consumers[key].priority = priority;
         Ok(())
     }
 
     /// Asks the producer of a consumer for a keyframe.
-    pub fn request_consumer_key_frame(&mut self, router_id: RouterId, id: ConsumerId, now: Instant) -> Result<(), RoomError> {
+    pub fn request_consumer_key_frame(
+        &mut self,
+        router_id: RouterId,
+        id: ConsumerId,
+        now: Instant,
+    ) -> Result<(), RoomError> {
         let key = self.consumer_key(router_id, id)?;
         self.request_keyframe_for_consumer(key, now);
         self.flush();
@@ -621,7 +723,9 @@ impl WorkerCore {
             return;
         }
         let producer = &self.producers[c.producer];
-        let target = producer.best_active_stream(now, c.preferred_spatial).or(Some(0));
+        let target = producer
+            .best_active_stream(now, c.preferred_spatial)
+            .or(Some(0));
         let c = &mut self.consumers[key];
         if c.forwarder.target() != target {
             c.forwarder.set_target(target);
@@ -643,8 +747,12 @@ impl WorkerCore {
 
     /// Sends a PLI for a producer stream unless one went out very recently.
     fn request_keyframe(&mut self, p: usize, stream: usize, now: Instant) {
-        let Some(producer) = self.producers.get_mut(p) else { return };
-        let Some(s) = producer.streams.get_mut(stream) else { return };
+        let Some(producer) = self.producers.get_mut(p) else {
+            return;
+        };
+        let Some(s) = producer.streams.get_mut(stream) else {
+            return;
+        };
         let Some(media_ssrc) = s.ssrc else { return };
         s.keyframe_pending = true;
         if !s.should_request_keyframe(now) {
@@ -661,19 +769,32 @@ impl WorkerCore {
     // ----- stats ------------------------------------------------------------------------
 
     /// `getTransportStats` for a transport.
-    pub fn transport_stats(&self, router_id: RouterId, id: TransportId) -> Result<serde_json::Value, RoomError> {
+    pub fn transport_stats(
+        &self,
+        router_id: RouterId,
+        id: TransportId,
+    ) -> Result<serde_json::Value, RoomError> {
         let key = self.transport_key(router_id, id)?;
         Ok(crate::stats::transport_stats(&self.transports[key]))
     }
 
     /// `getProducerStats` for a producer.
-    pub fn producer_stats(&self, router_id: RouterId, id: ProducerId, now: Instant) -> Result<serde_json::Value, RoomError> {
+    pub fn producer_stats(
+        &self,
+        router_id: RouterId,
+        id: ProducerId,
+        now: Instant,
+    ) -> Result<serde_json::Value, RoomError> {
         let key = self.producer_key(router_id, id)?;
         Ok(crate::stats::producer_stats(&self.producers[key], now))
     }
 
     /// `getConsumerStats` for a consumer.
-    pub fn consumer_stats(&self, router_id: RouterId, id: ConsumerId) -> Result<serde_json::Value, RoomError> {
+    pub fn consumer_stats(
+        &self,
+        router_id: RouterId,
+        id: ConsumerId,
+    ) -> Result<serde_json::Value, RoomError> {
         let key = self.consumer_key(router_id, id)?;
         let c = &self.consumers[key];
         let producer = self.producers.get(c.producer);
@@ -753,7 +874,9 @@ impl WorkerCore {
 
     /// Processes what ICE and DTLS of a transport want to send or report.
     fn drain_transport(&mut self, key: usize, now: Instant) {
-        let Some(t) = self.transports.get_mut(key) else { return };
+        let Some(t) = self.transports.get_mut(key) else {
+            return;
+        };
         while let Some(event) = t.ice.poll_event() {
             match event {
                 IceEvent::StateChanged(_) => {}
@@ -766,10 +889,12 @@ impl WorkerCore {
             }
         }
         let t = &mut self.transports[key];
-        if t.dtls.is_none() && t.remote_dtls.is_some() && t.ice.selected_tuple().is_some() {
-            if let Err(e) = self.start_dtls(key, now) {
-                tracing::warn!("transport dtls start failed: {e}");
-            }
+        if t.dtls.is_none()
+            && t.remote_dtls.is_some()
+            && t.ice.selected_tuple().is_some()
+            && let Err(e) = self.start_dtls(key, now)
+        {
+            tracing::warn!("transport dtls start failed: {e}");
         }
         let t = &mut self.transports[key];
         let remote = t.remote();
@@ -847,11 +972,18 @@ impl WorkerCore {
         let recovered = sref.rtx;
         if sref.rtx {
             let producer = &self.producers[p];
-            let Some(apt) = producer.rtx_apt.get(info.payload_type as usize).copied().flatten() else {
+            let Some(apt) = producer
+                .rtx_apt
+                .get(info.payload_type as usize)
+                .copied()
+                .flatten()
+            else {
                 self.counters.dropped_malformed += 1;
                 return;
             };
-            let Some(ssrc) = producer.streams[sref.stream].ssrc else { return };
+            let Some(ssrc) = producer.streams[sref.stream].ssrc else {
+                return;
+            };
             if info.payload_len < 2 {
                 // RTX padding-only probe.
                 return;
@@ -870,23 +1002,34 @@ impl WorkerCore {
         }
         let packet = &data[..len];
         let producer = &mut self.producers[p];
-        let Some(codec) = producer.codecs.get(info.payload_type as usize).copied().flatten() else {
+        let Some(codec) = producer
+            .codecs
+            .get(info.payload_type as usize)
+            .copied()
+            .flatten()
+        else {
             self.counters.dropped_unknown_payload_type += 1;
             return;
         };
         let kind = producer.kind;
-        if kind == MediaKind::Audio && producer.ext_ids.audio_level != 0 {
-            if let Some(level) = rtp::find_extension(packet, &info, producer.ext_ids.audio_level).and_then(rtp::parse_audio_level) {
-                producer.audio_level_sum += u32::from(level.level);
-                producer.audio_level_count += 1;
-            }
+        if kind == MediaKind::Audio
+            && producer.ext_ids.audio_level != 0
+            && let Some(level) = rtp::find_extension(packet, &info, producer.ext_ids.audio_level)
+                .and_then(rtp::parse_audio_level)
+        {
+            producer.audio_level_sum += u32::from(level.level);
+            producer.audio_level_count += 1;
         }
         let stream = &mut producer.streams[sref.stream];
         let ext_seq = stream.seq.extend(info.sequence_number);
         let payload = &packet[info.payload_offset..info.payload_offset + info.payload_len];
-        let keyframe = kind == MediaKind::Video && codec.codec != VideoCodec::Other && rtp::is_keyframe(codec.codec, payload);
+        let keyframe = kind == MediaKind::Video
+            && codec.codec != VideoCodec::Other
+            && rtp::is_keyframe(codec.codec, payload);
         stream.last_packet = Some(now);
-        stream.stats.on_packet(now, ext_seq, info.timestamp, codec.clock_rate, len);
+        stream
+            .stats
+            .on_packet(now, ext_seq, info.timestamp, codec.clock_rate, len);
         if kind == MediaKind::Video {
             stream.nack.on_packet(now, ext_seq, keyframe, recovered);
         }
@@ -902,7 +1045,16 @@ impl WorkerCore {
         }
         let stream_index = sref.stream;
         // Fan out to consumers. The producer's consumer list is not changed here.
-        let Self { producers, consumers, transports, send, socket, counters, events, .. } = self;
+        let Self {
+            producers,
+            consumers,
+            transports,
+            send,
+            socket,
+            counters,
+            events,
+            ..
+        } = self;
         let producer = &producers[p];
         let mut want_keyframe = false;
         for &c in &producer.consumers {
@@ -911,18 +1063,33 @@ impl WorkerCore {
                 consumer.forwarder.skip(stream_index, ext_seq);
                 continue;
             }
-            let (decision, change) = consumer.forwarder.decide(now, stream_index, ext_seq, info.timestamp, info.payload_type, keyframe);
+            let (decision, change) = consumer.forwarder.decide(
+                now,
+                stream_index,
+                ext_seq,
+                info.timestamp,
+                info.payload_type,
+                keyframe,
+            );
             if let Some(change) = change {
                 let _ = events.send(layers_event(consumer.id, change));
             }
-            let Decision::Forward { seq, timestamp, payload_type } = decision else {
-                if consumer.forwarder.needs_keyframe() && consumer.forwarder.target() == Some(stream_index) {
+            let Decision::Forward {
+                seq,
+                timestamp,
+                payload_type,
+            } = decision
+            else {
+                if consumer.forwarder.needs_keyframe()
+                    && consumer.forwarder.target() == Some(stream_index)
+                {
                     want_keyframe = true;
                 }
                 continue;
             };
             let transport = &mut transports[consumer.transport];
-            let (Some(srtp), Some(to)) = (transport.srtp.as_mut(), transport.ice.selected_tuple()) else {
+            let (Some(srtp), Some(to)) = (transport.srtp.as_mut(), transport.ice.selected_tuple())
+            else {
                 continue;
             };
             if send.is_full() {
@@ -961,27 +1128,44 @@ impl WorkerCore {
 
     /// Finds the producer stream of an incoming packet: by SSRC, else by MID/RID (and then
     /// remembers the SSRC).
-    fn lookup_stream(&mut self, key: usize, packet: &[u8], info: &RtpHeaderInfo) -> Option<StreamRef> {
+    fn lookup_stream(
+        &mut self,
+        key: usize,
+        packet: &[u8],
+        info: &RtpHeaderInfo,
+    ) -> Option<StreamRef> {
         let t = &mut self.transports[key];
         if let Some(r) = t.ssrc_table.get(&info.ssrc) {
             return Some(*r);
         }
         // Unknown SSRC: identify by MID (+ RID / repaired RID) header extensions.
-        let (&p, producer) = t.producers.iter().find_map(|p| {
-            let producer = &self.producers[*p];
-            let mid = producer.mid.as_deref()?;
-            let got = read_sdes(packet, info, producer.ext_ids.mid)?;
-            (got == mid).then_some((p, producer))
-        }).or_else(|| {
-            // Producers with a single encoding and no MID extension: nothing to match on.
-            None
-        })?;
+        let (&p, producer) = t
+            .producers
+            .iter()
+            .find_map(|p| {
+                let producer = &self.producers[*p];
+                let mid = producer.mid.as_deref()?;
+                let got = read_sdes(packet, info, producer.ext_ids.mid)?;
+                (got == mid).then_some((p, producer))
+            })
+            .or({
+                // Producers with a single encoding and no MID extension: nothing to match on.
+                None
+            })?;
         let (stream, rtx) = if let Some(rid) = read_sdes(packet, info, producer.ext_ids.rid) {
             (producer.stream_by_rid(rid)?, false)
         } else if let Some(rid) = read_sdes(packet, info, producer.ext_ids.rrid) {
             (producer.stream_by_rid(rid)?, true)
         } else if producer.streams.len() == 1 {
-            (0, producer.rtx_apt.get(info.payload_type as usize).copied().flatten().is_some())
+            (
+                0,
+                producer
+                    .rtx_apt
+                    .get(info.payload_type as usize)
+                    .copied()
+                    .flatten()
+                    .is_some(),
+            )
         } else {
             return None;
         };
@@ -992,7 +1176,11 @@ impl WorkerCore {
         } else {
             s.ssrc = Some(info.ssrc);
         }
-        let r = StreamRef { producer: p, stream, rtx };
+        let r = StreamRef {
+            producer: p,
+            stream,
+            rtx,
+        };
         t.ssrc_table.insert(info.ssrc, r);
         Some(r)
     }
@@ -1019,12 +1207,19 @@ impl WorkerCore {
                 break;
             };
             match item {
-                RtcpItem::SenderReport { ssrc, info, reports } => {
-                    if let Some(r) = self.transports[key].ssrc_table.get(&ssrc).copied() {
-                        if let Some(s) = self.producers.get_mut(r.producer).and_then(|p| p.streams.get_mut(r.stream)) {
-                            s.stats.on_sender_report(now, info.ntp, info.rtp_ts);
-                            s.last_sr_rtp = Some((info.rtp_ts, now));
-                        }
+                RtcpItem::SenderReport {
+                    ssrc,
+                    info,
+                    reports,
+                } => {
+                    if let Some(r) = self.transports[key].ssrc_table.get(&ssrc).copied()
+                        && let Some(s) = self
+                            .producers
+                            .get_mut(r.producer)
+                            .and_then(|p| p.streams.get_mut(r.stream))
+                    {
+                        s.stats.on_sender_report(now, info.ntp, info.rtp_ts);
+                        s.last_sr_rtp = Some((info.rtp_ts, now));
                     }
                     for block in reports {
                         self.on_report_block(now, key, &block);
@@ -1035,8 +1230,12 @@ impl WorkerCore {
                         self.on_report_block(now, key, &block);
                     }
                 }
-                RtcpItem::Nack { media_ssrc, pairs, .. } => {
-                    let Some(&c) = self.transports[key].consumer_ssrcs.get(&media_ssrc) else { continue };
+                RtcpItem::Nack {
+                    media_ssrc, pairs, ..
+                } => {
+                    let Some(&c) = self.transports[key].consumer_ssrcs.get(&media_ssrc) else {
+                        continue;
+                    };
                     for seq in pairs.seqs() {
                         self.retransmit(now, c, seq);
                     }
@@ -1064,7 +1263,9 @@ impl WorkerCore {
     }
 
     fn on_report_block(&mut self, now: Instant, key: usize, block: &rtcp::ReportBlock) {
-        let Some(&c) = self.transports[key].consumer_ssrcs.get(&block.ssrc) else { return };
+        let Some(&c) = self.transports[key].consumer_ssrcs.get(&block.ssrc) else {
+            return;
+        };
         let ntp = self.ntp_now(now);
         let consumer = &mut self.consumers[c];
         if let Some(rtt) = consumer.send_stats.on_report_block(ntp, block) {
@@ -1075,21 +1276,41 @@ impl WorkerCore {
 
     /// Serves one NACKed output sequence number of a consumer from its producer's store.
     fn retransmit(&mut self, _now: Instant, c: usize, seq: u16) {
-        let Self { producers, consumers, transports, send, socket, counters, .. } = self;
+        let Self {
+            producers,
+            consumers,
+            transports,
+            send,
+            socket,
+            counters,
+            ..
+        } = self;
         let consumer = &mut consumers[c];
         counters.nacks_received += 1;
         let Some((stream, ext)) = consumer.forwarder.input_for_output(seq) else {
             consumer.nack_misses += 1;
             return;
         };
-        let Some(original) = producers.get(consumer.producer).and_then(|p| p.streams.get(stream)).and_then(|s| s.store.as_ref()).and_then(|s| s.get(ext)) else {
+        let Some(original) = producers
+            .get(consumer.producer)
+            .and_then(|p| p.streams.get(stream))
+            .and_then(|s| s.store.as_ref())
+            .and_then(|s| s.get(ext))
+        else {
             consumer.nack_misses += 1;
             return;
         };
-        let Ok(info) = rtp::parse_rtp(original) else { return };
-        let Some(pt) = consumer.forwarder.output_payload_type(info.payload_type) else { return };
+        let Ok(info) = rtp::parse_rtp(original) else {
+            return;
+        };
+        let Some(pt) = consumer.forwarder.output_payload_type(info.payload_type) else {
+            return;
+        };
         let transport = &mut transports[consumer.transport];
-        let (Some(srtp), Some(to)) = (transport.srtp.as_mut(), transport.ice.selected_tuple()) else { return };
+        let (Some(srtp), Some(to)) = (transport.srtp.as_mut(), transport.ice.selected_tuple())
+        else {
+            return;
+        };
         if send.is_full() {
             let out = send.flush(socket);
             counters.on_flush(out);
@@ -1109,7 +1330,14 @@ impl WorkerCore {
             rtp::remap_extension_ids(&mut tmp[..n], &info, &consumer.ext_map);
             let rtx_seq = consumer.rtx_seq;
             consumer.rtx_seq = consumer.rtx_seq.wrapping_add(1);
-            match ferrosoup_rtc::rtx::write_rtx(&tmp[..n], &info, rtx_ssrc, rtx_pt, rtx_seq, &mut slot[..MAX_DATAGRAM - overhead]) {
+            match ferrosoup_rtc::rtx::write_rtx(
+                &tmp[..n],
+                &info,
+                rtx_ssrc,
+                rtx_pt,
+                rtx_seq,
+                &mut slot[..MAX_DATAGRAM - overhead],
+            ) {
                 Some(len) => len,
                 None => return,
             }
@@ -1145,18 +1373,22 @@ impl WorkerCore {
         for &key in &keys {
             let t = &mut self.transports[key];
             t.ice.handle_timeout(now);
-            if let Some(dtls) = t.dtls.as_mut() {
-                if dtls.poll_timeout().is_some_and(|at| at <= now) {
-                    dtls.handle_timeout(now);
-                }
+            if let Some(dtls) = t.dtls.as_mut()
+                && dtls.poll_timeout().is_some_and(|at| at <= now)
+            {
+                dtls.handle_timeout(now);
             }
             self.drain_transport(key, now);
             let t = &mut self.transports[key];
             if let Some(since) = t.ice_disconnected_at {
-                let cooled = t.ice_restart_notified_at.is_none_or(|at| now.saturating_duration_since(at) >= ICE_DISCONNECT_TIMEOUT);
+                let cooled = t
+                    .ice_restart_notified_at
+                    .is_none_or(|at| now.saturating_duration_since(at) >= ICE_DISCONNECT_TIMEOUT);
                 if now.saturating_duration_since(since) >= ICE_DISCONNECT_TIMEOUT && cooled {
                     t.ice_restart_notified_at = Some(now);
-                    let _ = self.events.send(MediaEvent::IceRestartRequired { transport_id: t.id });
+                    let _ = self
+                        .events
+                        .send(MediaEvent::IceRestartRequired { transport_id: t.id });
                 }
             }
             if t.srtp.is_some() {
@@ -1190,9 +1422,17 @@ impl WorkerCore {
     /// Per router, reports the loudest audio producer of the last interval when it changes
     /// (mediasoup's audio-level observer, fed by the ssrc-audio-level extension).
     fn detect_active_speakers(&mut self, now: Instant) {
-        let Self { routers, transports, producers, events, .. } = self;
+        let Self {
+            routers,
+            transports,
+            producers,
+            events,
+            ..
+        } = self;
         for (router_id, router) in routers.iter_mut() {
-            let due = router.next_speaker_check.get_or_insert(now + SPEAKER_INTERVAL);
+            let due = router
+                .next_speaker_check
+                .get_or_insert(now + SPEAKER_INTERVAL);
             if now < *due {
                 continue;
             }
@@ -1215,15 +1455,15 @@ impl WorkerCore {
                     }
                 }
             }
-            if let Some((producer_id, level)) = loudest {
-                if router.active_speaker != Some(producer_id) {
-                    router.active_speaker = Some(producer_id);
-                    let _ = events.send(MediaEvent::ActiveSpeaker {
-                        router_id: *router_id,
-                        producer_id,
-                        volume: -(level as i8),
-                    });
-                }
+            if let Some((producer_id, level)) = loudest
+                && router.active_speaker != Some(producer_id)
+            {
+                router.active_speaker = Some(producer_id);
+                let _ = events.send(MediaEvent::ActiveSpeaker {
+                    router_id: *router_id,
+                    producer_id,
+                    volume: -(level as i8),
+                });
             }
         }
     }
@@ -1233,13 +1473,20 @@ impl WorkerCore {
     fn update_scores(&mut self) {
         for (_, producer) in self.producers.iter_mut() {
             let mut worst = 10;
-            for stream in producer.streams.iter_mut().filter(|s| s.last_packet.is_some()) {
+            for stream in producer
+                .streams
+                .iter_mut()
+                .filter(|s| s.last_packet.is_some())
+            {
                 stream.score = loss_score(stream.fraction_lost);
                 worst = worst.min(stream.score);
             }
             if worst != producer.score {
                 producer.score = worst;
-                let _ = self.events.send(MediaEvent::ProducerScore { producer_id: producer.id, score: worst });
+                let _ = self.events.send(MediaEvent::ProducerScore {
+                    producer_id: producer.id,
+                    score: worst,
+                });
             }
         }
         for (_, consumer) in self.consumers.iter_mut() {
@@ -1252,7 +1499,11 @@ impl WorkerCore {
             if score != consumer.score || producer_score != consumer.reported_producer_score {
                 consumer.score = score;
                 consumer.reported_producer_score = producer_score;
-                let _ = self.events.send(MediaEvent::ConsumerScore { consumer_id: consumer.id, score, producer_score });
+                let _ = self.events.send(MediaEvent::ConsumerScore {
+                    consumer_id: consumer.id,
+                    score,
+                    producer_score,
+                });
             }
         }
     }
@@ -1263,7 +1514,9 @@ impl WorkerCore {
             let n_streams = self.producers[p].streams.len();
             for s in 0..n_streams {
                 let stream = &mut self.producers[p].streams[s];
-                let Some(media_ssrc) = stream.ssrc else { continue };
+                let Some(media_ssrc) = stream.ssrc else {
+                    continue;
+                };
                 let rtt = Duration::from_millis(50);
                 stream.nack.poll_nacks(now, rtt, &mut self.nack_scratch);
                 if stream.nack.too_many_missing() {
@@ -1274,7 +1527,13 @@ impl WorkerCore {
                 }
                 stream.nacks_sent += self.nack_scratch.len() as u64;
                 self.counters.nacks_sent += self.nack_scratch.len() as u64;
-                let len = rtcp::write_nack(&mut self.rtcp_scratch[..], 1, media_ssrc, &self.nack_scratch).unwrap_or(0);
+                let len = rtcp::write_nack(
+                    &mut self.rtcp_scratch[..],
+                    1,
+                    media_ssrc,
+                    &self.nack_scratch,
+                )
+                .unwrap_or(0);
                 self.send_rtcp(key, len);
             }
         }
@@ -1290,7 +1549,12 @@ impl WorkerCore {
         for c in consumers {
             let consumer = &self.consumers[c];
             let ssrc = consumer.ssrc;
-            let Some(mut info) = consumer.send_stats.sender_report(now, ntp, consumer.clock_rate) else { continue };
+            let Some(mut info) = consumer
+                .send_stats
+                .sender_report(now, ntp, consumer.clock_rate)
+            else {
+                continue;
+            };
             // Lip-sync: derive the RTP time from the producer's own Sender Report when there
             // is one, so audio and video of one sender keep their relative timing.
             let producer_sr = self
@@ -1299,8 +1563,11 @@ impl WorkerCore {
                 .and_then(|p| consumer.forwarder.current().and_then(|s| p.streams.get(s)))
                 .and_then(|s| s.last_sr_rtp);
             if let Some((sr_rtp, at)) = producer_sr {
-                let elapsed = now.saturating_duration_since(at).as_secs_f64() * consumer.clock_rate as f64;
-                info.rtp_ts = consumer.forwarder.output_timestamp(sr_rtp.wrapping_add(elapsed as u32));
+                let elapsed =
+                    now.saturating_duration_since(at).as_secs_f64() * consumer.clock_rate as f64;
+                info.rtp_ts = consumer
+                    .forwarder
+                    .output_timestamp(sr_rtp.wrapping_add(elapsed as u32));
             }
             if len + 28 > limit {
                 self.send_rtcp(key, len);
@@ -1335,8 +1602,12 @@ impl WorkerCore {
         if len == 0 {
             return;
         }
-        let Some(t) = self.transports.get_mut(key) else { return };
-        let (Some(srtp), Some(to)) = (t.srtp.as_mut(), t.ice.selected_tuple()) else { return };
+        let Some(t) = self.transports.get_mut(key) else {
+            return;
+        };
+        let (Some(srtp), Some(to)) = (t.srtp.as_mut(), t.ice.selected_tuple()) else {
+            return;
+        };
         if self.send.is_full() {
             let out = self.send.flush(&self.socket);
             self.counters.on_flush(out);
@@ -1374,7 +1645,9 @@ impl WorkerCore {
     /// NTP time (seconds since 1900 in 32.32 fixed point) of an `Instant`.
     fn ntp_now(&self, now: Instant) -> u64 {
         let wall = self.epoch.1 + now.saturating_duration_since(self.epoch.0);
-        let since_unix = wall.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let since_unix = wall
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let secs = since_unix.as_secs() + NTP_UNIX_OFFSET;
         let frac = ((since_unix.subsec_nanos() as u64) << 32) / 1_000_000_000;
         (secs << 32) | frac

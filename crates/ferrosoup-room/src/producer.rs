@@ -62,7 +62,12 @@ pub struct RecvStream {
 
 impl RecvStream {
     /// A stream for one encoding.
-    pub fn new(kind: MediaKind, ssrc: Option<u32>, rtx_ssrc: Option<u32>, rid: Option<String>) -> Self {
+    pub fn new(
+        kind: MediaKind,
+        ssrc: Option<u32>,
+        rtx_ssrc: Option<u32>,
+        rid: Option<String>,
+    ) -> Self {
         Self {
             ssrc,
             rtx_ssrc,
@@ -71,7 +76,8 @@ impl RecvStream {
             nack: NackGenerator::new(),
             stats: ferrosoup_rtc::rtcp::RecvStats::new(),
             // ~2.5 s of 1 Mbps video; audio is not retransmitted.
-            store: (kind == MediaKind::Video).then(|| PacketStore::new(512, crate::udp::MAX_DATAGRAM)),
+            store: (kind == MediaKind::Video)
+                .then(|| PacketStore::new(512, crate::udp::MAX_DATAGRAM)),
             last_packet: None,
             keyframe_pending: false,
             last_keyframe_request: None,
@@ -86,7 +92,8 @@ impl RecvStream {
 
     /// Whether packets arrived recently enough for consumers to select this stream.
     pub fn is_active(&self, now: Instant) -> bool {
-        self.last_packet.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(2))
+        self.last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(2))
     }
 
     /// Whether a keyframe request should be sent now (rate-limited).
@@ -95,7 +102,8 @@ impl RecvStream {
             None => true,
             Some(t) => {
                 let since = now.saturating_duration_since(t);
-                since >= KEYFRAME_MIN_INTERVAL && (!self.keyframe_pending || since >= KEYFRAME_RETRY)
+                since >= KEYFRAME_MIN_INTERVAL
+                    && (!self.keyframe_pending || since >= KEYFRAME_RETRY)
             }
         }
     }
@@ -162,7 +170,9 @@ impl Producer {
 
     /// Index of the stream for a RID.
     pub fn stream_by_rid(&self, rid: &str) -> Option<usize> {
-        self.streams.iter().position(|s| s.rid.as_deref() == Some(rid))
+        self.streams
+            .iter()
+            .position(|s| s.rid.as_deref() == Some(rid))
     }
 
     /// The highest stream index at or below `preferred` that is receiving packets; falls back

@@ -15,8 +15,8 @@ use ferrosoup_proto::rtp_parameters::{
     RtxParameters, uri,
 };
 use ferrosoup_proto::transport::{
-    DtlsFingerprint, DtlsParameters, DtlsRole as WireDtlsRole, FingerprintAlgorithm,
-    IceCandidate, IceCandidateType, IceParameters, TransportProtocol,
+    DtlsFingerprint, DtlsParameters, DtlsRole as WireDtlsRole, FingerprintAlgorithm, IceCandidate,
+    IceCandidateType, IceParameters, TransportProtocol,
 };
 use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsRole, Fingerprint};
 use ferrosoup_rtc::rtp::VideoCodec;
@@ -40,9 +40,12 @@ pub struct WorkerPool {
 impl WorkerPool {
     /// Starts `settings.num_workers` workers, each on its own UDP port from the range.
     /// Returns the pool and the stream of events all workers report.
-    pub fn start(settings: &WorkerSettings) -> Result<(Self, mpsc::UnboundedReceiver<MediaEvent>), RoomError> {
+    pub fn start(
+        settings: &WorkerSettings,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<MediaEvent>), RoomError> {
         let certificate = Arc::new(
-            DtlsCertificate::generate().map_err(|e| RoomError::Internal(format!("certificate: {e}")))?,
+            DtlsCertificate::generate()
+                .map_err(|e| RoomError::Internal(format!("certificate: {e}")))?,
         );
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut workers = Vec::new();
@@ -67,7 +70,11 @@ impl WorkerPool {
         }
         tracing::info!(workers = workers.len(), "worker pool started");
         Ok((
-            Self { workers, next: AtomicUsize::new(0), candidate_ips: settings.candidate_ips() },
+            Self {
+                workers,
+                next: AtomicUsize::new(0),
+                candidate_ips: settings.candidate_ips(),
+            },
             events_rx,
         ))
     }
@@ -83,7 +90,10 @@ impl WorkerPool {
     }
 
     /// Creates a router with these media codecs on the next worker (round-robin).
-    pub async fn create_router(&self, media_codecs: &[RtpCodecCapability]) -> Result<Router, RoomError> {
+    pub async fn create_router(
+        &self,
+        media_codecs: &[RtpCodecCapability],
+    ) -> Result<Router, RoomError> {
         let caps = ortc::generate_router_rtp_capabilities(media_codecs)?;
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         let worker = self.workers[index].clone();
@@ -173,7 +183,11 @@ impl Router {
     /// Creates a WebRTC transport.
     pub async fn create_webrtc_transport(&self) -> Result<WebRtcTransportParams, RoomError> {
         let router_id = self.inner.id;
-        let info = self.inner.worker.exec(move |core, now| core.create_transport(router_id, now)).await??;
+        let info = self
+            .inner
+            .worker
+            .exec(move |core, now| core.create_transport(router_id, now))
+            .await??;
         let ice_candidates = self
             .inner
             .candidate_ips
@@ -202,7 +216,10 @@ impl Router {
                     "sha-512" => FingerprintAlgorithm::Sha512,
                     _ => return None,
                 };
-                Some(DtlsFingerprint { algorithm, value: f.value.clone() })
+                Some(DtlsFingerprint {
+                    algorithm,
+                    value: f.value.clone(),
+                })
             })
             .collect();
         Ok(WebRtcTransportParams {
@@ -213,14 +230,23 @@ impl Router {
                 ice_lite: true,
             },
             ice_candidates,
-            dtls_parameters: DtlsParameters { role: Some(WireDtlsRole::Auto), fingerprints },
+            dtls_parameters: DtlsParameters {
+                role: Some(WireDtlsRole::Auto),
+                fingerprints,
+            },
         })
     }
 
     /// `connectTransport`: the client's DTLS parameters.
-    pub async fn connect_transport(&self, id: TransportId, params: &DtlsParameters) -> Result<(), RoomError> {
+    pub async fn connect_transport(
+        &self,
+        id: TransportId,
+        params: &DtlsParameters,
+    ) -> Result<(), RoomError> {
         if params.fingerprints.is_empty() {
-            return Err(RoomError::Invalid("dtlsParameters.fingerprints: empty".into()));
+            return Err(RoomError::Invalid(
+                "dtlsParameters.fingerprints: empty".into(),
+            ));
         }
         // The client's role; `auto` makes the server the DTLS client, as mediasoup does.
         let remote_role = match params.role {
@@ -241,27 +267,48 @@ impl Router {
         let router_id = self.inner.id;
         self.inner
             .worker
-            .exec(move |core, now| core.connect_transport(router_id, id, remote_role, fingerprints, now))
+            .exec(move |core, now| {
+                core.connect_transport(router_id, id, remote_role, fingerprints, now)
+            })
             .await?
     }
 
     /// `restartIce`: new ICE credentials.
     pub async fn restart_ice(&self, id: TransportId) -> Result<IceParameters, RoomError> {
         let router_id = self.inner.id;
-        let creds = self.inner.worker.exec(move |core, _| core.restart_ice(router_id, id)).await??;
-        Ok(IceParameters { username_fragment: creds.ufrag, password: creds.pwd, ice_lite: true })
+        let creds = self
+            .inner
+            .worker
+            .exec(move |core, _| core.restart_ice(router_id, id))
+            .await??;
+        Ok(IceParameters {
+            username_fragment: creds.ufrag,
+            password: creds.pwd,
+            ice_lite: true,
+        })
     }
 
     /// `setMaxIncomingBitrate`.
-    pub async fn set_max_incoming_bitrate(&self, id: TransportId, bitrate: u32) -> Result<(), RoomError> {
+    pub async fn set_max_incoming_bitrate(
+        &self,
+        id: TransportId,
+        bitrate: u32,
+    ) -> Result<(), RoomError> {
         let router_id = self.inner.id;
-        self.inner.worker.exec(move |core, _| core.set_max_incoming_bitrate(router_id, id, bitrate)).await?
+        self.inner
+            .worker
+            .exec(move |core, _| core.set_max_incoming_bitrate(router_id, id, bitrate))
+            .await?
     }
 
     /// Closes a transport and everything on it; returns what was closed with it.
     pub async fn close_transport(&self, id: TransportId) -> Result<Closed, RoomError> {
         let router_id = self.inner.id;
-        let closed = self.inner.worker.exec(move |core, _| core.close_transport(router_id, id)).await??;
+        let closed = self
+            .inner
+            .worker
+            .exec(move |core, _| core.close_transport(router_id, id))
+            .await??;
         self.forget_producers(&closed.producers);
         Ok(closed)
     }
@@ -296,36 +343,67 @@ impl Router {
                 )));
             }
         }
-        let mapping = ortc::get_producer_rtp_parameters_mapping(&rtp_parameters, &self.inner.caps, random_ssrc())?;
-        let consumable = ortc::get_consumable_rtp_parameters(kind, &rtp_parameters, &self.inner.caps, &mapping)?;
+        let mapping = ortc::get_producer_rtp_parameters_mapping(
+            &rtp_parameters,
+            &self.inner.caps,
+            random_ssrc(),
+        )?;
+        let consumable =
+            ortc::get_consumable_rtp_parameters(kind, &rtp_parameters, &self.inner.caps, &mapping)?;
         let spec = produce_spec(kind, &rtp_parameters, paused);
         let consumer_type = spec.consumer_type;
         let router_id = self.inner.id;
-        let id = self.inner.worker.exec(move |core, _| core.produce(router_id, transport_id, spec)).await??;
+        let id = self
+            .inner
+            .worker
+            .exec(move |core, _| core.produce(router_id, transport_id, spec))
+            .await??;
         if let Ok(mut map) = self.inner.producers.lock() {
-            map.insert(id, ProducerMeta { kind, rtp_parameters, consumable, mapping, consumer_type });
+            map.insert(
+                id,
+                ProducerMeta {
+                    kind,
+                    rtp_parameters,
+                    consumable,
+                    mapping,
+                    consumer_type,
+                },
+            );
         }
         Ok(id)
     }
 
     /// Pauses or resumes a producer; returns the consumers whose producer-paused state
     /// changed.
-    pub async fn set_producer_paused(&self, id: ProducerId, paused: bool) -> Result<Vec<ConsumerId>, RoomError> {
+    pub async fn set_producer_paused(
+        &self,
+        id: ProducerId,
+        paused: bool,
+    ) -> Result<Vec<ConsumerId>, RoomError> {
         let router_id = self.inner.id;
-        self.inner.worker.exec(move |core, now| core.set_producer_paused(router_id, id, paused, now)).await?
+        self.inner
+            .worker
+            .exec(move |core, now| core.set_producer_paused(router_id, id, paused, now))
+            .await?
     }
 
     /// Closes a producer; returns the consumers closed with it.
     pub async fn close_producer(&self, id: ProducerId) -> Result<Vec<ConsumerId>, RoomError> {
         let router_id = self.inner.id;
-        let closed = self.inner.worker.exec(move |core, _| core.close_producer(router_id, id)).await??;
+        let closed = self
+            .inner
+            .worker
+            .exec(move |core, _| core.close_producer(router_id, id))
+            .await??;
         self.forget_producers(&[id]);
         Ok(closed)
     }
 
     /// Whether a device with these capabilities can consume a producer.
     pub fn can_consume(&self, producer_id: ProducerId, caps: &RtpCapabilities) -> bool {
-        let Ok(map) = self.inner.producers.lock() else { return false };
+        let Ok(map) = self.inner.producers.lock() else {
+            return false;
+        };
         map.get(&producer_id)
             .is_some_and(|m| ortc::can_consume(&m.consumable, caps).unwrap_or(false))
     }
@@ -341,14 +419,26 @@ impl Router {
     ) -> Result<ConsumerParams, RoomError> {
         ortc::validate_rtp_capabilities(caps)?;
         let (kind, mut params, spec, consumer_type) = {
-            let map = self.inner.producers.lock().map_err(|_| RoomError::Internal("router state poisoned".into()))?;
-            let meta = map.get(&producer_id).ok_or(RoomError::NotFound("producer"))?;
+            let map = self
+                .inner
+                .producers
+                .lock()
+                .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
+            let meta = map
+                .get(&producer_id)
+                .ok_or(RoomError::NotFound("producer"))?;
             if !ortc::can_consume(&meta.consumable, caps)? {
-                return Err(RoomError::Invalid("rtpCapabilities: cannot consume this producer".into()));
+                return Err(RoomError::Invalid(
+                    "rtpCapabilities: cannot consume this producer".into(),
+                ));
             }
             let mut params = ortc::get_consumer_rtp_parameters(&meta.consumable, caps, false)?;
             let ssrc = random_ssrc();
-            let rtx_codec = params.codecs.iter().find(|c| c.is_rtx()).map(|c| c.payload_type);
+            let rtx_codec = params
+                .codecs
+                .iter()
+                .find(|c| c.is_rtx())
+                .map(|c| c.payload_type);
             let rtx = rtx_codec.map(|pt| (random_ssrc(), pt));
             let encoding = params.encodings.first().cloned().unwrap_or_default();
             params.encodings = vec![RtpEncodingParameters {
@@ -356,12 +446,19 @@ impl Router {
                 rtx: rtx.map(|(s, _)| RtxParameters { ssrc: s }),
                 ..encoding
             }];
-            params.rtcp.cname = meta.consumable.rtcp.cname.clone().or_else(|| meta.rtp_parameters.rtcp.cname.clone());
+            params.rtcp.cname = meta
+                .consumable
+                .rtcp
+                .cname
+                .clone()
+                .or_else(|| meta.rtp_parameters.rtcp.cname.clone());
             let spec = consume_spec(meta, &params, ssrc, rtx, paused, preferred_layers);
             (meta.kind, params, spec, meta.consumer_type)
         };
         if params.codecs.iter().all(|c| c.is_rtx()) {
-            return Err(RoomError::Invalid("rtpCapabilities: no codec in common".into()));
+            return Err(RoomError::Invalid(
+                "rtpCapabilities: no codec in common".into(),
+            ));
         }
         let router_id = self.inner.id;
         let (id, producer_paused) = self
@@ -370,64 +467,107 @@ impl Router {
             .exec(move |core, now| core.consume(router_id, transport_id, producer_id, spec, now))
             .await??;
         params.mid = None;
-        Ok(ConsumerParams { id, producer_id, kind, rtp_parameters: params, consumer_type, producer_paused })
+        Ok(ConsumerParams {
+            id,
+            producer_id,
+            kind,
+            rtp_parameters: params,
+            consumer_type,
+            producer_paused,
+        })
     }
 
     /// Pauses or resumes a consumer.
     pub async fn set_consumer_paused(&self, id: ConsumerId, paused: bool) -> Result<(), RoomError> {
         let router_id = self.inner.id;
-        self.inner.worker.exec(move |core, now| core.set_consumer_paused(router_id, id, paused, now)).await?
+        self.inner
+            .worker
+            .exec(move |core, now| core.set_consumer_paused(router_id, id, paused, now))
+            .await?
     }
 
     /// `setConsumerPreferredLayers`.
-    pub async fn set_consumer_preferred_layers(&self, id: ConsumerId, spatial: u8, temporal: Option<u8>) -> Result<(), RoomError> {
+    pub async fn set_consumer_preferred_layers(
+        &self,
+        id: ConsumerId,
+        spatial: u8,
+        temporal: Option<u8>,
+    ) -> Result<(), RoomError> {
         let router_id = self.inner.id;
         self.inner
             .worker
-            .exec(move |core, now| core.set_consumer_preferred_layers(router_id, id, spatial, temporal, now))
+            .exec(move |core, now| {
+                core.set_consumer_preferred_layers(router_id, id, spatial, temporal, now)
+            })
             .await?
     }
 
     /// `setConsumerPriority`.
-    pub async fn set_consumer_priority(&self, id: ConsumerId, priority: u8) -> Result<(), RoomError> {
+    pub async fn set_consumer_priority(
+        &self,
+        id: ConsumerId,
+        priority: u8,
+    ) -> Result<(), RoomError> {
         let router_id = self.inner.id;
-        self.inner.worker.exec(move |core, _| core.set_consumer_priority(router_id, id, priority)).await?
+        self.inner
+            .worker
+            .exec(move |core, _| core.set_consumer_priority(router_id, id, priority))
+            .await?
     }
 
     /// `requestConsumerKeyFrame`.
     pub async fn request_consumer_key_frame(&self, id: ConsumerId) -> Result<(), RoomError> {
         let router_id = self.inner.id;
-        self.inner.worker.exec(move |core, now| core.request_consumer_key_frame(router_id, id, now)).await?
+        self.inner
+            .worker
+            .exec(move |core, now| core.request_consumer_key_frame(router_id, id, now))
+            .await?
     }
 
     /// Closes a consumer.
     pub async fn close_consumer(&self, id: ConsumerId) -> Result<(), RoomError> {
         let router_id = self.inner.id;
-        self.inner.worker.exec(move |core, _| core.close_consumer(router_id, id)).await?
+        self.inner
+            .worker
+            .exec(move |core, _| core.close_consumer(router_id, id))
+            .await?
     }
 
     /// `getTransportStats`.
     pub async fn transport_stats(&self, id: TransportId) -> Result<serde_json::Value, RoomError> {
         let router_id = self.inner.id;
-        self.inner.worker.exec(move |core, _| core.transport_stats(router_id, id)).await?
+        self.inner
+            .worker
+            .exec(move |core, _| core.transport_stats(router_id, id))
+            .await?
     }
 
     /// `getProducerStats`.
     pub async fn producer_stats(&self, id: ProducerId) -> Result<serde_json::Value, RoomError> {
         let router_id = self.inner.id;
-        self.inner.worker.exec(move |core, now| core.producer_stats(router_id, id, now)).await?
+        self.inner
+            .worker
+            .exec(move |core, now| core.producer_stats(router_id, id, now))
+            .await?
     }
 
     /// `getConsumerStats`.
     pub async fn consumer_stats(&self, id: ConsumerId) -> Result<serde_json::Value, RoomError> {
         let router_id = self.inner.id;
-        self.inner.worker.exec(move |core, _| core.consumer_stats(router_id, id)).await?
+        self.inner
+            .worker
+            .exec(move |core, _| core.consumer_stats(router_id, id))
+            .await?
     }
 
     /// Closes the router and everything in it.
     pub async fn close(&self) {
         let router_id = self.inner.id;
-        let _ = self.inner.worker.exec(move |core, _| core.close_router(router_id)).await;
+        let _ = self
+            .inner
+            .worker
+            .exec(move |core, _| core.close_router(router_id))
+            .await;
         if let Ok(mut map) = self.inner.producers.lock() {
             map.clear();
         }
@@ -454,7 +594,11 @@ fn video_codec(mime_type: &str) -> VideoCodec {
 }
 
 fn ext_id(params: &RtpParameters, wanted: &str) -> u8 {
-    params.header_extensions.iter().find(|e| e.uri == wanted).map_or(0, |e| e.id)
+    params
+        .header_extensions
+        .iter()
+        .find(|e| e.uri == wanted)
+        .map_or(0, |e| e.id)
 }
 
 /// The worker's view of a producer from its RTP parameters (already validated).
@@ -463,11 +607,22 @@ fn produce_spec(kind: MediaKind, params: &RtpParameters, paused: bool) -> Produc
     let mut rtx = Vec::new();
     for c in &params.codecs {
         if c.is_rtx() {
-            if let Some(apt) = c.parameters.get("apt").and_then(|v| v.as_i64()).and_then(|v| u8::try_from(v).ok()) {
+            if let Some(apt) = c
+                .parameters
+                .get("apt")
+                .and_then(|v| v.as_i64())
+                .and_then(|v| u8::try_from(v).ok())
+            {
                 rtx.push((c.payload_type, apt));
             }
         } else {
-            codecs.push((c.payload_type, CodecInfo { clock_rate: c.clock_rate, codec: video_codec(&c.mime_type) }));
+            codecs.push((
+                c.payload_type,
+                CodecInfo {
+                    clock_rate: c.clock_rate,
+                    codec: video_codec(&c.mime_type),
+                },
+            ));
         }
     }
     let encodings = params
@@ -515,11 +670,12 @@ fn consume_spec(
 ) -> ConsumeSpec {
     let mut pt_map = [crate::consumer::NO_PT; 128];
     for m in &meta.mapping.codecs {
-        let offered = params.codecs.iter().any(|c| !c.is_rtx() && c.payload_type == m.mapped_payload_type);
-        if offered {
-            if let Some(slot) = pt_map.get_mut(m.payload_type as usize) {
-                *slot = m.mapped_payload_type;
-            }
+        let offered = params
+            .codecs
+            .iter()
+            .any(|c| !c.is_rtx() && c.payload_type == m.mapped_payload_type);
+        if offered && let Some(slot) = pt_map.get_mut(m.payload_type as usize) {
+            *slot = m.mapped_payload_type;
         }
     }
     let mut ext_map = [0u8; 256];
@@ -528,7 +684,11 @@ fn consume_spec(
             ext_map[e.id as usize] = out.id;
         }
     }
-    let clock_rate = params.codecs.iter().find(|c| !c.is_rtx()).map_or(90000, |c| c.clock_rate);
+    let clock_rate = params
+        .codecs
+        .iter()
+        .find(|c| !c.is_rtx())
+        .map_or(90000, |c| c.clock_rate);
     ConsumeSpec {
         pt_map,
         ext_map,

@@ -36,7 +36,9 @@ impl RecvBatch {
         self.count = 0;
         #[cfg(target_os = "linux")]
         {
-            let n = self.sys.recv(socket, &mut self.bufs, &mut self.lens, &mut self.addrs)?;
+            let n = self
+                .sys
+                .recv(socket, &mut self.bufs, &mut self.lens, &mut self.addrs)?;
             self.count = n;
         }
         #[cfg(not(target_os = "linux"))]
@@ -123,7 +125,9 @@ impl SendBatch {
     /// Copies `data` into a slot and queues it. Returns false (nothing queued) when the batch
     /// is full or the datagram too large.
     pub fn push(&mut self, data: &[u8], to: SocketAddr) -> bool {
-        let Some(slot) = self.slot() else { return false };
+        let Some(slot) = self.slot() else {
+            return false;
+        };
         if data.len() > MAX_DATAGRAM {
             return false;
         }
@@ -140,7 +144,12 @@ impl SendBatch {
         }
         #[cfg(target_os = "linux")]
         {
-            outcome = self.sys.send(socket, &mut self.bufs[..self.count], &self.lens, &self.addrs);
+            outcome = self.sys.send(
+                socket,
+                &mut self.bufs[..self.count],
+                &self.lens,
+                &self.addrs,
+            );
         }
         #[cfg(not(target_os = "linux"))]
         for i in 0..self.count {
@@ -249,9 +258,9 @@ mod linux {
         ) -> FlushOutcome {
             let mut outcome = FlushOutcome::default();
             let n = bufs.len().min(self.headers.len());
-            for i in 0..n {
+            for (i, buf) in bufs.iter_mut().enumerate().take(n) {
                 self.iovecs[i] = libc::iovec {
-                    iov_base: bufs[i].as_mut_ptr().cast(),
+                    iov_base: buf.as_mut_ptr().cast(),
                     iov_len: lens[i],
                 };
                 let namelen = std_to_sockaddr(addrs[i], &mut self.names[i]);
@@ -282,10 +291,8 @@ mod linux {
                     start += 1;
                     continue;
                 }
-                for i in start..start + sent as usize {
-                    outcome.sent += 1;
-                    outcome.bytes += lens[i];
-                }
+                outcome.sent += sent as usize;
+                outcome.bytes += lens[start..start + sent as usize].iter().sum::<usize>();
                 start += sent as usize;
             }
             outcome
@@ -298,7 +305,10 @@ mod linux {
                 // SAFETY: the family says this storage holds a sockaddr_in.
                 let a: &libc::sockaddr_in = unsafe { &*(storage as *const _ as *const _) };
                 let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-                Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(a.sin_port),
+                )))
             }
             libc::AF_INET6 => {
                 // SAFETY: the family says this storage holds a sockaddr_in6.
@@ -358,7 +368,14 @@ mod tests {
             assert!(send.push(&[i; 100], to));
         }
         let out = send.flush(&a);
-        assert_eq!(out, FlushOutcome { sent: 5, bytes: 500, dropped: 0 });
+        assert_eq!(
+            out,
+            FlushOutcome {
+                sent: 5,
+                bytes: 500,
+                dropped: 0
+            }
+        );
         assert!(send.is_empty());
         let mut recv = RecvBatch::new(8);
         let mut seen = Vec::new();

@@ -87,8 +87,11 @@ pub fn spawn(
     socket.set_nonblocking(true)?;
     let port = socket.local_addr()?.port();
     let poll = Poll::new()?;
-    poll.registry()
-        .register(&mut SourceFd(&socket.as_raw_fd()), SOCKET, Interest::READABLE)?;
+    poll.registry().register(
+        &mut SourceFd(&socket.as_raw_fd()),
+        SOCKET,
+        Interest::READABLE,
+    )?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let shared = Arc::new(SharedCounters::default());
     let core = WorkerCore::new(socket, certificate, events, shared.clone())?;
@@ -96,7 +99,13 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(format!("ferrosoup-worker-{index}"))
         .spawn(move || run(poll, core, jobs_rx))?;
-    Ok(WorkerHandle { index, port, jobs: jobs_tx, waker, shared })
+    Ok(WorkerHandle {
+        index,
+        port,
+        jobs: jobs_tx,
+        waker,
+        shared,
+    })
 }
 
 /// The worker event loop; returns when every handle is gone.
@@ -107,12 +116,16 @@ fn run(mut poll: Poll, mut core: WorkerCore, jobs: Receiver<Job>) {
     let mut socket_backlog = false;
     loop {
         let now = Instant::now();
-        let timeout = if socket_backlog { Duration::ZERO } else { next_tick.saturating_duration_since(now) };
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                tracing::error!("worker poll failed: {e}");
-                return;
-            }
+        let timeout = if socket_backlog {
+            Duration::ZERO
+        } else {
+            next_tick.saturating_duration_since(now)
+        };
+        if let Err(e) = poll.poll(&mut events, Some(timeout))
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            tracing::error!("worker poll failed: {e}");
+            return;
         }
         // Readiness is edge-triggered: read until the socket is empty or the turn's
         // budget is spent (then come back at once).

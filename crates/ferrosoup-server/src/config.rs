@@ -38,7 +38,10 @@ impl Config {
     /// Checks relations between settings.
     pub fn validate(&self) -> Result<(), String> {
         if self.rtc_min_port > self.rtc_max_port {
-            return Err(format!("RTC_MIN_PORT {} > RTC_MAX_PORT {}", self.rtc_min_port, self.rtc_max_port));
+            return Err(format!(
+                "RTC_MIN_PORT {} > RTC_MAX_PORT {}",
+                self.rtc_min_port, self.rtc_max_port
+            ));
         }
         if self.num_workers == Some(0) {
             return Err("NUM_WORKERS must be at least 1".into());
@@ -46,22 +49,29 @@ impl Config {
         let workers = self.num_workers.unwrap_or(1);
         let ports = usize::from(self.rtc_max_port - self.rtc_min_port) + 1;
         if workers > ports {
-            return Err(format!("{workers} workers need {workers} ports; the RTC port range has {ports}"));
+            return Err(format!(
+                "{workers} workers need {workers} ports; the RTC port range has {ports}"
+            ));
         }
         Ok(())
     }
 
     /// The routers' media codecs: from the file, or the defaults. Checked by computing the
     /// router capabilities once.
-    pub fn media_codecs(&self) -> Result<Vec<ferrosoup_proto::rtp_parameters::RtpCodecCapability>, String> {
+    pub fn media_codecs(
+        &self,
+    ) -> Result<Vec<ferrosoup_proto::rtp_parameters::RtpCodecCapability>, String> {
         let codecs = match &self.media_codecs {
             None => ferrosoup_proto::ortc::default_media_codecs(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("MEDIA_CODECS {}: {e}", path.display()))?;
-                serde_json::from_str(&text).map_err(|e| format!("MEDIA_CODECS {}: {e}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("MEDIA_CODECS {}: {e}", path.display()))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("MEDIA_CODECS {}: {e}", path.display()))?
             }
         };
-        ferrosoup_proto::ortc::generate_router_rtp_capabilities(&codecs).map_err(|e| format!("media codecs: {e}"))?;
+        ferrosoup_proto::ortc::generate_router_rtp_capabilities(&codecs)
+            .map_err(|e| format!("media codecs: {e}"))?;
         Ok(codecs)
     }
 

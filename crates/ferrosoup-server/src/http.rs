@@ -47,7 +47,10 @@ async fn websocket(State(state): State<AppState>, ws: WebSocketUpgrade) -> Respo
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let rooms = state.hub.rooms().await.len();
     let workers = state.hub.pool().workers().len();
-    (StatusCode::OK, axum::Json(json!({"status": "ok", "workers": workers, "rooms": rooms})))
+    (
+        StatusCode::OK,
+        axum::Json(json!({"status": "ok", "workers": workers, "rooms": rooms})),
+    )
 }
 
 /// Rooms and peer counts.
@@ -80,7 +83,13 @@ pub async fn render_metrics(hub: &Hub) -> Result<String, prometheus::Error> {
     let object_gauges = ["routers", "transports", "producers", "consumers"];
     let mut per_worker_gauges = Vec::new();
     for name in object_gauges {
-        let g = IntGaugeVec::new(Opts::new(format!("ferrosoup_{name}"), format!("{name} alive, per worker")), &["worker"])?;
+        let g = IntGaugeVec::new(
+            Opts::new(
+                format!("ferrosoup_{name}"),
+                format!("{name} alive, per worker"),
+            ),
+            &["worker"],
+        )?;
         registry.register(Box::new(g.clone()))?;
         per_worker_gauges.push((name, g));
     }
@@ -90,7 +99,10 @@ pub async fn render_metrics(hub: &Hub) -> Result<String, prometheus::Error> {
             if object_gauges.contains(&name) {
                 continue;
             }
-            let c = IntCounterVec::new(Opts::new(format!("ferrosoup_{name}_total"), name.replace('_', " ")), &["worker"])?;
+            let c = IntCounterVec::new(
+                Opts::new(format!("ferrosoup_{name}_total"), name.replace('_', " ")),
+                &["worker"],
+            )?;
             registry.register(Box::new(c.clone()))?;
             counters.push((name, c));
         }
@@ -106,12 +118,17 @@ pub async fn render_metrics(hub: &Hub) -> Result<String, prometheus::Error> {
         }
     }
     let requests = IntCounterVec::new(
-        Opts::new("ferrosoup_signaling_requests_total", "Signaling requests by method and outcome code"),
+        Opts::new(
+            "ferrosoup_signaling_requests_total",
+            "Signaling requests by method and outcome code",
+        ),
         &["method", "code"],
     )?;
     registry.register(Box::new(requests.clone()))?;
     for (method, code, n) in hub.request_stats().snapshot() {
-        requests.with_label_values(&[&method, &code.to_string()]).inc_by(n);
+        requests
+            .with_label_values(&[&method, &code.to_string()])
+            .inc_by(n);
     }
     let mut out = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut out)?;
@@ -156,13 +173,23 @@ fn room_json(room: &ferrosoup_signal::hub::Room) -> Value {
 }
 
 async fn api_rooms(State(state): State<AppState>) -> axum::Json<Value> {
-    let rooms: Vec<Value> = state.hub.rooms().await.iter().map(|r| room_json(r)).collect();
+    let rooms: Vec<Value> = state
+        .hub
+        .rooms()
+        .await
+        .iter()
+        .map(|r| room_json(r))
+        .collect();
     axum::Json(json!({"rooms": rooms}))
 }
 
 async fn api_room(State(state): State<AppState>, Path(room_id): Path<String>) -> Response {
     match state.hub.room(&room_id).await {
         Some(room) => axum::Json(room_json(&room)).into_response(),
-        None => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "room not found"}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "room not found"})),
+        )
+            .into_response(),
     }
 }

@@ -84,6 +84,8 @@ fn is_too_big(e: &axum::Error) -> bool {
 }
 
 /// A `Stream` over an unbounded receiver.
-fn tokio_stream_from<T>(mut rx: mpsc::UnboundedReceiver<T>) -> impl futures_util::Stream<Item = T> + Unpin {
+fn tokio_stream_from<T>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures_util::Stream<Item = T> + Unpin {
     Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }

@@ -15,22 +15,34 @@ pub struct SignalError {
 impl SignalError {
     /// 400: malformed or invalid data.
     pub fn bad_request(reason: impl Into<String>) -> Self {
-        Self { code: 400, reason: reason.into() }
+        Self {
+            code: 400,
+            reason: reason.into(),
+        }
     }
 
     /// 404: unknown id.
     pub fn not_found(what: &str) -> Self {
-        Self { code: 404, reason: format!("{what} not found") }
+        Self {
+            code: 404,
+            reason: format!("{what} not found"),
+        }
     }
 
     /// 409: wrong state.
     pub fn conflict(reason: impl Into<String>) -> Self {
-        Self { code: 409, reason: reason.into() }
+        Self {
+            code: 409,
+            reason: reason.into(),
+        }
     }
 
     /// 500: internal error.
     pub fn internal(reason: impl Into<String>) -> Self {
-        Self { code: 500, reason: reason.into() }
+        Self {
+            code: 500,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -43,6 +55,9 @@ impl From<RoomError> for SignalError {
             RoomError::WorkerGone => 503,
             RoomError::Internal(_) => 500,
         };
-        Self { code, reason: e.to_string() }
+        Self {
+            code,
+            reason: e.to_string(),
+        }
     }
 }

@@ -157,7 +157,11 @@ impl Hub {
         }
         let router = self.pool.create_router(&self.media_codecs).await?;
         tracing::info!(room = room_id, router = %router.id(), worker = router.worker_index(), "room created");
-        let room = Arc::new(Room { id: room_id.to_owned(), router, peers: Mutex::new(HashMap::new()) });
+        let room = Arc::new(Room {
+            id: room_id.to_owned(),
+            router,
+            peers: Mutex::new(HashMap::new()),
+        });
         rooms.insert(room_id.to_owned(), room.clone());
         Ok(room)
     }
@@ -212,7 +216,11 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
     while let Some(event) = events.recv().await {
         let Some(hub) = hub.upgrade() else { return };
         match event {
-            MediaEvent::TransportStateChanged { transport_id, ice_state, dtls_state } => {
+            MediaEvent::TransportStateChanged {
+                transport_id,
+                ice_state,
+                dtls_state,
+            } => {
                 if let Some(n) = hub.route(transport_id.0) {
                     n.notify(
                         "transportStateChanged",
@@ -222,10 +230,17 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
             }
             MediaEvent::IceRestartRequired { transport_id } => {
                 if let Some(n) = hub.route(transport_id.0) {
-                    n.notify("iceRestartRequired", json!({"transportId": transport_id.to_string()}));
+                    n.notify(
+                        "iceRestartRequired",
+                        json!({"transportId": transport_id.to_string()}),
+                    );
                 }
             }
-            MediaEvent::ConsumerLayersChanged { consumer_id, spatial_layer, temporal_layer } => {
+            MediaEvent::ConsumerLayersChanged {
+                consumer_id,
+                spatial_layer,
+                temporal_layer,
+            } => {
                 if let Some(n) = hub.route(consumer_id.0) {
                     n.notify(
                         "consumerLayersChanged",
@@ -233,7 +248,11 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
                     );
                 }
             }
-            MediaEvent::ConsumerScore { consumer_id, score, producer_score } => {
+            MediaEvent::ConsumerScore {
+                consumer_id,
+                score,
+                producer_score,
+            } => {
                 if let Some(n) = hub.route(consumer_id.0) {
                     n.notify(
                         "consumerScore",
@@ -241,10 +260,20 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
                     );
                 }
             }
-            MediaEvent::ActiveSpeaker { router_id, producer_id, volume } => {
+            MediaEvent::ActiveSpeaker {
+                router_id,
+                producer_id,
+                volume,
+            } => {
                 let rooms = hub.rooms().await;
-                let Some(room) = rooms.iter().find(|r| r.router.id() == router_id) else { continue };
-                let owner = room.peers().values().find(|p| p.producers.contains_key(&producer_id)).map(|p| p.id.clone());
+                let Some(room) = rooms.iter().find(|r| r.router.id() == router_id) else {
+                    continue;
+                };
+                let owner = room
+                    .peers()
+                    .values()
+                    .find(|p| p.producers.contains_key(&producer_id))
+                    .map(|p| p.id.clone());
                 if let Some(peer_id) = owner {
                     room.broadcast(
                         "",
@@ -255,7 +284,10 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
             }
             MediaEvent::ProducerScore { producer_id, score } => {
                 if let Some(n) = hub.route(producer_id.0) {
-                    n.notify("producerScore", json!({"producerId": producer_id.to_string(), "score": score}));
+                    n.notify(
+                        "producerScore",
+                        json!({"producerId": producer_id.to_string(), "score": score}),
+                    );
                 }
             }
         }

@@ -49,7 +49,8 @@ pub struct Session {
 type Answer = Result<Value, SignalError>;
 
 fn parse<T: DeserializeOwned>(data: &Value) -> Result<T, SignalError> {
-    serde_json::from_value(data.clone()).map_err(|e| SignalError::bad_request(format!("invalid data: {e}")))
+    serde_json::from_value(data.clone())
+        .map_err(|e| SignalError::bad_request(format!("invalid data: {e}")))
 }
 
 fn parse_id<T>(s: &str, what: &str, f: fn(&str) -> Option<T>) -> Result<T, SignalError> {
@@ -59,7 +60,12 @@ fn parse_id<T>(s: &str, what: &str, f: fn(&str) -> Option<T>) -> Result<T, Signa
 impl Session {
     /// A session that has not joined a room yet.
     pub fn new(hub: Arc<Hub>, notifier: Notifier) -> Self {
-        Self { hub, notifier, joined: None, touched_rooms: Vec::new() }
+        Self {
+            hub,
+            notifier,
+            joined: None,
+            touched_rooms: Vec::new(),
+        }
     }
 
     /// Handles one text frame; returns the response to send, if any.
@@ -70,19 +76,28 @@ impl Session {
             Ok(_) => return None,
             Err(e) => {
                 tracing::debug!("unparsable frame: {e}");
-                return e.id().map(|id| error_response(id, &SignalError::bad_request(e.to_string())));
+                return e
+                    .id()
+                    .map(|id| error_response(id, &SignalError::bad_request(e.to_string())));
             }
         };
         let known = method::ALL.contains(&request.method.as_str());
         let result = if known {
             self.dispatch(&request.method, &request.data).await
         } else {
-            Err(SignalError::bad_request(format!("unknown method {}", request.method)))
+            Err(SignalError::bad_request(format!(
+                "unknown method {}",
+                request.method
+            )))
         };
         let code = result.as_ref().map_or_else(|e| e.code, |_| 200);
-        self.hub.request_stats().record(&request.method, known, code);
+        self.hub
+            .request_stats()
+            .record(&request.method, known, code);
         Some(match result {
-            Ok(data) => json!({"response": true, "id": request.id, "ok": true, "data": data}).to_string(),
+            Ok(data) => {
+                json!({"response": true, "id": request.id, "ok": true, "data": data}).to_string()
+            }
             Err(e) => {
                 tracing::debug!(method = %request.method, code = e.code, reason = %e.reason, "request failed");
                 error_response(request.id, &e)
@@ -94,7 +109,9 @@ impl Session {
         match m {
             method::PING => Ok(json!({})),
             method::CREATE_ROOM => self.create_room(parse(data)?).await,
-            method::GET_ROUTER_RTP_CAPABILITIES => self.get_router_rtp_capabilities(parse(data)?).await,
+            method::GET_ROUTER_RTP_CAPABILITIES => {
+                self.get_router_rtp_capabilities(parse(data)?).await
+            }
             method::JOIN_ROOM => self.join_room(parse(data)?).await,
             method::LEAVE_ROOM => {
                 if self.joined.is_none() {
@@ -104,19 +121,32 @@ impl Session {
                 Ok(json!({}))
             }
             _ => {
-                let (room, peer_id) = self.joined.clone().ok_or_else(|| SignalError::conflict("joinRoom first"))?;
+                let (room, peer_id) = self
+                    .joined
+                    .clone()
+                    .ok_or_else(|| SignalError::conflict("joinRoom first"))?;
                 self.dispatch_in_room(m, data, &room, &peer_id).await
             }
         }
     }
 
-    async fn dispatch_in_room(&mut self, m: &str, data: &Value, room: &Arc<Room>, peer_id: &str) -> Answer {
+    async fn dispatch_in_room(
+        &mut self,
+        m: &str,
+        data: &Value,
+        room: &Arc<Room>,
+        peer_id: &str,
+    ) -> Answer {
         match m {
-            method::CREATE_TRANSPORT | method::CREATE_WEBRTC_TRANSPORT => self.create_transport(room, peer_id, parse(data)?).await,
+            method::CREATE_TRANSPORT | method::CREATE_WEBRTC_TRANSPORT => {
+                self.create_transport(room, peer_id, parse(data)?).await
+            }
             method::CONNECT_TRANSPORT => {
                 let req: ConnectTransportRequest = parse(data)?;
                 let id = self.own_transport(room, peer_id, &req.transport_id)?.0;
-                room.router.connect_transport(id, &req.dtls_parameters).await?;
+                room.router
+                    .connect_transport(id, &req.dtls_parameters)
+                    .await?;
                 Ok(json!({}))
             }
             method::RESTART_ICE => {
@@ -128,7 +158,9 @@ impl Session {
             method::SET_MAX_INCOMING_BITRATE => {
                 let req: SetMaxIncomingBitrateRequest = parse(data)?;
                 let id = self.own_transport(room, peer_id, &req.transport_id)?.0;
-                room.router.set_max_incoming_bitrate(id, req.bitrate).await?;
+                room.router
+                    .set_max_incoming_bitrate(id, req.bitrate)
+                    .await?;
                 Ok(json!({}))
             }
             method::CLOSE_TRANSPORT => {
@@ -148,13 +180,29 @@ impl Session {
                 let id = self.own_producer(room, peer_id, &req.producer_id)?;
                 let paused = m == method::PAUSE_PRODUCER;
                 let changed = room.router.set_producer_paused(id, paused).await?;
-                if let Some(p) = room.peers().get_mut(peer_id).and_then(|p| p.producers.get_mut(&id)) {
+                if let Some(p) = room
+                    .peers()
+                    .get_mut(peer_id)
+                    .and_then(|p| p.producers.get_mut(&id))
+                {
                     p.paused = paused;
                 }
-                let (producer_event, consumer_event) =
-                    if paused { ("producerPaused", "consumerPaused") } else { ("producerResumed", "consumerResumed") };
-                room.broadcast(peer_id, producer_event, json!({"producerId": id.to_string(), "peerId": peer_id}));
-                self.notify_consumer_owners(room, &changed, consumer_event, |c| json!({"consumerId": c.to_string()}));
+                let (producer_event, consumer_event) = if paused {
+                    ("producerPaused", "consumerPaused")
+                } else {
+                    ("producerResumed", "consumerResumed")
+                };
+                room.broadcast(
+                    peer_id,
+                    producer_event,
+                    json!({"producerId": id.to_string(), "peerId": peer_id}),
+                );
+                self.notify_consumer_owners(
+                    room,
+                    &changed,
+                    consumer_event,
+                    |c| json!({"consumerId": c.to_string()}),
+                );
                 Ok(json!({}))
             }
             method::CLOSE_PRODUCER => {
@@ -164,7 +212,10 @@ impl Session {
                 if let Some(peer) = room.peers().get_mut(peer_id) {
                     peer.producers.remove(&id);
                 }
-                let closed = Closed { producers: vec![id], consumers: consumers.into_iter().map(|c| (c, id)).collect() };
+                let closed = Closed {
+                    producers: vec![id],
+                    consumers: consumers.into_iter().map(|c| (c, id)).collect(),
+                };
                 self.after_close(room, peer_id, &closed);
                 Ok(json!({}))
             }
@@ -173,7 +224,11 @@ impl Session {
                 let producers: Vec<Value> = peers
                     .values()
                     .filter(|p| p.id != peer_id)
-                    .flat_map(|p| p.producers.iter().map(move |(id, info)| producer_json(*id, &p.id, info)))
+                    .flat_map(|p| {
+                        p.producers
+                            .iter()
+                            .map(move |(id, info)| producer_json(*id, &p.id, info))
+                    })
                     .collect();
                 Ok(json!({"producers": producers}))
             }
@@ -181,7 +236,9 @@ impl Session {
             method::PAUSE_CONSUMER | method::RESUME_CONSUMER => {
                 let req: ConsumerIdRequest = parse(data)?;
                 let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
-                room.router.set_consumer_paused(id, m == method::PAUSE_CONSUMER).await?;
+                room.router
+                    .set_consumer_paused(id, m == method::PAUSE_CONSUMER)
+                    .await?;
                 Ok(json!({}))
             }
             method::CLOSE_CONSUMER => {
@@ -197,7 +254,9 @@ impl Session {
             method::SET_CONSUMER_PREFERRED_LAYERS => {
                 let req: SetConsumerPreferredLayersRequest = parse(data)?;
                 let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
-                room.router.set_consumer_preferred_layers(id, req.spatial_layer, req.temporal_layer).await?;
+                room.router
+                    .set_consumer_preferred_layers(id, req.spatial_layer, req.temporal_layer)
+                    .await?;
                 Ok(json!({}))
             }
             method::SET_CONSUMER_PRIORITY => {
@@ -230,7 +289,10 @@ impl Session {
                 let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
                 Ok(json!({"stats": room.router.consumer_stats(id).await?}))
             }
-            other => Err(SignalError { code: 501, reason: format!("{other} is not supported yet") }),
+            other => Err(SignalError {
+                code: 501,
+                reason: format!("{other} is not supported yet"),
+            }),
         }
     }
 
@@ -248,7 +310,11 @@ impl Session {
 
     async fn get_router_rtp_capabilities(&mut self, req: CreateRoomRequest) -> Answer {
         validate_room_id(&req.room_id)?;
-        let room = self.hub.room(&req.room_id).await.ok_or_else(|| SignalError::not_found("room"))?;
+        let room = self
+            .hub
+            .room(&req.room_id)
+            .await
+            .ok_or_else(|| SignalError::not_found("room"))?;
         Ok(json!({"rtpCapabilities": room.router.rtp_capabilities()}))
     }
 
@@ -261,9 +327,14 @@ impl Session {
             ferrosoup_proto::ortc::validate_rtp_capabilities(caps)
                 .map_err(|e| SignalError::bad_request(format!("rtpCapabilities: {e}")))?;
         }
-        let peer_id = req.peer_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let peer_id = req
+            .peer_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         if peer_id.is_empty() || peer_id.len() > 128 {
-            return Err(SignalError::bad_request("peerId: must be 1..128 characters"));
+            return Err(SignalError::bad_request(
+                "peerId: must be 1..128 characters",
+            ));
         }
         let room = self.hub.get_or_create_room(&req.room_id).await?;
         let display_name = req.display_name.clone().unwrap_or_default();
@@ -271,7 +342,9 @@ impl Session {
         let peers_json = {
             let mut peers = room.peers();
             if peers.contains_key(&peer_id) {
-                return Err(SignalError::conflict(format!("peerId {peer_id} already in the room")));
+                return Err(SignalError::conflict(format!(
+                    "peerId {peer_id} already in the room"
+                )));
             }
             let others: Vec<Value> = peers
                 .values()
@@ -299,7 +372,11 @@ impl Session {
             );
             others
         };
-        room.broadcast(&peer_id, "peerJoined", json!({"peerId": peer_id, "displayName": display_name, "appData": app_data}));
+        room.broadcast(
+            &peer_id,
+            "peerJoined",
+            json!({"peerId": peer_id, "displayName": display_name, "appData": app_data}),
+        );
         tracing::info!(room = %room.id, peer = %peer_id, "peer joined");
         self.joined = Some((room, peer_id.clone()));
         let session_token = uuid::Uuid::new_v4().simple().to_string();
@@ -316,8 +393,12 @@ impl Session {
 
     /// Removes this session's peer and everything it owns, and tells the others.
     pub async fn leave(&mut self) {
-        let Some((room, peer_id)) = self.joined.take() else { return };
-        let Some(peer) = room.peers().remove(&peer_id) else { return };
+        let Some((room, peer_id)) = self.joined.take() else {
+            return;
+        };
+        let Some(peer) = room.peers().remove(&peer_id) else {
+            return;
+        };
         for id in peer.consumers.keys() {
             self.hub.remove_route(id.0);
         }
@@ -343,7 +424,11 @@ impl Session {
             if let Some(peer) = room.peers().get_mut(peer_id) {
                 peer.producers.remove(pid);
             }
-            room.broadcast(peer_id, "producerClosed", json!({"producerId": pid.to_string(), "peerId": peer_id}));
+            room.broadcast(
+                peer_id,
+                "producerClosed",
+                json!({"producerId": pid.to_string(), "peerId": peer_id}),
+            );
         }
         let mut peers = room.peers();
         for (cid, pid) in &closed.consumers {
@@ -351,7 +436,11 @@ impl Session {
             for peer in peers.values_mut() {
                 if peer.consumers.remove(cid).is_some() {
                     if peer.id != peer_id || !closed.producers.is_empty() {
-                        let reason = if closed.producers.contains(pid) { "producerClosed" } else { "transportClosed" };
+                        let reason = if closed.producers.contains(pid) {
+                            "producerClosed"
+                        } else {
+                            "transportClosed"
+                        };
                         peer.notifier.notify(
                             "consumerClosed",
                             json!({"consumerId": cid.to_string(), "producerId": pid.to_string(), "reason": reason}),
@@ -363,7 +452,13 @@ impl Session {
         }
     }
 
-    fn notify_consumer_owners(&self, room: &Room, consumers: &[ConsumerId], method: &str, data: impl Fn(ConsumerId) -> Value) {
+    fn notify_consumer_owners(
+        &self,
+        room: &Room,
+        consumers: &[ConsumerId],
+        method: &str,
+        data: impl Fn(ConsumerId) -> Value,
+    ) {
         let peers = room.peers();
         for c in consumers {
             if let Some(peer) = peers.values().find(|p| p.consumers.contains_key(c)) {
@@ -374,14 +469,27 @@ impl Session {
 
     // ----- ownership checks -------------------------------------------------------------
 
-    fn own_transport(&self, room: &Room, peer_id: &str, id: &str) -> Result<(TransportId, Direction), SignalError> {
+    fn own_transport(
+        &self,
+        room: &Room,
+        peer_id: &str,
+        id: &str,
+    ) -> Result<(TransportId, Direction), SignalError> {
         let id = parse_id(id, "transport", TransportId::parse)?;
         let peers = room.peers();
-        let dir = peers.get(peer_id).and_then(|p| p.transports.get(&id)).ok_or_else(|| SignalError::not_found("transport"))?;
+        let dir = peers
+            .get(peer_id)
+            .and_then(|p| p.transports.get(&id))
+            .ok_or_else(|| SignalError::not_found("transport"))?;
         Ok((id, *dir))
     }
 
-    fn own_producer(&self, room: &Room, peer_id: &str, id: &str) -> Result<ProducerId, SignalError> {
+    fn own_producer(
+        &self,
+        room: &Room,
+        peer_id: &str,
+        id: &str,
+    ) -> Result<ProducerId, SignalError> {
         let id = parse_id(id, "producer", ProducerId::parse)?;
         let peers = room.peers();
         peers
@@ -391,7 +499,12 @@ impl Session {
             .ok_or_else(|| SignalError::not_found("producer"))
     }
 
-    fn own_consumer(&self, room: &Room, peer_id: &str, id: &str) -> Result<ConsumerId, SignalError> {
+    fn own_consumer(
+        &self,
+        room: &Room,
+        peer_id: &str,
+        id: &str,
+    ) -> Result<ConsumerId, SignalError> {
         let id = parse_id(id, "consumer", ConsumerId::parse)?;
         let peers = room.peers();
         peers
@@ -403,7 +516,12 @@ impl Session {
 
     // ----- transports, producers, consumers ---------------------------------------------
 
-    async fn create_transport(&mut self, room: &Arc<Room>, peer_id: &str, req: CreateTransportRequest) -> Answer {
+    async fn create_transport(
+        &mut self,
+        room: &Arc<Room>,
+        peer_id: &str,
+        req: CreateTransportRequest,
+    ) -> Answer {
         let direction = match req.direction {
             TransportDirection::Send => Direction::Send,
             TransportDirection::Recv => Direction::Recv,
@@ -435,8 +553,15 @@ impl Session {
             return Err(SignalError::conflict("transportId: not a send transport"));
         }
         let paused = req.paused;
-        let id = room.router.produce(transport_id, req.kind, req.rtp_parameters, paused).await?;
-        let info = ProducerInfo { kind: req.kind, app_data: req.app_data.clone(), paused };
+        let id = room
+            .router
+            .produce(transport_id, req.kind, req.rtp_parameters, paused)
+            .await?;
+        let info = ProducerInfo {
+            kind: req.kind,
+            app_data: req.app_data.clone(),
+            paused,
+        };
         let registered = match room.peers().get_mut(peer_id) {
             Some(peer) if peer.transports.contains_key(&transport_id) => {
                 peer.producers.insert(id, info.clone());
@@ -461,17 +586,33 @@ impl Session {
         let producer_id = parse_id(&req.producer_id, "producer", ProducerId::parse)?;
         let caps = {
             let peers = room.peers();
-            if !peers.values().any(|p| p.producers.contains_key(&producer_id)) {
+            if !peers
+                .values()
+                .any(|p| p.producers.contains_key(&producer_id))
+            {
                 return Err(SignalError::not_found("producer"));
             }
-            match req.rtp_capabilities.clone().or_else(|| peers.get(peer_id).and_then(|p| p.rtp_capabilities.clone())) {
+            match req
+                .rtp_capabilities
+                .clone()
+                .or_else(|| peers.get(peer_id).and_then(|p| p.rtp_capabilities.clone()))
+            {
                 Some(c) => c,
-                None => return Err(SignalError::bad_request("rtpCapabilities: required (not given at joinRoom)")),
+                None => {
+                    return Err(SignalError::bad_request(
+                        "rtpCapabilities: required (not given at joinRoom)",
+                    ));
+                }
             }
         };
         let paused = req.paused;
-        let layers = req.preferred_layers.map(|l| (l.spatial_layer, l.temporal_layer));
-        let params = room.router.consume(transport_id, producer_id, &caps, paused, layers).await?;
+        let layers = req
+            .preferred_layers
+            .map(|l| (l.spatial_layer, l.temporal_layer));
+        let params = room
+            .router
+            .consume(transport_id, producer_id, &caps, paused, layers)
+            .await?;
         let registered = match room.peers().get_mut(peer_id) {
             Some(peer) if peer.transports.contains_key(&transport_id) => {
                 peer.consumers.insert(params.id, producer_id);
@@ -501,11 +642,14 @@ fn producer_json(id: ProducerId, peer_id: &str, info: &ProducerInfo) -> Value {
 
 fn validate_room_id(id: &str) -> Result<(), SignalError> {
     if id.is_empty() || id.len() > 128 {
-        return Err(SignalError::bad_request("roomId: must be 1..128 characters"));
+        return Err(SignalError::bad_request(
+            "roomId: must be 1..128 characters",
+        ));
     }
     Ok(())
 }
 
 fn error_response(id: u64, e: &SignalError) -> String {
-    json!({"response": true, "id": id, "ok": false, "errorCode": e.code, "errorReason": e.reason}).to_string()
+    json!({"response": true, "id": id, "ok": false, "errorCode": e.code, "errorReason": e.reason})
+        .to_string()
 }

@@ -21,6 +21,9 @@ impl RequestStats {
     /// `(method, code, count)` for every counted pair.
     pub fn snapshot(&self) -> Vec<(String, u16, u64)> {
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.iter().map(|((m, c), n)| (m.clone(), *c, *n)).collect()
+        counts
+            .iter()
+            .map(|((m, c), n)| (m.clone(), *c, *n))
+            .collect()
     }
 }
