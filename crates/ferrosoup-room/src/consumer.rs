@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_rtc::rtcp::SendStats;
-use ferrosoup_rtc::seq::{SeqRewriter, TimestampRewriter};
+use ferrosoup_rtc::seq::{SEQ_HISTORY, SeqRewriter, TimestampRewriter};
 
 use crate::ids::{ConsumerId, ProducerId};
 
@@ -71,6 +71,8 @@ pub struct ConsumerForwarder {
     /// Output sequence number at the last switch; NACKs for earlier outputs are ignored
     /// because those packets came from another stream.
     switched_at_seq: Option<u16>,
+    /// Span of output sequence numbers since the last switch (capped at the NACK history size).
+    outputs_since_switch: u32,
     /// Random offset of the output timeline, applied at the first sync.
     initial_ts_offset: u32,
     /// Current input → output timestamp offset (as set on the rewriter at the last sync).
@@ -100,6 +102,7 @@ impl ConsumerForwarder {
             need_keyframe: kind == MediaKind::Video,
             last_output: None,
             switched_at_seq: None,
+            outputs_since_switch: 0,
             initial_ts_offset: initial_ts,
             ts_offset: initial_ts,
         }
@@ -112,6 +115,9 @@ impl ConsumerForwarder {
             self.target = target;
             if self.kind == MediaKind::Video && target.is_some() && target != self.current {
                 self.need_keyframe = true;
+            } else if target.is_some() && target == self.current {
+                // Back to the stream already flowing: nothing to wait for.
+                self.need_keyframe = false;
             }
         }
     }
@@ -161,7 +167,11 @@ impl ConsumerForwarder {
             return (Decision::Drop(DropReason::UnknownPayloadType), None);
         }
         let mut change = None;
-        if self.current != Some(stream) || self.need_keyframe {
+        // A pending switch to another stream leaves the current one flowing until the
+        // target's keyframe arrives.
+        let switching =
+            self.current != Some(stream) || (self.need_keyframe && self.target == Some(stream));
+        if switching {
             // A packet of a stream we do not forward now: switch to it if it is the target
             // and it can start there.
             if self.target != Some(stream) {
@@ -197,6 +207,7 @@ impl ConsumerForwarder {
                 return (Decision::Drop(DropReason::TooOld), change);
             };
             self.switched_at_seq = Some(out_seq);
+            self.outputs_since_switch = 1;
             let out_ts = self.timestamp.rewrite(timestamp);
             self.last_output = Some((out_ts, now));
             return (
@@ -210,6 +221,13 @@ impl ConsumerForwarder {
         }
         match self.seq.forward(ext_seq) {
             Some(out_seq) => {
+                if let Some(first) = self.switched_at_seq {
+                    // Span of outputs since the switch (upstream gaps included), capped at the
+                    // NACK history size, where it stays.
+                    let span = u32::from(out_seq.wrapping_sub(first)) + 1;
+                    self.outputs_since_switch =
+                        self.outputs_since_switch.max(span).min(SEQ_HISTORY as u32);
+                }
                 let out_ts = self.timestamp.rewrite(timestamp);
                 self.last_output = Some((out_ts, now));
                 (
@@ -238,8 +256,11 @@ impl ConsumerForwarder {
     pub fn input_for_output(&self, output_seq: u16) -> Option<(usize, u64)> {
         let stream = self.current?;
         if let Some(first) = self.switched_at_seq {
-            // Outputs before the switch belong to the previous stream.
-            if output_seq.wrapping_sub(first) >= 0x8000 {
+            // Outputs before the switch belong to the previous stream; once the NACK history
+            // holds only outputs of the current stream there is nothing to rule out.
+            let since = u32::from(output_seq.wrapping_sub(first));
+            if self.outputs_since_switch < SEQ_HISTORY as u32 && since >= self.outputs_since_switch
+            {
                 return None;
             }
         }
@@ -702,5 +723,46 @@ mod tests {
         assert_eq!(f.input_for_output(3), Some((1, BASE1)));
         assert_eq!(f.input_for_output(0), None);
         assert_eq!(f.input_for_output(65_534), None);
+    }
+
+    #[test]
+    fn current_layer_keeps_flowing_until_the_target_keyframe() {
+        let t0 = Instant::now();
+        let mut f = video(1_000, 0);
+        f.set_target(Some(0));
+        assert_eq!(
+            f.decide(t0, 0, BASE, 0, VP8_IN, true),
+            switched(1_000, 0, 0)
+        );
+        f.set_target(Some(1));
+        // Stream 1's keyframe is not there yet: stream 0 must go on (no freeze).
+        assert_eq!(f.decide(t0, 0, BASE + 1, 0, VP8_IN, false), fwd(1_001, 0));
+    }
+
+    #[test]
+    fn target_back_to_current_needs_no_keyframe() {
+        let t0 = Instant::now();
+        let mut f = video(1_000, 0);
+        f.set_target(Some(0));
+        assert_eq!(
+            f.decide(t0, 0, BASE, 0, VP8_IN, true),
+            switched(1_000, 0, 0)
+        );
+        f.set_target(Some(1));
+        f.set_target(Some(0));
+        assert!(!f.needs_keyframe());
+        assert_eq!(f.decide(t0, 0, BASE + 1, 0, VP8_IN, false), fwd(1_001, 0));
+    }
+
+    #[test]
+    fn nacks_served_more_than_32768_outputs_after_the_last_switch() {
+        let t0 = Instant::now();
+        let mut f = video(0, 0);
+        f.set_target(Some(0));
+        assert_eq!(f.decide(t0, 0, BASE, 0, VP8_IN, true), switched(0, 0, 0));
+        for i in 1..40_000u64 {
+            f.decide(t0, 0, BASE + i, 0, VP8_IN, false);
+        }
+        assert_eq!(f.input_for_output(39_999), Some((0, BASE + 39_999)));
     }
 }

@@ -709,7 +709,9 @@ impl WorkerCore {
         } else {
             let change = c.forwarder.restart();
             c.forwarder.set_target(None);
-            if let Some(change) = change {
+            if let Some(change) = change
+                && c.consumer_type != "simple"
+            {
                 let id = c.id;
                 self.emit_layers(id, change);
             }
@@ -1071,7 +1073,9 @@ impl WorkerCore {
                 info.payload_type,
                 keyframe,
             );
-            if let Some(change) = change {
+            if let Some(change) = change
+                && consumer.consumer_type != "simple"
+            {
                 let _ = events.send(layers_event(consumer.id, change));
             }
             let Decision::Forward {

@@ -212,9 +212,9 @@ mod linux {
             addrs: &mut [Option<SocketAddr>],
         ) -> io::Result<usize> {
             let n = bufs.len().min(self.headers.len());
-            for i in 0..n {
+            for (i, buf) in bufs.iter_mut().enumerate().take(n) {
                 self.iovecs[i] = libc::iovec {
-                    iov_base: bufs[i].as_mut_ptr().cast(),
+                    iov_base: buf.as_mut_ptr().cast(),
                     iov_len: MAX_DATAGRAM,
                 };
                 let hdr = &mut self.headers[i].msg_hdr;
