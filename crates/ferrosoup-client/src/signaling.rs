@@ -39,7 +39,8 @@ struct Inner {
     out: mpsc::UnboundedSender<WsMessage>,
 }
 
-/// A protoo client connection. Cheap to clone; all clones share the connection.
+/// A protoo client connection. Cheap to clone; all clones share the connection, which is
+/// closed when the last clone is dropped.
 #[derive(Clone)]
 pub struct Signaling {
     inner: Arc<Inner>,
@@ -69,20 +70,29 @@ impl Signaling {
                 let is_close = matches!(msg, WsMessage::Close(_));
                 if let Err(e) = sink.send(msg).await {
                     debug!("signaling writer stopped: {e}");
-                    break;
+                    return;
                 }
                 if is_close {
-                    break;
+                    return;
                 }
             }
+            // Every `Signaling` handle is gone: close the connection so the server sees the
+            // peer leave.
+            let _ = sink.send(WsMessage::Close(None)).await;
+            let _ = sink.close().await;
         });
 
-        let reader_inner = Arc::clone(&inner);
+        // The reader holds the shared state weakly, so dropping the last handle ends the
+        // writer (above) and with it the connection.
+        let reader_inner = Arc::downgrade(&inner);
         tokio::spawn(async move {
             while let Some(frame) = stream.next().await {
                 match frame {
                     Ok(WsMessage::Text(text)) => {
-                        reader_inner.dispatch(text.as_str(), &notify_tx);
+                        let Some(inner) = reader_inner.upgrade() else {
+                            break;
+                        };
+                        inner.dispatch(text.as_str(), &notify_tx);
                     }
                     Ok(WsMessage::Close(_)) => break,
                     Ok(_) => {}
@@ -92,7 +102,9 @@ impl Signaling {
                     }
                 }
             }
-            reader_inner.fail_all();
+            if let Some(inner) = reader_inner.upgrade() {
+                inner.fail_all();
+            }
         });
 
         Ok((Signaling { inner }, notify_rx))

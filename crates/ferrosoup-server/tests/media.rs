@@ -16,14 +16,28 @@ const FRAMES: u32 = 300;
 async fn opus_and_vp8_flow_from_a_to_b() {
     let server = TestServer::start(1).await;
     let url = server.ws_url();
-    let a = Peer::join(&url, "media", "alice").await.expect("alice joins");
+    let a = Peer::join(&url, "media", "alice")
+        .await
+        .expect("alice joins");
     let send = a.create_send_transport().await.expect("send transport");
     let audio = send
-        .produce(MediaKind::Audio, ProduceOptions { codec: Some("audio/opus".into()), ..Default::default() })
+        .produce(
+            MediaKind::Audio,
+            ProduceOptions {
+                codec: Some("audio/opus".into()),
+                ..Default::default()
+            },
+        )
         .await
         .expect("produce opus");
     let video = send
-        .produce(MediaKind::Video, ProduceOptions { codec: Some("video/VP8".into()), ..Default::default() })
+        .produce(
+            MediaKind::Video,
+            ProduceOptions {
+                codec: Some("video/VP8".into()),
+                ..Default::default()
+            },
+        )
         .await
         .expect("produce vp8");
 
@@ -31,8 +45,12 @@ async fn opus_and_vp8_flow_from_a_to_b() {
     let recv = b.create_recv_transport().await.expect("recv transport");
     let audio_in = recv.consume(audio.id()).await.expect("consume opus");
     let video_in = recv.consume(video.id()).await.expect("consume vp8");
-    within("send transport connects", 10, send.wait_connected()).await.expect("send transport connected");
-    within("recv transport connects", 10, recv.wait_connected()).await.expect("recv transport connected");
+    within("send transport connects", 10, send.wait_connected())
+        .await
+        .expect("send transport connected");
+    within("recv transport connects", 10, recv.wait_connected())
+        .await
+        .expect("recv transport connected");
     audio_in.resume().await.expect("resume opus");
     video_in.resume().await.expect("resume vp8");
 
@@ -50,8 +68,14 @@ async fn opus_and_vp8_flow_from_a_to_b() {
     let sender = tokio::spawn(async move {
         for i in 0..FRAMES {
             let keyframe = keyframe_wanted.swap(false, Ordering::Relaxed);
-            video.send(i as u16, i * 3000, true, vp8_frame(i, keyframe)).await.expect("send vp8");
-            audio.send(i as u16, i * 960, false, opus_packet(i)).await.expect("send opus");
+            video
+                .send(i as u16, i * 3000, true, vp8_frame(i, keyframe))
+                .await
+                .expect("send vp8");
+            audio
+                .send(i as u16, i * 960, false, opus_packet(i))
+                .await
+                .expect("send opus");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         (audio, video)
@@ -59,7 +83,9 @@ async fn opus_and_vp8_flow_from_a_to_b() {
 
     let video_reader = tokio::spawn(async move {
         let mut got = Vec::new();
-        while let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(3), video_in.read_rtp()).await {
+        while let Ok(Some(p)) =
+            tokio::time::timeout(Duration::from_secs(3), video_in.read_rtp()).await
+        {
             got.push(vp8_counter(&p.payload).expect("vp8 payload intact"));
             if got.last() == Some(&(FRAMES - 1)) {
                 break;
@@ -69,7 +95,9 @@ async fn opus_and_vp8_flow_from_a_to_b() {
     });
     let audio_reader = tokio::spawn(async move {
         let mut got = Vec::new();
-        while let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(3), audio_in.read_rtp()).await {
+        while let Ok(Some(p)) =
+            tokio::time::timeout(Duration::from_secs(3), audio_in.read_rtp()).await
+        {
             got.push(opus_counter(&p.payload).expect("opus payload intact"));
             if got.last() == Some(&(FRAMES - 1)) {
                 break;
@@ -82,8 +110,15 @@ async fn opus_and_vp8_flow_from_a_to_b() {
     let video_got = video_reader.await.expect("video reader");
     let audio_got = audio_reader.await.expect("audio reader");
     for (name, got) in [("vp8", &video_got), ("opus", &audio_got)] {
-        assert!(got.windows(2).all(|w| w[0] < w[1]), "{name}: frames out of order: {got:?}");
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "{name}: frames out of order: {got:?}"
+        );
         let ratio = got.len() as f64 / FRAMES as f64;
-        assert!(ratio >= 0.99, "{name}: received {} of {FRAMES} frames", got.len());
+        assert!(
+            ratio >= 0.99,
+            "{name}: received {} of {FRAMES} frames",
+            got.len()
+        );
     }
 }

@@ -32,7 +32,10 @@ impl TestServer {
             .env("RTC_MIN_PORT", base.to_string())
             .env("RTC_MAX_PORT", (base + 19).to_string())
             .env("NUM_WORKERS", workers.to_string())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop_compat()
@@ -62,7 +65,9 @@ impl TestServer {
     /// GET a path as text (`None` on connection failure).
     pub async fn get_text(&self, path: &str) -> Option<String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .ok()?;
         let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.ok()?;
         let mut buf = Vec::new();
@@ -75,7 +80,12 @@ impl TestServer {
     /// Sum of a counter over all workers in `/api/stats`.
     pub async fn counter(&self, name: &str) -> u64 {
         let stats = self.get("/api/stats").await.expect("/api/stats answers");
-        stats["workers"].as_array().expect("workers array").iter().map(|w| w[name].as_u64().unwrap_or(0)).sum()
+        stats["workers"]
+            .as_array()
+            .expect("workers array")
+            .iter()
+            .map(|w| w[name].as_u64().unwrap_or(0))
+            .sum()
     }
 
     /// Waits until the object counts published by the workers (every 20 ms) are all zero.
@@ -91,7 +101,10 @@ impl TestServer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("objects left behind: {}", self.get_text("/api/stats").await.unwrap_or_default());
+        panic!(
+            "objects left behind: {}",
+            self.get_text("/api/stats").await.unwrap_or_default()
+        );
     }
 }
 
@@ -114,7 +127,10 @@ impl KillOnDropCompat for Command {
 }
 
 fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free TCP port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free TCP port")
 }
 
 /// A synthetic VP8 frame in one packet: payload descriptor (S=1, partition 0), a VP8
@@ -131,7 +147,9 @@ pub fn vp8_counter(payload: &[u8]) -> Option<u32> {
     if payload.len() != 206 || payload[0] != 0x10 || payload[6..].iter().any(|b| *b != 0xab) {
         return None;
     }
-    Some(u32::from_be_bytes([payload[2], payload[3], payload[4], payload[5]]))
+    Some(u32::from_be_bytes([
+        payload[2], payload[3], payload[4], payload[5],
+    ]))
 }
 
 /// A synthetic Opus packet carrying a counter.
@@ -147,7 +165,9 @@ pub fn opus_counter(payload: &[u8]) -> Option<u32> {
     if payload.len() != 65 || payload[0] != 0xfc || payload[5..].iter().any(|b| *b != 0x5a) {
         return None;
     }
-    Some(u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]))
+    Some(u32::from_be_bytes([
+        payload[1], payload[2], payload[3], payload[4],
+    ]))
 }
 
 /// Timeout helper with a message.
