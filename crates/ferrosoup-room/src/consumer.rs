@@ -309,6 +309,10 @@ pub struct Consumer {
     pub rtx_seq: u16,
     /// Producer header extension id → consumer id (0: removed).
     pub ext_map: [u8; 256],
+    /// Consumer id of the transport-wide-cc extension (0: not negotiated).
+    pub twcc_ext: u8,
+    /// Consumer id of the abs-send-time extension (0: not negotiated).
+    pub abs_send_time_ext: u8,
     /// Codec clock rate.
     pub clock_rate: u32,
     /// Layer selection and rewriting.

@@ -78,6 +78,10 @@ pub struct ConsumeSpec {
     pub preferred_spatial: Option<u8>,
     /// Preferred temporal layer.
     pub preferred_temporal: Option<u8>,
+    /// Consumer id of the transport-wide-cc extension (0: not negotiated).
+    pub twcc_ext: u8,
+    /// Consumer id of the abs-send-time extension (0: not negotiated).
+    pub abs_send_time_ext: u8,
 }
 
 /// Objects closed as a side effect of a close request, for notifications.
@@ -193,6 +197,11 @@ impl WorkerCore {
 
     // ----- control requests -------------------------------------------------------------
 
+    /// Ids of the routers on this worker.
+    pub fn router_ids(&self) -> Vec<RouterId> {
+        self.routers.keys().copied().collect()
+    }
+
     /// Registers a router.
     pub fn create_router(&mut self, id: RouterId) {
         self.routers.entry(id).or_default();
@@ -240,6 +249,7 @@ impl WorkerCore {
             counters: TransportCounters::default(),
             next_rtcp_at: now + RTCP_INTERVAL,
             remb_bitrate: None,
+            twcc_seq: 0,
         });
         self.transport_ids.insert(id, key);
         self.by_ufrag.insert(ice.ufrag.clone(), key);
@@ -591,6 +601,8 @@ impl WorkerCore {
             rtx: spec.rtx,
             rtx_seq: rand::random(),
             ext_map: spec.ext_map,
+            twcc_ext: spec.twcc_ext,
+            abs_send_time_ext: spec.abs_send_time_ext,
             clock_rate: spec.clock_rate,
             forwarder,
             preferred_spatial: spec.preferred_spatial,
@@ -1046,6 +1058,7 @@ impl WorkerCore {
             return;
         }
         let stream_index = sref.stream;
+        let abs_send_time = abs_send_time(now.saturating_duration_since(self.epoch.0));
         // Fan out to consumers. The producer's consumer list is not changed here.
         let Self {
             producers,
@@ -1113,6 +1126,18 @@ impl WorkerCore {
             rtp::set_timestamp(out, timestamp);
             rtp::set_payload_type(out, payload_type);
             rtp::remap_extension_ids(out, &info, &consumer.ext_map);
+            // Per-hop values: this transport's own transport-wide sequence and send time.
+            if consumer.twcc_ext != 0
+                && let Some(ext) = rtp::find_extension_mut(out, &info, consumer.twcc_ext)
+                && rtp::write_transport_cc(ext, transport.twcc_seq)
+            {
+                transport.twcc_seq = transport.twcc_seq.wrapping_add(1);
+            }
+            if consumer.abs_send_time_ext != 0
+                && let Some(ext) = rtp::find_extension_mut(out, &info, consumer.abs_send_time_ext)
+            {
+                rtp::write_abs_send_time(ext, abs_send_time);
+            }
             match srtp.protect_rtp(&mut slot[..], len) {
                 Ok(n) => {
                     send.commit(n, to);
@@ -1664,6 +1689,11 @@ fn read_sdes<'a>(packet: &'a [u8], info: &RtpHeaderInfo, id: u8) -> Option<&'a s
         return None;
     }
     rtp::find_extension(packet, info, id).and_then(rtp::parse_sdes_str)
+}
+
+/// abs-send-time (6.18 fixed-point seconds, 24 bits) of a time since the worker's epoch.
+fn abs_send_time(since_epoch: Duration) -> u32 {
+    ((since_epoch.as_nanos() << 18) / 1_000_000_000) as u32 & 0x00ff_ffff
 }
 
 /// A 0..10 score for a loss fraction (0..1): 10 without loss, 0 from 50% loss up.

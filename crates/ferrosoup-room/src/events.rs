@@ -45,6 +45,14 @@ pub enum MediaEvent {
         /// Its average level in dBov (-127..0).
         volume: i8,
     },
+    /// A worker panicked and restarted with empty state: these routers (and everything in
+    /// them) are gone.
+    WorkerRestarted {
+        /// Index of the worker.
+        worker: usize,
+        /// The routers it had.
+        routers: Vec<RouterId>,
+    },
     /// A consumer's score changed.
     ConsumerScore {
         /// The consumer.

@@ -89,6 +89,19 @@ impl WorkerPool {
         self.workers.iter().map(|w| w.counters()).collect()
     }
 
+    /// Makes a worker panic, to exercise fault containment (the server exposes this only
+    /// when started with fault injection enabled).
+    pub async fn inject_worker_panic(&self, index: usize) -> Result<(), RoomError> {
+        let worker = self
+            .workers
+            .get(index)
+            .ok_or(RoomError::NotFound("worker"))?;
+        match worker.exec(|_, _| -> () { panic!("injected fault") }).await {
+            Err(RoomError::WorkerGone) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Creates a router with these media codecs on the next worker (round-robin).
     pub async fn create_router(
         &self,
@@ -106,6 +119,7 @@ impl WorkerPool {
                 caps,
                 candidate_ips: self.candidate_ips.clone(),
                 producers: Mutex::new(HashMap::new()),
+                transports: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -120,12 +134,23 @@ struct ProducerMeta {
     consumer_type: &'static str,
 }
 
+/// What the control path remembers of a transport.
+#[derive(Default)]
+struct TransportMeta {
+    /// The CNAME all producers of this transport are given (one endpoint, one CNAME, as
+    /// mediasoup does; browsers sending RID simulcast announce none).
+    cname: Option<String>,
+    /// Next MID handed to a consumer on this transport.
+    next_mid: u32,
+}
+
 struct RouterInner {
     id: RouterId,
     worker: WorkerHandle,
     caps: RtpCapabilities,
     candidate_ips: Vec<IpAddr>,
     producers: Mutex<HashMap<ProducerId, ProducerMeta>>,
+    transports: Mutex<HashMap<TransportId, TransportMeta>>,
 }
 
 /// A router: the media domain of one room, pinned to one worker. Cheap to clone.
@@ -188,6 +213,9 @@ impl Router {
             .worker
             .exec(move |core, now| core.create_transport(router_id, now))
             .await??;
+        if let Ok(mut transports) = self.inner.transports.lock() {
+            transports.insert(info.id, TransportMeta::default());
+        }
         let ice_candidates = self
             .inner
             .candidate_ips
@@ -310,6 +338,9 @@ impl Router {
             .exec(move |core, _| core.close_transport(router_id, id))
             .await??;
         self.forget_producers(&closed.producers);
+        if let Ok(mut transports) = self.inner.transports.lock() {
+            transports.remove(&id);
+        }
         Ok(closed)
     }
 
@@ -327,10 +358,25 @@ impl Router {
         &self,
         transport_id: TransportId,
         kind: MediaKind,
-        rtp_parameters: RtpParameters,
+        mut rtp_parameters: RtpParameters,
         paused: bool,
     ) -> Result<ProducerId, RoomError> {
         ortc::validate_rtp_parameters(&rtp_parameters)?;
+        {
+            let mut transports = self
+                .inner
+                .transports
+                .lock()
+                .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
+            let meta = transports
+                .get_mut(&transport_id)
+                .ok_or(RoomError::NotFound("transport"))?;
+            let given = rtp_parameters.rtcp.cname.clone().filter(|c| !c.is_empty());
+            let cname = meta.cname.get_or_insert_with(|| {
+                given.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..16].to_owned())
+            });
+            rtp_parameters.rtcp.cname = Some(cname.clone());
+        }
         if rtp_parameters.encodings.is_empty() {
             return Err(RoomError::Invalid("rtpParameters.encodings: empty".into()));
         }
@@ -433,6 +479,9 @@ impl Router {
                 ));
             }
             let mut params = ortc::get_consumer_rtp_parameters(&meta.consumable, caps, false)?;
+            // Forwarded packets carry the sender's MID value, which means nothing to the
+            // receiver: the MID extension is removed and receivers demultiplex by SSRC.
+            params.header_extensions.retain(|e| e.uri != uri::MID);
             let ssrc = random_ssrc();
             let rtx_codec = params
                 .codecs
@@ -460,13 +509,27 @@ impl Router {
                 "rtpCapabilities: no codec in common".into(),
             ));
         }
+        // Each consumer gets its own MID on its transport (mediasoup-client names the m-section
+        // after it).
+        params.mid = {
+            let mut transports = self
+                .inner
+                .transports
+                .lock()
+                .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
+            let meta = transports
+                .get_mut(&transport_id)
+                .ok_or(RoomError::NotFound("transport"))?;
+            let mid = meta.next_mid;
+            meta.next_mid += 1;
+            Some(mid.to_string())
+        };
         let router_id = self.inner.id;
         let (id, producer_paused) = self
             .inner
             .worker
             .exec(move |core, now| core.consume(router_id, transport_id, producer_id, spec, now))
             .await??;
-        params.mid = None;
         Ok(ConsumerParams {
             id,
             producer_id,
@@ -569,6 +632,9 @@ impl Router {
             .exec(move |core, _| core.close_router(router_id))
             .await;
         if let Ok(mut map) = self.inner.producers.lock() {
+            map.clear();
+        }
+        if let Ok(mut map) = self.inner.transports.lock() {
             map.clear();
         }
     }
@@ -684,6 +750,8 @@ fn consume_spec(
             ext_map[e.id as usize] = out.id;
         }
     }
+    let twcc_ext = ext_id(params, uri::TRANSPORT_WIDE_CC_01);
+    let abs_send_time_ext = ext_id(params, uri::ABS_SEND_TIME);
     let clock_rate = params
         .codecs
         .iter()
@@ -698,5 +766,7 @@ fn consume_spec(
         paused,
         preferred_spatial: preferred_layers.map(|l| l.0),
         preferred_temporal: preferred_layers.and_then(|l| l.1),
+        twcc_ext,
+        abs_send_time_ext,
     }
 }

@@ -64,6 +64,8 @@ pub struct Transport {
     pub next_rtcp_at: Instant,
     /// Latest REMB estimate from the client, bits per second.
     pub remb_bitrate: Option<u64>,
+    /// Next transport-wide sequence number written into packets sent on this transport.
+    pub twcc_seq: u16,
 }
 
 /// Per-transport packet counters.

@@ -94,11 +94,18 @@ pub fn spawn(
     )?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let shared = Arc::new(SharedCounters::default());
-    let core = WorkerCore::new(socket, certificate, events, shared.clone())?;
     let (jobs_tx, jobs_rx) = mpsc::channel();
+    let state = WorkerState {
+        index,
+        socket,
+        certificate,
+        events,
+        shared: shared.clone(),
+    };
+    let core = state.new_core()?;
     std::thread::Builder::new()
         .name(format!("ferrosoup-worker-{index}"))
-        .spawn(move || run(poll, core, jobs_rx))?;
+        .spawn(move || supervise(state, poll, core, jobs_rx))?;
     Ok(WorkerHandle {
         index,
         port,
@@ -108,8 +115,59 @@ pub fn spawn(
     })
 }
 
+/// What a worker needs to (re)build its state.
+struct WorkerState {
+    index: usize,
+    socket: UdpSocket,
+    certificate: Arc<DtlsCertificate>,
+    events: UnboundedSender<MediaEvent>,
+    shared: Arc<SharedCounters>,
+}
+
+impl WorkerState {
+    fn new_core(&self) -> io::Result<WorkerCore> {
+        WorkerCore::new(
+            self.socket.try_clone()?,
+            self.certificate.clone(),
+            self.events.clone(),
+            self.shared.clone(),
+        )
+    }
+}
+
+/// Runs the event loop; if it panics (a bug), the worker's state is dropped, its routers are
+/// reported as lost, and the loop restarts with empty state on the same socket, so the
+/// server and the other workers keep serving.
+fn supervise(state: WorkerState, mut poll: Poll, mut core: WorkerCore, jobs: Receiver<Job>) {
+    loop {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run(&mut poll, &mut core, &jobs)
+        }));
+        if outcome.is_ok() {
+            return;
+        }
+        let routers = core.router_ids();
+        tracing::error!(
+            worker = state.index,
+            routers = routers.len(),
+            "worker panicked: its routers are closed, restarting it"
+        );
+        let _ = state.events.send(MediaEvent::WorkerRestarted {
+            worker: state.index,
+            routers,
+        });
+        core = match state.new_core() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(worker = state.index, "worker cannot restart: {e}");
+                return;
+            }
+        };
+    }
+}
+
 /// The worker event loop; returns when every handle is gone.
-fn run(mut poll: Poll, mut core: WorkerCore, jobs: Receiver<Job>) {
+fn run(poll: &mut Poll, core: &mut WorkerCore, jobs: &Receiver<Job>) {
     let mut events = Events::with_capacity(64);
     let mut batch = RecvBatch::new(RECV_BATCH);
     let mut next_tick = Instant::now() + TICK;
@@ -155,7 +213,7 @@ fn run(mut poll: Poll, mut core: WorkerCore, jobs: Receiver<Job>) {
         }
         loop {
             match jobs.try_recv() {
-                Ok(job) => job(&mut core, Instant::now()),
+                Ok(job) => job(core, Instant::now()),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             }

@@ -4,10 +4,49 @@ use std::net::IpAddr;
 
 use clap::Parser;
 
+use ferrosoup_signal::{Limits, SignalConfig};
+
 /// ferrosoup: a mediasoup-compatible SFU. Runs with no configuration: open
 /// http://localhost:3000 and connect WebSocket clients to ws://localhost:3000/ws.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "ferrosoup", version, about)]
+pub struct Cli {
+    /// What to do (default: run the server).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Mints an access token signed with AUTH_SECRET (for development and tests).
+    Token {
+        /// The room the token admits to.
+        #[arg(long)]
+        room: String,
+        /// The peer id (JWT subject).
+        #[arg(long)]
+        peer: String,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// Do not allow producing media.
+        #[arg(long)]
+        no_publish: bool,
+        /// Do not allow consuming media.
+        #[arg(long)]
+        no_subscribe: bool,
+        /// Do not allow producing data.
+        #[arg(long)]
+        no_publish_data: bool,
+    },
+}
+
+/// Server settings.
+#[derive(Clone, Debug, clap::Args)]
 pub struct Config {
     /// HTTP and WebSocket port.
     #[arg(long, env = "PORT", default_value_t = 3000)]
@@ -32,6 +71,37 @@ pub struct Config {
     /// Default: opus, VP8, VP9 profile 0, H264 42e01f, each video codec with RTX.
     #[arg(long, env = "MEDIA_CODECS")]
     pub media_codecs: Option<std::path::PathBuf>,
+    /// HS256 secret: when set, every connection needs `?token=` (see `ferrosoup token`).
+    #[arg(long, env = "AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+    /// Seconds a peer whose WebSocket dropped stays alive, waiting for `?resume=`.
+    #[arg(long, env = "SESSION_GRACE", default_value_t = 30)]
+    pub session_grace: u64,
+    /// Seconds between SIGTERM (no new peers, /health 503) and closing the rooms.
+    #[arg(long, env = "DRAIN_SECONDS", default_value_t = 10)]
+    pub drain_seconds: u64,
+    /// Most rooms open at once.
+    #[arg(long, env = "MAX_ROOMS", default_value_t = Limits::default().max_rooms)]
+    pub max_rooms: usize,
+    /// Most peers in one room.
+    #[arg(long, env = "MAX_PEERS_PER_ROOM", default_value_t = Limits::default().max_peers_per_room)]
+    pub max_peers_per_room: usize,
+    /// Most transports per peer.
+    #[arg(long, env = "MAX_TRANSPORTS_PER_PEER", default_value_t = Limits::default().max_transports_per_peer)]
+    pub max_transports_per_peer: usize,
+    /// Most producers per peer.
+    #[arg(long, env = "MAX_PRODUCERS_PER_PEER", default_value_t = Limits::default().max_producers_per_peer)]
+    pub max_producers_per_peer: usize,
+    /// Most consumers per peer.
+    #[arg(long, env = "MAX_CONSUMERS_PER_PEER", default_value_t = Limits::default().max_consumers_per_peer)]
+    pub max_consumers_per_peer: usize,
+    /// Enables `POST /api/debug/workers/{index}/panic`, which makes a worker panic (to test
+    /// fault containment). Never enable in production.
+    #[arg(long, env = "FAULT_INJECTION")]
+    pub fault_injection: bool,
+    /// Sustained signaling requests per second per connection.
+    #[arg(long, env = "MAX_REQUESTS_PER_SECOND", default_value_t = Limits::default().requests_per_second)]
+    pub max_requests_per_second: u32,
 }
 
 impl Config {
@@ -73,6 +143,25 @@ impl Config {
         ferrosoup_proto::ortc::generate_router_rtp_capabilities(&codecs)
             .map_err(|e| format!("media codecs: {e}"))?;
         Ok(codecs)
+    }
+
+    /// The signaling settings.
+    pub fn signal_config(&self) -> SignalConfig {
+        let defaults = Limits::default();
+        SignalConfig {
+            session_grace: std::time::Duration::from_secs(self.session_grace),
+            auth_secret: self.auth_secret.clone().filter(|s| !s.is_empty()),
+            limits: Limits {
+                max_rooms: self.max_rooms,
+                max_peers_per_room: self.max_peers_per_room,
+                max_transports_per_peer: self.max_transports_per_peer,
+                max_producers_per_peer: self.max_producers_per_peer,
+                max_consumers_per_peer: self.max_consumers_per_peer,
+                requests_per_second: self.max_requests_per_second,
+                request_burst: self.max_requests_per_second.saturating_mul(4).max(1),
+                max_invalid_frames: defaults.max_invalid_frames,
+            },
+        }
     }
 
     /// The worker pool settings.

@@ -3,20 +3,41 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State, WebSocketUpgrade};
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use serde_json::{Value, json};
 
-use ferrosoup_signal::Hub;
+use ferrosoup_signal::{ConnectParams, Hub};
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     /// Rooms, peers and the worker pool.
     pub hub: Arc<Hub>,
+}
+
+/// Extra routes for tests of fault containment.
+pub fn fault_injection_routes(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/api/debug/workers/{index}/panic",
+            axum::routing::post(panic_worker),
+        )
+        .with_state(state)
+}
+
+async fn panic_worker(State(state): State<AppState>, Path(index): Path<usize>) -> Response {
+    match state.hub.pool().inject_worker_panic(index).await {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(json!({"worker": index, "panicked": true})),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::NOT_FOUND, e.to_string()).into_response(),
+    }
 }
 
 /// All routes.
@@ -37,19 +58,53 @@ async fn index() -> Html<&'static str> {
     Html(include_str!("index.html"))
 }
 
-async fn websocket(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// Query parameters of `/ws`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+    resume: Option<String>,
+}
+
+async fn websocket(
+    State(state): State<AppState>,
+    Query(query): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let hub = state.hub;
+    if hub.is_draining() && query.resume.is_none() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
+    }
+    let claims = match (&hub.config().auth_secret, &query.token) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return (StatusCode::UNAUTHORIZED, "access token required (?token=)").into_response();
+        }
+        (Some(secret), Some(token)) => match ferrosoup_signal::auth::verify(token, secret) {
+            Ok(claims) => Some(claims),
+            Err(e) => return (StatusCode::UNAUTHORIZED, e.reason).into_response(),
+        },
+    };
+    let params = ConnectParams {
+        resume: query.resume,
+        claims,
+    };
     ws.protocols(["protoo"])
         .max_message_size(crate::ws::MAX_MESSAGE)
         .max_frame_size(crate::ws::MAX_MESSAGE)
-        .on_upgrade(move |socket| crate::ws::serve(state.hub, socket))
+        .on_upgrade(move |socket| crate::ws::serve(hub, socket, params))
 }
 
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let rooms = state.hub.rooms().await.len();
     let workers = state.hub.pool().workers().len();
+    let (code, status) = if state.hub.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "ok")
+    };
     (
-        StatusCode::OK,
-        axum::Json(json!({"status": "ok", "workers": workers, "rooms": rooms})),
+        code,
+        axum::Json(json!({"status": status, "workers": workers, "rooms": rooms})),
     )
 }
 

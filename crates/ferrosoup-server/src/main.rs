@@ -15,16 +15,53 @@ use ferrosoup_signal::Hub;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,rtc_dtls=error")),
         )
         .init();
-    let config = config::Config::parse();
+    let cli = config::Cli::parse();
+    let config = cli.config;
+    if let Some(config::Command::Token {
+        room,
+        peer,
+        ttl,
+        no_publish,
+        no_subscribe,
+        no_publish_data,
+    }) = cli.command
+    {
+        let secret = config
+            .auth_secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("AUTH_SECRET is not set"))?;
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            + ttl;
+        let claims = ferrosoup_signal::Claims {
+            sub: peer,
+            room,
+            can_publish: !no_publish,
+            can_subscribe: !no_subscribe,
+            can_publish_data: !no_publish_data,
+            exp,
+        };
+        println!(
+            "{}",
+            ferrosoup_signal::auth::mint(&claims, secret).map_err(|e| anyhow::anyhow!(e.reason))?
+        );
+        return Ok(());
+    }
     config.validate().map_err(anyhow::Error::msg)?;
     let media_codecs = config.media_codecs().map_err(anyhow::Error::msg)?;
     let settings = config.worker_settings();
     let (pool, events) = WorkerPool::start(&settings)?;
-    let hub = Hub::new(pool, events, media_codecs);
+    let signal_config = config.signal_config();
+    let open = signal_config.auth_secret.is_none();
+    let hub = Hub::new(pool, events, media_codecs, signal_config);
     let addr = SocketAddr::new(config.listen_ip, config.port);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(
@@ -35,12 +72,42 @@ async fn main() -> anyhow::Result<()> {
         settings.rtc_max_port,
         settings.candidate_ips()
     );
-    tracing::warn!("no AUTH_SECRET: running open (development mode)");
-    let app = http::routes(http::AppState { hub });
+    if open {
+        tracing::warn!("no AUTH_SECRET: running open (development mode), anyone may join any room");
+    }
+    let mut app = http::routes(http::AppState { hub: hub.clone() });
+    if config.fault_injection {
+        tracing::warn!("fault injection enabled: POST /api/debug/workers/{{index}}/panic");
+        app = app.merge(http::fault_injection_routes(http::AppState {
+            hub: hub.clone(),
+        }));
+    }
+    let drain = std::time::Duration::from_secs(config.drain_seconds);
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown(hub, drain))
         .await?;
+    tracing::info!("ferrosoup stopped");
     Ok(())
+}
+
+/// Waits for SIGTERM or Ctrl-C, then drains: no new peers (`/health` answers 503), and after
+/// `drain` every room is closed with `roomClosed`.
+async fn shutdown(hub: std::sync::Arc<Hub>, drain: std::time::Duration) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!(?drain, "shutting down: draining");
+    hub.start_draining();
+    tokio::time::sleep(drain).await;
+    hub.close_all_rooms("shutdown").await;
+    tracing::info!("rooms closed");
 }

@@ -8,7 +8,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use ferrosoup_signal::{Hub, Outgoing};
+use ferrosoup_signal::{ConnectParams, Hub, Outgoing};
 
 /// Largest accepted frame.
 pub const MAX_MESSAGE: usize = 256 * 1024;
@@ -18,7 +18,7 @@ const PING_INTERVAL: Duration = Duration::from_secs(10);
 const PING_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs one WebSocket connection to the end.
-pub async fn serve(hub: Arc<Hub>, socket: WebSocket) {
+pub async fn serve(hub: Arc<Hub>, socket: WebSocket, params: ConnectParams) {
     let (mut sink, mut stream) = socket.split();
     let (in_tx, in_rx) = mpsc::unbounded_channel::<String>();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
@@ -26,6 +26,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket) {
         hub,
         tokio_stream_from(in_rx),
         out_tx,
+        params,
     ));
     let mut ping = tokio::time::interval(PING_INTERVAL);
     let mut last_seen = tokio::time::Instant::now();

@@ -10,39 +10,11 @@ use tokio::sync::mpsc;
 use ferrosoup_proto::rtp_parameters::{MediaKind, RtpCapabilities, RtpCodecCapability};
 use ferrosoup_room::{ConsumerId, MediaEvent, ProducerId, Router, TransportId, WorkerPool};
 
+use crate::config::SignalConfig;
 use crate::error::SignalError;
+use crate::link::Notifier;
+use crate::session::Session;
 use crate::stats::RequestStats;
-
-/// A frame the session sends to its client.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outgoing {
-    /// A JSON text frame.
-    Text(String),
-    /// Close the WebSocket with this code and reason.
-    Close(u16, String),
-}
-
-/// Sends notifications to one connected client.
-#[derive(Clone, Debug)]
-pub struct Notifier(mpsc::UnboundedSender<Outgoing>);
-
-impl Notifier {
-    /// Wraps the session's outgoing channel.
-    pub fn new(tx: mpsc::UnboundedSender<Outgoing>) -> Self {
-        Self(tx)
-    }
-
-    /// Sends a protoo notification (dropped silently if the client is gone).
-    pub fn notify(&self, method: &str, data: Value) {
-        let msg = json!({"notification": true, "method": method, "data": data});
-        let _ = self.0.send(Outgoing::Text(msg.to_string()));
-    }
-
-    /// Sends a frame.
-    pub fn send(&self, frame: Outgoing) {
-        let _ = self.0.send(frame);
-    }
-}
 
 /// Direction of a transport, fixed at creation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,13 +82,22 @@ impl Room {
     }
 }
 
-/// Rooms, peers and event routing for one server.
+/// A joined peer's session, shared between the connection serving it and the resume
+/// registry.
+pub type SharedSession = Arc<tokio::sync::Mutex<Session>>;
+
+/// Rooms, peers, sessions and event routing for one server.
 pub struct Hub {
     pool: WorkerPool,
     media_codecs: Vec<RtpCodecCapability>,
+    config: SignalConfig,
     rooms: tokio::sync::Mutex<HashMap<String, Arc<Room>>>,
-    /// Object id (transport or consumer) → the notifier of the peer owning it.
+    /// Object id (transport, producer or consumer) → the notifier of the peer owning it.
     routes: Mutex<HashMap<uuid::Uuid, Notifier>>,
+    /// Session token → the session of a joined peer, for `?resume=`.
+    sessions: Mutex<HashMap<String, (SharedSession, Notifier)>>,
+    /// Set on shutdown: no new peers.
+    draining: std::sync::atomic::AtomicBool,
     stats: RequestStats,
 }
 
@@ -127,12 +108,16 @@ impl Hub {
         pool: WorkerPool,
         events: mpsc::UnboundedReceiver<MediaEvent>,
         media_codecs: Vec<RtpCodecCapability>,
+        config: SignalConfig,
     ) -> Arc<Self> {
         let hub = Arc::new(Self {
             pool,
             media_codecs,
+            config,
             rooms: tokio::sync::Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            draining: std::sync::atomic::AtomicBool::new(false),
             stats: RequestStats::default(),
         });
         tokio::spawn(route_events(Arc::downgrade(&hub), events));
@@ -142,6 +127,101 @@ impl Hub {
     /// The worker pool.
     pub fn pool(&self) -> &WorkerPool {
         &self.pool
+    }
+
+    /// The signaling settings.
+    pub fn config(&self) -> &SignalConfig {
+        &self.config
+    }
+
+    /// Whether the server is shutting down (no new peers).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops accepting new peers.
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Closes every room: its peers get `roomClosed {roomId, reason}` and their connections
+    /// are closed; all media objects are released.
+    pub async fn close_all_rooms(&self, reason: &str) {
+        self.close_rooms(|_| true, reason).await;
+    }
+
+    /// Closes the rooms `select` picks, as [`Hub::close_all_rooms`] does.
+    pub async fn close_rooms(&self, select: impl Fn(&Room) -> bool, reason: &str) {
+        let rooms: Vec<Arc<Room>> = {
+            let mut map = self.rooms.lock().await;
+            let ids: Vec<String> = map
+                .values()
+                .filter(|r| select(r))
+                .map(|r| r.id.clone())
+                .collect();
+            ids.iter().filter_map(|id| map.remove(id)).collect()
+        };
+        for room in rooms {
+            room.broadcast(
+                "",
+                "roomClosed",
+                json!({"roomId": room.id, "reason": reason}),
+            );
+            let peers: Vec<Peer> = room.peers().drain().map(|(_, p)| p).collect();
+            for peer in &peers {
+                for id in peer.transports.keys() {
+                    self.remove_route(id.0);
+                }
+                for id in peer.producers.keys() {
+                    self.remove_route(id.0);
+                }
+                for id in peer.consumers.keys() {
+                    self.remove_route(id.0);
+                }
+            }
+            let sessions: Vec<(String, SharedSession, Notifier)> = self
+                .sessions()
+                .iter()
+                .filter(|(_, (_, n))| peers.iter().any(|p| p.notifier.same_link(n)))
+                .map(|(t, (s, n))| (t.clone(), s.clone(), n.clone()))
+                .collect();
+            for (token, session, notifier) in sessions {
+                self.unregister_session(&token);
+                session.lock().await.forget_room();
+                notifier.send(crate::link::Outgoing::Close(
+                    1001,
+                    format!("room closed: {reason}"),
+                ));
+            }
+            room.router.close().await;
+            tracing::info!(room = %room.id, reason, "room closed");
+        }
+    }
+
+    /// Registers a joined peer's session under its token.
+    pub fn register_session(&self, token: &str, session: SharedSession, notifier: Notifier) {
+        self.sessions()
+            .insert(token.to_owned(), (session, notifier));
+    }
+
+    /// The session and link of a token, for a resuming connection.
+    pub fn find_session(&self, token: &str) -> Option<(SharedSession, Notifier)> {
+        self.sessions().get(token).cloned()
+    }
+
+    /// Forgets a session token (the peer left).
+    pub fn unregister_session(&self, token: &str) {
+        self.sessions().remove(token);
+    }
+
+    /// Number of live sessions (joined peers, connected or in their grace period).
+    pub fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<String, (SharedSession, Notifier)>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Request counters by method and outcome.
@@ -154,6 +234,18 @@ impl Hub {
         let mut rooms = self.rooms.lock().await;
         if let Some(room) = rooms.get(room_id) {
             return Ok(room.clone());
+        }
+        if self.is_draining() {
+            return Err(SignalError {
+                code: 503,
+                reason: "server shutting down".into(),
+            });
+        }
+        if rooms.len() >= self.config.limits.max_rooms {
+            return Err(SignalError {
+                code: 503,
+                reason: format!("server full: {} rooms open", rooms.len()),
+            });
         }
         let router = self.pool.create_router(&self.media_codecs).await?;
         tracing::info!(room = room_id, router = %router.id(), worker = router.worker_index(), "room created");
@@ -281,6 +373,15 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
                         json!({"peerId": peer_id, "producerId": producer_id.to_string(), "volume": volume}),
                     );
                 }
+            }
+            MediaEvent::WorkerRestarted { worker, routers } => {
+                tracing::error!(
+                    worker,
+                    "worker failure: closing its {} rooms",
+                    routers.len()
+                );
+                hub.close_rooms(|r| routers.contains(&r.router.id()), "worker failure")
+                    .await;
             }
             MediaEvent::ProducerScore { producer_id, score } => {
                 if let Some(n) = hub.route(producer_id.0) {

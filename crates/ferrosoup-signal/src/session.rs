@@ -1,10 +1,14 @@
-//! One client connection: parses protoo requests, checks that every object a request names
-//! belongs to the caller, calls the room manager and answers. Generic over the transport:
-//! frames come in as a `Stream` of [`Incoming`] and go out on an [`Outgoing`] channel, so
-//! tests can drive a session without a socket.
+//! Signaling sessions. A [`Session`] is one peer's signaling state (its room, the objects
+//! it owns, its recent answers); it outlives a dropped WebSocket for the resume grace period.
+//! [`run`] serves one connection: it creates a session or takes one over (`?resume=`),
+//! parses protoo requests, applies the rate limit, and on disconnect either parks the
+//! session for resume or closes it. Generic over the frame transport, so tests can drive it
+//! over channels.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -19,38 +23,180 @@ use ferrosoup_proto::signaling::{
 };
 use ferrosoup_room::{Closed, ConsumerId, ProducerId, TransportId};
 
+use crate::auth::Claims;
+use crate::cache::RequestCache;
 use crate::error::SignalError;
-use crate::hub::{Direction, Hub, Notifier, Outgoing, Peer, ProducerInfo, Room};
+use crate::hub::{Direction, Hub, Peer, ProducerInfo, Room, SharedSession};
+use crate::limits::RateLimiter;
+use crate::link::{ConnectionId, Notifier, Outgoing};
 
-/// Serves one connection (its text frames in, answers and notifications out) until the
-/// incoming stream ends, then removes its peer and any room it created that stayed empty.
-pub async fn run<S>(hub: Arc<Hub>, mut incoming: S, out: mpsc::UnboundedSender<Outgoing>)
-where
-    S: Stream<Item = String> + Unpin,
-{
-    let mut session = Session::new(hub, Notifier::new(out.clone()));
-    while let Some(text) = incoming.next().await {
-        if let Some(answer) = session.handle_text(&text).await {
-            let _ = out.send(Outgoing::Text(answer));
-        }
-    }
-    session.close().await;
+/// What a connection brought at the WebSocket handshake.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectParams {
+    /// `?resume=`: the session token of a peer to take over.
+    pub resume: Option<String>,
+    /// The verified access token's grants (when the server requires tokens).
+    pub claims: Option<Claims>,
 }
 
-/// The state of one connection: the room and peer it joined.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+/// Serves one connection (its text frames in, answers and notifications out) until the
+/// incoming stream ends. Then a joined peer is kept for the resume grace period (or removed
+/// at once when the grace is zero), and a peer that never joined is cleaned up.
+pub async fn run<S>(
+    hub: Arc<Hub>,
+    mut incoming: S,
+    out: mpsc::UnboundedSender<Outgoing>,
+    params: ConnectParams,
+) where
+    S: Stream<Item = String> + Unpin,
+{
+    let connection: ConnectionId = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let Some((session, notifier)) = open_session(&hub, &out, connection, params).await else {
+        return;
+    };
+    let limits = hub.config().limits.clone();
+    let mut limiter = RateLimiter::new(
+        limits.requests_per_second,
+        limits.request_burst,
+        Instant::now(),
+    );
+    let mut invalid_frames = 0u32;
+    while let Some(text) = incoming.next().await {
+        if !limiter.allow(Instant::now()) {
+            if let Ok(Message::Request(r)) = Message::parse(&text) {
+                hub.request_stats().record(
+                    &r.method,
+                    method::ALL.contains(&r.method.as_str()),
+                    429,
+                );
+                let e = SignalError {
+                    code: 429,
+                    reason: "too many requests".into(),
+                };
+                let _ = out.send(Outgoing::Text(error_response(r.id, &e)));
+            }
+            continue;
+        }
+        let (frame, new_token) = {
+            let mut s = session.lock().await;
+            let frame = s.handle_text(&text).await;
+            (frame, s.take_unregistered_token())
+        };
+        if let Some(token) = new_token {
+            hub.register_session(&token, session.clone(), notifier.clone());
+        }
+        match frame {
+            Frame::Answer(answer) => {
+                let _ = out.send(Outgoing::Text(answer));
+            }
+            Frame::Ignored => {}
+            Frame::Invalid(answer) => {
+                if let Some(answer) = answer {
+                    let _ = out.send(Outgoing::Text(answer));
+                }
+                invalid_frames += 1;
+                if invalid_frames > limits.max_invalid_frames {
+                    let _ = out.send(Outgoing::Close(1008, "too many invalid frames".into()));
+                    break;
+                }
+            }
+        }
+    }
+    let joined = session.lock().await.is_joined();
+    match notifier.detach(connection) {
+        // Another connection took the peer over: it is not ours to end.
+        None => {}
+        Some(generation) if joined && !hub.config().session_grace.is_zero() => {
+            let grace = hub.config().session_grace;
+            tracing::debug!(?grace, "connection lost: peer kept for resume");
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                if notifier.still_detached(generation) {
+                    session.lock().await.close().await;
+                }
+            });
+        }
+        Some(_) => session.lock().await.close().await,
+    }
+}
+
+/// A new session for the connection, or the one `?resume=` names (taken over from its old
+/// connection, with queued notifications flushed first). `None` when the connection was
+/// refused (and told why).
+async fn open_session(
+    hub: &Arc<Hub>,
+    out: &mpsc::UnboundedSender<Outgoing>,
+    connection: ConnectionId,
+    params: ConnectParams,
+) -> Option<(SharedSession, Notifier)> {
+    let Some(token) = params.resume else {
+        let notifier = Notifier::attached(out.clone(), connection);
+        let session = Session::new(hub.clone(), notifier.clone(), params.claims);
+        return Some((Arc::new(tokio::sync::Mutex::new(session)), notifier));
+    };
+    let Some((session, notifier)) = hub.find_session(&token) else {
+        let _ = out.send(Outgoing::Close(4404, "unknown or expired session".into()));
+        return None;
+    };
+    if hub.config().auth_secret.is_some() {
+        let peer_id = session.lock().await.peer_id();
+        if params.claims.as_ref().map(|c| &c.sub) != peer_id.as_ref() {
+            let _ = out.send(Outgoing::Close(
+                4403,
+                "token is not for this session".into(),
+            ));
+            return None;
+        }
+    }
+    if let Some(old) = notifier.attach(out.clone(), connection) {
+        let _ = old.send(Outgoing::Close(
+            4000,
+            "session resumed by another connection".into(),
+        ));
+    }
+    tracing::info!("session resumed");
+    Some((session, notifier))
+}
+
+/// What to send back for one frame.
+pub enum Frame {
+    /// A response.
+    Answer(String),
+    /// Nothing (a response or notification from the client).
+    Ignored,
+    /// The frame was not a valid protoo message; the 400 answer when its id was readable.
+    Invalid(Option<String>),
+}
+
+/// One peer's signaling state: the room and peer it joined, its rooms, its recent answers.
 pub struct Session {
     hub: Arc<Hub>,
     notifier: Notifier,
     joined: Option<(Arc<Room>, String)>,
-    /// Rooms this connection asked for with `createRoom`, closed at the end if still empty.
+    /// Rooms this session asked for with `createRoom`, closed at the end if still empty.
     touched_rooms: Vec<Arc<Room>>,
+    /// Grants of the access token, when tokens are required.
+    claims: Option<Claims>,
+    /// Recent answers, for re-sent requests.
+    cache: RequestCache,
+    /// The session token handed out at `joinRoom`, and whether the hub knows it yet.
+    token: Option<(String, bool)>,
 }
 
 type Answer = Result<Value, SignalError>;
 
+/// Reads a request's data; the error names the offending field by its path.
 fn parse<T: DeserializeOwned>(data: &Value) -> Result<T, SignalError> {
-    serde_json::from_value(data.clone())
-        .map_err(|e| SignalError::bad_request(format!("invalid data: {e}")))
+    serde_path_to_error::deserialize(data).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            SignalError::bad_request(format!("invalid data: {}", e.inner()))
+        } else {
+            SignalError::bad_request(format!("{path}: {}", e.inner()))
+        }
+    })
 }
 
 fn parse_id<T>(s: &str, what: &str, f: fn(&str) -> Option<T>) -> Result<T, SignalError> {
@@ -59,28 +205,67 @@ fn parse_id<T>(s: &str, what: &str, f: fn(&str) -> Option<T>) -> Result<T, Signa
 
 impl Session {
     /// A session that has not joined a room yet.
-    pub fn new(hub: Arc<Hub>, notifier: Notifier) -> Self {
+    pub fn new(hub: Arc<Hub>, notifier: Notifier, claims: Option<Claims>) -> Self {
         Self {
             hub,
             notifier,
             joined: None,
             touched_rooms: Vec::new(),
+            claims,
+            cache: RequestCache::default(),
+            token: None,
         }
     }
 
-    /// Handles one text frame; returns the response to send, if any.
-    pub async fn handle_text(&mut self, text: &str) -> Option<String> {
+    /// Whether the session's peer is in a room.
+    pub fn is_joined(&self) -> bool {
+        self.joined.is_some()
+    }
+
+    /// The peer id, once joined.
+    pub fn peer_id(&self) -> Option<String> {
+        self.joined.as_ref().map(|(_, p)| p.clone())
+    }
+
+    /// The session token issued at `joinRoom`, the first time it is asked for.
+    fn take_unregistered_token(&mut self) -> Option<String> {
+        match &mut self.token {
+            Some((token, registered)) if !*registered => {
+                *registered = true;
+                Some(token.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Forgets the room without notifying anyone (the room is being closed as a whole).
+    pub fn forget_room(&mut self) {
+        self.joined = None;
+        self.token = None;
+        self.touched_rooms.clear();
+    }
+
+    /// Handles one text frame.
+    pub async fn handle_text(&mut self, text: &str) -> Frame {
         let request = match Message::parse(text) {
             Ok(Message::Request(r)) => r,
             // Responses and notifications from a client have no meaning here.
-            Ok(_) => return None,
+            Ok(_) => return Frame::Ignored,
             Err(e) => {
                 tracing::debug!("unparsable frame: {e}");
-                return e
-                    .id()
-                    .map(|id| error_response(id, &SignalError::bad_request(e.to_string())));
+                return Frame::Invalid(
+                    e.id()
+                        .map(|id| error_response(id, &SignalError::bad_request(e.to_string()))),
+                );
             }
         };
+        if let Some(answer) = self
+            .cache
+            .lookup(request.id, &request.method, &request.data)
+        {
+            tracing::debug!(method = %request.method, id = request.id, "re-sent request: cached answer");
+            return Frame::Answer(answer.to_owned());
+        }
         let known = method::ALL.contains(&request.method.as_str());
         let result = if known {
             self.dispatch(&request.method, &request.data).await
@@ -94,7 +279,7 @@ impl Session {
         self.hub
             .request_stats()
             .record(&request.method, known, code);
-        Some(match result {
+        let answer = match result {
             Ok(data) => {
                 json!({"response": true, "id": request.id, "ok": true, "data": data}).to_string()
             }
@@ -102,7 +287,10 @@ impl Session {
                 tracing::debug!(method = %request.method, code = e.code, reason = %e.reason, "request failed");
                 error_response(request.id, &e)
             }
-        })
+        };
+        self.cache
+            .store(request.id, &request.method, request.data, answer.clone());
+        Frame::Answer(answer)
     }
 
     async fn dispatch(&mut self, m: &str, data: &Value) -> Answer {
@@ -323,6 +511,26 @@ impl Session {
             return Err(SignalError::conflict("already joined a room"));
         }
         validate_room_id(&req.room_id)?;
+        if self.hub.is_draining() {
+            return Err(SignalError {
+                code: 503,
+                reason: "server shutting down".into(),
+            });
+        }
+        if let Some(claims) = &self.claims {
+            if claims.room != req.room_id {
+                return Err(SignalError {
+                    code: 403,
+                    reason: format!("roomId: the token is for room {:?}", claims.room),
+                });
+            }
+            if req.peer_id.as_ref().is_some_and(|p| *p != claims.sub) {
+                return Err(SignalError {
+                    code: 403,
+                    reason: "peerId: differs from the token's subject".into(),
+                });
+            }
+        }
         if let Some(caps) = &req.rtp_capabilities {
             ferrosoup_proto::ortc::validate_rtp_capabilities(caps)
                 .map_err(|e| SignalError::bad_request(format!("rtpCapabilities: {e}")))?;
@@ -330,6 +538,7 @@ impl Session {
         let peer_id = req
             .peer_id
             .clone()
+            .or_else(|| self.claims.as_ref().map(|c| c.sub.clone()))
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         if peer_id.is_empty() || peer_id.len() > 128 {
             return Err(SignalError::bad_request(
@@ -345,6 +554,13 @@ impl Session {
                 return Err(SignalError::conflict(format!(
                     "peerId {peer_id} already in the room"
                 )));
+            }
+            let max = self.hub.config().limits.max_peers_per_room;
+            if peers.len() >= max {
+                return Err(SignalError {
+                    code: 429,
+                    reason: format!("room full: {max} peers"),
+                });
             }
             let others: Vec<Value> = peers
                 .values()
@@ -379,12 +595,17 @@ impl Session {
         );
         tracing::info!(room = %room.id, peer = %peer_id, "peer joined");
         self.joined = Some((room, peer_id.clone()));
-        let session_token = uuid::Uuid::new_v4().simple().to_string();
+        let session_token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        self.token = Some((session_token.clone(), false));
         Ok(json!({"peerId": peer_id, "sessionToken": session_token, "peers": peers_json}))
     }
 
     /// Ends the session: leaves the room and closes rooms it created that nobody joined.
-    pub async fn close(mut self) {
+    pub async fn close(&mut self) {
         self.leave().await;
         for room in std::mem::take(&mut self.touched_rooms) {
             self.hub.close_room_if_empty(&room).await;
@@ -393,6 +614,9 @@ impl Session {
 
     /// Removes this session's peer and everything it owns, and tells the others.
     pub async fn leave(&mut self) {
+        if let Some((token, _)) = self.token.take() {
+            self.hub.unregister_session(&token);
+        }
         let Some((room, peer_id)) = self.joined.take() else {
             return;
         };
@@ -467,6 +691,25 @@ impl Session {
         }
     }
 
+    /// 429 when the peer already has `max` objects of a kind.
+    fn check_quota(
+        &self,
+        room: &Room,
+        peer_id: &str,
+        what: &str,
+        count: impl Fn(&Peer) -> usize,
+        max: usize,
+    ) -> Result<(), SignalError> {
+        let n = room.peers().get(peer_id).map_or(0, count);
+        if n >= max {
+            return Err(SignalError {
+                code: 429,
+                reason: format!("limit reached: {max} {what} per peer"),
+            });
+        }
+        Ok(())
+    }
+
     // ----- ownership checks -------------------------------------------------------------
 
     fn own_transport(
@@ -526,6 +769,13 @@ impl Session {
             TransportDirection::Send => Direction::Send,
             TransportDirection::Recv => Direction::Recv,
         };
+        self.check_quota(
+            room,
+            peer_id,
+            "transports",
+            |p| p.transports.len(),
+            self.hub.config().limits.max_transports_per_peer,
+        )?;
         let params = room.router.create_webrtc_transport().await?;
         let registered = match room.peers().get_mut(peer_id) {
             Some(peer) => {
@@ -548,10 +798,23 @@ impl Session {
     }
 
     async fn produce(&mut self, room: &Arc<Room>, peer_id: &str, req: ProduceRequest) -> Answer {
+        if self.claims.as_ref().is_some_and(|c| !c.can_publish) {
+            return Err(SignalError {
+                code: 403,
+                reason: "the token does not allow publishing".into(),
+            });
+        }
         let (transport_id, direction) = self.own_transport(room, peer_id, &req.transport_id)?;
         if direction != Direction::Send {
             return Err(SignalError::conflict("transportId: not a send transport"));
         }
+        self.check_quota(
+            room,
+            peer_id,
+            "producers",
+            |p| p.producers.len(),
+            self.hub.config().limits.max_producers_per_peer,
+        )?;
         let paused = req.paused;
         let id = room
             .router
@@ -579,10 +842,23 @@ impl Session {
     }
 
     async fn consume(&mut self, room: &Arc<Room>, peer_id: &str, req: ConsumeRequest) -> Answer {
+        if self.claims.as_ref().is_some_and(|c| !c.can_subscribe) {
+            return Err(SignalError {
+                code: 403,
+                reason: "the token does not allow subscribing".into(),
+            });
+        }
         let (transport_id, direction) = self.own_transport(room, peer_id, &req.transport_id)?;
         if direction != Direction::Recv {
             return Err(SignalError::conflict("transportId: not a recv transport"));
         }
+        self.check_quota(
+            room,
+            peer_id,
+            "consumers",
+            |p| p.consumers.len(),
+            self.hub.config().limits.max_consumers_per_peer,
+        )?;
         let producer_id = parse_id(&req.producer_id, "producer", ProducerId::parse)?;
         let caps = {
             let peers = room.peers();

@@ -20,8 +20,15 @@ pub struct TestServer {
 static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
 
 impl TestServer {
-    /// Starts `ferrosoup` with `workers` workers and waits until `/health` answers.
+    /// Starts `ferrosoup` with `workers` workers and waits until `/health` answers. Peers
+    /// whose WebSocket drops are removed at once (`SESSION_GRACE=0`); tests of the resume
+    /// grace period use [`TestServer::start_with`].
     pub async fn start(workers: usize) -> Self {
+        Self::start_with(workers, &[("SESSION_GRACE", "0")]).await
+    }
+
+    /// Starts `ferrosoup` with extra environment variables.
+    pub async fn start_with(workers: usize, env: &[(&str, &str)]) -> Self {
         let port = free_tcp_port();
         // Each server of this process gets its own UDP range; processes differ by pid.
         let slot = NEXT_RANGE.fetch_add(1, Ordering::Relaxed);
@@ -36,6 +43,7 @@ impl TestServer {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop_compat()

@@ -1,0 +1,1150 @@
+//! (e) Bad input gets the error codes of PROTOCOL.md and the connection stays usable; a
+//! DTLS fingerprint mismatch fails only the transport that lied about its certificate.
+//!
+//! Signaling is spoken by hand over a raw WebSocket (protoo envelope in JSON) so that every
+//! malformed shape can be sent. The DTLS test drives an "evil" transport with the project's
+//! own sans-IO ICE/DTLS pieces over a plain UDP socket, next to healthy SDK peers.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+use common::*;
+use ferrosoup_client::{MediaKind, Peer, ProduceOptions};
+use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsRole, DtlsSession, DtlsState, Fingerprint};
+use rtc_stun::attributes::{
+    ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_USERNAME, RawAttribute,
+};
+use rtc_stun::crypto::providers::RingCrypto;
+use rtc_stun::fingerprint::FINGERPRINT;
+use rtc_stun::integrity::MessageIntegrity;
+use rtc_stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Setter, TransactionId};
+use rtc_stun::textattrs::TextAttribute;
+
+/// STUN message-integrity provider for the evil client.
+static CRYPTO: RingCrypto = RingCrypto;
+
+// ----- a raw protoo connection ----------------------------------------------------------
+
+/// What a read from the server gave.
+#[derive(Debug)]
+enum Frame {
+    /// A JSON text frame.
+    Json(Value),
+    /// The server closed the connection, with this close code if it sent one.
+    Closed(Option<u16>),
+}
+
+/// One WebSocket connection speaking the protoo envelope by hand.
+struct Ws {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    /// Notifications read while waiting for responses, oldest first.
+    notifications: VecDeque<Value>,
+}
+
+impl Ws {
+    /// Connects with the `protoo` subprotocol, as protoo-client does.
+    async fn connect(url: &str) -> Self {
+        Self::connect_with(url, Some("protoo")).await.0
+    }
+
+    /// Connects, offering `protocol` if given; also returns the subprotocol the server chose.
+    async fn connect_with(url: &str, protocol: Option<&'static str>) -> (Self, Option<String>) {
+        let mut request = url.into_client_request().expect("a valid ws URL");
+        if let Some(p) = protocol {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));
+        }
+        let (stream, response) = within("WebSocket handshake", 10, connect_async(request))
+            .await
+            .expect("WebSocket handshake succeeds");
+        let chosen = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().expect("an ASCII subprotocol header").to_owned());
+        (
+            Self {
+                stream,
+                next_id: 1,
+                notifications: VecDeque::new(),
+            },
+            chosen,
+        )
+    }
+
+    /// Sends one text frame as is.
+    async fn send_text(&mut self, text: String) {
+        within(
+            "send a text frame",
+            10,
+            self.stream.send(Message::text(text)),
+        )
+        .await
+        .expect("WebSocket send");
+    }
+
+    /// Reads the next JSON frame or the close (server pings are answered by tungstenite).
+    async fn read(&mut self) -> Frame {
+        loop {
+            let next = within("read a frame from the server", 15, self.stream.next()).await;
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    let value = serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("server sent invalid JSON {text}: {e}"));
+                    return Frame::Json(value);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Frame::Closed(frame.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    panic!("server sent a binary frame of {} bytes", b.len())
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("WebSocket read failed: {e}"),
+                None => return Frame::Closed(None),
+            }
+        }
+    }
+
+    /// Reads until the response with `id`, keeping notifications; any other response fails.
+    async fn response(&mut self, id: u64) -> Value {
+        loop {
+            match self.read().await {
+                Frame::Json(v) if v["notification"] == true => self.notifications.push_back(v),
+                Frame::Json(v) if v["response"] == true => {
+                    assert_eq!(v["id"], id, "expected the answer to request {id}, got {v}");
+                    return v;
+                }
+                Frame::Json(v) => panic!("unexpected frame from the server: {v}"),
+                Frame::Closed(code) => {
+                    panic!("connection closed (code {code:?}) while waiting for the answer to {id}")
+                }
+            }
+        }
+    }
+
+    /// Sends a request and returns the whole response envelope.
+    async fn request(&mut self, method: &str, data: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_text(
+            json!({"request": true, "id": id, "method": method, "data": data}).to_string(),
+        )
+        .await;
+        self.response(id).await
+    }
+
+    /// A request that must succeed; returns its data.
+    async fn ok(&mut self, method: &str, data: Value) -> Value {
+        let response = self.request(method, data).await;
+        assert_eq!(response["ok"], true, "{method} failed: {response}");
+        response["data"].clone()
+    }
+
+    /// A request that must fail; returns its error code and reason (checked non-empty).
+    async fn fail(&mut self, method: &str, data: Value) -> (u64, String) {
+        let response = self.request(method, data).await;
+        error_of(&response)
+    }
+
+    /// The connection still answers requests.
+    async fn assert_usable(&mut self, after: &str) {
+        let response = self.request("ping", json!({})).await;
+        assert_eq!(
+            response["ok"], true,
+            "ping after {after} failed: {response}"
+        );
+    }
+
+    /// Waits for a notification named `method` whose data satisfies `pred`, discarding others.
+    async fn notification(&mut self, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            while let Some(n) = self.notifications.pop_front() {
+                if n["method"] == method && pred(&n["data"]) {
+                    return n["data"].clone();
+                }
+            }
+            match self.read().await {
+                Frame::Json(v) if v["notification"] == true => self.notifications.push_back(v),
+                Frame::Json(v) => panic!("unexpected frame while waiting for {method}: {v}"),
+                Frame::Closed(code) => {
+                    panic!("connection closed (code {code:?}) while waiting for {method}")
+                }
+            }
+        }
+    }
+
+    /// `createRoom` + `joinRoom` with the router's capabilities; returns them.
+    async fn join(&mut self, room: &str, peer_id: &str) -> Value {
+        let caps = self.ok("createRoom", json!({"roomId": room})).await["rtpCapabilities"].clone();
+        let joined = self
+            .ok(
+                "joinRoom",
+                json!({"roomId": room, "peerId": peer_id, "rtpCapabilities": caps}),
+            )
+            .await;
+        assert_eq!(joined["peerId"], peer_id);
+        caps
+    }
+
+    /// `createTransport` in a direction; returns the whole answer.
+    async fn transport(&mut self, direction: &str) -> Value {
+        self.ok("createTransport", json!({"direction": direction}))
+            .await
+    }
+}
+
+/// Error code and reason of an error response, checking the envelope.
+fn error_of(response: &Value) -> (u64, String) {
+    assert_eq!(
+        response["ok"], false,
+        "expected an error answer, got {response}"
+    );
+    let code = response["errorCode"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("errorCode not a number: {response}"));
+    let reason = response["errorReason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("errorReason not a string: {response}"));
+    assert!(!reason.trim().is_empty(), "empty errorReason: {response}");
+    (code, reason.to_owned())
+}
+
+/// Minimal single-encoding RTP parameters for `mime` (video, payload type 96).
+fn video_rtp_parameters(mime: &str, ssrc: u32) -> Value {
+    json!({
+        "mid": "0",
+        "codecs": [{"mimeType": mime, "payloadType": 96, "clockRate": 90000, "parameters": {}, "rtcpFeedback": []}],
+        "headerExtensions": [],
+        "encodings": [{"ssrc": ssrc}],
+        "rtcp": {"cname": "bad-input"}
+    })
+}
+
+/// Asserts a 400 whose reason names `field`.
+fn assert_names(code: u64, reason: &str, expected_code: u64, field: &str, what: &str) {
+    assert_eq!(
+        code, expected_code,
+        "{what}: wrong errorCode (reason {reason:?})"
+    );
+    assert!(
+        reason.contains(field),
+        "{what}: reason {reason:?} does not name {field:?}"
+    );
+}
+
+// ----- signaling ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protoo_subprotocol_and_no_subprotocol_are_accepted() {
+    let server = TestServer::start(1).await;
+    let (mut with, chosen) = Ws::connect_with(&server.ws_url(), Some("protoo")).await;
+    assert_eq!(
+        chosen.as_deref(),
+        Some("protoo"),
+        "handshake must answer Sec-WebSocket-Protocol: protoo"
+    );
+    with.assert_usable("a handshake with protoo").await;
+    let (mut without, chosen) = Ws::connect_with(&server.ws_url(), None).await;
+    assert_eq!(chosen, None, "no subprotocol offered, none may be chosen");
+    without
+        .assert_usable("a handshake without subprotocol")
+        .await;
+    without.ok("createRoom", json!({"roomId": "plain"})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_are_answered_or_ignored_and_the_connection_stays_usable() {
+    let server = TestServer::start(1).await;
+    let mut ws = Ws::connect(&server.ws_url()).await;
+
+    // Invalid JSON has no readable id: no answer at all. The server handles frames in order,
+    // so the first answer after it must be the ping's.
+    for garbage in ["{not json", "", "[1, 2", "\u{1F980}"] {
+        ws.send_text(garbage.to_owned()).await;
+        ws.assert_usable(&format!("invalid JSON {garbage:?}")).await;
+    }
+
+    // JSON that is no protoo envelope but carries an id → 400 to that id.
+    for (id, frame) in [
+        (900, json!({"id": 900, "method": "ping", "data": {}})),
+        (901, json!({"request": true, "id": 901})),
+        (902, json!({"request": true, "id": 902, "method": 7})),
+    ] {
+        ws.send_text(frame.to_string()).await;
+        let response = ws.response(id).await;
+        let (code, _) = error_of(&response);
+        assert_eq!(code, 400, "unknown envelope {frame}: {response}");
+        ws.assert_usable(&format!("unknown envelope {frame}")).await;
+    }
+
+    // Unknown method → 400 naming it.
+    let (code, reason) = ws.fail("makeCoffee", json!({})).await;
+    assert_names(code, &reason, 400, "makeCoffee", "unknown method");
+    ws.assert_usable("an unknown method").await;
+
+    // Missing fields → 400 naming them.
+    let (code, reason) = ws.fail("createRoom", json!({})).await;
+    assert_names(code, &reason, 400, "roomId", "createRoom without roomId");
+    ws.assert_usable("createRoom without roomId").await;
+    let (code, reason) = ws.fail("getRouterRtpCapabilities", json!({})).await;
+    assert_names(
+        code,
+        &reason,
+        400,
+        "roomId",
+        "getRouterRtpCapabilities without roomId",
+    );
+    let (code, reason) = ws.fail("joinRoom", json!({"peerId": "p"})).await;
+    assert_names(code, &reason, 400, "roomId", "joinRoom without roomId");
+    ws.assert_usable("joinRoom without roomId").await;
+
+    // Requests that need a room, before joinRoom → 409.
+    for (method, data) in [
+        ("createTransport", json!({"direction": "send"})),
+        (
+            "produce",
+            json!({"transportId": "x", "kind": "video", "rtpParameters": video_rtp_parameters("video/VP8", 1)}),
+        ),
+        ("getProducers", json!({})),
+        ("leaveRoom", json!({})),
+    ] {
+        let (code, reason) = ws.fail(method, data).await;
+        assert_eq!(code, 409, "{method} before joinRoom: {reason}");
+        ws.assert_usable(&format!("{method} before joinRoom")).await;
+    }
+
+    // Joined now; a second joinRoom on the same connection → 409, even to another room.
+    ws.join("bad-input", "alice").await;
+    for room in ["bad-input", "elsewhere"] {
+        let (code, reason) = ws
+            .fail("joinRoom", json!({"roomId": room, "peerId": "alice2"}))
+            .await;
+        assert_eq!(code, 409, "second joinRoom ({room}): {reason}");
+        ws.assert_usable("a second joinRoom").await;
+    }
+    let rooms = server.get("/api/rooms").await.expect("/api/rooms answers");
+    assert!(
+        !rooms.to_string().contains("elsewhere"),
+        "a refused joinRoom left a room behind: {rooms}"
+    );
+
+    // Missing field of an in-room request → 400 naming it.
+    let send = ws.transport("send").await;
+    let send_id = send["id"].as_str().expect("transport id").to_owned();
+    let (code, reason) = ws
+        .fail("connectTransport", json!({"transportId": send_id}))
+        .await;
+    assert_names(
+        code,
+        &reason,
+        400,
+        "dtlsParameters",
+        "connectTransport without dtlsParameters",
+    );
+    let (code, reason) = ws
+        .fail("produce", json!({"transportId": send_id, "kind": "video"}))
+        .await;
+    assert_names(
+        code,
+        &reason,
+        400,
+        "rtpParameters",
+        "produce without rtpParameters",
+    );
+    let (code, reason) = ws.fail("createTransport", json!({})).await;
+    assert_names(
+        code,
+        &reason,
+        400,
+        "direction",
+        "createTransport without direction",
+    );
+    ws.assert_usable("missing fields").await;
+
+    // Still fully working: a valid produce succeeds on the same connection.
+    let produced = ws
+        .ok("produce", json!({"transportId": send_id, "kind": "video", "rtpParameters": video_rtp_parameters("video/VP8", 1111)}))
+        .await;
+    assert!(
+        produced["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "produce answered {produced}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistyped_fields_are_named_in_the_reason() {
+    let server = TestServer::start(1).await;
+    let mut ws = Ws::connect(&server.ws_url()).await;
+    // (request, field the reason must name, errorCode, reason) of every case, checked at the
+    // end so that one report shows them all.
+    let mut answers = Vec::new();
+
+    let (code, reason) = ws.fail("createRoom", json!({"roomId": 42})).await;
+    answers.push(("createRoom {roomId: 42}", "roomId", code, reason));
+    ws.assert_usable("a numeric roomId").await;
+
+    ws.join("mistyped", "alice").await;
+    let send = ws.transport("send").await;
+    let send_id = send["id"].as_str().expect("transport id").to_owned();
+    let rtp = video_rtp_parameters("video/VP8", 1);
+    let cases = [
+        (
+            "produce {kind: \"smell\"}",
+            "kind",
+            "produce",
+            json!({"transportId": send_id, "kind": "smell", "rtpParameters": rtp}),
+        ),
+        (
+            "produce {kind: 3}",
+            "kind",
+            "produce",
+            json!({"transportId": send_id, "kind": 3, "rtpParameters": rtp}),
+        ),
+        (
+            "produce {transportId: 5}",
+            "transportId",
+            "produce",
+            json!({"transportId": 5, "kind": "video", "rtpParameters": rtp}),
+        ),
+        (
+            "produce {rtpParameters: \"x\"}",
+            "rtpParameters",
+            "produce",
+            json!({"transportId": send_id, "kind": "video", "rtpParameters": "x"}),
+        ),
+        (
+            "createTransport {direction: \"sideways\"}",
+            "direction",
+            "createTransport",
+            json!({"direction": "sideways"}),
+        ),
+        (
+            "setConsumerPriority {priority: \"high\"}",
+            "priority",
+            "setConsumerPriority",
+            json!({"consumerId": "c", "priority": "high"}),
+        ),
+    ];
+    for (what, field, method, data) in cases {
+        let (code, reason) = ws.fail(method, data).await;
+        answers.push((what, field, code, reason));
+        ws.assert_usable(what).await;
+    }
+    let wrong: Vec<String> = answers
+        .iter()
+        .filter(|(_, field, code, reason)| *code != 400 || !reason.contains(field))
+        .map(|(what, field, code, reason)| {
+            format!("{what}: {code} {reason:?} (must be 400 naming {field})")
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "mistyped fields not named:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_peer_id_in_a_room_is_a_conflict() {
+    let server = TestServer::start(1).await;
+    let mut first = Ws::connect(&server.ws_url()).await;
+    first.join("dup", "same").await;
+
+    let mut second = Ws::connect(&server.ws_url()).await;
+    second.ok("createRoom", json!({"roomId": "dup"})).await;
+    let (code, reason) = second
+        .fail("joinRoom", json!({"roomId": "dup", "peerId": "same"}))
+        .await;
+    assert_eq!(code, 409, "duplicate peerId: {reason}");
+    second.assert_usable("a duplicate peerId").await;
+
+    // The refused connection can still join under another id; the first peer is untouched.
+    second.join("dup", "other").await;
+    let joined = first
+        .notification("peerJoined", |d| d["peerId"] == "other")
+        .await;
+    assert_eq!(joined["peerId"], "other");
+    first
+        .assert_usable("another connection's duplicate peerId")
+        .await;
+    let rooms = server.get("/api/rooms").await.expect("/api/rooms answers");
+    let text = rooms.to_string();
+    assert!(
+        text.contains("\"same\"") && text.contains("\"other\""),
+        "both peers must be in the room: {rooms}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_foreign_ids_are_not_found_and_the_owner_is_unaffected() {
+    let server = TestServer::start(1).await;
+    let url = server.ws_url();
+    let mut x = Ws::connect(&url).await;
+    x.join("ids", "x").await;
+    let mut y = Ws::connect(&url).await;
+    y.join("ids", "y").await;
+
+    // Y: a send transport with a producer, a recv transport with a consumer of X's producer.
+    let x_send = x.transport("send").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let x_producer = x
+        .ok("produce", json!({"transportId": x_send, "kind": "video", "rtpParameters": video_rtp_parameters("video/VP8", 2222)}))
+        .await["id"]
+        .as_str()
+        .expect("producer id")
+        .to_owned();
+    let y_send = y.transport("send").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let y_recv = y.transport("recv").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let y_producer = y
+        .ok("produce", json!({"transportId": y_send, "kind": "video", "rtpParameters": video_rtp_parameters("video/VP8", 3333)}))
+        .await["id"]
+        .as_str()
+        .expect("producer id")
+        .to_owned();
+    let y_consumer = y
+        .ok(
+            "consume",
+            json!({"transportId": y_recv, "producerId": x_producer}),
+        )
+        .await["id"]
+        .as_str()
+        .expect("consumer id")
+        .to_owned();
+    let x_recv = x.transport("recv").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let fake_dtls =
+        json!({"role": "client", "fingerprints": [{"algorithm": "sha-256", "value": "AB:CD"}]});
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    // Unknown ids (well-formed and not), then ids that belong to Y.
+    let cases = [
+        (
+            "connectTransport",
+            json!({"transportId": unknown, "dtlsParameters": fake_dtls}),
+        ),
+        (
+            "connectTransport",
+            json!({"transportId": "not-a-uuid", "dtlsParameters": fake_dtls}),
+        ),
+        ("closeTransport", json!({"transportId": unknown})),
+        (
+            "produce",
+            json!({"transportId": unknown, "kind": "video", "rtpParameters": video_rtp_parameters("video/VP8", 4444)}),
+        ),
+        ("closeProducer", json!({"producerId": unknown})),
+        ("pauseProducer", json!({"producerId": "nope"})),
+        (
+            "consume",
+            json!({"transportId": x_recv, "producerId": unknown}),
+        ),
+        (
+            "consume",
+            json!({"transportId": unknown, "producerId": y_producer}),
+        ),
+        ("resumeConsumer", json!({"consumerId": unknown})),
+        ("closeConsumer", json!({"consumerId": "nope"})),
+        ("getTransportStats", json!({"transportId": unknown})),
+        // Y's objects, named by X.
+        ("closeProducer", json!({"producerId": y_producer})),
+        ("pauseProducer", json!({"producerId": y_producer})),
+        (
+            "connectTransport",
+            json!({"transportId": y_send, "dtlsParameters": fake_dtls}),
+        ),
+        ("closeTransport", json!({"transportId": y_recv})),
+        ("restartIce", json!({"transportId": y_send})),
+        (
+            "consume",
+            json!({"transportId": y_recv, "producerId": y_producer}),
+        ),
+        (
+            "produce",
+            json!({"transportId": y_send, "kind": "video", "rtpParameters": video_rtp_parameters("video/VP8", 5555)}),
+        ),
+        ("closeConsumer", json!({"consumerId": y_consumer})),
+        ("pauseConsumer", json!({"consumerId": y_consumer})),
+        ("getConsumerStats", json!({"consumerId": y_consumer})),
+    ];
+    for (method, data) in cases {
+        let (code, reason) = x.fail(method, data.clone()).await;
+        assert_eq!(code, 404, "{method} {data}: {reason}");
+        x.assert_usable(&format!("{method} with a foreign/unknown id"))
+            .await;
+    }
+
+    // Y is unaffected: its producer is open and not paused, its transports and consumer work.
+    let producers = x.ok("getProducers", json!({})).await;
+    let listed = producers["producers"].as_array().expect("producers array");
+    let y_entry = listed
+        .iter()
+        .find(|p| p["producerId"] == y_producer.as_str())
+        .unwrap_or_else(|| panic!("Y's producer gone: {producers}"));
+    assert_eq!(
+        y_entry["paused"], false,
+        "X paused Y's producer: {producers}"
+    );
+    y.ok("getProducerStats", json!({"producerId": y_producer}))
+        .await;
+    y.ok("getConsumerStats", json!({"consumerId": y_consumer}))
+        .await;
+    y.ok("resumeConsumer", json!({"consumerId": y_consumer}))
+        .await;
+    y.ok("getTransportStats", json!({"transportId": y_recv}))
+        .await;
+    // Y's send transport was never connected by X: Y can still connect it itself.
+    y.ok(
+        "connectTransport",
+        json!({"transportId": y_send, "dtlsParameters": fake_dtls}),
+    )
+    .await;
+    for n in &y.notifications {
+        assert!(
+            n["method"] != "producerClosed"
+                && n["method"] != "consumerClosed"
+                && n["method"] != "consumerPaused",
+            "Y got {n} because of X's requests"
+        );
+    }
+    // And X may consume Y's producer on its own transport.
+    x.ok(
+        "consume",
+        json!({"transportId": x_recv, "producerId": y_producer}),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_media_requests_are_refused() {
+    let server = TestServer::start(1).await;
+    let url = server.ws_url();
+    let mut x = Ws::connect(&url).await;
+    x.join("media-bad", "x").await;
+    let send = x.transport("send").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let recv = x.transport("recv").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // A codec the router does not have → 400.
+    let (code, reason) = x
+        .fail("produce", json!({"transportId": send, "kind": "video", "rtpParameters": video_rtp_parameters("video/H265", 6666)}))
+        .await;
+    assert_names(
+        code,
+        &reason,
+        400,
+        "H265",
+        "produce with an unsupported codec",
+    );
+    x.assert_usable("an unsupported codec").await;
+
+    // Producing on a recv transport → 409.
+    let (code, reason) = x
+        .fail("produce", json!({"transportId": recv, "kind": "video", "rtpParameters": video_rtp_parameters("video/VP8", 7777)}))
+        .await;
+    assert_eq!(code, 409, "produce on a recv transport: {reason}");
+    x.assert_usable("produce on a recv transport").await;
+
+    // A good producer, then consumers that cannot decode it → 400.
+    let producer = x
+        .ok("produce", json!({"transportId": send, "kind": "video", "rtpParameters": video_rtp_parameters("video/VP8", 8888)}))
+        .await["id"]
+        .as_str()
+        .expect("producer id")
+        .to_owned();
+    let mut y = Ws::connect(&url).await;
+    y.join("media-bad", "y").await;
+    let y_recv = y.transport("recv").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let opus_only = json!({
+        "codecs": [{"kind": "audio", "mimeType": "audio/opus", "preferredPayloadType": 100, "clockRate": 48000, "channels": 2}],
+        "headerExtensions": []
+    });
+    let (code, reason) = y
+        .fail(
+            "consume",
+            json!({"transportId": y_recv, "producerId": producer, "rtpCapabilities": opus_only}),
+        )
+        .await;
+    assert_names(
+        code,
+        &reason,
+        400,
+        "rtpCapabilities",
+        "consume with no common codec",
+    );
+    y.assert_usable("consume with no common codec").await;
+    // Consuming on a send transport → 409.
+    let y_send = y.transport("send").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (code, reason) = y
+        .fail(
+            "consume",
+            json!({"transportId": y_send, "producerId": producer}),
+        )
+        .await;
+    assert_eq!(code, 409, "consume on a send transport: {reason}");
+    // The same consumer with the capabilities given at joinRoom works.
+    let consumer = y
+        .ok(
+            "consume",
+            json!({"transportId": y_recv, "producerId": producer}),
+        )
+        .await;
+    assert_eq!(consumer["kind"], "video", "consume answered {consumer}");
+    let stats = server.get("/api/stats").await.expect("/api/stats answers");
+    assert_eq!(
+        server.counter("producers").await,
+        1,
+        "the refused produce requests left producers: {stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_256_kib_closes_with_1009() {
+    let server = TestServer::start(1).await;
+    let url = server.ws_url();
+    let mut big = Ws::connect(&url).await;
+    big.join("big", "big").await;
+    let mut other = Ws::connect(&url).await;
+    other.join("big", "other").await;
+
+    // Exactly at the limit is still served.
+    let prefix =
+        json!({"request": true, "id": 77, "method": "ping", "data": {"pad": ""}}).to_string();
+    let pad = 256 * 1024 - prefix.len();
+    let at_limit = prefix.replace("\"pad\":\"\"", &format!("\"pad\":\"{}\"", "a".repeat(pad)));
+    assert_eq!(at_limit.len(), 256 * 1024);
+    big.send_text(at_limit).await;
+    assert_eq!(
+        big.response(77).await["ok"],
+        true,
+        "a frame of exactly 256 KiB must be served"
+    );
+
+    let huge = json!({"request": true, "id": 78, "method": "ping", "data": {"pad": "b".repeat(300 * 1024)}}).to_string();
+    big.send_text(huge).await;
+    loop {
+        match big.read().await {
+            Frame::Json(v) if v["notification"] == true => {}
+            Frame::Json(v) => panic!("expected the connection to close with 1009, got {v}"),
+            Frame::Closed(code) => {
+                assert_eq!(code, Some(1009), "close code for a frame over 256 KiB");
+                break;
+            }
+        }
+    }
+    // The peer leaves (at once, or after a resume grace period of 30 s by default).
+    within(
+        "the other peer gets peerLeft",
+        45,
+        other.notification("peerLeft", |d| d["peerId"] == "big"),
+    )
+    .await;
+    other.assert_usable("another peer's oversized frame").await;
+}
+
+// ----- DTLS fingerprint mismatch --------------------------------------------------------------
+
+/// A browser-like ICE Binding request nominating the pair: USERNAME "server:client",
+/// PRIORITY, ICE-CONTROLLING, USE-CANDIDATE, MESSAGE-INTEGRITY with the server password,
+/// FINGERPRINT.
+fn binding_request(server_ufrag: &str, server_pwd: &str) -> (TransactionId, Vec<u8>) {
+    let mut m = rtc_stun::message::Message::new();
+    let tid = TransactionId::new();
+    m.build(&[Box::new(tid), Box::new(BINDING_REQUEST)])
+        .expect("a STUN header always builds");
+    let raw = |typ, value: &[u8]| RawAttribute {
+        typ,
+        length: 0,
+        value: value.to_vec(),
+    };
+    TextAttribute::new(ATTR_USERNAME, format!("{server_ufrag}:evilufrag"))
+        .add_to(&mut m)
+        .expect("USERNAME");
+    raw(ATTR_PRIORITY, &1_853_817_087u32.to_be_bytes())
+        .add_to(&mut m)
+        .expect("PRIORITY");
+    raw(
+        ATTR_ICE_CONTROLLING,
+        &0x0bad_c0de_0bad_c0deu64.to_be_bytes(),
+    )
+    .add_to(&mut m)
+    .expect("ICE-CONTROLLING");
+    raw(ATTR_USE_CANDIDATE, &[])
+        .add_to(&mut m)
+        .expect("USE-CANDIDATE");
+    MessageIntegrity::new_short_term_integrity_with_provider(server_pwd.to_owned(), &CRYPTO)
+        .add_to(&mut m)
+        .expect("MESSAGE-INTEGRITY");
+    FINGERPRINT.add_to(&mut m).expect("FINGERPRINT");
+    (tid, m.raw)
+}
+
+/// Sends a nominating Binding request and checks the server's authenticated success answer.
+async fn ice_check(socket: &UdpSocket, server: SocketAddr, ufrag: &str, pwd: &str) {
+    let (tid, request) = binding_request(ufrag, pwd);
+    socket
+        .send_to(&request, server)
+        .await
+        .expect("send the Binding request");
+    let mut buf = vec![0u8; 1500];
+    let (n, from) = within("the STUN Binding response", 5, socket.recv_from(&mut buf))
+        .await
+        .expect("UDP recv");
+    assert_eq!(from, server, "STUN answer from an unexpected address");
+    let mut m = rtc_stun::message::Message::new();
+    m.unmarshal_binary(&buf[..n])
+        .expect("the server's STUN answer decodes");
+    assert_eq!(
+        m.typ, BINDING_SUCCESS,
+        "Binding request not answered with success"
+    );
+    assert_eq!(m.transaction_id, tid);
+    MessageIntegrity::check(&mut m, pwd.as_bytes(), &CRYPTO)
+        .expect("the answer's MESSAGE-INTEGRITY verifies");
+}
+
+/// Runs the client side of DTLS over `socket` until the session connects, fails or closes.
+async fn drive_dtls(socket: &UdpSocket, server: SocketAddr, dtls: &mut DtlsSession) -> DtlsState {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        while let Some(datagram) = dtls.poll_transmit() {
+            socket.send_to(&datagram, server).await.expect("send DTLS");
+        }
+        if matches!(
+            dtls.state(),
+            DtlsState::Connected | DtlsState::Failed | DtlsState::Closed
+        ) {
+            return dtls.state();
+        }
+        let deadline = dtls
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
+        match tokio::time::timeout_at(deadline.into(), socket.recv_from(&mut buf)).await {
+            // RFC 7983: 20..=63 is DTLS.
+            Ok(Ok((n, from))) if from == server && (20..=63).contains(&buf[0]) => {
+                dtls.handle_read(Instant::now(), &buf[..n])
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("UDP recv: {e}"),
+            Err(_) => dtls.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// A transport of a peer whose signaling, ICE and DTLS are done by hand.
+struct RawTransport {
+    ws: Ws,
+    id: String,
+    ufrag: String,
+    pwd: String,
+    server: SocketAddr,
+    server_fingerprints: Vec<Fingerprint>,
+}
+
+impl RawTransport {
+    /// Joins `room` as `peer` on a raw connection and creates a send transport.
+    async fn open(url: &str, room: &str, peer: &str) -> Self {
+        let mut ws = Ws::connect(url).await;
+        ws.join(room, peer).await;
+        let t = ws.transport("send").await;
+        let text = |v: &Value| {
+            v.as_str()
+                .unwrap_or_else(|| panic!("createTransport answer lacks a field: {t}"))
+                .to_owned()
+        };
+        let candidate = t["iceCandidates"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["protocol"] == "udp"))
+            .unwrap_or_else(|| panic!("no UDP candidate in {t}"));
+        let ip = candidate["address"]
+            .as_str()
+            .or(candidate["ip"].as_str())
+            .expect("candidate address");
+        let port = candidate["port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .expect("candidate port");
+        let server_fingerprints = t["dtlsParameters"]["fingerprints"]
+            .as_array()
+            .expect("server fingerprints")
+            .iter()
+            .map(|f| Fingerprint {
+                algorithm: text(&f["algorithm"]),
+                value: text(&f["value"]),
+            })
+            .collect();
+        Self {
+            id: text(&t["id"]),
+            ufrag: text(&t["iceParameters"]["usernameFragment"]),
+            pwd: text(&t["iceParameters"]["password"]),
+            server: SocketAddr::new(ip.parse().expect("candidate IP"), port),
+            server_fingerprints,
+            ws,
+        }
+    }
+
+    /// `connectTransport` as DTLS client announcing `fingerprint`.
+    async fn connect(&mut self, fingerprint: &Fingerprint) {
+        let fingerprint = json!({"algorithm": fingerprint.algorithm, "value": fingerprint.value});
+        let data = json!({"transportId": self.id, "dtlsParameters": {"role": "client", "fingerprints": [fingerprint]}});
+        self.ws.ok("connectTransport", data).await;
+    }
+
+    /// Passes ICE from a fresh UDP socket, then runs a DTLS client presenting `certificate`
+    /// until the server notifies a final `dtlsState` (connected, failed or closed) for this
+    /// transport (and, when connected, until the client's side completes too). Returns that
+    /// notification and the client's DTLS state then.
+    async fn handshake(&mut self, certificate: Arc<DtlsCertificate>) -> (Value, DtlsState) {
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind a UDP socket");
+        ice_check(&socket, self.server, &self.ufrag, &self.pwd).await;
+        let mut dtls = DtlsSession::new(
+            certificate,
+            DtlsRole::Client,
+            self.server_fingerprints.clone(),
+            Instant::now(),
+        )
+        .expect("a DTLS client session");
+        let id = self.id.clone();
+        let is_final = move |d: &Value| {
+            d["transportId"] == id.as_str()
+                && ["connected", "failed", "closed"]
+                    .contains(&d["dtlsState"].as_str().unwrap_or(""))
+        };
+        let notification = within("the server reports a final dtlsState for the raw transport", 20, async {
+            let driver = drive_dtls(&socket, self.server, &mut dtls);
+            tokio::pin!(driver);
+            let mut driver_done = false;
+            let mut notification: Option<Value> = None;
+            loop {
+                // After a "connected" notification, let the client finish its side too.
+                if let Some(n) = &notification
+                    && (driver_done || n["dtlsState"] != "connected")
+                {
+                    return n.clone();
+                }
+                tokio::select! {
+                    n = self.ws.notification("transportStateChanged", &is_final), if notification.is_none() => notification = Some(n),
+                    _ = &mut driver, if !driver_done => driver_done = true,
+                }
+            }
+        })
+        .await;
+        (notification, dtls.state())
+    }
+}
+
+/// The sha-256 fingerprint of a certificate.
+fn sha256(certificate: &DtlsCertificate) -> &Fingerprint {
+    certificate
+        .fingerprints()
+        .iter()
+        .find(|f| f.algorithm == "sha-256")
+        .expect("a certificate has a sha-256 fingerprint")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_dtls_client_with_the_announced_certificate_connects() {
+    // Control for the mismatch test: the same hand-made ICE + DTLS client connects when it
+    // presents the certificate it announced.
+    let server = TestServer::start(1).await;
+    let mut c = RawTransport::open(&server.ws_url(), "dtls-ok", "carol").await;
+    let certificate = Arc::new(DtlsCertificate::generate().expect("a certificate"));
+    c.connect(sha256(&certificate)).await;
+    let (notification, client_state) = c.handshake(certificate).await;
+    assert_eq!(notification["dtlsState"], "connected", "{notification}");
+    assert_eq!(notification["iceState"], "completed", "{notification}");
+    assert_eq!(
+        client_state,
+        DtlsState::Connected,
+        "the client side of the handshake"
+    );
+    let stats =
+        c.ws.ok("getTransportStats", json!({"transportId": c.id}))
+            .await;
+    assert_eq!(stats["stats"][0]["dtlsState"], "connected", "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtls_fingerprint_mismatch_fails_only_that_transport() {
+    let server = TestServer::start(1).await;
+    let url = server.ws_url();
+
+    // Healthy peers: A publishes VP8 continuously, B consumes it.
+    let a = Peer::join(&url, "dtls", "alice")
+        .await
+        .expect("alice joins");
+    let send = a.create_send_transport().await.expect("send transport");
+    let video = send
+        .produce(
+            MediaKind::Video,
+            ProduceOptions {
+                codec: Some("video/VP8".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("produce vp8");
+    let b = Peer::join(&url, "dtls", "bob").await.expect("bob joins");
+    let recv = b.create_recv_transport().await.expect("recv transport");
+    let video_in = recv.consume(video.id()).await.expect("consume vp8");
+    within("send transport connects", 10, send.wait_connected())
+        .await
+        .expect("send transport connected");
+    within("recv transport connects", 10, recv.wait_connected())
+        .await
+        .expect("recv transport connected");
+    video_in.resume().await.expect("resume vp8");
+
+    let video = Arc::new(video);
+    let keyframe_wanted = Arc::new(AtomicBool::new(true));
+    let sent = Arc::new(AtomicU32::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (video, wanted) = (video.clone(), keyframe_wanted.clone());
+        tokio::spawn(async move {
+            while video.next_keyframe_request().await.is_some() {
+                wanted.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+    let sender = {
+        let (video, sent, stop) = (video.clone(), sent.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i: u32 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let keyframe =
+                    keyframe_wanted.swap(false, Ordering::Relaxed) || i.is_multiple_of(50);
+                video
+                    .send(i as u16, i.wrapping_mul(3000), true, vp8_frame(i, keyframe))
+                    .await
+                    .expect("send vp8");
+                sent.store(i, Ordering::Relaxed);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let (frames_tx, mut frames) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Some(p) = video_in.read_rtp().await {
+            let counter = vp8_counter(&p.payload).expect("vp8 payload intact");
+            if frames_tx.send(counter).is_err() {
+                break;
+            }
+        }
+    });
+    within("B receives the first frame", 10, frames.recv())
+        .await
+        .expect("B's reader is running");
+
+    // Evil peer C announces the fingerprint of one certificate and handshakes with another.
+    let mut c = RawTransport::open(&url, "dtls", "carol").await;
+    let announced = DtlsCertificate::generate().expect("a certificate");
+    let presented = Arc::new(DtlsCertificate::generate().expect("another certificate"));
+    let announced_sha256 = sha256(&announced);
+    assert!(
+        !announced_sha256.matches(presented.der()),
+        "two fresh certificates must differ"
+    );
+    c.connect(announced_sha256).await;
+    let (failed, client_state) = c.handshake(presented).await;
+    assert_eq!(
+        failed["dtlsState"], "failed",
+        "C announced another certificate's fingerprint: {failed}"
+    );
+    assert_ne!(
+        client_state,
+        DtlsState::Connected,
+        "the evil handshake must not complete"
+    );
+    assert_eq!(
+        failed["iceState"], "completed",
+        "ICE itself succeeded: {failed}"
+    );
+    let transport_id = c.id.clone();
+    let mut c = c.ws;
+
+    // A → B keeps flowing after the failure.
+    let sent_at_failure = sent.load(Ordering::Relaxed);
+    within("B receives frames sent after C's DTLS failure", 10, async {
+        while let Some(counter) = frames.recv().await {
+            if counter > sent_at_failure + 10 {
+                return;
+            }
+        }
+        panic!("B's consumer ended after C's DTLS failure");
+    })
+    .await;
+    for (who, peer, transport) in [("A", &a, send.id()), ("B", &b, recv.id())] {
+        let stats = within(
+            "getTransportStats",
+            10,
+            peer.signaling()
+                .request("getTransportStats", json!({"transportId": transport})),
+        )
+        .await
+        .expect("getTransportStats");
+        assert_eq!(
+            stats["stats"][0]["dtlsState"], "connected",
+            "{who}'s transport after C's failure: {stats}"
+        );
+    }
+
+    // The server is alive and C's signaling still works.
+    let health = server
+        .get("/health")
+        .await
+        .expect("/health answers after the DTLS failure");
+    assert_eq!(health["status"], "ok", "/health: {health}");
+    c.assert_usable("its transport's DTLS failure").await;
+    let stats = c
+        .ok("getTransportStats", json!({"transportId": transport_id}))
+        .await;
+    assert_eq!(
+        stats["stats"][0]["dtlsState"], "failed",
+        "C's transport stats: {stats}"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    within("the sender stops", 5, sender)
+        .await
+        .expect("sender task");
+    watcher.abort();
+    reader.abort();
+}
