@@ -333,6 +333,9 @@ pub struct Consumer {
     pub retransmitted: u64,
     /// NACKed packets the consumer could not serve.
     pub nack_misses: u64,
+    /// Recently retransmitted output sequence numbers and when (ms since the worker's epoch),
+    /// indexed by sequence number modulo its length (empty for audio).
+    pub resent: Vec<(u16, u32)>,
     /// Keyframe requests (PLI/FIR) received from the client.
     pub keyframe_requests: u64,
     /// Last score sent to the client.

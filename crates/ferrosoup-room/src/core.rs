@@ -26,15 +26,16 @@ use crate::consumer::{Consumer, Decision, LayerChange};
 use crate::error::RoomError;
 use crate::events::MediaEvent;
 use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
-use crate::producer::{CodecInfo, ExtIds, Producer, RecvStream};
+use crate::producer::{CodecInfo, ExtIds, KeyframeAction, Producer, RecvStream};
+use crate::settings::IceTimeouts;
 use crate::stats::{SharedCounters, WorkerCounters};
 use crate::transport::{StreamRef, Transport, TransportCounters};
 use crate::udp::{MAX_DATAGRAM, SendBatch};
 
+/// Retransmissions remembered per video consumer, to answer each NACK once per round trip.
+const RESENT_HISTORY: usize = 1024;
 /// Interval between RTCP report rounds (SR for consumers, RR for producers) per transport.
 const RTCP_INTERVAL: Duration = Duration::from_millis(1000);
-/// How long ICE may stay disconnected before the client is told to restart it.
-pub const ICE_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Seconds between 1900-01-01 (NTP epoch) and 1970-01-01 (Unix epoch).
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 
@@ -151,6 +152,7 @@ pub struct WorkerCore {
     next_score_at: Instant,
     counters: WorkerCounters,
     shared: Arc<SharedCounters>,
+    ice_timeouts: IceTimeouts,
     /// Wall clock at `epoch`, to turn `Instant`s into NTP time for Sender Reports.
     epoch: (Instant, std::time::SystemTime),
 }
@@ -162,6 +164,7 @@ impl WorkerCore {
         certificate: Arc<DtlsCertificate>,
         events: UnboundedSender<MediaEvent>,
         shared: Arc<SharedCounters>,
+        ice_timeouts: IceTimeouts,
     ) -> std::io::Result<Self> {
         let port = socket.local_addr()?.port();
         Ok(Self {
@@ -186,6 +189,7 @@ impl WorkerCore {
             next_score_at: Instant::now() + SCORE_INTERVAL,
             counters: WorkerCounters::default(),
             shared,
+            ice_timeouts,
             epoch: (Instant::now(), std::time::SystemTime::now()),
         })
     }
@@ -229,10 +233,12 @@ impl WorkerCore {
         }
         let ice = IceCredentials::generate();
         let id = TransportId::new();
+        let mut ice_server = IceLiteServer::new(ice.clone(), now);
+        ice_server.set_consent_timeout(self.ice_timeouts.consent);
         let key = self.transports.insert(Transport {
             id,
             router_id,
-            ice: IceLiteServer::new(ice.clone(), now),
+            ice: ice_server,
             dtls: None,
             remote_dtls: None,
             srtp: None,
@@ -613,6 +619,11 @@ impl WorkerCore {
             fraction_lost: 0.0,
             retransmitted: 0,
             nack_misses: 0,
+            resent: if kind == MediaKind::Video {
+                vec![(0, 0); RESENT_HISTORY]
+            } else {
+                Vec::new()
+            },
             keyframe_requests: 0,
             score: 10,
             reported_producer_score: 10,
@@ -767,13 +778,22 @@ impl WorkerCore {
         let Some(s) = producer.streams.get_mut(stream) else {
             return;
         };
-        let Some(media_ssrc) = s.ssrc else { return };
-        s.keyframe_pending = true;
-        if !s.should_request_keyframe(now) {
+        if s.ssrc.is_none() || s.on_keyframe_request(now) != KeyframeAction::Send {
             return;
         }
-        s.last_keyframe_request = Some(now);
-        s.plis_sent += 1;
+        self.send_keyframe_request(p, stream, now);
+    }
+
+    /// Sends a PLI for a producer stream to its client.
+    fn send_keyframe_request(&mut self, p: usize, stream: usize, now: Instant) {
+        let Some(producer) = self.producers.get_mut(p) else {
+            return;
+        };
+        let Some(s) = producer.streams.get_mut(stream) else {
+            return;
+        };
+        let Some(media_ssrc) = s.ssrc else { return };
+        s.on_keyframe_request_sent(now);
         self.counters.plis_sent += 1;
         let t = producer.transport;
         let len = rtcp::write_pli(&mut self.rtcp_scratch[..], 1, media_ssrc).unwrap_or(0);
@@ -846,14 +866,14 @@ impl WorkerCore {
                     self.counters.dropped_unknown_tuple += 1;
                     return;
                 };
-                self.handle_rtp(now, key, data);
+                self.handle_rtp(now, key, from, data);
             }
             PacketKind::Rtcp => {
                 let Some(&key) = self.by_tuple.get(&from) else {
                     self.counters.dropped_unknown_tuple += 1;
                     return;
                 };
-                self.handle_rtcp(now, key, data);
+                self.handle_rtcp(now, key, from, data);
             }
             PacketKind::Unknown => self.counters.dropped_malformed += 1,
         }
@@ -953,7 +973,7 @@ impl WorkerCore {
         }
     }
 
-    fn handle_rtp(&mut self, now: Instant, key: usize, data: &mut [u8]) {
+    fn handle_rtp(&mut self, now: Instant, key: usize, from: SocketAddr, data: &mut [u8]) {
         let t = &mut self.transports[key];
         let Some(srtp) = t.srtp.as_mut() else {
             self.counters.dropped_not_connected += 1;
@@ -967,6 +987,7 @@ impl WorkerCore {
                 return;
             }
         };
+        t.ice.on_media_from(from);
         let packet = &mut data[..len];
         let Ok(mut info) = rtp::parse_rtp(packet) else {
             self.counters.dropped_malformed += 1;
@@ -1048,8 +1069,7 @@ impl WorkerCore {
             stream.nack.on_packet(now, ext_seq, keyframe, recovered);
         }
         if keyframe {
-            stream.keyframes += 1;
-            stream.keyframe_pending = false;
+            stream.on_keyframe();
         }
         if let Some(store) = stream.store.as_mut() {
             store.insert(ext_seq, 0, packet);
@@ -1214,7 +1234,7 @@ impl WorkerCore {
         Some(r)
     }
 
-    fn handle_rtcp(&mut self, now: Instant, key: usize, data: &mut [u8]) {
+    fn handle_rtcp(&mut self, now: Instant, key: usize, from: SocketAddr, data: &mut [u8]) {
         let t = &mut self.transports[key];
         let Some(srtp) = t.srtp.as_mut() else {
             self.counters.dropped_not_connected += 1;
@@ -1228,6 +1248,7 @@ impl WorkerCore {
                 return;
             }
         };
+        t.ice.on_media_from(from);
         t.counters.rtcp_in += 1;
         self.counters.rtcp_in += 1;
         for item in rtcp::parse_compound(&data[..len]) {
@@ -1304,7 +1325,7 @@ impl WorkerCore {
     }
 
     /// Serves one NACKed output sequence number of a consumer from its producer's store.
-    fn retransmit(&mut self, _now: Instant, c: usize, seq: u16) {
+    fn retransmit(&mut self, now: Instant, c: usize, seq: u16) {
         let Self {
             producers,
             consumers,
@@ -1312,10 +1333,28 @@ impl WorkerCore {
             send,
             socket,
             counters,
+            epoch,
             ..
         } = self;
         let consumer = &mut consumers[c];
         counters.nacks_received += 1;
+        // A packet resent less than a round trip ago is on its way: NACKs repeated before it
+        // can arrive are not answered again.
+        let now_ms = (now.saturating_duration_since(epoch.0).as_millis() as u32).max(1);
+        let window_ms = if consumer.rtt_ms > 0.0 {
+            consumer.rtt_ms.max(20.0) as u32
+        } else {
+            100
+        };
+        let resent_len = consumer.resent.len();
+        let resent_slot = (resent_len > 0).then(|| usize::from(seq) % resent_len);
+        if let Some(i) = resent_slot {
+            let (last_seq, at) = consumer.resent[i];
+            if last_seq == seq && at != 0 && now_ms.wrapping_sub(at) < window_ms {
+                counters.nacks_throttled += 1;
+                return;
+            }
+        }
         let Some((stream, ext)) = consumer.forwarder.input_for_output(seq) else {
             consumer.nack_misses += 1;
             return;
@@ -1359,9 +1398,11 @@ impl WorkerCore {
             rtp::remap_extension_ids(&mut tmp[..n], &info, &consumer.ext_map);
             let rtx_seq = consumer.rtx_seq;
             consumer.rtx_seq = consumer.rtx_seq.wrapping_add(1);
+            let mut out_info = info;
+            out_info.sequence_number = seq;
             match ferrosoup_rtc::rtx::write_rtx(
                 &tmp[..n],
-                &info,
+                &out_info,
                 rtx_ssrc,
                 rtx_pt,
                 rtx_seq,
@@ -1386,6 +1427,9 @@ impl WorkerCore {
         };
         if let Ok(n) = srtp.protect_rtp(&mut slot[..], len) {
             send.commit(n, to);
+            if let Some(i) = resent_slot {
+                consumer.resent[i] = (seq, now_ms);
+            }
             consumer.retransmitted += 1;
             counters.retransmissions += 1;
             transport.counters.rtp_packets_out += 1;
@@ -1410,10 +1454,11 @@ impl WorkerCore {
             self.drain_transport(key, now);
             let t = &mut self.transports[key];
             if let Some(since) = t.ice_disconnected_at {
+                let timeout = self.ice_timeouts.restart_required;
                 let cooled = t
                     .ice_restart_notified_at
-                    .is_none_or(|at| now.saturating_duration_since(at) >= ICE_DISCONNECT_TIMEOUT);
-                if now.saturating_duration_since(since) >= ICE_DISCONNECT_TIMEOUT && cooled {
+                    .is_none_or(|at| now.saturating_duration_since(at) >= timeout);
+                if now.saturating_duration_since(since) >= timeout && cooled {
                     t.ice_restart_notified_at = Some(now);
                     let _ = self
                         .events
@@ -1425,6 +1470,16 @@ impl WorkerCore {
                 if now >= self.transports[key].next_rtcp_at {
                     self.transports[key].next_rtcp_at = now + RTCP_INTERVAL;
                     self.send_reports(key, now);
+                }
+            }
+        }
+        // Keyframe requests overdue (no keyframe came) or deferred by the rate limit.
+        keys.clear();
+        keys.extend(self.producers.iter().map(|(k, _)| k));
+        for &p in &keys {
+            for s in 0..self.producers[p].streams.len() {
+                if self.producers[p].streams[s].keyframe_request_due(now) {
+                    self.send_keyframe_request(p, s, now);
                 }
             }
         }
@@ -1548,9 +1603,14 @@ impl WorkerCore {
                 };
                 let rtt = Duration::from_millis(50);
                 stream.nack.poll_nacks(now, rtt, &mut self.nack_scratch);
-                if stream.nack.too_many_missing() {
-                    stream.keyframe_pending = true;
+                if stream.nack.too_many_missing()
+                    && stream.on_keyframe_request(now) == KeyframeAction::Send
+                {
+                    // Too much lost to repair: a keyframe is the faster way back.
+                    self.send_keyframe_request(p, s, now);
+                    continue;
                 }
+                let stream = &mut self.producers[p].streams[s];
                 if self.nack_scratch.is_empty() {
                     continue;
                 }

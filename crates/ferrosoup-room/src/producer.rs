@@ -44,6 +44,8 @@ pub struct RecvStream {
     pub last_packet: Option<Instant>,
     /// A keyframe was requested and has not arrived yet.
     pub keyframe_pending: bool,
+    /// A request came while the rate limit held it back; it goes out when the limit allows.
+    pub keyframe_deferred: bool,
     /// When the last keyframe request went out to the client.
     pub last_keyframe_request: Option<Instant>,
     /// Keyframes received.
@@ -80,6 +82,7 @@ impl RecvStream {
                 .then(|| PacketStore::new(512, crate::udp::MAX_DATAGRAM)),
             last_packet: None,
             keyframe_pending: false,
+            keyframe_deferred: false,
             last_keyframe_request: None,
             keyframes: 0,
             plis_sent: 0,
@@ -96,17 +99,61 @@ impl RecvStream {
             .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(2))
     }
 
-    /// Whether a keyframe request should be sent now (rate-limited).
-    pub fn should_request_keyframe(&self, now: Instant) -> bool {
-        match self.last_keyframe_request {
-            None => true,
-            Some(t) => {
-                let since = now.saturating_duration_since(t);
-                since >= KEYFRAME_MIN_INTERVAL
-                    && (!self.keyframe_pending || since >= KEYFRAME_RETRY)
-            }
+    /// What to do with a new keyframe request at `now`: requests are aggregated (one is
+    /// already on its way: nothing), rate-limited (too soon after the last one: deferred)
+    /// or sent.
+    pub fn on_keyframe_request(&mut self, now: Instant) -> KeyframeAction {
+        let Some(last) = self.last_keyframe_request else {
+            return KeyframeAction::Send;
+        };
+        let since = now.saturating_duration_since(last);
+        if self.keyframe_pending && since < KEYFRAME_RETRY {
+            KeyframeAction::AlreadyPending
+        } else if since < KEYFRAME_MIN_INTERVAL {
+            self.keyframe_deferred = true;
+            KeyframeAction::Deferred
+        } else {
+            KeyframeAction::Send
         }
     }
+
+    /// Whether a request should go out now without a new trigger: the last one got no
+    /// keyframe in time (retry), or one was deferred by the rate limit.
+    pub fn keyframe_request_due(&self, now: Instant) -> bool {
+        let Some(last) = self.last_keyframe_request else {
+            return false;
+        };
+        let since = now.saturating_duration_since(last);
+        (self.keyframe_pending && since >= KEYFRAME_RETRY)
+            || (self.keyframe_deferred && since >= KEYFRAME_MIN_INTERVAL)
+    }
+
+    /// Records that a request went out.
+    pub fn on_keyframe_request_sent(&mut self, now: Instant) {
+        self.last_keyframe_request = Some(now);
+        self.keyframe_pending = true;
+        self.keyframe_deferred = false;
+        self.plis_sent += 1;
+    }
+
+    /// Records a keyframe: every request so far is satisfied.
+    pub fn on_keyframe(&mut self) {
+        self.keyframes += 1;
+        self.keyframe_pending = false;
+        self.keyframe_deferred = false;
+    }
+}
+
+/// The outcome of a keyframe request for a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyframeAction {
+    /// Send a PLI now.
+    Send,
+    /// A request is already on its way and not overdue: the keyframe it brings serves this
+    /// one too.
+    AlreadyPending,
+    /// Too soon after the last request: sent when the minimum interval has passed.
+    Deferred,
 }
 
 /// A producer as the worker keeps it.
@@ -185,5 +232,43 @@ impl Producer {
             .rev()
             .find(|&i| self.streams[i].is_active(now))
             .or_else(|| (0..self.streams.len()).find(|&i| self.streams[i].is_active(now)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream() -> RecvStream {
+        RecvStream::new(MediaKind::Video, Some(1), None, None)
+    }
+
+    #[test]
+    fn keyframe_requests_are_aggregated_rate_limited_and_retried() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = stream();
+        assert_eq!(s.on_keyframe_request(t0), KeyframeAction::Send);
+        s.on_keyframe_request_sent(t0);
+        // While the keyframe is on its way, more requests add nothing.
+        assert_eq!(
+            s.on_keyframe_request(t0 + ms(500)),
+            KeyframeAction::AlreadyPending
+        );
+        assert!(!s.keyframe_request_due(t0 + ms(999)));
+        // No keyframe within the retry time: ask again.
+        assert!(s.keyframe_request_due(t0 + ms(1000)));
+        s.on_keyframe_request_sent(t0 + ms(1000));
+        s.on_keyframe();
+        // A new request just after the keyframe is deferred, not lost.
+        assert_eq!(
+            s.on_keyframe_request(t0 + ms(1100)),
+            KeyframeAction::Deferred
+        );
+        assert!(!s.keyframe_request_due(t0 + ms(1299)));
+        assert!(s.keyframe_request_due(t0 + ms(1300)));
+        s.on_keyframe_request_sent(t0 + ms(1300));
+        assert!(!s.keyframe_request_due(t0 + ms(1300)));
+        assert_eq!(s.plis_sent, 3);
     }
 }

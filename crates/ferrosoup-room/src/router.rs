@@ -64,8 +64,14 @@ impl WorkerPool {
                     break s;
                 }
             };
-            let handle = worker::spawn(index, socket, certificate.clone(), events_tx.clone())
-                .map_err(|e| RoomError::Internal(format!("worker {index}: {e}")))?;
+            let handle = worker::spawn(
+                index,
+                socket,
+                certificate.clone(),
+                events_tx.clone(),
+                settings.ice_timeouts,
+            )
+            .map_err(|e| RoomError::Internal(format!("worker {index}: {e}")))?;
             workers.push(handle);
         }
         tracing::info!(workers = workers.len(), "worker pool started");

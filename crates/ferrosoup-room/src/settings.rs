@@ -1,6 +1,26 @@
 //! Settings of the worker pool.
 
 use std::net::IpAddr;
+use std::time::Duration;
+
+/// ICE liveness timers of every transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IceTimeouts {
+    /// No valid check from the selected tuple for this long: ICE `disconnected` (RFC 7675).
+    pub consent: Duration,
+    /// Disconnected for this long: the client is told `iceRestartRequired` (at most once per
+    /// this period).
+    pub restart_required: Duration,
+}
+
+impl Default for IceTimeouts {
+    fn default() -> Self {
+        Self {
+            consent: Duration::from_secs(30),
+            restart_required: Duration::from_secs(5),
+        }
+    }
+}
 
 /// How the worker pool binds its sockets and what it announces to clients.
 #[derive(Clone, Debug)]
@@ -16,6 +36,8 @@ pub struct WorkerSettings {
     pub rtc_min_port: u16,
     /// Last UDP port a worker may bind.
     pub rtc_max_port: u16,
+    /// ICE liveness timers.
+    pub ice_timeouts: IceTimeouts,
 }
 
 impl Default for WorkerSettings {
@@ -26,6 +48,7 @@ impl Default for WorkerSettings {
             announced_ips: Vec::new(),
             rtc_min_port: 40000,
             rtc_max_port: 40099,
+            ice_timeouts: IceTimeouts::default(),
         }
     }
 }

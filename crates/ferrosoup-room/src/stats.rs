@@ -85,6 +85,8 @@ counters!(
     nacks_sent,
     /// Packets retransmitted to consumers.
     retransmissions,
+    /// NACKs not answered because the packet was resent less than a round trip ago.
+    nacks_throttled,
     /// PLI/FIR received from consumers.
     plis_received,
     /// PLIs sent to producers.

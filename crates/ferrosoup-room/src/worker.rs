@@ -19,6 +19,7 @@ use ferrosoup_rtc::dtls::DtlsCertificate;
 use crate::core::WorkerCore;
 use crate::error::RoomError;
 use crate::events::MediaEvent;
+use crate::settings::IceTimeouts;
 use crate::stats::{SharedCounters, WorkerCounters};
 use crate::udp::RecvBatch;
 
@@ -83,6 +84,7 @@ pub fn spawn(
     socket: UdpSocket,
     certificate: Arc<DtlsCertificate>,
     events: UnboundedSender<MediaEvent>,
+    ice_timeouts: IceTimeouts,
 ) -> io::Result<WorkerHandle> {
     socket.set_nonblocking(true)?;
     let port = socket.local_addr()?.port();
@@ -101,6 +103,7 @@ pub fn spawn(
         certificate,
         events,
         shared: shared.clone(),
+        ice_timeouts,
     };
     let core = state.new_core()?;
     std::thread::Builder::new()
@@ -122,6 +125,7 @@ struct WorkerState {
     certificate: Arc<DtlsCertificate>,
     events: UnboundedSender<MediaEvent>,
     shared: Arc<SharedCounters>,
+    ice_timeouts: IceTimeouts,
 }
 
 impl WorkerState {
@@ -131,6 +135,7 @@ impl WorkerState {
             self.certificate.clone(),
             self.events.clone(),
             self.shared.clone(),
+            self.ice_timeouts,
         )
     }
 }

@@ -299,6 +299,18 @@ impl IceLiteServer {
         self.tuples.iter().any(|t| t.addr == from)
     }
 
+    /// Media (DTLS, RTP, RTCP) arrived from `from`: if that tuple passed an ICE check but is
+    /// not the selected one, select it. This follows a client whose address changed (a NAT
+    /// rebinding) without waiting for a nomination, as mediasoup does. Returns whether the
+    /// selection changed.
+    pub fn on_media_from(&mut self, from: SocketAddr) -> bool {
+        if self.selected == Some(from) || !self.is_valid_tuple(from) {
+            return false;
+        }
+        self.select(from);
+        true
+    }
+
     /// The current ICE state.
     pub fn state(&self) -> IceState {
         self.state
@@ -1279,5 +1291,27 @@ mod tests {
         }
         // The mutated requests exercise the error paths, not only the header check.
         assert!(responses > 100, "{responses}");
+    }
+
+    #[test]
+    fn media_from_another_valid_tuple_moves_the_selection() {
+        let t0 = Instant::now();
+        let server = creds("serverufrag", "serverpassword");
+        let mut ice = IceLiteServer::new(server.clone(), t0);
+        let old = addr("192.0.2.7:50000");
+        let rebound = addr("192.0.2.7:50999");
+        check(&mut ice, t0, old, &Request::new(&server).nominate());
+        // A consent check through the client's new NAT binding, without nomination.
+        check(&mut ice, t0 + SEC, rebound, &Request::new(&server));
+        events(&mut ice);
+        assert_eq!(ice.selected_tuple(), Some(old));
+        assert!(
+            !ice.on_media_from(addr("198.51.100.1:1")),
+            "a tuple that passed no check is never selected"
+        );
+        assert!(!ice.on_media_from(old), "already selected");
+        assert!(ice.on_media_from(rebound));
+        assert_eq!(ice.selected_tuple(), Some(rebound));
+        assert_eq!(events(&mut ice), [IceEvent::SelectedTupleChanged(rebound)]);
     }
 }

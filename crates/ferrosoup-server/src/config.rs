@@ -95,6 +95,12 @@ pub struct Config {
     /// Most consumers per peer.
     #[arg(long, env = "MAX_CONSUMERS_PER_PEER", default_value_t = Limits::default().max_consumers_per_peer)]
     pub max_consumers_per_peer: usize,
+    /// Seconds without an ICE consent check before a transport is `disconnected` (RFC 7675).
+    #[arg(long, env = "ICE_CONSENT_TIMEOUT", default_value_t = 30.0)]
+    pub ice_consent_timeout: f64,
+    /// Seconds disconnected before `iceRestartRequired` is sent (and between repeats).
+    #[arg(long, env = "ICE_DISCONNECT_TIMEOUT", default_value_t = 5.0)]
+    pub ice_disconnect_timeout: f64,
     /// Enables `POST /api/debug/workers/{index}/panic`, which makes a worker panic (to test
     /// fault containment). Never enable in production.
     #[arg(long, env = "FAULT_INJECTION")]
@@ -112,6 +118,14 @@ impl Config {
                 "RTC_MIN_PORT {} > RTC_MAX_PORT {}",
                 self.rtc_min_port, self.rtc_max_port
             ));
+        }
+        for (name, v) in [
+            ("ICE_CONSENT_TIMEOUT", self.ice_consent_timeout),
+            ("ICE_DISCONNECT_TIMEOUT", self.ice_disconnect_timeout),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v < 86_400.0) {
+                return Err(format!("{name} must be a positive number of seconds"));
+            }
         }
         if self.num_workers == Some(0) {
             return Err("NUM_WORKERS must be at least 1".into());
@@ -173,6 +187,10 @@ impl Config {
             announced_ips: self.announced_ip.clone(),
             rtc_min_port: self.rtc_min_port,
             rtc_max_port: self.rtc_max_port,
+            ice_timeouts: ferrosoup_room::settings::IceTimeouts {
+                consent: std::time::Duration::from_secs_f64(self.ice_consent_timeout),
+                restart_required: std::time::Duration::from_secs_f64(self.ice_disconnect_timeout),
+            },
         }
     }
 }
