@@ -21,6 +21,7 @@ use ferrosoup_rtc::ice::{IceCredentials, IceEvent, IceLiteServer, StunOutcome, s
 use ferrosoup_rtc::rtcp::{self, RtcpItem};
 use ferrosoup_rtc::rtp::{self, RtpHeaderInfo, VideoCodec};
 use ferrosoup_rtc::srtp::SrtpSession;
+use ferrosoup_rtc::twcc::{FEEDBACK_INTERVAL, TwccRecorder};
 
 use crate::consumer::{Consumer, Decision, LayerChange};
 use crate::error::RoomError;
@@ -256,6 +257,8 @@ impl WorkerCore {
             next_rtcp_at: now + RTCP_INTERVAL,
             remb_bitrate: None,
             twcc_seq: 0,
+            twcc: TwccRecorder::new(now),
+            next_twcc_feedback_at: now,
         });
         self.transport_ids.insert(id, key);
         self.by_ufrag.insert(ice.ufrag.clone(), key);
@@ -1003,6 +1006,13 @@ impl WorkerCore {
             return;
         };
         let p = sref.producer;
+        let twcc_ext = self.producers[p].ext_ids.twcc;
+        if twcc_ext != 0
+            && let Some(seq) =
+                rtp::find_extension(&data[..len], &info, twcc_ext).and_then(rtp::parse_transport_cc)
+        {
+            self.transports[key].twcc.on_packet(now, seq);
+        }
         let mut len = len;
         let recovered = sref.rtx;
         if sref.rtx {
@@ -1466,6 +1476,10 @@ impl WorkerCore {
                 }
             }
             if t.srtp.is_some() {
+                if now >= t.next_twcc_feedback_at && t.twcc.has_pending() {
+                    t.next_twcc_feedback_at = now + FEEDBACK_INTERVAL;
+                    self.send_twcc_feedback(key);
+                }
                 self.send_nacks(key, now);
                 if now >= self.transports[key].next_rtcp_at {
                     self.transports[key].next_rtcp_at = now + RTCP_INTERVAL;
@@ -1589,6 +1603,29 @@ impl WorkerCore {
                     producer_score,
                 });
             }
+        }
+    }
+
+    /// Transport-cc feedback about everything the client sent since the last one.
+    fn send_twcc_feedback(&mut self, key: usize) {
+        let media_ssrc = self.transports[key]
+            .producers
+            .iter()
+            .find_map(|&p| self.producers[p].streams.iter().find_map(|s| s.ssrc))
+            .unwrap_or(0);
+        // Bounded: each round reports at least one packet.
+        for _ in 0..16 {
+            let t = &mut self.transports[key];
+            if !t.twcc.has_pending() {
+                break;
+            }
+            let Some(len) = t
+                .twcc
+                .write_feedback(&mut self.rtcp_scratch[..], 1, media_ssrc)
+            else {
+                break;
+            };
+            self.send_rtcp(key, len);
         }
     }
 

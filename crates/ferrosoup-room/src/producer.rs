@@ -199,6 +199,8 @@ pub struct ExtIds {
     pub rrid: u8,
     /// urn:ietf:params:rtp-hdrext:ssrc-audio-level
     pub audio_level: u8,
+    /// http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01
+    pub twcc: u8,
 }
 
 impl Producer {

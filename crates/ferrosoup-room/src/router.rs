@@ -725,6 +725,7 @@ fn produce_spec(kind: MediaKind, params: &RtpParameters, paused: bool) -> Produc
             rid: ext_id(params, uri::RID),
             rrid: ext_id(params, uri::REPAIRED_RID),
             audio_level: ext_id(params, uri::SSRC_AUDIO_LEVEL),
+            twcc: ext_id(params, uri::TRANSPORT_WIDE_CC_01),
         },
         paused,
         consumer_type,

@@ -9,6 +9,7 @@ use ferrosoup_proto::transport::{DtlsState, IceState};
 use ferrosoup_rtc::dtls::{DtlsRole, DtlsSession, Fingerprint};
 use ferrosoup_rtc::ice::IceLiteServer;
 use ferrosoup_rtc::srtp::SrtpSession;
+use ferrosoup_rtc::twcc::TwccRecorder;
 
 use crate::ids::{RouterId, TransportId};
 
@@ -66,6 +67,10 @@ pub struct Transport {
     pub remb_bitrate: Option<u64>,
     /// Next transport-wide sequence number written into packets sent on this transport.
     pub twcc_seq: u16,
+    /// Arrivals of the client's packets, for transport-cc feedback to it.
+    pub twcc: TwccRecorder,
+    /// When the next transport-cc feedback is due.
+    pub next_twcc_feedback_at: Instant,
 }
 
 /// Per-transport packet counters.

@@ -15,6 +15,7 @@
 //! - [`rtx`]: per-stream retransmission buffer.
 //! - [`nack`]: receive-side loss tracking and NACK generation.
 //! - [`rtcp`]: RTCP compound parsing and building (SR, RR, NACK, PLI, FIR, REMB).
+//! - [`twcc`]: transport-wide congestion control feedback from packet arrivals.
 
 pub mod demux;
 pub mod dtls;
@@ -25,3 +26,4 @@ pub mod rtp;
 pub mod rtx;
 pub mod seq;
 pub mod srtp;
+pub mod twcc;
