@@ -1,0 +1,973 @@
+//! A hand-made WebRTC client for the integration tests: protoo signaling over a raw
+//! WebSocket ([`Ws`]), and ICE (rtc-stun), DTLS and SRTP (the project's own sans-IO pieces)
+//! over plain UDP sockets ([`RawTransport`] for a bare handshake, [`MediaLink`] for a
+//! transport that keeps consent alive, receives media and sends RTCP).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+use super::within;
+use ferrosoup_rtc::dtls::{
+    DtlsCertificate, DtlsEvent, DtlsRole, DtlsSession, DtlsState, Fingerprint,
+};
+use ferrosoup_rtc::rtcp::{ReportBlock, write_nack, write_rr};
+use ferrosoup_rtc::rtp::parse_rtp;
+use ferrosoup_rtc::srtp::SrtpSession;
+use rtc_stun::attributes::{
+    ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_USERNAME, RawAttribute,
+};
+use rtc_stun::crypto::providers::RingCrypto;
+use rtc_stun::error_code::ErrorCodeAttribute;
+use rtc_stun::fingerprint::FINGERPRINT;
+use rtc_stun::integrity::MessageIntegrity;
+use rtc_stun::message::{
+    BINDING_ERROR, BINDING_REQUEST, BINDING_SUCCESS, Getter, Setter, TransactionId,
+};
+use rtc_stun::textattrs::TextAttribute;
+
+/// STUN message-integrity provider of the hand-made client.
+static CRYPTO: RingCrypto = RingCrypto;
+
+// ----- a raw protoo connection ----------------------------------------------------------
+// ----- a raw protoo connection ----------------------------------------------------------
+
+/// What a read from the server gave.
+#[derive(Debug)]
+pub enum Frame {
+    /// A JSON text frame.
+    Json(Value),
+    /// The server closed the connection, with this close code if it sent one.
+    Closed(Option<u16>),
+}
+
+/// One WebSocket connection speaking the protoo envelope by hand.
+pub struct Ws {
+    /// The WebSocket.
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Id of the next request [`Ws::request`] sends.
+    pub next_id: u64,
+    /// Notifications read while waiting for responses, oldest first.
+    pub notifications: VecDeque<Value>,
+}
+
+impl Ws {
+    /// Connects with the `protoo` subprotocol, as protoo-client does.
+    pub async fn connect(url: &str) -> Self {
+        Self::connect_with(url, Some("protoo")).await.0
+    }
+
+    /// Connects, offering `protocol` if given; also returns the subprotocol the server chose.
+    pub async fn connect_with(url: &str, protocol: Option<&'static str>) -> (Self, Option<String>) {
+        let mut request = url.into_client_request().expect("a valid ws URL");
+        if let Some(p) = protocol {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));
+        }
+        let (stream, response) = within("WebSocket handshake", 10, connect_async(request))
+            .await
+            .expect("WebSocket handshake succeeds");
+        let chosen = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().expect("an ASCII subprotocol header").to_owned());
+        (
+            Self {
+                stream,
+                next_id: 1,
+                notifications: VecDeque::new(),
+            },
+            chosen,
+        )
+    }
+
+    /// Sends one text frame as is.
+    pub async fn send_text(&mut self, text: String) {
+        within(
+            "send a text frame",
+            10,
+            self.stream.send(Message::text(text)),
+        )
+        .await
+        .expect("WebSocket send");
+    }
+
+    /// Reads the next JSON frame or the close (server pings are answered by tungstenite).
+    pub async fn read(&mut self) -> Frame {
+        loop {
+            let next = within("read a frame from the server", 15, self.stream.next()).await;
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    let value = serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("server sent invalid JSON {text}: {e}"));
+                    return Frame::Json(value);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Frame::Closed(frame.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    panic!("server sent a binary frame of {} bytes", b.len())
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("WebSocket read failed: {e}"),
+                None => return Frame::Closed(None),
+            }
+        }
+    }
+
+    /// Reads until the response with `id`, keeping notifications; any other response fails.
+    pub async fn response(&mut self, id: u64) -> Value {
+        loop {
+            match self.read().await {
+                Frame::Json(v) if v["notification"] == true => self.notifications.push_back(v),
+                Frame::Json(v) if v["response"] == true => {
+                    assert_eq!(v["id"], id, "expected the answer to request {id}, got {v}");
+                    return v;
+                }
+                Frame::Json(v) => panic!("unexpected frame from the server: {v}"),
+                Frame::Closed(code) => {
+                    panic!("connection closed (code {code:?}) while waiting for the answer to {id}")
+                }
+            }
+        }
+    }
+
+    /// Sends a request and returns the whole response envelope.
+    pub async fn request(&mut self, method: &str, data: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_text(
+            json!({"request": true, "id": id, "method": method, "data": data}).to_string(),
+        )
+        .await;
+        self.response(id).await
+    }
+
+    /// A request that must succeed; returns its data.
+    pub async fn ok(&mut self, method: &str, data: Value) -> Value {
+        let response = self.request(method, data).await;
+        assert_eq!(response["ok"], true, "{method} failed: {response}");
+        response["data"].clone()
+    }
+
+    /// A request that must fail; returns its error code and reason (checked non-empty).
+    pub async fn fail(&mut self, method: &str, data: Value) -> (u64, String) {
+        let response = self.request(method, data).await;
+        error_of(&response)
+    }
+
+    /// The connection still answers requests.
+    pub async fn assert_usable(&mut self, after: &str) {
+        let response = self.request("ping", json!({})).await;
+        assert_eq!(
+            response["ok"], true,
+            "ping after {after} failed: {response}"
+        );
+    }
+
+    /// Waits for a notification named `method` whose data satisfies `pred`, discarding others.
+    pub async fn notification(&mut self, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            while let Some(n) = self.notifications.pop_front() {
+                if n["method"] == method && pred(&n["data"]) {
+                    return n["data"].clone();
+                }
+            }
+            match self.read().await {
+                Frame::Json(v) if v["notification"] == true => self.notifications.push_back(v),
+                Frame::Json(v) => panic!("unexpected frame while waiting for {method}: {v}"),
+                Frame::Closed(code) => {
+                    panic!("connection closed (code {code:?}) while waiting for {method}")
+                }
+            }
+        }
+    }
+
+    /// `createRoom` + `joinRoom` with the router's capabilities; returns them.
+    pub async fn join(&mut self, room: &str, peer_id: &str) -> Value {
+        let caps = self.ok("createRoom", json!({"roomId": room})).await["rtpCapabilities"].clone();
+        let joined = self
+            .ok(
+                "joinRoom",
+                json!({"roomId": room, "peerId": peer_id, "rtpCapabilities": caps}),
+            )
+            .await;
+        assert_eq!(joined["peerId"], peer_id);
+        caps
+    }
+
+    /// `createTransport` in a direction; returns the whole answer.
+    pub async fn transport(&mut self, direction: &str) -> Value {
+        self.ok("createTransport", json!({"direction": direction}))
+            .await
+    }
+}
+
+/// Error code and reason of an error response, checking the envelope.
+pub fn error_of(response: &Value) -> (u64, String) {
+    assert_eq!(
+        response["ok"], false,
+        "expected an error answer, got {response}"
+    );
+    let code = response["errorCode"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("errorCode not a number: {response}"));
+    let reason = response["errorReason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("errorReason not a string: {response}"));
+    assert!(!reason.trim().is_empty(), "empty errorReason: {response}");
+    (code, reason.to_owned())
+}
+
+
+impl Ws {
+    /// Sends request `method` with `data` under the given `id` (for re-sent requests) and
+    /// returns the whole response envelope.
+    pub async fn request_with_id(&mut self, id: u64, method: &str, data: Value) -> Value {
+        self.send_text(
+            json!({"request": true, "id": id, "method": method, "data": data}).to_string(),
+        )
+        .await;
+        self.response(id).await
+    }
+
+    /// Waits up to `wait` for a notification named `method` whose data satisfies `pred`
+    /// (others are kept); `None` if none came.
+    pub async fn notification_within(
+        &mut self,
+        wait: Duration,
+        method: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        if let Some(at) = self
+            .notifications
+            .iter()
+            .position(|n| n["method"] == method && pred(&n["data"]))
+        {
+            return self.notifications.remove(at).map(|n| n["data"].clone());
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return None,
+                Ok(frame) => frame,
+            };
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let v: Value = serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("server sent invalid JSON {text}: {e}"));
+                    if v["notification"] != true {
+                        panic!("unexpected frame while watching for {method}: {v}");
+                    }
+                    if v["method"] == method && pred(&v["data"]) {
+                        return Some(v["data"].clone());
+                    }
+                    self.notifications.push_back(v);
+                }
+                Some(Ok(Message::Close(frame))) => panic!(
+                    "connection closed ({frame:?}) while watching for {method}"
+                ),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("WebSocket read failed: {e}"),
+                None => panic!("connection ended while watching for {method}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection and returns the close code (failing on
+    /// a response; notifications are kept).
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match self.read().await {
+                Frame::Json(v) if v["notification"] == true => self.notifications.push_back(v),
+                Frame::Json(v) => panic!("expected the connection to close, got {v}"),
+                Frame::Closed(code) => return code,
+            }
+        }
+    }
+}
+
+// ----- ICE and DTLS by hand -----------------------------------------------------------------
+
+/// A browser-like ICE Binding request: USERNAME "server:client", PRIORITY, ICE-CONTROLLING,
+/// USE-CANDIDATE when `nominate` (a consent check has none), MESSAGE-INTEGRITY with the server
+/// password, FINGERPRINT.
+pub fn binding_request(
+    server_ufrag: &str,
+    server_pwd: &str,
+    nominate: bool,
+) -> (TransactionId, Vec<u8>) {
+    let mut m = rtc_stun::message::Message::new();
+    let tid = TransactionId::new();
+    m.build(&[Box::new(tid), Box::new(BINDING_REQUEST)])
+        .expect("a STUN header always builds");
+    let raw = |typ, value: &[u8]| RawAttribute {
+        typ,
+        length: 0,
+        value: value.to_vec(),
+    };
+    TextAttribute::new(ATTR_USERNAME, format!("{server_ufrag}:evilufrag"))
+        .add_to(&mut m)
+        .expect("USERNAME");
+    raw(ATTR_PRIORITY, &1_853_817_087u32.to_be_bytes())
+        .add_to(&mut m)
+        .expect("PRIORITY");
+    raw(
+        ATTR_ICE_CONTROLLING,
+        &0x0bad_c0de_0bad_c0deu64.to_be_bytes(),
+    )
+    .add_to(&mut m)
+    .expect("ICE-CONTROLLING");
+    if nominate {
+        raw(ATTR_USE_CANDIDATE, &[])
+            .add_to(&mut m)
+            .expect("USE-CANDIDATE");
+    }
+    MessageIntegrity::new_short_term_integrity_with_provider(server_pwd.to_owned(), &CRYPTO)
+        .add_to(&mut m)
+        .expect("MESSAGE-INTEGRITY");
+    FINGERPRINT.add_to(&mut m).expect("FINGERPRINT");
+    (tid, m.raw)
+}
+
+/// Sends a nominating Binding request and checks the server's authenticated success answer.
+pub async fn ice_check(socket: &UdpSocket, server: SocketAddr, ufrag: &str, pwd: &str) {
+    let (tid, request) = binding_request(ufrag, pwd, true);
+    socket
+        .send_to(&request, server)
+        .await
+        .expect("send the Binding request");
+    let mut buf = vec![0u8; 1500];
+    let (n, from) = within("the STUN Binding response", 5, socket.recv_from(&mut buf))
+        .await
+        .expect("UDP recv");
+    assert_eq!(from, server, "STUN answer from an unexpected address");
+    let mut m = rtc_stun::message::Message::new();
+    m.unmarshal_binary(&buf[..n])
+        .expect("the server's STUN answer decodes");
+    assert_eq!(
+        m.typ, BINDING_SUCCESS,
+        "Binding request not answered with success"
+    );
+    assert_eq!(m.transaction_id, tid);
+    MessageIntegrity::check(&mut m, pwd.as_bytes(), &CRYPTO)
+        .expect("the answer's MESSAGE-INTEGRITY verifies");
+}
+
+/// Runs the client side of DTLS over `socket` until the session connects, fails or closes.
+pub async fn drive_dtls(socket: &UdpSocket, server: SocketAddr, dtls: &mut DtlsSession) -> DtlsState {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        while let Some(datagram) = dtls.poll_transmit() {
+            socket.send_to(&datagram, server).await.expect("send DTLS");
+        }
+        if matches!(
+            dtls.state(),
+            DtlsState::Connected | DtlsState::Failed | DtlsState::Closed
+        ) {
+            return dtls.state();
+        }
+        let deadline = dtls
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
+        match tokio::time::timeout_at(deadline.into(), socket.recv_from(&mut buf)).await {
+            // RFC 7983: 20..=63 is DTLS.
+            Ok(Ok((n, from))) if from == server && (20..=63).contains(&buf[0]) => {
+                dtls.handle_read(Instant::now(), &buf[..n])
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("UDP recv: {e}"),
+            Err(_) => dtls.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// What a `createTransport` answer tells a hand-made client.
+#[derive(Clone, Debug)]
+pub struct TransportInfo {
+    /// Transport id.
+    pub id: String,
+    /// Server ICE username fragment.
+    pub ufrag: String,
+    /// Server ICE password.
+    pub pwd: String,
+    /// The server's UDP candidate.
+    pub server: SocketAddr,
+    /// The server's DTLS fingerprints.
+    pub server_fingerprints: Vec<Fingerprint>,
+}
+
+impl TransportInfo {
+    /// Reads a `createTransport` answer (panics naming what is missing).
+    pub fn parse(t: &Value) -> Self {
+        let text = |v: &Value| {
+            v.as_str()
+                .unwrap_or_else(|| panic!("createTransport answer lacks a field: {t}"))
+                .to_owned()
+        };
+        let candidate = t["iceCandidates"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["protocol"] == "udp"))
+            .unwrap_or_else(|| panic!("no UDP candidate in {t}"));
+        let ip = candidate["address"]
+            .as_str()
+            .or(candidate["ip"].as_str())
+            .expect("candidate address");
+        let port = candidate["port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .expect("candidate port");
+        let server_fingerprints = t["dtlsParameters"]["fingerprints"]
+            .as_array()
+            .expect("server fingerprints")
+            .iter()
+            .map(|f| Fingerprint {
+                algorithm: text(&f["algorithm"]),
+                value: text(&f["value"]),
+            })
+            .collect();
+        Self {
+            id: text(&t["id"]),
+            ufrag: text(&t["iceParameters"]["usernameFragment"]),
+            pwd: text(&t["iceParameters"]["password"]),
+            server: SocketAddr::new(ip.parse().expect("candidate IP"), port),
+            server_fingerprints,
+        }
+    }
+}
+
+/// A transport of a peer whose signaling, ICE and DTLS are done by hand.
+pub struct RawTransport {
+    /// The peer's signaling connection.
+    pub ws: Ws,
+    /// Transport id.
+    pub id: String,
+    ufrag: String,
+    pwd: String,
+    server: SocketAddr,
+    server_fingerprints: Vec<Fingerprint>,
+}
+
+impl RawTransport {
+    /// Joins `room` as `peer` on a raw connection and creates a send transport.
+    pub async fn open(url: &str, room: &str, peer: &str) -> Self {
+        let mut ws = Ws::connect(url).await;
+        ws.join(room, peer).await;
+        let TransportInfo {
+            id,
+            ufrag,
+            pwd,
+            server,
+            server_fingerprints,
+        } = TransportInfo::parse(&ws.transport("send").await);
+        Self {
+            ws,
+            id,
+            ufrag,
+            pwd,
+            server,
+            server_fingerprints,
+        }
+    }
+
+    /// `connectTransport` as DTLS client announcing `fingerprint`.
+    pub async fn connect(&mut self, fingerprint: &Fingerprint) {
+        let fingerprint = json!({"algorithm": fingerprint.algorithm, "value": fingerprint.value});
+        let data = json!({"transportId": self.id, "dtlsParameters": {"role": "client", "fingerprints": [fingerprint]}});
+        self.ws.ok("connectTransport", data).await;
+    }
+
+    /// Passes ICE from a fresh UDP socket, then runs a DTLS client presenting `certificate`
+    /// until the server notifies a final `dtlsState` (connected, failed or closed) for this
+    /// transport (and, when connected, until the client's side completes too). Returns that
+    /// notification and the client's DTLS state then.
+    pub async fn handshake(&mut self, certificate: Arc<DtlsCertificate>) -> (Value, DtlsState) {
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind a UDP socket");
+        ice_check(&socket, self.server, &self.ufrag, &self.pwd).await;
+        let mut dtls = DtlsSession::new(
+            certificate,
+            DtlsRole::Client,
+            self.server_fingerprints.clone(),
+            Instant::now(),
+        )
+        .expect("a DTLS client session");
+        let id = self.id.clone();
+        let is_final = move |d: &Value| {
+            d["transportId"] == id.as_str()
+                && ["connected", "failed", "closed"]
+                    .contains(&d["dtlsState"].as_str().unwrap_or(""))
+        };
+        let notification = within("the server reports a final dtlsState for the raw transport", 20, async {
+            let driver = drive_dtls(&socket, self.server, &mut dtls);
+            tokio::pin!(driver);
+            let mut driver_done = false;
+            let mut notification: Option<Value> = None;
+            loop {
+                // After a "connected" notification, let the client finish its side too.
+                if let Some(n) = &notification
+                    && (driver_done || n["dtlsState"] != "connected")
+                {
+                    return n.clone();
+                }
+                tokio::select! {
+                    n = self.ws.notification("transportStateChanged", &is_final), if notification.is_none() => notification = Some(n),
+                    _ = &mut driver, if !driver_done => driver_done = true,
+                }
+            }
+        })
+        .await;
+        (notification, dtls.state())
+    }
+}
+
+/// The sha-256 fingerprint of a certificate.
+pub fn sha256(certificate: &DtlsCertificate) -> &Fingerprint {
+    certificate
+        .fingerprints()
+        .iter()
+        .find(|f| f.algorithm == "sha-256")
+        .expect("a certificate has a sha-256 fingerprint")
+}
+
+// ----- a transport that lives: consent, media, RTCP ---------------------------------------
+
+/// How often a [`MediaLink`] sends consent checks while consent is on.
+pub const CONSENT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What a STUN Binding request got back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StunAnswer {
+    /// A success response whose MESSAGE-INTEGRITY verified with the password used.
+    Success,
+    /// An error response with this code (401: unknown credentials).
+    Error(u16),
+    /// Anything else (e.g. a success that does not verify), described.
+    Invalid(String),
+}
+
+/// One RTP packet the link received and unprotected.
+#[derive(Clone, Debug)]
+pub struct RtpIn {
+    /// Index of the local socket it arrived on (0: the first, +1 per [`MediaLink::rebind`]).
+    pub socket: usize,
+    /// SSRC.
+    pub ssrc: u32,
+    /// Sequence number.
+    pub seq: u16,
+    /// Payload (padding excluded).
+    pub payload: Vec<u8>,
+}
+
+enum Command {
+    Check {
+        credentials: Option<(String, String)>,
+        nominate: bool,
+        reply: oneshot::Sender<StunAnswer>,
+    },
+    SetCredentials(String, String),
+    SetConsent(bool),
+    Rebind(oneshot::Sender<SocketAddr>),
+    Rtcp(Vec<u8>),
+}
+
+/// The client side of one WebRTC transport, driven by a background task: a nominating ICE
+/// check, then DTLS (client role) and SRTP; consent checks every [`CONSENT_INTERVAL`] while
+/// enabled; received RTP unprotected into [`MediaLink::rtp`]; RTCP protected and sent on
+/// request. The task ends when the link is dropped.
+pub struct MediaLink {
+    commands: mpsc::UnboundedSender<Command>,
+    /// RTP packets received, in arrival order.
+    pub rtp: mpsc::UnboundedReceiver<RtpIn>,
+    dtls: watch::Receiver<DtlsState>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for MediaLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MediaLink {
+    /// Binds a UDP socket and starts the driver for `transport` (already given our
+    /// fingerprint with `connectTransport`, DTLS role client), presenting `certificate`.
+    pub async fn start(transport: &TransportInfo, certificate: Arc<DtlsCertificate>) -> Self {
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (rtp_tx, rtp) = mpsc::unbounded_channel();
+        let (dtls_tx, dtls) = watch::channel(DtlsState::New);
+        let (datagram_tx, datagrams) = mpsc::unbounded_channel();
+        let mut driver = Driver {
+            server: transport.server,
+            credentials: (transport.ufrag.clone(), transport.pwd.clone()),
+            fingerprints: transport.server_fingerprints.clone(),
+            certificate,
+            consent: true,
+            sockets: Vec::new(),
+            readers: Vec::new(),
+            datagram_tx,
+            pending: HashMap::new(),
+            nomination: None,
+            dtls: None,
+            dtls_tx,
+            srtp: None,
+            rtp_tx,
+        };
+        driver.bind().await;
+        let (tid, request) =
+            binding_request(&transport.ufrag, &transport.pwd, true);
+        driver.nomination = Some(tid);
+        driver.send(&request).await;
+        let task = tokio::spawn(driver.run(command_rx, datagrams));
+        Self {
+            commands,
+            rtp,
+            dtls,
+            task,
+        }
+    }
+
+    fn command(&self, command: Command) {
+        assert!(
+            self.commands.send(command).is_ok(),
+            "the media link's driver task ended (it panicked: see above)"
+        );
+    }
+
+    /// Waits until the client side of DTLS is connected (SRTP ready); fails on a final
+    /// failure.
+    pub async fn wait_dtls_connected(&mut self) {
+        let state = within(
+            "the raw client's DTLS handshake",
+            10,
+            self.dtls.wait_for(|s| {
+                matches!(
+                    s,
+                    DtlsState::Connected | DtlsState::Failed | DtlsState::Closed
+                )
+            }),
+        )
+        .await
+        .map(|s| *s)
+        .expect("the media link's driver task runs");
+        assert_eq!(state, DtlsState::Connected, "raw client DTLS");
+    }
+
+    /// Sends one Binding request from the current socket, with the current credentials or
+    /// `credentials` (ufrag, pwd) if given, and returns the answer (`None`: none within 2 s).
+    pub async fn check(
+        &self,
+        credentials: Option<(&str, &str)>,
+        nominate: bool,
+    ) -> Option<StunAnswer> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Check {
+            credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            nominate,
+            reply,
+        });
+        tokio::time::timeout(Duration::from_secs(2), answer)
+            .await
+            .ok()
+            .map(|a| a.expect("the media link's driver task runs"))
+    }
+
+    /// Credentials of the periodic consent checks and of [`check`](Self::check) from now on.
+    pub fn set_credentials(&self, ufrag: &str, pwd: &str) {
+        self.command(Command::SetCredentials(ufrag.to_owned(), pwd.to_owned()));
+    }
+
+    /// Turns the periodic consent checks on or off.
+    pub fn set_consent(&self, on: bool) {
+        self.command(Command::SetConsent(on));
+    }
+
+    /// Binds a new local UDP socket and sends from it from now on (checks, consent, RTCP);
+    /// the old sockets keep being read. Returns the new local address.
+    pub async fn rebind(&self) -> SocketAddr {
+        let (reply, addr) = oneshot::channel();
+        self.command(Command::Rebind(reply));
+        within("the raw client binds a new socket", 5, addr)
+            .await
+            .expect("the media link's driver task runs")
+    }
+
+    /// Sends an SRTCP receiver report (sender SSRC `sender_ssrc`) about `media_ssrc`.
+    pub fn send_receiver_report(&self, sender_ssrc: u32, media_ssrc: u32, highest_seq: u32) {
+        let mut buf = vec![0u8; 64];
+        let block = ReportBlock {
+            ssrc: media_ssrc,
+            highest_seq,
+            ..Default::default()
+        };
+        let len = write_rr(&mut buf, sender_ssrc, &[block]).expect("an RR fits in 64 bytes");
+        buf.truncate(len);
+        self.command(Command::Rtcp(buf));
+    }
+
+    /// Sends an SRTCP generic NACK for `seqs` of `media_ssrc`.
+    pub fn send_nack(&self, sender_ssrc: u32, media_ssrc: u32, seqs: &[u16]) {
+        let mut buf = vec![0u8; 16 + 4 * seqs.len()];
+        let len =
+            write_nack(&mut buf, sender_ssrc, media_ssrc, seqs).expect("the NACK buffer fits");
+        buf.truncate(len);
+        self.command(Command::Rtcp(buf));
+    }
+}
+
+/// State of a [`MediaLink`]'s background task.
+struct Driver {
+    server: SocketAddr,
+    credentials: (String, String),
+    fingerprints: Vec<Fingerprint>,
+    certificate: Arc<DtlsCertificate>,
+    consent: bool,
+    /// Local sockets, oldest first; the last one sends.
+    sockets: Vec<Arc<UdpSocket>>,
+    readers: Vec<JoinHandle<()>>,
+    datagram_tx: mpsc::UnboundedSender<(usize, SocketAddr, Vec<u8>)>,
+    /// Checks waiting for an answer: transaction → (password, who wants the answer).
+    pending: HashMap<TransactionId, (String, Option<oneshot::Sender<StunAnswer>>)>,
+    /// The first nominating check; DTLS starts when it succeeds.
+    nomination: Option<TransactionId>,
+    dtls: Option<DtlsSession>,
+    dtls_tx: watch::Sender<DtlsState>,
+    srtp: Option<SrtpSession>,
+    rtp_tx: mpsc::UnboundedSender<RtpIn>,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        for reader in &self.readers {
+            reader.abort();
+        }
+    }
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut datagrams: mpsc::UnboundedReceiver<(usize, SocketAddr, Vec<u8>)>,
+    ) {
+        let mut consent = tokio::time::interval(CONSENT_INTERVAL);
+        consent.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.flush_dtls().await;
+            let dtls_deadline = self.dtls.as_ref().and_then(|d| d.poll_timeout());
+            let dtls_timer = async {
+                match dtls_deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command).await,
+                    None => return,
+                },
+                Some((socket, from, data)) = datagrams.recv() => self.datagram(socket, from, data),
+                _ = consent.tick() => {
+                    if self.consent && self.dtls.is_some() {
+                        let (ufrag, pwd) = self.credentials.clone();
+                        self.check(&ufrag, &pwd, false, None).await;
+                    }
+                }
+                _ = dtls_timer => {
+                    if let Some(dtls) = self.dtls.as_mut() {
+                        dtls.handle_timeout(Instant::now());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn bind(&mut self) -> SocketAddr {
+        let socket = Arc::new(
+            UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind a UDP socket"),
+        );
+        let index = self.sockets.len();
+        let (reader_socket, tx) = (socket.clone(), self.datagram_tx.clone());
+        self.readers.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, from)) = reader_socket.recv_from(&mut buf).await {
+                if tx.send((index, from, buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+        }));
+        self.sockets.push(socket.clone());
+        socket.local_addr().expect("a bound socket has an address")
+    }
+
+    async fn send(&self, datagram: &[u8]) {
+        let socket = self.sockets.last().expect("bound at start");
+        socket
+            .send_to(datagram, self.server)
+            .await
+            .expect("UDP send");
+    }
+
+    async fn check(
+        &mut self,
+        ufrag: &str,
+        pwd: &str,
+        nominate: bool,
+        reply: Option<oneshot::Sender<StunAnswer>>,
+    ) {
+        let (tid, request) = binding_request(ufrag, pwd, nominate);
+        self.pending.insert(tid, (pwd.to_owned(), reply));
+        self.send(&request).await;
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Check {
+                credentials,
+                nominate,
+                reply,
+            } => {
+                let (ufrag, pwd) = credentials.unwrap_or_else(|| self.credentials.clone());
+                self.check(&ufrag, &pwd, nominate, Some(reply)).await;
+            }
+            Command::SetCredentials(ufrag, pwd) => self.credentials = (ufrag, pwd),
+            Command::SetConsent(on) => self.consent = on,
+            Command::Rebind(reply) => {
+                let addr = self.bind().await;
+                let _ = reply.send(addr);
+            }
+            Command::Rtcp(mut packet) => {
+                let srtp = self
+                    .srtp
+                    .as_mut()
+                    .expect("RTCP is sent only after DTLS connected");
+                let len = packet.len();
+                packet.resize(len + srtp.profile().rtcp_overhead(), 0);
+                let len = srtp
+                    .protect_rtcp(&mut packet, len)
+                    .expect("protect our own RTCP");
+                packet.truncate(len);
+                self.send(&packet).await;
+            }
+        }
+    }
+
+    fn datagram(&mut self, socket: usize, from: SocketAddr, mut data: Vec<u8>) {
+        assert_eq!(from, self.server, "datagram from an unexpected address");
+        match data.first() {
+            // RFC 7983: 0..=3 STUN, 20..=63 DTLS, 128..=191 RTP/RTCP.
+            Some(0..=3) => self.stun(&data),
+            Some(20..=63) => {
+                if let Some(dtls) = self.dtls.as_mut() {
+                    dtls.handle_read(Instant::now(), &data);
+                }
+            }
+            Some(128..=191) => {
+                let Some(srtp) = self.srtp.as_mut() else {
+                    return;
+                };
+                // RFC 5761: payload types 192..=223 are RTCP.
+                if (192..=223).contains(&data.get(1).copied().unwrap_or(0)) {
+                    // Server reports are unprotected to exercise SRTCP, and not kept.
+                    srtp.unprotect_rtcp(&mut data)
+                        .expect("the server's SRTCP unprotects with the DTLS keys");
+                    return;
+                }
+                let len = srtp
+                    .unprotect_rtp(&mut data)
+                    .expect("the server's SRTP unprotects with the DTLS keys");
+                let packet = &data[..len];
+                let info = parse_rtp(packet).expect("the server's RTP parses");
+                let _ = self.rtp_tx.send(RtpIn {
+                    socket,
+                    ssrc: info.ssrc,
+                    seq: info.sequence_number,
+                    payload: info.payload(packet).to_vec(),
+                });
+            }
+            _ => panic!("unexpected datagram from the server: {data:?}"),
+        }
+    }
+
+    fn stun(&mut self, data: &[u8]) {
+        let mut m = rtc_stun::message::Message::new();
+        m.unmarshal_binary(data)
+            .expect("the server's STUN answer decodes");
+        let Some((pwd, reply)) = self.pending.remove(&m.transaction_id) else {
+            panic!("STUN answer to no request of ours: {m}");
+        };
+        let answer = if m.typ == BINDING_SUCCESS {
+            match MessageIntegrity::check(&mut m, pwd.as_bytes(), &CRYPTO) {
+                Ok(()) => StunAnswer::Success,
+                Err(e) => StunAnswer::Invalid(format!("success without valid integrity: {e}")),
+            }
+        } else if m.typ == BINDING_ERROR {
+            let mut code = ErrorCodeAttribute::default();
+            match code.get_from(&m) {
+                Ok(()) => StunAnswer::Error(code.code.0),
+                Err(e) => StunAnswer::Invalid(format!("error response without code: {e}")),
+            }
+        } else {
+            StunAnswer::Invalid(format!("unexpected STUN message {m}"))
+        };
+        if self.nomination == Some(m.transaction_id) {
+            self.nomination = None;
+            assert_eq!(answer, StunAnswer::Success, "the nominating ICE check");
+            let dtls = DtlsSession::new(
+                self.certificate.clone(),
+                DtlsRole::Client,
+                self.fingerprints.clone(),
+                Instant::now(),
+            )
+            .expect("a DTLS client session");
+            self.dtls = Some(dtls);
+            self.dtls_tx.send_replace(DtlsState::Connecting);
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(answer);
+        }
+    }
+
+    async fn flush_dtls(&mut self) {
+        let Some(dtls) = self.dtls.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        while let Some(datagram) = dtls.poll_transmit() {
+            out.push(datagram);
+        }
+        while let Some(event) = dtls.poll_event() {
+            match event {
+                DtlsEvent::Connected(keys) => {
+                    self.srtp = Some(SrtpSession::new(&keys).expect("SRTP from the DTLS keys"));
+                }
+                DtlsEvent::Failed(reason) => eprintln!("raw client DTLS failed: {reason}"),
+                DtlsEvent::Closed | DtlsEvent::ApplicationData(_) => {}
+            }
+        }
+        let state = dtls.state();
+        self.dtls_tx.send_if_modified(|s| {
+            let changed = *s != state;
+            *s = state;
+            changed
+        });
+        for datagram in out {
+            self.send(&datagram).await;
+        }
+    }
+}
