@@ -4,20 +4,18 @@
 //   room=ID        room to join (a random one is chosen and put in the URL otherwise)
 //   name=NAME      display name; when given, the page joins at once
 //   ws=URL         signaling WebSocket (default: ws(s)://<this host>/ws)
-//   simulcast=1    send video with three simulcast encodings (r0, r1, r2)
-//   workaround=mid give each consumer a unique MID and drop the MID header extension
-//                  from its RTP parameters, for servers whose `consume` answer has no
-//                  `mid` and that forward the producer's MID value (see README.md)
-//   workaround=cname  give consumers a CNAME when the server's is empty (simulcast
-//                  producers): without one mediasoup-client writes no `a=ssrc` lines and
-//                  an invalid `a=msid`
-//   (several: workaround=mid,cname)
+//   simulcast=0    send one video encoding instead of three simulcast layers
+//
+// Signaling runs over protoo-client's Peer on a small WebSocket transport of our own
+// (SignalingSocket below), so the page sees close codes and runs its own reconnection:
+// with backoff, resuming the session (`?resume=<sessionToken>`) when the server still
+// holds it, joining afresh otherwise.
 //
 // The page exposes `window.ferrosoupDemo` so tests (web-demo/tests/e2e.mjs) can read its
 // state and the WebRTC stats of every consumer.
 
-import * as mediasoupClient from 'mediasoup-client';
-import * as protooClient from 'protoo-client';
+import { Device } from 'mediasoup-client';
+import { Peer } from 'protoo-client';
 
 const params = new URLSearchParams(location.search);
 const roomId = params.get('room') || randomId();
@@ -27,8 +25,21 @@ if (!params.get('room')) {
 }
 const wsUrl = params.get('ws') || `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
 
-const workarounds = new Set((params.get('workaround') || '').split(',').filter(Boolean));
-const MID_URI = 'urn:ietf:params:rtp-hdrext:sdes:mid';
+/** Three simulcast layers: quarter, half and full capture resolution. */
+const SIMULCAST_ENCODINGS = [
+  { rid: 'r0', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'r1', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'r2', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+/** Per-tile quality choice -> spatial layer asked for (Auto: the highest the server has). */
+const QUALITY_LAYER = { low: 0, medium: 1, high: 2 };
+const CAMERA_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
+/** Reconnection backoff: first retry, doubling up to the maximum, with ±25 % jitter. */
+const BACKOFF = { firstMs: 500, maxMs: 15_000 };
+/** Close codes the server uses: session taken over by another connection; resume refused. */
+const CLOSE_TAKEN_OVER = 4000;
+const CLOSE_RESUME_REFUSED = 4404;
+const STATS_INTERVAL_MS = 1000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -36,29 +47,43 @@ const $ = (id) => document.getElementById(id);
 const state = {
   roomId,
   wsUrl,
-  phase: 'idle', // idle | connecting | joined | left | error
+  phase: 'idle', // idle | connecting | joined | reconnecting | left | error
   peerId: null,
   displayName: null,
-  simulcast: false,
-  joinStartedAt: null, // performance.now() when joining started
+  simulcast: true,
+  sessionToken: null,
+  joinStartedAt: null, // performance.now() when the user pressed Join
   joinedAt: null,
+  /** Failures that stop the call (the end-to-end test fails on any). */
   errors: [],
+  /** Problems the call survives (camera denied, server unreachable for a while). */
+  warnings: [],
+  /** How the page got back after signaling losses. */
+  reconnects: { resumed: 0, rejoined: 0, failedAttempts: 0 },
   /** Peers that left (a consume still in flight for them is dropped). */
   leftPeers: new Set(),
-  /** peerId -> {peerId, displayName, tile, video, stream} */
+  /** peerId -> remote peer (tile, stream, quality choice). */
   peers: new Map(),
-  /** consumerId -> {consumer, peerId, kind, firstFrameAt} */
+  /** consumerId -> {consumer, peerId, kind, type, firstFrameAt, spatialLayer, paused} */
   consumers: new Map(),
-  /** kind -> Producer */
+  /** kind ('audio' | 'video') -> Producer */
   producers: new Map(),
+  /** Local tracks: microphone, camera and screen (kept across reconnections). */
+  tracks: { audio: null, video: null, screen: null },
+  micMuted: false,
+  cameraOff: false,
+  activeSpeaker: null,
   device: null,
   protoo: null,
+  socket: null,
   sendTransport: null,
   recvTransport: null,
   /** Resolves to the recv transport once it exists (consumes wait for it). */
   recvReady: null,
-  localStream: null,
-  nextLocalMid: 0, // for workaround=mid
+  reconnectTimer: null,
+  reconnectAttempt: 0,
+  /** Test hook: no reconnection attempt before this performance.now() time. */
+  holdReconnectUntil: 0,
 };
 
 function randomId() {
@@ -79,40 +104,225 @@ function setStatus(phase, text) {
   el.textContent = text;
 }
 
+/** Shows a message above the call (`null` hides it). */
+function notice(text, level = 'warning') {
+  const el = $('notice');
+  el.hidden = !text;
+  el.textContent = text ?? '';
+  el.dataset.level = level;
+  if (text) state.warnings.push(text);
+}
+
 function fail(step, error) {
   const message = `${step}: ${error?.message ?? error}`;
   state.errors.push(message);
   log(message, 'error');
   setStatus('error', message);
+  notice(message, 'error');
 }
 
 // ---------------------------------------------------------------------------
-// Tiles
+// Signaling
+
+/**
+ * A protoo transport over one browser WebSocket, without retries: when it closes, the
+ * close code and whether it ever opened are kept in `closeInfo` for the reconnection logic.
+ */
+class SignalingSocket {
+  constructor(url) {
+    this.closed = false;
+    this.opened = false;
+    this.closeInfo = null;
+    this.listeners = new Map();
+    this.ws = new WebSocket(url, 'protoo');
+    this.ws.onopen = () => {
+      this.opened = true;
+      this.emit('open');
+    };
+    this.ws.onclose = (event) => {
+      if (this.closed) return;
+      this.closed = true;
+      this.closeInfo = { code: event.code, reason: event.reason, opened: this.opened };
+      // The Peer's owner closes the Peer on these (which fails its pending requests at
+      // once) and then decides how to reconnect.
+      this.emit(this.opened ? 'disconnected' : 'failed', 1);
+    };
+    this.ws.onmessage = (event) => {
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (message && typeof message === 'object') this.emit('message', message);
+    };
+  }
+
+  on(event, listener) {
+    if (!this.listeners.has(event)) this.listeners.set(event, []);
+    this.listeners.get(event).push(listener);
+  }
+
+  emit(event, ...args) {
+    for (const listener of this.listeners.get(event) ?? []) {
+      try {
+        listener(...args);
+      } catch (error) {
+        console.error(error);
+      }
+    }
+  }
+
+  async send(message) {
+    if (this.closed) throw new Error('signaling connection closed');
+    this.ws.send(JSON.stringify(message));
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeInfo = { code: 1000, reason: 'closed by the page', opened: this.opened };
+    this.emit('close');
+    this.ws.close(1000);
+  }
+}
+
+/** Sends a request on the current signaling connection. */
+function request(method, data = {}) {
+  if (!state.protoo || !state.protoo.connected) return Promise.reject(new Error(`${method}: not connected`));
+  return state.protoo.request(method, data);
+}
+
+/** Opens a signaling connection; with a session token it asks to resume that session. */
+function connect(resumeToken) {
+  const url = new URL(wsUrl);
+  if (resumeToken) url.searchParams.set('resume', resumeToken);
+  const socket = new SignalingSocket(url.href);
+  const protoo = new Peer(socket);
+  state.protoo = protoo;
+  state.socket = socket;
+  protoo.on('open', () => onSignalingOpen(protoo, Boolean(resumeToken)));
+  protoo.on('notification', onNotification);
+  protoo.on('request', (req, accept, reject) => reject(400, `unexpected request ${req.method}`));
+  protoo.on('disconnected', () => protoo.close());
+  protoo.on('failed', () => protoo.close());
+  protoo.on('close', () => onSignalingClosed(protoo, socket.closeInfo ?? { code: 1006, reason: '', opened: false }));
+}
+
+function onSignalingOpen(protoo, resuming) {
+  if (protoo !== state.protoo) return;
+  if (!resuming) {
+    join(protoo).catch((error) => {
+      if (protoo === state.protoo && protoo.connected) fail('join', error);
+    });
+    return;
+  }
+  // The server refuses an unknown session by closing right after the handshake; an
+  // answered request means the session is ours again.
+  protoo
+    .request('ping')
+    .then(() => {
+      state.reconnects.resumed += 1;
+      state.reconnectAttempt = 0;
+      notice(null);
+      setStatus('joined', `in room ${roomId}`);
+      log('signaling back: session resumed');
+    })
+    .catch(() => {});
+}
+
+function onSignalingClosed(protoo, info) {
+  if (protoo !== state.protoo) return;
+  state.protoo = null;
+  if (state.phase === 'left' || state.phase === 'error') return;
+  if (info.code === CLOSE_TAKEN_OVER) {
+    endCall('this call continues in another window');
+    return;
+  }
+  if (info.code === CLOSE_RESUME_REFUSED) {
+    log('the server no longer holds this session: joining again');
+    state.sessionToken = null;
+    closeMedia();
+    state.reconnects.rejoined += 1;
+    scheduleReconnect(0);
+    return;
+  }
+  const delay = backoffDelay(state.reconnectAttempt++);
+  const seconds = Math.max(1, Math.round(delay / 1000));
+  if (!info.opened) {
+    state.reconnects.failedAttempts += 1;
+    notice(`Cannot reach the server at ${wsUrl}. Retrying in ${seconds} s (attempt ${state.reconnectAttempt}).`);
+  } else {
+    notice(`Connection to the server lost. Reconnecting in ${seconds} s…`);
+  }
+  setStatus(state.peerId ? 'reconnecting' : 'connecting', 'reconnecting…');
+  log(`signaling closed (code ${info.code}${info.reason ? `, ${info.reason}` : ''}); retry in ${delay} ms`);
+  scheduleReconnect(delay);
+}
+
+function backoffDelay(attempt) {
+  const base = Math.min(BACKOFF.maxMs, BACKOFF.firstMs * 2 ** attempt);
+  return Math.round(base * (0.75 + Math.random() * 0.5));
+}
+
+function scheduleReconnect(delay) {
+  clearTimeout(state.reconnectTimer);
+  const wait = Math.max(delay, state.holdReconnectUntil - performance.now());
+  state.reconnectTimer = setTimeout(() => {
+    if (state.phase === 'left' || state.phase === 'error') return;
+    connect(state.sessionToken);
+  }, wait);
+}
+
+// ---------------------------------------------------------------------------
+// Remote tiles
 
 function remotePeer(peerId, displayName) {
   let peer = state.peers.get(peerId);
   if (peer) {
     if (displayName) {
       peer.displayName = displayName;
-      peer.caption.textContent = displayName;
+      peer.name.textContent = displayName;
     }
     return peer;
   }
   const tile = document.createElement('figure');
   tile.className = 'tile remote';
   tile.dataset.peerId = peerId;
-  tile.dataset.video = 'waiting';
-  const video = document.createElement('video');
-  video.autoplay = true;
-  video.playsInline = true;
-  const caption = document.createElement('figcaption');
-  caption.textContent = displayName || peerId;
-  tile.append(video, caption);
+  tile.dataset.video = 'none';
+  tile.innerHTML =
+    '<video autoplay playsinline></video><pre class="stats"></pre>' +
+    '<select class="quality" aria-label="Video quality" hidden>' +
+    '<option value="auto">Auto</option><option value="high">High</option>' +
+    '<option value="medium">Medium</option><option value="low">Low</option></select>' +
+    '<figcaption><span class="name"></span><span class="muted-mark" hidden>muted</span></figcaption>' +
+    '<button class="sound" type="button" hidden>Enable sound</button>';
+  const q = (selector) => tile.querySelector(selector);
+  peer = {
+    peerId,
+    displayName: displayName || '',
+    tile,
+    video: q('video'),
+    name: q('.name'),
+    mutedMark: q('.muted-mark'),
+    statsBox: q('.stats'),
+    qualitySelect: q('.quality'),
+    soundButton: q('.sound'),
+    stream: new MediaStream(),
+    quality: 'auto',
+    lastStats: null,
+  };
+  peer.name.textContent = peer.displayName || peerId;
+  peer.video.srcObject = peer.stream;
+  peer.qualitySelect.addEventListener('change', () => setQuality(peer, peer.qualitySelect.value));
+  peer.soundButton.addEventListener('click', () => {
+    peer.video.muted = false;
+    peer.soundButton.hidden = true;
+    peer.video.play().catch(() => {});
+  });
   $('tiles').append(tile);
-  const stream = new MediaStream();
-  video.srcObject = stream;
-  peer = { peerId, displayName: displayName || '', tile, video, caption, stream };
   state.peers.set(peerId, peer);
+  if (state.activeSpeaker === peerId) tile.classList.add('speaking');
   return peer;
 }
 
@@ -128,12 +338,42 @@ function removePeer(peerId) {
 }
 
 function playTile(peer) {
-  // Autoplay with sound needs a user gesture in real browsers; the Join click counts.
+  // Autoplay with sound needs a user gesture; the Join click counts, a ?name= link does not.
   peer.video.play().catch((error) => {
-    log(`autoplay of ${peer.displayName || peer.peerId} blocked (${error.name}); muting it`);
+    log(`autoplay of ${peer.displayName || peer.peerId} blocked (${error.name}); muted until clicked`);
     peer.video.muted = true;
+    peer.soundButton.hidden = false;
     peer.video.play().catch(() => {});
   });
+}
+
+function videoEntryOf(peerId) {
+  for (const entry of state.consumers.values()) {
+    if (entry.peerId === peerId && entry.kind === 'video') return entry;
+  }
+  return null;
+}
+
+/** Applies a tile's quality choice to its simulcast video consumer. */
+async function setQuality(peer, quality) {
+  peer.quality = quality;
+  peer.qualitySelect.value = quality;
+  const entry = videoEntryOf(peer.peerId);
+  if (!entry || entry.type !== 'simulcast') return;
+  const spatialLayer = quality === 'auto' ? entry.spatialLayers - 1 : Math.min(QUALITY_LAYER[quality], entry.spatialLayers - 1);
+  try {
+    await request('setConsumerPreferredLayers', { consumerId: entry.consumer.id, spatialLayer });
+    log(`${peer.displayName}: quality ${quality} (spatial layer ${spatialLayer})`);
+  } catch (error) {
+    log(`setConsumerPreferredLayers for ${peer.displayName}: ${error.message}`, 'error');
+  }
+}
+
+function setSpeaker(peerId) {
+  state.activeSpeaker = peerId;
+  for (const tile of document.querySelectorAll('.tile')) {
+    tile.classList.toggle('speaking', peerId !== null && tile.dataset.peerId === peerId);
+  }
 }
 
 /** Notes when the first frame of a video consumer is decoded (polls its stats briefly). */
@@ -151,7 +391,7 @@ function watchFirstFrame(entry, peer) {
       return;
     }
     entry.firstFrameAt = performance.now();
-    peer.tile.dataset.video = 'playing';
+    if (!entry.paused) peer.tile.dataset.video = 'playing';
     log(`first video frame from ${peer.displayName || peer.peerId} after ${Math.round(entry.firstFrameAt - state.joinStartedAt)} ms`);
   };
   poll();
@@ -160,64 +400,66 @@ function watchFirstFrame(entry, peer) {
 // ---------------------------------------------------------------------------
 // Consuming
 
-async function consume(producerId, peerId) {
+async function consume(protoo, producerId, peerId) {
   // newProducer can arrive while the recv transport is still being created.
   const recvTransport = await state.recvReady;
-  const { protoo } = state;
   const data = await protoo.request('consume', { transportId: recvTransport.id, producerId });
-  const rtpParameters = data.rtpParameters;
-  if (workarounds.has('mid') && rtpParameters.mid === undefined) {
-    // Without a server-assigned mid, mediasoup-client numbers m-sections by how many it
-    // has, which collides when several consumes are batched; and the MID value the
-    // server writes into each packet is the producer's, which would misroute it.
-    rtpParameters.mid = `c${state.nextLocalMid++}`;
-    rtpParameters.headerExtensions = rtpParameters.headerExtensions.filter((e) => e.uri !== MID_URI);
-  }
-  if (workarounds.has('cname') && !rtpParameters.rtcp?.cname) {
-    // mediasoup-client writes `a=ssrc` lines only with a CNAME and takes the CNAME as the
-    // stream id: an empty one leaves the stream unsignalled and breaks `a=msid`.
-    rtpParameters.rtcp = { ...rtpParameters.rtcp, cname: `peer-${peerId}` };
-  }
-  let consumer;
-  try {
-    consumer = await recvTransport.consume({
-      id: data.id,
-      producerId: data.producerId,
-      kind: data.kind,
-      rtpParameters,
-      appData: { peerId },
-    });
-  } catch (error) {
-    // Keep the server's answer next to the browser's complaint.
-    console.error(`[ferrosoup-demo] consume answer rejected: ${JSON.stringify(data)}`);
-    throw error;
-  }
-  if (state.leftPeers.has(peerId)) {
-    // The peer left while this consume was in flight.
+  if (protoo !== state.protoo || recvTransport.closed) return;
+  const consumer = await recvTransport.consume({
+    id: data.id,
+    producerId: data.producerId,
+    kind: data.kind,
+    rtpParameters: data.rtpParameters,
+    appData: { peerId },
+  });
+  if (state.leftPeers.has(peerId) || recvTransport.closed) {
+    // The peer left (or we rejoined) while this consume was in flight.
     consumer.close();
     return;
   }
   const peer = remotePeer(peerId);
-  const entry = { consumer, peerId, kind: consumer.kind, type: data.type, firstFrameAt: null };
+  const scalability = /^[LS](\d+)/.exec(data.rtpParameters.encodings?.[0]?.scalabilityMode ?? '');
+  const entry = {
+    consumer,
+    peerId,
+    kind: consumer.kind,
+    type: data.type,
+    // Simulcast consumers name their layers in scalabilityMode (`S3T1`); the demo sends 3.
+    spatialLayers: scalability ? Number(scalability[1]) : data.type === 'simulcast' ? SIMULCAST_ENCODINGS.length : 1,
+    spatialLayer: null,
+    paused: Boolean(data.producerPaused),
+    firstFrameAt: null,
+  };
   state.consumers.set(consumer.id, entry);
   peer.stream.addTrack(consumer.track);
   consumer.on('transportclose', () => closeConsumer(consumer.id));
-  if (consumer.kind === 'video') watchFirstFrame(entry, peer);
+  if (consumer.kind === 'video') {
+    peer.tile.dataset.video = entry.paused ? 'off' : 'waiting';
+    peer.qualitySelect.hidden = entry.type !== 'simulcast';
+    watchFirstFrame(entry, peer);
+  } else {
+    peer.mutedMark.hidden = !entry.paused;
+  }
   // The server creates consumers paused; resume now that the client side can receive.
   try {
     await protoo.request('resumeConsumer', { consumerId: consumer.id });
   } catch (error) {
     // 404: the producer closed meanwhile (its consumerClosed came before we knew the id).
     closeConsumer(consumer.id);
-    if (error.code === 404) return;
+    if (error.code === 404 || protoo !== state.protoo) return;
     throw error;
   }
+  if (consumer.kind === 'video' && peer.quality !== 'auto') setQuality(peer, peer.quality);
   playTile(peer);
   log(`consuming ${consumer.kind} of ${peer.displayName || peerId} (${data.type})`);
 }
 
-function consumeSafely(producerId, peerId, kind) {
-  consume(producerId, peerId).catch((error) => fail(`consume ${kind} of ${peerId}`, error));
+function consumeSafely(protoo, producerId, peerId, kind) {
+  consume(protoo, producerId, peerId).catch((error) => {
+    // A connection lost meanwhile is not this consume's failure: reconnection handles it.
+    if (protoo === state.protoo && protoo.connected) fail(`consume ${kind} of ${peerId}`, error);
+    else log(`consume ${kind} of ${peerId} interrupted: ${error.message}`);
+  });
 }
 
 function closeConsumer(consumerId) {
@@ -227,28 +469,122 @@ function closeConsumer(consumerId) {
   const peer = state.peers.get(entry.peerId);
   if (peer) {
     peer.stream.removeTrack(entry.consumer.track);
-    if (entry.kind === 'video') peer.tile.dataset.video = 'waiting';
+    if (entry.kind === 'video') {
+      peer.tile.dataset.video = 'none';
+      peer.qualitySelect.hidden = true;
+    }
   }
   entry.consumer.close();
 }
 
-// ---------------------------------------------------------------------------
-// Producing
-
-function wireConnect(transport) {
-  transport.on('connect', ({ dtlsParameters }, callback, errback) => {
-    state.protoo
-      .request('connectTransport', { transportId: transport.id, dtlsParameters })
-      .then(callback)
-      .catch(errback);
-  });
-  transport.on('connectionstatechange', (connectionState) => {
-    log(`${transport.direction} transport ${connectionState}`);
-  });
+function setConsumerPaused(consumerId, paused) {
+  const entry = state.consumers.get(consumerId);
+  if (!entry) return;
+  entry.paused = paused;
+  if (paused) entry.consumer.pause();
+  else entry.consumer.resume();
+  const peer = state.peers.get(entry.peerId);
+  if (!peer) return;
+  if (entry.kind === 'video') peer.tile.dataset.video = paused ? 'off' : entry.firstFrameAt ? 'playing' : 'waiting';
+  else {
+    peer.mutedMark.hidden = !paused;
+    if (paused && state.activeSpeaker === entry.peerId) setSpeaker(null);
+  }
 }
 
-async function startProducing() {
-  const { device, protoo } = state;
+// ---------------------------------------------------------------------------
+// Local media and producing
+
+function mediaErrorText(error, what) {
+  switch (error?.name) {
+    case 'NotAllowedError':
+      return `Access to the ${what} was denied. Allow it for this site (the icon in the address bar), then press "Retry camera and microphone". You can still see and hear the others.`;
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return `No ${what} found. You can still see and hear the others.`;
+    case 'NotReadableError':
+      return `The ${what} is in use by another application or cannot be started.`;
+    default:
+      return `Cannot use the ${what}: ${error?.message ?? error}`;
+  }
+}
+
+/** Gets the microphone and camera not held yet; failures become a notice, not an error. */
+async function acquireMedia() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    notice('This page needs HTTPS (or http://localhost) to use the camera and microphone. You can still see and hear the others.');
+    return;
+  }
+  const want = { audio: !state.tracks.audio, video: !state.tracks.video };
+  if (!want.audio && !want.video) return;
+  const constraints = (kind) => (kind === 'video' ? { ...CAMERA_CONSTRAINTS } : true);
+  const problems = [];
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({
+      audio: want.audio && constraints('audio'),
+      video: want.video && constraints('video'),
+    });
+    for (const track of stream.getTracks()) state.tracks[track.kind] = track;
+  } catch (error) {
+    // One device may work without the other: ask for each alone.
+    for (const kind of ['audio', 'video']) {
+      if (!want[kind]) continue;
+      try {
+        const stream = await navigator.mediaDevices.getUserMedia({ [kind]: constraints(kind) });
+        state.tracks[kind] = stream.getTracks()[0];
+      } catch (single) {
+        problems.push(mediaErrorText(single, kind === 'video' ? 'camera' : 'microphone'));
+      }
+    }
+    if (!problems.length) log(`camera and microphone together failed (${error.name}), separately fine`);
+  }
+  $('retry-media').hidden = problems.length === 0;
+  if (problems.length) {
+    notice(problems.join(' '));
+    log(problems.join(' '), 'error');
+  } else {
+    notice(null);
+  }
+  updateLocalPreview();
+  refreshDeviceLists();
+}
+
+function updateLocalPreview() {
+  const track = state.tracks.screen ?? state.tracks.video;
+  const video = $('local-video');
+  const current = video.srcObject?.getVideoTracks()[0] ?? null;
+  if (current !== track) video.srcObject = track ? new MediaStream([track]) : null;
+  const tile = $('local-tile');
+  tile.classList.toggle('mirrored', !state.tracks.screen);
+  tile.dataset.video = !track ? 'none' : state.cameraOff && !state.tracks.screen ? 'off' : 'playing';
+  tile.querySelector('.muted-mark').hidden = !state.micMuted;
+}
+
+async function produceTrack(kind) {
+  const track = kind === 'audio' ? state.tracks.audio : state.tracks.screen ?? state.tracks.video;
+  const transport = state.sendTransport;
+  if (!track || !transport || state.producers.has(kind) || !state.device.canProduce(kind)) return;
+  const options = { track, stopTracks: false, appData: { source: kind === 'audio' ? 'mic' : 'webcam' } };
+  if (kind === 'video' && state.simulcast) {
+    options.encodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+    options.codecOptions = { videoGoogleStartBitrate: 1000 };
+  }
+  const producer = await transport.produce(options);
+  if (transport !== state.sendTransport) {
+    producer.close();
+    return;
+  }
+  state.producers.set(kind, producer);
+  producer.on('transportclose', () => state.producers.delete(kind));
+  const paused = kind === 'audio' ? state.micMuted : state.cameraOff && !state.tracks.screen;
+  if (paused) {
+    producer.pause();
+    await request('pauseProducer', { producerId: producer.id });
+  }
+}
+
+async function startProducing(protoo) {
+  const { device } = state;
   if (!device.canProduce('video') && !device.canProduce('audio')) {
     log('this browser cannot send to this router; receiving only');
     return;
@@ -256,46 +592,225 @@ async function startProducing() {
   const info = await protoo.request('createTransport', { direction: 'send' });
   const transport = device.createSendTransport(info);
   state.sendTransport = transport;
-  wireConnect(transport);
+  wireTransport(transport);
   transport.on('produce', ({ kind, rtpParameters, appData }, callback, errback) => {
-    protoo
-      .request('produce', { transportId: transport.id, kind, rtpParameters, appData })
+    request('produce', { transportId: transport.id, kind, rtpParameters, appData })
       .then(({ id }) => callback({ id }))
       .catch(errback);
   });
-
-  const stream = await navigator.mediaDevices.getUserMedia({
-    audio: true,
-    video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
-  });
-  state.localStream = stream;
-  $('local-video').srcObject = stream;
-
-  const [videoTrack] = stream.getVideoTracks();
-  const [audioTrack] = stream.getAudioTracks();
-  if (videoTrack && device.canProduce('video')) {
-    const options = { track: videoTrack, appData: { source: 'webcam' } };
-    if (state.simulcast) {
-      options.encodings = [
-        { rid: 'r0', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
-        { rid: 'r1', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
-        { rid: 'r2', scaleResolutionDownBy: 1, maxBitrate: 1_200_000 },
-      ];
-    }
-    state.producers.set('video', await transport.produce(options));
-  }
-  if (audioTrack && device.canProduce('audio')) {
-    state.producers.set('audio', await transport.produce({ track: audioTrack, appData: { source: 'mic' } }));
-  }
+  await acquireMedia();
+  await produceTrack('video');
+  await produceTrack('audio');
   log(`producing ${[...state.producers.keys()].join(' + ') || 'nothing'}${state.simulcast ? ' (simulcast)' : ''}`);
+}
+
+function wireTransport(transport) {
+  transport.on('connect', ({ dtlsParameters }, callback, errback) => {
+    request('connectTransport', { transportId: transport.id, dtlsParameters })
+      .then(callback)
+      .catch(errback);
+  });
+  transport.on('connectionstatechange', (connectionState) => {
+    log(`${transport.direction} transport ${connectionState}`);
+    if (connectionState === 'failed') restartIce(transport);
+  });
+}
+
+function restartIce(transport) {
+  if (transport.closed) return;
+  request('restartIce', { transportId: transport.id })
+    .then(({ iceParameters }) => transport.restartIce({ iceParameters }))
+    .catch((error) => log(`restartIce: ${error.message}`, 'error'));
+}
+
+async function togglePause(kind) {
+  if (kind === 'audio') state.micMuted = !state.micMuted;
+  else state.cameraOff = !state.cameraOff;
+  const pause = kind === 'audio' ? state.micMuted : state.cameraOff;
+  const button = $(kind === 'audio' ? 'toggle-mic' : 'toggle-cam');
+  button.setAttribute('aria-pressed', String(pause));
+  button.textContent = kind === 'audio' ? (pause ? 'Unmute' : 'Mute') : pause ? 'Camera on' : 'Camera off';
+  updateLocalPreview();
+  const producer = state.producers.get(kind);
+  // While the screen is shared the video producer carries it: camera off does not pause it.
+  if (!producer || (kind === 'video' && state.tracks.screen)) return;
+  if (pause) producer.pause();
+  else producer.resume();
+  await request(pause ? 'pauseProducer' : 'resumeProducer', { producerId: producer.id }).catch((error) =>
+    log(`${pause ? 'pause' : 'resume'} ${kind}: ${error.message}`, 'error'),
+  );
+}
+
+/** Puts `track` on the video producer (or creates it), resuming it when it carries the screen. */
+async function setVideoTrack(track) {
+  const producer = state.producers.get('video');
+  if (!producer) {
+    await produceTrack('video');
+    return;
+  }
+  await producer.replaceTrack({ track });
+  const pause = state.cameraOff && !state.tracks.screen;
+  if (pause !== producer.paused) {
+    if (pause) producer.pause();
+    else producer.resume();
+    await request(pause ? 'pauseProducer' : 'resumeProducer', { producerId: producer.id });
+  }
+}
+
+async function toggleScreen() {
+  if (state.tracks.screen) {
+    await stopScreen();
+    return;
+  }
+  let track;
+  try {
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+    [track] = stream.getVideoTracks();
+  } catch (error) {
+    if (error.name !== 'NotAllowedError') notice(`Cannot share the screen: ${error.message}`);
+    return;
+  }
+  // The browser's own "Stop sharing" ends the track.
+  track.addEventListener('ended', () => stopScreen());
+  state.tracks.screen = track;
+  $('toggle-screen').setAttribute('aria-pressed', 'true');
+  $('toggle-screen').textContent = 'Stop sharing';
+  updateLocalPreview();
+  await setVideoTrack(track).catch((error) => log(`screen share: ${error.message}`, 'error'));
+  log('sharing the screen');
+}
+
+async function stopScreen() {
+  const screen = state.tracks.screen;
+  if (!screen) return;
+  state.tracks.screen = null;
+  $('toggle-screen').setAttribute('aria-pressed', 'false');
+  $('toggle-screen').textContent = 'Share screen';
+  updateLocalPreview();
+  if (state.producers.has('video')) {
+    await setVideoTrack(state.tracks.video).catch((error) => log(`back to camera: ${error.message}`, 'error'));
+  }
+  screen.stop();
+  log('screen sharing stopped');
+}
+
+async function refreshDeviceLists() {
+  if (!navigator.mediaDevices?.enumerateDevices) return;
+  const devices = await navigator.mediaDevices.enumerateDevices().catch(() => []);
+  const fill = (select, kind, track) => {
+    const current = track?.getSettings().deviceId ?? '';
+    select.replaceChildren(
+      ...devices
+        .filter((d) => d.kind === kind && d.deviceId)
+        .map((d, i) => new Option(d.label || `${kind === 'videoinput' ? 'Camera' : 'Microphone'} ${i + 1}`, d.deviceId, false, d.deviceId === current)),
+    );
+    select.disabled = select.options.length === 0;
+  };
+  fill($('camera-select'), 'videoinput', state.tracks.video);
+  fill($('mic-select'), 'audioinput', state.tracks.audio);
+}
+
+/** Switches the camera or microphone to `deviceId`, replacing the track being sent. */
+async function switchDevice(kind, deviceId) {
+  let track;
+  try {
+    const base = kind === 'video' ? CAMERA_CONSTRAINTS : {};
+    const stream = await navigator.mediaDevices.getUserMedia({ [kind]: { ...base, deviceId: { exact: deviceId } } });
+    [track] = stream.getTracks();
+  } catch (error) {
+    notice(mediaErrorText(error, kind === 'video' ? 'camera' : 'microphone'));
+    refreshDeviceLists();
+    return;
+  }
+  const old = state.tracks[kind];
+  state.tracks[kind] = track;
+  const producer = state.producers.get(kind);
+  try {
+    if (kind === 'audio') {
+      if (producer) await producer.replaceTrack({ track });
+      else await produceTrack('audio');
+    } else if (!state.tracks.screen) {
+      await setVideoTrack(track);
+    }
+  } catch (error) {
+    log(`switching ${kind}: ${error.message}`, 'error');
+  }
+  old?.stop();
+  updateLocalPreview();
+  log(`${kind === 'video' ? 'camera' : 'microphone'}: ${track.label}`);
+}
+
+// ---------------------------------------------------------------------------
+// Stats overlay
+
+function formatBitrate(bps) {
+  return bps >= 1_000_000 ? `${(bps / 1_000_000).toFixed(1)} Mb/s` : `${Math.round(bps / 1000)} kb/s`;
+}
+
+/** Refreshes every remote tile's overlay: bitrate, RTT, loss, resolution and layer. */
+async function updateStatsOverlays() {
+  let rtt = null;
+  const transportReport = await state.recvTransport?.getStats().catch(() => null);
+  transportReport?.forEach((s) => {
+    if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
+  });
+  for (const peer of state.peers.values()) {
+    let bytes = 0;
+    let received = 0;
+    let lost = 0;
+    let video = null;
+    let entryVideo = null;
+    for (const entry of state.consumers.values()) {
+      if (entry.peerId !== peer.peerId) continue;
+      const report = await entry.consumer.getStats().catch(() => null);
+      report?.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        bytes += s.bytesReceived ?? 0;
+        received += s.packetsReceived ?? 0;
+        lost += Math.max(0, s.packetsLost ?? 0);
+        if (s.kind === 'video') {
+          video = s;
+          entryVideo = entry;
+        }
+      });
+    }
+    const now = performance.now();
+    const prev = peer.lastStats;
+    peer.lastStats = { at: now, bytes, received, lost };
+    if (!prev) continue;
+    const seconds = (now - prev.at) / 1000;
+    const bitrate = seconds > 0 ? ((bytes - prev.bytes) * 8) / seconds : 0;
+    const newPackets = received - prev.received + (lost - prev.lost);
+    const loss = newPackets > 0 ? ((lost - prev.lost) / newPackets) * 100 : 0;
+    const lines = [`${formatBitrate(Math.max(0, bitrate))}  RTT ${rtt === null ? '–' : `${Math.round(rtt * 1000)} ms`}  loss ${loss.toFixed(1)} %`];
+    if (video?.frameWidth) {
+      const layer =
+        entryVideo.type === 'simulcast' && entryVideo.spatialLayer !== null
+          ? `  layer ${entryVideo.spatialLayer + 1}/${entryVideo.spatialLayers}`
+          : '';
+      lines.push(`${video.frameWidth}x${video.frameHeight} ${Math.round(video.framesPerSecond ?? 0)} fps${layer}`);
+    }
+    peer.statsBox.textContent = lines.join('\n');
+  }
+}
+
+function startStatsLoop() {
+  const tick = async () => {
+    if (state.phase === 'left') return;
+    await updateStatsOverlays().catch((error) => log(`stats: ${error.message}`, 'error'));
+    setTimeout(tick, STATS_INTERVAL_MS);
+  };
+  setTimeout(tick, STATS_INTERVAL_MS);
 }
 
 // ---------------------------------------------------------------------------
 // Joining and leaving
 
 function onNotification({ method, data }) {
+  const protoo = state.protoo;
   switch (method) {
     case 'peerJoined':
+      state.leftPeers.delete(data.peerId);
       remotePeer(data.peerId, data.displayName);
       log(`${data.displayName || data.peerId} joined`);
       break;
@@ -303,44 +818,51 @@ function onNotification({ method, data }) {
       state.leftPeers.add(data.peerId);
       const name = state.peers.get(data.peerId)?.displayName || data.peerId;
       removePeer(data.peerId);
+      if (state.activeSpeaker === data.peerId) setSpeaker(null);
       log(`${name} left`);
       break;
     }
     case 'newProducer':
-      consumeSafely(data.producerId, data.peerId, data.kind);
+      consumeSafely(protoo, data.producerId, data.peerId, data.kind);
       break;
     case 'consumerClosed':
       closeConsumer(data.consumerId);
       break;
     case 'consumerPaused':
-      state.consumers.get(data.consumerId)?.consumer.pause();
+      setConsumerPaused(data.consumerId, true);
       break;
     case 'consumerResumed':
-      state.consumers.get(data.consumerId)?.consumer.resume();
+      setConsumerPaused(data.consumerId, false);
+      break;
+    case 'consumerLayersChanged': {
+      const entry = state.consumers.get(data.consumerId);
+      if (!entry) break;
+      entry.spatialLayer = data.spatialLayer ?? null;
+      const name = state.peers.get(entry.peerId)?.displayName || entry.peerId;
+      log(`${name}: receiving ${entry.spatialLayer === null ? 'no layer' : `layer ${entry.spatialLayer + 1}/${entry.spatialLayers}`}`);
+      break;
+    }
+    case 'activeSpeaker':
+      setSpeaker(data.peerId);
       break;
     case 'iceRestartRequired': {
       const transport = [state.sendTransport, state.recvTransport].find((t) => t?.id === data.transportId);
-      if (!transport) break;
-      state.protoo
-        .request('restartIce', { transportId: transport.id })
-        .then(({ iceParameters }) => transport.restartIce({ iceParameters }))
-        .catch((error) => fail('restartIce', error));
+      if (transport) restartIce(transport);
       break;
     }
     case 'roomClosed':
-      leave(`room closed (${data.reason})`);
+      endCall(`The room was closed (${data.reason}).`);
       break;
     default:
-      // producerClosed (followed by consumerClosed), producerPaused/Resumed,
-      // consumerLayersChanged, scores, transportStateChanged: nothing to do here.
+      // producerClosed (followed by consumerClosed), producerPaused/Resumed (followed by
+      // consumerPaused/Resumed), scores, transportStateChanged: nothing to show.
       break;
   }
 }
 
-async function join() {
-  const { protoo } = state;
+async function join(protoo) {
   setStatus('connecting', 'joining…');
-  const device = state.device ?? new mediasoupClient.Device();
+  const device = state.device ?? new Device();
   if (!device.loaded) {
     const { rtpCapabilities } = await protoo.request('createRoom', { roomId });
     await device.load({ routerRtpCapabilities: rtpCapabilities });
@@ -352,6 +874,7 @@ async function join() {
   state.recvReady = new Promise((resolve, reject) => {
     recvReady = { resolve, reject };
   });
+  state.recvReady.catch(() => {});
   let joined;
   try {
     joined = await protoo.request('joinRoom', {
@@ -360,26 +883,31 @@ async function join() {
       rtpCapabilities: device.rtpCapabilities,
     });
     state.peerId = joined.peerId;
+    state.sessionToken = joined.sessionToken ?? null;
     state.joinedAt = performance.now();
+    $('local-tile').dataset.peerId = joined.peerId;
     log(`joined room ${roomId} as ${state.displayName} (${joined.peerId}); ${joined.peers.length} other peer(s)`);
-    setStatus('joined', `in room ${roomId}`);
 
     const info = await protoo.request('createTransport', { direction: 'recv' });
     state.recvTransport = device.createRecvTransport(info);
-    wireConnect(state.recvTransport);
+    wireTransport(state.recvTransport);
     recvReady.resolve(state.recvTransport);
   } catch (error) {
     recvReady.reject(new Error('no recv transport'));
     throw error;
   }
+  setStatus('joined', `in room ${roomId}`);
+  state.reconnectAttempt = 0;
+  notice(null);
 
   for (const peer of joined.peers) {
     remotePeer(peer.peerId, peer.displayName);
-    for (const producer of peer.producers) consumeSafely(producer.producerId, peer.peerId, producer.kind);
+    for (const producer of peer.producers) consumeSafely(protoo, producer.producerId, peer.peerId, producer.kind);
   }
-  await startProducing();
+  await startProducing(protoo);
 }
 
+/** Closes transports, producers, consumers and remote tiles; local tracks stay. */
 function closeMedia() {
   for (const consumerId of [...state.consumers.keys()]) closeConsumer(consumerId);
   for (const peerId of [...state.peers.keys()]) removePeer(peerId);
@@ -389,15 +917,33 @@ function closeMedia() {
   state.recvTransport?.close();
   state.sendTransport = null;
   state.recvTransport = null;
+  state.leftPeers.clear();
+  setSpeaker(null);
 }
 
+/** Leaves the room (telling the server, so the others see it at once) and ends the call. */
 function leave(reason) {
-  state.phase = 'left'; // before closing, so the 'close' event is not taken for a failure
+  if (state.phase === 'left') return;
+  if (state.protoo?.connected) {
+    // Fire and forget: the WebSocket sends it before its close frame.
+    state.protoo.request('leaveRoom').catch(() => {});
+  }
+  endCall(reason);
+}
+
+function endCall(reason) {
+  state.phase = 'left'; // first, so the signaling close is not taken for a loss
+  clearTimeout(state.reconnectTimer);
   closeMedia();
-  state.localStream?.getTracks().forEach((track) => track.stop());
-  state.localStream = null;
-  state.protoo?.close();
+  for (const kind of ['audio', 'video', 'screen']) {
+    state.tracks[kind]?.stop();
+    state.tracks[kind] = null;
+  }
+  $('local-video').srcObject = null;
+  const protoo = state.protoo;
   state.protoo = null;
+  protoo?.close();
+  state.sessionToken = null;
   setStatus('left', reason);
   log(reason);
   $('call').hidden = true;
@@ -408,38 +954,18 @@ function start(displayName, simulcast) {
   state.displayName = displayName;
   state.simulcast = simulcast;
   state.joinStartedAt = performance.now();
+  state.errors = [];
+  state.phase = 'connecting';
   $('join-form').hidden = true;
   $('call').hidden = false;
   $('local-name').textContent = `${displayName} (me)`;
   setStatus('connecting', 'connecting…');
-
-  const protoo = new protooClient.Peer(new protooClient.WebSocketTransport(wsUrl));
-  state.protoo = protoo;
-  let everOpened = false;
-  protoo.on('open', () => {
-    if (everOpened) {
-      // protoo-client reconnected: the server removed our old peer, so start over.
-      log('signaling reconnected; joining again');
-      closeMedia();
-      state.localStream?.getTracks().forEach((track) => track.stop());
-    }
-    everOpened = true;
-    join().catch((error) => fail('join', error));
-  });
-  protoo.on('notification', onNotification);
-  protoo.on('request', (request, accept, reject) => reject(400, `unexpected request ${request.method}`));
-  protoo.on('disconnected', () => {
-    setStatus('connecting', 'signaling lost; reconnecting…');
-    log('signaling disconnected');
-  });
-  protoo.on('failed', () => log('signaling connection attempt failed', 'error'));
-  protoo.on('close', () => {
-    if (state.phase !== 'left') fail('signaling', new Error('connection closed'));
-  });
+  connect(null);
+  startStatsLoop();
 }
 
 // ---------------------------------------------------------------------------
-// Stats for people and tests
+// Stats for tests and diagnosis
 
 /** Inbound RTP stats of every consumer: what the end-to-end test checks. */
 async function consumerStats() {
@@ -459,6 +985,7 @@ async function consumerStats() {
       displayName: state.peers.get(entry.peerId)?.displayName ?? '',
       kind: entry.kind,
       type: entry.type,
+      spatialLayer: entry.spatialLayer,
       firstFrameMs: entry.firstFrameAt === null ? null : Math.round(entry.firstFrameAt - state.joinStartedAt),
       firstFrameEpochMs: entry.firstFrameAt === null ? null : Math.round(performance.timeOrigin + entry.firstFrameAt),
       packetsReceived: inbound?.packetsReceived ?? 0,
@@ -512,11 +1039,10 @@ async function producerStats() {
   return out;
 }
 
-/** The server's view (`getConsumerStats` / `getProducerStats`), for diagnosing. */
+/** The server's view (`getConsumerStats` / `getProducerStats` / `getTransportStats`). */
 async function serverStats() {
-  const { protoo } = state;
-  if (!protoo) return null;
-  const ask = (method, data) => protoo.request(method, data).then((r) => r.stats, (e) => `error: ${e.message}`);
+  if (!state.protoo) return null;
+  const ask = (method, data) => request(method, data).then((r) => r.stats, (e) => `error: ${e.message}`);
   const out = { consumers: {}, producers: {}, transports: {} };
   for (const [id, entry] of state.consumers) out.consumers[`${entry.kind} ${id}`] = await ask('getConsumerStats', { consumerId: id });
   for (const [kind, producer] of state.producers) out.producers[kind] = await ask('getProducerStats', { producerId: producer.id });
@@ -524,12 +1050,6 @@ async function serverStats() {
     if (t) out.transports[t.direction] = await ask('getTransportStats', { transportId: t.id });
   }
   return out;
-}
-
-/** The recv transport's SDP (diagnostics only: reads the handler's private PeerConnection). */
-function recvSdp() {
-  const pc = state.recvTransport?.handler?._pc;
-  return pc ? { remote: pc.remoteDescription?.sdp ?? null, local: pc.localDescription?.sdp ?? null } : null;
 }
 
 /** Transport-level state: ICE/DTLS as the browser sees it. */
@@ -546,20 +1066,40 @@ window.ferrosoupDemo = {
   producerStats,
   transportStates,
   serverStats,
-  recvSdp,
-  leave: () => leave('left the room'),
+  /** Drops the signaling WebSocket as a network loss would; no reconnection for `holdMs`. */
+  dropSignaling: ({ holdMs = 0 } = {}) => {
+    state.holdReconnectUntil = performance.now() + holdMs;
+    state.socket?.ws.close(4001, 'dropped by test');
+  },
 };
 
 // ---------------------------------------------------------------------------
 // UI
 
-$('room-label').textContent = `room ${roomId}`;
-$('share-link').value = (() => {
+function shareLink() {
   const url = new URL(location.href);
   url.searchParams.delete('name');
+  url.searchParams.delete('ws');
+  if (params.get('ws')) url.searchParams.set('ws', params.get('ws'));
   return url.href;
-})();
-$('simulcast').checked = params.get('simulcast') === '1';
+}
+
+$('room-label').textContent = `room ${roomId}`;
+$('share-link').value = shareLink();
+$('copy-link').addEventListener('click', async () => {
+  const input = $('share-link');
+  try {
+    await navigator.clipboard.writeText(input.value);
+  } catch {
+    input.select();
+    document.execCommand('copy');
+  }
+  $('copy-link').textContent = 'Copied';
+  setTimeout(() => {
+    $('copy-link').textContent = 'Copy link';
+  }, 1500);
+});
+$('simulcast').checked = params.get('simulcast') !== '0';
 $('display-name').value = params.get('name') || localStorage.getItem('ferrosoup.displayName') || '';
 
 $('join-form').addEventListener('submit', (event) => {
@@ -569,28 +1109,21 @@ $('join-form').addEventListener('submit', (event) => {
   start(name, $('simulcast').checked);
 });
 
-$('leave').addEventListener('click', () => leave('left the room'));
-
-$('toggle-mic').addEventListener('click', async (event) => {
-  const producer = state.producers.get('audio');
-  if (!producer) return;
-  const pause = !producer.paused;
-  if (pause) producer.pause();
-  else producer.resume();
-  await state.protoo.request(pause ? 'pauseProducer' : 'resumeProducer', { producerId: producer.id });
-  event.target.textContent = pause ? 'Unmute mic' : 'Mute mic';
+$('leave').addEventListener('click', () => leave('You left the room.'));
+$('toggle-mic').addEventListener('click', () => togglePause('audio'));
+$('toggle-cam').addEventListener('click', () => togglePause('video'));
+$('toggle-screen').addEventListener('click', () => toggleScreen());
+$('toggle-screen').hidden = !navigator.mediaDevices?.getDisplayMedia;
+$('camera-select').addEventListener('change', (event) => switchDevice('video', event.target.value));
+$('mic-select').addEventListener('change', (event) => switchDevice('audio', event.target.value));
+$('retry-media').addEventListener('click', async () => {
+  await acquireMedia();
+  await produceTrack('video').catch((error) => log(`camera: ${error.message}`, 'error'));
+  await produceTrack('audio').catch((error) => log(`microphone: ${error.message}`, 'error'));
 });
+navigator.mediaDevices?.addEventListener?.('devicechange', () => refreshDeviceLists());
 
-$('toggle-cam').addEventListener('click', async (event) => {
-  const producer = state.producers.get('video');
-  if (!producer) return;
-  const pause = !producer.paused;
-  if (pause) producer.pause();
-  else producer.resume();
-  await state.protoo.request(pause ? 'pauseProducer' : 'resumeProducer', { producerId: producer.id });
-  event.target.textContent = pause ? 'Start camera' : 'Stop camera';
-});
+// Closing the tab: leave now, so the others do not wait for the session grace period.
+window.addEventListener('pagehide', () => leave('page closed'));
 
-window.addEventListener('beforeunload', () => state.protoo?.close());
-
-if (params.get('name')) start(params.get('name'), params.get('simulcast') === '1');
+if (params.get('name')) start(params.get('name'), params.get('simulcast') !== '0');

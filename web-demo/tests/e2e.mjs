@@ -1,49 +1,60 @@
-// Browser end-to-end test: real headless Chromium pages running the web demo
-// (mediasoup-client + protoo-client) against a real ferrosoup server.
+// Browser end-to-end test: headless Chromium pages running the web demo that the real
+// ferrosoup binary serves at GET / (mediasoup-client + protoo-client, simulcast video).
 //
-//   node tests/e2e.mjs [--simulcast] [--workaround=mid] [--verbose]
+//   node tests/e2e.mjs [--verbose] [--screenshot[=PATH]]      (npm test)
 //
 // Environment:
 //   FERROSOUP_BIN   server binary (default ../target/debug/ferrosoup)
 //   CHROMIUM        browser binary (default /usr/bin/chromium)
-//   RUST_LOG        server log filter (default info); the log is kept in the temp dir
-//   DUMP_SDP=1      print each page's recv-transport SDP when a step fails
-//   SCREENSHOT_DIR  save a screenshot of every page once three peers see each other
+//   RUST_LOG        server log filter (default info,rtc_dtls=error); the log is in the temp dir
 //   RTC_MIN_PORT    first of the 10 UDP ports given to the server (default: random)
 //   KEEP_TMP=1      keep the temp dir (server log, browser profile) after the run
+//   --screenshot    save alice's page during the 3-peer call (default ../docs/screenshot-3-peers.png)
 //
-// Steps: two pages join one room and must decode each other's video and receive each
-// other's audio; a third joins and all three must see both others; the third leaves and
-// the other two must drop its tile. Every wait is bounded; the server is stopped at the end.
-// The last line is "N passed, N failed".
+// Steps (each names its page): the server serves the bundle in dist/; alice, bob and carol
+// join one room and each decodes every other's video and receives their audio; dave joins
+// late and sees everyone (and everyone him); bob loses signaling and resumes his session;
+// bob loses it for longer than the session grace and joins afresh; carol presses Leave and
+// disappears from the others; dave closes his tab and disappears; alice switches bob's
+// tile to Low then High and the decoded width grows. Every wait is bounded, a failure
+// prints every page's state, stats and console plus the server log. The last line is
+// "N passed, N failed"; the exit code is 0 only when all passed.
 
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import { createWriteStream, existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildDemo } from '../scripts/build.mjs';
-import { serveStatic } from '../scripts/serve.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SERVER_BIN = process.env.FERROSOUP_BIN ?? path.resolve(here, '../../target/debug/ferrosoup');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const SIMULCAST = process.argv.includes('--simulcast') || process.env.SIMULCAST === '1';
+const DIST = path.resolve(here, '../dist');
 const VERBOSE = process.argv.includes('--verbose');
-// Client-side workarounds for server issues (comma-separated, see src/app.js), e.g. mid.
-const WORKAROUND = (process.argv.find((a) => a.startsWith('--workaround=')) ?? '').slice('--workaround='.length);
+const screenshotArg = process.argv.find((a) => a === '--screenshot' || a.startsWith('--screenshot='));
+const SCREENSHOT = screenshotArg
+  ? screenshotArg.includes('=')
+    ? path.resolve(screenshotArg.slice('--screenshot='.length))
+    : path.resolve(here, '../../docs/screenshot-3-peers.png')
+  : null;
+/** Seconds the server keeps a disconnected peer for resume (short, so expiry is testable). */
+const SESSION_GRACE_S = 2;
+/** A peer that leaves (Leave button, tab closed) must vanish well before the grace would remove it. */
+const LEFT_WITHIN_MS = 1500;
 
 const TIMEOUT = {
-  whole: 150_000,
+  whole: 170_000,
   serverStart: 20_000,
   join: 20_000,
-  media: 25_000,
-  leave: 10_000,
+  media: 30_000,
+  gone: 10_000,
+  resume: 10_000,
+  layer: 20_000,
 };
-const POLL_MS = 500;
+const POLL_MS = 300;
 
 const results = [];
 const cleanups = [];
@@ -63,7 +74,7 @@ async function step(name, fn) {
     return value;
   } catch (error) {
     results.push({ name, ok: false, error });
-    log(`FAIL ${name}: ${error.message}`);
+    log(`FAIL ${name}: ${error.message.split('\n')[0]}`);
     throw error;
   }
 }
@@ -81,12 +92,17 @@ function freeTcpPort() {
   });
 }
 
+function percentile(values, p) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
 // ---------------------------------------------------------------------------
 // Server
 
 async function startServer() {
   if (!existsSync(SERVER_BIN)) {
-    throw new Error(`${SERVER_BIN} missing: run \`flock /tmp/cargo.lock cargo build -p ferrosoup-server\` in /work/main`);
+    throw new Error(`${SERVER_BIN} missing: run \`cargo build -p ferrosoup-server\` at the repository root`);
   }
   const port = await freeTcpPort();
   // One worker needs one UDP port; a small random range keeps parallel runs apart.
@@ -101,7 +117,9 @@ async function startServer() {
       RTC_MIN_PORT: String(rtcMin),
       RTC_MAX_PORT: String(rtcMin + 9),
       NUM_WORKERS: '1',
-      RUST_LOG: process.env.RUST_LOG ?? "info,rtc_dtls=error",
+      SESSION_GRACE: String(SESSION_GRACE_S),
+      DRAIN_SECONDS: '0',
+      RUST_LOG: process.env.RUST_LOG ?? 'info,rtc_dtls=error',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -118,7 +136,7 @@ async function startServer() {
     if (exited) throw new Error(`server exited early (${JSON.stringify(exited)}); see ${serverLogPath}`);
     try {
       const res = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(1000) });
-      if (res.ok) return { port, child, wsUrl: `ws://127.0.0.1:${port}/ws` };
+      if (res.ok) return { port, child, baseUrl: `http://127.0.0.1:${port}/` };
     } catch {
       // not listening yet
     }
@@ -136,6 +154,23 @@ async function stopServer(child) {
   clearTimeout(timer);
 }
 
+/** The server must serve exactly the bundle in dist/ (else it was built before the last `npm run build`). */
+async function checkServedBundle(baseUrl) {
+  for (const [route, file] of [
+    ['', 'index.html'],
+    ['app.js', 'app.js'],
+    ['style.css', 'style.css'],
+  ]) {
+    const res = await fetch(new URL(route, baseUrl));
+    if (!res.ok) throw new Error(`GET /${route}: HTTP ${res.status}`);
+    const served = await res.text();
+    const built = await readFile(path.join(DIST, file), 'utf8');
+    if (served !== built) {
+      throw new Error(`GET /${route} differs from dist/${file}: rebuild the server (cargo build -p ferrosoup-server) after npm run build`);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Pages
 
@@ -144,6 +179,7 @@ class DemoPage {
     this.name = name;
     this.page = page;
     this.console = [];
+    this.joinStartEpochMs = null;
     page.on('console', (msg) => {
       const line = `[${this.name}] ${msg.type()}: ${msg.text()}`;
       this.console.push(line);
@@ -163,8 +199,15 @@ class DemoPage {
         phase: d.state.phase,
         peerId: d.state.peerId,
         errors: d.state.errors,
+        warnings: d.state.warnings,
+        reconnects: d.state.reconnects,
         producers: [...d.state.producers.keys()],
         peers: [...d.state.peers.keys()],
+        tiles: [...document.querySelectorAll('.tile.remote')].map((t) => ({
+          peerId: t.dataset.peerId,
+          name: t.querySelector('.name')?.textContent,
+          video: t.dataset.video,
+        })),
         transports: d.transportStates(),
         consumers: await d.consumerStats(),
         outbound: await d.producerStats(),
@@ -172,12 +215,9 @@ class DemoPage {
     });
   }
 
-  serverStats() {
-    return this.eval(() => window.ferrosoupDemo.serverStats());
-  }
-
-  /** What to show when a step of this page fails. */
+  /** What to show when a step involving this page fails. */
   async diagnose() {
+    if (this.page.isClosed()) return `--- page ${this.name}: closed`;
     let snap;
     try {
       snap = JSON.stringify(await this.snapshot());
@@ -186,28 +226,12 @@ class DemoPage {
     }
     let server;
     try {
-      server = JSON.stringify(await this.serverStats());
+      server = JSON.stringify(await this.eval(() => window.ferrosoupDemo.serverStats()));
     } catch (error) {
       server = `(none: ${error.message})`;
     }
-    if (process.env.DUMP_SDP === '1') {
-      const sdp = await this.eval(() => window.ferrosoupDemo.recvSdp()).catch(() => null);
-      server += `\n--- page ${this.name} recv SDP:\n${sdp?.remote}\n--- answer:\n${sdp?.local}`;
-    }
     return `--- page ${this.name} state:\n${snap}\n--- page ${this.name} server-side stats:\n${server}\n--- page ${this.name} console (last 30):\n${this.console.slice(-30).join('\n')}`;
   }
-}
-
-async function openPage(context, staticUrl, wsUrl, roomId, name) {
-  const page = new DemoPage(name, await context.newPage());
-  const url = new URL(staticUrl);
-  url.searchParams.set('room', roomId);
-  url.searchParams.set('name', name);
-  url.searchParams.set('ws', wsUrl);
-  if (SIMULCAST) url.searchParams.set('simulcast', '1');
-  if (WORKAROUND) url.searchParams.set('workaround', WORKAROUND);
-  await page.page.goto(url.href, { timeout: 10_000 });
-  return page;
 }
 
 async function waitJoined(page) {
@@ -220,53 +244,58 @@ async function waitJoined(page) {
         phase: d.state.phase,
         peerId: d.state.peerId,
         errors: d.state.errors,
-        producers: d.state.producers.size,
+        warnings: d.state.warnings,
+        producers: [...d.state.producers.keys()],
         transports: d.transportStates(),
       };
     });
     if (snap.errors.length) throw new Error(`page ${page.name}: join failed: ${snap.errors.join('; ')}`);
-    if (snap.phase === 'joined' && snap.producers === 2) {
+    if (snap.phase === 'joined' && snap.producers.length === 2) {
       page.peerId = snap.peerId;
       return snap;
     }
     await sleep(POLL_MS);
   }
-  throw new Error(`page ${page.name}: not joined with 2 producers after ${TIMEOUT.join} ms (last: ${JSON.stringify(snap)})`);
+  throw new Error(`page ${page.name}: not joined with camera + mic producers after ${TIMEOUT.join} ms (last: ${JSON.stringify(snap)})`);
 }
 
 /**
  * Waits until `page` decodes video (framesDecoded growing, frameWidth > 0) and receives
- * audio (packetsReceived growing) from every page in `others`. Returns first-frame times.
+ * audio (packetsReceived growing) from every page in `others`, with a named tile for each.
+ * Returns {senderName: first-frame epoch ms}.
  */
 async function waitMedia(page, others) {
   const deadline = Date.now() + TIMEOUT.media;
   const prev = new Map();
-  const want = new Map(others.map((o) => [o.peerId, o.name]));
   let missing = [];
   while (Date.now() < deadline) {
     const snap = await page.snapshot();
     if (snap.errors.length) throw new Error(`page ${page.name}: ${snap.errors.join('; ')}`);
     missing = [];
     const firstFrames = {};
-    for (const [peerId, name] of want) {
+    for (const other of others) {
+      const tile = snap.tiles.find((t) => t.peerId === other.peerId);
+      if (!tile) missing.push(`no tile for ${other.name}`);
+      else if (tile.name !== other.name) missing.push(`tile of ${other.name} is named "${tile.name}"`);
       for (const kind of ['video', 'audio']) {
-        const c = snap.consumers.find((x) => x.peerId === peerId && x.kind === kind);
+        const c = snap.consumers.find((x) => x.peerId === other.peerId && x.kind === kind);
         if (!c) {
-          missing.push(`${kind} from ${name}: no consumer`);
+          missing.push(`${kind} from ${other.name}: no consumer`);
           continue;
         }
         const before = prev.get(c.consumerId);
         prev.set(c.consumerId, c);
         if (kind === 'video') {
-          if (!(c.framesDecoded > 0 && c.frameWidth > 0 && before && c.framesDecoded > before.framesDecoded)) {
+          const decoding = c.framesDecoded > 0 && c.frameWidth > 0 && c.firstFrameEpochMs !== null;
+          if (!(decoding && before && c.framesDecoded > before.framesDecoded)) {
             missing.push(
-              `video from ${name}: packetsReceived=${c.packetsReceived} framesDecoded=${c.framesDecoded} ` +
-                `keyFramesDecoded=${c.keyFramesDecoded} frameWidth=${c.frameWidth} pli=${c.pliCount} nack=${c.nackCount}`,
+              `video from ${other.name}: packetsReceived=${c.packetsReceived} framesDecoded=${c.framesDecoded} ` +
+                `frameWidth=${c.frameWidth} pli=${c.pliCount} nack=${c.nackCount}`,
             );
           }
-          firstFrames[name] = c.firstFrameEpochMs;
+          firstFrames[other.name] = c.firstFrameEpochMs;
         } else if (!(before && c.packetsReceived > before.packetsReceived)) {
-          missing.push(`audio from ${name}: packetsReceived=${c.packetsReceived} (not growing)`);
+          missing.push(`audio from ${other.name}: packetsReceived=${c.packetsReceived} (not growing)`);
         }
       }
     }
@@ -276,46 +305,64 @@ async function waitMedia(page, others) {
   throw new Error(`page ${page.name}: after ${TIMEOUT.media} ms still missing: ${missing.join(' | ')}`);
 }
 
-async function waitGone(page, gone) {
-  const deadline = Date.now() + TIMEOUT.leave;
+/** Waits (up to `limitMs`) until `page` has no tile, peer entry or consumer of the peer `peerId` any more. */
+async function waitGone(page, peerId, name, limitMs) {
+  const started = Date.now();
   let snap;
-  while (Date.now() < deadline) {
+  while (Date.now() - started < limitMs) {
     snap = await page.eval(
-      (peerId) => {
+      (id) => {
         const d = window.ferrosoupDemo;
         return {
-          hasPeer: d.state.peers.has(peerId),
-          consumers: [...d.state.consumers.values()].filter((c) => c.peerId === peerId).length,
-          tiles: document.querySelectorAll(`.tile[data-peer-id="${peerId}"]`).length,
+          hasPeer: d.state.peers.has(id),
+          consumers: [...d.state.consumers.values()].filter((c) => c.peerId === id).length,
+          tiles: document.querySelectorAll(`.tile[data-peer-id="${id}"]`).length,
         };
       },
-      gone.peerId,
+      peerId,
     );
-    if (!snap.hasPeer && snap.consumers === 0 && snap.tiles === 0) return;
+    if (!snap.hasPeer && snap.consumers === 0 && snap.tiles === 0) return Date.now() - started;
+    await sleep(100);
+  }
+  throw new Error(`page ${page.name}: ${name} still present after ${limitMs} ms (${JSON.stringify(snap)})`);
+}
+
+/** Decoded width of `sender`'s video on `page`, once `accept(width, consumer)` holds for two polls with frames flowing. */
+async function waitWidth(page, sender, accept, what) {
+  const deadline = Date.now() + TIMEOUT.layer;
+  let last = null;
+  let agreed = 0;
+  while (Date.now() < deadline) {
+    const consumers = await page.eval(() => window.ferrosoupDemo.consumerStats());
+    const c = consumers.find((x) => x.peerId === sender.peerId && x.kind === 'video');
+    const flowing = c && last && c.framesDecoded > last.framesDecoded;
+    agreed = flowing && accept(c.frameWidth, c) && c.frameWidth === last.frameWidth ? agreed + 1 : 0;
+    if (agreed >= 2) return c.frameWidth;
+    if (c) last = c;
     await sleep(POLL_MS);
   }
-  throw new Error(`page ${page.name}: ${gone.name} still present after ${TIMEOUT.leave} ms (${JSON.stringify(snap)})`);
+  throw new Error(
+    `page ${page.name}: ${what} of ${sender.name}'s video not reached after ${TIMEOUT.layer} ms ` +
+      `(last: frameWidth=${last?.frameWidth} spatialLayer=${last?.spatialLayer} framesDecoded=${last?.framesDecoded})`,
+  );
 }
 
 // ---------------------------------------------------------------------------
 
 async function main() {
   tmpDir = await mkdtemp(path.join(os.tmpdir(), 'ferrosoup-e2e-'));
-  log(`temp dir ${tmpDir}; simulcast ${SIMULCAST ? 'on' : 'off'}; workarounds ${WORKAROUND || 'none'}`);
-
-  await step('build the bundle', () => buildDemo({ dev: true }));
-  const httpServer = await serveStatic(0);
-  cleanups.push(() => new Promise((resolve) => httpServer.close(resolve)));
-  const staticUrl = `http://127.0.0.1:${httpServer.address().port}/`;
+  log(`temp dir ${tmpDir}; server ${SERVER_BIN}`);
 
   const server = await step('start ferrosoup', startServer);
-  log(`server on ${server.wsUrl}, log ${serverLogPath}`);
+  log(`server at ${server.baseUrl}, log ${serverLogPath}`);
+  await step('server serves the built bundle (dist/) at / , /app.js, /style.css', () => checkServedBundle(server.baseUrl));
 
   const context = await step('launch chromium', () =>
     chromium.launchPersistentContext(path.join(tmpDir, 'profile'), {
       executablePath: CHROMIUM,
       headless: true,
       timeout: 20_000,
+      viewport: { width: 1280, height: 760 },
       args: [
         '--no-sandbox',
         '--disable-gpu',
@@ -327,12 +374,16 @@ async function main() {
         '--use-fake-device-for-media-stream',
         '--use-fake-ui-for-media-stream',
         '--autoplay-policy=no-user-gesture-required',
+        '--disable-background-timer-throttling',
+        '--disable-renderer-backgrounding',
+        '--disable-backgrounding-occluded-windows',
       ],
     }),
   );
   cleanups.unshift(() => context.close());
 
   const roomId = `e2e-${Math.random().toString(36).slice(2, 8)}`;
+  /** Pages in the call. */
   const pages = [];
   const failWith = async (error, involved) => {
     const diag = await Promise.all(involved.map((p) => p.diagnose()));
@@ -340,23 +391,28 @@ async function main() {
     throw error;
   };
   // "viewer <- sender" -> ms from the later of the two joins to the viewer's first frame.
-  const timings = new Map();
+  const pairTimes = new Map();
+  // page -> ms from its join to the first frame of every peer already in the room.
+  const joinerTimes = new Map();
 
   const join = async (name) => {
-    const page = await openPage(context, staticUrl, server.wsUrl, roomId, name);
-    page.joinStartEpochMs = await page.eval(() =>
-      Math.round(performance.timeOrigin + window.ferrosoupDemo.state.joinStartedAt),
-    );
+    const page = new DemoPage(name, await context.newPage());
+    const url = new URL(server.baseUrl);
+    url.searchParams.set('room', roomId);
+    url.searchParams.set('name', name);
+    await page.page.goto(url.href, { timeout: 10_000 });
+    page.joinStartEpochMs = await page.eval(() => Math.round(performance.timeOrigin + window.ferrosoupDemo.state.joinStartedAt));
+    page.peersAtJoin = [...pages];
     pages.push(page);
     try {
-      await step(`page ${name}: join room ${roomId} and produce camera + mic`, () => waitJoined(page));
+      await step(`page ${name}: join room ${roomId} and send camera (simulcast) + mic`, () => waitJoined(page));
     } catch (error) {
       await failWith(error, [page]);
     }
     return page;
   };
-  const expectAllMedia = async (label) => {
-    for (const page of pages) {
+  const expectAllMedia = async (label, viewers = pages) => {
+    for (const page of viewers) {
       const others = pages.filter((p) => p !== page);
       try {
         const firstFrames = await step(
@@ -366,36 +422,135 @@ async function main() {
         for (const [from, epochMs] of Object.entries(firstFrames)) {
           const sender = others.find((o) => o.name === from);
           const key = `${page.name} <- ${from}`;
-          if (!timings.has(key)) timings.set(key, epochMs - Math.max(page.joinStartEpochMs, sender.joinStartEpochMs));
+          if (!pairTimes.has(key)) pairTimes.set(key, epochMs - Math.max(page.joinStartEpochMs, sender.joinStartEpochMs));
+        }
+        if (page.peersAtJoin?.length && !joinerTimes.has(page.name)) {
+          const last = Math.max(...page.peersAtJoin.map((p) => firstFrames[p.name]));
+          joinerTimes.set(page.name, last - page.joinStartEpochMs);
         }
       } catch (error) {
         await failWith(error, pages);
       }
     }
   };
+  // `limitMs` below the grace period: removed by the page's leaveRoom, not by the server's timeout.
+  const expectGone = async (label, leaver, viewers, limitMs = TIMEOUT.gone) => {
+    const times = [];
+    for (const page of viewers) {
+      try {
+        times.push(
+          await step(`${label}: ${leaver.name}'s tile and consumers removed on page ${page.name} within ${limitMs} ms`, () =>
+            waitGone(page, leaver.peerId, leaver.name, limitMs),
+          ),
+        );
+      } catch (error) {
+        await failWith(error, [page]);
+      }
+    }
+    return times;
+  };
 
-  await join('alice');
-  await join('bob');
-  await expectAllMedia('2 peers');
+  // 1. Three peers.
+  const alice = await join('alice');
+  const bob = await join('bob');
   const carol = await join('carol');
   await expectAllMedia('3 peers');
-  if (process.env.SCREENSHOT_DIR) {
-    for (const page of pages) {
-      await page.page.bringToFront();
-      await page.page.screenshot({ path: path.join(process.env.SCREENSHOT_DIR, `${page.name}.png`), timeout: 10_000 });
-    }
+
+  if (SCREENSHOT) {
+    await step(`screenshot of alice's page -> ${SCREENSHOT}`, async () => {
+      await sleep(2500); // stats overlays filled, top layers up
+      await mkdir(path.dirname(SCREENSHOT), { recursive: true });
+      await alice.page.bringToFront();
+      await alice.page.screenshot({ path: SCREENSHOT, timeout: 10_000 });
+    });
   }
 
-  await carol.page.close();
-  pages.splice(pages.indexOf(carol), 1);
-  for (const page of pages) {
-    try {
-      await step(`page ${page.name}: carol's tile and consumers removed after she leaves`, () => waitGone(page, carol));
-    } catch (error) {
-      await failWith(error, [page]);
-    }
+  // 2. A late joiner sees everyone and everyone sees him.
+  const dave = await join('dave');
+  await expectAllMedia('dave joined late');
+
+  // 3. Signaling lost briefly: the session is resumed (same peer, same consumers).
+  const consumerIdsOf = (page, peerId) =>
+    page.eval((id) => [...window.ferrosoupDemo.state.consumers.values()].filter((c) => c.peerId === id).map((c) => c.consumer.id).sort(), peerId);
+  const aliceSeesBob = await consumerIdsOf(alice, bob.peerId);
+  try {
+    await step('page bob: signaling dropped, session resumed within the grace period', async () => {
+      await bob.eval(() => window.ferrosoupDemo.dropSignaling());
+      const deadline = Date.now() + TIMEOUT.resume;
+      let s;
+      while (Date.now() < deadline) {
+        s = await bob.eval(() => ({ ...window.ferrosoupDemo.state.reconnects, phase: window.ferrosoupDemo.state.phase, peerId: window.ferrosoupDemo.state.peerId }));
+        if (s.resumed === 1 && s.phase === 'joined') break;
+        await sleep(POLL_MS);
+      }
+      if (s.resumed !== 1 || s.phase !== 'joined') throw new Error(`page bob: not resumed after ${TIMEOUT.resume} ms (${JSON.stringify(s)})`);
+      if (s.peerId !== bob.peerId) throw new Error(`page bob: peer id changed ${bob.peerId} -> ${s.peerId}`);
+      const now = await consumerIdsOf(alice, bob.peerId);
+      if (JSON.stringify(now) !== JSON.stringify(aliceSeesBob)) {
+        throw new Error(`page alice: bob's consumers changed across the resume (${aliceSeesBob} -> ${now})`);
+      }
+    });
+  } catch (error) {
+    await failWith(error, [bob, alice]);
   }
-  await expectAllMedia('after carol left');
+  await expectAllMedia('after bob resumed', [alice, bob]);
+
+  // 4. Signaling lost for longer than the grace: the server drops the peer; the page joins afresh.
+  const oldBob = bob.peerId;
+  try {
+    await step(`page bob: signaling lost for longer than SESSION_GRACE=${SESSION_GRACE_S}s, joined again as a new peer`, async () => {
+      await bob.eval((holdMs) => window.ferrosoupDemo.dropSignaling({ holdMs }), SESSION_GRACE_S * 1000 + 1500);
+      const deadline = Date.now() + TIMEOUT.join + SESSION_GRACE_S * 1000;
+      let s;
+      while (Date.now() < deadline) {
+        s = await bob.eval(() => {
+          const d = window.ferrosoupDemo.state;
+          return { ...d.reconnects, phase: d.phase, peerId: d.peerId, producers: d.producers.size, errors: d.errors };
+        });
+        if (s.errors.length) throw new Error(`page bob: ${s.errors.join('; ')}`);
+        if (s.rejoined === 1 && s.phase === 'joined' && s.peerId !== oldBob && s.producers === 2) break;
+        await sleep(POLL_MS);
+      }
+      if (!(s.rejoined === 1 && s.phase === 'joined' && s.peerId !== oldBob && s.producers === 2)) {
+        throw new Error(`page bob: no fresh join (${JSON.stringify(s)})`);
+      }
+      bob.peerId = s.peerId;
+    });
+  } catch (error) {
+    await failWith(error, [bob]);
+  }
+  await expectGone('bob expired', { name: 'bob (old session)', peerId: oldBob }, [alice, carol, dave]);
+  await expectAllMedia('after bob joined again');
+
+  // 5. carol presses Leave: gone from the others at once (leaveRoom), not after the grace.
+  await carol.page.click('#leave');
+  pages.splice(pages.indexOf(carol), 1);
+  const leaveTimes = await expectGone('carol pressed Leave', carol, pages, LEFT_WITHIN_MS);
+  await carol.page.close();
+
+  // 6. dave closes his tab: the page sends leaveRoom on pagehide.
+  await dave.page.close();
+  pages.splice(pages.indexOf(dave), 1);
+  const closeTimes = await expectGone('dave closed his tab', dave, pages, LEFT_WITHIN_MS);
+  log(`removal seen after: Leave ${leaveTimes.join('/')} ms, tab closed ${closeTimes.join('/')} ms (grace ${SESSION_GRACE_S * 1000} ms)`);
+  await expectAllMedia('alice and bob after the others left');
+
+  // 7. Quality: Low then High on alice's tile of bob changes the decoded resolution.
+  const qualitySelect = `.tile[data-peer-id="${bob.peerId}"] select.quality`;
+  let low;
+  try {
+    low = await step("page alice: bob's tile set to Low, decoded at the lowest layer", async () => {
+      await alice.page.selectOption(qualitySelect, 'low', { timeout: 5000 });
+      return waitWidth(alice, bob, (w, c) => w > 0 && (c.spatialLayer === 0 || c.spatialLayer === null), 'Low layer');
+    });
+    await step(`page alice: bob's tile set to High, decoded wider than Low (${low}px)`, async () => {
+      await alice.page.selectOption(qualitySelect, 'high', { timeout: 5000 });
+      const high = await waitWidth(alice, bob, (w) => w > low, 'a wider layer');
+      log(`bob's video on alice: Low ${low}px wide, High ${high}px wide`);
+    });
+  } catch (error) {
+    await failWith(error, [alice, bob]);
+  }
 
   // What the senders manage to send (their bandwidth estimate depends on server feedback).
   for (const page of pages) {
@@ -404,13 +559,17 @@ async function main() {
     const video = outbound
       .filter((o) => o.kind === 'video')
       .map((o) => `${o.rid ?? 'single'} ${o.frameWidth}x${o.frameHeight} (${o.qualityLimitationReason})`);
-    const received = consumers
-      .filter((c) => c.kind === 'video')
-      .map((c) => `${c.displayName} ${c.frameWidth}x${c.frameHeight} pli=${c.pliCount}`);
+    const received = consumers.filter((c) => c.kind === 'video').map((c) => `${c.displayName} ${c.frameWidth}x${c.frameHeight}`);
     log(`page ${page.name}: send BWE ${bwe ?? '?'} bps; sends ${video.join(', ')}; receives ${received.join(', ')}`);
   }
-  const list = [...timings].map(([k, ms]) => `${k}: ${ms} ms`);
-  log(`join-to-first-frame (from the later join of viewer and sender): ${list.join(', ')}`);
+  const pairs = [...pairTimes.values()];
+  log(`join-to-first-frame per viewer/sender pair (ms from the later join): ${[...pairTimes].map(([k, ms]) => `${k} ${ms}`).join(', ')}`);
+  log(`join-to-first-frame pairs: n=${pairs.length} p50 ${percentile(pairs, 50)} ms, max ${Math.max(...pairs)} ms`);
+  const joiners = [...joinerTimes.values()];
+  log(
+    `join-to-first-frame of every peer already there, per joining page: ${[...joinerTimes].map(([k, ms]) => `${k} ${ms}`).join(', ')}; ` +
+      `p50 ${percentile(joiners, 50)} ms, max ${Math.max(...joiners)} ms`,
+  );
 }
 
 const watchdog = setTimeout(() => {

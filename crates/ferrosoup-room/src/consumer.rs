@@ -10,6 +10,7 @@ use std::time::Instant;
 use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_rtc::rtcp::SendStats;
 use ferrosoup_rtc::seq::{SEQ_HISTORY, SeqRewriter, TimestampRewriter};
+use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 
 use crate::ids::{ConsumerId, ProducerId};
 
@@ -274,6 +275,12 @@ impl ConsumerForwarder {
         input.wrapping_add(self.ts_offset)
     }
 
+    /// Whether `output_seq` is the first packet after the last (re)start or switch, where
+    /// per-source numbering (VP8 PictureID) must be re-based.
+    pub fn is_sync_point(&self, output_seq: u16) -> bool {
+        self.switched_at_seq == Some(output_seq)
+    }
+
     /// The output payload type for a producer payload type.
     pub fn output_payload_type(&self, input: u8) -> Option<u8> {
         self.pt_map
@@ -309,6 +316,8 @@ pub struct Consumer {
     pub rtx_seq: u16,
     /// Producer header extension id → consumer id (0: removed).
     pub ext_map: [u8; 256],
+    /// VP8 PictureID/TL0PICIDX continuity across layer switches (simulcast VP8 only).
+    pub vp8: Option<Vp8PictureRewriter>,
     /// Consumer id of the transport-wide-cc extension (0: not negotiated).
     pub twcc_ext: u8,
     /// Consumer id of the abs-send-time extension (0: not negotiated).

@@ -22,6 +22,7 @@ use ferrosoup_rtc::rtcp::{self, RtcpItem};
 use ferrosoup_rtc::rtp::{self, RtpHeaderInfo, VideoCodec};
 use ferrosoup_rtc::srtp::SrtpSession;
 use ferrosoup_rtc::twcc::{FEEDBACK_INTERVAL, TwccRecorder};
+use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 
 use crate::consumer::{Consumer, Decision, LayerChange};
 use crate::error::RoomError;
@@ -84,6 +85,8 @@ pub struct ConsumeSpec {
     pub twcc_ext: u8,
     /// Consumer id of the abs-send-time extension (0: not negotiated).
     pub abs_send_time_ext: u8,
+    /// VP8 simulcast: keep PictureID/TL0PICIDX continuous across layer switches.
+    pub vp8_rewrite: bool,
 }
 
 /// Objects closed as a side effect of a close request, for notifications.
@@ -610,6 +613,7 @@ impl WorkerCore {
             rtx: spec.rtx,
             rtx_seq: rand::random(),
             ext_map: spec.ext_map,
+            vp8: spec.vp8_rewrite.then(Vp8PictureRewriter::new),
             twcc_ext: spec.twcc_ext,
             abs_send_time_ext: spec.abs_send_time_ext,
             clock_rate: spec.clock_rate,
@@ -1151,11 +1155,8 @@ impl WorkerCore {
             }
             slot[..len].copy_from_slice(packet);
             let out = &mut slot[..len];
-            rtp::set_ssrc(out, consumer.ssrc);
-            rtp::set_sequence_number(out, seq);
-            rtp::set_timestamp(out, timestamp);
-            rtp::set_payload_type(out, payload_type);
-            rtp::remap_extension_ids(out, &info, &consumer.ext_map);
+            let sync = consumer.forwarder.is_sync_point(seq);
+            rewrite_for(consumer, out, &info, seq, timestamp, payload_type, sync);
             // Per-hop values: this transport's own transport-wide sequence and send time.
             if consumer.twcc_ext != 0
                 && let Some(ext) = rtp::find_extension_mut(out, &info, consumer.twcc_ext)
@@ -1401,11 +1402,7 @@ impl WorkerCore {
             let mut tmp = [0u8; MAX_DATAGRAM];
             let n = original.len();
             tmp[..n].copy_from_slice(original);
-            rtp::set_ssrc(&mut tmp[..n], consumer.ssrc);
-            rtp::set_sequence_number(&mut tmp[..n], seq);
-            rtp::set_timestamp(&mut tmp[..n], ts);
-            rtp::set_payload_type(&mut tmp[..n], pt);
-            rtp::remap_extension_ids(&mut tmp[..n], &info, &consumer.ext_map);
+            rewrite_for(consumer, &mut tmp[..n], &info, seq, ts, pt, false);
             let rtx_seq = consumer.rtx_seq;
             consumer.rtx_seq = consumer.rtx_seq.wrapping_add(1);
             let mut out_info = info;
@@ -1427,12 +1424,7 @@ impl WorkerCore {
                 return;
             }
             slot[..n].copy_from_slice(original);
-            let out = &mut slot[..n];
-            rtp::set_ssrc(out, consumer.ssrc);
-            rtp::set_sequence_number(out, seq);
-            rtp::set_timestamp(out, ts);
-            rtp::set_payload_type(out, pt);
-            rtp::remap_extension_ids(out, &info, &consumer.ext_map);
+            rewrite_for(consumer, &mut slot[..n], &info, seq, ts, pt, false);
             n
         };
         if let Ok(n) = srtp.protect_rtp(&mut slot[..], len) {
@@ -1777,6 +1769,31 @@ impl WorkerCore {
         let secs = since_unix.as_secs() + NTP_UNIX_OFFSET;
         let frac = ((since_unix.subsec_nanos() as u64) << 32) / 1_000_000_000;
         (secs << 32) | frac
+    }
+}
+
+/// Rewrites a copy of a producer packet for a consumer, in place: SSRC, sequence number,
+/// timestamp, payload type, header extension ids, and the VP8 picture numbering (re-based
+/// when `sync` marks the first packet after a switch).
+fn rewrite_for(
+    consumer: &mut Consumer,
+    out: &mut [u8],
+    info: &RtpHeaderInfo,
+    seq: u16,
+    timestamp: u32,
+    payload_type: u8,
+    sync: bool,
+) {
+    rtp::set_ssrc(out, consumer.ssrc);
+    rtp::set_sequence_number(out, seq);
+    rtp::set_timestamp(out, timestamp);
+    rtp::set_payload_type(out, payload_type);
+    rtp::remap_extension_ids(out, info, &consumer.ext_map);
+    if let Some(vp8) = consumer.vp8.as_mut() {
+        vp8.rewrite(
+            &mut out[info.payload_offset..info.payload_offset + info.payload_len],
+            sync,
+        );
     }
 }
 

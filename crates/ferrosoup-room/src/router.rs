@@ -775,5 +775,11 @@ fn consume_spec(
         preferred_temporal: preferred_layers.and_then(|l| l.1),
         twcc_ext,
         abs_send_time_ext,
+        vp8_rewrite: meta.consumer_type == "simulcast"
+            && params
+                .codecs
+                .iter()
+                .find(|c| !c.is_rtx())
+                .is_some_and(|c| c.mime_type.eq_ignore_ascii_case("video/vp8")),
     }
 }

@@ -16,6 +16,7 @@
 //! - [`nack`]: receive-side loss tracking and NACK generation.
 //! - [`rtcp`]: RTCP compound parsing and building (SR, RR, NACK, PLI, FIR, REMB).
 //! - [`twcc`]: transport-wide congestion control feedback from packet arrivals.
+//! - [`vp8`]: VP8 PictureID / TL0PICIDX continuity across simulcast switches.
 
 pub mod demux;
 pub mod dtls;
@@ -27,3 +28,4 @@ pub mod rtx;
 pub mod seq;
 pub mod srtp;
 pub mod twcc;
+pub mod vp8;

@@ -103,7 +103,7 @@ pub struct Config {
     pub ice_disconnect_timeout: f64,
     /// Enables `POST /api/debug/workers/{index}/panic`, which makes a worker panic (to test
     /// fault containment). Never enable in production.
-    #[arg(long, env = "FAULT_INJECTION")]
+    #[arg(long, env = "FAULT_INJECTION", value_parser = clap::builder::BoolishValueParser::new())]
     pub fault_injection: bool,
     /// Sustained signaling requests per second per connection.
     #[arg(long, env = "MAX_REQUESTS_PER_SECOND", default_value_t = Limits::default().requests_per_second)]

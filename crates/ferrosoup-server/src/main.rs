@@ -109,5 +109,7 @@ async fn shutdown(hub: std::sync::Arc<Hub>, drain: std::time::Duration) {
     hub.start_draining();
     tokio::time::sleep(drain).await;
     hub.close_all_rooms("shutdown").await;
-    tracing::info!("rooms closed");
+    hub.close_connections(std::time::Duration::from_secs(5))
+        .await;
+    tracing::info!("rooms and connections closed");
 }

@@ -19,6 +19,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs one WebSocket connection to the end.
 pub async fn serve(hub: Arc<Hub>, socket: WebSocket, params: ConnectParams) {
+    let _counted = hub.connection_guard();
+    let mut shutdown = hub.shutdown_signal();
     let (mut sink, mut stream) = socket.split();
     let (in_tx, in_rx) = mpsc::unbounded_channel::<String>();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
@@ -64,6 +66,21 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, params: ConnectParams) {
                 }
                 None => break,
             },
+            _ = shutdown.changed() => {
+                let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
+                // Frames already queued (roomClosed, a close) go first.
+                while let Ok(out) = out_rx.try_recv() {
+                    match out {
+                        Outgoing::Text(text) => { let _ = sink.send(Message::Text(text.into())).await; }
+                        Outgoing::Close(code, reason) => {
+                            let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                            break;
+                        }
+                    }
+                }
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                break;
+            }
             _ = ping.tick() => {
                 if last_seen.elapsed() > PING_TIMEOUT {
                     tracing::info!("websocket silent for {:?}: closing", PING_TIMEOUT);

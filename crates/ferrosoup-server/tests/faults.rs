@@ -45,13 +45,9 @@ async fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
 
 /// `http`, which must reach the server.
 async fn http_ok(port: u16, method: &str, path: &str) -> (u16, String) {
-    within(
-        &format!("{method} {path}"),
-        10,
-        http(port, method, path),
-    )
-    .await
-    .unwrap_or_else(|| panic!("{method} {path}: no HTTP answer"))
+    within(&format!("{method} {path}"), 10, http(port, method, path))
+        .await
+        .unwrap_or_else(|| panic!("{method} {path}: no HTTP answer"))
 }
 
 /// The HTTP status of a WebSocket handshake: 101 when it upgraded, else the refusal's.
@@ -256,6 +252,13 @@ async fn sigterm_drains_then_closes_every_room_and_exits_zero() {
     let mut late = Ws::connect(&url).await;
     let (status, body) = http_ok(server.port, "GET", "/health").await;
     assert_eq!(status, 200, "/health before SIGTERM: {body}");
+    // Without FAULT_INJECTION there is no route to make a worker panic.
+    let (status, body) = http_ok(server.port, "POST", "/api/debug/workers/0/panic").await;
+    assert_eq!(
+        status, 404,
+        "fault injection must be off by default: {body}"
+    );
+    peers[0].1.ok("ping", json!({})).await;
 
     server.terminate();
     within("/health turns 503 after SIGTERM", 10, async {
@@ -306,7 +309,10 @@ async fn sigterm_drains_then_closes_every_room_and_exits_zero() {
     // After the drain every joined peer gets roomClosed "shutdown" and close code 1001.
     for (room, ws) in &mut peers {
         let (seen, code) = within("roomClosed after the drain", 20, ws.until_closed()).await;
-        let closed: Vec<&Value> = seen.iter().filter(|n| n["method"] == "roomClosed").collect();
+        let closed: Vec<&Value> = seen
+            .iter()
+            .filter(|n| n["method"] == "roomClosed")
+            .collect();
         assert_eq!(
             closed.len(),
             1,
@@ -343,20 +349,12 @@ struct Stream {
 impl Stream {
     /// Joins `publisher` and `subscriber` to `room` and starts the media.
     async fn start(url: &str, room: &str, publisher: &str, subscriber: &str) -> Self {
-        let p = within(
-            "publisher joins",
-            10,
-            Peer::join(url, room, publisher),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{publisher} joins {room}: {e}"));
-        let s = within(
-            "subscriber joins",
-            10,
-            Peer::join(url, room, subscriber),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{subscriber} joins {room}: {e}"));
+        let p = within("publisher joins", 10, Peer::join(url, room, publisher))
+            .await
+            .unwrap_or_else(|e| panic!("{publisher} joins {room}: {e}"));
+        let s = within("subscriber joins", 10, Peer::join(url, room, subscriber))
+            .await
+            .unwrap_or_else(|e| panic!("{subscriber} joins {room}: {e}"));
         Self::start_with(room, p, s).await
     }
 
@@ -550,8 +548,11 @@ async fn a_worker_panic_closes_only_its_rooms_and_the_worker_restarts() {
     one.stop().await;
 
     // Room two is untouched: its media keeps flowing, its peers are still served.
-    two.wait_frames(50, "media keeps flowing in room two after the other worker's panic")
-        .await;
+    two.wait_frames(
+        50,
+        "media keeps flowing in room two after the other worker's panic",
+    )
+    .await;
     for peer in [&mut two.publisher, &mut two.subscriber] {
         peer.signaling()
             .request("ping", json!({}))
@@ -589,7 +590,7 @@ async fn a_worker_panic_closes_only_its_rooms_and_the_worker_restarts() {
     let frank = within("frank joins", 10, Peer::join(&url, &room, "frank"))
         .await
         .expect("frank joins");
-    let mut three = Stream::start_with(&room, erin, frank).await;
+    let three = Stream::start_with(&room, erin, frank).await;
     three
         .wait_frames(50, "media flows on the restarted worker")
         .await;

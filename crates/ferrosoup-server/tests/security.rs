@@ -225,13 +225,13 @@ fn error_of(response: &Value) -> (u64, String) {
     (code, reason.to_owned())
 }
 
-/// `produce` data: one VP8 encoding with this SSRC (payload type 96).
+/// `produce` data: one VP8 encoding with this SSRC (payload type 96), the SSRC as its mid.
 fn produce_data(transport: &str, ssrc: u32) -> Value {
     json!({
         "transportId": transport,
         "kind": "video",
         "rtpParameters": {
-            "mid": "0",
+            "mid": ssrc.to_string(),
             "codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000, "parameters": {}, "rtcpFeedback": []}],
             "headerExtensions": [],
             "encodings": [{"ssrc": ssrc}],
@@ -363,7 +363,10 @@ async fn tokens_are_checked_at_the_handshake_and_bind_room_and_peer() {
     for (what, url) in [
         ("no token", server.ws_url()),
         ("an empty token", with_token(&server, "")),
-        ("a token of another secret", with_token(&server, &wrong_secret)),
+        (
+            "a token of another secret",
+            with_token(&server, &wrong_secret),
+        ),
         ("an expired token", with_token(&server, &expired)),
         ("garbage", with_token(&server, "not.a.jwt")),
         ("a truncated token", {
@@ -399,14 +402,18 @@ async fn tokens_are_checked_at_the_handshake_and_bind_room_and_peer() {
         .fail("joinRoom", json!({"roomId": "elsewhere", "peerId": "bob"}))
         .await;
     assert_eq!(code, 403, "joinRoom to another room: {reason}");
-    let (code, reason) = bob
-        .fail("joinRoom", json!({"roomId": "elsewhere"}))
-        .await;
-    assert_eq!(code, 403, "joinRoom to another room without peerId: {reason}");
+    let (code, reason) = bob.fail("joinRoom", json!({"roomId": "elsewhere"})).await;
+    assert_eq!(
+        code, 403,
+        "joinRoom to another room without peerId: {reason}"
+    );
     let (code, reason) = bob
         .fail("joinRoom", json!({"roomId": "main", "peerId": "mallory"}))
         .await;
-    assert_eq!(code, 403, "joinRoom with a peerId that is not sub: {reason}");
+    assert_eq!(
+        code, 403,
+        "joinRoom with a peerId that is not sub: {reason}"
+    );
     let (code, reason) = bob
         .fail("joinRoom", json!({"roomId": "main", "peerId": "alice"}))
         .await;
@@ -421,14 +428,20 @@ async fn tokens_are_checked_at_the_handshake_and_bind_room_and_peer() {
         "a refused joinRoom left a room behind"
     );
     assert_eq!(
-        peer_counts(&server, "main").await.keys().collect::<Vec<_>>(),
+        peer_counts(&server, "main")
+            .await
+            .keys()
+            .collect::<Vec<_>>(),
         ["alice"],
         "a refused joinRoom added a peer"
     );
     let joined = bob.join("main", Some("bob")).await;
     assert_eq!(joined["peerId"], "bob");
     assert_eq!(
-        peer_counts(&server, "main").await.keys().collect::<Vec<_>>(),
+        peer_counts(&server, "main")
+            .await
+            .keys()
+            .collect::<Vec<_>>(),
         ["alice", "bob"]
     );
     alice.assert_usable("another peer joined").await;
@@ -449,7 +462,8 @@ async fn tokens_are_checked_at_the_handshake_and_bind_room_and_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_and_subscribe_grants_are_enforced() {
     let server = secured_server().await;
-    let connect = |peer: &str, flags: &[&str]| with_token(&server, &cli_token(SECRET, "grants", peer, flags));
+    let connect =
+        |peer: &str, flags: &[&str]| with_token(&server, &cli_token(SECRET, "grants", peer, flags));
 
     // A full peer with a producer, a viewer that may not publish, a speaker that may not
     // subscribe.
@@ -556,21 +570,21 @@ async fn per_peer_quotas_answer_429_and_change_nothing() {
     let alice_recv = alice.transport("recv").await;
 
     // Each refused request leaves the room and the workers exactly as they were.
-    async fn refused(
-        server: &TestServer,
-        ws: &mut Ws,
-        method: &str,
-        data: Value,
-        what: &str,
-    ) {
-        let before = (peer_counts(server, "quota").await, object_counts(server).await);
+    async fn refused(server: &TestServer, ws: &mut Ws, method: &str, data: Value, what: &str) {
+        let before = (
+            peer_counts(server, "quota").await,
+            object_counts(server).await,
+        );
         let (code, reason) = ws.fail(method, data).await;
         assert_eq!(code, 429, "{what}: {reason}");
         assert!(
             reason.contains("limit reached"),
             "{what}: reason {reason:?} does not say `limit reached`"
         );
-        let after = (peer_counts(server, "quota").await, object_counts(server).await);
+        let after = (
+            peer_counts(server, "quota").await,
+            object_counts(server).await,
+        );
         assert_eq!(before, after, "{what} changed the room or the workers");
         ws.assert_usable(what).await;
     }
@@ -661,7 +675,10 @@ async fn peers_per_room_and_rooms_per_server_are_limited() {
         .await;
     assert_eq!(code, 429, "third peer in a room of two: {reason}");
     assert_eq!(
-        peer_counts(&server, "full-a").await.keys().collect::<Vec<_>>(),
+        peer_counts(&server, "full-a")
+            .await
+            .keys()
+            .collect::<Vec<_>>(),
         ["a1", "a2"],
         "a refused joinRoom added a peer"
     );
@@ -700,7 +717,10 @@ async fn peers_per_room_and_rooms_per_server_are_limited() {
         .await;
     assert_eq!(joined["peerId"], "a3");
     assert_eq!(
-        peer_counts(&server, "full-a").await.keys().collect::<Vec<_>>(),
+        peer_counts(&server, "full-a")
+            .await
+            .keys()
+            .collect::<Vec<_>>(),
         ["a2", "a3"]
     );
 

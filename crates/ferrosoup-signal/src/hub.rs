@@ -98,6 +98,11 @@ pub struct Hub {
     sessions: Mutex<HashMap<String, (SharedSession, Notifier)>>,
     /// Set on shutdown: no new peers.
     draining: std::sync::atomic::AtomicBool,
+    /// Open connections, and a signal when the count changes.
+    connections: std::sync::atomic::AtomicUsize,
+    connections_changed: tokio::sync::Notify,
+    /// Set to true when every connection must close (end of shutdown).
+    shutdown: tokio::sync::watch::Sender<bool>,
     stats: RequestStats,
 }
 
@@ -118,6 +123,9 @@ impl Hub {
             routes: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             draining: std::sync::atomic::AtomicBool::new(false),
+            connections: std::sync::atomic::AtomicUsize::new(0),
+            connections_changed: tokio::sync::Notify::new(),
+            shutdown: tokio::sync::watch::Sender::new(false),
             stats: RequestStats::default(),
         });
         tokio::spawn(route_events(Arc::downgrade(&hub), events));
@@ -137,6 +145,36 @@ impl Hub {
     /// Whether the server is shutting down (no new peers).
     pub fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts an open connection until the guard is dropped.
+    pub fn connection_guard(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ConnectionGuard(self.clone())
+    }
+
+    /// Resolves to true once every connection must close.
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells every connection to close, then waits (at most `timeout`) until they have, so
+    /// their last frames (`roomClosed`, close 1001) are written before the process exits.
+    pub async fn close_connections(&self, timeout: std::time::Duration) {
+        self.shutdown.send_replace(true);
+        let wait = async {
+            loop {
+                let changed = self.connections_changed.notified();
+                if self.connections.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        if tokio::time::timeout(timeout, wait).await.is_err() {
+            tracing::warn!("connections still open after {timeout:?}");
+        }
     }
 
     /// Stops accepting new peers.
@@ -300,6 +338,18 @@ impl Hub {
 
     fn route(&self, id: uuid::Uuid) -> Option<Notifier> {
         self.routes().get(&id).cloned()
+    }
+}
+
+/// Keeps a connection counted in its hub while alive.
+pub struct ConnectionGuard(Arc<Hub>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.connections_changed.notify_waiters();
     }
 }
 

@@ -32,6 +32,8 @@ enum Link {
         queue: VecDeque<String>,
         /// Notifications dropped because the queue was full.
         dropped: u64,
+        /// The connection that was attached last; its end still owns the detach.
+        last: ConnectionId,
     },
 }
 
@@ -73,10 +75,21 @@ impl Notifier {
         let text = json!({"notification": true, "method": method, "data": data}).to_string();
         let mut state = self.state();
         match &mut state.link {
-            Link::Attached { tx, .. } => {
-                let _ = tx.send(Outgoing::Text(text));
+            Link::Attached { tx, connection } => {
+                // The connection may be gone before its end was noticed: keep the
+                // notification for a resume instead of losing it.
+                if let Err(mpsc::error::SendError(Outgoing::Text(text))) =
+                    tx.send(Outgoing::Text(text))
+                {
+                    let last = *connection;
+                    state.link = Link::Detached {
+                        queue: VecDeque::from([text]),
+                        dropped: 0,
+                        last,
+                    };
+                }
             }
-            Link::Detached { queue, dropped } => {
+            Link::Detached { queue, dropped, .. } => {
                 if queue.len() == MAX_QUEUED_NOTIFICATIONS {
                     queue.pop_front();
                     *dropped += 1;
@@ -105,7 +118,7 @@ impl Notifier {
         );
         match old {
             Link::Attached { tx: old_tx, .. } => Some(old_tx),
-            Link::Detached { queue, dropped } => {
+            Link::Detached { queue, dropped, .. } => {
                 if dropped > 0 {
                     tracing::info!(
                         dropped,
@@ -129,9 +142,12 @@ impl Notifier {
                 state.link = Link::Detached {
                     queue: VecDeque::new(),
                     dropped: 0,
+                    last: connection,
                 };
                 Some(state.generation)
             }
+            // Already detached by a failed send on this connection.
+            Link::Detached { last, .. } if *last == connection => Some(state.generation),
             _ => None,
         }
     }
@@ -193,6 +209,21 @@ mod tests {
         assert!(!n.still_detached(generation));
         assert_eq!(texts(&mut rx1), ["a"]);
         assert_eq!(texts(&mut rx2), ["b", "c", "d"]);
+    }
+
+    #[test]
+    fn notifications_to_a_dead_connection_are_queued_for_resume() {
+        let (tx1, rx1) = mpsc::unbounded_channel();
+        let n = Notifier::attached(tx1, 1);
+        drop(rx1);
+        n.notify("lost-otherwise", json!({}));
+        let generation = n
+            .detach(1)
+            .expect("the dead connection still owns the detach");
+        assert!(n.still_detached(generation));
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        n.attach(tx2, 2);
+        assert_eq!(texts(&mut rx2), ["lost-otherwise"]);
     }
 
     #[test]

@@ -488,6 +488,14 @@ impl Session {
 
     async fn create_room(&mut self, req: CreateRoomRequest) -> Answer {
         validate_room_id(&req.room_id)?;
+        if let Some(claims) = &self.claims
+            && claims.room != req.room_id
+        {
+            return Err(SignalError {
+                code: 403,
+                reason: format!("roomId: the token is for room {:?}", claims.room),
+            });
+        }
         let room = self.hub.get_or_create_room(&req.room_id).await?;
         let answer = json!({"roomId": room.id, "rtpCapabilities": room.router.rtp_capabilities()});
         if !self.touched_rooms.iter().any(|r| Arc::ptr_eq(r, &room)) {

@@ -231,7 +231,6 @@ pub fn error_of(response: &Value) -> (u64, String) {
     (code, reason.to_owned())
 }
 
-
 impl Ws {
     /// Sends request `method` with `data` under the given `id` (for re-sent requests) and
     /// returns the whole response envelope.
@@ -276,9 +275,9 @@ impl Ws {
                     }
                     self.notifications.push_back(v);
                 }
-                Some(Ok(Message::Close(frame))) => panic!(
-                    "connection closed ({frame:?}) while watching for {method}"
-                ),
+                Some(Ok(Message::Close(frame))) => {
+                    panic!("connection closed ({frame:?}) while watching for {method}")
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => panic!("WebSocket read failed: {e}"),
                 None => panic!("connection ended while watching for {method}"),
@@ -367,7 +366,11 @@ pub async fn ice_check(socket: &UdpSocket, server: SocketAddr, ufrag: &str, pwd:
 }
 
 /// Runs the client side of DTLS over `socket` until the session connects, fails or closes.
-pub async fn drive_dtls(socket: &UdpSocket, server: SocketAddr, dtls: &mut DtlsSession) -> DtlsState {
+pub async fn drive_dtls(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    dtls: &mut DtlsSession,
+) -> DtlsState {
     let mut buf = vec![0u8; 2048];
     loop {
         while let Some(datagram) = dtls.poll_transmit() {
@@ -627,10 +630,10 @@ impl MediaLink {
             rtp_tx,
         };
         driver.bind().await;
-        let (tid, request) =
-            binding_request(&transport.ufrag, &transport.pwd, true);
+        let tid = driver
+            .check(&transport.ufrag, &transport.pwd, true, None)
+            .await;
         driver.nomination = Some(tid);
-        driver.send(&request).await;
         let task = tokio::spawn(driver.run(command_rx, datagrams));
         Self {
             commands,
@@ -815,7 +818,9 @@ impl Driver {
         socket.local_addr().expect("a bound socket has an address")
     }
 
-    async fn send(&self, datagram: &[u8]) {
+    // `&mut`: a shared borrow held across the await would need `Driver: Sync`, and
+    // `DtlsSession` is only `Send`.
+    async fn send(&mut self, datagram: &[u8]) {
         let socket = self.sockets.last().expect("bound at start");
         socket
             .send_to(datagram, self.server)
@@ -829,10 +834,11 @@ impl Driver {
         pwd: &str,
         nominate: bool,
         reply: Option<oneshot::Sender<StunAnswer>>,
-    ) {
+    ) -> TransactionId {
         let (tid, request) = binding_request(ufrag, pwd, nominate);
         self.pending.insert(tid, (pwd.to_owned(), reply));
         self.send(&request).await;
+        tid
     }
 
     async fn command(&mut self, command: Command) {
