@@ -1583,7 +1583,15 @@ impl WorkerCore {
             let producer_score = self
                 .producers
                 .get(consumer.producer)
-                .and_then(|p| consumer.forwarder.current().and_then(|s| p.streams.get(s)))
+                .and_then(|p| {
+                    // The stream forwarded, or (paused, switching) the one wanted, or the first.
+                    let s = consumer
+                        .forwarder
+                        .current()
+                        .or(consumer.forwarder.target())
+                        .unwrap_or(0);
+                    p.streams.get(s)
+                })
                 .map_or(0, |s| s.score);
             let score = loss_score(consumer.fraction_lost).min(producer_score);
             if score != consumer.score || producer_score != consumer.reported_producer_score {
