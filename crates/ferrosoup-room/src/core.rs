@@ -20,7 +20,7 @@ use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsEvent, DtlsRole, DtlsSession, Fin
 use ferrosoup_rtc::ice::{IceCredentials, IceEvent, IceLiteServer, StunOutcome, stun_local_ufrag};
 use ferrosoup_rtc::rtcp::{self, RtcpItem};
 use ferrosoup_rtc::rtp::{self, RtpHeaderInfo, VideoCodec};
-use ferrosoup_rtc::srtp::SrtpSession;
+use ferrosoup_rtc::srtp::{SrtpError, SrtpSession};
 use ferrosoup_rtc::twcc::{FEEDBACK_INTERVAL, TwccRecorder};
 use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 
@@ -988,6 +988,11 @@ impl WorkerCore {
         };
         let len = match srtp.unprotect_rtp(data) {
             Ok(len) => len,
+            // A duplicate (e.g. a retransmission sent on the media SSRC twice): not an attack.
+            Err(SrtpError::Replayed) => {
+                self.counters.srtp_replays += 1;
+                return;
+            }
             Err(_) => {
                 t.counters.srtp_failures += 1;
                 self.counters.srtp_failures += 1;

@@ -95,6 +95,8 @@ counters!(
     stun_rejected,
     /// Packets failing SRTP/SRTCP authentication.
     srtp_failures,
+    /// SRTP packets dropped as replays (duplicates).
+    srtp_replays,
     /// Packets from a 5-tuple that passed no ICE check.
     dropped_unknown_tuple,
     /// Media before DTLS completed.

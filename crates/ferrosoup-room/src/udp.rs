@@ -7,6 +7,37 @@ use std::net::{SocketAddr, UdpSocket};
 /// Largest datagram the worker accepts or sends.
 pub const MAX_DATAGRAM: usize = 1500;
 
+/// Socket buffer size asked for (the kernel caps it at `net.core.{r,w}mem_max`): bursts of
+/// keyframes fanned out to thousands of consumers overflow the default ~208 KiB.
+pub const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+
+/// Enlarges a worker socket's kernel buffers (best effort; the kernel may grant less).
+pub fn set_buffer_sizes(socket: &UdpSocket) {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let size = SOCKET_BUFFER as libc::c_int;
+        for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+            // SAFETY: a valid fd and a pointer to a c_int of the given length.
+            let rc = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                tracing::debug!(
+                    "setsockopt({option}) failed: {}",
+                    io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
 /// A batch of received datagrams, reused for every `recv` call.
 pub struct RecvBatch {
     bufs: Vec<[u8; MAX_DATAGRAM]>,

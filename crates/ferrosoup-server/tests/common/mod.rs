@@ -61,6 +61,11 @@ impl TestServer {
         panic!("ferrosoup did not answer /health on port {port}");
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// WebSocket URL.
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/ws", self.port)

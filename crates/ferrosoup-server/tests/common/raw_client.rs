@@ -1,7 +1,7 @@
 //! A hand-made WebRTC client for the integration tests: protoo signaling over a raw
 //! WebSocket ([`Ws`]), and ICE (rtc-stun), DTLS and SRTP (the project's own sans-IO pieces)
 //! over plain UDP sockets ([`RawTransport`] for a bare handshake, [`MediaLink`] for a
-//! transport that keeps consent alive, receives media and sends RTCP).
+//! transport that keeps consent alive, receives and sends media, and sends RTCP).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -22,7 +22,7 @@ use super::within;
 use ferrosoup_rtc::dtls::{
     DtlsCertificate, DtlsEvent, DtlsRole, DtlsSession, DtlsState, Fingerprint,
 };
-use ferrosoup_rtc::rtcp::{ReportBlock, write_nack, write_rr};
+use ferrosoup_rtc::rtcp::{ReportBlock, RtcpItem, parse_compound, write_nack, write_rr};
 use ferrosoup_rtc::rtp::parse_rtp;
 use ferrosoup_rtc::srtp::SrtpSession;
 use rtc_stun::attributes::{
@@ -585,16 +585,20 @@ enum Command {
     SetConsent(bool),
     Rebind(oneshot::Sender<SocketAddr>),
     Rtcp(Vec<u8>),
+    Rtp(Vec<u8>),
 }
 
 /// The client side of one WebRTC transport, driven by a background task: a nominating ICE
 /// check, then DTLS (client role) and SRTP; consent checks every [`CONSENT_INTERVAL`] while
-/// enabled; received RTP unprotected into [`MediaLink::rtp`]; RTCP protected and sent on
-/// request. The task ends when the link is dropped.
+/// enabled; received RTP unprotected into [`MediaLink::rtp`]; RTP and RTCP protected and
+/// sent on request; keyframe requests (PLI, FIR) received reported in
+/// [`MediaLink::keyframe_requests`]. The task ends when the link is dropped.
 pub struct MediaLink {
     commands: mpsc::UnboundedSender<Command>,
     /// RTP packets received, in arrival order.
     pub rtp: mpsc::UnboundedReceiver<RtpIn>,
+    /// Media SSRCs of the PLIs and FIR entries received, in arrival order.
+    pub keyframe_requests: mpsc::UnboundedReceiver<u32>,
     dtls: watch::Receiver<DtlsState>,
     task: JoinHandle<()>,
 }
@@ -611,6 +615,7 @@ impl MediaLink {
     pub async fn start(transport: &TransportInfo, certificate: Arc<DtlsCertificate>) -> Self {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (rtp_tx, rtp) = mpsc::unbounded_channel();
+        let (keyframe_tx, keyframe_requests) = mpsc::unbounded_channel();
         let (dtls_tx, dtls) = watch::channel(DtlsState::New);
         let (datagram_tx, datagrams) = mpsc::unbounded_channel();
         let mut driver = Driver {
@@ -628,6 +633,7 @@ impl MediaLink {
             dtls_tx,
             srtp: None,
             rtp_tx,
+            keyframe_tx,
         };
         driver.bind().await;
         let tid = driver
@@ -638,6 +644,7 @@ impl MediaLink {
         Self {
             commands,
             rtp,
+            keyframe_requests,
             dtls,
             task,
         }
@@ -721,6 +728,18 @@ impl MediaLink {
         self.command(Command::Rtcp(buf));
     }
 
+    /// Whether the background task still runs (it ends only by panicking while the link
+    /// lives: an undecryptable or unexpected datagram, a failed send).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Protects the plain RTP packet `packet` (see [`rtp_packet`]) with the link's SRTP keys
+    /// and sends it. Only after [`wait_dtls_connected`](Self::wait_dtls_connected).
+    pub fn send_rtp(&self, packet: Vec<u8>) {
+        self.command(Command::Rtp(packet));
+    }
+
     /// Sends an SRTCP generic NACK for `seqs` of `media_ssrc`.
     pub fn send_nack(&self, sender_ssrc: u32, media_ssrc: u32, seqs: &[u16]) {
         let mut buf = vec![0u8; 16 + 4 * seqs.len()];
@@ -750,6 +769,7 @@ struct Driver {
     dtls_tx: watch::Sender<DtlsState>,
     srtp: Option<SrtpSession>,
     rtp_tx: mpsc::UnboundedSender<RtpIn>,
+    keyframe_tx: mpsc::UnboundedSender<u32>,
 }
 
 impl Drop for Driver {
@@ -870,6 +890,19 @@ impl Driver {
                 packet.truncate(len);
                 self.send(&packet).await;
             }
+            Command::Rtp(mut packet) => {
+                let srtp = self
+                    .srtp
+                    .as_mut()
+                    .expect("RTP is sent only after DTLS connected");
+                let len = packet.len();
+                packet.resize(len + srtp.profile().rtp_overhead(), 0);
+                let len = srtp
+                    .protect_rtp(&mut packet, len)
+                    .expect("protect our own RTP");
+                packet.truncate(len);
+                self.send(&packet).await;
+            }
         }
     }
 
@@ -889,9 +922,24 @@ impl Driver {
                 };
                 // RFC 5761: payload types 192..=223 are RTCP.
                 if (192..=223).contains(&data.get(1).copied().unwrap_or(0)) {
-                    // Server reports are unprotected to exercise SRTCP, and not kept.
-                    srtp.unprotect_rtcp(&mut data)
+                    // Server reports are unprotected to exercise SRTCP; only keyframe
+                    // requests are kept.
+                    let len = srtp
+                        .unprotect_rtcp(&mut data)
                         .expect("the server's SRTCP unprotects with the DTLS keys");
+                    for item in parse_compound(&data[..len]).flatten() {
+                        match item {
+                            RtcpItem::Pli { media_ssrc, .. } => {
+                                let _ = self.keyframe_tx.send(media_ssrc);
+                            }
+                            RtcpItem::Fir { entries, .. } => {
+                                for (ssrc, _) in entries {
+                                    let _ = self.keyframe_tx.send(ssrc);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
                     return;
                 }
                 let len = srtp
@@ -976,4 +1024,23 @@ impl Driver {
             self.send(&datagram).await;
         }
     }
+}
+
+/// A plain RTP packet (version 2, no CSRC, no extension) for [`MediaLink::send_rtp`].
+pub fn rtp_packet(
+    payload_type: u8,
+    seq: u16,
+    timestamp: u32,
+    ssrc: u32,
+    marker: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut p = Vec::with_capacity(12 + payload.len());
+    p.push(0x80);
+    p.push(payload_type & 0x7f | if marker { 0x80 } else { 0 });
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&timestamp.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
 }

@@ -1,0 +1,207 @@
+//! Command line and run configuration.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+const EXAMPLES: &str = "\
+SCENARIOS
+  Every room gets --publishers publishers and --subscribers subscribers. A publisher sends
+  one Opus stream (50 packets/s, 100-byte payloads) and, unless --video-kbps is 0, one VP8
+  stream at that bitrate (30 fps, a key frame every 2.5 s and on PLI), or three simulcast
+  encodings (r0/r1/r2 at 10/25/65 % of the bitrate) with --simulcast. Every subscriber
+  consumes every publisher of its room, audio and video, so the SFU serves
+  rooms x publishers x subscribers x (1 or 2) consumers.
+
+  All peers join first (publishers, then subscribers); after a settle time the measurement
+  window of --duration seconds starts. Packets sent inside the window are counted as
+  expected and looked for at every consumer: delivery ratio, loss, and one-way latency
+  (send time is in each payload; sender and receiver share one clock). Join time runs
+  from opening the WebSocket to a subscriber's first media packet.
+
+  The server's CPU and RSS are sampled from /proc when it runs on this machine (see
+  --server-pid). The load tester's own media-thread CPU and loop busy time are reported
+  too: if they are high, the figures measure the load tester, not the server.
+
+EXAMPLES
+  One room, one presenter, 50 viewers, 500 kbit/s video for 30 s:
+    ferrosoup-loadtest --url ws://127.0.0.1:3000/ws --publishers 1 --subscribers 50 \\
+        --video-kbps 500 --duration 30
+
+  Audio only, 20 rooms of 6 speakers and 6 listeners (720 consumers):
+    ferrosoup-loadtest --rooms 20 --publishers 6 --subscribers 6 --video-kbps 0
+
+  Simulcast, machine-readable output:
+    ferrosoup-loadtest --publishers 2 --subscribers 20 --video-kbps 1200 --simulcast \\
+        --json result.json
+
+  Capacity search against a local server pinned to core 0 (load tester on core 1):
+    NUM_WORKERS=1 taskset -c 0 ferrosoup &
+    taskset -c 1 ferrosoup-loadtest --find-capacity --publishers 1 --video-kbps 500 \\
+        --plot capacity.svg --json capacity.json
+";
+
+/// Load generator for the ferrosoup SFU.
+///
+/// Simulates rooms of publishers and subscribers speaking the ferrosoup WebSocket protocol,
+/// with synthetic Opus and VP8 media over real ICE, DTLS and SRTP. All simulated transports
+/// share one event loop (one UDP socket each), so one core drives thousands of streams.
+/// Reports join times, delivery ratio, loss, one-way latency through the SFU, NACKs and
+/// PLIs, and the server's CPU and memory when it runs on this machine.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "ferrosoup-loadtest", version, after_help = EXAMPLES)]
+pub struct Config {
+    /// WebSocket URL of the server.
+    #[arg(long, default_value = "ws://127.0.0.1:3000/ws")]
+    pub url: String,
+    /// Number of rooms.
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Publishers per room (each sends audio, and video unless --video-kbps is 0).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Subscribers per room (each consumes every publisher's audio and video).
+    #[arg(long, default_value_t = 10)]
+    pub subscribers: usize,
+    /// Video bitrate per publisher in kbit/s; 0 sends audio only.
+    #[arg(long, default_value_t = 500)]
+    pub video_kbps: u32,
+    /// Send video as three simulcast encodings (r0, r1, r2).
+    #[arg(long)]
+    pub simulcast: bool,
+    /// Length of the measurement window in seconds (joining and settling come before).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Ramp the subscribers per room up step by step until delivery drops below
+    /// --min-delivery or p99 latency exceeds --max-p99-ms; report the last passing step.
+    #[arg(long)]
+    pub find_capacity: bool,
+    /// With --find-capacity: draw delivery, p99 latency and server CPU against the number
+    /// of consumers into this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Pid of the server process for CPU/RSS sampling (default: the process listening on
+    /// the URL's port, else a process named `ferrosoup`).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Check the whole payload of every packet on one in this many subscribers (the others
+    /// check SRTP, the trailer and the stream id only).
+    #[arg(long, default_value_t = 10)]
+    pub verify_every: usize,
+    /// Seconds between the last join and the start of the measurement window.
+    #[arg(long, default_value_t = 1.0)]
+    pub settle: f64,
+    /// Peers joining at the same time.
+    #[arg(long, default_value_t = 32)]
+    pub join_concurrency: usize,
+    /// Seconds a peer may take to join before it counts as failed.
+    #[arg(long, default_value_t = 20.0)]
+    pub join_timeout: f64,
+    /// With --find-capacity: measurement seconds per step.
+    #[arg(long, default_value_t = 5.0)]
+    pub step_duration: f64,
+    /// With --find-capacity: subscribers per room of the first step (default: --subscribers).
+    #[arg(long)]
+    pub start_subscribers: Option<usize>,
+    /// With --find-capacity: add this many subscribers per room each step instead of
+    /// doubling.
+    #[arg(long)]
+    pub step_add: Option<usize>,
+    /// With --find-capacity: stop after the step with this many subscribers per room.
+    #[arg(long, default_value_t = 4096)]
+    pub max_subscribers: usize,
+    /// With --find-capacity: lowest passing delivery ratio.
+    #[arg(long, default_value_t = 0.995)]
+    pub min_delivery: f64,
+    /// With --find-capacity: highest passing p99 latency in milliseconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub max_p99_ms: f64,
+    /// No live progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Config {
+    /// Consumers the SFU serves in this scenario.
+    pub fn consumers(&self) -> usize {
+        let per_publisher = if self.video_kbps > 0 { 2 } else { 1 };
+        self.rooms * self.publishers * self.subscribers * per_publisher
+    }
+
+    /// Checks the numbers make a scenario.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rooms == 0 || self.publishers == 0 {
+            return Err("--rooms and --publishers must be at least 1".into());
+        }
+        if !(self.duration > 0.0 && self.duration.is_finite()) {
+            return Err("--duration must be a positive number of seconds".into());
+        }
+        if !(self.settle >= 0.0 && self.settle.is_finite()) {
+            return Err("--settle must be zero or more seconds".into());
+        }
+        if !(self.join_timeout > 0.0 && self.join_timeout.is_finite()) {
+            return Err("--join-timeout must be positive".into());
+        }
+        if self.join_concurrency == 0 || self.verify_every == 0 {
+            return Err("--join-concurrency and --verify-every must be at least 1".into());
+        }
+        if !self.url.starts_with("ws://") && !self.url.starts_with("wss://") {
+            return Err("--url must be a ws:// or wss:// URL".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_consumer_count() {
+        let c = Config::try_parse_from(["ferrosoup-loadtest"]).expect("defaults parse");
+        assert_eq!(c.consumers(), 20);
+        assert!(c.validate().is_ok());
+        let audio = Config::try_parse_from([
+            "x",
+            "--rooms",
+            "3",
+            "--publishers",
+            "2",
+            "--subscribers",
+            "5",
+            "--video-kbps",
+            "0",
+        ])
+        .expect("parses");
+        assert_eq!(audio.consumers(), 30);
+    }
+
+    #[test]
+    fn bad_numbers_are_refused() {
+        let c = Config::try_parse_from(["x", "--duration", "0"]).expect("parses");
+        assert!(c.validate().is_err());
+        let c = Config::try_parse_from(["x", "--url", "http://h/ws"]).expect("parses");
+        assert!(c.validate().is_err());
+        let c = Config::try_parse_from(["x", "--publishers", "0"]).expect("parses");
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn help_documents_the_scenarios() {
+        let help = <Config as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        for flag in [
+            "--find-capacity",
+            "--simulcast",
+            "--video-kbps",
+            "SCENARIOS",
+            "EXAMPLES",
+        ] {
+            assert!(help.contains(flag), "help lacks {flag}");
+        }
+    }
+}

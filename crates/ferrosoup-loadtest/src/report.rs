@@ -1,0 +1,548 @@
+//! The results of a run: built from what the media loop measured, printed as a table and
+//! written as JSON.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::media::{Kind, MediaReport};
+use crate::stats::quantile;
+
+/// Results of one run. Ratios are 0..1; `None` (JSON `null`) means "not measured".
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Server WebSocket URL.
+    pub url: String,
+    /// Rooms simulated.
+    pub rooms: usize,
+    /// Publishers per room.
+    pub publishers: usize,
+    /// Subscribers per room.
+    pub subscribers: usize,
+    /// Video bitrate per publisher (0: audio only).
+    pub video_kbps: u32,
+    /// Simulcast video.
+    pub simulcast: bool,
+    /// Length of the measurement window in seconds.
+    pub duration_s: f64,
+    /// Peers that joined and set up all their media.
+    pub peers_joined: usize,
+    /// Peers that failed to join.
+    pub peers_failed: usize,
+    /// Consumers created on the server.
+    pub consumers: usize,
+    /// Join time (WebSocket open → first media packet received) of subscribers, median.
+    pub join_ms_p50: Option<f64>,
+    /// Join time, 95th percentile.
+    pub join_ms_p95: Option<f64>,
+    /// Join time, slowest.
+    pub join_ms_max: Option<f64>,
+    /// Packets the SFU should have delivered in the window (sum over consumers).
+    pub packets_expected: u64,
+    /// Distinct packets of the window delivered to consumers.
+    pub packets_delivered: u64,
+    /// `packets_delivered / packets_expected`.
+    pub delivery_ratio: f64,
+    /// Delivery ratio of audio consumers.
+    pub delivery_ratio_audio: Option<f64>,
+    /// Delivery ratio of video consumers.
+    pub delivery_ratio_video: Option<f64>,
+    /// Lowest delivery ratio of a single consumer.
+    pub consumer_delivery_min: Option<f64>,
+    /// 5th percentile of the consumers' delivery ratios.
+    pub consumer_delivery_p5: Option<f64>,
+    /// Video packets of the window received per simulcast layer (r0, r1, r2); only the
+    /// first entry is used without simulcast.
+    pub video_layer_packets: [u64; 3],
+    /// Packet loss seen in the SFU's outgoing sequence numbers (missing ÷ span).
+    pub loss_ratio: f64,
+    /// One-way latency through the SFU, median (ms).
+    pub latency_p50_ms: Option<f64>,
+    /// 95th percentile (ms).
+    pub latency_p95_ms: Option<f64>,
+    /// 99th percentile (ms).
+    pub latency_p99_ms: Option<f64>,
+    /// Largest (ms).
+    pub latency_max_ms: Option<f64>,
+    /// Latency samples.
+    pub latency_samples: u64,
+    /// Sequence numbers subscribers asked for in NACKs.
+    pub nacks_sent: u64,
+    /// Sequence numbers the server asked publishers for in NACKs.
+    pub nacks_received: u64,
+    /// PLIs/FIRs the server sent to publishers.
+    pub plis_received: u64,
+    /// Packets publishers retransmitted.
+    pub retransmissions_sent: u64,
+    /// RTX packets subscribers received.
+    pub retransmissions_received: u64,
+    /// Key frames sent.
+    pub keyframes_sent: u64,
+    /// RTP packets sent by publishers.
+    pub packets_sent: u64,
+    /// RTP packets received by subscribers.
+    pub packets_received: u64,
+    /// RTP bytes sent by publishers (SRTP-protected).
+    pub bytes_sent: u64,
+    /// Bytes received by subscribers.
+    pub bytes_received: u64,
+    /// SRTP/SRTCP packets that failed authentication or decryption.
+    pub srtp_failures: u64,
+    /// SRTP/SRTCP packets verified.
+    pub srtp_verified: u64,
+    /// Payloads checked byte for byte.
+    pub payloads_checked: u64,
+    /// Payloads with a missing trailer, wrong stream or wrong content.
+    pub payload_errors: u64,
+    /// Packets received twice.
+    pub duplicates: u64,
+    /// Pacing timers that fired over 200 ms late (load tester overloaded).
+    pub late_timers: u64,
+    /// Datagrams the load tester could not send.
+    pub send_errors: u64,
+    /// Server pid sampled, when local.
+    pub server_pid: Option<u32>,
+    /// Server CPU over the window, percent of one core.
+    pub server_cpu_percent: Option<f64>,
+    /// Server resident memory, largest sample.
+    pub server_rss_bytes: Option<u64>,
+    /// Time the server's threads were runnable but waited for a CPU, percent of the window
+    /// (summed over threads): high values mean other processes compete for its core.
+    pub server_cpu_wait_percent: Option<f64>,
+    /// Server worker threads (from `/api/stats`).
+    pub server_workers: Option<usize>,
+    /// CPU of the load tester's media thread over the window, percent of one core.
+    pub loadtest_media_cpu_percent: f64,
+    /// CPU of the whole load tester process over the window, percent of one core.
+    pub loadtest_cpu_percent: f64,
+    /// Time the media thread was runnable but waited for a CPU, percent of the window.
+    pub loadtest_media_cpu_wait_percent: f64,
+    /// 99th percentile of the time the media loop spent per wake-up (ms); packets arriving
+    /// meanwhile wait, so this is the load tester's own share of the latency.
+    pub loadtest_busy_p99_ms: Option<f64>,
+    /// Longest time the media loop spent per wake-up (ms).
+    pub loadtest_busy_max_ms: Option<f64>,
+}
+
+/// Run parameters and measurements that do not come from the media loop.
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    /// Server URL.
+    pub url: String,
+    /// Rooms.
+    pub rooms: usize,
+    /// Publishers per room.
+    pub publishers: usize,
+    /// Subscribers per room.
+    pub subscribers: usize,
+    /// Video bitrate.
+    pub video_kbps: u32,
+    /// Simulcast.
+    pub simulcast: bool,
+    /// Window length.
+    pub duration: Duration,
+    /// Peers joined.
+    pub peers_joined: usize,
+    /// Indices of the peers that failed to join; their transports and consumers are left
+    /// out of the figures.
+    pub failed_peers: Vec<u32>,
+    /// Consumers created by the peers that joined.
+    pub consumers: usize,
+    /// Server pid.
+    pub server_pid: Option<u32>,
+    /// Server CPU percent.
+    pub server_cpu_percent: Option<f64>,
+    /// Server RSS.
+    pub server_rss_bytes: Option<u64>,
+    /// Server run-queue wait percent.
+    pub server_cpu_wait_percent: Option<f64>,
+    /// Server workers.
+    pub server_workers: Option<usize>,
+    /// Process CPU percent of the load tester.
+    pub loadtest_cpu_percent: f64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn ratio(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| (num as f64 / den as f64).min(1.0))
+}
+
+impl Report {
+    /// Combines the media loop's measurements with the run facts.
+    pub fn build(facts: RunFacts, media: &MediaReport) -> Self {
+        let joined = |peer: u32| !facts.failed_peers.contains(&peer);
+        let consumers: Vec<_> = media.consumers.iter().filter(|c| joined(c.peer)).collect();
+        let transports: Vec<_> = media.transports.iter().filter(|t| joined(t.peer)).collect();
+        let joins: Vec<f64> = {
+            let subs: Vec<f64> = transports
+                .iter()
+                .filter(|t| t.subscriber)
+                .filter_map(|t| t.join.map(ms))
+                .collect();
+            if subs.is_empty() {
+                media
+                    .transports
+                    .iter()
+                    .filter_map(|t| t.join.map(ms))
+                    .collect()
+            } else {
+                subs
+            }
+        };
+        let sum = |kind: Option<Kind>| {
+            consumers
+                .iter()
+                .filter(|c| kind.is_none_or(|k| c.kind == k))
+                .fold((0, 0), |(r, e), c| {
+                    (r + c.received.min(c.expected), e + c.expected)
+                })
+        };
+        let (delivered, expected) = sum(None);
+        let (audio_r, audio_e) = sum(Some(Kind::Audio));
+        let (video_r, video_e) = sum(Some(Kind::Video));
+        let per_consumer: Vec<f64> = consumers
+            .iter()
+            .filter_map(|c| ratio(c.received, c.expected))
+            .collect();
+        let (seen, span) = media.consumers.iter().fold((0, 0), |(r, s), c| {
+            (r + c.received.min(c.seq_span), s + c.seq_span)
+        });
+        let q = |x: f64| media.latency.quantile_us(x).map(|us| us as f64 / 1000.0);
+        let c = &media.counters;
+        let share = |d: Duration| {
+            if media.wall.is_zero() {
+                0.0
+            } else {
+                d.as_secs_f64() / media.wall.as_secs_f64() * 100.0
+            }
+        };
+        Self {
+            url: facts.url,
+            rooms: facts.rooms,
+            publishers: facts.publishers,
+            subscribers: facts.subscribers,
+            video_kbps: facts.video_kbps,
+            simulcast: facts.simulcast,
+            duration_s: facts.duration.as_secs_f64(),
+            peers_joined: facts.peers_joined,
+            peers_failed: facts.failed_peers.len(),
+            consumers: facts.consumers,
+            join_ms_p50: quantile(&joins, 0.5),
+            join_ms_p95: quantile(&joins, 0.95),
+            join_ms_max: quantile(&joins, 1.0),
+            packets_expected: expected,
+            packets_delivered: delivered,
+            delivery_ratio: ratio(delivered, expected).unwrap_or(0.0),
+            delivery_ratio_audio: ratio(audio_r, audio_e),
+            delivery_ratio_video: ratio(video_r, video_e),
+            consumer_delivery_min: quantile(&per_consumer, 0.0),
+            consumer_delivery_p5: quantile(&per_consumer, 0.05),
+            video_layer_packets: consumers.iter().filter(|c| c.kind == Kind::Video).fold(
+                [0; 3],
+                |mut acc, c| {
+                    for (a, n) in acc.iter_mut().zip(c.per_layer) {
+                        *a += n;
+                    }
+                    acc
+                },
+            ),
+            loss_ratio: ratio(span - seen, span).unwrap_or(0.0),
+            latency_p50_ms: q(0.5),
+            latency_p95_ms: q(0.95),
+            latency_p99_ms: q(0.99),
+            latency_max_ms: (media.latency.count() > 0)
+                .then(|| media.latency.max_us() as f64 / 1000.0),
+            latency_samples: media.latency.count(),
+            nacks_sent: c.nacks_sent,
+            nacks_received: c.nacks_received,
+            plis_received: c.plis_received,
+            retransmissions_sent: c.retransmissions_sent,
+            retransmissions_received: c.retransmissions_received,
+            keyframes_sent: c.keyframes_sent,
+            packets_sent: c.packets_sent,
+            packets_received: c.packets_received,
+            bytes_sent: c.bytes_sent,
+            bytes_received: c.bytes_received,
+            srtp_failures: c.srtp_failures,
+            srtp_verified: c.srtp_verified,
+            payloads_checked: c.payloads_checked,
+            payload_errors: c.payload_errors,
+            duplicates: c.duplicates,
+            late_timers: c.late_timers,
+            send_errors: c.send_errors,
+            server_pid: facts.server_pid,
+            server_cpu_percent: facts.server_cpu_percent,
+            server_rss_bytes: facts.server_rss_bytes,
+            server_workers: facts.server_workers,
+            loadtest_media_cpu_percent: share(media.cpu),
+            loadtest_media_cpu_wait_percent: share(media.run_delay),
+            server_cpu_wait_percent: facts.server_cpu_wait_percent,
+            loadtest_cpu_percent: facts.loadtest_cpu_percent,
+            loadtest_busy_p99_ms: media.busy.quantile_us(0.99).map(|us| us as f64 / 1000.0),
+            loadtest_busy_max_ms: (media.busy.count() > 0)
+                .then(|| media.busy.max_us() as f64 / 1000.0),
+        }
+    }
+
+    /// The human-readable summary table.
+    pub fn table(&self) -> String {
+        let opt =
+            |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.2}{unit}"));
+        let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.3} %", v * 100.0));
+        let mut s = String::new();
+        let mut row = |k: &str, v: String| {
+            let _ = writeln!(s, "  {k:<28} {v}");
+        };
+        row(
+            "scenario",
+            format!(
+                "{} room(s) x {} publisher(s) x {} subscriber(s), video {} kbit/s{}, {:.1} s",
+                self.rooms,
+                self.publishers,
+                self.subscribers,
+                self.video_kbps,
+                if self.simulcast { " simulcast" } else { "" },
+                self.duration_s
+            ),
+        );
+        row(
+            "peers joined / failed",
+            format!("{} / {}", self.peers_joined, self.peers_failed),
+        );
+        row("consumers", self.consumers.to_string());
+        row(
+            "join ms p50 / p95 / max",
+            format!(
+                "{} / {} / {}",
+                opt(self.join_ms_p50, ""),
+                opt(self.join_ms_p95, ""),
+                opt(self.join_ms_max, "")
+            ),
+        );
+        row(
+            "delivery (all/audio/video)",
+            format!(
+                "{} / {} / {}",
+                pct(Some(self.delivery_ratio)),
+                pct(self.delivery_ratio_audio),
+                pct(self.delivery_ratio_video)
+            ),
+        );
+        row(
+            "per-consumer delivery min/p5",
+            format!(
+                "{} / {}",
+                pct(self.consumer_delivery_min),
+                pct(self.consumer_delivery_p5)
+            ),
+        );
+        if self.simulcast {
+            let [r0, r1, r2] = self.video_layer_packets;
+            row("video packets r0 / r1 / r2", format!("{r0} / {r1} / {r2}"));
+        }
+        row("loss (SFU → subscribers)", pct(Some(self.loss_ratio)));
+        row(
+            "latency ms p50/p95/p99/max",
+            format!(
+                "{} / {} / {} / {}",
+                opt(self.latency_p50_ms, ""),
+                opt(self.latency_p95_ms, ""),
+                opt(self.latency_p99_ms, ""),
+                opt(self.latency_max_ms, "")
+            ),
+        );
+        row(
+            "NACKs sent / received",
+            format!("{} / {}", self.nacks_sent, self.nacks_received),
+        );
+        row(
+            "retransmissions sent / recv",
+            format!(
+                "{} / {}",
+                self.retransmissions_sent, self.retransmissions_received
+            ),
+        );
+        row(
+            "PLIs received / key frames",
+            format!("{} / {}", self.plis_received, self.keyframes_sent),
+        );
+        row(
+            "packets sent / received",
+            format!("{} / {}", self.packets_sent, self.packets_received),
+        );
+        row(
+            "SRTP verified / failures",
+            format!("{} / {}", self.srtp_verified, self.srtp_failures),
+        );
+        row(
+            "payloads checked / errors",
+            format!("{} / {}", self.payloads_checked, self.payload_errors),
+        );
+        row(
+            "server CPU / RSS",
+            format!(
+                "{} / {}",
+                opt(self.server_cpu_percent, " %"),
+                self.server_rss_bytes.map_or("-".to_owned(), |b| format!(
+                    "{:.1} MiB",
+                    b as f64 / 1048576.0
+                ))
+            ),
+        );
+        row("server CPU wait", opt(self.server_cpu_wait_percent, " %"));
+        row(
+            "loadtest CPU media / process",
+            format!(
+                "{:.1} % / {:.1} %",
+                self.loadtest_media_cpu_percent, self.loadtest_cpu_percent
+            ),
+        );
+        row(
+            "loadtest media CPU wait",
+            format!("{:.1} %", self.loadtest_media_cpu_wait_percent),
+        );
+        row(
+            "loadtest loop busy p99 / max",
+            format!(
+                "{} / {}",
+                opt(self.loadtest_busy_p99_ms, " ms"),
+                opt(self.loadtest_busy_max_ms, " ms")
+            ),
+        );
+        if self.late_timers > 0 || self.send_errors > 0 {
+            row(
+                "WARNING loadtest overloaded",
+                format!(
+                    "{} late timers, {} send errors",
+                    self.late_timers, self.send_errors
+                ),
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{ConsumerResult, Counters, TransportResult};
+    use crate::stats::Histogram;
+
+    fn facts() -> RunFacts {
+        RunFacts {
+            url: "ws://x/ws".into(),
+            rooms: 1,
+            publishers: 1,
+            subscribers: 2,
+            video_kbps: 64,
+            simulcast: false,
+            duration: Duration::from_secs(3),
+            peers_joined: 3,
+            failed_peers: vec![4],
+            consumers: 2,
+            server_pid: None,
+            server_cpu_percent: None,
+            server_rss_bytes: None,
+            server_cpu_wait_percent: None,
+            server_workers: None,
+            loadtest_cpu_percent: 1.0,
+        }
+    }
+
+    #[test]
+    fn ratios_sum_over_consumers() {
+        let mut latency = Histogram::new();
+        for us in [1000, 2000, 3000, 4000] {
+            latency.record(us);
+        }
+        let media = MediaReport {
+            consumers: vec![
+                ConsumerResult {
+                    peer: 1,
+                    kind: Kind::Audio,
+                    expected: 100,
+                    received: 100,
+                    seq_span: 100,
+                    per_layer: [100, 0, 0],
+                },
+                ConsumerResult {
+                    peer: 2,
+                    kind: Kind::Video,
+                    expected: 100,
+                    received: 90,
+                    seq_span: 95,
+                    per_layer: [0, 90, 0],
+                },
+                // Peer 4 failed to join: its consumer is not counted.
+                ConsumerResult {
+                    peer: 4,
+                    kind: Kind::Video,
+                    expected: 100,
+                    received: 0,
+                    seq_span: 0,
+                    per_layer: [0; 3],
+                },
+            ],
+            transports: vec![
+                TransportResult {
+                    peer: 0,
+                    subscriber: false,
+                    join: Some(Duration::from_millis(5)),
+                },
+                TransportResult {
+                    peer: 1,
+                    subscriber: true,
+                    join: Some(Duration::from_millis(40)),
+                },
+                TransportResult {
+                    peer: 2,
+                    subscriber: true,
+                    join: Some(Duration::from_millis(60)),
+                },
+            ],
+            latency,
+            busy: Histogram::new(),
+            counters: Counters::default(),
+            cpu: Duration::from_millis(500),
+            run_delay: Duration::from_millis(100),
+            wall: Duration::from_secs(1),
+        };
+        let r = Report::build(facts(), &media);
+        assert_eq!(r.packets_expected, 200);
+        assert_eq!(r.peers_failed, 1);
+        assert_eq!(r.packets_delivered, 190);
+        assert!((r.delivery_ratio - 0.95).abs() < 1e-9);
+        assert_eq!(r.delivery_ratio_audio, Some(1.0));
+        assert_eq!(r.delivery_ratio_video, Some(0.9));
+        assert_eq!(r.consumer_delivery_min, Some(0.9));
+        assert_eq!(r.video_layer_packets, [0, 90, 0]);
+        assert!((r.loss_ratio - 5.0 / 195.0).abs() < 1e-9);
+        // Join times are the subscribers'.
+        assert_eq!(r.join_ms_p50, Some(40.0));
+        assert_eq!(r.join_ms_max, Some(60.0));
+        // Upper edge of the 10 µs bucket holding 2 ms.
+        assert_eq!(r.latency_p50_ms, Some(2.01));
+        assert!((r.loadtest_media_cpu_percent - 50.0).abs() < 1e-9);
+        assert!((r.loadtest_media_cpu_wait_percent - 10.0).abs() < 1e-9);
+        let json = serde_json::to_value(&r).expect("serializes");
+        for key in [
+            "delivery_ratio",
+            "loss_ratio",
+            "latency_p50_ms",
+            "latency_p95_ms",
+            "latency_p99_ms",
+            "join_ms_p50",
+            "join_ms_p95",
+            "consumers",
+            "server_cpu_percent",
+            "server_rss_bytes",
+        ] {
+            assert!(json.get(key).is_some(), "JSON lacks {key}");
+        }
+        assert!(r.table().contains("95.000 %"));
+    }
+}

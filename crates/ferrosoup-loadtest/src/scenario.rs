@@ -1,0 +1,685 @@
+//! One run: peers join over signaling (publishers first, then subscribers), the media
+//! loop measures a window, the server is sampled, and everything is folded into a
+//! [`Report`].
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use ferrosoup_rtc::dtls::{DtlsCertificate, Fingerprint};
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, oneshot, watch};
+
+use crate::config::Config;
+use crate::cpu::{find_pid_by_name, find_pid_by_port, process_cpu_time, sample};
+use crate::media::{Command, ConsumerSpec, Kind, MediaHandle, SendStreamSpec, TransportSpec};
+use crate::report::{Report, RunFacts};
+use crate::signal::{Signal, host_port, http_get_json};
+
+/// Time after the window for the last packets to arrive.
+const DRAIN: Duration = Duration::from_millis(500);
+/// Share of the video bitrate per simulcast encoding, lowest first.
+const SIMULCAST_SHARES: [f64; 3] = [0.10, 0.25, 0.65];
+
+/// What every peer task shares.
+struct Ctx {
+    cfg: Config,
+    media: MediaHandle,
+    /// Our certificate's sha-256 fingerprint, signalled in `connectTransport`.
+    fingerprint: Fingerprint,
+    next_transport: AtomicU32,
+    next_stream: AtomicU32,
+    /// Producer id → (kind, stream ids lowest layer first), filled by publishers.
+    producers: Mutex<HashMap<String, (Kind, Vec<u32>)>>,
+    /// Prefix of room and peer ids, unique per run.
+    run_id: String,
+    /// Server host from the URL, used when a candidate has an unspecified address.
+    host: String,
+}
+
+/// One simulated peer.
+#[derive(Debug, Clone, Copy)]
+struct PeerSpec {
+    index: u32,
+    room: usize,
+    publisher: bool,
+    full_verify: bool,
+}
+
+/// A joined peer: its WebSocket and how many consumers it created.
+struct Joined {
+    signal: Signal,
+    consumers: usize,
+}
+
+fn codec<'a>(caps: &'a Value, mime: &str) -> anyhow::Result<&'a Value> {
+    caps["codecs"]
+        .as_array()
+        .and_then(|c| {
+            c.iter().find(|c| {
+                c["mimeType"]
+                    .as_str()
+                    .is_some_and(|m| m.eq_ignore_ascii_case(mime))
+            })
+        })
+        .ok_or_else(|| anyhow!("router capabilities lack {mime}"))
+}
+
+fn pt_of(codec: &Value) -> anyhow::Result<u8> {
+    codec["preferredPayloadType"]
+        .as_u64()
+        .and_then(|p| u8::try_from(p).ok())
+        .ok_or_else(|| anyhow!("codec without preferredPayloadType"))
+}
+
+/// The first UDP candidate of a `createTransport` answer, as an address.
+fn candidate(answer: &Value, host: &str) -> anyhow::Result<SocketAddr> {
+    let list = answer["iceCandidates"]
+        .as_array()
+        .ok_or_else(|| anyhow!("createTransport answer has no iceCandidates"))?;
+    let c = list
+        .iter()
+        .find(|c| {
+            c["protocol"]
+                .as_str()
+                .is_none_or(|p| p.eq_ignore_ascii_case("udp"))
+        })
+        .ok_or_else(|| anyhow!("no UDP candidate"))?;
+    let ip = c["ip"]
+        .as_str()
+        .or_else(|| c["address"].as_str())
+        .ok_or_else(|| anyhow!("candidate without ip"))?;
+    let port = c["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| anyhow!("candidate without port"))?;
+    let ip: IpAddr = ip.parse().context("candidate ip")?;
+    if !ip.is_unspecified() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    (host, port)
+        .to_socket_addrs()
+        .context("resolve server host")?
+        .next()
+        .ok_or_else(|| anyhow!("server host resolves to nothing"))
+}
+
+async fn create_transport(
+    ctx: &Ctx,
+    signal: &mut Signal,
+    spec: &PeerSpec,
+    ws_opened: Instant,
+) -> anyhow::Result<(String, u32)> {
+    let direction = if spec.publisher { "send" } else { "recv" };
+    let answer = signal
+        .request("createTransport", json!({ "direction": direction }))
+        .await?;
+    let transport_id = answer["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("createTransport answer without id"))?
+        .to_owned();
+    let ice = &answer["iceParameters"];
+    let (ufrag, pwd) = match (ice["usernameFragment"].as_str(), ice["password"].as_str()) {
+        (Some(u), Some(p)) => (u.to_owned(), p.to_owned()),
+        _ => bail!("createTransport answer without ICE credentials"),
+    };
+    let fingerprints: Vec<Fingerprint> = answer["dtlsParameters"]["fingerprints"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| {
+                    Some(Fingerprint {
+                        algorithm: f["algorithm"].as_str()?.to_owned(),
+                        value: f["value"].as_str()?.to_owned(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let remote = candidate(&answer, &ctx.host)?;
+    // The server must know our fingerprint before our ClientHello arrives.
+    signal
+        .request(
+            "connectTransport",
+            json!({
+                "transportId": transport_id,
+                "dtlsParameters": {
+                    "role": "client",
+                    "fingerprints": [{
+                        "algorithm": ctx.fingerprint.algorithm,
+                        "value": ctx.fingerprint.value,
+                    }],
+                },
+            }),
+        )
+        .await?;
+    let id = ctx.next_transport.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = oneshot::channel();
+    ctx.media
+        .send(Command::AddTransport(Box::new(TransportSpec {
+            id,
+            peer: spec.index,
+            subscriber: !spec.publisher,
+            remote,
+            server_ufrag: ufrag,
+            server_pwd: pwd,
+            fingerprints,
+            ws_opened,
+            full_verify: spec.full_verify,
+            connected: tx,
+        })))?;
+    rx.await
+        .map_err(|_| anyhow!("media loop dropped the transport"))?
+        .map_err(|e| anyhow!("transport {transport_id}: {e}"))?;
+    Ok((transport_id, id))
+}
+
+async fn publish(
+    ctx: &Ctx,
+    signal: &mut Signal,
+    spec: &PeerSpec,
+    caps: &Value,
+    ws_opened: Instant,
+) -> anyhow::Result<()> {
+    let (transport_id, transport) = create_transport(ctx, signal, spec, ws_opened).await?;
+    let cname = format!("{}-p{}", ctx.run_id, spec.index);
+    let opus = codec(caps, "audio/opus")?;
+    let mut specs = vec![(Kind::Audio, pt_of(opus)?, vec![(None::<&str>, 0u32, 1u16)])];
+    if ctx.cfg.video_kbps > 0 {
+        let vp8 = codec(caps, "video/VP8")?;
+        let layers = if ctx.cfg.simulcast {
+            SIMULCAST_SHARES
+                .iter()
+                .zip(["r0", "r1", "r2"])
+                .zip([4u16, 2, 1])
+                .map(|((share, rid), down)| {
+                    (
+                        Some(rid),
+                        ((f64::from(ctx.cfg.video_kbps) * share).round() as u32).max(1),
+                        down,
+                    )
+                })
+                .collect()
+        } else {
+            vec![(None, ctx.cfg.video_kbps, 1)]
+        };
+        specs.push((Kind::Video, pt_of(vp8)?, layers));
+    }
+    for (mid, (kind, pt, layers)) in specs.into_iter().enumerate() {
+        let mut streams = Vec::new();
+        let mut encodings = Vec::new();
+        for (rid, kbps, down) in layers {
+            let stream_id = ctx.next_stream.fetch_add(1, Ordering::Relaxed);
+            let ssrc = rand::random::<u32>() | 1;
+            let mut encoding = json!({ "ssrc": ssrc });
+            if let Some(rid) = rid {
+                encoding["rid"] = json!(rid);
+                encoding["scaleResolutionDownBy"] = json!(down);
+                encoding["maxBitrate"] = json!(kbps * 1000);
+            }
+            encodings.push(encoding);
+            streams.push(SendStreamSpec {
+                stream_id,
+                ssrc,
+                pt,
+                kind,
+                kbps,
+                width: 1280 / down,
+                height: 720 / down,
+            });
+        }
+        let codec = match kind {
+            Kind::Audio => json!({
+                "mimeType": "audio/opus", "payloadType": pt, "clockRate": 48000, "channels": 2,
+                "parameters": {}, "rtcpFeedback": [],
+            }),
+            Kind::Video => json!({
+                "mimeType": "video/VP8", "payloadType": pt, "clockRate": 90000, "parameters": {},
+                "rtcpFeedback": [
+                    {"type": "nack", "parameter": ""},
+                    {"type": "nack", "parameter": "pli"},
+                    {"type": "ccm", "parameter": "fir"},
+                ],
+            }),
+        };
+        let kind_name = if kind == Kind::Audio {
+            "audio"
+        } else {
+            "video"
+        };
+        let answer = signal
+            .request(
+                "produce",
+                json!({
+                    "transportId": transport_id,
+                    "kind": kind_name,
+                    "rtpParameters": {
+                        "mid": mid.to_string(),
+                        "codecs": [codec],
+                        "headerExtensions": [],
+                        "encodings": encodings,
+                        "rtcp": { "cname": cname, "reducedSize": true },
+                    },
+                    "appData": {},
+                }),
+            )
+            .await?;
+        let producer_id = answer["id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("produce answer without id"))?
+            .to_owned();
+        let ids = streams.iter().map(|s| s.stream_id).collect();
+        ctx.producers
+            .lock()
+            .map_err(|_| anyhow!("producer registry poisoned"))?
+            .insert(producer_id, (kind, ids));
+        ctx.media
+            .send(Command::AddSendStreams { transport, streams })?;
+    }
+    Ok(())
+}
+
+async fn subscribe(
+    ctx: &Ctx,
+    signal: &mut Signal,
+    spec: &PeerSpec,
+    joined: &Value,
+    ws_opened: Instant,
+) -> anyhow::Result<usize> {
+    let (transport_id, transport) = create_transport(ctx, signal, spec, ws_opened).await?;
+    let producer_ids: Vec<String> = joined["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["producers"].as_array().into_iter().flatten())
+        .filter_map(|p| p["producerId"].as_str().map(str::to_owned))
+        .collect();
+    let mut consumers = 0;
+    for producer_id in producer_ids {
+        let known = ctx
+            .producers
+            .lock()
+            .map_err(|_| anyhow!("producer registry poisoned"))?
+            .get(&producer_id)
+            .cloned();
+        // Producers of other clients in the room are not part of the scenario.
+        let Some((kind, stream_ids)) = known else {
+            continue;
+        };
+        let answer = signal
+            .request(
+                "consume",
+                json!({ "transportId": transport_id, "producerId": producer_id }),
+            )
+            .await?;
+        let consumer_id = answer["id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("consume answer without id"))?
+            .to_owned();
+        let params = &answer["rtpParameters"];
+        let encoding = &params["encodings"][0];
+        let ssrc = encoding["ssrc"]
+            .as_u64()
+            .and_then(|s| u32::try_from(s).ok())
+            .ok_or_else(|| anyhow!("consume answer without encodings[0].ssrc"))?;
+        let rtx_ssrc = encoding["rtx"]["ssrc"]
+            .as_u64()
+            .and_then(|s| u32::try_from(s).ok());
+        let clock_rate = params["codecs"][0]["clockRate"]
+            .as_u64()
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(if kind == Kind::Audio { 48_000 } else { 90_000 });
+        ctx.media.send(Command::AddConsumer {
+            transport,
+            consumer: ConsumerSpec {
+                ssrc,
+                rtx_ssrc,
+                kind,
+                clock_rate,
+                stream_ids,
+            },
+        })?;
+        signal
+            .request("resumeConsumer", json!({ "consumerId": consumer_id }))
+            .await?;
+        consumers += 1;
+    }
+    Ok(consumers)
+}
+
+async fn join(ctx: &Ctx, spec: PeerSpec) -> anyhow::Result<Joined> {
+    let ws_opened = Instant::now();
+    let mut signal = Signal::connect(&ctx.cfg.url).await?;
+    let room_id = format!("{}-room{}", ctx.run_id, spec.room);
+    let created = signal
+        .request("createRoom", json!({ "roomId": room_id }))
+        .await?;
+    let caps = created["rtpCapabilities"].clone();
+    let role = if spec.publisher { "pub" } else { "sub" };
+    let joined = signal
+        .request(
+            "joinRoom",
+            json!({
+                "roomId": room_id,
+                "peerId": format!("{}-{role}{}", ctx.run_id, spec.index),
+                "displayName": format!("loadtest {role} {}", spec.index),
+                "rtpCapabilities": caps,
+            }),
+        )
+        .await?;
+    let consumers = if spec.publisher {
+        publish(ctx, &mut signal, &spec, &caps, ws_opened).await?;
+        0
+    } else {
+        subscribe(ctx, &mut signal, &spec, &joined, ws_opened).await?
+    };
+    Ok(Joined { signal, consumers })
+}
+
+/// Spawns one task per peer; each answers on its oneshot once joined, then keeps its
+/// WebSocket open until `stop` turns true.
+fn spawn_peers(
+    ctx: &Arc<Ctx>,
+    specs: &[PeerSpec],
+    semaphore: &Arc<Semaphore>,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Vec<oneshot::Receiver<anyhow::Result<usize>>> {
+    let timeout = Duration::from_secs_f64(ctx.cfg.join_timeout);
+    specs
+        .iter()
+        .map(|&spec| {
+            let (tx, rx) = oneshot::channel();
+            let ctx = ctx.clone();
+            let semaphore = semaphore.clone();
+            let mut stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let joined = {
+                    let _permit = semaphore.acquire().await;
+                    tokio::time::timeout(timeout, join(&ctx, spec)).await
+                };
+                let joined = match joined {
+                    Ok(Ok(j)) => j,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                    Err(_) => {
+                        let _ = tx.send(Err(anyhow!("peer {} timed out joining", spec.index)));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(joined.consumers));
+                joined
+                    .signal
+                    .idle_until(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+            }));
+            rx
+        })
+        .collect()
+}
+
+/// Outcome of a phase of joins.
+#[derive(Debug, Default)]
+struct Joins {
+    ok: usize,
+    consumers: usize,
+    /// Indices of the peers that failed.
+    failed: Vec<u32>,
+}
+
+/// Waits for a phase of joins (`receivers` in the order of `specs`); reports each join to
+/// `progress`.
+async fn await_joins(
+    what: &str,
+    specs: &[PeerSpec],
+    receivers: Vec<oneshot::Receiver<anyhow::Result<usize>>>,
+    progress: &dyn Fn(String),
+) -> Joins {
+    let total = receivers.len();
+    let mut joins = Joins::default();
+    for (spec, rx) in specs.iter().zip(receivers) {
+        match rx.await {
+            Ok(Ok(n)) => {
+                joins.ok += 1;
+                joins.consumers += n;
+            }
+            Ok(Err(e)) => {
+                joins.failed.push(spec.index);
+                tracing::warn!("peer failed: {e:#}");
+            }
+            Err(_) => joins.failed.push(spec.index),
+        }
+        progress(format!(
+            "{what}: {}/{total} joined, {} failed",
+            joins.ok,
+            joins.failed.len()
+        ));
+    }
+    joins
+}
+
+/// Finds the local server process to sample.
+fn server_pid(cfg: &Config, host: &str, port: u16) -> Option<u32> {
+    if cfg.server_pid.is_some() {
+        return cfg.server_pid;
+    }
+    let local = matches!(host, "localhost" | "127.0.0.1" | "::1" | "0.0.0.0")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !local {
+        return None;
+    }
+    find_pid_by_port(port).or_else(|| find_pid_by_name("ferrosoup"))
+}
+
+/// Runs one scenario to the end and returns its report. Blocks the calling thread (it
+/// runs its own single-threaded runtime plus the media thread).
+pub fn run(cfg: &Config) -> anyhow::Result<Report> {
+    cfg.validate().map_err(|e| anyhow!(e))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(run_async(cfg.clone()))
+}
+
+async fn run_async(cfg: Config) -> anyhow::Result<Report> {
+    let (host, port) =
+        host_port(&cfg.url).ok_or_else(|| anyhow!("cannot read host and port of --url"))?;
+    let epoch = Instant::now();
+    let cert = Arc::new(DtlsCertificate::generate().context("DTLS certificate")?);
+    let fingerprint = cert
+        .fingerprints()
+        .iter()
+        .find(|f| f.algorithm == "sha-256")
+        .cloned()
+        .ok_or_else(|| anyhow!("certificate has no sha-256 fingerprint"))?;
+    let media = MediaHandle::spawn(epoch, cert).context("media thread")?;
+    let ctx = Arc::new(Ctx {
+        cfg: cfg.clone(),
+        media,
+        fingerprint,
+        next_transport: AtomicU32::new(0),
+        next_stream: AtomicU32::new(0),
+        producers: Mutex::new(HashMap::new()),
+        run_id: format!("lt{:06x}", rand::random::<u32>() & 0xff_ffff),
+        host: host.clone(),
+    });
+    let pid = server_pid(&cfg, &host, port);
+    let semaphore = Arc::new(Semaphore::new(cfg.join_concurrency));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut index = 0u32;
+    let mut specs = |publisher: bool, per_room: usize| {
+        let mut v = Vec::new();
+        for room in 0..cfg.rooms {
+            for i in 0..per_room {
+                v.push(PeerSpec {
+                    index,
+                    room,
+                    publisher,
+                    full_verify: !publisher && i % cfg.verify_every == 0,
+                });
+                index += 1;
+            }
+        }
+        v
+    };
+    let publishers = specs(true, cfg.publishers);
+    let subscribers = specs(false, cfg.subscribers);
+
+    let progress = |text: String| {
+        if !cfg.quiet {
+            eprint!("\r\x1b[2K{text}");
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let rx = spawn_peers(&ctx, &publishers, &semaphore, &stop_rx, &mut tasks);
+    let pubs = await_joins("publishers", &publishers, rx, &progress).await;
+    if pubs.ok == 0 {
+        let _ = stop_tx.send(true);
+        bail!("no publisher could join");
+    }
+    let rx = spawn_peers(&ctx, &subscribers, &semaphore, &stop_rx, &mut tasks);
+    let subs = await_joins("subscribers", &subscribers, rx, &progress).await;
+
+    tokio::time::sleep(Duration::from_secs_f64(cfg.settle)).await;
+    let from = Instant::now();
+    let until = from + Duration::from_secs_f64(cfg.duration);
+    ctx.media.send(Command::Measure { from, until })?;
+    let server_start = pid.and_then(sample);
+    let cpu_start = process_cpu_time();
+    let mut rss_max = server_start.map(|s| s.rss_bytes);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        if let Some(s) = pid.and_then(sample) {
+            rss_max = rss_max.max(Some(s.rss_bytes));
+        }
+        let (tx, rx) = oneshot::channel();
+        ctx.media.send(Command::Snapshot(tx))?;
+        if let Ok(p) = rx.await {
+            progress(format!(
+                "{:>5.1}/{:.0} s  transports {}/{}  sent {}  received {}  srtp failures {}  latency p50 {}",
+                (now - from).as_secs_f64(),
+                cfg.duration,
+                p.connected,
+                p.transports,
+                p.packets_sent,
+                p.packets_received,
+                p.srtp_failures,
+                p.latency_p50_ms
+                    .map_or("-".to_owned(), |l| format!("{l:.2} ms")),
+            ));
+        }
+    }
+    tokio::time::sleep_until((until + DRAIN).into()).await;
+    let server_end = pid.and_then(sample);
+    let wall = from.elapsed();
+    let loadtest_cpu = process_cpu_time().saturating_sub(cpu_start);
+    let (tx, rx) = oneshot::channel();
+    ctx.media.send(Command::Finish(tx))?;
+    let media_report = rx.await.map_err(|_| anyhow!("media loop ended early"))?;
+    let workers = http_get_json(&host, port, "/api/stats")
+        .await
+        .and_then(|s| s["workers"].as_array().map(Vec::len));
+    progress(String::new());
+    if !cfg.quiet {
+        eprintln!();
+    }
+
+    let _ = stop_tx.send(true);
+    // Peers close their WebSockets; a server that does not answer the close is not waited
+    // for beyond this.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::future::join_all(tasks),
+    )
+    .await;
+    let percent = |d: Duration| d.as_secs_f64() / wall.as_secs_f64() * 100.0;
+    let (server_cpu, server_wait) = match (server_start, server_end) {
+        (Some(a), Some(b)) => {
+            rss_max = rss_max.max(Some(b.rss_bytes));
+            (
+                Some(percent(b.cpu.saturating_sub(a.cpu))),
+                Some(percent(b.run_delay.saturating_sub(a.run_delay))),
+            )
+        }
+        _ => (None, None),
+    };
+    let facts = RunFacts {
+        url: cfg.url.clone(),
+        rooms: cfg.rooms,
+        publishers: cfg.publishers,
+        subscribers: cfg.subscribers,
+        video_kbps: cfg.video_kbps,
+        simulcast: cfg.simulcast,
+        duration: Duration::from_secs_f64(cfg.duration),
+        peers_joined: pubs.ok + subs.ok,
+        failed_peers: pubs.failed.into_iter().chain(subs.failed).collect(),
+        consumers: subs.consumers,
+        server_pid: pid,
+        server_cpu_percent: server_cpu,
+        server_rss_bytes: rss_max,
+        server_cpu_wait_percent: server_wait,
+        server_workers: workers,
+        loadtest_cpu_percent: loadtest_cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
+    };
+    match Arc::try_unwrap(ctx) {
+        Ok(ctx) => ctx.media.join(),
+        Err(_) => tracing::debug!("peer tasks still hold the context; media thread detached"),
+    }
+    Ok(Report::build(facts, &media_report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_prefers_udp_and_replaces_unspecified_addresses() {
+        let answer = json!({"iceCandidates": [
+            {"ip": "10.0.0.1", "port": 1, "protocol": "tcp"},
+            {"ip": "0.0.0.0", "port": 40000, "protocol": "udp"},
+        ]});
+        assert_eq!(
+            candidate(&answer, "127.0.0.1").expect("candidate"),
+            "127.0.0.1:40000".parse::<SocketAddr>().expect("addr")
+        );
+        let answer =
+            json!({"iceCandidates": [{"address": "192.0.2.7", "port": 5, "protocol": "udp"}]});
+        assert_eq!(
+            candidate(&answer, "x").expect("candidate"),
+            "192.0.2.7:5".parse::<SocketAddr>().expect("addr")
+        );
+        assert!(candidate(&json!({}), "x").is_err());
+    }
+
+    #[test]
+    fn payload_types_from_router_capabilities() {
+        let caps = json!({"codecs": [
+            {"mimeType": "audio/opus", "preferredPayloadType": 100},
+            {"mimeType": "video/VP8", "preferredPayloadType": 101},
+        ]});
+        assert_eq!(
+            pt_of(codec(&caps, "audio/opus").expect("opus")).expect("pt"),
+            100
+        );
+        assert_eq!(
+            pt_of(codec(&caps, "video/vp8").expect("vp8")).expect("pt"),
+            101
+        );
+        assert!(codec(&caps, "video/H264").is_err());
+    }
+}
