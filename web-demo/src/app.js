@@ -5,6 +5,9 @@
 //   name=NAME      display name; when given, the page joins at once
 //   ws=URL         signaling WebSocket (default: ws(s)://<this host>/ws)
 //   simulcast=0    send one video encoding instead of three simulcast layers
+//   codec=vp8|vp9|h264   video codec to send (default vp8). VP8 and H264 send three
+//                  simulcast layers (unless simulcast=0); VP9 sends one stream, L1T3, or
+//                  with svc=1 one SVC stream of 3 spatial x 3 temporal layers (L3T3_KEY)
 //
 // Signaling runs over protoo-client's Peer on a small WebSocket transport of our own
 // (SignalingSocket below), so the page sees close codes and runs its own reconnection:
@@ -31,6 +34,15 @@ const SIMULCAST_ENCODINGS = [
   { rid: 'r1', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
   { rid: 'r2', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
+/** Send codecs the page offers (`?codec=`): how to find each in the device's capabilities. */
+const VIDEO_CODECS = {
+  vp8: { mimeType: 'video/VP8', simulcast: true },
+  vp9: { mimeType: 'video/VP9', simulcast: false },
+  // Packetization mode 1 (non-interleaved), as the router offers (profile-level-id 42e01f).
+  h264: { mimeType: 'video/H264', simulcast: true, parameters: { 'packetization-mode': 1 } },
+};
+/** VP9 with `?svc=1`: one stream, 3 spatial layers (keyframes only on layer switches) x 3 temporal. */
+const VP9_SVC_MODE = 'L3T3_KEY';
 /** Per-tile quality choice -> spatial layer asked for (Auto: the highest the server has). */
 const QUALITY_LAYER = { low: 0, medium: 1, high: 2 };
 const CAMERA_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
@@ -51,6 +63,10 @@ const state = {
   peerId: null,
   displayName: null,
   simulcast: true,
+  /** Key of VIDEO_CODECS chosen with `?codec=` or the form. */
+  codec: 'vp8',
+  /** VP9 only: send one SVC stream (`?svc=1`). */
+  svc: false,
   sessionToken: null,
   joinStartedAt: null, // performance.now() when the user pressed Join
   joinedAt: null,
@@ -565,10 +581,7 @@ async function produceTrack(kind) {
   const transport = state.sendTransport;
   if (!track || !transport || state.producers.has(kind) || !state.device.canProduce(kind)) return;
   const options = { track, stopTracks: false, appData: { source: kind === 'audio' ? 'mic' : 'webcam' } };
-  if (kind === 'video' && state.simulcast) {
-    options.encodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
-    options.codecOptions = { videoGoogleStartBitrate: 1000 };
-  }
+  if (kind === 'video') Object.assign(options, videoSendOptions());
   const producer = await transport.produce(options);
   if (transport !== state.sendTransport) {
     producer.close();
@@ -581,6 +594,35 @@ async function produceTrack(kind) {
     producer.pause();
     await request('pauseProducer', { producerId: producer.id });
   }
+}
+
+/** The device's send codec for `state.codec` (the router's and the browser's in common). */
+function videoSendCodec() {
+  const wanted = VIDEO_CODECS[state.codec];
+  const codec = state.device.rtpCapabilities.codecs.find(
+    (c) =>
+      c.mimeType.toLowerCase() === wanted.mimeType.toLowerCase() &&
+      Object.entries(wanted.parameters ?? {}).every(([key, value]) => c.parameters?.[key] === value),
+  );
+  if (!codec) throw new Error(`${wanted.mimeType} is not supported by both this browser and the server`);
+  return codec;
+}
+
+/** `produce()` options for the camera: codec and encodings. */
+function videoSendOptions() {
+  const options = { codec: videoSendCodec(), codecOptions: { videoGoogleStartBitrate: 1000 } };
+  if (state.codec === 'vp9') {
+    options.encodings = [{ scalabilityMode: state.svc ? VP9_SVC_MODE : 'L1T3', maxBitrate: 1_500_000 }];
+  } else if (state.simulcast && VIDEO_CODECS[state.codec].simulcast) {
+    options.encodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+  }
+  return options;
+}
+
+/** How the camera is sent, for the log. */
+function videoSendDescription() {
+  if (state.codec === 'vp9') return `VP9 ${state.svc ? VP9_SVC_MODE : 'L1T3'}`;
+  return `${VIDEO_CODECS[state.codec].mimeType.slice(6)}${state.simulcast ? ' simulcast' : ''}`;
 }
 
 async function startProducing(protoo) {
@@ -601,7 +643,7 @@ async function startProducing(protoo) {
   await acquireMedia();
   await produceTrack('video');
   await produceTrack('audio');
-  log(`producing ${[...state.producers.keys()].join(' + ') || 'nothing'}${state.simulcast ? ' (simulcast)' : ''}`);
+  log(`producing ${[...state.producers.keys()].join(' + ') || 'nothing'}${state.producers.has('video') ? ` (${videoSendDescription()})` : ''}`);
 }
 
 function wireTransport(transport) {
@@ -950,9 +992,11 @@ function endCall(reason) {
   $('join-form').hidden = false;
 }
 
-function start(displayName, simulcast) {
+function start(displayName, simulcast, codec) {
   state.displayName = displayName;
   state.simulcast = simulcast;
+  state.codec = codec;
+  state.svc = codec === 'vp9' && params.get('svc') === '1';
   state.joinStartedAt = performance.now();
   state.errors = [];
   state.phase = 'connecting';
@@ -1032,6 +1076,9 @@ async function producerStats() {
           targetBitrate: s.targetBitrate ?? null,
           qualityLimitationReason: s.qualityLimitationReason ?? null,
           active: s.active ?? null,
+          codec: s.codecId ? report.get(s.codecId)?.mimeType ?? null : null,
+          scalabilityMode: s.scalabilityMode ?? null,
+          encoderImplementation: s.encoderImplementation ?? null,
         });
       }
     });
@@ -1100,13 +1147,16 @@ $('copy-link').addEventListener('click', async () => {
   }, 1500);
 });
 $('simulcast').checked = params.get('simulcast') !== '0';
+const urlCodec = (params.get('codec') ?? 'vp8').toLowerCase();
+if (!VIDEO_CODECS[urlCodec]) notice(`Unknown codec "${params.get('codec')}" in the URL: use vp8, vp9 or h264. Sending VP8.`);
+$('codec').value = VIDEO_CODECS[urlCodec] ? urlCodec : 'vp8';
 $('display-name').value = params.get('name') || localStorage.getItem('ferrosoup.displayName') || '';
 
 $('join-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const name = $('display-name').value.trim() || `guest-${randomId().slice(0, 4)}`;
   localStorage.setItem('ferrosoup.displayName', name);
-  start(name, $('simulcast').checked);
+  start(name, $('simulcast').checked, $('codec').value);
 });
 
 $('leave').addEventListener('click', () => leave('You left the room.'));
@@ -1126,4 +1176,4 @@ navigator.mediaDevices?.addEventListener?.('devicechange', () => refreshDeviceLi
 // Closing the tab: leave now, so the others do not wait for the session grace period.
 window.addEventListener('pagehide', () => leave('page closed'));
 
-if (params.get('name')) start(params.get('name'), params.get('simulcast') !== '0');
+if (params.get('name')) start(params.get('name'), params.get('simulcast') !== '0', $('codec').value);

@@ -16,7 +16,9 @@
 // late and sees everyone (and everyone him); bob loses signaling and resumes his session;
 // bob loses it for longer than the session grace and joins afresh; carol presses Leave and
 // disappears from the others; dave closes his tab and disappears; alice switches bob's
-// tile to Low then High and the decoded width grows. Every wait is bounded, a failure
+// tile to Low then High and the decoded width grows; then, per codec (VP9, H264), two
+// fresh pages in a new room with `?codec=` each decode the other's video in that codec
+// (H264 is SKIPPED, saying so, only when the browser cannot send H264). Every wait is bounded, a failure
 // prints every page's state, stats and console plus the server log. The last line is
 // "N passed, N failed"; the exit code is 0 only when all passed.
 
@@ -63,6 +65,12 @@ let serverLogPath;
 
 function log(message) {
   console.log(`${new Date().toISOString().slice(11, 23)} ${message}`);
+}
+
+/** Records a step that could not run, with the reason. */
+function skip(name, reason) {
+  results.push({ name, ok: true, skipped: reason });
+  log(`SKIPPED ${name}: ${reason}`);
 }
 
 async function step(name, fn) {
@@ -347,6 +355,63 @@ async function waitWidth(page, sender, accept, what) {
   );
 }
 
+/**
+ * Two pages join `room` with `?codec=codec`; each must decode the other's video
+ * (framesDecoded growing, frameWidth > 0) with `mimeType` as the inbound codec. H264 is
+ * skipped only when the browser's sender capabilities have no H264 at all.
+ */
+async function codecCall(context, baseUrl, room, codec, mimeType) {
+  const members = [];
+  const diagnoseAll = async (error) => {
+    const diag = await Promise.all(members.map((p) => p.diagnose()));
+    error.message += `\n${diag.join('\n')}`;
+    return error;
+  };
+  try {
+    for (const letter of ['a', 'b']) {
+      const name = `${codec}-${letter}`;
+      const page = new DemoPage(name, await context.newPage());
+      members.push(page);
+      const url = new URL(baseUrl);
+      url.searchParams.set('room', room);
+      url.searchParams.set('name', name);
+      url.searchParams.set('codec', codec);
+      if (letter === 'a') {
+        const sendCodecs = await page.eval(() => RTCRtpSender.getCapabilities('video')?.codecs.map((c) => c.mimeType) ?? []);
+        if (!sendCodecs.some((m) => m.toLowerCase() === mimeType.toLowerCase())) {
+          skip(`${codec}: two pages exchange ${mimeType} video`, `no ${mimeType} in this browser's RTCRtpSender.getCapabilities('video') (${[...new Set(sendCodecs)].join(', ')})`);
+          return;
+        }
+      }
+      await page.page.goto(url.href, { timeout: 10_000 });
+      await step(`page ${name}: join room ${room} and send camera (${codec}) + mic`, () => waitJoined(page));
+    }
+    for (const page of members) {
+      const other = members.find((p) => p !== page);
+      await step(`${codec}: page ${page.name} decodes ${other.name}'s video as ${mimeType}`, async () => {
+        await waitMedia(page, [other]);
+        const { consumers } = await page.snapshot();
+        const video = consumers.find((c) => c.peerId === other.peerId && c.kind === 'video');
+        if (video.codec?.toLowerCase() !== mimeType.toLowerCase()) {
+          throw new Error(`page ${page.name}: ${other.name}'s video decodes as ${video.codec}, not ${mimeType}`);
+        }
+      });
+    }
+    for (const page of members) {
+      const { outbound, consumers } = await page.snapshot();
+      const sent = outbound
+        .filter((o) => o.kind === 'video')
+        .map((o) => `${o.rid ?? 'single'} ${o.codec} ${o.frameWidth}x${o.frameHeight}${o.scalabilityMode ? ` ${o.scalabilityMode}` : ''} by ${o.encoderImplementation}`);
+      const received = consumers.filter((c) => c.kind === 'video').map((c) => `${c.type} ${c.codec} ${c.frameWidth}x${c.frameHeight}`);
+      log(`page ${page.name}: sends ${sent.join(', ')}; receives ${received.join(', ')}`);
+    }
+  } catch (error) {
+    throw await diagnoseAll(error);
+  } finally {
+    for (const page of members) await page.page.close().catch(() => {});
+  }
+}
+
 // ---------------------------------------------------------------------------
 
 async function main() {
@@ -570,6 +635,25 @@ async function main() {
     `join-to-first-frame of every peer already there, per joining page: ${[...joinerTimes].map(([k, ms]) => `${k} ${ms}`).join(', ')}; ` +
       `p50 ${percentile(joiners, 50)} ms, max ${Math.max(...joiners)} ms`,
   );
+  for (const page of pages) await page.page.close();
+
+  // 8. Other codecs: two pages in a fresh room sending VP9, then H264.
+  for (const [codec, mimeType] of [
+    ['vp9', 'video/VP9'],
+    ['h264', 'video/H264'],
+  ]) {
+    const failedBefore = results.filter((r) => !r.ok).length;
+    try {
+      await codecCall(context, server.baseUrl, `${roomId}-${codec}`, codec, mimeType);
+    } catch (error) {
+      // Reported here (the exit code comes from the results); the next codec still runs.
+      if (results.filter((r) => !r.ok).length === failedBefore) {
+        results.push({ name: `${codec} call`, ok: false, error });
+        log(`FAIL ${codec} call: ${error.message.split('\n')[0]}`);
+      }
+      console.log(error.message.slice(error.message.indexOf('\n') + 1));
+    }
+  }
 }
 
 const watchdog = setTimeout(() => {
@@ -600,7 +684,8 @@ async function finish() {
     }
   }
   if (tmpDir && !failed.length && process.env.KEEP_TMP !== '1') await rm(tmpDir, { recursive: true, force: true });
-  console.log(`${results.length - failed.length} passed, ${failed.length} failed`);
+  const skipped = results.filter((r) => r.skipped).length;
+  console.log(`${results.length - failed.length - skipped} passed, ${failed.length} failed${skipped ? `, ${skipped} skipped` : ''}`);
 }
 
 main()

@@ -702,15 +702,11 @@ fn produce_spec(kind: MediaKind, params: &RtpParameters, paused: bool) -> Produc
         .iter()
         .map(|e| (e.ssrc, e.rtx.map(|r| r.ssrc), e.rid.clone()))
         .collect::<Vec<_>>();
-    let svc = params.encodings.len() == 1
-        && params.encodings[0]
-            .scalability_mode
-            .as_deref()
-            .is_some_and(|m| m.starts_with('L') && !m.starts_with("L1"));
+    // A single SVC stream (e.g. VP9 L3T3_KEY) is forwarded whole: the worker does not drop
+    // spatial or temporal layers inside one stream yet, so its consumers are `simple`
+    // rather than claiming layer selection they would not do.
     let consumer_type = if params.encodings.len() > 1 {
         "simulcast"
-    } else if svc {
-        "svc"
     } else {
         "simple"
     };

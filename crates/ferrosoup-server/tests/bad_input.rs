@@ -626,17 +626,9 @@ async fn dtls_fingerprint_mismatch_fails_only_that_transport() {
     video_in.resume().await.expect("resume vp8");
 
     let video = Arc::new(video);
-    let keyframe_wanted = Arc::new(AtomicBool::new(true));
     let sent = Arc::new(AtomicU32::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (video, wanted) = (video.clone(), keyframe_wanted.clone());
-        tokio::spawn(async move {
-            while video.next_keyframe_request().await.is_some() {
-                wanted.store(true, Ordering::Relaxed);
-            }
-        })
-    };
+    let (keyframe_wanted, watcher) = watch_keyframe_requests(video.clone());
     let sender = {
         let (video, sent, stop) = (video.clone(), sent.clone(), stop.clone());
         tokio::spawn(async move {

@@ -385,15 +385,7 @@ impl Stream {
         let received = Arc::new(AtomicU32::new(0));
         let bad = Arc::new(AtomicU32::new(0));
         let video = Arc::new(video);
-        let keyframe_wanted = Arc::new(AtomicBool::new(true));
-        let watcher = {
-            let (video, wanted) = (video.clone(), keyframe_wanted.clone());
-            tokio::spawn(async move {
-                while video.next_keyframe_request().await.is_some() {
-                    wanted.store(true, Ordering::Relaxed);
-                }
-            })
-        };
+        let (keyframe_wanted, watcher) = watch_keyframe_requests(video.clone());
         let sender = {
             let stop = stop.clone();
             tokio::spawn(async move {

@@ -186,17 +186,9 @@ struct VideoSender {
 impl VideoSender {
     fn start(video: Producer) -> Self {
         let video = Arc::new(video);
-        let keyframe_wanted = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
         let counter = Arc::new(AtomicU32::new(0));
-        let watcher = {
-            let (video, wanted) = (video.clone(), keyframe_wanted.clone());
-            tokio::spawn(async move {
-                while video.next_keyframe_request().await.is_some() {
-                    wanted.store(true, Ordering::Relaxed);
-                }
-            })
-        };
+        let (keyframe_wanted, watcher) = watch_keyframe_requests(video.clone());
         let sender = {
             let stop = stop.clone();
             tokio::spawn(async move {

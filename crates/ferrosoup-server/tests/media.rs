@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
@@ -56,15 +56,7 @@ async fn opus_and_vp8_flow_from_a_to_b() {
 
     // Like a real encoder: a keyframe first, and one whenever the SFU asks (PLI/FIR).
     let video = Arc::new(video);
-    let keyframe_wanted = Arc::new(AtomicBool::new(true));
-    let watcher = {
-        let (video, wanted) = (video.clone(), keyframe_wanted.clone());
-        tokio::spawn(async move {
-            while video.next_keyframe_request().await.is_some() {
-                wanted.store(true, Ordering::Relaxed);
-            }
-        })
-    };
+    let (keyframe_wanted, watcher) = watch_keyframe_requests(video.clone());
     let sender = tokio::spawn(async move {
         for i in 0..FRAMES {
             let keyframe = keyframe_wanted.swap(false, Ordering::Relaxed);

@@ -10,7 +10,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
@@ -53,15 +53,7 @@ fn tagged_counter(payload: &[u8]) -> Option<(u8, u32)> {
 fn spawn_publisher(producer: Producer, tag: u8) -> JoinHandle<()> {
     tokio::spawn(async move {
         let producer = Arc::new(producer);
-        let keyframe_wanted = Arc::new(AtomicBool::new(true));
-        let watcher = {
-            let (producer, wanted) = (producer.clone(), keyframe_wanted.clone());
-            tokio::spawn(async move {
-                while producer.next_keyframe_request().await.is_some() {
-                    wanted.store(true, Ordering::Relaxed);
-                }
-            })
-        };
+        let (keyframe_wanted, watcher) = watch_keyframe_requests(producer.clone());
         for i in 0..FRAMES {
             let keyframe = keyframe_wanted.swap(false, Ordering::Relaxed);
             let frame = tagged_frame(tag, i, keyframe);

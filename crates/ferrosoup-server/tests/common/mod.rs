@@ -192,3 +192,23 @@ pub async fn within<T>(what: &str, secs: u64, f: impl std::future::Future<Output
         Err(_) => panic!("timed out after {secs}s: {what}"),
     }
 }
+
+/// Makes a test publisher behave like a real encoder: the returned flag starts true (send a
+/// keyframe first) and is set again whenever the SFU asks `producer` for a keyframe (PLI or
+/// FIR); the sender takes it with `swap(false)` before each frame. The task ends with the
+/// transport (or when aborted).
+pub fn watch_keyframe_requests(
+    producer: std::sync::Arc<ferrosoup_client::Producer>,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let wanted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = wanted.clone();
+    let task = tokio::spawn(async move {
+        while producer.next_keyframe_request().await.is_some() {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    (wanted, task)
+}
