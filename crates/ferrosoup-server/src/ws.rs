@@ -90,6 +90,9 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, params: ConnectParams) {
             }
         }
     }
+    // Nothing more can be written: from now on notifications for this peer must fail to
+    // send, so its link queues them for a resume instead of losing them here.
+    drop(out_rx);
     // Completes the closing handshake (answers the client's close frame) where possible.
     let _ = sink.close().await;
     drop(in_tx);

@@ -902,7 +902,8 @@ impl Churn {
             })
             .collect();
         if !consumable.is_empty() {
-            choices.push((6, 2));
+            // More likely with more to consume, so every run carries plenty of media.
+            choices.push((4 + consumable.len().min(8) as u32, 2));
         }
         let closable: Vec<(usize, String)> = connected
             .iter()
@@ -1001,7 +1002,8 @@ impl Churn {
             .retain(|e| e.deadline + Duration::from_secs(1) > now);
     }
 
-    /// Waits until every open consumer whose producer closed got its `consumerClosed`.
+    /// Waits until every open consumer whose producer closed got its `consumerClosed`, then
+    /// checks the media of the open ones.
     async fn settle_consumer_closes(&mut self) {
         self.doing = "final consumerClosed".into();
         let deadline = Instant::now() + Duration::from_secs(GRACE_SECS + 8);
@@ -1018,6 +1020,15 @@ impl Churn {
                 })
                 .collect();
             if waiting.is_empty() && self.expiring.is_empty() {
+                let ctx = self.ctx();
+                let open: Vec<Consumer> = self
+                    .peers
+                    .iter()
+                    .flat_map(|p| p.consumers.values().cloned())
+                    .collect();
+                for c in &open {
+                    self.check_media(&ctx, c);
+                }
                 return;
             }
             assert!(
