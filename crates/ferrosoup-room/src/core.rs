@@ -277,39 +277,45 @@ impl WorkerCore {
         })
     }
 
-    fn transport_key(&self, router_id: RouterId, id: TransportId) -> Result<usize, RoomError> {
-        let key = *self
-            .transport_ids
-            .get(&id)
-            .ok_or(RoomError::NotFound("transport"))?;
-        if self.transports[key].router_id != router_id {
-            return Err(RoomError::NotFound("transport"));
+    /// The slab key of an object of `router_id`, found through its id map and the transport
+    /// it lives on; `NotFound(what)` when unknown or in another router.
+    fn key_in_router<Id: std::hash::Hash + Eq>(
+        &self,
+        ids: &HashMap<Id, usize>,
+        id: &Id,
+        transport_of: impl Fn(usize) -> usize,
+        router_id: RouterId,
+        what: &'static str,
+    ) -> Result<usize, RoomError> {
+        let key = *ids.get(id).ok_or(RoomError::NotFound(what))?;
+        if self.transports[transport_of(key)].router_id != router_id {
+            return Err(RoomError::NotFound(what));
         }
         Ok(key)
+    }
+
+    fn transport_key(&self, router_id: RouterId, id: TransportId) -> Result<usize, RoomError> {
+        self.key_in_router(&self.transport_ids, &id, |k| k, router_id, "transport")
     }
 
     fn producer_key(&self, router_id: RouterId, id: ProducerId) -> Result<usize, RoomError> {
-        let key = *self
-            .producer_ids
-            .get(&id)
-            .ok_or(RoomError::NotFound("producer"))?;
-        let t = self.producers[key].transport;
-        if self.transports[t].router_id != router_id {
-            return Err(RoomError::NotFound("producer"));
-        }
-        Ok(key)
+        self.key_in_router(
+            &self.producer_ids,
+            &id,
+            |k| self.producers[k].transport,
+            router_id,
+            "producer",
+        )
     }
 
     fn consumer_key(&self, router_id: RouterId, id: ConsumerId) -> Result<usize, RoomError> {
-        let key = *self
-            .consumer_ids
-            .get(&id)
-            .ok_or(RoomError::NotFound("consumer"))?;
-        let t = self.consumers[key].transport;
-        if self.transports[t].router_id != router_id {
-            return Err(RoomError::NotFound("consumer"));
-        }
-        Ok(key)
+        self.key_in_router(
+            &self.consumer_ids,
+            &id,
+            |k| self.consumers[k].transport,
+            router_id,
+            "consumer",
+        )
     }
 
     /// Starts DTLS with the client's parameters. `remote_role` is the client's role.
