@@ -196,6 +196,25 @@ pub struct ConsumerParams {
 }
 
 impl Router {
+    /// Runs `f` on the router's worker with the worker state, this router's id and the
+    /// current time.
+    async fn on_worker<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(
+            &mut crate::core::WorkerCore,
+            RouterId,
+            std::time::Instant,
+        ) -> Result<R, RoomError>
+        + Send
+        + 'static,
+    ) -> Result<R, RoomError> {
+        let router_id = self.inner.id;
+        self.inner
+            .worker
+            .exec(move |core, now| f(core, router_id, now))
+            .await?
+    }
+
     /// The router id.
     pub fn id(&self) -> RouterId {
         self.inner.id
@@ -213,12 +232,9 @@ impl Router {
 
     /// Creates a WebRTC transport.
     pub async fn create_webrtc_transport(&self) -> Result<WebRtcTransportParams, RoomError> {
-        let router_id = self.inner.id;
         let info = self
-            .inner
-            .worker
-            .exec(move |core, now| core.create_transport(router_id, now))
-            .await??;
+            .on_worker(move |core, router_id, now| core.create_transport(router_id, now))
+            .await?;
         if let Ok(mut transports) = self.inner.transports.lock() {
             transports.insert(info.id, TransportMeta::default());
         }
@@ -298,23 +314,17 @@ impl Router {
                 value: f.value.clone(),
             })
             .collect();
-        let router_id = self.inner.id;
-        self.inner
-            .worker
-            .exec(move |core, now| {
-                core.connect_transport(router_id, id, remote_role, fingerprints, now)
-            })
-            .await?
+        self.on_worker(move |core, router_id, now| {
+            core.connect_transport(router_id, id, remote_role, fingerprints, now)
+        })
+        .await
     }
 
     /// `restartIce`: new ICE credentials.
     pub async fn restart_ice(&self, id: TransportId) -> Result<IceParameters, RoomError> {
-        let router_id = self.inner.id;
         let creds = self
-            .inner
-            .worker
-            .exec(move |core, _| core.restart_ice(router_id, id))
-            .await??;
+            .on_worker(move |core, router_id, _| core.restart_ice(router_id, id))
+            .await?;
         Ok(IceParameters {
             username_fragment: creds.ufrag,
             password: creds.pwd,
@@ -328,21 +338,17 @@ impl Router {
         id: TransportId,
         bitrate: u32,
     ) -> Result<(), RoomError> {
-        let router_id = self.inner.id;
-        self.inner
-            .worker
-            .exec(move |core, _| core.set_max_incoming_bitrate(router_id, id, bitrate))
-            .await?
+        self.on_worker(move |core, router_id, _| {
+            core.set_max_incoming_bitrate(router_id, id, bitrate)
+        })
+        .await
     }
 
     /// Closes a transport and everything on it; returns what was closed with it.
     pub async fn close_transport(&self, id: TransportId) -> Result<Closed, RoomError> {
-        let router_id = self.inner.id;
         let closed = self
-            .inner
-            .worker
-            .exec(move |core, _| core.close_transport(router_id, id))
-            .await??;
+            .on_worker(move |core, router_id, _| core.close_transport(router_id, id))
+            .await?;
         self.forget_producers(&closed.producers);
         if let Ok(mut transports) = self.inner.transports.lock() {
             transports.remove(&id);
@@ -404,12 +410,9 @@ impl Router {
             ortc::get_consumable_rtp_parameters(kind, &rtp_parameters, &self.inner.caps, &mapping)?;
         let spec = produce_spec(kind, &rtp_parameters, paused);
         let consumer_type = spec.consumer_type;
-        let router_id = self.inner.id;
         let id = self
-            .inner
-            .worker
-            .exec(move |core, _| core.produce(router_id, transport_id, spec))
-            .await??;
+            .on_worker(move |core, router_id, _| core.produce(router_id, transport_id, spec))
+            .await?;
         if let Ok(mut map) = self.inner.producers.lock() {
             map.insert(
                 id,
@@ -432,21 +435,17 @@ impl Router {
         id: ProducerId,
         paused: bool,
     ) -> Result<Vec<ConsumerId>, RoomError> {
-        let router_id = self.inner.id;
-        self.inner
-            .worker
-            .exec(move |core, now| core.set_producer_paused(router_id, id, paused, now))
-            .await?
+        self.on_worker(move |core, router_id, now| {
+            core.set_producer_paused(router_id, id, paused, now)
+        })
+        .await
     }
 
     /// Closes a producer; returns the consumers closed with it.
     pub async fn close_producer(&self, id: ProducerId) -> Result<Vec<ConsumerId>, RoomError> {
-        let router_id = self.inner.id;
         let closed = self
-            .inner
-            .worker
-            .exec(move |core, _| core.close_producer(router_id, id))
-            .await??;
+            .on_worker(move |core, router_id, _| core.close_producer(router_id, id))
+            .await?;
         self.forget_producers(&[id]);
         Ok(closed)
     }
@@ -530,12 +529,11 @@ impl Router {
             meta.next_mid += 1;
             Some(mid.to_string())
         };
-        let router_id = self.inner.id;
         let (id, producer_paused) = self
-            .inner
-            .worker
-            .exec(move |core, now| core.consume(router_id, transport_id, producer_id, spec, now))
-            .await??;
+            .on_worker(move |core, router_id, now| {
+                core.consume(router_id, transport_id, producer_id, spec, now)
+            })
+            .await?;
         Ok(ConsumerParams {
             id,
             producer_id,
@@ -548,11 +546,10 @@ impl Router {
 
     /// Pauses or resumes a consumer.
     pub async fn set_consumer_paused(&self, id: ConsumerId, paused: bool) -> Result<(), RoomError> {
-        let router_id = self.inner.id;
-        self.inner
-            .worker
-            .exec(move |core, now| core.set_consumer_paused(router_id, id, paused, now))
-            .await?
+        self.on_worker(move |core, router_id, now| {
+            core.set_consumer_paused(router_id, id, paused, now)
+        })
+        .await
     }
 
     /// `setConsumerPreferredLayers`.
@@ -562,13 +559,10 @@ impl Router {
         spatial: u8,
         temporal: Option<u8>,
     ) -> Result<(), RoomError> {
-        let router_id = self.inner.id;
-        self.inner
-            .worker
-            .exec(move |core, now| {
-                core.set_consumer_preferred_layers(router_id, id, spatial, temporal, now)
-            })
-            .await?
+        self.on_worker(move |core, router_id, now| {
+            core.set_consumer_preferred_layers(router_id, id, spatial, temporal, now)
+        })
+        .await
     }
 
     /// `setConsumerPriority`.
@@ -577,56 +571,42 @@ impl Router {
         id: ConsumerId,
         priority: u8,
     ) -> Result<(), RoomError> {
-        let router_id = self.inner.id;
-        self.inner
-            .worker
-            .exec(move |core, _| core.set_consumer_priority(router_id, id, priority))
-            .await?
+        self.on_worker(move |core, router_id, _| {
+            core.set_consumer_priority(router_id, id, priority)
+        })
+        .await
     }
 
     /// `requestConsumerKeyFrame`.
     pub async fn request_consumer_key_frame(&self, id: ConsumerId) -> Result<(), RoomError> {
-        let router_id = self.inner.id;
-        self.inner
-            .worker
-            .exec(move |core, now| core.request_consumer_key_frame(router_id, id, now))
-            .await?
+        self.on_worker(move |core, router_id, now| {
+            core.request_consumer_key_frame(router_id, id, now)
+        })
+        .await
     }
 
     /// Closes a consumer.
     pub async fn close_consumer(&self, id: ConsumerId) -> Result<(), RoomError> {
-        let router_id = self.inner.id;
-        self.inner
-            .worker
-            .exec(move |core, _| core.close_consumer(router_id, id))
-            .await?
+        self.on_worker(move |core, router_id, _| core.close_consumer(router_id, id))
+            .await
     }
 
     /// `getTransportStats`.
     pub async fn transport_stats(&self, id: TransportId) -> Result<serde_json::Value, RoomError> {
-        let router_id = self.inner.id;
-        self.inner
-            .worker
-            .exec(move |core, _| core.transport_stats(router_id, id))
-            .await?
+        self.on_worker(move |core, router_id, _| core.transport_stats(router_id, id))
+            .await
     }
 
     /// `getProducerStats`.
     pub async fn producer_stats(&self, id: ProducerId) -> Result<serde_json::Value, RoomError> {
-        let router_id = self.inner.id;
-        self.inner
-            .worker
-            .exec(move |core, now| core.producer_stats(router_id, id, now))
-            .await?
+        self.on_worker(move |core, router_id, now| core.producer_stats(router_id, id, now))
+            .await
     }
 
     /// `getConsumerStats`.
     pub async fn consumer_stats(&self, id: ConsumerId) -> Result<serde_json::Value, RoomError> {
-        let router_id = self.inner.id;
-        self.inner
-            .worker
-            .exec(move |core, _| core.consumer_stats(router_id, id))
-            .await?
+        self.on_worker(move |core, router_id, _| core.consumer_stats(router_id, id))
+            .await
     }
 
     /// Closes the router and everything in it.
