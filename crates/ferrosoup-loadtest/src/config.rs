@@ -9,14 +9,16 @@ SCENARIOS
   Every room gets --publishers publishers and --subscribers subscribers. A publisher sends
   one Opus stream (50 packets/s, 100-byte payloads) and, unless --video-kbps is 0, one VP8
   stream at that bitrate (30 fps, a key frame every 2.5 s and on PLI), or three simulcast
-  encodings (r0/r1/r2 at 10/25/65 % of the bitrate) with --simulcast. Every subscriber
+  encodings (r0/r1/r2 at 10/25/65 % of the bitrate) with --simulcast. A frame's packets
+  are paced like a browser's (--pacing-factor, 0 = bursts). Every subscriber
   consumes every publisher of its room, audio and video, so the SFU serves
   rooms x publishers x subscribers x (1 or 2) consumers.
 
   All peers join first (publishers, then subscribers); after a settle time the measurement
   window of --duration seconds starts. Packets sent inside the window are counted as
   expected and looked for at every consumer: delivery ratio, loss, and one-way latency
-  (send time is in each payload; sender and receiver share one clock). Join time runs
+  (send time is in each payload, arrival time is the kernel's receive stamp; sender and
+  receiver share one clock). Join time runs
   from opening the WebSocket to a subscriber's first media packet.
 
   The server's CPU and RSS are sampled from /proc when it runs on this machine (see
@@ -69,6 +71,11 @@ pub struct Config {
     /// Send video as three simulcast encodings (r0, r1, r2).
     #[arg(long)]
     pub simulcast: bool,
+    /// Space the packets of a video frame at this multiple of the stream's bitrate, as
+    /// browsers' pacers do (libwebrtc's factor is 2.5); 0 sends each frame's packets back to
+    /// back, so key frames reach the SFU as bursts.
+    #[arg(long, default_value_t = 2.5)]
+    pub pacing_factor: f64,
     /// Length of the measurement window in seconds (joining and settling come before).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -138,6 +145,9 @@ impl Config {
         }
         if !(self.duration > 0.0 && self.duration.is_finite()) {
             return Err("--duration must be a positive number of seconds".into());
+        }
+        if !(self.pacing_factor >= 0.0 && self.pacing_factor.is_finite()) {
+            return Err("--pacing-factor must be zero or more".into());
         }
         if !(self.settle >= 0.0 && self.settle.is_finite()) {
             return Err("--settle must be zero or more seconds".into());

@@ -18,6 +18,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+pub mod arrival;
 pub mod capacity;
 pub mod config;
 pub mod cpu;

@@ -42,6 +42,7 @@ use rtc_stun::textattrs::TextAttribute;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use crate::arrival;
 use crate::cpu::{thread_cpu_time, thread_run_delay};
 use crate::payload::{
     AUDIO_PAYLOAD, Probe, RTP_HEADER_LEN, VideoRate, check_fill, fill, read_trailer, split_frame,
@@ -106,6 +107,8 @@ pub struct SendStreamSpec {
     pub width: u16,
     /// Height written into key frames.
     pub height: u16,
+    /// Video packets of a frame leave spaced at this multiple of `kbps` (0: back to back).
+    pub pacing_factor: f64,
 }
 
 /// One consumer of a subscriber, from the `consume` answer.
@@ -275,8 +278,12 @@ pub struct MediaReport {
     pub consumers: Vec<ConsumerResult>,
     /// Per transport.
     pub transports: Vec<TransportResult>,
-    /// One-way latency of the window's packets.
+    /// One-way latency of the window's packets: send time to the kernel's arrival stamp at
+    /// the subscriber's socket (the SFU's forwarding plus loopback).
     pub latency: Histogram,
+    /// Send time to the moment the media loop read the packet: [`MediaReport::latency`]
+    /// plus the load tester's own queueing.
+    pub app_latency: Histogram,
     /// Time the loop spent per wake-up during the window (µs): packets arriving meanwhile
     /// wait in their sockets, so this bounds the load tester's own share of the latency.
     pub busy: Histogram,
@@ -384,10 +391,55 @@ struct SendStream {
     frames_since_key: u32,
     key_requested: bool,
     next_due: Option<Instant>,
+    /// The video frame being paced out, if its last packet has not left yet.
+    frame: Option<FrameInFlight>,
     sent_in_window: u64,
     packets: u32,
     octets: u32,
     history: Option<History>,
+}
+
+/// When a stream sends next.
+enum NextSend {
+    /// The next packet of the frame in flight, at this time.
+    Packet(Instant),
+    /// The next frame: one `period` after the current one was `due`.
+    Frame { due: Instant, period: Duration },
+}
+
+/// A video frame whose packets leave spaced by the pacer.
+#[derive(Debug, Clone, Copy)]
+struct FrameInFlight {
+    key: bool,
+    packets: usize,
+    /// Payload bytes per packet.
+    each: usize,
+    /// Packets already sent.
+    sent: usize,
+    /// When the frame (its first packet) was due.
+    due: Instant,
+    /// Time between two of its packets.
+    spacing: Duration,
+}
+
+impl FrameInFlight {
+    /// When packet `i` of the frame may leave.
+    fn packet_due(&self, i: usize) -> Instant {
+        self.due + self.spacing * i as u32
+    }
+}
+
+/// Time between two packets of a video frame of `packets` packets of `each` payload bytes:
+/// the time the packet takes at `factor` times the stream's bitrate, as libwebrtc's pacer
+/// spaces them (its default factor is 2.5), but never so slow that the frame overruns the
+/// frame interval. A factor of 0 sends the packets back to back.
+fn pacing_interval(each: usize, kbps: u32, factor: f64, packets: usize) -> Duration {
+    if factor <= 0.0 || kbps == 0 || packets < 2 {
+        return Duration::ZERO;
+    }
+    let bits = (each + RTP_HEADER_LEN) as f64 * 8.0;
+    let at_rate = Duration::from_secs_f64(bits / (factor * f64::from(kbps) * 1000.0));
+    at_rate.min(VIDEO_INTERVAL / packets as u32)
 }
 
 struct Consumer {
@@ -406,10 +458,14 @@ struct RecvContext<'a> {
     now: Instant,
     /// `now` in microseconds since the epoch.
     now_us: u64,
+    /// When the kernel received the packet, in microseconds since the epoch (`now_us` when
+    /// it gave no stamp).
+    arrival_us: u64,
     window_us: Option<(u64, u64)>,
     full_verify: bool,
     counters: &'a mut Counters,
     latency: &'a mut Histogram,
+    app_latency: &'a mut Histogram,
 }
 
 impl Consumer {
@@ -499,7 +555,10 @@ impl Consumer {
         if let Some((from, until)) = rx.window_us
             && (from..until).contains(&probe.send_us)
         {
-            rx.latency.record(rx.now_us.saturating_sub(probe.send_us));
+            rx.latency
+                .record(rx.arrival_us.saturating_sub(probe.send_us));
+            rx.app_latency
+                .record(rx.now_us.saturating_sub(probe.send_us));
             if let Some(n) = self.received_in_window.get_mut(layer) {
                 *n += 1;
             }
@@ -529,6 +588,8 @@ struct MediaLoop {
     poll: Poll,
     commands: mpsc::Receiver<Command>,
     epoch: Instant,
+    /// `epoch` on the kernel's receive-stamp clock (`CLOCK_REALTIME`).
+    epoch_realtime: Duration,
     cert: Arc<DtlsCertificate>,
     transports: Vec<Option<Transport>>,
     streams: Vec<Option<SendStream>>,
@@ -537,6 +598,7 @@ struct MediaLoop {
     /// Window start: wall time, thread CPU time and run-queue delay then.
     window_started: Option<(Instant, Duration, Duration)>,
     latency: Histogram,
+    app_latency: Histogram,
     busy: Histogram,
     counters: Counters,
     out: Box<[u8; BUF_LEN]>,
@@ -556,6 +618,7 @@ fn new_socket(remote: SocketAddr) -> io::Result<UdpSocket> {
     let socket = StdUdpSocket::bind(local)?;
     socket.connect(remote)?;
     socket.set_nonblocking(true)?;
+    arrival::enable(&socket);
     Ok(UdpSocket::from_std(socket))
 }
 
@@ -631,6 +694,7 @@ impl MediaLoop {
             poll,
             commands,
             epoch,
+            epoch_realtime: arrival::realtime_now().saturating_sub(epoch.elapsed()),
             cert,
             transports: Vec::new(),
             streams: Vec::new(),
@@ -638,6 +702,7 @@ impl MediaLoop {
             window_us: None,
             window_started: None,
             latency: Histogram::new(),
+            app_latency: Histogram::new(),
             busy: Histogram::new(),
             counters: Counters::default(),
             out: Box::new([0; BUF_LEN]),
@@ -685,8 +750,8 @@ impl MediaLoop {
                 }
                 let id = event.token().0;
                 while let Some(Some(t)) = self.transports.get(id) {
-                    match t.socket.recv(&mut buf) {
-                        Ok(n) => self.on_datagram(id, &mut buf[..n]),
+                    match arrival::recv(&t.socket, &mut buf) {
+                        Ok((n, stamp)) => self.on_datagram(id, &mut buf[..n], stamp),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => {
@@ -722,6 +787,7 @@ impl MediaLoop {
                         frames_since_key: 0,
                         key_requested: true,
                         next_due: None,
+                        frame: None,
                         sent_in_window: 0,
                         packets: 0,
                         octets: 0,
@@ -915,7 +981,9 @@ impl MediaLoop {
         }
     }
 
-    fn on_datagram(&mut self, id: usize, data: &mut [u8]) {
+    /// Handles a datagram for transport `id`; `stamp` is its kernel arrival time since the
+    /// Unix epoch, if known.
+    fn on_datagram(&mut self, id: usize, data: &mut [u8], stamp: Option<Duration>) {
         let now = Instant::now();
         match classify(data) {
             PacketKind::Stun => self.on_stun(id, data, now),
@@ -928,7 +996,13 @@ impl MediaLoop {
                 }
                 self.after_dtls(id, now);
             }
-            PacketKind::Rtp => self.on_rtp(id, data, now),
+            PacketKind::Rtp => {
+                let arrival_us = stamp.map_or_else(
+                    || micros(self.epoch, now),
+                    |s| s.saturating_sub(self.epoch_realtime).as_micros() as u64,
+                );
+                self.on_rtp(id, data, now, arrival_us)
+            }
             PacketKind::Rtcp => self.on_rtcp(id, data),
             PacketKind::Unknown => self.counters.dropped += 1,
         }
@@ -975,7 +1049,7 @@ impl MediaLoop {
             .window_us
             .is_some_and(|(from, until)| (from..until).contains(&send_us));
         let out = &mut self.out[..];
-        let (period, sent) = match stream.spec.kind {
+        let (sent, next) = match stream.spec.kind {
             Kind::Audio => {
                 let len = RTP_HEADER_LEN + AUDIO_PAYLOAD;
                 write_rtp_header(
@@ -1013,22 +1087,48 @@ impl MediaLoop {
                         0
                     }
                 };
-                (AUDIO_INTERVAL, sent)
+                let next = NextSend::Frame {
+                    due,
+                    period: AUDIO_INTERVAL,
+                };
+                (sent, next)
             }
             Kind::Video => {
-                let key = stream.key_requested || stream.frames_since_key + 1 >= GOP_FRAMES;
-                let bytes = if key {
-                    stream.rate.key_bytes
-                } else {
-                    stream.rate.delta_bytes
-                };
-                let (packets, each) = split_frame(bytes);
+                let frame = *stream.frame.get_or_insert_with(|| {
+                    let key = stream.key_requested || stream.frames_since_key + 1 >= GOP_FRAMES;
+                    let bytes = if key {
+                        stream.rate.key_bytes
+                    } else {
+                        stream.rate.delta_bytes
+                    };
+                    let (packets, each) = split_frame(bytes);
+                    FrameInFlight {
+                        key,
+                        packets,
+                        each,
+                        sent: 0,
+                        due,
+                        spacing: pacing_interval(
+                            each,
+                            stream.spec.kbps,
+                            stream.spec.pacing_factor,
+                            packets,
+                        ),
+                    }
+                });
                 let mut sent = 0;
-                for i in 0..packets {
-                    let len = RTP_HEADER_LEN + each;
+                let mut next_packet = frame.sent;
+                while next_packet < frame.packets {
+                    // The first packet leaves at once; the others when the pacer allows.
+                    if next_packet > frame.sent && frame.packet_due(next_packet) > now {
+                        break;
+                    }
+                    let i = next_packet;
+                    next_packet += 1;
+                    let len = RTP_HEADER_LEN + frame.each;
                     write_rtp_header(
                         out,
-                        i + 1 == packets,
+                        i + 1 == frame.packets,
                         stream.spec.pt,
                         stream.seq,
                         stream.ts,
@@ -1038,7 +1138,7 @@ impl MediaLoop {
                     let headers = write_vp8_headers(
                         payload,
                         i == 0,
-                        key,
+                        frame.key,
                         stream.spec.width,
                         stream.spec.height,
                     );
@@ -1057,7 +1157,7 @@ impl MediaLoop {
                     stream.seq = stream.seq.wrapping_add(1);
                     stream.counter = stream.counter.wrapping_add(1);
                     stream.packets = stream.packets.wrapping_add(1);
-                    stream.octets = stream.octets.wrapping_add(each as u32);
+                    stream.octets = stream.octets.wrapping_add(frame.each as u32);
                     match srtp.protect_rtp(out, len) {
                         Ok(n) => {
                             if send_datagram(&t.socket, &out[..n], &mut self.counters) {
@@ -1068,15 +1168,29 @@ impl MediaLoop {
                         Err(_) => self.counters.send_errors += 1,
                     }
                 }
-                stream.ts = stream.ts.wrapping_add(90_000 / VIDEO_FPS);
-                if key {
-                    stream.frames_since_key = 0;
-                    stream.key_requested = false;
-                    self.counters.keyframes_sent += 1;
+                if next_packet < frame.packets {
+                    stream.frame = Some(FrameInFlight {
+                        sent: next_packet,
+                        ..frame
+                    });
+                    (sent, NextSend::Packet(frame.packet_due(next_packet)))
                 } else {
-                    stream.frames_since_key += 1;
+                    stream.frame = None;
+                    stream.ts = stream.ts.wrapping_add(90_000 / VIDEO_FPS);
+                    if frame.key {
+                        stream.frames_since_key = 0;
+                        stream.key_requested = false;
+                        self.counters.keyframes_sent += 1;
+                    } else {
+                        stream.frames_since_key += 1;
+                    }
+                    // The next frame is due one frame interval after this one was.
+                    let next = NextSend::Frame {
+                        due: frame.due,
+                        period: VIDEO_INTERVAL,
+                    };
+                    (sent, next)
                 }
-                (VIDEO_INTERVAL, sent)
             }
         };
         self.counters.packets_sent += sent;
@@ -1086,12 +1200,18 @@ impl MediaLoop {
         if t.first_media.is_none() && sent > 0 {
             t.first_media = Some(now);
         }
-        let mut next = due + period;
-        if now.saturating_duration_since(next) > MAX_CATCH_UP {
-            self.counters.late_timers += 1;
-            next = now + period;
-        }
-        stream.next_due = Some(next);
+        let next = match next {
+            NextSend::Packet(at) => at,
+            NextSend::Frame { due, period } => {
+                let mut next = due + period;
+                if now.saturating_duration_since(next) > MAX_CATCH_UP {
+                    self.counters.late_timers += 1;
+                    next = now + period;
+                }
+                stream.next_due = Some(next);
+                next
+            }
+        };
         self.timers.push(Reverse((next, Timer::Stream(sid))));
     }
 
@@ -1146,7 +1266,7 @@ impl MediaLoop {
             .push(Reverse((now + RTCP_INTERVAL, Timer::Rtcp(id))));
     }
 
-    fn on_rtp(&mut self, id: usize, data: &mut [u8], now: Instant) {
+    fn on_rtp(&mut self, id: usize, data: &mut [u8], now: Instant, arrival_us: u64) {
         let Some(Some(t)) = self.transports.get_mut(id) else {
             return;
         };
@@ -1177,10 +1297,12 @@ impl MediaLoop {
         let mut rx = RecvContext {
             now,
             now_us: micros(self.epoch, now),
+            arrival_us,
             window_us: self.window_us,
             full_verify: t.spec.full_verify,
             counters: &mut self.counters,
             latency: &mut self.latency,
+            app_latency: &mut self.app_latency,
         };
         let missing = consumer.receive(&mut rx, packet, &info);
         t.first_media.get_or_insert(now);
@@ -1317,6 +1439,7 @@ impl MediaLoop {
             consumers,
             transports,
             latency: self.latency.clone(),
+            app_latency: self.app_latency.clone(),
             busy: self.busy.clone(),
             counters: self.counters,
             cpu,
@@ -1398,6 +1521,7 @@ mod tests {
     struct Harness {
         counters: Counters,
         latency: Histogram,
+        app_latency: Histogram,
         start: Instant,
     }
 
@@ -1406,6 +1530,7 @@ mod tests {
             Self {
                 counters: Counters::default(),
                 latency: Histogram::new(),
+                app_latency: Histogram::new(),
                 start: Instant::now(),
             }
         }
@@ -1415,13 +1540,29 @@ mod tests {
             let mut rx = RecvContext {
                 now: self.start + Duration::from_micros(now_us),
                 now_us,
+                arrival_us: now_us,
                 window_us: Some((1000, 2000)),
                 full_verify: true,
                 counters: &mut self.counters,
                 latency: &mut self.latency,
+                app_latency: &mut self.app_latency,
             };
             c.receive(&mut rx, packet, &info)
         }
+    }
+
+    #[test]
+    fn pacing_spaces_a_frame_within_its_interval() {
+        // 1000 kbit/s at factor 2.5: a packet of 1100 + 12 bytes takes 3.56 ms.
+        let gap = pacing_interval(1100, 1000, 2.5, 4);
+        assert!(
+            (gap.as_secs_f64() - 1112.0 * 8.0 / 2.5e6).abs() < 1e-6,
+            "{gap:?}"
+        );
+        // 16 such packets would overrun the frame interval: spread over it instead.
+        assert_eq!(pacing_interval(1100, 1000, 2.5, 16), VIDEO_INTERVAL / 16);
+        assert_eq!(pacing_interval(1100, 1000, 0.0, 16), Duration::ZERO);
+        assert_eq!(pacing_interval(1100, 1000, 2.5, 1), Duration::ZERO);
     }
 
     #[test]

@@ -57,7 +57,8 @@ pub struct Report {
     pub video_layer_packets: [u64; 3],
     /// Packet loss seen in the SFU's outgoing sequence numbers (missing ÷ span).
     pub loss_ratio: f64,
-    /// One-way latency through the SFU, median (ms).
+    /// One-way latency through the SFU, median (ms): from the send time in the payload to
+    /// the kernel's arrival stamp on the subscriber's socket (where the platform gives one).
     pub latency_p50_ms: Option<f64>,
     /// 95th percentile (ms).
     pub latency_p95_ms: Option<f64>,
@@ -67,6 +68,9 @@ pub struct Report {
     pub latency_max_ms: Option<f64>,
     /// Latency samples.
     pub latency_samples: u64,
+    /// One-way latency up to the moment the load tester's media loop read the packet,
+    /// 99th percentile (ms): `latency_p99_ms` plus the load tester's own queueing.
+    pub latency_app_p99_ms: Option<f64>,
     /// Sequence numbers subscribers asked for in NACKs.
     pub nacks_sent: u64,
     /// Sequence numbers the server asked publishers for in NACKs.
@@ -257,6 +261,10 @@ impl Report {
             latency_max_ms: (media.latency.count() > 0)
                 .then(|| media.latency.max_us() as f64 / 1000.0),
             latency_samples: media.latency.count(),
+            latency_app_p99_ms: media
+                .app_latency
+                .quantile_us(0.99)
+                .map(|us| us as f64 / 1000.0),
             nacks_sent: c.nacks_sent,
             nacks_received: c.nacks_received,
             plis_received: c.plis_received,
@@ -354,6 +362,10 @@ impl Report {
                 opt(self.latency_p99_ms, ""),
                 opt(self.latency_max_ms, "")
             ),
+        );
+        row(
+            "latency p99 read by the app",
+            opt(self.latency_app_p99_ms, " ms"),
         );
         row(
             "NACKs sent / received",
@@ -504,6 +516,7 @@ mod tests {
                     join: Some(Duration::from_millis(60)),
                 },
             ],
+            app_latency: latency.clone(),
             latency,
             busy: Histogram::new(),
             counters: Counters::default(),

@@ -230,6 +230,7 @@ async fn publish(
                 kbps,
                 width: 1280 / down,
                 height: 720 / down,
+                pacing_factor: ctx.cfg.pacing_factor,
             });
         }
         let codec = match kind {

@@ -35,7 +35,7 @@ use crate::transport::{StreamRef, Transport, TransportCounters};
 use crate::udp::{MAX_DATAGRAM, SendBatch};
 
 /// Retransmissions remembered per video consumer, to answer each NACK once per round trip.
-const RESENT_HISTORY: usize = 1024;
+const RESENT_HISTORY: usize = 128;
 /// Interval between RTCP report rounds (SR for consumers, RR for producers) per transport.
 const RTCP_INTERVAL: Duration = Duration::from_millis(1000);
 /// Seconds between 1900-01-01 (NTP epoch) and 1970-01-01 (Unix epoch).

@@ -80,10 +80,11 @@ impl TimestampExtender {
     }
 }
 
-/// Number of output → input mappings kept for retransmissions.
-pub const SEQ_HISTORY: usize = 1024;
-/// Number of offset changes (drops and syncs) remembered for reordered packets.
-const OFFSET_CHANGES: usize = 128;
+/// How far back (in outputs) a NACKed sequence number is mapped to its input: as many
+/// packets as a producer stream's packet store holds, an older one cannot be served anyway.
+pub const SEQ_HISTORY: usize = 512;
+/// Number of offset changes (drops and syncs) remembered for reordered packets and NACKs.
+const OFFSET_CHANGES: usize = 64;
 
 /// From `input` on (until the next change), `output = input + delta` (wrapping).
 #[derive(Debug, Clone, Copy, Default)]
@@ -92,12 +93,11 @@ struct OffsetChange {
     delta: u64,
 }
 
-/// One remembered output → input mapping.
-#[derive(Debug, Clone, Copy, Default)]
-struct Mapping {
-    output: u16,
-    input: u64,
-    valid: bool,
+impl OffsetChange {
+    /// The output of the change's first input.
+    fn first_output(&self) -> u64 {
+        self.input.wrapping_add(self.delta)
+    }
 }
 
 /// Output sequence numbers for one consumer stream.
@@ -105,8 +105,12 @@ struct Mapping {
 /// Outputs are continuous: dropping the newest input packets (paused consumer, layer not
 /// selected) closes the gap for the next forwarded one, while a real loss in the input
 /// stays a gap in the output so the consumer can NACK it. [`SeqRewriter::sync`] re-bases
-/// on a source switch. Reordered packets keep their relative position. All storage is
-/// allocated in [`SeqRewriter::new`].
+/// on a source switch. Reordered packets keep their relative position.
+///
+/// The mapping is piecewise `output = input + delta`, one piece per offset change, so a
+/// NACKed output is mapped back by the same pieces: no per-packet history is written. The
+/// newest change is kept inline, so forwarding in order touches nothing but this struct.
+/// All storage is allocated in [`SeqRewriter::new`].
 #[derive(Debug, Clone)]
 pub struct SeqRewriter {
     /// Output for the very first packet.
@@ -119,12 +123,12 @@ pub struct SeqRewriter {
     max_input: Option<u64>,
     /// Highest extended output produced.
     max_output: Option<u64>,
-    /// Ring of offset changes, the newest at `changes_head - 1`.
+    /// Copy of the newest change (valid when `changes_len > 0`).
+    newest: OffsetChange,
+    /// Ring of offset changes since the sync point, the newest at `changes_head - 1`.
     changes: Box<[OffsetChange]>,
     changes_head: usize,
     changes_len: usize,
-    /// Ring of the last [`SEQ_HISTORY`] outputs, indexed by output modulo its size.
-    history: Box<[Mapping]>,
 }
 
 impl SeqRewriter {
@@ -136,10 +140,10 @@ impl SeqRewriter {
             sync_input: 0,
             max_input: None,
             max_output: None,
+            newest: OffsetChange::default(),
             changes: vec![OffsetChange::default(); OFFSET_CHANGES].into_boxed_slice(),
             changes_head: 0,
             changes_len: 0,
-            history: vec![Mapping::default(); SEQ_HISTORY].into_boxed_slice(),
         }
     }
 
@@ -147,30 +151,36 @@ impl SeqRewriter {
         self.changes[self.changes_head] = change;
         self.changes_head = (self.changes_head + 1) % OFFSET_CHANGES;
         self.changes_len = (self.changes_len + 1).min(OFFSET_CHANGES);
+        self.newest = change;
     }
 
-    /// Index of the newest change, if any.
-    fn newest_index(&self) -> Option<usize> {
-        (self.changes_len > 0).then(|| (self.changes_head + OFFSET_CHANGES - 1) % OFFSET_CHANGES)
+    /// The `i`-th newest change (0: the newest); `i < changes_len`.
+    fn change(&self, i: usize) -> OffsetChange {
+        self.changes[(self.changes_head + OFFSET_CHANGES - 1 - i) % OFFSET_CHANGES]
     }
 
     /// Delta applying to `input`: the newest change at or below it. `None` if `input`
     /// is older than all remembered changes or was itself dropped: the drops that made a
     /// change are the inputs right before it, as many as its delta went down by.
     fn delta_for(&self, input: u64) -> Option<u64> {
-        let mut newer: Option<OffsetChange> = None;
-        for i in 0..self.changes_len {
-            let c = self.changes[(self.changes_head + OFFSET_CHANGES - 1 - i) % OFFSET_CHANGES];
+        if self.changes_len == 0 {
+            return None;
+        }
+        // In-order packets: the newest change applies and no newer one can rule it out.
+        if input >= self.newest.input {
+            return Some(self.newest.delta);
+        }
+        let mut newer = self.newest;
+        for i in 1..self.changes_len {
+            let c = self.change(i);
             if c.input <= input {
-                if let Some(n) = newer {
-                    let dropped = c.delta.wrapping_sub(n.delta);
-                    if input >= n.input.saturating_sub(dropped) {
-                        return None;
-                    }
+                let dropped = c.delta.wrapping_sub(newer.delta);
+                if input >= newer.input.saturating_sub(dropped) {
+                    return None;
                 }
                 return Some(c.delta);
             }
-            newer = Some(c);
+            newer = c;
         }
         None
     }
@@ -189,13 +199,7 @@ impl SeqRewriter {
         let output = input_ext.wrapping_add(delta);
         self.max_input = Some(self.max_input.map_or(input_ext, |m| m.max(input_ext)));
         self.max_output = Some(self.max_output.map_or(output, |m| m.max(output)));
-        let out16 = output as u16;
-        self.history[usize::from(out16) % SEQ_HISTORY] = Mapping {
-            output: out16,
-            input: input_ext,
-            valid: true,
-        };
-        Some(out16)
+        Some(output as u16)
     }
 
     /// Records that `input_ext` is intentionally not forwarded. If it is the newest input,
@@ -209,23 +213,22 @@ impl SeqRewriter {
             return;
         }
         self.max_input = Some(input_ext);
-        let Some(i) = self.newest_index() else {
+        if self.changes_len == 0 {
             return;
+        }
+        let current = self.newest;
+        let moved = OffsetChange {
+            input: input_ext + 1,
+            delta: current.delta.wrapping_sub(1),
         };
-        let current = self.changes[i];
-        let delta = current.delta.wrapping_sub(1);
         if current.input == input_ext {
             // Contiguous with the previous change (consecutive drops, or a drop right at
             // the sync point): move that change forward instead of adding one.
-            self.changes[i] = OffsetChange {
-                input: input_ext + 1,
-                delta,
-            };
+            let i = (self.changes_head + OFFSET_CHANGES - 1) % OFFSET_CHANGES;
+            self.changes[i] = moved;
+            self.newest = moved;
         } else {
-            self.push_change(OffsetChange {
-                input: input_ext + 1,
-                delta,
-            });
+            self.push_change(moved);
         }
     }
 
@@ -249,11 +252,23 @@ impl SeqRewriter {
         });
     }
 
-    /// Input extended sequence number that was sent as `output`, if it is among the last
-    /// [`SEQ_HISTORY`] outputs. Used to answer NACKs from the producer's packet store.
+    /// The input extended sequence number that holds output slot `output` since the last
+    /// sync, if it is among the last [`SEQ_HISTORY`] outputs. Used to answer NACKs from the
+    /// producer's packet store, which has the packet only if it arrived: a slot whose input
+    /// was lost upstream maps to that lost input.
     pub fn input_for_output(&self, output: u16) -> Option<u64> {
-        let m = self.history[usize::from(output) % SEQ_HISTORY];
-        (m.valid && m.output == output).then_some(m.input)
+        let max = self.max_output?;
+        let back = u64::from((max as u16).wrapping_sub(output));
+        if back >= SEQ_HISTORY as u64 {
+            return None;
+        }
+        let output_ext = max.checked_sub(back)?;
+        // The newest piece starting at or below the output holds it.
+        (0..self.changes_len)
+            .map(|i| self.change(i))
+            .find(|c| c.first_output() <= output_ext)
+            .map(|c| output_ext.wrapping_sub(c.delta))
+            .filter(|&input| input >= self.sync_input)
     }
 }
 
@@ -393,8 +408,10 @@ mod tests {
     fn rewriter_keeps_real_losses_as_gaps() {
         let mut r = SeqRewriter::new(0);
         assert_eq!(r.forward(200), Some(0));
-        // 201 is lost upstream, 202 arrives.
+        // 201 is lost upstream, 202 arrives; slot 1 is 201's (the packet store decides
+        // whether a NACK for it can be served).
         assert_eq!(r.forward(202), Some(2));
+        assert_eq!(r.input_for_output(1), Some(201));
         // The retransmission of 201 fills the gap.
         assert_eq!(r.forward(201), Some(1));
         assert_eq!(r.input_for_output(1), Some(201));
@@ -439,7 +456,8 @@ mod tests {
         assert_eq!(r.forward(1002), None);
         assert_eq!(r.input_for_output(65535), Some(70_000));
         assert_eq!(r.input_for_output(0), Some(70_001));
-        assert_eq!(r.input_for_output(65534), Some(1001));
+        // Outputs before the sync came from another piece of the mapping: not mapped.
+        assert_eq!(r.input_for_output(65534), None);
         // Switch back to a source with higher numbers; drops right at the sync point.
         r.sync(2000);
         r.drop(2000);
@@ -524,14 +542,21 @@ mod tests {
     }
 
     #[test]
-    fn rewriter_history_forgets_after_1024_outputs() {
+    fn rewriter_history_forgets_after_seq_history_outputs() {
         let mut r = SeqRewriter::new(0);
         for i in 0..2000u64 {
             r.forward(100 + i);
         }
+        let last = SEQ_HISTORY as u64 - 1;
         assert_eq!(r.input_for_output(1999), Some(2099));
-        assert_eq!(r.input_for_output(1999 - 1023), Some(2099 - 1023));
-        assert_eq!(r.input_for_output(1999 - 1024), None);
+        assert_eq!(r.input_for_output(1999 - last as u16), Some(2099 - last));
+        assert_eq!(r.input_for_output(1999 - SEQ_HISTORY as u16), None);
+        // Input 0 under output 0 is a real mapping.
+        let mut r = SeqRewriter::new(0);
+        r.sync(0);
+        assert_eq!(r.forward(0), Some(0));
+        assert_eq!(r.input_for_output(0), Some(0));
+        assert_eq!(SeqRewriter::new(0).input_for_output(0), None);
     }
 
     #[test]

@@ -109,6 +109,7 @@ async fn websocket(
     ws.protocols(["protoo"])
         .max_message_size(crate::ws::MAX_MESSAGE)
         .max_frame_size(crate::ws::MAX_MESSAGE)
+        .read_buffer_size(crate::ws::READ_BUFFER)
         .on_upgrade(move |socket| crate::ws::serve(hub, socket, params))
 }
 

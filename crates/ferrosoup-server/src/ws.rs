@@ -12,6 +12,9 @@ use ferrosoup_signal::{ConnectParams, Hub, Outgoing};
 
 /// Largest accepted frame.
 pub const MAX_MESSAGE: usize = 256 * 1024;
+/// Bytes read from a WebSocket per read call. Signaling messages are small (a few KiB); the
+/// library default (128 KiB, zero-filled per connection) would be most of a peer's memory.
+pub const READ_BUFFER: usize = 8 * 1024;
 /// Interval of server pings.
 const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// A connection silent for this long is considered lost.

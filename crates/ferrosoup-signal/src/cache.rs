@@ -2,6 +2,7 @@
 //! a reconnect) gets the same answer instead of running twice.
 
 use std::collections::VecDeque;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde_json::Value;
 
@@ -11,8 +12,18 @@ pub const CACHED_REQUESTS: usize = 256;
 struct Entry {
     id: u64,
     method: String,
-    data: Value,
+    /// Fingerprint of the request's data: requests such as `join` carry KiBs of
+    /// capabilities, which a session need not keep 256 of.
+    data: u64,
     answer: String,
+}
+
+/// A 64-bit fingerprint of request data (SipHash with fixed keys): two different data of
+/// the same id and method would have to collide for a wrong answer to be replayed.
+fn fingerprint(data: &Value) -> u64 {
+    let mut h = DefaultHasher::new();
+    data.hash(&mut h);
+    h.finish()
 }
 
 /// The last [`CACHED_REQUESTS`] answered requests of a session.
@@ -24,14 +35,14 @@ pub struct RequestCache {
 impl RequestCache {
     /// The cached answer of the same request (same id, method and data), if any.
     pub fn lookup(&self, id: u64, method: &str, data: &Value) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|e| e.id == id && e.method == method && e.data == *data)
+        let entry = self.entries.iter().find(|e| e.id == id)?;
+        (entry.method == method && entry.data == fingerprint(data))
+            .then_some(entry)
             .map(|e| e.answer.as_str())
     }
 
     /// Remembers an answer; a different request reusing an id replaces the old entry.
-    pub fn store(&mut self, id: u64, method: &str, data: Value, answer: String) {
+    pub fn store(&mut self, id: u64, method: &str, data: &Value, answer: String) {
         self.entries.retain(|e| e.id != id);
         if self.entries.len() == CACHED_REQUESTS {
             self.entries.pop_front();
@@ -39,7 +50,7 @@ impl RequestCache {
         self.entries.push_back(Entry {
             id,
             method: method.to_owned(),
-            data,
+            data: fingerprint(data),
             answer,
         });
     }
@@ -53,11 +64,11 @@ mod tests {
     #[test]
     fn same_request_hits_different_data_misses() {
         let mut c = RequestCache::default();
-        c.store(7, "produce", json!({"a": 1}), "answer".into());
+        c.store(7, "produce", &json!({"a": 1}), "answer".into());
         assert_eq!(c.lookup(7, "produce", &json!({"a": 1})), Some("answer"));
         assert_eq!(c.lookup(7, "produce", &json!({"a": 2})), None);
         assert_eq!(c.lookup(7, "consume", &json!({"a": 1})), None);
-        c.store(7, "consume", json!({}), "other".into());
+        c.store(7, "consume", &json!({}), "other".into());
         assert_eq!(
             c.lookup(7, "produce", &json!({"a": 1})),
             None,
@@ -69,7 +80,7 @@ mod tests {
     fn keeps_the_last_256() {
         let mut c = RequestCache::default();
         for id in 0..300u64 {
-            c.store(id, "ping", json!({}), id.to_string());
+            c.store(id, "ping", &json!({}), id.to_string());
         }
         assert_eq!(c.lookup(43, "ping", &json!({})), None);
         assert_eq!(c.lookup(44, "ping", &json!({})), Some("44"));

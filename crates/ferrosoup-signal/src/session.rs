@@ -289,7 +289,7 @@ impl Session {
             }
         };
         self.cache
-            .store(request.id, &request.method, request.data, answer.clone());
+            .store(request.id, &request.method, &request.data, answer.clone());
         Frame::Answer(answer)
     }
 
