@@ -54,7 +54,9 @@ impl Signaling {
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("protoo"));
-        let (ws, _response) = tokio_tungstenite::connect_async(request).await?;
+        // TCP_NODELAY: small requests must not wait for the server's delayed ACK.
+        let (ws, _response) =
+            tokio_tungstenite::connect_async_with_config(request, None, true).await?;
         let (mut sink, mut stream) = ws.split();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<WsMessage>();
         let (notify_tx, notify_rx) = mpsc::unbounded_channel();

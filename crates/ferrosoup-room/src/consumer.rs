@@ -10,6 +10,7 @@ use std::time::Instant;
 use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_rtc::rtcp::SendStats;
 use ferrosoup_rtc::seq::{SEQ_HISTORY, SeqRewriter, TimestampRewriter};
+use ferrosoup_rtc::srtp::SendIndex;
 use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 
 use crate::ids::{ConsumerId, ProducerId};
@@ -314,6 +315,10 @@ pub struct Consumer {
     pub rtx: Option<(u32, u8)>,
     /// Next RTX sequence number.
     pub rtx_seq: u16,
+    /// SRTP index state of the outgoing SSRC (every packet under it goes through this).
+    pub srtp_index: SendIndex,
+    /// SRTP index state of the outgoing RTX SSRC.
+    pub rtx_srtp_index: SendIndex,
     /// Producer header extension id → consumer id (0: removed).
     pub ext_map: [u8; 256],
     /// VP8 PictureID/TL0PICIDX continuity across layer switches (simulcast VP8 only).

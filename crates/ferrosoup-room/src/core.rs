@@ -20,7 +20,7 @@ use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsEvent, DtlsRole, DtlsSession, Fin
 use ferrosoup_rtc::ice::{IceCredentials, IceEvent, IceLiteServer, StunOutcome, stun_local_ufrag};
 use ferrosoup_rtc::rtcp::{self, RtcpItem};
 use ferrosoup_rtc::rtp::{self, RtpHeaderInfo, VideoCodec};
-use ferrosoup_rtc::srtp::{SrtpError, SrtpSession};
+use ferrosoup_rtc::srtp::{SendIndex, SrtpError, SrtpSession};
 use ferrosoup_rtc::twcc::{FEEDBACK_INTERVAL, TwccRecorder};
 use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 
@@ -618,6 +618,8 @@ impl WorkerCore {
             ssrc: spec.ssrc,
             rtx: spec.rtx,
             rtx_seq: rand::random(),
+            srtp_index: SendIndex::default(),
+            rtx_srtp_index: SendIndex::default(),
             ext_map: spec.ext_map,
             vp8: spec.vp8_rewrite.then(Vp8PictureRewriter::new),
             twcc_ext: spec.twcc_ext,
@@ -1180,7 +1182,7 @@ impl WorkerCore {
             {
                 rtp::write_abs_send_time(ext, abs_send_time);
             }
-            match srtp.protect_rtp(&mut slot[..], len) {
+            match srtp.protect_rtp_stream(&mut consumer.srtp_index, &mut slot[..], len) {
                 Ok(n) => {
                     send.commit(n, to);
                     consumer.send_stats.on_packet(now, timestamp, len);
@@ -1438,7 +1440,12 @@ impl WorkerCore {
             rewrite_for(consumer, &mut slot[..n], &info, seq, ts, pt, false);
             n
         };
-        if let Ok(n) = srtp.protect_rtp(&mut slot[..], len) {
+        let index = if consumer.rtx.is_some() {
+            &mut consumer.rtx_srtp_index
+        } else {
+            &mut consumer.srtp_index
+        };
+        if let Ok(n) = srtp.protect_rtp_stream(index, &mut slot[..], len) {
             send.commit(n, to);
             if let Some(i) = resent_slot {
                 consumer.resent[i] = (seq, now_ms);

@@ -87,7 +87,7 @@ pub fn spawn(
     ice_timeouts: IceTimeouts,
 ) -> io::Result<WorkerHandle> {
     socket.set_nonblocking(true)?;
-    crate::udp::set_buffer_sizes(&socket);
+    crate::udp::configure_socket(&socket);
     let port = socket.local_addr()?.port();
     let poll = Poll::new()?;
     poll.registry().register(

@@ -393,9 +393,12 @@ impl DtlsSession {
 
     /// When [`Self::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        // Only the handshake retransmits on timers: once connected, a lost final flight of
+        // ours is re-sent when the peer repeats its own (on receipt, not on a timer). Not
+        // asking the endpoint then also spares a lookup per transport on every worker tick.
         match self.state {
-            DtlsState::Connecting | DtlsState::Connected => self.endpoint.poll_timeout(&PEER),
-            DtlsState::New | DtlsState::Failed | DtlsState::Closed => None,
+            DtlsState::Connecting => self.endpoint.poll_timeout(&PEER),
+            DtlsState::New | DtlsState::Connected | DtlsState::Failed | DtlsState::Closed => None,
         }
     }
 

@@ -412,6 +412,16 @@ impl ReplayWindow {
     }
 }
 
+/// The SRTP index state of one outgoing RTP stream (one SSRC), kept by the stream's owner:
+/// [`SrtpSession::protect_rtp_stream`] then needs no lookup by SSRC, which matters when one
+/// packet is protected for hundreds of consumers. Every packet of that SSRC must go through
+/// the same `SendIndex`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendIndex {
+    /// Highest SRTP index (ROC << 16 | SEQ) sent so far.
+    highest: Option<u64>,
+}
+
 /// Both directions of SRTP/SRTCP for one transport.
 pub struct SrtpSession {
     profile: SrtpProfile,
@@ -551,8 +561,32 @@ impl SrtpSession {
     }
 
     /// Protects the plaintext RTP packet `buf[..len]` in place; `buf.len()` must be at least
-    /// `len + profile.rtp_overhead()`. Returns the protected length.
+    /// `len + profile.rtp_overhead()`. Returns the protected length. The stream's index
+    /// state is looked up by SSRC in the session.
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        if len > buf.len() {
+            return Err(SrtpError::TooShort);
+        }
+        rtp_header_len(&buf[..len])?;
+        let (ssrc, _) = rtp_ssrc_seq(buf);
+        let mut stream = SendIndex {
+            highest: self.tx_rtp.get(&ssrc).copied(),
+        };
+        let n = self.protect_rtp_stream(&mut stream, buf, len)?;
+        if let Some(highest) = stream.highest {
+            self.tx_rtp.insert(ssrc, highest);
+        }
+        Ok(n)
+    }
+
+    /// Like [`SrtpSession::protect_rtp`], with the index state of the packet's SSRC kept by
+    /// the caller in `stream`.
+    pub fn protect_rtp_stream(
+        &self,
+        stream: &mut SendIndex,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<usize, SrtpError> {
         let tag_len = self.profile.rtp_overhead();
         if len > buf.len() {
             return Err(SrtpError::TooShort);
@@ -562,8 +596,7 @@ impl SrtpSession {
         }
         let header_len = rtp_header_len(&buf[..len])?;
         let (ssrc, seq) = rtp_ssrc_seq(buf);
-        let highest = self.tx_rtp.get(&ssrc).copied();
-        let index = estimate_index(highest, seq).ok_or(SrtpError::IndexOutOfRange)?;
+        let index = estimate_index(stream.highest, seq).ok_or(SrtpError::IndexOutOfRange)?;
         let roc = (index >> 16) as u32;
         match &self.local_rtp {
             Transform::Gcm { key, salt } => {
@@ -589,12 +622,7 @@ impl SrtpSession {
                 buf[len..len + HMAC_TAG_LEN].copy_from_slice(&tag.as_ref()[..HMAC_TAG_LEN]);
             }
         }
-        match self.tx_rtp.get_mut(&ssrc) {
-            Some(highest) => *highest = (*highest).max(index),
-            None => {
-                self.tx_rtp.insert(ssrc, index);
-            }
-        }
+        stream.highest = Some(stream.highest.map_or(index, |h| h.max(index)));
         Ok(len + tag_len)
     }
 
@@ -832,6 +860,28 @@ mod tests {
             hex::encode_upper(auth),
             "CEBE321F6FF7716B6FD4AB49AF256A156D38BAA4"
         );
+    }
+
+    #[test]
+    fn stream_index_kept_by_the_caller_protects_like_the_session_map() {
+        for profile in PROFILES {
+            let k = keys(profile);
+            let mut by_map = SrtpSession::new(&k).expect("session");
+            let by_stream = SrtpSession::new(&k).expect("session");
+            let mut index = SendIndex::default();
+            // Across a sequence number rollover, with a reordered packet.
+            for seq in (65_530u16..=65_535).chain(0..4).chain([65_534, 4]) {
+                let plain = rtp(seq, 0x1234, true, 0, 90);
+                let expected = protect_rtp(&mut by_map, &plain);
+                let mut buf = plain.clone();
+                buf.resize(plain.len() + profile.rtp_overhead(), 0);
+                let n = by_stream
+                    .protect_rtp_stream(&mut index, &mut buf, plain.len())
+                    .expect("protect");
+                assert_eq!(&buf[..n], &expected[..], "{profile:?} seq {seq}");
+            }
+            assert_eq!(index.highest, Some((1 << 16) + 4));
+        }
     }
 
     #[test]

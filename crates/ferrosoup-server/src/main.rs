@@ -83,6 +83,13 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
     let drain = std::time::Duration::from_secs(config.drain_seconds);
+    // Signaling is request/answer of small messages: without TCP_NODELAY, a message written
+    // in two segments waits for the peer's delayed ACK (40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown(hub, drain))
         .await?;

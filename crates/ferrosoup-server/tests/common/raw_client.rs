@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
 use super::within;
 use ferrosoup_rtc::dtls::{
@@ -76,9 +76,13 @@ impl Ws {
                 .headers_mut()
                 .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));
         }
-        let (stream, response) = within("WebSocket handshake", 10, connect_async(request))
-            .await
-            .expect("WebSocket handshake succeeds");
+        let (stream, response) = within(
+            "WebSocket handshake",
+            10,
+            connect_async_with_config(request, None, true),
+        )
+        .await
+        .expect("WebSocket handshake succeeds");
         let chosen = response
             .headers()
             .get("sec-websocket-protocol")
