@@ -205,7 +205,11 @@ pub fn plot_svg(cap: &Capacity, cfg: &Config) -> String {
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         svg,
-        r#"<text x="{LEFT}" y="22" font-size="15">ferrosoup capacity: {} publisher(s)/room, {} room(s), video {} kbit/s{}</text>"#,
+        r#"<text x="{LEFT}" y="22" font-size="15">capacity of {}: {} publisher(s)/room, {} room(s), video {} kbit/s{}</text>"#,
+        cfg.url
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;"),
         cfg.publishers,
         cfg.rooms,
         cfg.video_kbps,
