@@ -564,11 +564,11 @@ impl SrtpSession {
     /// `len + profile.rtp_overhead()`. Returns the protected length. The stream's index
     /// state is looked up by SSRC in the session.
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
-        if len > buf.len() {
-            return Err(SrtpError::TooShort);
-        }
-        rtp_header_len(&buf[..len])?;
-        let (ssrc, _) = rtp_ssrc_seq(buf);
+        // The SSRC picks the index state; `protect_rtp_stream` validates the packet.
+        let ssrc = match buf.get(..len).and_then(|p| p.get(8..12)) {
+            Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+            _ => return Err(SrtpError::TooShort),
+        };
         let mut stream = SendIndex {
             highest: self.tx_rtp.get(&ssrc).copied(),
         };
