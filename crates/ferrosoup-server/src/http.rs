@@ -10,13 +10,15 @@ use axum::routing::get;
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use serde_json::{Value, json};
 
-use ferrosoup_signal::{ConnectParams, Hub};
+use ferrosoup_signal::{ConnectParams, Hub, ResumeRegistry};
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     /// Rooms, peers and the worker pool.
     pub hub: Arc<Hub>,
+    /// Sessions of joined peers, for `?resume=`.
+    pub sessions: Arc<ResumeRegistry>,
 }
 
 /// Extra routes for tests of fault containment.
@@ -88,7 +90,7 @@ async fn websocket(
     Query(query): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let hub = state.hub;
+    let AppState { hub, sessions } = state;
     if hub.is_draining() && query.resume.is_none() {
         return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
     }
@@ -110,7 +112,7 @@ async fn websocket(
         .max_message_size(crate::ws::MAX_MESSAGE)
         .max_frame_size(crate::ws::MAX_MESSAGE)
         .read_buffer_size(crate::ws::READ_BUFFER)
-        .on_upgrade(move |socket| crate::ws::serve(hub, socket, params))
+        .on_upgrade(move |socket| crate::ws::serve(hub, sessions, socket, params))
 }
 
 async fn health(State(state): State<AppState>) -> impl IntoResponse {

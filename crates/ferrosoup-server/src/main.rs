@@ -75,12 +75,14 @@ async fn main() -> anyhow::Result<()> {
     if open {
         tracing::warn!("no AUTH_SECRET: running open (development mode), anyone may join any room");
     }
-    let mut app = http::routes(http::AppState { hub: hub.clone() });
+    let state = http::AppState {
+        hub: hub.clone(),
+        sessions: std::sync::Arc::new(ferrosoup_signal::ResumeRegistry::new()),
+    };
+    let mut app = http::routes(state.clone());
     if config.fault_injection {
         tracing::warn!("fault injection enabled: POST /api/debug/workers/{{index}}/panic");
-        app = app.merge(http::fault_injection_routes(http::AppState {
-            hub: hub.clone(),
-        }));
+        app = app.merge(http::fault_injection_routes(state));
     }
     let drain = std::time::Duration::from_secs(config.drain_seconds);
     // Signaling is request/answer of small messages: without TCP_NODELAY, a message written

@@ -8,7 +8,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use ferrosoup_signal::{ConnectParams, Hub, Outgoing};
+use ferrosoup_signal::{ConnectParams, Hub, Outgoing, ResumeRegistry};
 
 /// Largest accepted frame.
 pub const MAX_MESSAGE: usize = 256 * 1024;
@@ -21,14 +21,20 @@ const PING_INTERVAL: Duration = Duration::from_secs(10);
 const PING_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs one WebSocket connection to the end.
-pub async fn serve(hub: Arc<Hub>, socket: WebSocket, params: ConnectParams) {
+pub async fn serve(
+    hub: Arc<Hub>,
+    sessions: Arc<ResumeRegistry>,
+    socket: WebSocket,
+    params: ConnectParams,
+) {
     let _counted = hub.connection_guard();
     let mut shutdown = hub.shutdown_signal();
     let (mut sink, mut stream) = socket.split();
     let (in_tx, in_rx) = mpsc::unbounded_channel::<String>();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
-    let session = tokio::spawn(ferrosoup_signal::session::run(
+    let session = tokio::spawn(ferrosoup_signal::connection::run(
         hub,
+        sessions,
         tokio_stream_from(in_rx),
         out_tx,
         params,

@@ -38,10 +38,7 @@ pub fn verify(token: &str, secret: &str) -> Result<Claims, SignalError> {
         &validation,
     )
     .map(|data| data.claims)
-    .map_err(|e| SignalError {
-        code: 401,
-        reason: format!("invalid token: {e}"),
-    })
+    .map_err(|e| SignalError::unauthorized(format!("invalid token: {e}")))
 }
 
 /// Signs claims into a token (for the `ferrosoup token` development command and tests).
@@ -57,6 +54,7 @@ pub fn mint(claims: &Claims, secret: &str) -> Result<String, SignalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrosoup_proto::signaling::ErrorCode;
 
     fn claims(exp: u64) -> Claims {
         Claims {
@@ -86,10 +84,19 @@ mod tests {
     #[test]
     fn wrong_secret_expired_and_garbage_are_401() {
         let token = mint(&claims(now() + 60), "s3cret").unwrap();
-        assert_eq!(verify(&token, "other").unwrap_err().code, 401);
+        assert_eq!(
+            verify(&token, "other").unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
         let old = mint(&claims(now() - 3600), "s3cret").unwrap();
-        assert_eq!(verify(&old, "s3cret").unwrap_err().code, 401);
-        assert_eq!(verify("not.a.jwt", "s3cret").unwrap_err().code, 401);
+        assert_eq!(
+            verify(&old, "s3cret").unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
+        assert_eq!(
+            verify("not.a.jwt", "s3cret").unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
     }
 
     #[test]
@@ -101,7 +108,7 @@ mod tests {
             verify(&format!("{header}.{body}."), "s3cret")
                 .unwrap_err()
                 .code,
-            401
+            ErrorCode::Unauthorized
         );
     }
 }

@@ -1,19 +1,27 @@
 //! The shared state of the signaling layer: rooms (each with its router on a worker),
 //! the peers in them, and the routing of worker events to the peer that owns the object.
+//!
+//! The hub knows peers (and their [`Notifier`] links), not sessions: it sits below
+//! [`crate::session`]. When it closes a room it tells each peer's session through the link
+//! ([`Notifier::room_closed`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use ferrosoup_proto::rtp_parameters::{MediaKind, RtpCapabilities, RtpCodecCapability};
+use ferrosoup_proto::signaling::{
+    ActiveSpeakerNotification, ConsumerLayersChangedNotification, ConsumerScoreNotification,
+    IceRestartRequiredNotification, ProducerScoreNotification, RoomClosedNotification,
+    ServerNotification, TransportStateChangedNotification,
+};
 use ferrosoup_room::{ConsumerId, MediaEvent, ProducerId, Router, TransportId, WorkerPool};
 
 use crate::config::SignalConfig;
 use crate::error::SignalError;
-use crate::link::Notifier;
-use crate::session::Session;
+use crate::link::{Notifier, Outgoing, close_code};
 use crate::stats::RequestStats;
 
 /// Direction of a transport, fixed at creation.
@@ -72,21 +80,18 @@ impl Room {
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends a notification to every peer but `except`.
-    pub fn broadcast(&self, except: &str, method: &str, data: Value) {
+    /// Sends a notification to every peer but `except` (`""`: to every peer).
+    pub fn broadcast(&self, except: &str, notification: &ServerNotification) {
+        let frame = notification.to_message().to_canonical_json();
         for (id, peer) in self.peers().iter() {
             if id != except {
-                peer.notifier.notify(method, data.clone());
+                peer.notifier.notify_frame(frame.clone());
             }
         }
     }
 }
 
-/// A joined peer's session, shared between the connection serving it and the resume
-/// registry.
-pub type SharedSession = Arc<tokio::sync::Mutex<Session>>;
-
-/// Rooms, peers, sessions and event routing for one server.
+/// Rooms, peers and event routing for one server.
 pub struct Hub {
     pool: WorkerPool,
     media_codecs: Vec<RtpCodecCapability>,
@@ -94,8 +99,6 @@ pub struct Hub {
     rooms: tokio::sync::Mutex<HashMap<String, Arc<Room>>>,
     /// Object id (transport, producer or consumer) → the notifier of the peer owning it.
     routes: Mutex<HashMap<uuid::Uuid, Notifier>>,
-    /// Session token → the session of a joined peer, for `?resume=`.
-    sessions: Mutex<HashMap<String, (SharedSession, Notifier)>>,
     /// Set on shutdown: no new peers.
     draining: std::sync::atomic::AtomicBool,
     /// Open connections, and a signal when the count changes.
@@ -121,7 +124,6 @@ impl Hub {
             config,
             rooms: tokio::sync::Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(HashMap::new()),
             draining: std::sync::atomic::AtomicBool::new(false),
             connections: std::sync::atomic::AtomicUsize::new(0),
             connections_changed: tokio::sync::Notify::new(),
@@ -183,8 +185,8 @@ impl Hub {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Closes every room: its peers get `roomClosed {roomId, reason}` and their connections
-    /// are closed; all media objects are released.
+    /// Closes every room: its peers get `roomClosed {roomId, reason}`, their sessions forget
+    /// the room and their connections are closed (1001); all media objects are released.
     pub async fn close_all_rooms(&self, reason: &str) {
         self.close_rooms(|_| true, reason).await;
     }
@@ -203,8 +205,10 @@ impl Hub {
         for room in rooms {
             room.broadcast(
                 "",
-                "roomClosed",
-                json!({"roomId": room.id, "reason": reason}),
+                &ServerNotification::RoomClosed(RoomClosedNotification {
+                    room_id: room.id.clone(),
+                    reason: reason.to_owned(),
+                }),
             );
             let peers: Vec<Peer> = room.peers().drain().map(|(_, p)| p).collect();
             for peer in &peers {
@@ -217,49 +221,14 @@ impl Hub {
                 for id in peer.consumers.keys() {
                     self.remove_route(id.0);
                 }
-            }
-            let sessions: Vec<(String, SharedSession, Notifier)> = self
-                .sessions()
-                .iter()
-                .filter(|(_, (_, n))| peers.iter().any(|p| p.notifier.same_link(n)))
-                .map(|(t, (s, n))| (t.clone(), s.clone(), n.clone()))
-                .collect();
-            for (token, session, notifier) in sessions {
-                self.unregister_session(&token);
-                session.lock().await.forget_room();
-                notifier.send(crate::link::Outgoing::Close(
-                    1001,
+                peer.notifier.room_closed(Outgoing::Close(
+                    close_code::GOING_AWAY,
                     format!("room closed: {reason}"),
                 ));
             }
             room.router.close().await;
             tracing::info!(room = %room.id, reason, "room closed");
         }
-    }
-
-    /// Registers a joined peer's session under its token.
-    pub fn register_session(&self, token: &str, session: SharedSession, notifier: Notifier) {
-        self.sessions()
-            .insert(token.to_owned(), (session, notifier));
-    }
-
-    /// The session and link of a token, for a resuming connection.
-    pub fn find_session(&self, token: &str) -> Option<(SharedSession, Notifier)> {
-        self.sessions().get(token).cloned()
-    }
-
-    /// Forgets a session token (the peer left).
-    pub fn unregister_session(&self, token: &str) {
-        self.sessions().remove(token);
-    }
-
-    /// Number of live sessions (joined peers, connected or in their grace period).
-    pub fn session_count(&self) -> usize {
-        self.sessions().len()
-    }
-
-    fn sessions(&self) -> MutexGuard<'_, HashMap<String, (SharedSession, Notifier)>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Request counters by method and outcome.
@@ -274,16 +243,13 @@ impl Hub {
             return Ok(room.clone());
         }
         if self.is_draining() {
-            return Err(SignalError {
-                code: 503,
-                reason: "server shutting down".into(),
-            });
+            return Err(SignalError::unavailable("server shutting down"));
         }
         if rooms.len() >= self.config.limits.max_rooms {
-            return Err(SignalError {
-                code: 503,
-                reason: format!("server full: {} rooms open", rooms.len()),
-            });
+            return Err(SignalError::unavailable(format!(
+                "server full: {} rooms open",
+                rooms.len()
+            )));
         }
         let router = self.pool.create_router(&self.media_codecs).await?;
         tracing::info!(room = room_id, router = %router.id(), worker = router.worker_index(), "room created");
@@ -357,51 +323,57 @@ impl Drop for ConnectionGuard {
 async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedReceiver<MediaEvent>) {
     while let Some(event) = events.recv().await {
         let Some(hub) = hub.upgrade() else { return };
-        match event {
+        // (object whose owner is told, notification)
+        let (owner, notification) = match event {
             MediaEvent::TransportStateChanged {
                 transport_id,
                 ice_state,
                 dtls_state,
-            } => {
-                if let Some(n) = hub.route(transport_id.0) {
-                    n.notify(
-                        "transportStateChanged",
-                        json!({"transportId": transport_id.to_string(), "iceState": ice_state, "dtlsState": dtls_state}),
-                    );
-                }
-            }
-            MediaEvent::IceRestartRequired { transport_id } => {
-                if let Some(n) = hub.route(transport_id.0) {
-                    n.notify(
-                        "iceRestartRequired",
-                        json!({"transportId": transport_id.to_string()}),
-                    );
-                }
-            }
+            } => (
+                transport_id.0,
+                ServerNotification::TransportStateChanged(TransportStateChangedNotification {
+                    transport_id: transport_id.to_string(),
+                    ice_state,
+                    dtls_state,
+                }),
+            ),
+            MediaEvent::IceRestartRequired { transport_id } => (
+                transport_id.0,
+                ServerNotification::IceRestartRequired(IceRestartRequiredNotification {
+                    transport_id: transport_id.to_string(),
+                }),
+            ),
             MediaEvent::ConsumerLayersChanged {
                 consumer_id,
                 spatial_layer,
                 temporal_layer,
-            } => {
-                if let Some(n) = hub.route(consumer_id.0) {
-                    n.notify(
-                        "consumerLayersChanged",
-                        json!({"consumerId": consumer_id.to_string(), "spatialLayer": spatial_layer, "temporalLayer": temporal_layer}),
-                    );
-                }
-            }
+            } => (
+                consumer_id.0,
+                ServerNotification::ConsumerLayersChanged(ConsumerLayersChangedNotification {
+                    consumer_id: consumer_id.to_string(),
+                    spatial_layer,
+                    temporal_layer,
+                }),
+            ),
             MediaEvent::ConsumerScore {
                 consumer_id,
                 score,
                 producer_score,
-            } => {
-                if let Some(n) = hub.route(consumer_id.0) {
-                    n.notify(
-                        "consumerScore",
-                        json!({"consumerId": consumer_id.to_string(), "score": score, "producerScore": producer_score}),
-                    );
-                }
-            }
+            } => (
+                consumer_id.0,
+                ServerNotification::ConsumerScore(ConsumerScoreNotification {
+                    consumer_id: consumer_id.to_string(),
+                    score,
+                    producer_score,
+                }),
+            ),
+            MediaEvent::ProducerScore { producer_id, score } => (
+                producer_id.0,
+                ServerNotification::ProducerScore(ProducerScoreNotification {
+                    producer_id: producer_id.to_string(),
+                    score,
+                }),
+            ),
             MediaEvent::ActiveSpeaker {
                 router_id,
                 producer_id,
@@ -419,10 +391,14 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
                 if let Some(peer_id) = owner {
                     room.broadcast(
                         "",
-                        "activeSpeaker",
-                        json!({"peerId": peer_id, "producerId": producer_id.to_string(), "volume": volume}),
+                        &ServerNotification::ActiveSpeaker(ActiveSpeakerNotification {
+                            peer_id,
+                            producer_id: producer_id.to_string(),
+                            volume,
+                        }),
                     );
                 }
+                continue;
             }
             MediaEvent::WorkerRestarted { worker, routers } => {
                 tracing::error!(
@@ -432,15 +408,11 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
                 );
                 hub.close_rooms(|r| routers.contains(&r.router.id()), "worker failure")
                     .await;
+                continue;
             }
-            MediaEvent::ProducerScore { producer_id, score } => {
-                if let Some(n) = hub.route(producer_id.0) {
-                    n.notify(
-                        "producerScore",
-                        json!({"producerId": producer_id.to_string(), "score": score}),
-                    );
-                }
-            }
+        };
+        if let Some(n) = hub.route(owner) {
+            n.notify(&notification);
         }
     }
 }

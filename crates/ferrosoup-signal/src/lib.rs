@@ -1,27 +1,53 @@
 //! ferrosoup signaling: the WebSocket contract of PROTOCOL.md on top of the room manager.
 //!
+//! - [`connection`]: the loop serving one connection ([`connection::run`]): rate limit,
+//!   frames to the session, resume after a dropped WebSocket, the grace period. Generic
+//!   over the frame transport so the server adapts a WebSocket and tests use channels.
+//! - [`session`]: a peer's signaling state and its request handling: each request is read
+//!   once into ferrosoup-proto's `SignalRequest`, answered from proto structs, and
+//!   re-sent requests get their cached answer ([`cache`]).
+//! - [`resume`]: the registry of session tokens → sessions waiting to be resumed.
 //! - [`Hub`]: rooms (one router each), peers, and the routing of worker events to the
 //!   peer that owns the object.
-//! - [`session`]: a peer's signaling session and the connection loop serving it: resume
-//!   after a dropped WebSocket, cached answers for re-sent requests, rate limits. Generic
-//!   over the frame transport so the server adapts a WebSocket and tests use channels.
 //! - [`link`]: the re-pointable link from a peer to its current connection, queueing
 //!   notifications while it has none.
-//! - [`auth`]: HS256 access tokens; [`config`]: grace period, limits, secret.
+//! - [`error`]: [`SignalError`], an `ErrorCode` of the contract and a reason.
+//! - [`auth`]: HS256 access tokens; [`config`]: grace period, limits, secret;
+//!   [`limits`]: the request rate limiter; [`stats`]: request counters.
+//!
+//! # Module graph
+//!
+//! Dependencies point one way, from the connection down to the hub and the link:
+//!
+//! ```text
+//! connection ──► resume ──► session ──► hub ──► link
+//!     │                        │         │
+//!     └──► session, hub, link  └──► link └──► config, error, stats
+//! ```
+//!
+//! `connection` uses `resume`, `session`, `hub`, `link` and `limits`; `resume` knows
+//! sessions (it stores them) and links; `session` knows the hub (rooms and peers) and the
+//! link; the hub knows peers and their links, never sessions. When the hub closes a room it
+//! tells each peer's session through the peer's link ([`link::Notifier::room_closed`]); the
+//! session then forgets the room and revokes its resume token, which its driver hands to
+//! the registry. `auth`, `cache`, `config`, `error`, `limits` and `stats` are leaves.
 
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod hub;
 pub mod limits;
 pub mod link;
+pub mod resume;
 pub mod session;
 pub mod stats;
 
 pub use auth::Claims;
 pub use config::{Limits, SignalConfig};
+pub use connection::ConnectParams;
 pub use error::SignalError;
 pub use hub::Hub;
 pub use link::Outgoing;
-pub use session::ConnectParams;
+pub use resume::ResumeRegistry;

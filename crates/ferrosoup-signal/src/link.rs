@@ -1,11 +1,14 @@
 //! The link from a peer to its current WebSocket connection. Notifications for a peer go
 //! through its [`Notifier`]; while the connection is down (the resume grace period) they are
 //! queued, bounded, and delivered first, in order, when a new connection takes the peer over.
+//!
+//! The link is also how the hub, which knows peers but not sessions, tells a peer's session
+//! that its room was closed under it ([`Notifier::room_closed`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde_json::{Value, json};
+use ferrosoup_proto::signaling::ServerNotification;
 use tokio::sync::mpsc;
 
 /// A frame the session sends to its client.
@@ -15,6 +18,20 @@ pub enum Outgoing {
     Text(String),
     /// Close the WebSocket with this code and reason.
     Close(u16, String),
+}
+
+/// WebSocket close codes the signaling layer sends (docs/protocol.md, "Close codes").
+pub mod close_code {
+    /// The room was closed, or the server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Too many invalid frames on the connection.
+    pub const TOO_MANY_INVALID_FRAMES: u16 = 1008;
+    /// Another connection took the session over with `?resume=`.
+    pub const TAKEN_OVER: u16 = 4000;
+    /// `?resume=` with an access token for another peer.
+    pub const NOT_YOUR_SESSION: u16 = 4403;
+    /// `?resume=` with a token the server does not know (any more).
+    pub const UNKNOWN_SESSION: u16 = 4404;
 }
 
 /// Notifications kept for a disconnected peer; older ones are dropped beyond this.
@@ -41,6 +58,9 @@ struct LinkState {
     link: Link,
     /// Incremented on every attach, so a grace timer can tell whether the peer came back.
     generation: u64,
+    /// Set by the hub when it closed the peer's room (and removed the peer with it); taken
+    /// by the session, which then forgets the room.
+    room_closed: bool,
 }
 
 /// Sends notifications to a peer's current connection, or queues them while it has none.
@@ -62,6 +82,7 @@ impl Notifier {
         Self(Arc::new(Mutex::new(LinkState {
             link: Link::Attached { tx, connection },
             generation: 0,
+            room_closed: false,
         })))
     }
 
@@ -70,9 +91,14 @@ impl Notifier {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends (or queues) a protoo notification.
-    pub fn notify(&self, method: &str, data: Value) {
-        let text = json!({"notification": true, "method": method, "data": data}).to_string();
+    /// Sends (or queues) a notification.
+    pub fn notify(&self, notification: &ServerNotification) {
+        self.notify_frame(notification.to_message().to_canonical_json());
+    }
+
+    /// Sends (or queues) a notification frame serialized by the caller (one serialization
+    /// for a notification broadcast to many peers).
+    pub fn notify_frame(&self, text: String) {
         let mut state = self.state();
         match &mut state.link {
             Link::Attached { tx, connection } => {
@@ -159,6 +185,23 @@ impl Notifier {
         state.generation == generation && matches!(state.link, Link::Detached { .. })
     }
 
+    /// Tells the peer's session that the hub closed its room, the peer with it: the session
+    /// forgets the room at its next step ([`Notifier::take_room_closed`]), and `close` is sent
+    /// to the connection when one is attached (a detached peer's resume is refused).
+    pub fn room_closed(&self, close: Outgoing) {
+        let mut state = self.state();
+        state.room_closed = true;
+        if let Link::Attached { tx, .. } = &state.link {
+            let _ = tx.send(close);
+        }
+    }
+
+    /// Whether the hub closed the peer's room since the last call (see
+    /// [`Notifier::room_closed`]).
+    pub fn take_room_closed(&self) -> bool {
+        std::mem::take(&mut self.state().room_closed)
+    }
+
     /// Whether two notifiers are the same peer's link.
     pub fn same_link(&self, other: &Notifier) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
@@ -180,16 +223,24 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrosoup_proto::signaling::PeerLeftNotification;
+    use serde_json::Value;
 
+    /// A notification told apart by its peer id.
+    fn left(peer: &str) -> ServerNotification {
+        ServerNotification::PeerLeft(PeerLeftNotification {
+            peer_id: peer.to_owned(),
+        })
+    }
+
+    /// The peer ids of the `peerLeft` notifications received.
     fn texts(rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(Outgoing::Text(t)) = rx.try_recv() {
-            out.push(
-                serde_json::from_str::<Value>(&t).unwrap()["method"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            );
+            let frame = serde_json::from_str::<Value>(&t).unwrap();
+            assert_eq!(frame["notification"], true);
+            assert_eq!(frame["method"], "peerLeft");
+            out.push(frame["data"]["peerId"].as_str().unwrap().to_owned());
         }
         out
     }
@@ -198,14 +249,14 @@ mod tests {
     fn queued_notifications_are_delivered_first_in_order_on_attach() {
         let (tx1, mut rx1) = mpsc::unbounded_channel();
         let n = Notifier::attached(tx1, 1);
-        n.notify("a", json!({}));
+        n.notify(&left("a"));
         let generation = n.detach(1).unwrap();
-        n.notify("b", json!({}));
-        n.notify("c", json!({}));
+        n.notify(&left("b"));
+        n.notify(&left("c"));
         assert!(n.still_detached(generation));
         let (tx2, mut rx2) = mpsc::unbounded_channel();
         assert!(n.attach(tx2, 2).is_none());
-        n.notify("d", json!({}));
+        n.notify(&left("d"));
         assert!(!n.still_detached(generation));
         assert_eq!(texts(&mut rx1), ["a"]);
         assert_eq!(texts(&mut rx2), ["b", "c", "d"]);
@@ -216,7 +267,7 @@ mod tests {
         let (tx1, rx1) = mpsc::unbounded_channel();
         let n = Notifier::attached(tx1, 1);
         drop(rx1);
-        n.notify("lost-otherwise", json!({}));
+        n.notify(&left("lost-otherwise"));
         let generation = n
             .detach(1)
             .expect("the dead connection still owns the detach");
@@ -232,13 +283,29 @@ mod tests {
         let n = Notifier::attached(tx, 1);
         n.detach(1).unwrap();
         for i in 0..MAX_QUEUED_NOTIFICATIONS + 10 {
-            n.notify(&format!("m{i}"), json!({}));
+            n.notify(&left(&format!("m{i}")));
         }
         let (tx2, mut rx2) = mpsc::unbounded_channel();
         n.attach(tx2, 2);
         let got = texts(&mut rx2);
         assert_eq!(got.len(), MAX_QUEUED_NOTIFICATIONS);
         assert_eq!(got[0], "m10");
+    }
+
+    #[test]
+    fn room_closed_closes_the_connection_and_is_taken_once() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let n = Notifier::attached(tx, 1);
+        assert!(!n.take_room_closed());
+        let close = || Outgoing::Close(close_code::GOING_AWAY, "room closed: admin".into());
+        n.room_closed(close());
+        assert_eq!(rx.try_recv().unwrap(), close());
+        assert!(n.clone().take_room_closed(), "clones share the link");
+        assert!(!n.take_room_closed());
+        // Detached: nothing to close, the flag still reaches the session.
+        n.detach(1).unwrap();
+        n.room_closed(close());
+        assert!(n.take_room_closed());
     }
 
     #[test]

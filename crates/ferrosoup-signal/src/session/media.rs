@@ -1,0 +1,414 @@
+//! Requests inside a joined room: transports, producers, consumers, stats. A peer acts
+//! only on its own objects (404 otherwise); the one exception is `consume`, which takes
+//! any producer of the room.
+
+use std::sync::Arc;
+
+use ferrosoup_proto::signaling::{
+    ConsumeRequest, ConsumeResponse, ConsumerNotification, ConsumerType, CreateTransportRequest,
+    CreateTransportResponse, GetProducersResponse, IdResponse, Method, ProduceRequest,
+    ProducerIdRequest, ProducerPeerNotification, RestartIceResponse, ServerNotification,
+    SignalRequest, StatsResponse, TransportDirection,
+};
+use ferrosoup_room::{Closed, ConsumerId, ProducerId, TransportId};
+use serde::Deserialize;
+
+use super::{Answer, Session, done, reply, room_producer};
+use crate::error::SignalError;
+use crate::hub::{Direction, ProducerInfo, Room};
+
+fn parse_id<T>(s: &str, what: &str, f: fn(&str) -> Option<T>) -> Result<T, SignalError> {
+    f(s).ok_or_else(|| SignalError::not_found(what))
+}
+
+impl Session {
+    /// Runs a request on the room `peer_id` joined.
+    pub(super) async fn dispatch_in_room(
+        &mut self,
+        request: SignalRequest,
+        room: &Arc<Room>,
+        peer_id: &str,
+    ) -> Answer {
+        let method = request.method();
+        match request {
+            SignalRequest::CreateTransport(req) => self.create_transport(room, peer_id, req).await,
+            SignalRequest::ConnectTransport(req) => {
+                let id = self.own_transport(room, peer_id, &req.transport_id)?.0;
+                room.router
+                    .connect_transport(id, &req.dtls_parameters)
+                    .await?;
+                done()
+            }
+            SignalRequest::RestartIce(req) => {
+                let id = self.own_transport(room, peer_id, &req.transport_id)?.0;
+                let ice_parameters = room.router.restart_ice(id).await?;
+                reply(&RestartIceResponse { ice_parameters })
+            }
+            SignalRequest::SetMaxIncomingBitrate(req) => {
+                let id = self.own_transport(room, peer_id, &req.transport_id)?.0;
+                room.router
+                    .set_max_incoming_bitrate(id, req.bitrate)
+                    .await?;
+                done()
+            }
+            SignalRequest::CloseTransport(req) => {
+                let id = self.own_transport(room, peer_id, &req.transport_id)?.0;
+                let closed = room.router.close_transport(id).await?;
+                if let Some(peer) = room.peers().get_mut(peer_id) {
+                    peer.transports.remove(&id);
+                }
+                self.hub.remove_route(id.0);
+                self.after_close(room, peer_id, &closed);
+                done()
+            }
+            SignalRequest::Produce(req) => self.produce(room, peer_id, req).await,
+            SignalRequest::PauseProducer(req) => {
+                self.set_producer_paused(room, peer_id, req, true).await
+            }
+            SignalRequest::ResumeProducer(req) => {
+                self.set_producer_paused(room, peer_id, req, false).await
+            }
+            SignalRequest::CloseProducer(req) => {
+                let id = self.own_producer(room, peer_id, &req.producer_id)?;
+                let consumers = room.router.close_producer(id).await?;
+                if let Some(peer) = room.peers().get_mut(peer_id) {
+                    peer.producers.remove(&id);
+                }
+                let closed = Closed {
+                    producers: vec![id],
+                    consumers: consumers.into_iter().map(|c| (c, id)).collect(),
+                };
+                self.after_close(room, peer_id, &closed);
+                done()
+            }
+            SignalRequest::GetProducers => {
+                let peers = room.peers();
+                let producers = peers
+                    .values()
+                    .filter(|p| p.id != peer_id)
+                    .flat_map(|p| {
+                        p.producers
+                            .iter()
+                            .map(move |(id, info)| room_producer(*id, &p.id, info))
+                    })
+                    .collect();
+                reply(&GetProducersResponse { producers })
+            }
+            SignalRequest::Consume(req) => self.consume(room, peer_id, req).await,
+            SignalRequest::PauseConsumer(req) | SignalRequest::ResumeConsumer(req) => {
+                let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
+                room.router
+                    .set_consumer_paused(id, method == Method::PauseConsumer)
+                    .await?;
+                done()
+            }
+            SignalRequest::CloseConsumer(req) => {
+                let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
+                room.router.close_consumer(id).await?;
+                if let Some(peer) = room.peers().get_mut(peer_id) {
+                    peer.consumers.remove(&id);
+                }
+                self.hub.remove_route(id.0);
+                done()
+            }
+            SignalRequest::SetConsumerPreferredLayers(req) => {
+                let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
+                room.router
+                    .set_consumer_preferred_layers(id, req.spatial_layer, req.temporal_layer)
+                    .await?;
+                done()
+            }
+            SignalRequest::SetConsumerPriority(req) => {
+                if req.priority == 0 {
+                    return Err(SignalError::bad_request("priority: must be 1..255"));
+                }
+                let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
+                room.router.set_consumer_priority(id, req.priority).await?;
+                done()
+            }
+            SignalRequest::RequestConsumerKeyFrame(req) => {
+                let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
+                room.router.request_consumer_key_frame(id).await?;
+                done()
+            }
+            SignalRequest::GetTransportStats(req) => {
+                let id = self.own_transport(room, peer_id, &req.transport_id)?.0;
+                reply(&StatsResponse::from(room.router.transport_stats(id).await?))
+            }
+            SignalRequest::GetProducerStats(req) => {
+                let id = self.own_producer(room, peer_id, &req.producer_id)?;
+                reply(&StatsResponse::from(room.router.producer_stats(id).await?))
+            }
+            SignalRequest::GetConsumerStats(req) => {
+                let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
+                reply(&StatsResponse::from(room.router.consumer_stats(id).await?))
+            }
+            SignalRequest::ProduceData(_)
+            | SignalRequest::ConsumeData(_)
+            | SignalRequest::CloseDataProducer(_)
+            | SignalRequest::CloseDataConsumer(_) => Err(SignalError::not_implemented(format!(
+                "{method} is not supported yet"
+            ))),
+            SignalRequest::CreateRoom(_)
+            | SignalRequest::GetRouterRtpCapabilities(_)
+            | SignalRequest::JoinRoom(_)
+            | SignalRequest::LeaveRoom
+            | SignalRequest::Ping => Err(SignalError::internal(format!(
+                "{method} is not a room request"
+            ))),
+        }
+    }
+
+    // ----- ownership checks -------------------------------------------------------------
+
+    fn own_transport(
+        &self,
+        room: &Room,
+        peer_id: &str,
+        id: &str,
+    ) -> Result<(TransportId, Direction), SignalError> {
+        let id = parse_id(id, "transport", TransportId::parse)?;
+        let peers = room.peers();
+        let dir = peers
+            .get(peer_id)
+            .and_then(|p| p.transports.get(&id))
+            .ok_or_else(|| SignalError::not_found("transport"))?;
+        Ok((id, *dir))
+    }
+
+    fn own_producer(
+        &self,
+        room: &Room,
+        peer_id: &str,
+        id: &str,
+    ) -> Result<ProducerId, SignalError> {
+        let id = parse_id(id, "producer", ProducerId::parse)?;
+        let peers = room.peers();
+        peers
+            .get(peer_id)
+            .filter(|p| p.producers.contains_key(&id))
+            .map(|_| id)
+            .ok_or_else(|| SignalError::not_found("producer"))
+    }
+
+    fn own_consumer(
+        &self,
+        room: &Room,
+        peer_id: &str,
+        id: &str,
+    ) -> Result<ConsumerId, SignalError> {
+        let id = parse_id(id, "consumer", ConsumerId::parse)?;
+        let peers = room.peers();
+        peers
+            .get(peer_id)
+            .filter(|p| p.consumers.contains_key(&id))
+            .map(|_| id)
+            .ok_or_else(|| SignalError::not_found("consumer"))
+    }
+
+    // ----- transports, producers, consumers ---------------------------------------------
+
+    async fn create_transport(
+        &mut self,
+        room: &Arc<Room>,
+        peer_id: &str,
+        req: CreateTransportRequest,
+    ) -> Answer {
+        let direction = match req.direction {
+            TransportDirection::Send => Direction::Send,
+            TransportDirection::Recv => Direction::Recv,
+        };
+        self.check_quota(
+            room,
+            peer_id,
+            "transports",
+            |p| p.transports.len(),
+            self.hub.config().limits.max_transports_per_peer,
+        )?;
+        let params = room.router.create_webrtc_transport().await?;
+        let registered = match room.peers().get_mut(peer_id) {
+            Some(peer) => {
+                peer.transports.insert(params.id, direction);
+                true
+            }
+            None => false,
+        };
+        if !registered {
+            let _ = room.router.close_transport(params.id).await;
+            return Err(SignalError::conflict("peer left"));
+        }
+        self.hub.add_route(params.id.0, self.notifier.clone());
+        reply(&CreateTransportResponse {
+            id: params.id.to_string(),
+            ice_parameters: params.ice_parameters,
+            ice_candidates: params.ice_candidates,
+            dtls_parameters: params.dtls_parameters,
+            sctp_parameters: None,
+        })
+    }
+
+    async fn produce(&mut self, room: &Arc<Room>, peer_id: &str, req: ProduceRequest) -> Answer {
+        if self.claims.as_ref().is_some_and(|c| !c.can_publish) {
+            return Err(SignalError::forbidden(
+                "the token does not allow publishing",
+            ));
+        }
+        let (transport_id, direction) = self.own_transport(room, peer_id, &req.transport_id)?;
+        if direction != Direction::Send {
+            return Err(SignalError::conflict("transportId: not a send transport"));
+        }
+        self.check_quota(
+            room,
+            peer_id,
+            "producers",
+            |p| p.producers.len(),
+            self.hub.config().limits.max_producers_per_peer,
+        )?;
+        let paused = req.paused;
+        let id = room
+            .router
+            .produce(transport_id, req.kind, req.rtp_parameters, paused)
+            .await?;
+        let info = ProducerInfo {
+            kind: req.kind,
+            app_data: req.app_data,
+            paused,
+        };
+        let registered = match room.peers().get_mut(peer_id) {
+            Some(peer) if peer.transports.contains_key(&transport_id) => {
+                peer.producers.insert(id, info.clone());
+                true
+            }
+            _ => false,
+        };
+        if !registered {
+            let _ = room.router.close_producer(id).await;
+            return Err(SignalError::conflict("transport closed"));
+        }
+        self.hub.add_route(id.0, self.notifier.clone());
+        room.broadcast(
+            peer_id,
+            &ServerNotification::NewProducer(room_producer(id, peer_id, &info)),
+        );
+        reply(&IdResponse { id: id.to_string() })
+    }
+
+    /// `pauseProducer` / `resumeProducer`: the room hears of it, and the owners of its
+    /// consumers get `consumerPaused` / `consumerResumed`.
+    async fn set_producer_paused(
+        &mut self,
+        room: &Arc<Room>,
+        peer_id: &str,
+        req: ProducerIdRequest,
+        paused: bool,
+    ) -> Answer {
+        let id = self.own_producer(room, peer_id, &req.producer_id)?;
+        let changed = room.router.set_producer_paused(id, paused).await?;
+        if let Some(p) = room
+            .peers()
+            .get_mut(peer_id)
+            .and_then(|p| p.producers.get_mut(&id))
+        {
+            p.paused = paused;
+        }
+        let producer = ProducerPeerNotification {
+            producer_id: id.to_string(),
+            peer_id: peer_id.to_owned(),
+        };
+        room.broadcast(
+            peer_id,
+            &if paused {
+                ServerNotification::ProducerPaused(producer)
+            } else {
+                ServerNotification::ProducerResumed(producer)
+            },
+        );
+        self.notify_consumer_owners(room, &changed, |c| {
+            let consumer = ConsumerNotification {
+                consumer_id: c.to_string(),
+            };
+            if paused {
+                ServerNotification::ConsumerPaused(consumer)
+            } else {
+                ServerNotification::ConsumerResumed(consumer)
+            }
+        });
+        done()
+    }
+
+    async fn consume(&mut self, room: &Arc<Room>, peer_id: &str, req: ConsumeRequest) -> Answer {
+        if self.claims.as_ref().is_some_and(|c| !c.can_subscribe) {
+            return Err(SignalError::forbidden(
+                "the token does not allow subscribing",
+            ));
+        }
+        let (transport_id, direction) = self.own_transport(room, peer_id, &req.transport_id)?;
+        if direction != Direction::Recv {
+            return Err(SignalError::conflict("transportId: not a recv transport"));
+        }
+        self.check_quota(
+            room,
+            peer_id,
+            "consumers",
+            |p| p.consumers.len(),
+            self.hub.config().limits.max_consumers_per_peer,
+        )?;
+        let producer_id = parse_id(&req.producer_id, "producer", ProducerId::parse)?;
+        let caps = {
+            let peers = room.peers();
+            if !peers
+                .values()
+                .any(|p| p.producers.contains_key(&producer_id))
+            {
+                return Err(SignalError::not_found("producer"));
+            }
+            match req
+                .rtp_capabilities
+                .or_else(|| peers.get(peer_id).and_then(|p| p.rtp_capabilities.clone()))
+            {
+                Some(c) => c,
+                None => {
+                    return Err(SignalError::bad_request(
+                        "rtpCapabilities: required (not given at joinRoom)",
+                    ));
+                }
+            }
+        };
+        let paused = req.paused;
+        let layers = req
+            .preferred_layers
+            .map(|l| (l.spatial_layer, l.temporal_layer));
+        let params = room
+            .router
+            .consume(transport_id, producer_id, &caps, paused, layers)
+            .await?;
+        let consumer_type =
+            match ConsumerType::deserialize(serde_json::Value::from(params.consumer_type)) {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = room.router.close_consumer(params.id).await;
+                    return Err(SignalError::internal(format!("consumer type: {e}")));
+                }
+            };
+        let registered = match room.peers().get_mut(peer_id) {
+            Some(peer) if peer.transports.contains_key(&transport_id) => {
+                peer.consumers.insert(params.id, producer_id);
+                true
+            }
+            _ => false,
+        };
+        if !registered {
+            let _ = room.router.close_consumer(params.id).await;
+            return Err(SignalError::conflict("transport closed"));
+        }
+        self.hub.add_route(params.id.0, self.notifier.clone());
+        reply(&ConsumeResponse {
+            id: params.id.to_string(),
+            producer_id: producer_id.to_string(),
+            kind: params.kind,
+            rtp_parameters: params.rtp_parameters,
+            r#type: consumer_type,
+            producer_paused: params.producer_paused,
+        })
+    }
+}
