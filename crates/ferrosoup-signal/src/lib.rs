@@ -17,20 +17,25 @@
 //!
 //! # Module graph
 //!
-//! Dependencies point one way, from the connection down to the hub and the link:
+//! Dependencies point one way, from the connection down to the link; no module imports one
+//! above it:
 //!
 //! ```text
 //! connection ──► resume ──► session ──► hub ──► link
-//!     │                        │         │
-//!     └──► session, hub, link  └──► link └──► config, error, stats
+//!
+//! connection ──► session, hub, link, limits, auth
+//! session    ──► link, auth, cache
+//! hub        ──► config, stats
+//! error      ◄── used by connection, session, hub and auth
 //! ```
 //!
-//! `connection` uses `resume`, `session`, `hub`, `link` and `limits`; `resume` knows
-//! sessions (it stores them) and links; `session` knows the hub (rooms and peers) and the
-//! link; the hub knows peers and their links, never sessions. When the hub closes a room it
-//! tells each peer's session through the peer's link ([`link::Notifier::room_closed`]); the
-//! session then forgets the room and revokes its resume token, which its driver hands to
-//! the registry. `auth`, `cache`, `config`, `error`, `limits` and `stats` are leaves.
+//! `resume` stores sessions; `session` knows the hub (rooms and peers) and its own link;
+//! the hub knows peers and their links, never sessions. When the hub closes a room it tells
+//! each peer's session through the peer's link ([`link::Notifier::room_closed`]): the
+//! session forgets the room and revokes its resume token, and whoever drives the session
+//! hands the revocation to the registry ([`ResumeRegistry::update`]). `auth`, `cache`,
+//! `config`, `error`, `limits`, `link` and `stats` use no other module of the crate but
+//! `error`.
 
 pub mod auth;
 pub mod cache;

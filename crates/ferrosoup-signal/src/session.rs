@@ -5,7 +5,7 @@
 //! re-sent request gets its cached answer, the method and data are read once into a
 //! [`SignalRequest`], and the session matches on it. Answers and notifications are built
 //! from ferrosoup-proto's structs. Requests on the room's transports, producers and
-//! consumers are in [`media`]. The connection loop that drives a session is
+//! consumers are in the `media` submodule. The connection loop that drives a session is
 //! [`crate::connection`].
 
 mod media;
