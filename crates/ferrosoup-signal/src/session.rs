@@ -177,11 +177,15 @@ impl Session {
         Frame::Answer(answer)
     }
 
-    /// Runs one request. A room request before `joinRoom` is refused before its data is
-    /// read; then the data is read once into a [`SignalRequest`].
+    /// Runs one request. A room request before `joinRoom`, and a data channel request (not
+    /// implemented yet), are refused before the data is read; then the data is read once
+    /// into a [`SignalRequest`].
     async fn dispatch(&mut self, method: Method, data: &Value) -> Answer {
         if method.is_in_room() && self.joined.is_none() {
             return Err(SignalError::conflict("joinRoom first"));
+        }
+        if method.is_data_channel() {
+            return Err(not_supported(method));
         }
         match SignalRequest::parse_data(method, data)? {
             SignalRequest::Ping => done(),
@@ -475,6 +479,11 @@ fn room_producer(id: ProducerId, peer_id: &str, info: &ProducerInfo) -> RoomProd
         app_data: info.app_data.clone(),
         paused: info.paused,
     }
+}
+
+/// 501 for a request of the contract this server does not implement yet.
+fn not_supported(method: Method) -> SignalError {
+    SignalError::not_implemented(format!("{method} is not supported yet"))
 }
 
 fn validate_room_id(id: &str) -> Result<(), SignalError> {

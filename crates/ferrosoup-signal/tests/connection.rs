@@ -166,13 +166,17 @@ async fn answers_and_notifications_have_the_contract_shapes() {
         keys,
         ["dtlsParameters", "iceCandidates", "iceParameters", "id"]
     );
-    let data = a
-        .request(
-            "produceData",
-            json!({"transportId": t["data"]["id"], "sctpStreamParameters": {"streamId": 0}}),
-        )
-        .await;
-    assert_eq!(data["errorCode"], 501, "{data}");
+    for data in [
+        json!({"transportId": t["data"]["id"], "sctpStreamParameters": {"streamId": 0}}),
+        json!({"transportId": 5}),
+    ] {
+        let answer = a.request("produceData", data).await;
+        assert_eq!(
+            (&answer["errorCode"], &answer["errorReason"]),
+            (&json!(501), &json!("produceData is not supported yet")),
+            "whatever the data"
+        );
+    }
     let left = a.request("leaveRoom", json!({})).await;
     assert_eq!(left["data"], json!({}));
     assert_eq!(

@@ -163,6 +163,20 @@ impl Method {
     }
 }
 
+impl Method {
+    /// Whether the request is about data channels (`produceData`, `consumeData`,
+    /// `closeDataProducer`, `closeDataConsumer`).
+    pub fn is_data_channel(self) -> bool {
+        matches!(
+            self,
+            Self::ProduceData
+                | Self::ConsumeData
+                | Self::CloseDataProducer
+                | Self::CloseDataConsumer
+        )
+    }
+}
+
 impl std::fmt::Display for Method {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -394,6 +408,24 @@ mod tests {
                 "joinRoom",
                 "leaveRoom",
                 "ping"
+            ]
+        );
+    }
+
+    #[test]
+    fn data_channel_methods() {
+        let names: Vec<&str> = Method::ALL
+            .iter()
+            .filter(|m| m.is_data_channel())
+            .map(|m| m.name())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "produceData",
+                "consumeData",
+                "closeDataProducer",
+                "closeDataConsumer"
             ]
         );
     }

@@ -13,7 +13,7 @@ use ferrosoup_proto::signaling::{
 use ferrosoup_room::{Closed, ConsumerId, ProducerId, TransportId};
 use serde::Deserialize;
 
-use super::{Answer, Session, done, reply, room_producer};
+use super::{Answer, Session, done, not_supported, reply, room_producer};
 use crate::error::SignalError;
 use crate::hub::{Direction, ProducerInfo, Room};
 
@@ -146,9 +146,7 @@ impl Session {
             SignalRequest::ProduceData(_)
             | SignalRequest::ConsumeData(_)
             | SignalRequest::CloseDataProducer(_)
-            | SignalRequest::CloseDataConsumer(_) => Err(SignalError::not_implemented(format!(
-                "{method} is not supported yet"
-            ))),
+            | SignalRequest::CloseDataConsumer(_) => Err(not_supported(method)),
             SignalRequest::CreateRoom(_)
             | SignalRequest::GetRouterRtpCapabilities(_)
             | SignalRequest::JoinRoom(_)
