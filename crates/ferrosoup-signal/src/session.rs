@@ -21,7 +21,7 @@ use ferrosoup_proto::signaling::{
     SetConsumerPreferredLayersRequest, SetConsumerPriorityRequest, SetMaxIncomingBitrateRequest,
     TransportDirection, TransportIdRequest, method,
 };
-use ferrosoup_room::{Closed, ConsumerId, ProducerId, TransportId};
+use ferrosoup_room::{Closed, ClosedConsumer, ConsumerId, ProducerId, TransportId};
 
 use crate::auth::Claims;
 use crate::cache::RequestCache;
@@ -402,7 +402,13 @@ impl Session {
                 }
                 let closed = Closed {
                     producers: vec![id],
-                    consumers: consumers.into_iter().map(|c| (c, id)).collect(),
+                    consumers: consumers
+                        .into_iter()
+                        .map(|consumer_id| ClosedConsumer {
+                            consumer_id,
+                            producer_id: id,
+                        })
+                        .collect(),
                 };
                 self.after_close(room, peer_id, &closed);
                 Ok(json!({}))
@@ -663,7 +669,11 @@ impl Session {
             );
         }
         let mut peers = room.peers();
-        for (cid, pid) in &closed.consumers {
+        for ClosedConsumer {
+            consumer_id: cid,
+            producer_id: pid,
+        } in &closed.consumers
+        {
             self.hub.remove_route(cid.0);
             for peer in peers.values_mut() {
                 if peer.consumers.remove(cid).is_some() {
