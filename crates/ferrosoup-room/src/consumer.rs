@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_proto::ortc::ProducerType;
+use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_rtc::rtcp::SendStats;
 use ferrosoup_rtc::rtp::{self, HopValues, RtpHeaderInfo};
 use ferrosoup_rtc::srtp::SendIndex;
@@ -272,14 +272,11 @@ impl Consumer {
             now_ms,
             abs_send_time,
         } = resend;
-        let window_ms = self
-            .rtt
-            .map_or(100, |rtt| (rtt.as_millis() as u32).max(20));
+        let window_ms = self.rtt.map_or(100, |rtt| (rtt.as_millis() as u32).max(20));
         let slot = (!self.resent.is_empty()).then(|| usize::from(seq) % self.resent.len());
         if let Some(i) = slot {
             let last = self.resent[i];
-            if last.seq == seq && last.at_ms != 0 && now_ms.wrapping_sub(last.at_ms) < window_ms
-            {
+            if last.seq == seq && last.at_ms != 0 && now_ms.wrapping_sub(last.at_ms) < window_ms {
                 return Err(RtpDrop::ResentRecently);
             }
         }

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_proto::ortc::ProducerType;
+use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_rtc::nack::NackGenerator;
 use ferrosoup_rtc::rtp::{self, AudioLevel, ExtensionIds, RtpHeaderInfo, VideoCodec};
 use ferrosoup_rtc::rtx::PacketStore;
@@ -67,8 +67,6 @@ pub struct RecvStream {
     pub last_sr_rtp: Option<(u32, Instant)>,
     /// Fraction lost (0..1) in the interval of the last Receiver Report sent about it.
     pub fraction_lost: f64,
-    /// Round-trip time to the client, from its answers to our reports.
-    pub rtt: Option<Duration>,
 }
 
 /// What a receive stream made of one packet.
@@ -112,7 +110,6 @@ impl RecvStream {
             score: 10,
             last_sr_rtp: None,
             fraction_lost: 0.0,
-            rtt: None,
         }
     }
 

@@ -26,15 +26,15 @@ use ferrosoup_rtc::rtp::ExtensionIds;
 
 use crate::consumer::RtxOut;
 use crate::engine::{
-    Closed, CodecSpec, ConsumeSpec, Consumed, Engine, EncodingSpec, ProduceSpec, RtxMapping,
+    Closed, CodecSpec, ConsumeSpec, Consumed, EncodingSpec, Engine, ProduceSpec, RtxMapping,
 };
-use crate::transmit::Transmit;
 use crate::error::RoomError;
 use crate::events::MediaEvent;
 use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
 use crate::producer::CodecInfo;
 use crate::settings::WorkerSettings;
 use crate::stats::WorkerCounters;
+use crate::transmit::Transmit;
 use crate::worker::{self, WorkerHandle};
 
 /// The worker threads of a server; creates routers on them round-robin.
@@ -361,7 +361,7 @@ impl Router {
         bitrate: u32,
     ) -> Result<(), RoomError> {
         self.on_worker(move |e, c| e.set_max_incoming_bitrate(c.router_id, id, bitrate))
-        .await
+            .await
     }
 
     /// Closes a transport and everything on it; returns what was closed with it.
@@ -456,7 +456,7 @@ impl Router {
         paused: bool,
     ) -> Result<Vec<ConsumerId>, RoomError> {
         self.on_worker(move |e, c| e.set_producer_paused(c.router_id, id, paused, c.now, c.out))
-        .await
+            .await
     }
 
     /// Closes a producer; returns the consumers closed with it.
@@ -571,7 +571,7 @@ impl Router {
     /// Pauses or resumes a consumer.
     pub async fn set_consumer_paused(&self, id: ConsumerId, paused: bool) -> Result<(), RoomError> {
         self.on_worker(move |e, c| e.set_consumer_paused(c.router_id, id, paused, c.now, c.out))
-        .await
+            .await
     }
 
     /// `setConsumerPreferredLayers`.
@@ -594,13 +594,13 @@ impl Router {
         priority: u8,
     ) -> Result<(), RoomError> {
         self.on_worker(move |e, c| e.set_consumer_priority(c.router_id, id, priority))
-        .await
+            .await
     }
 
     /// `requestConsumerKeyFrame`.
     pub async fn request_consumer_key_frame(&self, id: ConsumerId) -> Result<(), RoomError> {
         self.on_worker(move |e, c| e.request_consumer_key_frame(c.router_id, id, c.now, c.out))
-        .await
+            .await
     }
 
     /// Closes a consumer.

@@ -78,7 +78,8 @@ pub struct Transport {
     pub twcc_seq: u16,
     /// Arrivals of the client's packets, for transport-cc feedback to it.
     pub twcc: TwccRecorder,
-    /// Round-trip time to the client, from its answers to our reports.
+    /// Round-trip time to the client: from its receiver reports about our consumers' streams
+    /// (SR/RR), or from its DLRR answers to our XR receiver reference times.
     pub rtt: Option<Duration>,
 }
 

@@ -5,12 +5,12 @@
 
 use std::time::Instant;
 
-use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_proto::ortc::ProducerType;
+use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_rtc::dtls::{DtlsRole, Fingerprint};
 use ferrosoup_rtc::ice::{IceCredentials, IceLiteServer};
-use ferrosoup_rtc::rtp::ExtensionIds;
 use ferrosoup_rtc::rtcp::SendStats;
+use ferrosoup_rtc::rtp::ExtensionIds;
 use ferrosoup_rtc::srtp::SendIndex;
 use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 
@@ -212,7 +212,11 @@ impl Engine {
         Ok(key)
     }
 
-    fn transport_key(&self, router_id: RouterId, id: TransportId) -> Result<TransportKey, RoomError> {
+    fn transport_key(
+        &self,
+        router_id: RouterId,
+        id: TransportId,
+    ) -> Result<TransportKey, RoomError> {
         self.key_in_router(&self.transport_ids, &id, |k| k, router_id, "transport")
     }
 
@@ -331,9 +335,11 @@ impl Engine {
                 }));
         }
         let consumers = std::mem::take(&mut self.transports[key].consumers);
-        closed
-            .consumers
-            .extend(consumers.into_iter().filter_map(|c| self.remove_consumer(c)));
+        closed.consumers.extend(
+            consumers
+                .into_iter()
+                .filter_map(|c| self.remove_consumer(c)),
+        );
         let Some(mut t) = self.transports.remove(key) else {
             return closed;
         };
@@ -705,7 +711,10 @@ impl Engine {
     ) -> Result<serde_json::Value, RoomError> {
         let key = self.consumer_key(router_id, id)?;
         let c = &self.consumers[key];
-        Ok(crate::stats::consumer_stats(c, self.producers.get(c.producer)))
+        Ok(crate::stats::consumer_stats(
+            c,
+            self.producers.get(c.producer),
+        ))
     }
 
     /// Refreshes the object counts in the counters.

@@ -16,12 +16,19 @@ use crate::udp::MAX_DATAGRAM;
 
 /// Interval between RTCP report rounds (SR for consumers, RR for producers) per transport.
 pub(super) const RTCP_INTERVAL: Duration = Duration::from_millis(1000);
+/// The SSRC the worker's own RTCP (receiver reports, feedback) is sent under.
+pub(super) const REPORTER_SSRC: u32 = 1;
 /// Round trip assumed for NACK retries until one is measured on the transport.
 const DEFAULT_RTT: Duration = Duration::from_millis(100);
 
 impl Engine {
     /// A transport's report round: Sender and Receiver Reports, then scores.
-    pub(super) fn on_reports_timer(&mut self, key: TransportKey, now: Instant, out: &mut dyn Transmit) {
+    pub(super) fn on_reports_timer(
+        &mut self,
+        key: TransportKey,
+        now: Instant,
+        out: &mut dyn Transmit,
+    ) {
         if self.transports.get(key).is_none_or(|t| t.srtp.is_none()) {
             return;
         }
@@ -46,9 +53,9 @@ impl Engine {
             if !t.twcc.has_pending() {
                 break;
             }
-            let Some(len) = t
-                .twcc
-                .write_feedback(&mut self.scratch.rtcp[..], 1, media_ssrc)
+            let Some(len) =
+                t.twcc
+                    .write_feedback(&mut self.scratch.rtcp[..], REPORTER_SSRC, media_ssrc)
             else {
                 break;
             };
@@ -69,14 +76,17 @@ impl Engine {
             return;
         };
         let t = producer.transport;
-        let rtt = self.transports.get(t).and_then(|t| t.rtt);
+        let rtt = self
+            .transports
+            .get(t)
+            .and_then(|t| t.rtt)
+            .unwrap_or(DEFAULT_RTT);
         let Some(stream) = producer.streams.get_mut(s) else {
             return;
         };
         let Some(media_ssrc) = stream.ssrc else {
             return;
         };
-        let rtt = stream.rtt.or(rtt).unwrap_or(DEFAULT_RTT);
         stream.nack.poll_nacks(now, rtt, &mut self.scratch.nacks);
         let next = stream.nack.poll_timeout();
         if stream.nack.too_many_missing() && stream.on_keyframe_request(now) == KeyframeAction::Send
@@ -87,8 +97,13 @@ impl Engine {
             let n = self.scratch.nacks.len() as u64;
             stream.nacks_sent += n;
             self.counters.nacks_sent += n;
-            let len = rtcp::write_nack(&mut self.scratch.rtcp[..], 1, media_ssrc, &self.scratch.nacks)
-                .unwrap_or(0);
+            let len = rtcp::write_nack(
+                &mut self.scratch.rtcp[..],
+                REPORTER_SSRC,
+                media_ssrc,
+                &self.scratch.nacks,
+            )
+            .unwrap_or(0);
             self.send_rtcp(t, len, out);
         }
         if let Some(at) = next {
@@ -182,7 +197,8 @@ impl Engine {
             self.timers.arm(Timer::KeyframeRequest(p, stream as u8), at);
         }
         self.counters.plis_sent += 1;
-        let len = rtcp::write_pli(&mut self.scratch.rtcp[..], 1, media_ssrc).unwrap_or(0);
+        let len =
+            rtcp::write_pli(&mut self.scratch.rtcp[..], REPORTER_SSRC, media_ssrc).unwrap_or(0);
         self.send_rtcp(t, len, out);
     }
 
@@ -208,8 +224,8 @@ impl Engine {
                 .and_then(|p| consumer.forwarder.current().and_then(|s| p.streams.get(s)))
                 .and_then(|s| s.last_sr_rtp);
             if let Some((sr_rtp, at)) = producer_sr {
-                let elapsed =
-                    now.saturating_duration_since(at).as_secs_f64() * f64::from(consumer.clock_rate);
+                let elapsed = now.saturating_duration_since(at).as_secs_f64()
+                    * f64::from(consumer.clock_rate);
                 info.rtp_ts = consumer
                     .forwarder
                     .output_timestamp(sr_rtp.wrapping_add(elapsed as u32));
@@ -235,8 +251,24 @@ impl Engine {
                     self.send_rtcp(key, len, out);
                     len = 0;
                 }
-                len += rtcp::write_rr(&mut self.scratch.rtcp[len..], 1, &[block]).unwrap_or(0);
+                len += rtcp::write_rr(&mut self.scratch.rtcp[len..], REPORTER_SSRC, &[block])
+                    .unwrap_or(0);
             }
+        }
+        if self.transports[key].producers.iter().any(|&p| {
+            self.producers[p]
+                .streams
+                .iter()
+                .any(|s| s.last_packet.is_some())
+        }) {
+            // Its answer (DLRR) measures the round trip to a client we only receive from,
+            // for NACK retries.
+            if len + 20 > limit {
+                self.send_rtcp(key, len, out);
+                len = 0;
+            }
+            len +=
+                rtcp::write_xr_rrtr(&mut self.scratch.rtcp[len..], REPORTER_SSRC, ntp).unwrap_or(0);
         }
         if len > 0 {
             self.send_rtcp(key, len, out);

@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_proto::ortc::ProducerType;
+use ferrosoup_proto::rtp_parameters::MediaKind;
 
 use super::Engine;
 use crate::arena::{ConsumerKey, ProducerKey};

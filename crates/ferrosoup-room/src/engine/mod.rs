@@ -157,9 +157,7 @@ impl Engine {
                 Timer::Reports(t) => self.on_reports_timer(t, now, out),
                 Timer::TwccFeedback(t) => self.send_twcc_feedback(t, out),
                 Timer::Nack(p, s) => self.send_nacks(p, usize::from(s), now, out),
-                Timer::KeyframeRequest(p, s) => {
-                    self.on_keyframe_timer(p, usize::from(s), now, out)
-                }
+                Timer::KeyframeRequest(p, s) => self.on_keyframe_timer(p, usize::from(s), now, out),
                 Timer::StreamActivity(p) => self.on_stream_activity_timer(p, now, out),
                 Timer::ActiveSpeaker(r) => self.detect_active_speaker(r, now),
             }
@@ -181,8 +179,7 @@ impl Engine {
         }
         self.drain_transport(key, now, out);
         let t = &mut self.transports[key];
-        if t
-            .restart_notice_due(self.ice_timeouts.restart_required)
+        if t.restart_notice_due(self.ice_timeouts.restart_required)
             .is_some_and(|at| at <= now)
         {
             t.ice_restart_notified_at = Some(now);

@@ -281,6 +281,16 @@ impl Engine {
                     }
                 }
                 RtcpItem::Remb { bitrate, .. } => self.transports[key].remb_bitrate = Some(bitrate),
+                RtcpItem::ExtendedReport { blocks, .. } => {
+                    let ntp = self.ntp(now);
+                    if let Some(rtt) = blocks
+                        .dlrr()
+                        .filter(|d| d.ssrc == super::feedback::REPORTER_SSRC)
+                        .find_map(|d| d.rtt(ntp))
+                    {
+                        self.transports[key].rtt = Some(rtt);
+                    }
+                }
                 _ => {}
             }
         }
