@@ -23,10 +23,12 @@ use rtc_stun::fingerprint::FINGERPRINT;
 use rtc_stun::integrity::MessageIntegrity;
 use rtc_stun::message::{
     BINDING_ERROR, BINDING_REQUEST, BINDING_SUCCESS, Getter, Message, Setter, TRANSACTION_ID_SIZE,
-    TransactionId,
 };
 use rtc_stun::textattrs::TextAttribute;
 use rtc_stun::xoraddr::XorMappedAddress;
+
+/// rtc-stun's transaction id, re-exported so users need no direct rtc-stun dependency.
+pub use rtc_stun::message::TransactionId;
 
 /// The HMAC-SHA1 provider for MESSAGE-INTEGRITY.
 static CRYPTO: RingCrypto = RingCrypto;
