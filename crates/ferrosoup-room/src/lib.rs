@@ -19,6 +19,8 @@ pub mod ids;
 pub mod producer;
 pub mod router;
 pub mod settings;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod stats;
 pub mod timers;
 pub mod transmit;

@@ -2,6 +2,7 @@
 //! hands it a [`Transmit`] that batches datagrams for `sendmmsg` (and flushes when the batch
 //! is full, in one place), tests collect them, benchmarks discard them.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::udp::MAX_DATAGRAM;
@@ -33,26 +34,26 @@ pub struct Sent {
     pub data: Vec<u8>,
 }
 
-/// Keeps a copy of every datagram (tests, fuzzing).
+/// Keeps a copy of every datagram (tests, fuzzing, the simulated network).
 pub struct Collect {
     buf: Box<[u8; MAX_DATAGRAM]>,
-    /// Everything sent, in order.
-    pub sent: Vec<Sent>,
+    /// Everything sent and not taken yet, in order.
+    pub sent: VecDeque<Sent>,
 }
 
 impl Default for Collect {
     fn default() -> Self {
         Self {
             buf: Box::new([0; MAX_DATAGRAM]),
-            sent: Vec::new(),
+            sent: VecDeque::new(),
         }
     }
 }
 
 impl Collect {
-    /// Takes what was sent so far.
-    pub fn take(&mut self) -> Vec<Sent> {
-        std::mem::take(&mut self.sent)
+    /// Takes the oldest datagram not taken yet.
+    pub fn pop(&mut self) -> Option<Sent> {
+        self.sent.pop_front()
     }
 }
 
@@ -62,7 +63,7 @@ impl Transmit for Collect {
     }
 
     fn commit(&mut self, len: usize, to: SocketAddr) {
-        self.sent.push(Sent {
+        self.sent.push_back(Sent {
             to,
             data: self.buf[..len.min(MAX_DATAGRAM)].to_vec(),
         });

@@ -12,6 +12,8 @@
 //!   extensions, VP8 / Opus payloads, RTCP reports and feedback.
 //! - [`client`]: [`SimClient`], the client side of one WebRTC transport as a browser runs
 //!   it against an ICE-lite server: ICE checks, DTLS, SRTP.
+//! - [`media`]: [`StreamSender`] (numbering, history, RTX answers to NACKs) and
+//!   [`StreamReceiver`] (distinct packets, NACKs for gaps), the media logic of a client.
 //! - [`rng`]: [`SimRng`], the small seeded generator behind every random choice.
 //!
 //! The drive loop, by hand: send, ask the link for its next event, jump the clock there,
@@ -86,6 +88,7 @@ use std::net::SocketAddr;
 pub mod client;
 pub mod clock;
 pub mod link;
+pub mod media;
 pub mod net;
 pub mod packets;
 pub mod rng;
@@ -93,6 +96,7 @@ pub mod rng;
 pub use client::{SimClient, SimClientConfig};
 pub use clock::ManualClock;
 pub use link::{Fate, GilbertElliott, LinkConfig, LinkStats, SimLink};
+pub use media::{StreamReceiver, StreamSender};
 pub use net::{Endpoint, Sim, SimNet};
 pub use rng::SimRng;
 
