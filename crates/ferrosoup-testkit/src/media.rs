@@ -205,6 +205,11 @@ impl StreamReceiver {
         self.nack.poll_timeout()
     }
 
+    /// Sequence number (on the wire) of the newest packet received.
+    pub fn newest(&self) -> Option<u16> {
+        self.received.last().map(|&ext| ext as u16)
+    }
+
     /// Distinct packets received.
     pub fn distinct(&self) -> usize {
         self.received.len()

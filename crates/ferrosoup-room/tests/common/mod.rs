@@ -48,7 +48,7 @@ pub struct Call {
     video_ts: u32,
     picture_id: u16,
     /// A keyframe was asked for and not sent yet (the first frame is one).
-    keyframe_wanted: bool,
+    pub keyframe_wanted: bool,
     /// Keyframes Alice sent.
     pub keyframes_sent: u64,
     /// PLIs Alice received.
