@@ -272,6 +272,13 @@ pub fn find_extension<'a>(packet: &'a [u8], info: &RtpHeaderInfo, id: u8) -> Opt
     extensions(packet, info).find_map(|(i, data)| (i == id).then_some(data))
 }
 
+/// abs-send-time of a send time given as time since any epoch: 6.18 fixed-point seconds,
+/// modulo 64 s (the 24 bits on the wire).
+pub fn abs_send_time(since_epoch: std::time::Duration) -> u32 {
+    let units = since_epoch.as_nanos() * (1 << 18) / 1_000_000_000;
+    (units & 0x00FF_FFFF) as u32
+}
+
 /// Values an SFU writes into the header extensions of each packet it sends, because they
 /// describe its own hop: the transport-wide sequence number and the send time. Ids are the
 /// receiver's (0: not negotiated, nothing written).

@@ -7,6 +7,8 @@ use std::time::Instant;
 use ferrosoup_proto::ortc::ProducerType;
 use ferrosoup_proto::rtp_parameters::MediaKind;
 
+use ferrosoup_rtc::rtp::abs_send_time;
+
 use super::Engine;
 use crate::arena::{ConsumerKey, ProducerKey};
 use crate::consumer::{Outgoing, Resend};
@@ -193,11 +195,6 @@ impl Engine {
             self.timers.arm(Timer::StreamActivity(p), at);
         }
     }
-}
-
-/// abs-send-time (6.18 fixed-point seconds, 24 bits) of a time since the worker's epoch.
-fn abs_send_time(since_epoch: std::time::Duration) -> u32 {
-    ((since_epoch.as_nanos() << 18) / 1_000_000_000) as u32 & 0x00ff_ffff
 }
 
 /// The event reporting a consumer's new layers.

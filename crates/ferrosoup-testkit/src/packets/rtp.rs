@@ -20,8 +20,6 @@
 //! assert_eq!(&buf[..len], &bytes[..]);
 //! ```
 
-use std::time::Duration;
-
 /// Fixed RTP header length.
 const HEADER_LEN: usize = 12;
 /// Profile of the one-byte extension form (ids 1..=14, 1..=16 bytes).
@@ -268,12 +266,7 @@ impl RtpPacket {
     }
 }
 
-/// abs-send-time of a send time given as time since any epoch: 6.18 fixed-point seconds,
-/// modulo 64 s (the 24 bits on the wire).
-pub fn abs_send_time(since_epoch: Duration) -> u32 {
-    let units = since_epoch.as_nanos() * (1 << 18) / 1_000_000_000;
-    (units & 0x00FF_FFFF) as u32
-}
+pub use ferrosoup_rtc::rtp::abs_send_time;
 
 #[cfg(test)]
 mod tests {
@@ -316,7 +309,7 @@ mod tests {
             .with_mid(1, "video0")
             .with_rid(2, "h")
             .with_repaired_rid(3, "h")
-            .with_abs_send_time(4, abs_send_time(Duration::from_millis(1500)))
+            .with_abs_send_time(4, abs_send_time(std::time::Duration::from_millis(1500)))
             .with_transport_cc(5, 0xFFFE)
             .with_audio_level(6, true, 42)
             .with_csrc(77)
