@@ -29,16 +29,9 @@ use ferrosoup_rtc::rtcp::{
 use ferrosoup_rtc::rtp::{RtpHeaderInfo, parse_rtp};
 use ferrosoup_rtc::seq::SeqExtender;
 use ferrosoup_rtc::srtp::SrtpSession;
+use ferrosoup_testkit::packets::stun::{BindingRequest, verify_binding_response};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
-use rtc_stun::attributes::{
-    ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_USERNAME, RawAttribute,
-};
-use rtc_stun::crypto::providers::RingCrypto;
-use rtc_stun::fingerprint::FINGERPRINT;
-use rtc_stun::integrity::MessageIntegrity;
-use rtc_stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, Setter, TransactionId};
-use rtc_stun::textattrs::TextAttribute;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
@@ -78,8 +71,6 @@ const MAX_REPORT_BLOCKS: usize = 31;
 const WAKER: Token = Token(usize::MAX);
 /// Largest datagram received or built.
 const BUF_LEN: usize = 2048;
-/// ICE priority sent in checks (host candidate, as a browser computes it).
-const ICE_PRIORITY: u32 = 2_130_706_431;
 
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -622,44 +613,24 @@ fn new_socket(remote: SocketAddr) -> io::Result<UdpSocket> {
     Ok(UdpSocket::from_std(socket))
 }
 
-/// A STUN Binding request as a controlling browser sends it, nominating the pair.
+/// A STUN Binding request as a controlling browser sends it, nominating the pair (`None`
+/// if the server's ufrag is too long to encode).
 fn binding_request(
     server_ufrag: &str,
     server_pwd: &str,
     local_ufrag: &str,
     tie_breaker: u64,
 ) -> Option<Vec<u8>> {
-    let mut m = Message::new();
-    m.build(&[Box::new(TransactionId::new()), Box::new(BINDING_REQUEST)])
-        .ok()?;
-    TextAttribute::new(ATTR_USERNAME, format!("{server_ufrag}:{local_ufrag}"))
-        .add_to(&mut m)
-        .ok()?;
-    let raw = |typ, value: &[u8]| RawAttribute {
-        typ,
-        length: 0,
-        value: value.to_vec(),
-    };
-    raw(ATTR_PRIORITY, &ICE_PRIORITY.to_be_bytes())
-        .add_to(&mut m)
-        .ok()?;
-    raw(ATTR_ICE_CONTROLLING, &tie_breaker.to_be_bytes())
-        .add_to(&mut m)
-        .ok()?;
-    raw(ATTR_USE_CANDIDATE, &[]).add_to(&mut m).ok()?;
-    MessageIntegrity::new_short_term_integrity_with_provider(server_pwd.to_owned(), &RingCrypto)
-        .add_to(&mut m)
-        .ok()?;
-    FINGERPRINT.add_to(&mut m).ok()?;
-    Some(m.raw)
+    BindingRequest::new(server_ufrag, local_ufrag, server_pwd)
+        .with_tie_breaker(tie_breaker)
+        .nominate()
+        .try_build()
+        .ok()
 }
 
 /// Whether `datagram` is a Binding success response authenticated with `pwd`.
 fn is_binding_success(datagram: &[u8], pwd: &str) -> bool {
-    let mut m = Message::new();
-    m.unmarshal_binary(datagram).is_ok()
-        && m.typ == BINDING_SUCCESS
-        && MessageIntegrity::check(&mut m, pwd.as_bytes(), &RingCrypto).is_ok()
+    verify_binding_response(datagram, pwd).is_ok()
 }
 
 fn send_datagram(socket: &UdpSocket, data: &[u8], counters: &mut Counters) -> bool {
@@ -1452,6 +1423,12 @@ impl MediaLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtc_stun::attributes::{ATTR_ICE_CONTROLLING, ATTR_USE_CANDIDATE, ATTR_USERNAME};
+    use rtc_stun::crypto::providers::RingCrypto;
+    use rtc_stun::fingerprint::FINGERPRINT;
+    use rtc_stun::integrity::MessageIntegrity;
+    use rtc_stun::message::{BINDING_REQUEST, Message};
+    use rtc_stun::textattrs::TextAttribute;
 
     #[test]
     fn history_returns_only_the_packet_stored_for_that_sequence_number() {

@@ -8,6 +8,8 @@
 //! measure one-way latency. The bytes between the codec headers and the trailer follow a
 //! pattern derived from the counter, so a receiver can check a payload end to end.
 
+use ferrosoup_testkit::packets::{RtpPacket, Vp8Header};
+
 /// Length of the probe trailer at the end of every payload.
 pub const TRAILER_LEN: usize = 20;
 /// Fixed RTP header length (no CSRC, no extensions: the load tester negotiates none).
@@ -36,11 +38,9 @@ pub struct Probe {
 
 /// Writes the RTP fixed header into `buf[..12]`.
 pub fn write_rtp_header(buf: &mut [u8], marker: bool, pt: u8, seq: u16, ts: u32, ssrc: u32) {
-    buf[0] = 0x80;
-    buf[1] = (u8::from(marker) << 7) | (pt & 0x7f);
-    buf[2..4].copy_from_slice(&seq.to_be_bytes());
-    buf[4..8].copy_from_slice(&ts.to_be_bytes());
-    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    RtpPacket::new(pt, seq, ts, ssrc)
+        .with_marker(marker)
+        .write_header(buf);
 }
 
 /// Writes `probe` into the last [`TRAILER_LEN`] bytes of `payload` (which must be at least
@@ -108,22 +108,14 @@ pub fn write_vp8_headers(
     width: u16,
     height: u16,
 ) -> usize {
-    if !first {
-        payload[0] = 0x00;
-        return 1;
+    Vp8Header {
+        start_of_frame: first,
+        keyframe: key,
+        width,
+        height,
+        ..Vp8Header::default()
     }
-    payload[0] = 0x10;
-    // Frame tag: bit 0 inverse key frame flag, bits 1-3 version 0, bit 4 show_frame.
-    payload[1] = 0x10 | u8::from(!key);
-    payload[2] = 0;
-    payload[3] = 0;
-    if !key {
-        return 1 + VP8_DELTA_HEADER_LEN;
-    }
-    payload[4..7].copy_from_slice(&[0x9d, 0x01, 0x2a]);
-    payload[7..9].copy_from_slice(&(width & 0x3fff).to_le_bytes());
-    payload[9..11].copy_from_slice(&(height & 0x3fff).to_le_bytes());
-    1 + VP8_KEY_HEADER_LEN
+    .write(payload)
 }
 
 /// Where the filler starts in a VP8 payload written by [`write_vp8_headers`] (0 if the

@@ -9,20 +9,26 @@
 //!   thread, never locks and never allocates per packet.
 //! - Workers report [`MediaEvent`]s (state changes, scores, layer changes) on a channel.
 
+pub mod arena;
 pub mod consumer;
-pub mod core;
+pub mod engine;
 pub mod error;
 pub mod events;
+pub mod forwarder;
 pub mod ids;
 pub mod producer;
 pub mod router;
 pub mod settings;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod stats;
+pub mod timers;
+pub mod transmit;
 pub mod transport;
 pub mod udp;
 pub mod worker;
 
-pub use core::Closed;
+pub use engine::{Closed, ClosedConsumer, Engine};
 pub use error::RoomError;
 pub use events::MediaEvent;
 pub use ids::{ConsumerId, ProducerId, RouterId, TransportId};

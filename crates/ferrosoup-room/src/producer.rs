@@ -2,13 +2,17 @@
 
 use std::time::{Duration, Instant};
 
+use ferrosoup_proto::ortc::ProducerType;
 use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_rtc::nack::NackGenerator;
-use ferrosoup_rtc::rtp::VideoCodec;
+use ferrosoup_rtc::rtp::{self, AudioLevel, ExtensionIds, RtpHeaderInfo, VideoCodec};
 use ferrosoup_rtc::rtx::PacketStore;
 use ferrosoup_rtc::seq::SeqExtender;
 
+use crate::arena::{ConsumerKey, TransportKey};
 use crate::ids::ProducerId;
+use crate::stats::RtpDrop;
+use crate::transport::StreamRef;
 
 /// What the worker knows of one codec payload type a producer sends.
 #[derive(Clone, Copy, Debug)]
@@ -18,6 +22,9 @@ pub struct CodecInfo {
     /// Video codec family, for keyframe detection.
     pub codec: VideoCodec,
 }
+
+/// How long a stream stays selectable by consumers after its last packet.
+pub const ACTIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a keyframe request waits for the keyframe before it is sent again.
 pub const KEYFRAME_RETRY: Duration = Duration::from_millis(1000);
@@ -62,6 +69,19 @@ pub struct RecvStream {
     pub fraction_lost: f64,
 }
 
+/// What a receive stream made of one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// Widened sequence number.
+    pub ext_seq: u64,
+    /// The packet starts a keyframe.
+    pub keyframe: bool,
+    /// The stream had been silent (or never sent): consumers may now select it.
+    pub woke_up: bool,
+    /// The packet opened a gap: NACKs are due at once.
+    pub gap: bool,
+}
+
 impl RecvStream {
     /// A stream for one encoding.
     pub fn new(
@@ -96,7 +116,42 @@ impl RecvStream {
     /// Whether packets arrived recently enough for consumers to select this stream.
     pub fn is_active(&self, now: Instant) -> bool {
         self.last_packet
-            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(2))
+            .is_some_and(|t| now.saturating_duration_since(t) < ACTIVE_TIMEOUT)
+    }
+
+    /// The receive work for one packet of this stream (RTX already unwrapped): widen the
+    /// sequence number, update the statistics, track losses for NACK, detect keyframes and
+    /// keep the packet for retransmissions.
+    pub fn on_rtp(
+        &mut self,
+        now: Instant,
+        codec: CodecInfo,
+        packet: &[u8],
+        info: &RtpHeaderInfo,
+        recovered: bool,
+    ) -> Received {
+        let ext_seq = self.seq.extend(info.sequence_number);
+        let video = self.store.is_some();
+        let keyframe = video
+            && codec.codec != VideoCodec::Other
+            && rtp::is_keyframe(codec.codec, info.payload(packet));
+        let woke_up = !self.is_active(now);
+        self.last_packet = Some(now);
+        self.stats
+            .on_packet(now, ext_seq, info.timestamp, codec.clock_rate, packet.len());
+        let gap = video && self.nack.on_packet(now, ext_seq, keyframe, recovered);
+        if keyframe {
+            self.on_keyframe();
+        }
+        if let Some(store) = self.store.as_mut() {
+            store.insert(ext_seq, 0, packet);
+        }
+        Received {
+            ext_seq,
+            keyframe,
+            woke_up,
+            gap,
+        }
     }
 
     /// What to do with a new keyframe request at `now`: requests are aggregated (one is
@@ -117,15 +172,22 @@ impl RecvStream {
         }
     }
 
-    /// Whether a request should go out now without a new trigger: the last one got no
-    /// keyframe in time (retry), or one was deferred by the rate limit.
+    /// When a request should go out without a new trigger: the last one got no keyframe
+    /// in time (retry), or one was deferred by the rate limit.
+    pub fn keyframe_request_deadline(&self) -> Option<Instant> {
+        let last = self.last_keyframe_request?;
+        if self.keyframe_deferred {
+            Some(last + KEYFRAME_MIN_INTERVAL)
+        } else if self.keyframe_pending {
+            Some(last + KEYFRAME_RETRY)
+        } else {
+            None
+        }
+    }
+
+    /// Whether [`RecvStream::keyframe_request_deadline`] has passed at `now`.
     pub fn keyframe_request_due(&self, now: Instant) -> bool {
-        let Some(last) = self.last_keyframe_request else {
-            return false;
-        };
-        let since = now.saturating_duration_since(last);
-        (self.keyframe_pending && since >= KEYFRAME_RETRY)
-            || (self.keyframe_deferred && since >= KEYFRAME_MIN_INTERVAL)
+        self.keyframe_request_deadline().is_some_and(|at| at <= now)
     }
 
     /// Records that a request went out.
@@ -160,8 +222,8 @@ pub enum KeyframeAction {
 pub struct Producer {
     /// Public id.
     pub id: ProducerId,
-    /// Slab key of the transport it arrives on (its owner).
-    pub transport: usize,
+    /// The transport it arrives on (its owner).
+    pub transport: TransportKey,
     /// Audio or video.
     pub kind: MediaKind,
     /// Paused by its client.
@@ -172,14 +234,14 @@ pub struct Producer {
     pub rtx_apt: [Option<u8>; 128],
     /// One stream per encoding, in encoding order (spatial layer 0 first).
     pub streams: Vec<RecvStream>,
-    /// Consumers of this producer (slab keys; indexed, not owned).
-    pub consumers: Vec<usize>,
+    /// Consumers of this producer (indexed, not owned).
+    pub consumers: Vec<ConsumerKey>,
     /// The client's MID for this producer's m-section.
     pub mid: Option<String>,
     /// Header extension ids the client uses for this producer (0: not negotiated).
-    pub ext_ids: ExtIds,
+    pub ext_ids: ExtensionIds,
     /// `simple`, `simulcast` or `svc`, as consumers of it will be.
-    pub consumer_type: &'static str,
+    pub producer_type: ProducerType,
     /// Last score reported.
     pub score: u8,
     /// Sum of audio levels (0..127, -dBov) since the last active-speaker check.
@@ -188,32 +250,69 @@ pub struct Producer {
     pub audio_level_count: u32,
 }
 
-/// Header extension ids of the extensions the worker reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ExtIds {
-    /// urn:ietf:params:rtp-hdrext:sdes:mid
-    pub mid: u8,
-    /// urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id
-    pub rid: u8,
-    /// urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id
-    pub rrid: u8,
-    /// urn:ietf:params:rtp-hdrext:ssrc-audio-level
-    pub audio_level: u8,
-    /// http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01
-    pub twcc: u8,
+/// A packet as a producer hands it on to its consumers.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrived {
+    /// Stream (encoding) index.
+    pub stream: usize,
+    /// Length of the (RTX-unwrapped) packet.
+    pub len: usize,
+    /// Its parsed header.
+    pub info: RtpHeaderInfo,
+    /// What its stream made of it.
+    pub received: Received,
 }
 
 impl Producer {
-    /// Index of the stream for a media SSRC, and whether the SSRC is its RTX SSRC.
-    pub fn stream_by_ssrc(&self, ssrc: u32) -> Option<(usize, bool)> {
-        self.streams.iter().enumerate().find_map(|(i, s)| {
-            if s.ssrc == Some(ssrc) {
-                Some((i, false))
-            } else if s.rtx_ssrc == Some(ssrc) {
-                Some((i, true))
-            } else {
-                None
+    /// The receive work for one packet of the stream `to` names, in place in `data[..len]`:
+    /// RTX unwrapped, codec looked up, audio level summed, then the stream's own work.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        to: StreamRef,
+        data: &mut [u8],
+        len: usize,
+        mut info: RtpHeaderInfo,
+        audio_level: Option<AudioLevel>,
+    ) -> Result<Arrived, RtpDrop> {
+        let StreamRef { stream, rtx, .. } = to;
+        let mut len = len;
+        if rtx {
+            let apt = self
+                .rtx_apt
+                .get(usize::from(info.payload_type))
+                .copied()
+                .flatten()
+                .ok_or(RtpDrop::UnknownPayloadType)?;
+            let ssrc = self
+                .streams
+                .get(stream)
+                .and_then(|s| s.ssrc)
+                .ok_or(RtpDrop::UnknownSsrc)?;
+            if info.payload_len < 2 {
+                return Err(RtpDrop::RtxPadding);
             }
+            len = ferrosoup_rtc::rtx::unwrap_rtx(&mut data[..len], &info, ssrc, apt)
+                .ok_or(RtpDrop::Malformed)?;
+            info = rtp::parse_rtp(&data[..len]).map_err(|_| RtpDrop::Malformed)?;
+        }
+        let codec = self
+            .codecs
+            .get(usize::from(info.payload_type))
+            .copied()
+            .flatten()
+            .ok_or(RtpDrop::UnknownPayloadType)?;
+        if let Some(level) = audio_level.filter(|_| self.kind == MediaKind::Audio) {
+            self.audio_level_sum += u32::from(level.level);
+            self.audio_level_count += 1;
+        }
+        let s = self.streams.get_mut(stream).ok_or(RtpDrop::UnknownSsrc)?;
+        let received = s.on_rtp(now, codec, &data[..len], &info, rtx);
+        Ok(Arrived {
+            stream,
+            len,
+            info,
+            received,
         })
     }
 

@@ -21,13 +21,20 @@ use ferrosoup_proto::transport::{
 use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsRole, Fingerprint};
 use ferrosoup_rtc::rtp::VideoCodec;
 
-use crate::core::{Closed, ConsumeSpec, ProduceSpec};
+use ferrosoup_proto::ortc::ProducerType;
+use ferrosoup_rtc::rtp::ExtensionIds;
+
+use crate::consumer::RtxOut;
+use crate::engine::{
+    Closed, CodecSpec, ConsumeSpec, Consumed, EncodingSpec, Engine, ProduceSpec, RtxMapping,
+};
 use crate::error::RoomError;
 use crate::events::MediaEvent;
 use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
-use crate::producer::{CodecInfo, ExtIds};
+use crate::producer::CodecInfo;
 use crate::settings::WorkerSettings;
 use crate::stats::WorkerCounters;
+use crate::transmit::Transmit;
 use crate::worker::{self, WorkerHandle};
 
 /// The worker threads of a server; creates routers on them round-robin.
@@ -102,7 +109,10 @@ impl WorkerPool {
             .workers
             .get(index)
             .ok_or(RoomError::NotFound("worker"))?;
-        match worker.exec(|_, _| -> () { panic!("injected fault") }).await {
+        match worker
+            .exec(|_, _, _| -> () { panic!("injected fault") })
+            .await
+        {
             Err(RoomError::WorkerGone) => Ok(()),
             other => other,
         }
@@ -117,7 +127,9 @@ impl WorkerPool {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         let worker = self.workers[index].clone();
         let id = RouterId::new();
-        worker.exec(move |core, _| core.create_router(id)).await?;
+        worker
+            .exec(move |engine, _, _| engine.create_router(id))
+            .await?;
         Ok(Router {
             inner: Arc::new(RouterInner {
                 id,
@@ -137,7 +149,7 @@ struct ProducerMeta {
     rtp_parameters: RtpParameters,
     consumable: RtpParameters,
     mapping: RtpMapping,
-    consumer_type: &'static str,
+    producer_type: ProducerType,
 }
 
 /// What the control path remembers of a transport.
@@ -165,6 +177,13 @@ pub struct Router {
     inner: Arc<RouterInner>,
 }
 
+/// What a request runs with on the router's worker.
+struct RouterCall<'a> {
+    router_id: RouterId,
+    now: std::time::Instant,
+    out: &'a mut dyn Transmit,
+}
+
 /// The answer to `createTransport`.
 #[derive(Clone, Debug)]
 pub struct WebRtcTransportParams {
@@ -190,7 +209,7 @@ pub struct ConsumerParams {
     /// What the client receives.
     pub rtp_parameters: RtpParameters,
     /// `simple`, `simulcast` or `svc`.
-    pub consumer_type: &'static str,
+    pub consumer_type: ProducerType,
     /// Whether the producer is paused.
     pub producer_paused: bool,
 }
@@ -200,18 +219,21 @@ impl Router {
     /// current time.
     async fn on_worker<R: Send + 'static>(
         &self,
-        f: impl FnOnce(
-            &mut crate::core::WorkerCore,
-            RouterId,
-            std::time::Instant,
-        ) -> Result<R, RoomError>
-        + Send
-        + 'static,
+        f: impl FnOnce(&mut Engine, RouterCall<'_>) -> Result<R, RoomError> + Send + 'static,
     ) -> Result<R, RoomError> {
         let router_id = self.inner.id;
         self.inner
             .worker
-            .exec(move |core, now| f(core, router_id, now))
+            .exec(move |engine, now, out| {
+                f(
+                    engine,
+                    RouterCall {
+                        router_id,
+                        now,
+                        out,
+                    },
+                )
+            })
             .await?
     }
 
@@ -233,7 +255,7 @@ impl Router {
     /// Creates a WebRTC transport.
     pub async fn create_webrtc_transport(&self) -> Result<WebRtcTransportParams, RoomError> {
         let info = self
-            .on_worker(move |core, router_id, now| core.create_transport(router_id, now))
+            .on_worker(move |e, c| e.create_transport(c.router_id, c.now))
             .await?;
         if let Ok(mut transports) = self.inner.transports.lock() {
             transports.insert(info.id, TransportMeta::default());
@@ -314,8 +336,8 @@ impl Router {
                 value: f.value.clone(),
             })
             .collect();
-        self.on_worker(move |core, router_id, now| {
-            core.connect_transport(router_id, id, remote_role, fingerprints, now)
+        self.on_worker(move |e, c| {
+            e.connect_transport(c.router_id, id, remote_role, fingerprints, c.now, c.out)
         })
         .await
     }
@@ -323,7 +345,7 @@ impl Router {
     /// `restartIce`: new ICE credentials.
     pub async fn restart_ice(&self, id: TransportId) -> Result<IceParameters, RoomError> {
         let creds = self
-            .on_worker(move |core, router_id, _| core.restart_ice(router_id, id))
+            .on_worker(move |e, c| e.restart_ice(c.router_id, id))
             .await?;
         Ok(IceParameters {
             username_fragment: creds.ufrag,
@@ -338,16 +360,14 @@ impl Router {
         id: TransportId,
         bitrate: u32,
     ) -> Result<(), RoomError> {
-        self.on_worker(move |core, router_id, _| {
-            core.set_max_incoming_bitrate(router_id, id, bitrate)
-        })
-        .await
+        self.on_worker(move |e, c| e.set_max_incoming_bitrate(c.router_id, id, bitrate))
+            .await
     }
 
     /// Closes a transport and everything on it; returns what was closed with it.
     pub async fn close_transport(&self, id: TransportId) -> Result<Closed, RoomError> {
         let closed = self
-            .on_worker(move |core, router_id, _| core.close_transport(router_id, id))
+            .on_worker(move |e, c| e.close_transport(c.router_id, id, c.out))
             .await?;
         self.forget_producers(&closed.producers);
         if let Ok(mut transports) = self.inner.transports.lock() {
@@ -409,9 +429,9 @@ impl Router {
         let consumable =
             ortc::get_consumable_rtp_parameters(kind, &rtp_parameters, &self.inner.caps, &mapping)?;
         let spec = produce_spec(kind, &rtp_parameters, paused);
-        let consumer_type = spec.consumer_type;
+        let producer_type = spec.producer_type;
         let id = self
-            .on_worker(move |core, router_id, _| core.produce(router_id, transport_id, spec))
+            .on_worker(move |e, c| e.produce(c.router_id, transport_id, spec, c.now))
             .await?;
         if let Ok(mut map) = self.inner.producers.lock() {
             map.insert(
@@ -421,7 +441,7 @@ impl Router {
                     rtp_parameters,
                     consumable,
                     mapping,
-                    consumer_type,
+                    producer_type,
                 },
             );
         }
@@ -435,16 +455,14 @@ impl Router {
         id: ProducerId,
         paused: bool,
     ) -> Result<Vec<ConsumerId>, RoomError> {
-        self.on_worker(move |core, router_id, now| {
-            core.set_producer_paused(router_id, id, paused, now)
-        })
-        .await
+        self.on_worker(move |e, c| e.set_producer_paused(c.router_id, id, paused, c.now, c.out))
+            .await
     }
 
     /// Closes a producer; returns the consumers closed with it.
     pub async fn close_producer(&self, id: ProducerId) -> Result<Vec<ConsumerId>, RoomError> {
         let closed = self
-            .on_worker(move |core, router_id, _| core.close_producer(router_id, id))
+            .on_worker(move |e, c| e.close_producer(c.router_id, id))
             .await?;
         self.forget_producers(&[id]);
         Ok(closed)
@@ -493,11 +511,14 @@ impl Router {
                 .iter()
                 .find(|c| c.is_rtx())
                 .map(|c| c.payload_type);
-            let rtx = rtx_codec.map(|pt| (random_ssrc(), pt));
+            let rtx = rtx_codec.map(|payload_type| RtxOut {
+                ssrc: random_ssrc(),
+                payload_type,
+            });
             let encoding = params.encodings.first().cloned().unwrap_or_default();
             params.encodings = vec![RtpEncodingParameters {
                 ssrc: Some(ssrc),
-                rtx: rtx.map(|(s, _)| RtxParameters { ssrc: s }),
+                rtx: rtx.map(|r| RtxParameters { ssrc: r.ssrc }),
                 ..encoding
             }];
             params.rtcp.cname = meta
@@ -507,7 +528,7 @@ impl Router {
                 .clone()
                 .or_else(|| meta.rtp_parameters.rtcp.cname.clone());
             let spec = consume_spec(meta, &params, ssrc, rtx, paused, preferred_layers);
-            (meta.kind, params, spec, meta.consumer_type)
+            (meta.kind, params, spec, meta.producer_type)
         };
         if params.codecs.iter().all(|c| c.is_rtx()) {
             return Err(RoomError::Invalid(
@@ -529,9 +550,12 @@ impl Router {
             meta.next_mid += 1;
             Some(mid.to_string())
         };
-        let (id, producer_paused) = self
-            .on_worker(move |core, router_id, now| {
-                core.consume(router_id, transport_id, producer_id, spec, now)
+        let Consumed {
+            id,
+            producer_paused,
+        } = self
+            .on_worker(move |e, c| {
+                e.consume(c.router_id, transport_id, producer_id, spec, c.now, c.out)
             })
             .await?;
         Ok(ConsumerParams {
@@ -546,10 +570,8 @@ impl Router {
 
     /// Pauses or resumes a consumer.
     pub async fn set_consumer_paused(&self, id: ConsumerId, paused: bool) -> Result<(), RoomError> {
-        self.on_worker(move |core, router_id, now| {
-            core.set_consumer_paused(router_id, id, paused, now)
-        })
-        .await
+        self.on_worker(move |e, c| e.set_consumer_paused(c.router_id, id, paused, c.now, c.out))
+            .await
     }
 
     /// `setConsumerPreferredLayers`.
@@ -559,8 +581,8 @@ impl Router {
         spatial: u8,
         temporal: Option<u8>,
     ) -> Result<(), RoomError> {
-        self.on_worker(move |core, router_id, now| {
-            core.set_consumer_preferred_layers(router_id, id, spatial, temporal, now)
+        self.on_worker(move |e, c| {
+            e.set_consumer_preferred_layers(c.router_id, id, spatial, temporal, c.now, c.out)
         })
         .await
     }
@@ -571,41 +593,37 @@ impl Router {
         id: ConsumerId,
         priority: u8,
     ) -> Result<(), RoomError> {
-        self.on_worker(move |core, router_id, _| {
-            core.set_consumer_priority(router_id, id, priority)
-        })
-        .await
+        self.on_worker(move |e, c| e.set_consumer_priority(c.router_id, id, priority))
+            .await
     }
 
     /// `requestConsumerKeyFrame`.
     pub async fn request_consumer_key_frame(&self, id: ConsumerId) -> Result<(), RoomError> {
-        self.on_worker(move |core, router_id, now| {
-            core.request_consumer_key_frame(router_id, id, now)
-        })
-        .await
+        self.on_worker(move |e, c| e.request_consumer_key_frame(c.router_id, id, c.now, c.out))
+            .await
     }
 
     /// Closes a consumer.
     pub async fn close_consumer(&self, id: ConsumerId) -> Result<(), RoomError> {
-        self.on_worker(move |core, router_id, _| core.close_consumer(router_id, id))
+        self.on_worker(move |e, c| e.close_consumer(c.router_id, id))
             .await
     }
 
     /// `getTransportStats`.
     pub async fn transport_stats(&self, id: TransportId) -> Result<serde_json::Value, RoomError> {
-        self.on_worker(move |core, router_id, _| core.transport_stats(router_id, id))
+        self.on_worker(move |e, c| e.transport_stats(c.router_id, id))
             .await
     }
 
     /// `getProducerStats`.
     pub async fn producer_stats(&self, id: ProducerId) -> Result<serde_json::Value, RoomError> {
-        self.on_worker(move |core, router_id, now| core.producer_stats(router_id, id, now))
+        self.on_worker(move |e, c| e.producer_stats(c.router_id, id, c.now))
             .await
     }
 
     /// `getConsumerStats`.
     pub async fn consumer_stats(&self, id: ConsumerId) -> Result<serde_json::Value, RoomError> {
-        self.on_worker(move |core, router_id, _| core.consumer_stats(router_id, id))
+        self.on_worker(move |e, c| e.consumer_stats(c.router_id, id))
             .await
     }
 
@@ -615,7 +633,7 @@ impl Router {
         let _ = self
             .inner
             .worker
-            .exec(move |core, _| core.close_router(router_id))
+            .exec(move |engine, _, out| engine.close_router(router_id, out))
             .await;
         if let Ok(mut map) = self.inner.producers.lock() {
             map.clear();
@@ -629,20 +647,6 @@ impl Router {
 fn random_ssrc() -> u32 {
     // Avoid 0, which some stacks treat as "unset".
     rand::random::<u32>().max(1)
-}
-
-/// The codec family of a MIME type, for keyframe detection.
-fn video_codec(mime_type: &str) -> VideoCodec {
-    let sub = mime_type.split_once('/').map_or("", |(_, s)| s);
-    if sub.eq_ignore_ascii_case("vp8") {
-        VideoCodec::Vp8
-    } else if sub.eq_ignore_ascii_case("vp9") {
-        VideoCodec::Vp9
-    } else if sub.eq_ignore_ascii_case("h264") {
-        VideoCodec::H264
-    } else {
-        VideoCodec::Other
-    }
 }
 
 fn ext_id(params: &RtpParameters, wanted: &str) -> u8 {
@@ -665,30 +669,37 @@ fn produce_spec(kind: MediaKind, params: &RtpParameters, paused: bool) -> Produc
                 .and_then(|v| v.as_i64())
                 .and_then(|v| u8::try_from(v).ok())
             {
-                rtx.push((c.payload_type, apt));
+                rtx.push(RtxMapping {
+                    payload_type: c.payload_type,
+                    apt,
+                });
             }
         } else {
-            codecs.push((
-                c.payload_type,
-                CodecInfo {
+            codecs.push(CodecSpec {
+                payload_type: c.payload_type,
+                info: CodecInfo {
                     clock_rate: c.clock_rate,
-                    codec: video_codec(&c.mime_type),
+                    codec: VideoCodec::from_mime_type(&c.mime_type),
                 },
-            ));
+            });
         }
     }
     let encodings = params
         .encodings
         .iter()
-        .map(|e| (e.ssrc, e.rtx.map(|r| r.ssrc), e.rid.clone()))
+        .map(|e| EncodingSpec {
+            ssrc: e.ssrc,
+            rtx_ssrc: e.rtx.map(|r| r.ssrc),
+            rid: e.rid.clone(),
+        })
         .collect::<Vec<_>>();
     // A single SVC stream (e.g. VP9 L3T3_KEY) is forwarded whole: the worker does not drop
     // spatial or temporal layers inside one stream yet, so its consumers are `simple`
     // rather than claiming layer selection they would not do.
-    let consumer_type = if params.encodings.len() > 1 {
-        "simulcast"
+    let producer_type = if params.encodings.len() > 1 {
+        ProducerType::Simulcast
     } else {
-        "simple"
+        ProducerType::Simple
     };
     ProduceSpec {
         kind,
@@ -696,15 +707,17 @@ fn produce_spec(kind: MediaKind, params: &RtpParameters, paused: bool) -> Produc
         rtx,
         encodings,
         mid: params.mid.clone(),
-        ext_ids: ExtIds {
+        ext_ids: ExtensionIds {
             mid: ext_id(params, uri::MID),
             rid: ext_id(params, uri::RID),
-            rrid: ext_id(params, uri::REPAIRED_RID),
+            repaired_rid: ext_id(params, uri::REPAIRED_RID),
             audio_level: ext_id(params, uri::SSRC_AUDIO_LEVEL),
-            twcc: ext_id(params, uri::TRANSPORT_WIDE_CC_01),
+            transport_wide_cc: ext_id(params, uri::TRANSPORT_WIDE_CC_01),
+            // Only read on the way out (written per hop), never from the producer.
+            abs_send_time: 0,
         },
         paused,
-        consumer_type,
+        producer_type,
     }
 }
 
@@ -713,11 +726,11 @@ fn consume_spec(
     meta: &ProducerMeta,
     params: &RtpParameters,
     ssrc: u32,
-    rtx: Option<(u32, u8)>,
+    rtx: Option<RtxOut>,
     paused: bool,
     preferred_layers: Option<(u8, Option<u8>)>,
 ) -> ConsumeSpec {
-    let mut pt_map = [crate::consumer::NO_PT; 128];
+    let mut pt_map = [crate::forwarder::NO_PT; 128];
     for m in &meta.mapping.codecs {
         let offered = params
             .codecs
@@ -751,7 +764,7 @@ fn consume_spec(
         preferred_temporal: preferred_layers.and_then(|l| l.1),
         twcc_ext,
         abs_send_time_ext,
-        vp8_rewrite: meta.consumer_type == "simulcast"
+        vp8_rewrite: meta.producer_type == ProducerType::Simulcast
             && params
                 .codecs
                 .iter()

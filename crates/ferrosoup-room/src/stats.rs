@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::consumer::Consumer;
+use crate::forwarder::DropReason;
 use crate::producer::Producer;
 use crate::transport::Transport;
 use crate::udp::FlushOutcome;
@@ -17,28 +18,39 @@ macro_rules! counters {
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct WorkerCounters {
             $($(#[$doc])* pub $field: u64,)*
+            /// RTP packets dropped, by reason.
+            pub rtp_dropped: RtpDropCounts,
         }
 
         /// The last published copy of a worker's counters, readable from any thread.
         #[derive(Debug, Default)]
         pub struct SharedCounters {
             $($field: AtomicU64,)*
+            rtp_dropped: [AtomicU64; RtpDrop::ALL.len()],
         }
 
         impl SharedCounters {
             /// Stores a copy of `c`.
             pub fn publish(&self, c: &WorkerCounters) {
                 $(self.$field.store(c.$field, Ordering::Relaxed);)*
+                for (slot, n) in self.rtp_dropped.iter().zip(c.rtp_dropped.0) {
+                    slot.store(n, Ordering::Relaxed);
+                }
             }
 
             /// Reads the last published copy.
             pub fn snapshot(&self) -> WorkerCounters {
-                WorkerCounters { $($field: self.$field.load(Ordering::Relaxed),)* }
+                WorkerCounters {
+                    $($field: self.$field.load(Ordering::Relaxed),)*
+                    rtp_dropped: RtpDropCounts(std::array::from_fn(|i| {
+                        self.rtp_dropped[i].load(Ordering::Relaxed)
+                    })),
+                }
             }
         }
 
         impl WorkerCounters {
-            /// `(name, value)` pairs, for exposition.
+            /// `(name, value)` pairs of the plain counters, for exposition.
             pub fn fields(&self) -> [(&'static str, u64); counters!(@count $($field)*)] {
                 [$((stringify!($field), self.$field),)*]
             }
@@ -46,6 +58,128 @@ macro_rules! counters {
     };
     (@count $($x:ident)*) => { <[()]>::len(&[$(counters!(@unit $x)),*]) };
     (@unit $x:ident) => { () };
+}
+
+/// Why a worker dropped an RTP packet (`ferrosoup_rtp_dropped_total{reason}`). Every path
+/// that drops one names its reason; none is computed and thrown away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RtpDrop {
+    /// Arrived before DTLS completed.
+    NotConnected,
+    /// SRTP authentication failed.
+    SrtpAuth,
+    /// SRTP replay (a duplicate).
+    SrtpReplay,
+    /// The RTP header (or an RTX payload) does not parse.
+    Malformed,
+    /// Its SSRC (or MID/RID) matches no producer stream.
+    UnknownSsrc,
+    /// Its payload type is none the producer declared.
+    UnknownPayloadType,
+    /// An RTX packet without payload (a bandwidth probe).
+    RtxPadding,
+    /// Not forwarded to a consumer: the producer is paused.
+    ProducerPaused,
+    /// Not forwarded to a consumer: the consumer is paused.
+    ConsumerPaused,
+    /// Not forwarded to a consumer: another layer is forwarded.
+    OtherLayer,
+    /// Not forwarded to a consumer: it waits for a keyframe.
+    WaitingKeyframe,
+    /// Not forwarded to a consumer: older than its last sync point.
+    TooOld,
+    /// Not forwarded to a consumer: its client cannot receive the payload type.
+    UnsupportedByConsumer,
+    /// The consumer's transport has no connected path yet.
+    NoRoute,
+    /// Too big for a datagram with SRTP overhead.
+    TooBig,
+    /// SRTP protection failed.
+    ProtectFailed,
+    /// A NACKed packet resent less than a round trip ago (not sent again).
+    ResentRecently,
+    /// A NACKed packet no longer in the store (or from before a layer switch).
+    NotStored,
+}
+
+impl RtpDrop {
+    /// Every reason, in label order.
+    pub const ALL: [RtpDrop; 18] = [
+        Self::NotConnected,
+        Self::SrtpAuth,
+        Self::SrtpReplay,
+        Self::Malformed,
+        Self::UnknownSsrc,
+        Self::UnknownPayloadType,
+        Self::RtxPadding,
+        Self::ProducerPaused,
+        Self::ConsumerPaused,
+        Self::OtherLayer,
+        Self::WaitingKeyframe,
+        Self::TooOld,
+        Self::UnsupportedByConsumer,
+        Self::NoRoute,
+        Self::TooBig,
+        Self::ProtectFailed,
+        Self::ResentRecently,
+        Self::NotStored,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NotConnected => "not_connected",
+            Self::SrtpAuth => "srtp_auth",
+            Self::SrtpReplay => "srtp_replay",
+            Self::Malformed => "malformed",
+            Self::UnknownSsrc => "unknown_ssrc",
+            Self::UnknownPayloadType => "unknown_payload_type",
+            Self::RtxPadding => "rtx_padding",
+            Self::ProducerPaused => "producer_paused",
+            Self::ConsumerPaused => "consumer_paused",
+            Self::OtherLayer => "other_layer",
+            Self::WaitingKeyframe => "waiting_keyframe",
+            Self::TooOld => "too_old",
+            Self::UnsupportedByConsumer => "unsupported_by_consumer",
+            Self::NoRoute => "no_route",
+            Self::TooBig => "too_big",
+            Self::ProtectFailed => "protect_failed",
+            Self::ResentRecently => "resent_recently",
+            Self::NotStored => "not_stored",
+        }
+    }
+}
+
+impl From<DropReason> for RtpDrop {
+    fn from(r: DropReason) -> Self {
+        match r {
+            DropReason::OtherLayer => Self::OtherLayer,
+            DropReason::WaitingKeyframe => Self::WaitingKeyframe,
+            DropReason::TooOld => Self::TooOld,
+            DropReason::UnknownPayloadType => Self::UnsupportedByConsumer,
+        }
+    }
+}
+
+/// RTP drop counts, indexed like [`RtpDrop::ALL`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RtpDropCounts(pub [u64; RtpDrop::ALL.len()]);
+
+impl RtpDropCounts {
+    /// Counts one drop.
+    pub fn add(&mut self, reason: RtpDrop) {
+        self.0[reason as usize] += 1;
+    }
+
+    /// Drops for one reason.
+    pub fn get(&self, reason: RtpDrop) -> u64 {
+        self.0[reason as usize]
+    }
+
+    /// `(label, count)` for every reason.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        RtpDrop::ALL.iter().map(|r| (r.label(), self.get(*r)))
+    }
 }
 
 counters!(
@@ -85,8 +219,6 @@ counters!(
     nacks_sent,
     /// Packets retransmitted to consumers.
     retransmissions,
-    /// NACKs not answered because the packet was resent less than a round trip ago.
-    nacks_throttled,
     /// PLI/FIR received from consumers.
     plis_received,
     /// PLIs sent to producers.
@@ -95,20 +227,12 @@ counters!(
     stun_rejected,
     /// Packets failing SRTP/SRTCP authentication.
     srtp_failures,
-    /// SRTP packets dropped as replays (duplicates).
-    srtp_replays,
-    /// Packets from a 5-tuple that passed no ICE check.
+    /// Datagrams from a 5-tuple that passed no ICE check.
     dropped_unknown_tuple,
-    /// Media before DTLS completed.
-    dropped_not_connected,
-    /// Malformed packets.
+    /// Datagrams of no known kind, and malformed RTCP.
     dropped_malformed,
-    /// RTP with an SSRC matching no producer.
-    dropped_unknown_ssrc,
-    /// RTP with a payload type the producer did not declare.
-    dropped_unknown_payload_type,
-    /// Packets too big to forward with SRTP overhead.
-    dropped_too_big,
+    /// RTCP dropped: before DTLS completed, or failing SRTCP authentication.
+    rtcp_dropped,
 );
 
 impl WorkerCounters {
@@ -191,11 +315,11 @@ pub fn consumer_stats(c: &Consumer, p: Option<&Producer>) -> Value {
         "type": "outbound-rtp",
         "timestamp": ts,
         "ssrc": c.ssrc,
-        "rtxSsrc": c.rtx.map(|r| r.0),
+        "rtxSsrc": c.rtx.map(|r| r.ssrc),
         "kind": c.kind,
         "packetCount": c.send_stats.packets(),
         "byteCount": c.send_stats.octets(),
-        "roundTripTime": c.rtt_ms,
+        "roundTripTime": c.rtt.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
         "fractionLost": c.fraction_lost,
         "packetsRetransmitted": c.retransmitted,
         "nackCount": c.retransmitted + c.nack_misses,

@@ -3,26 +3,37 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ferrosoup_proto::transport::{DtlsState, IceState};
-use ferrosoup_rtc::dtls::{DtlsRole, DtlsSession, Fingerprint};
+use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsError, DtlsRole, DtlsSession, Fingerprint};
 use ferrosoup_rtc::ice::IceLiteServer;
 use ferrosoup_rtc::srtp::SrtpSession;
 use ferrosoup_rtc::twcc::TwccRecorder;
 
+use crate::arena::{ConsumerKey, ProducerKey};
 use crate::ids::{RouterId, TransportId};
 
-/// Where an incoming SSRC goes: a producer stream (slab key, stream index), and whether the
-/// SSRC is the stream's RTX SSRC.
+/// Where an incoming SSRC goes: a producer stream, and whether the SSRC is the stream's RTX
+/// SSRC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamRef {
-    /// Producer slab key.
-    pub producer: usize,
+    /// The producer.
+    pub producer: ProducerKey,
     /// Stream index within the producer.
     pub stream: usize,
     /// The SSRC carries RTX.
     pub rtx: bool,
+}
+
+/// The DTLS role and fingerprints a client gave in `connectTransport`.
+#[derive(Clone, Debug)]
+pub struct RemoteDtls {
+    /// Our role (the opposite of the client's).
+    pub local_role: DtlsRole,
+    /// Fingerprints the client's certificate must match.
+    pub fingerprints: Vec<Fingerprint>,
 }
 
 /// One WebRTC transport.
@@ -33,10 +44,10 @@ pub struct Transport {
     pub router_id: RouterId,
     /// ICE-lite state.
     pub ice: IceLiteServer,
-    /// DTLS session, created by `connectTransport`.
+    /// DTLS session, created once `connectTransport` came and ICE has a tuple.
     pub dtls: Option<DtlsSession>,
-    /// Role and fingerprints the client gave in `connectTransport`.
-    pub remote_dtls: Option<(DtlsRole, Vec<Fingerprint>)>,
+    /// What the client gave in `connectTransport`.
+    pub remote_dtls: Option<RemoteDtls>,
     /// SRTP contexts once DTLS is connected.
     pub srtp: Option<SrtpSession>,
     /// Last states reported to the control path.
@@ -45,14 +56,14 @@ pub struct Transport {
     pub tuples: Vec<SocketAddr>,
     /// Incoming SSRC → producer stream.
     pub ssrc_table: HashMap<u32, StreamRef>,
-    /// MID → producer slab key, to learn SSRCs of producers announced without them.
-    pub mid_table: HashMap<String, usize>,
-    /// Outgoing consumer SSRC (media and RTX) → consumer slab key, for RTCP feedback.
-    pub consumer_ssrcs: HashMap<u32, usize>,
+    /// MID → producer, to learn SSRCs of producers announced without them.
+    pub mid_table: HashMap<String, ProducerKey>,
+    /// Outgoing consumer SSRC (media and RTX) → consumer, for RTCP feedback.
+    pub consumer_ssrcs: HashMap<u32, ConsumerKey>,
     /// Producers on this transport (owned).
-    pub producers: Vec<usize>,
+    pub producers: Vec<ProducerKey>,
     /// Consumers on this transport (owned).
-    pub consumers: Vec<usize>,
+    pub consumers: Vec<ConsumerKey>,
     /// `setMaxIncomingBitrate` value (0: unlimited).
     pub max_incoming_bitrate: u32,
     /// When ICE went to `disconnected` (for `iceRestartRequired`).
@@ -61,16 +72,15 @@ pub struct Transport {
     pub ice_restart_notified_at: Option<Instant>,
     /// Counters for stats.
     pub counters: TransportCounters,
-    /// When the next RTCP report round is due.
-    pub next_rtcp_at: Instant,
     /// Latest REMB estimate from the client, bits per second.
     pub remb_bitrate: Option<u64>,
     /// Next transport-wide sequence number written into packets sent on this transport.
     pub twcc_seq: u16,
     /// Arrivals of the client's packets, for transport-cc feedback to it.
     pub twcc: TwccRecorder,
-    /// When the next transport-cc feedback is due.
-    pub next_twcc_feedback_at: Instant,
+    /// Round-trip time to the client: from its receiver reports about our consumers' streams
+    /// (SR/RR), or from its DLRR answers to our XR receiver reference times.
+    pub rtt: Option<Duration>,
 }
 
 /// Per-transport packet counters.
@@ -94,7 +104,47 @@ pub struct TransportCounters {
     pub unknown_ssrc: u64,
 }
 
+/// What sending media on a connected transport needs: SRTP, the client's address and the
+/// transport-wide sequence counter.
+pub struct Egress<'a> {
+    /// SRTP contexts.
+    pub srtp: &'a mut SrtpSession,
+    /// Where to send.
+    pub to: SocketAddr,
+    /// Next transport-wide sequence number.
+    pub twcc_seq: &'a mut u16,
+    /// Counters of the transport.
+    pub counters: &'a mut TransportCounters,
+}
+
 impl Transport {
+    /// A new transport of `router_id` with ICE-lite state.
+    pub fn new(id: TransportId, router_id: RouterId, ice: IceLiteServer, now: Instant) -> Self {
+        Self {
+            id,
+            router_id,
+            ice,
+            dtls: None,
+            remote_dtls: None,
+            srtp: None,
+            reported: (IceState::New, DtlsState::New),
+            tuples: Vec::new(),
+            ssrc_table: HashMap::new(),
+            mid_table: HashMap::new(),
+            consumer_ssrcs: HashMap::new(),
+            producers: Vec::new(),
+            consumers: Vec::new(),
+            max_incoming_bitrate: 0,
+            ice_disconnected_at: None,
+            ice_restart_notified_at: None,
+            counters: TransportCounters::default(),
+            remb_bitrate: None,
+            twcc_seq: 0,
+            twcc: TwccRecorder::new(now),
+            rtt: None,
+        }
+    }
+
     /// The DTLS state as mediasoup names it.
     pub fn dtls_state(&self) -> DtlsState {
         use ferrosoup_rtc::dtls::DtlsState as S;
@@ -123,5 +173,47 @@ impl Transport {
     /// Where to send: the selected ICE tuple.
     pub fn remote(&self) -> Option<SocketAddr> {
         self.ice.selected_tuple()
+    }
+
+    /// SRTP and address for sending, once DTLS connected and ICE selected a tuple.
+    pub fn egress(&mut self) -> Option<Egress<'_>> {
+        let to = self.ice.selected_tuple()?;
+        Some(Egress {
+            srtp: self.srtp.as_mut()?,
+            to,
+            twcc_seq: &mut self.twcc_seq,
+            counters: &mut self.counters,
+        })
+    }
+
+    /// Starts DTLS once the client's parameters are known (idempotent).
+    pub fn start_dtls(
+        &mut self,
+        certificate: &Arc<DtlsCertificate>,
+        now: Instant,
+    ) -> Result<(), DtlsError> {
+        let Some(remote) = &self.remote_dtls else {
+            return Ok(());
+        };
+        if self.dtls.is_none() {
+            self.dtls = Some(DtlsSession::new(
+                certificate.clone(),
+                remote.local_role,
+                remote.fingerprints.clone(),
+                now,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// When the next `iceRestartRequired` is due: `timeout` after ICE went `disconnected`,
+    /// then every `timeout` while it stays so.
+    pub fn restart_notice_due(&self, timeout: Duration) -> Option<Instant> {
+        let since = self.ice_disconnected_at?;
+        Some(
+            self.ice_restart_notified_at
+                .map_or(since, |at| at.max(since))
+                + timeout,
+        )
     }
 }

@@ -4,6 +4,8 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 
+use crate::transmit::Transmit;
+
 /// Largest datagram the worker accepts or sends.
 pub const MAX_DATAGRAM: usize = 1500;
 
@@ -213,6 +215,53 @@ impl SendBatch {
         }
         self.count = 0;
         outcome
+    }
+}
+
+/// The worker's outgoing side: a [`SendBatch`] on the worker socket. As the engine's
+/// [`Transmit`] it flushes itself when the batch is full; the worker loop flushes the rest at
+/// the end of each turn. This is the only place datagrams leave a worker.
+pub struct SocketSender {
+    socket: UdpSocket,
+    batch: SendBatch,
+    totals: FlushOutcome,
+}
+
+impl SocketSender {
+    /// A sender of batches of up to `capacity` datagrams on `socket`.
+    pub fn new(socket: UdpSocket, capacity: usize) -> Self {
+        Self {
+            socket,
+            batch: SendBatch::new(capacity.max(1)),
+            totals: FlushOutcome::default(),
+        }
+    }
+
+    /// Sends everything queued.
+    pub fn flush(&mut self) {
+        let out = self.batch.flush(&self.socket);
+        self.totals.sent += out.sent;
+        self.totals.bytes += out.bytes;
+        self.totals.dropped += out.dropped;
+    }
+
+    /// What the flushes since the last call sent and dropped.
+    pub fn take_totals(&mut self) -> FlushOutcome {
+        std::mem::take(&mut self.totals)
+    }
+}
+
+impl Transmit for SocketSender {
+    fn buffer(&mut self) -> &mut [u8; MAX_DATAGRAM] {
+        if self.batch.is_full() {
+            self.flush();
+        }
+        let i = self.batch.count;
+        &mut self.batch.bufs[i]
+    }
+
+    fn commit(&mut self, len: usize, to: SocketAddr) {
+        self.batch.commit(len, to);
     }
 }
 

@@ -1,13 +1,14 @@
-//! A worker thread: one event loop (mio) over one UDP socket, a command queue and a timer
-//! tick. The control path reaches it only through [`WorkerHandle::exec`], which sends a
-//! closure and awaits its one-shot reply.
+//! A worker thread: one event loop (mio) around one sans-IO [`Engine`]. The loop owns the
+//! UDP socket, the clock and the flush; it sleeps until a datagram, a control job or the
+//! engine's next deadline. The control path reaches it only through
+//! [`WorkerHandle::exec`], which sends a closure and awaits its one-shot reply.
 
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -16,15 +17,16 @@ use tokio::sync::oneshot;
 
 use ferrosoup_rtc::dtls::DtlsCertificate;
 
-use crate::core::WorkerCore;
+use crate::engine::Engine;
 use crate::error::RoomError;
 use crate::events::MediaEvent;
 use crate::settings::IceTimeouts;
 use crate::stats::{SharedCounters, WorkerCounters};
-use crate::udp::RecvBatch;
+use crate::transmit::Transmit;
+use crate::udp::{RecvBatch, SocketSender};
 
-/// How often timers (ICE consent, DTLS retransmission, NACK, RTCP, keyframe retries) run.
-const TICK: Duration = Duration::from_millis(20);
+/// Datagrams sent per `sendmmsg` call.
+const SEND_BATCH: usize = 64;
 /// Datagrams read per `recvmmsg` call.
 const RECV_BATCH: usize = 32;
 /// Receive batches handled per loop turn before timers and commands get their turn.
@@ -33,7 +35,7 @@ const MAX_BATCHES_PER_TURN: usize = 16;
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
 
-type Job = Box<dyn FnOnce(&mut WorkerCore, Instant) + Send>;
+type Job = Box<dyn FnOnce(&mut Engine, Instant, &mut dyn Transmit) + Send>;
 
 /// A cheap, cloneable handle to a worker thread.
 #[derive(Clone)]
@@ -46,16 +48,16 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Runs `f` on the worker thread with its state and the current time, and returns its
-    /// result.
+    /// Runs `f` on the worker thread with its engine, the current time and the worker's
+    /// outgoing datagrams, and returns its result.
     pub async fn exec<R, F>(&self, f: F) -> Result<R, RoomError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut WorkerCore, Instant) -> R + Send + 'static,
+        F: FnOnce(&mut Engine, Instant, &mut dyn Transmit) -> R + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |core, now| {
-            let _ = tx.send(f(core, now));
+        let job: Job = Box::new(move |engine, now, out| {
+            let _ = tx.send(f(engine, now, out));
         });
         self.jobs.send(job).map_err(|_| RoomError::WorkerGone)?;
         self.waker.wake().map_err(|_| RoomError::WorkerGone)?;
@@ -106,10 +108,9 @@ pub fn spawn(
         shared: shared.clone(),
         ice_timeouts,
     };
-    let core = state.new_core()?;
     std::thread::Builder::new()
         .name(format!("ferrosoup-worker-{index}"))
-        .spawn(move || supervise(state, poll, core, jobs_rx))?;
+        .spawn(move || supervise(state, poll, jobs_rx))?;
     Ok(WorkerHandle {
         index,
         port,
@@ -130,29 +131,44 @@ struct WorkerState {
 }
 
 impl WorkerState {
-    fn new_core(&self) -> io::Result<WorkerCore> {
-        WorkerCore::new(
-            self.socket.try_clone()?,
+    fn new_engine(&self) -> io::Result<Engine> {
+        Ok(Engine::new(
+            self.socket.local_addr()?.port(),
             self.certificate.clone(),
             self.events.clone(),
-            self.shared.clone(),
             self.ice_timeouts,
-        )
+            Instant::now(),
+            SystemTime::now(),
+        ))
     }
 }
 
 /// Runs the event loop; if it panics (a bug), the worker's state is dropped, its routers are
 /// reported as lost, and the loop restarts with empty state on the same socket, so the
 /// server and the other workers keep serving.
-fn supervise(state: WorkerState, mut poll: Poll, mut core: WorkerCore, jobs: Receiver<Job>) {
+fn supervise(state: WorkerState, mut poll: Poll, jobs: Receiver<Job>) {
+    let mut sender = match state.socket.try_clone() {
+        Ok(socket) => SocketSender::new(socket, SEND_BATCH),
+        Err(e) => {
+            tracing::error!(worker = state.index, "worker socket: {e}");
+            return;
+        }
+    };
     loop {
+        let mut engine = match state.new_engine() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(worker = state.index, "worker cannot start: {e}");
+                return;
+            }
+        };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run(&mut poll, &mut core, &jobs)
+            run(&state, &mut poll, &mut engine, &mut sender, &jobs)
         }));
         if outcome.is_ok() {
             return;
         }
-        let routers = core.router_ids();
+        let routers = engine.router_ids();
         tracing::error!(
             worker = state.index,
             routers = routers.len(),
@@ -162,30 +178,31 @@ fn supervise(state: WorkerState, mut poll: Poll, mut core: WorkerCore, jobs: Rec
             worker: state.index,
             routers,
         });
-        core = match state.new_core() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(worker = state.index, "worker cannot restart: {e}");
-                return;
-            }
-        };
     }
 }
 
 /// The worker event loop; returns when every handle is gone.
-fn run(poll: &mut Poll, core: &mut WorkerCore, jobs: &Receiver<Job>) {
+fn run(
+    state: &WorkerState,
+    poll: &mut Poll,
+    engine: &mut Engine,
+    sender: &mut SocketSender,
+    jobs: &Receiver<Job>,
+) {
     let mut events = Events::with_capacity(64);
     let mut batch = RecvBatch::new(RECV_BATCH);
-    let mut next_tick = Instant::now() + TICK;
     let mut socket_backlog = false;
     loop {
         let now = Instant::now();
+        // Sleep until a datagram, a job or the engine's next deadline (none: until woken).
         let timeout = if socket_backlog {
-            Duration::ZERO
+            Some(Duration::ZERO)
         } else {
-            next_tick.saturating_duration_since(now)
+            engine
+                .poll_timeout()
+                .map(|at| at.saturating_duration_since(now))
         };
-        if let Err(e) = poll.poll(&mut events, Some(timeout))
+        if let Err(e) = poll.poll(&mut events, timeout)
             && e.kind() != io::ErrorKind::Interrupted
         {
             tracing::error!("worker poll failed: {e}");
@@ -196,14 +213,14 @@ fn run(poll: &mut Poll, core: &mut WorkerCore, jobs: &Receiver<Job>) {
         socket_backlog = false;
         let now = Instant::now();
         for _ in 0..MAX_BATCHES_PER_TURN {
-            match batch.recv(core.socket()) {
+            match batch.recv(&state.socket) {
                 Ok(n) => {
                     for i in 0..n {
                         if let Some((data, from)) = batch.get_mut(i) {
-                            core.handle_datagram(now, from, data);
+                            engine.handle_datagram(now, from, data, sender);
                         }
                     }
-                    core.flush();
+                    sender.flush();
                     socket_backlog = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -219,16 +236,14 @@ fn run(poll: &mut Poll, core: &mut WorkerCore, jobs: &Receiver<Job>) {
         }
         loop {
             match jobs.try_recv() {
-                Ok(job) => job(core, Instant::now()),
+                Ok(job) => job(engine, Instant::now(), sender),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             }
         }
-        let now = Instant::now();
-        if now >= next_tick {
-            core.on_tick(now);
-            next_tick = now + TICK;
-        }
-        core.flush();
+        engine.handle_timeout(Instant::now(), sender);
+        sender.flush();
+        engine.record_flush(sender.take_totals());
+        state.shared.publish(engine.counters());
     }
 }

@@ -54,13 +54,25 @@ impl NackGenerator {
     /// Records a received packet. `is_keyframe` marks the first packet of a keyframe
     /// (missing packets before it are no longer needed); `is_recovered` marks a packet
     /// obtained by RTX or FEC, which only fills its own gap and never opens new ones.
-    pub fn on_packet(&mut self, now: Instant, ext_seq: u64, is_keyframe: bool, is_recovered: bool) {
+    /// Returns true when the packet opened a gap: NACKs (or a keyframe request, if too many
+    /// are missing) are due at once.
+    pub fn on_packet(
+        &mut self,
+        now: Instant,
+        ext_seq: u64,
+        is_keyframe: bool,
+        is_recovered: bool,
+    ) -> bool {
+        let mut gap = false;
         match self.highest {
             None if is_recovered => {}
             None => self.highest = Some(ext_seq),
             Some(h) if ext_seq > h && !is_recovered => {
                 self.highest = Some(ext_seq);
-                self.add_gap(now, h + 1, ext_seq);
+                gap = ext_seq > h + 1;
+                if gap {
+                    self.add_gap(now, h + 1, ext_seq);
+                }
             }
             Some(_) => self.remove(ext_seq),
         }
@@ -69,6 +81,7 @@ impl NackGenerator {
             let keep_from = self.missing.partition_point(|m| m.ext_seq < ext_seq);
             self.missing.drain(..keep_from);
         }
+        gap
     }
 
     /// Marks `from..to` missing.

@@ -21,6 +21,12 @@ pub const PT_BYE: u8 = 203;
 pub const PT_RTPFB: u8 = 205;
 /// Payload-specific feedback packet type (RFC 4585).
 pub const PT_PSFB: u8 = 206;
+/// Extended report (RFC 3611).
+pub const PT_XR: u8 = 207;
+/// XR block type: receiver reference time (RFC 3611 §4.4).
+const XR_RRTR: u8 = 4;
+/// XR block type: delay since last receiver report (RFC 3611 §4.5).
+const XR_DLRR: u8 = 5;
 
 const HEADER_LEN: usize = 4;
 const REPORT_BLOCK_LEN: usize = 24;
@@ -285,6 +291,13 @@ pub enum RtcpItem<'a> {
         /// The whole RTCP packet, header included.
         raw: &'a [u8],
     },
+    /// Extended report (RFC 3611); its DLRR sub-blocks answer our receiver reference times.
+    ExtendedReport {
+        /// Sender SSRC.
+        ssrc: u32,
+        /// The report blocks.
+        blocks: XrBlocks<'a>,
+    },
     /// Any other packet type or feedback format.
     Other {
         /// Packet type.
@@ -294,6 +307,73 @@ pub enum RtcpItem<'a> {
         /// The whole RTCP packet, header included.
         raw: &'a [u8],
     },
+}
+
+/// The report blocks of an extended report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XrBlocks<'a>(&'a [u8]);
+
+/// One DLRR sub-block: a receiver's answer to a receiver reference time report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DlrrItem {
+    /// SSRC of the receiver the answer is for (who sent the RRTR).
+    pub ssrc: u32,
+    /// Middle 32 bits of the NTP time in that RRTR.
+    pub last_rr: u32,
+    /// Delay since it arrived, in 1/65536 s.
+    pub delay: u32,
+}
+
+impl<'a> XrBlocks<'a> {
+    /// `(block type, contents)` of each block; stops at the first truncated one.
+    fn blocks(self) -> impl Iterator<Item = (u8, &'a [u8])> + 'a {
+        let mut rest = self.0;
+        std::iter::from_fn(move || {
+            let [bt, _, l0, l1, ref tail @ ..] = *rest else {
+                return None;
+            };
+            let len = usize::from(u16::from_be_bytes([l0, l1])) * 4;
+            let body = tail.get(..len)?;
+            rest = &tail[len..];
+            Some((bt, body))
+        })
+    }
+
+    /// The sub-blocks of every DLRR block.
+    pub fn dlrr(self) -> impl Iterator<Item = DlrrItem> + 'a {
+        self.blocks()
+            .filter(|&(bt, _)| bt == XR_DLRR)
+            .flat_map(|(_, body)| {
+                body.chunks_exact(12).map(|c| DlrrItem {
+                    ssrc: be32(c, 0),
+                    last_rr: be32(c, 4),
+                    delay: be32(c, 8),
+                })
+            })
+    }
+}
+
+impl DlrrItem {
+    /// The round trip this answer measures, received at wall clock `now_ntp` (`None` for
+    /// an answer to no report, or inconsistent values).
+    pub fn rtt(&self, now_ntp: u64) -> Option<Duration> {
+        compact_rtt(now_ntp, self.last_rr, self.delay)
+    }
+}
+
+/// Round trip from a compact NTP time we sent, echoed back with the delay the peer held it
+/// (both in 1/65536 s), received at `now_ntp`.
+fn compact_rtt(now_ntp: u64, sent: u32, delay: u32) -> Option<Duration> {
+    if sent == 0 {
+        return None;
+    }
+    let rtt = ((now_ntp >> 16) as u32)
+        .wrapping_sub(sent)
+        .wrapping_sub(delay);
+    if (rtt as i32) < 0 {
+        return None;
+    }
+    Some(Duration::from_nanos(u64::from(rtt) * 1_000_000_000 / 65536))
 }
 
 /// Iterator over the packets of a compound RTCP datagram (see [`parse_compound`]).
@@ -426,6 +506,10 @@ fn parse_packet<'a>(packet: &'a [u8], body: &'a [u8]) -> Result<RtcpItem<'a>, Rt
                 },
             }
         }
+        PT_XR => RtcpItem::ExtendedReport {
+            ssrc: be32(body.get(..4).ok_or(malformed)?, 0),
+            blocks: XrBlocks(&body[4..]),
+        },
         _ => RtcpItem::Other {
             pt,
             count,
@@ -497,6 +581,35 @@ pub fn write_rr(buf: &mut [u8], ssrc: u32, blocks: &[ReportBlock]) -> Option<usi
         .zip(out[8..].chunks_exact_mut(REPORT_BLOCK_LEN))
     {
         block.write(chunk);
+    }
+    Some(len)
+}
+
+/// Writes an extended report with a receiver reference time block (RFC 3611 §4.4) at NTP
+/// time `ntp`: a sender answers it with a DLRR block, which measures the round trip to a
+/// peer we only receive from. Returns the length (20), or `None` if `buf` is too small.
+pub fn write_xr_rrtr(buf: &mut [u8], ssrc: u32, ntp: u64) -> Option<usize> {
+    let out = take(buf, 20)?;
+    write_header(out, 0, PT_XR, 20);
+    out[4..8].copy_from_slice(&ssrc.to_be_bytes());
+    out[8..12].copy_from_slice(&[XR_RRTR, 0, 0, 2]);
+    out[12..20].copy_from_slice(&ntp.to_be_bytes());
+    Some(20)
+}
+
+/// Writes an extended report with one DLRR block (RFC 3611 §4.5) answering `items`.
+pub fn write_xr_dlrr(buf: &mut [u8], ssrc: u32, items: &[DlrrItem]) -> Option<usize> {
+    let len = 12 + 12 * items.len();
+    let block_words = u16::try_from(3 * items.len()).ok()?;
+    let out = take(buf, len)?;
+    write_header(out, 0, PT_XR, len);
+    out[4..8].copy_from_slice(&ssrc.to_be_bytes());
+    out[8..10].copy_from_slice(&[XR_DLRR, 0]);
+    out[10..12].copy_from_slice(&block_words.to_be_bytes());
+    for (item, chunk) in items.iter().zip(out[12..].chunks_exact_mut(12)) {
+        chunk[0..4].copy_from_slice(&item.ssrc.to_be_bytes());
+        chunk[4..8].copy_from_slice(&item.last_rr.to_be_bytes());
+        chunk[8..12].copy_from_slice(&item.delay.to_be_bytes());
     }
     Some(len)
 }
@@ -823,17 +936,7 @@ impl SendStats {
     /// yet, or if the values are inconsistent).
     pub fn on_report_block(&mut self, now_ntp: u64, block: &ReportBlock) -> Option<Duration> {
         self.last_report = Some(*block);
-        if block.last_sr == 0 {
-            return None;
-        }
-        let compact_now = (now_ntp >> 16) as u32;
-        let rtt = compact_now
-            .wrapping_sub(block.last_sr)
-            .wrapping_sub(block.delay_since_last_sr);
-        if (rtt as i32) < 0 {
-            return None;
-        }
-        let rtt = Duration::from_nanos(u64::from(rtt) * 1_000_000_000 / 65536);
+        let rtt = compact_rtt(now_ntp, block.last_sr, block.delay_since_last_sr)?;
         self.rtt = Some(rtt);
         Some(rtt)
     }
@@ -854,6 +957,57 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use rtc_rtcp::packet::Packet;
+
+    #[test]
+    fn xr_rrtr_answered_by_dlrr_measures_the_round_trip() {
+        // We send an RRTR at NTP time t; the peer holds it 0.5 s and answers with a DLRR
+        // that arrives at t + 0.6 s: 100 ms round trip.
+        let t = ntp_from_unix(Duration::from_secs(1_700_000_000));
+        let mut buf = [0u8; 64];
+        let len = write_xr_rrtr(&mut buf, 1, t).unwrap();
+        let Some(Ok(RtcpItem::ExtendedReport { ssrc: 1, blocks })) =
+            parse_compound(&buf[..len]).next()
+        else {
+            panic!("an XR packet");
+        };
+        assert_eq!(blocks.dlrr().count(), 0);
+        let answer = DlrrItem {
+            ssrc: 1,
+            last_rr: (t >> 16) as u32,
+            delay: 65536 / 2,
+        };
+        let len = write_xr_dlrr(&mut buf, 77, &[answer, answer]).unwrap();
+        let Some(Ok(RtcpItem::ExtendedReport { ssrc: 77, blocks })) =
+            parse_compound(&buf[..len]).next()
+        else {
+            panic!("an XR packet");
+        };
+        let items = blocks.dlrr().collect::<Vec<_>>();
+        assert_eq!(items, vec![answer, answer]);
+        let now = t + ((6u64 << 32) / 10);
+        let rtt = items[0].rtt(now).unwrap();
+        assert!(
+            rtt.abs_diff(Duration::from_millis(100)) < Duration::from_millis(1),
+            "{rtt:?}"
+        );
+        // An answer to no report measures nothing.
+        assert_eq!(
+            DlrrItem {
+                last_rr: 0,
+                ..answer
+            }
+            .rtt(now),
+            None
+        );
+        // The rtc-rtcp crate reads the same packet.
+        let mut raw = Bytes::copy_from_slice(&buf[..len]);
+        let pkts = rtc_rtcp::packet::unmarshal(&mut raw).unwrap();
+        assert_eq!(pkts.len(), 1);
+        assert_eq!(
+            pkts[0].header().packet_type,
+            rtc_rtcp::header::PacketType::ExtendedReport
+        );
+    }
 
     fn block(ssrc: u32) -> ReportBlock {
         ReportBlock {

@@ -272,34 +272,46 @@ pub fn find_extension<'a>(packet: &'a [u8], info: &RtpHeaderInfo, id: u8) -> Opt
     extensions(packet, info).find_map(|(i, data)| (i == id).then_some(data))
 }
 
-/// Mutable data of the first extension element with `id`, for in-place value rewrites.
-pub fn find_extension_mut<'a>(
-    packet: &'a mut [u8],
-    info: &RtpHeaderInfo,
-    id: u8,
-) -> Option<&'a mut [u8]> {
-    if id == 0 {
-        return None;
-    }
-    let mut cursor = ExtCursor::new(packet.len(), info)?;
-    while let Some(e) = cursor.next(packet) {
-        if e.id == id {
-            return Some(&mut packet[e.data..e.data + e.len]);
-        }
-    }
-    None
+/// abs-send-time of a send time given as time since any epoch: 6.18 fixed-point seconds,
+/// modulo 64 s (the 24 bits on the wire).
+pub fn abs_send_time(since_epoch: std::time::Duration) -> u32 {
+    let units = since_epoch.as_nanos() * (1 << 18) / 1_000_000_000;
+    (units & 0x00FF_FFFF) as u32
 }
 
-/// Rewrites extension ids in place through `map` (indexed by old id, value = new id).
+/// Values an SFU writes into the header extensions of each packet it sends, because they
+/// describe its own hop: the transport-wide sequence number and the send time. Ids are the
+/// receiver's (0: not negotiated, nothing written).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HopValues {
+    /// Receiver's id of transport-wide-cc.
+    pub transport_cc_id: u8,
+    /// Transport-wide sequence number to write.
+    pub transport_cc: u16,
+    /// Receiver's id of abs-send-time.
+    pub abs_send_time_id: u8,
+    /// abs-send-time to write (24-bit 6.18 fixed point).
+    pub abs_send_time: u32,
+}
+
+/// Rewrites extension ids in place through `map` (indexed by old id, value = new id) and
+/// writes the `hop` values into the elements that carry them, in one pass. Returns true
+/// when the transport-wide sequence number was written.
 ///
 /// A new id of 0 drops the element: all its bytes (header and data) are zero-filled, which
 /// both forms read as padding. In the one-byte form a new id above 14 cannot be written
 /// and the element is dropped as well. Elements are never moved, so the packet length
 /// does not change.
-pub fn remap_extension_ids(packet: &mut [u8], info: &RtpHeaderInfo, map: &[u8; 256]) {
+pub fn rewrite_extensions(
+    packet: &mut [u8],
+    info: &RtpHeaderInfo,
+    map: &[u8; 256],
+    hop: &HopValues,
+) -> bool {
     let Some(mut cursor) = ExtCursor::new(packet.len(), info) else {
-        return;
+        return false;
     };
+    let mut wrote_transport_cc = false;
     while let Some(e) = cursor.next(packet) {
         let new_id = map[usize::from(e.id)];
         let keep = match cursor.form {
@@ -308,12 +320,21 @@ pub fn remap_extension_ids(packet: &mut [u8], info: &RtpHeaderInfo, map: &[u8; 2
         };
         if !keep {
             packet[e.start..e.data + e.len].fill(0);
-        } else if cursor.form == ExtForm::OneByte {
+            continue;
+        }
+        if cursor.form == ExtForm::OneByte {
             packet[e.start] = (new_id << 4) | (packet[e.start] & 0x0f);
         } else {
             packet[e.start] = new_id;
         }
+        let data = &mut packet[e.data..e.data + e.len];
+        if new_id == hop.transport_cc_id {
+            wrote_transport_cc |= write_transport_cc(data, hop.transport_cc);
+        } else if new_id == hop.abs_send_time_id {
+            write_abs_send_time(data, hop.abs_send_time);
+        }
     }
+    wrote_transport_cc
 }
 
 /// Reads a mid / rid / repaired-rid element (RFC 8843, RFC 8852): UTF-8 text, trailing
@@ -817,7 +838,12 @@ mod tests {
         let mut p = build(Some((ONE_BYTE_PROFILE, &ONE_BYTE_EXT)), &[], b"pl", 0);
         let info = parse_rtp(&p).unwrap();
         // 1 → 4, 2 dropped, 3 → 15 (unrepresentable: dropped).
-        remap_extension_ids(&mut p, &info, &map(&[(1, 4), (3, 15)]));
+        assert!(!rewrite_extensions(
+            &mut p,
+            &info,
+            &map(&[(1, 4), (3, 15)]),
+            &HopValues::default()
+        ));
         assert_eq!(parse_rtp(&p).unwrap(), info);
         assert_eq!(
             extensions(&p, &info).collect::<Vec<_>>(),
@@ -834,7 +860,12 @@ mod tests {
     fn remaps_two_byte_ids() {
         let mut p = build(Some((TWO_BYTE_PROFILE, &TWO_BYTE_EXT)), &[], b"pl", 0);
         let info = parse_rtp(&p).unwrap();
-        remap_extension_ids(&mut p, &info, &map(&[(1, 0), (200, 17), (20, 250)]));
+        rewrite_extensions(
+            &mut p,
+            &info,
+            &map(&[(1, 0), (200, 17), (20, 250)]),
+            &HopValues::default(),
+        );
         assert_eq!(
             extensions(&p, &info).collect::<Vec<_>>(),
             vec![(17, &[][..]), (250, &[5, 5, 5][..])]
@@ -900,20 +931,21 @@ mod tests {
                 }),
             }
         );
-        assert!(write_transport_cc(
-            find_extension_mut(&mut p, &info, 4).unwrap(),
-            7
-        ));
-        assert!(write_abs_send_time(
-            find_extension_mut(&mut p, &info, 3).unwrap(),
-            0xff00_0001
-        ));
+        // Forwarded with the same ids: this hop's values are written in the same pass.
+        let same: [u8; 256] = std::array::from_fn(|i| i as u8);
+        let hop = HopValues {
+            transport_cc_id: 4,
+            transport_cc: 7,
+            abs_send_time_id: 3,
+            abs_send_time: 0xff00_0001,
+        };
+        assert!(rewrite_extensions(&mut p, &info, &same, &hop));
         assert!(!write_abs_send_time(&mut [0; 2], 1));
         assert!(!write_transport_cc(&mut [0; 1], 1));
         let parsed = ids.read(&p, &info);
         assert_eq!(parsed.transport_wide_cc, Some(7));
         assert_eq!(parsed.abs_send_time, Some(1));
-        assert_eq!(find_extension_mut(&mut p, &info, 9), None);
+        assert_eq!(parsed.mid, Some("0"));
         // Ids left at 0 are not read.
         assert_eq!(
             ExtensionIds::default().read(&p, &info),

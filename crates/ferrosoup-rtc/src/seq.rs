@@ -10,29 +10,66 @@
 /// packet reordered before it still gets a (smaller) value instead of underflowing.
 const FIRST_CYCLE: u64 = 1;
 
-/// Widens 16-bit RTP sequence numbers to monotonic `u64` values.
+/// A wire counter that wraps: RTP sequence numbers (16 bits) and timestamps (32 bits).
+pub trait Wrapping: Copy {
+    /// Width in bits.
+    const BITS: u32;
+    /// The value as `u64`.
+    fn widen(self) -> u64;
+    /// `self - other` on the wire, as a signed distance within half the range.
+    fn distance(self, other: u64) -> i64;
+}
+
+impl Wrapping for u16 {
+    const BITS: u32 = 16;
+    fn widen(self) -> u64 {
+        u64::from(self)
+    }
+    fn distance(self, other: u64) -> i64 {
+        i64::from(self.wrapping_sub(other as u16) as i16)
+    }
+}
+
+impl Wrapping for u32 {
+    const BITS: u32 = 32;
+    fn widen(self) -> u64 {
+        u64::from(self)
+    }
+    fn distance(self, other: u64) -> i64 {
+        i64::from(self.wrapping_sub(other as u32) as i32)
+    }
+}
+
+/// Widens a wrapping wire counter to monotonic `u64` values.
 ///
-/// Each number is placed within half the range (±32768) of the highest one seen so far,
-/// which handles wraparound and reordering. The first number maps to `65536 + seq`.
-#[derive(Debug, Clone, Default)]
-pub struct SeqExtender {
+/// Each value is placed within half the range of the highest one seen so far, which
+/// handles wraparound and reordering. The first value `v` maps to `2^BITS + v`.
+#[derive(Debug, Clone)]
+pub struct Extender<T> {
     highest: Option<u64>,
+    wire: std::marker::PhantomData<T>,
 }
 
-impl SeqExtender {
+impl<T> Default for Extender<T> {
+    fn default() -> Self {
+        Self {
+            highest: None,
+            wire: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: Wrapping> Extender<T> {
     /// A new extender that has seen nothing.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Extended value of `seq`.
-    pub fn extend(&mut self, seq: u16) -> u64 {
+    /// Extended value of `v`.
+    pub fn extend(&mut self, v: T) -> u64 {
         let ext = match self.highest {
-            None => (FIRST_CYCLE << 16) + u64::from(seq),
-            Some(h) => {
-                let delta = i64::from(seq.wrapping_sub(h as u16) as i16);
-                h.saturating_add_signed(delta)
-            }
+            None => (FIRST_CYCLE << T::BITS) + v.widen(),
+            Some(h) => h.saturating_add_signed(v.distance(h)),
         };
         if self.highest.is_none_or(|h| ext > h) {
             self.highest = Some(ext);
@@ -46,39 +83,10 @@ impl SeqExtender {
     }
 }
 
-/// Widens 32-bit RTP timestamps to monotonic `u64` values, like [`SeqExtender`] with a
-/// half range of 2^31. The first timestamp maps to `2^32 + ts`.
-#[derive(Debug, Clone, Default)]
-pub struct TimestampExtender {
-    highest: Option<u64>,
-}
-
-impl TimestampExtender {
-    /// A new extender that has seen nothing.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Extended value of `ts`.
-    pub fn extend(&mut self, ts: u32) -> u64 {
-        let ext = match self.highest {
-            None => (FIRST_CYCLE << 32) + u64::from(ts),
-            Some(h) => {
-                let delta = i64::from(ts.wrapping_sub(h as u32) as i32);
-                h.saturating_add_signed(delta)
-            }
-        };
-        if self.highest.is_none_or(|h| ext > h) {
-            self.highest = Some(ext);
-        }
-        ext
-    }
-
-    /// Highest extended value returned so far.
-    pub fn highest(&self) -> Option<u64> {
-        self.highest
-    }
-}
+/// Widens 16-bit RTP sequence numbers (the first maps to `65536 + seq`).
+pub type SeqExtender = Extender<u16>;
+/// Widens 32-bit RTP timestamps (the first maps to `2^32 + ts`).
+pub type TimestampExtender = Extender<u32>;
 
 /// How far back (in outputs) a NACKed sequence number is mapped to its input: as many
 /// packets as a producer stream's packet store holds, an older one cannot be served anyway.

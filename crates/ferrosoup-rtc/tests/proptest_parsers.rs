@@ -9,7 +9,7 @@ use ferrosoup_rtc::dtls::SrtpKeys;
 use ferrosoup_rtc::ice::{IceCredentials, IceLiteServer, StunOutcome, stun_local_ufrag};
 use ferrosoup_rtc::rtcp::{RtcpItem, parse_compound};
 use ferrosoup_rtc::rtp::{
-    ONE_BYTE_PROFILE, TWO_BYTE_PROFILE, extensions, parse_rtp, remap_extension_ids,
+    ONE_BYTE_PROFILE, TWO_BYTE_PROFILE, extensions, parse_rtp, rewrite_extensions,
 };
 use ferrosoup_rtc::seq::SeqExtender;
 use ferrosoup_rtc::srtp::{SrtpProfile, SrtpSession};
@@ -289,7 +289,7 @@ proptest! {
         let mut map = [0u8; 256];
         map[..16].copy_from_slice(&map_values);
         let len = packet.len();
-        remap_extension_ids(&mut packet, &info, &map);
+        rewrite_extensions(&mut packet, &info, &map, &Default::default());
         prop_assert_eq!(packet.len(), len);
         prop_assert_eq!(parse_rtp(&packet), Ok(info));
         prop_assert_eq!(info.payload(&packet), &payload[..]);

@@ -193,6 +193,20 @@ pub async fn render_metrics(hub: &Hub) -> Result<String, prometheus::Error> {
             }
         }
     }
+    let dropped = IntCounterVec::new(
+        Opts::new(
+            "ferrosoup_rtp_dropped_total",
+            "RTP packets dropped by the workers, by reason",
+        ),
+        &["worker", "reason"],
+    )?;
+    registry.register(Box::new(dropped.clone()))?;
+    for (i, w) in workers.iter().enumerate() {
+        let label = i.to_string();
+        for (reason, n) in w.rtp_dropped.iter() {
+            dropped.with_label_values(&[&label, reason]).inc_by(n);
+        }
+    }
     let requests = IntCounterVec::new(
         Opts::new(
             "ferrosoup_signaling_requests_total",
@@ -224,6 +238,12 @@ async fn api_stats(State(state): State<AppState>) -> axum::Json<Value> {
             for (name, v) in c.fields() {
                 fields.insert(name.into(), json!(v));
             }
+            let dropped: serde_json::Map<String, Value> = c
+                .rtp_dropped
+                .iter()
+                .map(|(reason, n)| (reason.to_owned(), json!(n)))
+                .collect();
+            fields.insert("rtp_dropped".into(), Value::Object(dropped));
             Value::Object(fields)
         })
         .collect();

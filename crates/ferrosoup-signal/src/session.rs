@@ -21,7 +21,7 @@ use ferrosoup_proto::signaling::{
     PeerJoinedNotification, PeerLeftNotification, ProducerPeerNotification, RequestError,
     RoomProducerInfo, ServerNotification, SignalRequest,
 };
-use ferrosoup_room::{Closed, ConsumerId, ProducerId};
+use ferrosoup_room::{Closed, ClosedConsumer, ConsumerId, ProducerId};
 
 use crate::auth::Claims;
 use crate::cache::RequestCache;
@@ -393,7 +393,11 @@ impl Session {
             );
         }
         let mut peers = room.peers();
-        for (cid, pid) in &closed.consumers {
+        for ClosedConsumer {
+            consumer_id: cid,
+            producer_id: pid,
+        } in &closed.consumers
+        {
             self.hub.remove_route(cid.0);
             for peer in peers.values_mut() {
                 if peer.consumers.remove(cid).is_some() {

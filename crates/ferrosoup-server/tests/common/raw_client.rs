@@ -22,23 +22,20 @@ use super::within;
 use ferrosoup_rtc::dtls::{
     DtlsCertificate, DtlsEvent, DtlsRole, DtlsSession, DtlsState, Fingerprint,
 };
-use ferrosoup_rtc::rtcp::{ReportBlock, RtcpItem, parse_compound, write_nack, write_rr};
+use ferrosoup_rtc::rtcp::{RtcpItem, parse_compound};
 use ferrosoup_rtc::rtp::parse_rtp;
 use ferrosoup_rtc::srtp::SrtpSession;
-use rtc_stun::attributes::{
-    ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_USERNAME, RawAttribute,
+use ferrosoup_testkit::packets::RtpPacket;
+use ferrosoup_testkit::packets::rtcp::{nack, receiver_report, report_block};
+use ferrosoup_testkit::packets::stun::{
+    StunResponseError, TransactionId, check_binding_response, stun_binding_request,
+    stun_transaction_id,
 };
-use rtc_stun::crypto::providers::RingCrypto;
-use rtc_stun::error_code::ErrorCodeAttribute;
-use rtc_stun::fingerprint::FINGERPRINT;
-use rtc_stun::integrity::MessageIntegrity;
-use rtc_stun::message::{
-    BINDING_ERROR, BINDING_REQUEST, BINDING_SUCCESS, Getter, Setter, TransactionId,
-};
-use rtc_stun::textattrs::TextAttribute;
 
-/// STUN message-integrity provider of the hand-made client.
-static CRYPTO: RingCrypto = RingCrypto;
+/// The client ufrag of the hand-made client's checks (the server never checks it).
+const CLIENT_UFRAG: &str = "evilufrag";
+/// ICE-CONTROLLING tie-breaker of the hand-made client's checks.
+const TIE_BREAKER: u64 = 0x0bad_c0de_0bad_c0de;
 
 // ----- a raw protoo connection ----------------------------------------------------------
 // ----- a raw protoo connection ----------------------------------------------------------
@@ -304,45 +301,20 @@ impl Ws {
 
 // ----- ICE and DTLS by hand -----------------------------------------------------------------
 
-/// A browser-like ICE Binding request: USERNAME "server:client", PRIORITY, ICE-CONTROLLING,
-/// USE-CANDIDATE when `nominate` (a consent check has none), MESSAGE-INTEGRITY with the server
-/// password, FINGERPRINT.
+/// A browser-like ICE Binding request (see [`stun_binding_request`]): USE-CANDIDATE when
+/// `nominate` (a consent check has none), MESSAGE-INTEGRITY with the server password.
 pub fn binding_request(
     server_ufrag: &str,
     server_pwd: &str,
     nominate: bool,
 ) -> (TransactionId, Vec<u8>) {
-    let mut m = rtc_stun::message::Message::new();
-    let tid = TransactionId::new();
-    m.build(&[Box::new(tid), Box::new(BINDING_REQUEST)])
-        .expect("a STUN header always builds");
-    let raw = |typ, value: &[u8]| RawAttribute {
-        typ,
-        length: 0,
-        value: value.to_vec(),
-    };
-    TextAttribute::new(ATTR_USERNAME, format!("{server_ufrag}:evilufrag"))
-        .add_to(&mut m)
-        .expect("USERNAME");
-    raw(ATTR_PRIORITY, &1_853_817_087u32.to_be_bytes())
-        .add_to(&mut m)
-        .expect("PRIORITY");
-    raw(
-        ATTR_ICE_CONTROLLING,
-        &0x0bad_c0de_0bad_c0deu64.to_be_bytes(),
+    stun_binding_request(
+        server_ufrag,
+        CLIENT_UFRAG,
+        server_pwd,
+        nominate,
+        TIE_BREAKER,
     )
-    .add_to(&mut m)
-    .expect("ICE-CONTROLLING");
-    if nominate {
-        raw(ATTR_USE_CANDIDATE, &[])
-            .add_to(&mut m)
-            .expect("USE-CANDIDATE");
-    }
-    MessageIntegrity::new_short_term_integrity_with_provider(server_pwd.to_owned(), &CRYPTO)
-        .add_to(&mut m)
-        .expect("MESSAGE-INTEGRITY");
-    FINGERPRINT.add_to(&mut m).expect("FINGERPRINT");
-    (tid, m.raw)
 }
 
 /// Sends a nominating Binding request and checks the server's authenticated success answer.
@@ -357,16 +329,10 @@ pub async fn ice_check(socket: &UdpSocket, server: SocketAddr, ufrag: &str, pwd:
         .await
         .expect("UDP recv");
     assert_eq!(from, server, "STUN answer from an unexpected address");
-    let mut m = rtc_stun::message::Message::new();
-    m.unmarshal_binary(&buf[..n])
-        .expect("the server's STUN answer decodes");
-    assert_eq!(
-        m.typ, BINDING_SUCCESS,
-        "Binding request not answered with success"
-    );
-    assert_eq!(m.transaction_id, tid);
-    MessageIntegrity::check(&mut m, pwd.as_bytes(), &CRYPTO)
-        .expect("the answer's MESSAGE-INTEGRITY verifies");
+    // A success for this transaction whose MESSAGE-INTEGRITY verifies with `pwd`.
+    if let Err(e) = check_binding_response(&buf[..n], tid, pwd) {
+        panic!("Binding request not answered with a verified success: {e}");
+    }
 }
 
 /// Runs the client side of DTLS over `socket` until the session connects, fails or closes.
@@ -721,15 +687,8 @@ impl MediaLink {
 
     /// Sends an SRTCP receiver report (sender SSRC `sender_ssrc`) about `media_ssrc`.
     pub fn send_receiver_report(&self, sender_ssrc: u32, media_ssrc: u32, highest_seq: u32) {
-        let mut buf = vec![0u8; 64];
-        let block = ReportBlock {
-            ssrc: media_ssrc,
-            highest_seq,
-            ..Default::default()
-        };
-        let len = write_rr(&mut buf, sender_ssrc, &[block]).expect("an RR fits in 64 bytes");
-        buf.truncate(len);
-        self.command(Command::Rtcp(buf));
+        let block = report_block(media_ssrc, highest_seq);
+        self.command(Command::Rtcp(receiver_report(sender_ssrc, &[block])));
     }
 
     /// Whether the background task still runs (it ends only by panicking while the link
@@ -746,11 +705,7 @@ impl MediaLink {
 
     /// Sends an SRTCP generic NACK for `seqs` of `media_ssrc`.
     pub fn send_nack(&self, sender_ssrc: u32, media_ssrc: u32, seqs: &[u16]) {
-        let mut buf = vec![0u8; 16 + 4 * seqs.len()];
-        let len =
-            write_nack(&mut buf, sender_ssrc, media_ssrc, seqs).expect("the NACK buffer fits");
-        buf.truncate(len);
-        self.command(Command::Rtcp(buf));
+        self.command(Command::Rtcp(nack(sender_ssrc, media_ssrc, seqs)));
     }
 }
 
@@ -963,27 +918,16 @@ impl Driver {
     }
 
     fn stun(&mut self, data: &[u8]) {
-        let mut m = rtc_stun::message::Message::new();
-        m.unmarshal_binary(data)
-            .expect("the server's STUN answer decodes");
-        let Some((pwd, reply)) = self.pending.remove(&m.transaction_id) else {
-            panic!("STUN answer to no request of ours: {m}");
+        let tid = stun_transaction_id(data).expect("the server's STUN answer has a STUN header");
+        let Some((pwd, reply)) = self.pending.remove(&tid) else {
+            panic!("STUN answer to no request of ours: {data:?}");
         };
-        let answer = if m.typ == BINDING_SUCCESS {
-            match MessageIntegrity::check(&mut m, pwd.as_bytes(), &CRYPTO) {
-                Ok(()) => StunAnswer::Success,
-                Err(e) => StunAnswer::Invalid(format!("success without valid integrity: {e}")),
-            }
-        } else if m.typ == BINDING_ERROR {
-            let mut code = ErrorCodeAttribute::default();
-            match code.get_from(&m) {
-                Ok(()) => StunAnswer::Error(code.code.0),
-                Err(e) => StunAnswer::Invalid(format!("error response without code: {e}")),
-            }
-        } else {
-            StunAnswer::Invalid(format!("unexpected STUN message {m}"))
+        let answer = match check_binding_response(data, tid, &pwd) {
+            Ok(_) => StunAnswer::Success,
+            Err(StunResponseError::ErrorResponse(code)) => StunAnswer::Error(code),
+            Err(e) => StunAnswer::Invalid(e.to_string()),
         };
-        if self.nomination == Some(m.transaction_id) {
+        if self.nomination == Some(tid) {
             self.nomination = None;
             assert_eq!(answer, StunAnswer::Success, "the nominating ICE check");
             let dtls = DtlsSession::new(
@@ -1039,12 +983,8 @@ pub fn rtp_packet(
     marker: bool,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut p = Vec::with_capacity(12 + payload.len());
-    p.push(0x80);
-    p.push(payload_type & 0x7f | if marker { 0x80 } else { 0 });
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&timestamp.to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend_from_slice(payload);
-    p
+    RtpPacket::new(payload_type, seq, timestamp, ssrc)
+        .with_marker(marker)
+        .with_payload(payload)
+        .build()
 }

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 
 use ferrosoup_proto::signaling::{
-    ConsumeRequest, ConsumeResponse, ConsumerNotification, ConsumerType, CreateTransportRequest,
+    ConsumeRequest, ConsumeResponse, ConsumerNotification, CreateTransportRequest,
     CreateTransportResponse, GetProducersResponse, IdResponse, Method, ProduceRequest,
     ProducerIdRequest, ProducerPeerNotification, RestartIceResponse, ServerNotification,
     SignalRequest, StatsResponse, TransportDirection,
 };
-use ferrosoup_room::{Closed, ConsumerId, ProducerId, TransportId};
-use serde::Deserialize;
+use ferrosoup_room::{Closed, ClosedConsumer, ConsumerId, ProducerId, TransportId};
 
 use super::{Answer, Session, done, not_supported, reply, room_producer};
 use crate::error::SignalError;
@@ -76,7 +75,13 @@ impl Session {
                 }
                 let closed = Closed {
                     producers: vec![id],
-                    consumers: consumers.into_iter().map(|c| (c, id)).collect(),
+                    consumers: consumers
+                        .into_iter()
+                        .map(|consumer_id| ClosedConsumer {
+                            consumer_id,
+                            producer_id: id,
+                        })
+                        .collect(),
                 };
                 self.after_close(room, peer_id, &closed);
                 done()
@@ -380,14 +385,6 @@ impl Session {
             .router
             .consume(transport_id, producer_id, &caps, paused, layers)
             .await?;
-        let consumer_type =
-            match ConsumerType::deserialize(serde_json::Value::from(params.consumer_type)) {
-                Ok(t) => t,
-                Err(e) => {
-                    let _ = room.router.close_consumer(params.id).await;
-                    return Err(SignalError::internal(format!("consumer type: {e}")));
-                }
-            };
         let registered = match room.peers().get_mut(peer_id) {
             Some(peer) if peer.transports.contains_key(&transport_id) => {
                 peer.consumers.insert(params.id, producer_id);
@@ -405,7 +402,7 @@ impl Session {
             producer_id: producer_id.to_string(),
             kind: params.kind,
             rtp_parameters: params.rtp_parameters,
-            r#type: consumer_type,
+            r#type: params.consumer_type,
             producer_paused: params.producer_paused,
         })
     }

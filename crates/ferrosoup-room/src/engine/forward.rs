@@ -1,0 +1,207 @@
+//! What goes out to consumers: the fan-out of one received packet (each consumer does its
+//! own send work, consumer.rs), retransmissions on NACK, and which producer stream
+//! (simulcast layer) each consumer forwards.
+
+use std::time::Instant;
+
+use ferrosoup_proto::ortc::ProducerType;
+use ferrosoup_proto::rtp_parameters::MediaKind;
+
+use ferrosoup_rtc::rtp::abs_send_time;
+
+use super::Engine;
+use crate::arena::{ConsumerKey, ProducerKey};
+use crate::consumer::{Outgoing, Resend};
+use crate::events::MediaEvent;
+use crate::forwarder::LayerChange;
+use crate::producer::{ACTIVE_TIMEOUT, Arrived};
+use crate::stats::RtpDrop;
+use crate::timers::Timer;
+use crate::transmit::Transmit;
+
+impl Engine {
+    /// Sends one received packet (`packet`, as its producer left it) to every consumer of
+    /// producer `p`.
+    pub(super) fn fan_out(
+        &mut self,
+        now: Instant,
+        p: ProducerKey,
+        packet: &[u8],
+        arrived: &Arrived,
+        out: &mut dyn Transmit,
+    ) {
+        let outgoing = Outgoing {
+            packet,
+            info: &arrived.info,
+            stream: arrived.stream,
+            ext_seq: arrived.received.ext_seq,
+            keyframe: arrived.received.keyframe,
+            abs_send_time: abs_send_time(self.since_epoch(now)),
+        };
+        let Self {
+            producers,
+            consumers,
+            transports,
+            counters,
+            events,
+            ..
+        } = self;
+        let mut want_keyframe = false;
+        for &c in &producers[p].consumers {
+            let consumer = &mut consumers[c];
+            let egress = transports
+                .get_mut(consumer.transport)
+                .and_then(|t| t.egress());
+            let forwarded = consumer.forward(now, &outgoing, egress, out);
+            match forwarded.sent {
+                Ok(bytes) => {
+                    counters.rtp_packets_out += 1;
+                    counters.rtp_bytes_out += bytes as u64;
+                }
+                Err(reason) => counters.rtp_dropped.add(reason),
+            }
+            if let Some(change) = forwarded.layer_change {
+                let _ = events.send(layers_event(consumer.id, change));
+            }
+            want_keyframe |= forwarded.wants_keyframe;
+        }
+        if want_keyframe {
+            self.request_keyframe(p, arrived.stream, now, out);
+        }
+    }
+
+    /// Serves one NACKed output sequence number of a consumer from its producer's store.
+    pub(super) fn retransmit(
+        &mut self,
+        now: Instant,
+        c: ConsumerKey,
+        seq: u16,
+        out: &mut dyn Transmit,
+    ) {
+        self.counters.nacks_received += 1;
+        let since_epoch = self.since_epoch(now);
+        let Self {
+            producers,
+            consumers,
+            transports,
+            counters,
+            scratch,
+            ..
+        } = self;
+        let consumer = &mut consumers[c];
+        let original = consumer
+            .forwarder
+            .input_for_output(seq)
+            .and_then(|(stream, ext)| {
+                producers
+                    .get(consumer.producer)?
+                    .streams
+                    .get(stream)?
+                    .store
+                    .as_ref()?
+                    .get(ext)
+            });
+        let Some(original) = original else {
+            consumer.nack_misses += 1;
+            counters.rtp_dropped.add(RtpDrop::NotStored);
+            return;
+        };
+        let resend = Resend {
+            seq,
+            original,
+            now_ms: (since_epoch.as_millis() as u32).max(1),
+            abs_send_time: abs_send_time(since_epoch),
+        };
+        let egress = transports
+            .get_mut(consumer.transport)
+            .and_then(|t| t.egress());
+        match consumer.retransmit(resend, egress, &mut scratch.rtx, out) {
+            Ok(_) => counters.retransmissions += 1,
+            Err(reason) => counters.rtp_dropped.add(reason),
+        }
+    }
+
+    /// A consumer was paused or resumed (by its client or with its producer).
+    pub(super) fn on_consumer_activity_changed(
+        &mut self,
+        key: ConsumerKey,
+        now: Instant,
+        out: &mut dyn Transmit,
+    ) {
+        let c = &mut self.consumers[key];
+        if c.is_active() {
+            self.update_consumer_target(key, now, out);
+            self.request_keyframe_for_consumer(key, now, out);
+        } else {
+            let change = c.forwarder.restart();
+            c.forwarder.set_target(None);
+            if let Some(change) = change
+                && c.consumer_type != ProducerType::Simple
+            {
+                let event = layers_event(c.id, change);
+                self.emit(event);
+            }
+        }
+    }
+
+    /// Recomputes which producer stream a consumer should forward: its preferred layer, or
+    /// the best below it that is receiving.
+    pub(super) fn update_consumer_target(
+        &mut self,
+        key: ConsumerKey,
+        now: Instant,
+        out: &mut dyn Transmit,
+    ) {
+        let c = &self.consumers[key];
+        if !c.is_active() {
+            return;
+        }
+        let target = self.producers[c.producer]
+            .best_active_stream(now, c.preferred_spatial)
+            .or(Some(0));
+        let c = &mut self.consumers[key];
+        if c.forwarder.target() != target {
+            c.forwarder.set_target(target);
+            if c.kind == MediaKind::Video {
+                self.request_keyframe_for_consumer(key, now, out);
+            }
+        }
+    }
+
+    /// A simulcast producer's stream started, resumed or may have stopped: its consumers'
+    /// targets are recomputed, and the check is armed for when the next active stream
+    /// would time out.
+    pub(super) fn on_stream_activity_timer(
+        &mut self,
+        p: ProducerKey,
+        now: Instant,
+        out: &mut dyn Transmit,
+    ) {
+        let Some(producer) = self.producers.get(p) else {
+            return;
+        };
+        let next = producer
+            .streams
+            .iter()
+            .filter(|s| s.is_active(now))
+            .filter_map(|s| s.last_packet)
+            .min()
+            .map(|last| last + ACTIVE_TIMEOUT);
+        let consumers = producer.consumers.clone();
+        for c in consumers {
+            self.update_consumer_target(c, now, out);
+        }
+        if let Some(at) = next {
+            self.timers.arm(Timer::StreamActivity(p), at);
+        }
+    }
+}
+
+/// The event reporting a consumer's new layers.
+pub(super) fn layers_event(consumer_id: crate::ids::ConsumerId, change: LayerChange) -> MediaEvent {
+    MediaEvent::ConsumerLayersChanged {
+        consumer_id,
+        spatial_layer: change.spatial,
+        temporal_layer: change.spatial.map(|_| 0),
+    }
+}

@@ -1,0 +1,299 @@
+//! The worker engine: everything one worker thread owns, driven sans-IO.
+//!
+//! ```text
+//! datagram ──► handle_datagram(now, from, bytes, out) ──► out (datagrams to send)
+//! clock    ──► handle_timeout(now, out)               ──► out
+//!              poll_timeout() ─► when to call handle_timeout next
+//! control  ──► the request methods (control.rs), each with `now` and `out`
+//! ```
+//!
+//! The engine owns no socket and reads no clock: the worker loop (worker.rs) owns the
+//! socket, the clock and the one flush; tests, benchmarks and fuzzers drive the same engine
+//! with a manual clock. The files of this module are the steps of the script:
+//! `receive.rs` (STUN, DTLS, RTP and RTCP in), `forward.rs` (fan-out and retransmissions
+//! out), `feedback.rs` (RTCP the worker sends: reports, NACKs, keyframe requests,
+//! transport-cc), `observers.rs` (scores, active speaker), `control.rs` (requests from the
+//! control path).
+//!
+//! Ownership is a tree — router → transports → producers / consumers — kept in arenas; the
+//! cross-links (producer → its consumers, SSRC / tuple / ufrag tables) are typed keys.
+
+mod control;
+mod feedback;
+mod forward;
+mod observers;
+mod receive;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use ferrosoup_proto::transport::IceState;
+use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsEvent, DtlsSession};
+use ferrosoup_rtc::ice::IceEvent;
+use ferrosoup_rtc::srtp::SrtpSession;
+
+use crate::arena::{Arena, ConsumerKey, ProducerKey, TransportKey};
+use crate::consumer::Consumer;
+use crate::events::MediaEvent;
+use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
+use crate::producer::Producer;
+use crate::settings::IceTimeouts;
+use crate::stats::WorkerCounters;
+use crate::timers::{Timer, TimerTable};
+use crate::transmit::Transmit;
+use crate::transport::Transport;
+use crate::udp::MAX_DATAGRAM;
+
+pub use control::{
+    Closed, ClosedConsumer, CodecSpec, ConsumeSpec, Consumed, EncodingSpec, ProduceSpec,
+    RtxMapping, TransportInfo,
+};
+
+/// What a worker keeps per router.
+#[derive(Default)]
+struct RouterState {
+    /// Transports of the router (owned).
+    transports: Vec<TransportKey>,
+    /// The producer last reported as active speaker.
+    active_speaker: Option<ProducerId>,
+}
+
+/// Everything one worker owns, and the media path over it.
+pub struct Engine {
+    port: u16,
+    certificate: Arc<DtlsCertificate>,
+    events: UnboundedSender<MediaEvent>,
+    ice_timeouts: IceTimeouts,
+    /// Routers: the transports each owns and its active-speaker state.
+    routers: HashMap<RouterId, RouterState>,
+    transports: Arena<TransportKey, Transport>,
+    producers: Arena<ProducerKey, Producer>,
+    consumers: Arena<ConsumerKey, Consumer>,
+    transport_ids: HashMap<TransportId, TransportKey>,
+    producer_ids: HashMap<ProducerId, ProducerKey>,
+    consumer_ids: HashMap<ConsumerId, ConsumerKey>,
+    /// Remote 5-tuple → transport (indexed).
+    by_tuple: HashMap<SocketAddr, TransportKey>,
+    /// Local ICE ufrag → transport (indexed).
+    by_ufrag: HashMap<String, TransportKey>,
+    timers: TimerTable,
+    counters: WorkerCounters,
+    /// Scratch buffers reused across packets.
+    scratch: Scratch,
+    /// `Instant` and wall clock at the engine's start, to turn `Instant`s into NTP time
+    /// (Sender Reports) and abs-send-time.
+    epoch: (Instant, SystemTime),
+}
+
+/// Buffers the engine reuses so that no packet allocates.
+struct Scratch {
+    stun: Vec<u8>,
+    nacks: Vec<u16>,
+    rtcp: Box<[u8; MAX_DATAGRAM]>,
+    rtx: Box<[u8; MAX_DATAGRAM]>,
+}
+
+impl Engine {
+    /// An engine with nothing in it. `port` is the worker socket's (candidates name it),
+    /// `now` and `wall` the time at start.
+    pub fn new(
+        port: u16,
+        certificate: Arc<DtlsCertificate>,
+        events: UnboundedSender<MediaEvent>,
+        ice_timeouts: IceTimeouts,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Self {
+        Self {
+            port,
+            certificate,
+            events,
+            ice_timeouts,
+            routers: HashMap::new(),
+            transports: Arena::default(),
+            producers: Arena::default(),
+            consumers: Arena::default(),
+            transport_ids: HashMap::new(),
+            producer_ids: HashMap::new(),
+            consumer_ids: HashMap::new(),
+            by_tuple: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            timers: TimerTable::default(),
+            counters: WorkerCounters::default(),
+            scratch: Scratch {
+                stun: Vec::with_capacity(256),
+                nacks: Vec::with_capacity(ferrosoup_rtc::nack::MAX_MISSING),
+                rtcp: Box::new([0; MAX_DATAGRAM]),
+                rtx: Box::new([0; MAX_DATAGRAM]),
+            },
+            epoch: (now, wall),
+        }
+    }
+
+    /// The worker's counters (object counts are current; the rest only grow).
+    pub fn counters(&self) -> &WorkerCounters {
+        &self.counters
+    }
+
+    /// Adds what the worker loop's flushes sent and dropped.
+    pub fn record_flush(&mut self, out: crate::udp::FlushOutcome) {
+        self.counters.on_flush(out);
+    }
+
+    /// When [`Engine::handle_timeout`] next has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.poll_timeout()
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut dyn Transmit) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Connection(t) => self.on_connection_timer(t, now, out),
+                Timer::Reports(t) => self.on_reports_timer(t, now, out),
+                Timer::TwccFeedback(t) => self.send_twcc_feedback(t, out),
+                Timer::Nack(p, s) => self.send_nacks(p, usize::from(s), now, out),
+                Timer::KeyframeRequest(p, s) => self.on_keyframe_timer(p, usize::from(s), now, out),
+                Timer::StreamActivity(p) => self.on_stream_activity_timer(p, now, out),
+                Timer::ActiveSpeaker(r) => self.detect_active_speaker(r, now),
+            }
+        }
+    }
+
+    /// ICE consent, DTLS retransmissions and `iceRestartRequired` of a transport.
+    fn on_connection_timer(&mut self, key: TransportKey, now: Instant, out: &mut dyn Transmit) {
+        let Some(t) = self.transports.get_mut(key) else {
+            return;
+        };
+        if t.ice.poll_timeout().is_some_and(|at| at <= now) {
+            t.ice.handle_timeout(now);
+        }
+        if let Some(dtls) = t.dtls.as_mut()
+            && dtls.poll_timeout().is_some_and(|at| at <= now)
+        {
+            dtls.handle_timeout(now);
+        }
+        self.drain_transport(key, now, out);
+        let t = &mut self.transports[key];
+        if t.restart_notice_due(self.ice_timeouts.restart_required)
+            .is_some_and(|at| at <= now)
+        {
+            t.ice_restart_notified_at = Some(now);
+            let _ = self
+                .events
+                .send(MediaEvent::IceRestartRequired { transport_id: t.id });
+        }
+        self.arm_connection_timer(key);
+    }
+
+    /// Arms the transport's connection timer at its earliest deadline.
+    fn arm_connection_timer(&mut self, key: TransportKey) {
+        let Some(t) = self.transports.get(key) else {
+            return;
+        };
+        let restart = t.restart_notice_due(self.ice_timeouts.restart_required);
+        let dtls = t.dtls.as_ref().and_then(DtlsSession::poll_timeout);
+        let next = [t.ice.poll_timeout(), dtls, restart]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(at) = next {
+            self.timers.arm(Timer::Connection(key), at);
+        }
+    }
+
+    /// Processes what ICE and DTLS of a transport want to send or report.
+    fn drain_transport(&mut self, key: TransportKey, now: Instant, out: &mut dyn Transmit) {
+        let Some(t) = self.transports.get_mut(key) else {
+            return;
+        };
+        while let Some(event) = t.ice.poll_event() {
+            match event {
+                IceEvent::StateChanged(_) => {}
+                IceEvent::SelectedTupleChanged(tuple) => {
+                    if !t.tuples.contains(&tuple) {
+                        t.tuples.push(tuple);
+                    }
+                    self.by_tuple.insert(tuple, key);
+                }
+            }
+        }
+        if t.dtls.is_none()
+            && t.remote_dtls.is_some()
+            && t.ice.selected_tuple().is_some()
+            && let Err(e) = t.start_dtls(&self.certificate, now)
+        {
+            tracing::warn!(transport = %t.id, "dtls start failed: {e}");
+        }
+        let remote = t.remote();
+        let mut connected = false;
+        if let Some(dtls) = t.dtls.as_mut() {
+            while let Some(datagram) = dtls.poll_transmit() {
+                if let Some(to) = remote {
+                    out.push(&datagram, to);
+                }
+            }
+            while let Some(event) = dtls.poll_event() {
+                match event {
+                    DtlsEvent::Connected(keys) => match SrtpSession::new(&keys) {
+                        Ok(srtp) => {
+                            t.srtp = Some(srtp);
+                            connected = true;
+                        }
+                        Err(e) => tracing::warn!(transport = %t.id, "srtp setup failed: {e}"),
+                    },
+                    DtlsEvent::Failed(reason) => {
+                        tracing::info!(transport = %t.id, "dtls failed: {reason}");
+                        t.srtp = None;
+                    }
+                    DtlsEvent::Closed => t.srtp = None,
+                    // Data channels (SCTP over DTLS) are not served yet.
+                    DtlsEvent::ApplicationData(_) => {}
+                }
+            }
+        }
+        let state = (t.ice_state(), t.dtls_state());
+        if state != t.reported {
+            t.reported = state;
+            if state.0 == IceState::Disconnected {
+                t.ice_disconnected_at.get_or_insert(now);
+            } else {
+                t.ice_disconnected_at = None;
+                t.ice_restart_notified_at = None;
+            }
+            let _ = self.events.send(MediaEvent::TransportStateChanged {
+                transport_id: t.id,
+                ice_state: state.0,
+                dtls_state: state.1,
+            });
+        }
+        if connected {
+            self.timers
+                .arm(Timer::Reports(key), now + feedback::RTCP_INTERVAL);
+        }
+        self.arm_connection_timer(key);
+    }
+
+    /// Sends a media event to the control path (never per packet).
+    fn emit(&self, event: MediaEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// NTP time (seconds since 1900 in 32.32 fixed point) of an `Instant`.
+    fn ntp(&self, now: Instant) -> u64 {
+        let wall = self.epoch.1 + now.saturating_duration_since(self.epoch.0);
+        let since_unix = wall
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        ferrosoup_rtc::rtcp::ntp_from_unix(since_unix)
+    }
+
+    /// Time since the engine started.
+    fn since_epoch(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.epoch.0)
+    }
+}

@@ -1,0 +1,395 @@
+//! The engine on simulated time and a simulated network (feature `sim`, for tests,
+//! benchmarks and fuzzers; never in the server build).
+//!
+//! [`SimServer`] is an [`Engine`] as a testkit [`Endpoint`]; [`SimRoom`] puts one in a
+//! [`Sim`] with one router and lets a test add clients (testkit [`SimClient`]s that do ICE,
+//! DTLS and SRTP against it), producers and consumers, then run simulated seconds in
+//! milliseconds of wall time:
+//!
+//! ```
+//! use std::time::Duration;
+//! use ferrosoup_room::sim::{SimRoom, vp8_consumer, vp8_producer};
+//! use ferrosoup_testkit::LinkConfig;
+//!
+//! let mut room = SimRoom::new(LinkConfig::default().with_delay(Duration::from_millis(10)));
+//! let alice = room.join();
+//! let bob = room.join();
+//! let producer = room.produce(alice, vp8_producer(1111, Some(2222)));
+//! let consumer = room.consume(bob, producer, vp8_consumer(3333, Some(4444)));
+//! room.run_for(Duration::from_secs(1));
+//! assert!(room.engine().counters().rtcp_out > 0);
+//! # let _ = consumer;
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+use ferrosoup_proto::ortc::ProducerType;
+use ferrosoup_proto::rtp_parameters::MediaKind;
+use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsRole};
+use ferrosoup_rtc::rtp::{ExtensionIds, VideoCodec};
+use ferrosoup_testkit::{Datagram, Endpoint, LinkConfig, Sim, SimClient, SimClientConfig};
+
+use crate::consumer::RtxOut;
+use crate::engine::{CodecSpec, ConsumeSpec, EncodingSpec, Engine, ProduceSpec, RtxMapping};
+use crate::events::MediaEvent;
+use crate::forwarder::NO_PT;
+use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
+use crate::producer::CodecInfo;
+use crate::settings::IceTimeouts;
+use crate::transmit::Collect;
+
+/// Opus payload type (producers and consumers alike).
+pub const OPUS_PT: u8 = 111;
+/// VP8 payload type.
+pub const VP8_PT: u8 = 96;
+/// RTX payload type of VP8.
+pub const VP8_RTX_PT: u8 = 97;
+/// Header extension ids every simulated client uses (producing and consuming).
+pub const EXT_IDS: ExtensionIds = ExtensionIds {
+    mid: 1,
+    rid: 0,
+    repaired_rid: 0,
+    abs_send_time: 2,
+    transport_wide_cc: 3,
+    audio_level: 4,
+};
+/// Where the simulated server listens.
+pub const SERVER_ADDR: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+    40000,
+);
+
+/// An [`Engine`] on the simulated network.
+pub struct SimServer {
+    /// The engine.
+    pub engine: Engine,
+    addr: SocketAddr,
+    out: Collect,
+    events: UnboundedReceiver<MediaEvent>,
+}
+
+impl SimServer {
+    /// An empty engine listening on `addr`, started at `now`.
+    pub fn new(addr: SocketAddr, now: Instant, ice_timeouts: IceTimeouts) -> Self {
+        let certificate =
+            Arc::new(DtlsCertificate::generate().expect("a certificate can always be made"));
+        let (tx, events) = unbounded_channel();
+        Self {
+            engine: Engine::new(
+                addr.port(),
+                certificate,
+                tx,
+                ice_timeouts,
+                now,
+                SystemTime::now(),
+            ),
+            addr,
+            out: Collect::default(),
+            events,
+        }
+    }
+
+    /// Datagrams the engine sent and the network has not taken yet (control calls write here).
+    pub fn out(&mut self) -> &mut Collect {
+        &mut self.out
+    }
+
+    /// The events the engine reported since the last call.
+    pub fn events(&mut self) -> Vec<MediaEvent> {
+        std::iter::from_fn(|| self.events.try_recv().ok()).collect()
+    }
+}
+
+impl Endpoint for SimServer {
+    fn owns(&self, addr: SocketAddr) -> bool {
+        addr == self.addr
+    }
+
+    fn receive(&mut self, now: Instant, mut datagram: Datagram) {
+        self.engine
+            .handle_datagram(now, datagram.from, &mut datagram.data, &mut self.out);
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        self.engine.handle_timeout(now, &mut self.out);
+    }
+
+    fn transmit(&mut self) -> Option<Datagram> {
+        let sent = self.out.pop()?;
+        Some(Datagram::new(self.addr, sent.to, sent.data))
+    }
+
+    fn next_timeout(&self) -> Option<Instant> {
+        self.engine.poll_timeout()
+    }
+}
+
+/// A client of a [`SimRoom`]: its index and its transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Index in [`SimRoom::clients`].
+    pub index: usize,
+    /// Its transport on the server.
+    pub transport: TransportId,
+}
+
+/// One router of an engine on a simulated network, with its clients.
+pub struct SimRoom {
+    /// Clock and network.
+    pub sim: Sim,
+    /// The engine.
+    pub server: SimServer,
+    /// The clients, in the order they joined.
+    pub clients: Vec<SimClient>,
+    /// The router every client joins.
+    pub router: RouterId,
+}
+
+impl SimRoom {
+    /// A room whose links all start as `link` (change one with `sim.net.set_path`).
+    pub fn new(link: LinkConfig) -> Self {
+        Self::with_ice_timeouts(link, IceTimeouts::default())
+    }
+
+    /// A room whose engine uses these ICE timeouts.
+    pub fn with_ice_timeouts(link: LinkConfig, ice_timeouts: IceTimeouts) -> Self {
+        let sim = Sim::new(link);
+        let mut server = SimServer::new(SERVER_ADDR, sim.now(), ice_timeouts);
+        let router = RouterId::new();
+        server.engine.create_router(router);
+        Self {
+            sim,
+            server,
+            clients: Vec::new(),
+            router,
+        }
+    }
+
+    /// Simulated now.
+    pub fn now(&self) -> Instant {
+        self.sim.now()
+    }
+
+    /// The engine.
+    pub fn engine(&mut self) -> &mut Engine {
+        &mut self.server.engine
+    }
+
+    /// The address the next client gets.
+    pub fn next_client_addr(&self) -> SocketAddr {
+        let n = self.clients.len() as u32 + 1;
+        SocketAddr::from(([10, 1, (n >> 8) as u8, n as u8], 5000))
+    }
+
+    /// A new client with a transport, connected (ICE + DTLS + SRTP) on the simulated
+    /// network before this returns.
+    ///
+    /// # Panics
+    ///
+    /// If it does not connect within 30 simulated seconds.
+    pub fn join(&mut self) -> Peer {
+        let peer = self.join_unconnected();
+        let deadline = self.now() + Duration::from_secs(30);
+        while !self.clients[peer.index].is_connected() {
+            assert!(
+                self.step(deadline),
+                "client {} did not connect: {:?}",
+                peer.index,
+                self.clients[peer.index].dtls_failure()
+            );
+        }
+        peer
+    }
+
+    /// A new client with a transport and `connectTransport` done, but no packet exchanged.
+    pub fn join_unconnected(&mut self) -> Peer {
+        let now = self.now();
+        let info = self
+            .server
+            .engine
+            .create_transport(self.router, now)
+            .expect("the room's router exists");
+        let certificate =
+            Arc::new(DtlsCertificate::generate().expect("a certificate can always be made"));
+        let index = self.clients.len();
+        let config = SimClientConfig::new(
+            self.next_client_addr(),
+            SERVER_ADDR,
+            &info.ice.ufrag,
+            &info.ice.pwd,
+            info.fingerprints.clone(),
+            certificate,
+        )
+        .with_seed(index as u64 + 1);
+        let client = SimClient::new(now, config).expect("a client can always be made");
+        let fingerprint = client.fingerprint();
+        self.clients.push(client);
+        let SimServer { engine, out, .. } = &mut self.server;
+        engine
+            .connect_transport(
+                self.router,
+                info.id,
+                DtlsRole::Client,
+                vec![fingerprint],
+                now,
+                out,
+            )
+            .expect("a new transport accepts connectTransport");
+        Peer {
+            index,
+            transport: info.id,
+        }
+    }
+
+    /// Adds a producer on a peer's transport.
+    pub fn produce(&mut self, peer: Peer, spec: ProduceSpec) -> ProducerId {
+        let now = self.now();
+        self.server
+            .engine
+            .produce(self.router, peer.transport, spec, now)
+            .expect("a valid producer")
+    }
+
+    /// Adds a consumer of `producer` on a peer's transport.
+    pub fn consume(&mut self, peer: Peer, producer: ProducerId, spec: ConsumeSpec) -> ConsumerId {
+        let now = self.now();
+        let SimServer { engine, out, .. } = &mut self.server;
+        engine
+            .consume(self.router, peer.transport, producer, spec, now, out)
+            .expect("a valid consumer")
+            .id
+    }
+
+    /// Protects and sends an RTP packet from a peer (through its link).
+    pub fn send_rtp(&mut self, peer: Peer, packet: &[u8]) {
+        let now = self.now();
+        self.clients[peer.index]
+            .send_rtp(now, packet)
+            .expect("the peer is connected");
+    }
+
+    /// Protects and sends an RTCP packet from a peer.
+    pub fn send_rtcp(&mut self, peer: Peer, packet: &[u8]) {
+        let now = self.now();
+        self.clients[peer.index]
+            .send_rtcp(now, packet)
+            .expect("the peer is connected");
+    }
+
+    /// One event of the simulation (see testkit's `Sim::step`), up to `limit`.
+    pub fn step(&mut self, limit: Instant) -> bool {
+        let mut endpoints: Vec<&mut dyn Endpoint> = Vec::with_capacity(self.clients.len() + 1);
+        endpoints.push(&mut self.server);
+        for c in &mut self.clients {
+            endpoints.push(c);
+        }
+        self.sim.step(&mut endpoints, limit)
+    }
+
+    /// Runs the simulation until `limit`.
+    pub fn run_until(&mut self, limit: Instant) {
+        while self.step(limit) {}
+    }
+
+    /// Runs the simulation for `duration`.
+    pub fn run_for(&mut self, duration: Duration) {
+        let limit = self.now() + duration;
+        self.run_until(limit);
+    }
+}
+
+/// An Opus producer with SSRC `ssrc`.
+pub fn opus_producer(ssrc: u32) -> ProduceSpec {
+    ProduceSpec {
+        kind: MediaKind::Audio,
+        codecs: vec![CodecSpec {
+            payload_type: OPUS_PT,
+            info: CodecInfo {
+                clock_rate: 48_000,
+                codec: VideoCodec::Other,
+            },
+        }],
+        rtx: Vec::new(),
+        encodings: vec![EncodingSpec {
+            ssrc: Some(ssrc),
+            ..EncodingSpec::default()
+        }],
+        mid: None,
+        ext_ids: EXT_IDS,
+        paused: false,
+        producer_type: ProducerType::Simple,
+    }
+}
+
+/// A VP8 producer with SSRC `ssrc` and RTX on `rtx_ssrc`.
+pub fn vp8_producer(ssrc: u32, rtx_ssrc: Option<u32>) -> ProduceSpec {
+    ProduceSpec {
+        kind: MediaKind::Video,
+        codecs: vec![CodecSpec {
+            payload_type: VP8_PT,
+            info: CodecInfo {
+                clock_rate: 90_000,
+                codec: VideoCodec::Vp8,
+            },
+        }],
+        rtx: vec![RtxMapping {
+            payload_type: VP8_RTX_PT,
+            apt: VP8_PT,
+        }],
+        encodings: vec![EncodingSpec {
+            ssrc: Some(ssrc),
+            rtx_ssrc,
+            rid: None,
+        }],
+        mid: None,
+        ext_ids: EXT_IDS,
+        paused: false,
+        producer_type: ProducerType::Simple,
+    }
+}
+
+/// A consumer receiving payload type `pt` (same number as the producer's) at
+/// `clock_rate` under SSRC `ssrc`, RTX on `rtx` when given, extensions as [`EXT_IDS`].
+fn consumer(pt: u8, clock_rate: u32, ssrc: u32, rtx: Option<RtxOut>) -> ConsumeSpec {
+    let mut pt_map = [NO_PT; 128];
+    pt_map[usize::from(pt)] = pt;
+    let mut ext_map = [0u8; 256];
+    for id in [
+        EXT_IDS.abs_send_time,
+        EXT_IDS.transport_wide_cc,
+        EXT_IDS.audio_level,
+    ] {
+        ext_map[usize::from(id)] = id;
+    }
+    ConsumeSpec {
+        pt_map,
+        ext_map,
+        ssrc,
+        rtx,
+        clock_rate,
+        paused: false,
+        preferred_spatial: None,
+        preferred_temporal: None,
+        twcc_ext: EXT_IDS.transport_wide_cc,
+        abs_send_time_ext: EXT_IDS.abs_send_time,
+        vp8_rewrite: false,
+    }
+}
+
+/// An Opus consumer sending under `ssrc`.
+pub fn opus_consumer(ssrc: u32) -> ConsumeSpec {
+    consumer(OPUS_PT, 48_000, ssrc, None)
+}
+
+/// A VP8 consumer sending under `ssrc`, with RTX under `rtx_ssrc` when given.
+pub fn vp8_consumer(ssrc: u32, rtx_ssrc: Option<u32>) -> ConsumeSpec {
+    let rtx = rtx_ssrc.map(|ssrc| RtxOut {
+        ssrc,
+        payload_type: VP8_RTX_PT,
+    });
+    consumer(VP8_PT, 90_000, ssrc, rtx)
+}

@@ -1,0 +1,101 @@
+//! Where the engine writes what it sends. The engine never owns a socket: the worker loop
+//! hands it a [`Transmit`] that batches datagrams for `sendmmsg` (and flushes when the batch
+//! is full, in one place), tests collect them, benchmarks discard them.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use crate::udp::MAX_DATAGRAM;
+
+/// A sink for outgoing datagrams with caller-owned buffers (no allocation per datagram).
+pub trait Transmit {
+    /// A buffer for the next datagram; an implementation that batches makes room first.
+    fn buffer(&mut self) -> &mut [u8; MAX_DATAGRAM];
+
+    /// Sends the first `len` bytes of the buffer last handed out by [`Transmit::buffer`].
+    fn commit(&mut self, len: usize, to: SocketAddr);
+
+    /// Copies `data` into a buffer and sends it (datagrams over [`MAX_DATAGRAM`] are not sent).
+    fn push(&mut self, data: &[u8], to: SocketAddr) {
+        if data.len() > MAX_DATAGRAM {
+            return;
+        }
+        self.buffer()[..data.len()].copy_from_slice(data);
+        self.commit(data.len(), to);
+    }
+}
+
+/// A datagram the engine sent, as [`Collect`] keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// Destination.
+    pub to: SocketAddr,
+    /// Contents.
+    pub data: Vec<u8>,
+}
+
+/// Keeps a copy of every datagram (tests, fuzzing, the simulated network).
+pub struct Collect {
+    buf: Box<[u8; MAX_DATAGRAM]>,
+    /// Everything sent and not taken yet, in order.
+    pub sent: VecDeque<Sent>,
+}
+
+impl Default for Collect {
+    fn default() -> Self {
+        Self {
+            buf: Box::new([0; MAX_DATAGRAM]),
+            sent: VecDeque::new(),
+        }
+    }
+}
+
+impl Collect {
+    /// Takes the oldest datagram not taken yet.
+    pub fn pop(&mut self) -> Option<Sent> {
+        self.sent.pop_front()
+    }
+}
+
+impl Transmit for Collect {
+    fn buffer(&mut self) -> &mut [u8; MAX_DATAGRAM] {
+        &mut self.buf
+    }
+
+    fn commit(&mut self, len: usize, to: SocketAddr) {
+        self.sent.push_back(Sent {
+            to,
+            data: self.buf[..len.min(MAX_DATAGRAM)].to_vec(),
+        });
+    }
+}
+
+/// Counts datagrams and bytes and throws them away (benchmarks, allocation tests).
+pub struct Discard {
+    buf: Box<[u8; MAX_DATAGRAM]>,
+    /// Datagrams sent.
+    pub datagrams: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+}
+
+impl Default for Discard {
+    fn default() -> Self {
+        Self {
+            buf: Box::new([0; MAX_DATAGRAM]),
+            datagrams: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl Transmit for Discard {
+    fn buffer(&mut self) -> &mut [u8; MAX_DATAGRAM] {
+        &mut self.buf
+    }
+
+    fn commit(&mut self, len: usize, _to: SocketAddr) {
+        self.datagrams += 1;
+        self.bytes += len as u64;
+    }
+}
