@@ -1,1 +1,337 @@
-//! Benchmarks live in `benches/`.
+//! The real engine, set up for the benchmarks (`benches/`) and the allocation test
+//! (`tests/no_alloc.rs`): a [`SimRoom`] on perfect links with one publisher and N
+//! subscribers, all connected through real ICE, DTLS and SRTP (the testkit's
+//! [`SimClient`](ferrosoup_testkit::SimClient)s against [`Engine`]). The publisher produces
+//! VP8 (with RTX) and Opus; every subscriber consumes both.
+//!
+//! Once set up, the simulated network is left aside: [`Fanout`] takes datagrams the
+//! publisher's client protected (with fresh sequence numbers, as SRTP replay protection
+//! wants) and hands them to [`Engine::handle_datagram`] itself, so a benchmark can prepare
+//! them first and time only the engine. What the engine sends goes to a [`Discard`].
+//!
+//! ```no_run
+//! use ferrosoup_benches::Fanout;
+//!
+//! let mut fanout = Fanout::new(10);
+//! let mut datagram = fanout.video_datagram(false);
+//! fanout.handle(&mut datagram); // unprotect, parse, track, 10 × (decide, rewrite, protect)
+//! fanout.advance(ferrosoup_benches::VIDEO_INTERVAL); // timers due by then
+//! ```
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ferrosoup_room::Engine;
+use ferrosoup_room::ids::{ConsumerId, ProducerId};
+use ferrosoup_room::sim::{
+    EXT_IDS, OPUS_PT, Peer, SimRoom, VP8_PT, opus_consumer, opus_producer, vp8_consumer,
+    vp8_producer,
+};
+use ferrosoup_room::transmit::Discard;
+use ferrosoup_rtc::demux::{PacketKind, classify};
+use ferrosoup_testkit::LinkConfig;
+use ferrosoup_testkit::packets::rtp::abs_send_time;
+use ferrosoup_testkit::packets::{RtpPacket, Vp8Header, opus_payload};
+
+/// The publisher's VP8 SSRC.
+pub const VIDEO_SSRC: u32 = 0x1111_0001;
+/// The publisher's VP8 RTX SSRC.
+pub const VIDEO_RTX_SSRC: u32 = 0x1111_0002;
+/// The publisher's Opus SSRC.
+pub const AUDIO_SSRC: u32 = 0x1111_0003;
+/// Length of a video RTP packet before SRTP (header, extensions, VP8 descriptor, payload).
+pub const VIDEO_PACKET_LEN: usize = 1200;
+/// Length of the Opus payload of an audio packet.
+pub const AUDIO_PAYLOAD_LEN: usize = 100;
+/// Video packets per frame (the RTP timestamp advances every this many packets).
+pub const VIDEO_PACKETS_PER_FRAME: u16 = 4;
+/// Simulated time between two video packets (about 120 packets/s, 1.2 Mbit/s).
+pub const VIDEO_INTERVAL: Duration = Duration::from_millis(8);
+/// Simulated time between two audio packets (one 20 ms Opus frame each).
+pub const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
+/// Clients send a consent check at least this often (the engine's consent timeout is 30 s).
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// Numbering of one outgoing RTP stream of the publisher.
+struct Stream {
+    ssrc: u32,
+    seq: u16,
+    timestamp: u32,
+}
+
+/// The publisher, its subscribers and the engine between them (see the crate docs).
+pub struct Fanout {
+    /// The engine, the clients and the (no longer driven) simulated network.
+    pub room: SimRoom,
+    /// The publishing peer.
+    pub publisher: Peer,
+    /// The subscribing peers.
+    pub subscribers: Vec<Peer>,
+    /// The VP8 producer.
+    pub video_producer: ProducerId,
+    /// The Opus producer.
+    pub audio_producer: ProducerId,
+    /// One VP8 consumer per subscriber.
+    pub video_consumers: Vec<ConsumerId>,
+    /// One Opus consumer per subscriber.
+    pub audio_consumers: Vec<ConsumerId>,
+    /// Where everything the engine sends goes.
+    pub out: Discard,
+    /// Simulated now: the time every datagram is handled at.
+    now: Instant,
+    /// The time the room was set up (abs-send-time epoch of the publisher).
+    start: Instant,
+    last_keep_alive: Instant,
+    from: SocketAddr,
+    video: Stream,
+    audio: Stream,
+    packets_in_frame: u16,
+    picture_id: u16,
+    twcc_seq: u16,
+}
+
+impl Fanout {
+    /// A room with a publisher and `subscribers` subscribers, connected, with producers and
+    /// consumers, and warmed up: a keyframe and a few packets of each kind went through,
+    /// so every consumer forwards from the next packet on.
+    ///
+    /// # Panics
+    ///
+    /// If a client does not connect or the warm-up packets are not forwarded (an engine
+    /// bug).
+    pub fn new(subscribers: usize) -> Self {
+        let mut room = SimRoom::new(LinkConfig::default());
+        let publisher = room.join();
+        let subscribers: Vec<Peer> = (0..subscribers).map(|_| room.join()).collect();
+        let video_producer =
+            room.produce(publisher, vp8_producer(VIDEO_SSRC, Some(VIDEO_RTX_SSRC)));
+        let audio_producer = room.produce(publisher, opus_producer(AUDIO_SSRC));
+        let mut video_consumers = Vec::with_capacity(subscribers.len());
+        let mut audio_consumers = Vec::with_capacity(subscribers.len());
+        for (i, &peer) in subscribers.iter().enumerate() {
+            let base = 0x2000_0000 + 16 * i as u32;
+            video_consumers.push(room.consume(
+                peer,
+                video_producer,
+                vp8_consumer(base, Some(base + 1)),
+            ));
+            audio_consumers.push(room.consume(peer, audio_producer, opus_consumer(base + 2)));
+        }
+        // What the control calls sent (keyframe requests) crosses the network.
+        room.run_for(Duration::from_millis(50));
+        let now = room.now();
+        let from = room.clients[publisher.index].local_addr();
+        let mut fanout = Self {
+            room,
+            publisher,
+            subscribers,
+            video_producer,
+            audio_producer,
+            video_consumers,
+            audio_consumers,
+            out: Discard::default(),
+            now,
+            start: now,
+            last_keep_alive: now,
+            from,
+            video: Stream {
+                ssrc: VIDEO_SSRC,
+                seq: 1000,
+                timestamp: 90_000,
+            },
+            audio: Stream {
+                ssrc: AUDIO_SSRC,
+                seq: 2000,
+                timestamp: 48_000,
+            },
+            packets_in_frame: 0,
+            picture_id: 0,
+            twcc_seq: 0,
+        };
+        fanout.warm_up();
+        fanout
+    }
+
+    /// A keyframe, then video and audio until every consumer forwards.
+    fn warm_up(&mut self) {
+        let consumers = self.subscribers.len() as u64;
+        for i in 0..64 {
+            let mut video = self.video_datagram(i == 0);
+            let before = self.engine().counters().rtp_packets_out;
+            self.handle(&mut video);
+            if i > 0 {
+                assert_eq!(
+                    self.engine().counters().rtp_packets_out - before,
+                    consumers,
+                    "every video consumer forwards after the keyframe"
+                );
+            }
+            if i % 2 == 0 {
+                let mut audio = self.audio_datagram();
+                let before = self.engine().counters().rtp_packets_out;
+                self.handle(&mut audio);
+                assert_eq!(
+                    self.engine().counters().rtp_packets_out - before,
+                    consumers,
+                    "every audio consumer forwards"
+                );
+            }
+            self.advance(VIDEO_INTERVAL);
+        }
+        self.room.server.events();
+    }
+
+    /// The engine.
+    pub fn engine(&mut self) -> &mut Engine {
+        &mut self.room.server.engine
+    }
+
+    /// Simulated now.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The publisher's address (where its datagrams come from).
+    pub fn publisher_addr(&self) -> SocketAddr {
+        self.from
+    }
+
+    /// The next video packet of the publisher, SRTP-protected by its client: 1200 bytes of
+    /// plain RTP with transport-wide-cc and abs-send-time, a VP8 descriptor with PictureID,
+    /// [`VIDEO_PACKETS_PER_FRAME`] packets per frame. `keyframe` makes it the first packet
+    /// of a key frame.
+    pub fn video_datagram(&mut self, keyframe: bool) -> Vec<u8> {
+        if keyframe || self.packets_in_frame >= VIDEO_PACKETS_PER_FRAME {
+            self.next_frame();
+        }
+        let start_of_frame = self.packets_in_frame == 0;
+        self.packets_in_frame += 1;
+        let vp8 = Vp8Header {
+            start_of_frame,
+            keyframe: keyframe && start_of_frame,
+            picture_id: Some(self.picture_id),
+            width: 1280,
+            height: 720,
+            ..Vp8Header::default()
+        };
+        let twcc = self.next_twcc();
+        let mut packet = RtpPacket::new(
+            VP8_PT,
+            self.video.seq,
+            self.video.timestamp,
+            self.video.ssrc,
+        )
+        .with_marker(self.packets_in_frame == VIDEO_PACKETS_PER_FRAME)
+        .with_transport_cc(EXT_IDS.transport_wide_cc, twcc)
+        .with_abs_send_time(EXT_IDS.abs_send_time, self.abs_send_time());
+        let mut payload = vec![0u8; VIDEO_PACKET_LEN - packet.header_len()];
+        let n = vp8.write(&mut payload);
+        for (i, b) in payload[n..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        packet.payload = payload;
+        self.video.seq = self.video.seq.wrapping_add(1);
+        self.protect(&packet)
+    }
+
+    /// Drops the next video sequence number, as if the packet was lost on the way in.
+    pub fn lose_video(&mut self) {
+        self.video.seq = self.video.seq.wrapping_add(1);
+        self.packets_in_frame += 1;
+        self.next_twcc();
+    }
+
+    /// The next audio packet of the publisher, SRTP-protected by its client: a
+    /// [`AUDIO_PAYLOAD_LEN`]-byte Opus payload with transport-wide-cc and audio level.
+    pub fn audio_datagram(&mut self) -> Vec<u8> {
+        let twcc = self.next_twcc();
+        let packet = RtpPacket::new(
+            OPUS_PT,
+            self.audio.seq,
+            self.audio.timestamp,
+            self.audio.ssrc,
+        )
+        .with_transport_cc(EXT_IDS.transport_wide_cc, twcc)
+        .with_audio_level(EXT_IDS.audio_level, true, 40)
+        .with_payload(opus_payload(AUDIO_PAYLOAD_LEN));
+        self.audio.seq = self.audio.seq.wrapping_add(1);
+        self.audio.timestamp = self.audio.timestamp.wrapping_add(960);
+        self.protect(&packet)
+    }
+
+    /// [`Engine::handle_datagram`] of a datagram from the publisher, at simulated now.
+    pub fn handle(&mut self, datagram: &mut [u8]) {
+        let Self {
+            room,
+            from,
+            now,
+            out,
+            ..
+        } = self;
+        room.server
+            .engine
+            .handle_datagram(*now, *from, datagram, out);
+    }
+
+    /// Moves simulated time on by `by` and runs the engine's timers due by then.
+    pub fn advance(&mut self, by: Duration) {
+        self.now += by;
+        let Self { room, now, out, .. } = self;
+        room.server.engine.handle_timeout(*now, out);
+    }
+
+    /// When due, every client sends a consent check (so the engine's consent timer never
+    /// expires however long a benchmark runs), and the engine's events are drained. This
+    /// allocates: call it outside measurements.
+    pub fn keep_alive_if_due(&mut self) {
+        if self.now.duration_since(self.last_keep_alive) < KEEP_ALIVE {
+            return;
+        }
+        self.last_keep_alive = self.now;
+        for i in 0..self.room.clients.len() {
+            let client = &mut self.room.clients[i];
+            client.send_consent_check(self.now);
+            let from = client.local_addr();
+            while let Some(mut datagram) = client.poll_transmit() {
+                self.room.server.engine.handle_datagram(
+                    self.now,
+                    from,
+                    &mut datagram.data,
+                    &mut self.out,
+                );
+            }
+        }
+        self.room.server.events();
+    }
+
+    /// Starts the next video frame.
+    fn next_frame(&mut self) {
+        if self.packets_in_frame > 0 {
+            self.video.timestamp = self.video.timestamp.wrapping_add(3000);
+        }
+        self.packets_in_frame = 0;
+        self.picture_id = (self.picture_id + 1) & 0x7fff;
+    }
+
+    fn next_twcc(&mut self) -> u16 {
+        self.twcc_seq = self.twcc_seq.wrapping_add(1);
+        self.twcc_seq
+    }
+
+    fn abs_send_time(&self) -> u32 {
+        abs_send_time(self.now.duration_since(self.start))
+    }
+
+    /// Protects `packet` with the publisher's SRTP session.
+    fn protect(&mut self, packet: &RtpPacket) -> Vec<u8> {
+        let client = &mut self.room.clients[self.publisher.index];
+        client
+            .send_rtp(self.now, &packet.build())
+            .expect("the publisher is connected");
+        let datagram = client
+            .poll_transmit()
+            .expect("send_rtp queued the protected packet");
+        debug_assert_eq!(classify(&datagram.data), PacketKind::Rtp);
+        datagram.data
+    }
+}
