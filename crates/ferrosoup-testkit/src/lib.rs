@@ -1,7 +1,8 @@
-//! Dev-only test kit for ferrosoup: simulated time, a simulated network, packet builders
-//! and a sans-IO WebRTC client. Nothing here opens a socket, sleeps or reads the clock
-//! (except [`ManualClock::new`], once, for its base): every test that uses it is
-//! deterministic and runs as fast as the CPU allows.
+//! Dev-only test kit for ferrosoup: simulated time, a simulated network, packet builders,
+//! a sans-IO WebRTC client, and the protoo signaling client of the tests and tools. Nothing
+//! but [`protoo`] opens a socket, sleeps or reads the clock (except [`ManualClock::new`],
+//! once, for its base): every test that uses the sans-IO parts is deterministic and runs
+//! as fast as the CPU allows.
 //!
 //! - [`clock`]: [`ManualClock`], time that moves only when told to.
 //! - [`link`]: [`SimLink`], a one-way link with rate limit, bottleneck queue, delay,
@@ -15,6 +16,9 @@
 //! - [`media`]: [`StreamSender`] (numbering, history, RTX answers to NACKs) and
 //!   [`StreamReceiver`] (distinct packets, NACKs for gaps), the media logic of a client.
 //! - [`rng`]: [`SimRng`], the small seeded generator behind every random choice.
+//! - [`protoo`]: [`ProtooClient`], the one hand-made signaling client (tests, benches, load
+//!   tester): requests by id, notification waits with deadlines, raw frames, close codes,
+//!   over a WebSocket or in-process channels. The only module with I/O (tokio).
 //!
 //! The drive loop, by hand: send, ask the link for its next event, jump the clock there,
 //! take what arrived.
@@ -91,6 +95,7 @@ pub mod link;
 pub mod media;
 pub mod net;
 pub mod packets;
+pub mod protoo;
 pub mod rng;
 
 pub use client::{SimClient, SimClientConfig};
@@ -98,6 +103,7 @@ pub use clock::ManualClock;
 pub use link::{Fate, GilbertElliott, LinkConfig, LinkStats, SimLink};
 pub use media::{StreamReceiver, StreamSender};
 pub use net::{Endpoint, Sim, SimNet};
+pub use protoo::ProtooClient;
 pub use rng::SimRng;
 
 /// One UDP datagram on the simulated network.
