@@ -416,7 +416,7 @@ async fn unknown_and_foreign_ids_are_not_found_and_the_owner_is_unaffected() {
         json!({"transportId": y_send, "dtlsParameters": fake_dtls}),
     )
     .await;
-    for n in &y.notifications {
+    for n in y.notifications().iter() {
         assert!(
             n["method"] != "producerClosed"
                 && n["method"] != "consumerClosed"

@@ -13,9 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{FutureExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 use common::raw_client::*;
 use common::*;
@@ -280,7 +278,7 @@ impl Churn {
     async fn call(&mut self, i: usize, method: &str, data: Value) -> Result<Value, (u64, String)> {
         let ctx = self.ctx();
         let ws = self.peers[i].ws();
-        let id = ws.next_id;
+        let id = ws.next_id();
         let response = within(
             &format!("{ctx}: answer to {method}"),
             15,
@@ -317,21 +315,8 @@ impl Churn {
             let Presence::Connected(ws) = &mut self.peers[i].presence else {
                 continue;
             };
-            while let Some(frame) = ws.stream.next().now_or_never() {
-                match frame {
-                    Some(Ok(Message::Text(text))) => {
-                        let v: Value = serde_json::from_str(text.as_str())
-                            .unwrap_or_else(|e| panic!("invalid JSON {text}: {e}"));
-                        assert_eq!(v["notification"], true, "unexpected frame {v}");
-                        ws.notifications.push_back(v);
-                    }
-                    Some(Ok(Message::Close(frame))) => {
-                        panic!("{ctx}: server closed peer {id}'s connection: {frame:?}")
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => panic!("{ctx}: peer {id}'s WebSocket: {e}"),
-                    None => panic!("{ctx}: peer {id}'s connection ended"),
-                }
+            if let Err(e) = ws.client.read_ready() {
+                panic!("{ctx}: peer {id}'s connection: {e}");
             }
             self.process_notifications(i);
         }
@@ -342,7 +327,7 @@ impl Churn {
         let ctx = self.ctx();
         let room = self.peers[i].room;
         let pending: Vec<Value> = match &mut self.peers[i].presence {
-            Presence::Connected(ws) => ws.notifications.drain(..).collect(),
+            Presence::Connected(ws) => ws.notifications().drain(..).collect(),
             Presence::Dropped { .. } => return,
         };
         for n in pending {
@@ -734,7 +719,7 @@ impl Churn {
         let now = Instant::now();
         let resume_at = now + Duration::from_millis(300 + self.rng.below(600) as u64);
         let peer = &mut self.peers[i];
-        let next_id = peer.ws().next_id;
+        let next_id = peer.ws().next_id();
         peer.presence = Presence::Dropped {
             at: now,
             resume_at,
@@ -753,7 +738,7 @@ impl Churn {
         let ctx = self.ctx();
         let url = format!("{}?resume={}", self.server.ws_url(), self.peers[i].token);
         let mut ws = Ws::connect(&url).await;
-        ws.next_id = next_id;
+        ws.client.set_next_id(next_id);
         let away = at.elapsed();
         if let Some((id, method, data, answer)) = self.peers[i].last_request.clone() {
             let text =
@@ -764,7 +749,7 @@ impl Churn {
                 loop {
                     match ws.read().await {
                         Frame::Json(v) if v["notification"] == true => {
-                            ws.notifications.push_back(v)
+                            ws.notifications().push_back(v)
                         }
                         Frame::Json(v) => {
                             replay = Some(v);

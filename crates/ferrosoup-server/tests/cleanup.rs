@@ -16,10 +16,8 @@ use common::*;
 use ferrosoup_client::{
     ClientError, Consumer, MediaKind, Notification, Peer, ProduceOptions, Producer,
 };
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 
 /// The tests of this file push media through a 2-core machine: run them one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -350,55 +348,6 @@ async fn close_producer_then_leave() {
     server.wait_all_objects_gone().await;
 }
 
-/// A signaling client on a bare WebSocket, to cut the connection without a close frame.
-struct RawPeer {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    next_id: u64,
-}
-
-impl RawPeer {
-    async fn connect(url: &str) -> Self {
-        let (ws, _) = within(
-            "raw WebSocket connects",
-            10,
-            tokio_tungstenite::connect_async(url),
-        )
-        .await
-        .expect("raw WebSocket connects");
-        Self { ws, next_id: 1 }
-    }
-
-    /// Sends a request and returns the `data` of its successful answer.
-    async fn request(&mut self, method: &str, data: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let frame = json!({"request": true, "id": id, "method": method, "data": data});
-        self.ws
-            .send(Message::text(frame.to_string()))
-            .await
-            .expect("send a request");
-        within(&format!("answer to {method}"), 10, async {
-            loop {
-                let msg = self
-                    .ws
-                    .next()
-                    .await
-                    .expect("connection open")
-                    .expect("a frame");
-                let Message::Text(text) = msg else { continue };
-                let v: Value = serde_json::from_str(text.as_str()).expect("JSON from the server");
-                if v["response"] == true && v["id"] == id {
-                    assert_eq!(v["ok"], true, "{method} failed: {v}");
-                    return v["data"].clone();
-                }
-            }
-        })
-        .await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_websockets_clean_up() {
     let _serial = SERIAL.lock().await;
@@ -416,21 +365,20 @@ async fn dropped_websockets_clean_up() {
     } = Call::start(&server, room).await;
     let a_id = a.peer_id().to_owned();
 
-    // C joins on a bare WebSocket and publishes a video producer (no media) that B consumes.
-    let mut c = RawPeer::connect(&server.ws_url()).await;
-    c.request("createRoom", json!({"roomId": room})).await;
+    // C joins on a bare WebSocket (the test kit's client, whose drop cuts the TCP connection
+    // without a close frame) and publishes a video producer (no media) that B consumes.
+    let mut c = Ws::connect(&server.ws_url()).await;
+    c.ok("createRoom", json!({"roomId": room})).await;
     let joined = c
-        .request("joinRoom", json!({"roomId": room, "displayName": "carol"}))
+        .ok("joinRoom", json!({"roomId": room, "displayName": "carol"}))
         .await;
     let c_id = joined["peerId"].as_str().expect("peerId").to_owned();
-    let transport = c
-        .request("createTransport", json!({"direction": "send"}))
-        .await;
+    let transport = c.ok("createTransport", json!({"direction": "send"})).await;
     let mut rtp_parameters =
         serde_json::to_value(video.rtp_parameters()).expect("RTP parameters serialize");
     rtp_parameters["encodings"] = json!([{"ssrc": 0x0c0c_0001_u32}]);
     let produced = c
-        .request("produce", json!({"transportId": transport["id"], "kind": "video", "rtpParameters": rtp_parameters}))
+        .ok("produce", json!({"transportId": transport["id"], "kind": "video", "rtpParameters": rtp_parameters}))
         .await;
     let c_producer = produced["id"].as_str().expect("producer id").to_owned();
     let c_in = within("B consumes C", 10, recv.consume(&c_producer))

@@ -9,24 +9,20 @@
 
 mod common;
 
-use std::collections::VecDeque;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use common::*;
 use ferrosoup_client::{Consumer, MediaKind, Peer, ProduceOptions, RecvTransport, SendTransport};
 
-// ----- HTTP and raw WebSocket helpers -------------------------------------------------------
+// ----- HTTP helpers -------------------------------------------------------------------------
 
 /// Sends `METHOD path` and returns the status code and body (`None` on connection failure).
 async fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
@@ -48,108 +44,6 @@ async fn http_ok(port: u16, method: &str, path: &str) -> (u16, String) {
     within(&format!("{method} {path}"), 10, http(port, method, path))
         .await
         .unwrap_or_else(|| panic!("{method} {path}: no HTTP answer"))
-}
-
-/// The HTTP status of a WebSocket handshake: 101 when it upgraded, else the refusal's.
-async fn handshake_status(url: &str) -> u16 {
-    match within("WebSocket handshake", 10, connect_async(url)).await {
-        Ok((_stream, response)) => response.status().as_u16(),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
-        Err(e) => panic!("handshake to {url} failed without an HTTP status: {e}"),
-    }
-}
-
-/// What a read from the server gave.
-#[derive(Debug)]
-enum Frame {
-    /// A JSON text frame.
-    Json(Value),
-    /// The server closed the connection, with this close code if it sent one.
-    Closed(Option<u16>),
-}
-
-/// One WebSocket connection speaking the protoo envelope by hand.
-struct Ws {
-    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
-    /// Notifications read while waiting for responses, oldest first.
-    notifications: VecDeque<Value>,
-}
-
-impl Ws {
-    /// Connects; the handshake must succeed.
-    async fn connect(url: &str) -> Self {
-        let (stream, _) = within("WebSocket handshake", 10, connect_async(url))
-            .await
-            .unwrap_or_else(|e| panic!("WebSocket handshake to {url} failed: {e}"));
-        Self {
-            stream,
-            next_id: 1,
-            notifications: VecDeque::new(),
-        }
-    }
-
-    /// Reads the next JSON frame or the close.
-    async fn read(&mut self) -> Frame {
-        loop {
-            let next = within("read a frame from the server", 15, self.stream.next()).await;
-            match next {
-                Some(Ok(Message::Text(text))) => {
-                    let value = serde_json::from_str(text.as_str())
-                        .unwrap_or_else(|e| panic!("server sent invalid JSON {text}: {e}"));
-                    return Frame::Json(value);
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    return Frame::Closed(frame.map(|f| u16::from(f.code)));
-                }
-                Some(Ok(_)) => {}
-                // A connection reset after the close frame ends the stream like a close.
-                Some(Err(_)) | None => return Frame::Closed(None),
-            }
-        }
-    }
-
-    /// Sends a request and returns the whole response envelope, keeping notifications.
-    async fn request(&mut self, method: &str, data: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let text = json!({"request": true, "id": id, "method": method, "data": data}).to_string();
-        within("send a request", 10, self.stream.send(Message::text(text)))
-            .await
-            .expect("WebSocket send");
-        loop {
-            match self.read().await {
-                Frame::Json(v) if v["notification"] == true => self.notifications.push_back(v),
-                Frame::Json(v) if v["response"] == true => {
-                    assert_eq!(v["id"], id, "expected the answer to request {id}, got {v}");
-                    return v;
-                }
-                Frame::Json(v) => panic!("unexpected frame from the server: {v}"),
-                Frame::Closed(code) => {
-                    panic!("connection closed (code {code:?}) while waiting for {method}")
-                }
-            }
-        }
-    }
-
-    /// A request that must succeed; returns its data.
-    async fn ok(&mut self, method: &str, data: Value) -> Value {
-        let response = self.request(method, data).await;
-        assert_eq!(response["ok"], true, "{method} failed: {response}");
-        response["data"].clone()
-    }
-
-    /// Notifications and the close code until the server closes the connection.
-    async fn until_closed(&mut self) -> (Vec<Value>, Option<u16>) {
-        let mut seen: Vec<Value> = self.notifications.drain(..).collect();
-        loop {
-            match self.read().await {
-                Frame::Json(v) if v["notification"] == true => seen.push(v),
-                Frame::Json(v) => panic!("unexpected frame while waiting for the close: {v}"),
-                Frame::Closed(code) => return (seen, code),
-            }
-        }
-    }
 }
 
 // ----- a server process of our own, for SIGTERM ----------------------------------------------

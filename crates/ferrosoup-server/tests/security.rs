@@ -9,149 +9,31 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use common::*;
 
 const SECRET: &str = "integration-test-secret";
 
-// ----- a raw protoo connection ----------------------------------------------------------
+// ----- room steps over a raw protoo connection -------------------------------------------
 
-/// What a read from the server gave.
-#[derive(Debug)]
-enum Frame {
-    /// A JSON text frame.
-    Json(Value),
-    /// The server closed the connection, with this close code if it sent one.
-    Closed(Option<u16>),
-}
-
-/// One WebSocket connection speaking the protoo envelope by hand.
-struct Ws {
-    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
-    /// Notifications read while waiting for responses, oldest first.
-    notifications: VecDeque<Value>,
-}
-
-impl Ws {
-    /// Connects with the `protoo` subprotocol; the handshake must succeed.
-    async fn connect(url: &str) -> Self {
-        let mut request = url.into_client_request().expect("a valid ws URL");
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("protoo"));
-        let (stream, _) = within("WebSocket handshake", 10, connect_async(request))
-            .await
-            .unwrap_or_else(|e| panic!("WebSocket handshake to {url} failed: {e}"));
-        Self {
-            stream,
-            next_id: 1,
-            notifications: VecDeque::new(),
-        }
-    }
-
-    /// Sends one text frame as is.
-    async fn send_text(&mut self, text: String) {
-        within(
-            "send a text frame",
-            10,
-            self.stream.send(Message::text(text)),
-        )
-        .await
-        .expect("WebSocket send");
-    }
-
-    /// Reads the next JSON frame or the close (server pings are answered by tungstenite).
-    async fn read(&mut self) -> Frame {
-        loop {
-            let next = within("read a frame from the server", 15, self.stream.next()).await;
-            match next {
-                Some(Ok(Message::Text(text))) => {
-                    let value = serde_json::from_str(text.as_str())
-                        .unwrap_or_else(|e| panic!("server sent invalid JSON {text}: {e}"));
-                    return Frame::Json(value);
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    return Frame::Closed(frame.map(|f| u16::from(f.code)));
-                }
-                Some(Ok(Message::Binary(b))) => {
-                    panic!("server sent a binary frame of {} bytes", b.len())
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("WebSocket read failed: {e}"),
-                None => return Frame::Closed(None),
-            }
-        }
-    }
-
-    /// Reads until the response with `id`, keeping notifications; any other response fails.
-    async fn response(&mut self, id: u64) -> Value {
-        loop {
-            match self.read().await {
-                Frame::Json(v) if v["notification"] == true => self.notifications.push_back(v),
-                Frame::Json(v) if v["response"] == true => {
-                    assert_eq!(v["id"], id, "expected the answer to request {id}, got {v}");
-                    return v;
-                }
-                Frame::Json(v) => panic!("unexpected frame from the server: {v}"),
-                Frame::Closed(code) => {
-                    panic!("connection closed (code {code:?}) while waiting for the answer to {id}")
-                }
-            }
-        }
-    }
-
-    /// Sends a request without waiting for its answer; returns its id.
-    async fn send_request(&mut self, method: &str, data: Value) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send_text(
-            json!({"request": true, "id": id, "method": method, "data": data}).to_string(),
-        )
-        .await;
-        id
-    }
-
-    /// Sends a request and returns the whole response envelope.
-    async fn request(&mut self, method: &str, data: Value) -> Value {
-        let id = self.send_request(method, data).await;
-        self.response(id).await
-    }
-
-    /// A request that must succeed; returns its data.
-    async fn ok(&mut self, method: &str, data: Value) -> Value {
-        let response = self.request(method, data).await;
-        assert_eq!(response["ok"], true, "{method} failed: {response}");
-        response["data"].clone()
-    }
-
-    /// A request that must fail; returns its error code and reason (checked non-empty).
-    async fn fail(&mut self, method: &str, data: Value) -> (u64, String) {
-        let response = self.request(method, data).await;
-        error_of(&response)
-    }
-
-    /// The connection still answers requests.
-    async fn assert_usable(&mut self, after: &str) {
-        let response = self.request("ping", json!({})).await;
-        assert_eq!(
-            response["ok"], true,
-            "ping after {after} failed: {response}"
-        );
-    }
-
+/// The steps of these tests' peers on a [`Ws`].
+trait Steps {
     /// `createRoom` + `joinRoom` (with `peerId` when given) with the router's capabilities;
     /// returns the `joinRoom` answer.
+    async fn join(&mut self, room: &str, peer_id: Option<&str>) -> Value;
+    /// `createTransport` in a direction; returns its id.
+    async fn transport(&mut self, direction: &str) -> String;
+    /// `produce` of a VP8 stream with this SSRC on `transport`; returns the producer id.
+    async fn produce(&mut self, transport: &str, ssrc: u32) -> String;
+    /// `consume` of `producer` on `transport`; returns the consumer id.
+    async fn consume(&mut self, transport: &str, producer: &str) -> String;
+}
+
+impl Steps for Ws {
     async fn join(&mut self, room: &str, peer_id: Option<&str>) -> Value {
         let caps = self.ok("createRoom", json!({"roomId": room})).await["rtpCapabilities"].clone();
         let mut data = json!({"roomId": room, "rtpCapabilities": caps});
@@ -161,7 +43,6 @@ impl Ws {
         self.ok("joinRoom", data).await
     }
 
-    /// `createTransport` in a direction; returns its id.
     async fn transport(&mut self, direction: &str) -> String {
         id_of(
             &self
@@ -170,12 +51,10 @@ impl Ws {
         )
     }
 
-    /// `produce` of a VP8 stream with this SSRC on `transport`; returns the producer id.
     async fn produce(&mut self, transport: &str, ssrc: u32) -> String {
         id_of(&self.ok("produce", produce_data(transport, ssrc)).await)
     }
 
-    /// `consume` of `producer` on `transport`; returns the consumer id.
     async fn consume(&mut self, transport: &str, producer: &str) -> String {
         id_of(
             &self
@@ -186,18 +65,6 @@ impl Ws {
                 .await,
         )
     }
-
-    /// Reads until the server closes the connection, skipping notifications; any response
-    /// fails. Returns the close code.
-    async fn closed(&mut self) -> Option<u16> {
-        loop {
-            match self.read().await {
-                Frame::Json(v) if v["notification"] == true => {}
-                Frame::Json(v) => panic!("expected the connection to close, got {v}"),
-                Frame::Closed(code) => return code,
-            }
-        }
-    }
 }
 
 /// The `id` of an answer.
@@ -207,22 +74,6 @@ fn id_of(data: &Value) -> String {
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| panic!("answer without id: {data}"))
         .to_owned()
-}
-
-/// Error code and reason of an error response, checking the envelope.
-fn error_of(response: &Value) -> (u64, String) {
-    assert_eq!(
-        response["ok"], false,
-        "expected an error answer, got {response}"
-    );
-    let code = response["errorCode"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("errorCode not a number: {response}"));
-    let reason = response["errorReason"]
-        .as_str()
-        .unwrap_or_else(|| panic!("errorReason not a string: {response}"));
-    assert!(!reason.trim().is_empty(), "empty errorReason: {response}");
-    (code, reason.to_owned())
 }
 
 /// `produce` data: one VP8 encoding with this SSRC (payload type 96), the SSRC as its mid.
@@ -268,15 +119,6 @@ fn cli_token(secret: &str, room: &str, peer: &str, flags: &[&str]) -> String {
         "`ferrosoup token` printed no JWT: {token:?}"
     );
     token
-}
-
-/// The HTTP status of a WebSocket handshake: 101 when it upgraded, else the refusal's.
-async fn handshake_status(url: &str) -> u16 {
-    match within("WebSocket handshake", 10, connect_async(url)).await {
-        Ok((_stream, response)) => response.status().as_u16(),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
-        Err(e) => panic!("handshake to {url} failed without an HTTP status: {e}"),
-    }
 }
 
 /// Seconds since the Unix epoch.

@@ -226,7 +226,7 @@ async fn resume_keeps_media_and_delivers_queued_notifications_first_in_order() {
     let mut ws = Ws::connect(&resume_url(&server, &token)).await;
     let ping = ws.request("ping", json!({})).await;
     assert_eq!(ping["ok"], true, "ping on the resumed connection: {ping}");
-    let queued: Vec<Value> = ws.notifications.drain(..).collect();
+    let queued: Vec<Value> = ws.notifications().drain(..).collect();
     let membership: Vec<(String, Value)> = queued
         .iter()
         .filter(|n| {

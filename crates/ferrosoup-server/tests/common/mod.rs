@@ -4,6 +4,10 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod raw_client;
+pub mod ws;
+
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use ws::{Frame, Ws, error_of, handshake_status};
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -1,24 +1,22 @@
 //! A hand-made WebRTC client for the integration tests: protoo signaling over a raw
-//! WebSocket ([`Ws`]), and ICE (rtc-stun), DTLS and SRTP (the project's own sans-IO pieces)
-//! over plain UDP sockets ([`RawTransport`] for a bare handshake, [`MediaLink`] for a
-//! transport that keeps consent alive, receives and sends media, and sends RTCP).
+//! WebSocket ([`Ws`], the test kit's client) with the first room steps ([`RoomSteps`]), and
+//! ICE (rtc-stun), DTLS and SRTP (the project's own sans-IO pieces) over plain UDP sockets
+//! ([`RawTransport`] for a bare handshake, [`MediaLink`] for a transport that keeps consent
+//! alive, receives and sends media, and sends RTCP).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
 use super::within;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use super::ws::{Frame, Ws, error_of};
 use ferrosoup_rtc::dtls::{
     DtlsCertificate, DtlsEvent, DtlsRole, DtlsSession, DtlsState, Fingerprint,
 };
@@ -37,167 +35,19 @@ const CLIENT_UFRAG: &str = "evilufrag";
 /// ICE-CONTROLLING tie-breaker of the hand-made client's checks.
 const TIE_BREAKER: u64 = 0x0bad_c0de_0bad_c0de;
 
-// ----- a raw protoo connection ----------------------------------------------------------
-// ----- a raw protoo connection ----------------------------------------------------------
+// ----- room steps over a raw protoo connection ------------------------------------------
 
-/// What a read from the server gave.
-#[derive(Debug)]
-pub enum Frame {
-    /// A JSON text frame.
-    Json(Value),
-    /// The server closed the connection, with this close code if it sent one.
-    Closed(Option<u16>),
-}
-
-/// One WebSocket connection speaking the protoo envelope by hand.
-pub struct Ws {
-    /// The WebSocket.
-    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    /// Id of the next request [`Ws::request`] sends.
-    pub next_id: u64,
-    /// Notifications read while waiting for responses, oldest first.
-    pub notifications: VecDeque<Value>,
-}
-
-impl Ws {
-    /// Connects with the `protoo` subprotocol, as protoo-client does.
-    pub async fn connect(url: &str) -> Self {
-        Self::connect_with(url, Some("protoo")).await.0
-    }
-
-    /// Connects, offering `protocol` if given; also returns the subprotocol the server chose.
-    pub async fn connect_with(url: &str, protocol: Option<&'static str>) -> (Self, Option<String>) {
-        let mut request = url.into_client_request().expect("a valid ws URL");
-        if let Some(p) = protocol {
-            request
-                .headers_mut()
-                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));
-        }
-        let (stream, response) = within(
-            "WebSocket handshake",
-            10,
-            connect_async_with_config(request, None, true),
-        )
-        .await
-        .expect("WebSocket handshake succeeds");
-        let chosen = response
-            .headers()
-            .get("sec-websocket-protocol")
-            .map(|v| v.to_str().expect("an ASCII subprotocol header").to_owned());
-        (
-            Self {
-                stream,
-                next_id: 1,
-                notifications: VecDeque::new(),
-            },
-            chosen,
-        )
-    }
-
-    /// Sends one text frame as is.
-    pub async fn send_text(&mut self, text: String) {
-        within(
-            "send a text frame",
-            10,
-            self.stream.send(Message::text(text)),
-        )
-        .await
-        .expect("WebSocket send");
-    }
-
-    /// Reads the next JSON frame or the close (server pings are answered by tungstenite).
-    pub async fn read(&mut self) -> Frame {
-        loop {
-            let next = within("read a frame from the server", 15, self.stream.next()).await;
-            match next {
-                Some(Ok(Message::Text(text))) => {
-                    let value = serde_json::from_str(text.as_str())
-                        .unwrap_or_else(|e| panic!("server sent invalid JSON {text}: {e}"));
-                    return Frame::Json(value);
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    return Frame::Closed(frame.map(|f| u16::from(f.code)));
-                }
-                Some(Ok(Message::Binary(b))) => {
-                    panic!("server sent a binary frame of {} bytes", b.len())
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("WebSocket read failed: {e}"),
-                None => return Frame::Closed(None),
-            }
-        }
-    }
-
-    /// Reads until the response with `id`, keeping notifications; any other response fails.
-    pub async fn response(&mut self, id: u64) -> Value {
-        loop {
-            match self.read().await {
-                Frame::Json(v) if v["notification"] == true => self.notifications.push_back(v),
-                Frame::Json(v) if v["response"] == true => {
-                    assert_eq!(v["id"], id, "expected the answer to request {id}, got {v}");
-                    return v;
-                }
-                Frame::Json(v) => panic!("unexpected frame from the server: {v}"),
-                Frame::Closed(code) => {
-                    panic!("connection closed (code {code:?}) while waiting for the answer to {id}")
-                }
-            }
-        }
-    }
-
-    /// Sends a request and returns the whole response envelope.
-    pub async fn request(&mut self, method: &str, data: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send_text(
-            json!({"request": true, "id": id, "method": method, "data": data}).to_string(),
-        )
-        .await;
-        self.response(id).await
-    }
-
-    /// A request that must succeed; returns its data.
-    pub async fn ok(&mut self, method: &str, data: Value) -> Value {
-        let response = self.request(method, data).await;
-        assert_eq!(response["ok"], true, "{method} failed: {response}");
-        response["data"].clone()
-    }
-
-    /// A request that must fail; returns its error code and reason (checked non-empty).
-    pub async fn fail(&mut self, method: &str, data: Value) -> (u64, String) {
-        let response = self.request(method, data).await;
-        error_of(&response)
-    }
-
-    /// The connection still answers requests.
-    pub async fn assert_usable(&mut self, after: &str) {
-        let response = self.request("ping", json!({})).await;
-        assert_eq!(
-            response["ok"], true,
-            "ping after {after} failed: {response}"
-        );
-    }
-
-    /// Waits for a notification named `method` whose data satisfies `pred`, discarding others.
-    pub async fn notification(&mut self, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            while let Some(n) = self.notifications.pop_front() {
-                if n["method"] == method && pred(&n["data"]) {
-                    return n["data"].clone();
-                }
-            }
-            match self.read().await {
-                Frame::Json(v) if v["notification"] == true => self.notifications.push_back(v),
-                Frame::Json(v) => panic!("unexpected frame while waiting for {method}: {v}"),
-                Frame::Closed(code) => {
-                    panic!("connection closed (code {code:?}) while waiting for {method}")
-                }
-            }
-        }
-    }
-
+/// The first steps of a hand-made peer on a [`Ws`].
+pub trait RoomSteps {
     /// `createRoom` + `joinRoom` with the router's capabilities; returns them.
-    pub async fn join(&mut self, room: &str, peer_id: &str) -> Value {
+    async fn join(&mut self, room: &str, peer_id: &str) -> Value;
+
+    /// `createTransport` in a direction; returns the whole answer.
+    async fn transport(&mut self, direction: &str) -> Value;
+}
+
+impl RoomSteps for Ws {
+    async fn join(&mut self, room: &str, peer_id: &str) -> Value {
         let caps = self.ok("createRoom", json!({"roomId": room})).await["rtpCapabilities"].clone();
         let joined = self
             .ok(
@@ -209,93 +59,9 @@ impl Ws {
         caps
     }
 
-    /// `createTransport` in a direction; returns the whole answer.
-    pub async fn transport(&mut self, direction: &str) -> Value {
+    async fn transport(&mut self, direction: &str) -> Value {
         self.ok("createTransport", json!({"direction": direction}))
             .await
-    }
-}
-
-/// Error code and reason of an error response, checking the envelope.
-pub fn error_of(response: &Value) -> (u64, String) {
-    assert_eq!(
-        response["ok"], false,
-        "expected an error answer, got {response}"
-    );
-    let code = response["errorCode"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("errorCode not a number: {response}"));
-    let reason = response["errorReason"]
-        .as_str()
-        .unwrap_or_else(|| panic!("errorReason not a string: {response}"));
-    assert!(!reason.trim().is_empty(), "empty errorReason: {response}");
-    (code, reason.to_owned())
-}
-
-impl Ws {
-    /// Sends request `method` with `data` under the given `id` (for re-sent requests) and
-    /// returns the whole response envelope.
-    pub async fn request_with_id(&mut self, id: u64, method: &str, data: Value) -> Value {
-        self.send_text(
-            json!({"request": true, "id": id, "method": method, "data": data}).to_string(),
-        )
-        .await;
-        self.response(id).await
-    }
-
-    /// Waits up to `wait` for a notification named `method` whose data satisfies `pred`
-    /// (others are kept); `None` if none came.
-    pub async fn notification_within(
-        &mut self,
-        wait: Duration,
-        method: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Option<Value> {
-        if let Some(at) = self
-            .notifications
-            .iter()
-            .position(|n| n["method"] == method && pred(&n["data"]))
-        {
-            return self.notifications.remove(at).map(|n| n["data"].clone());
-        }
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let frame = match tokio::time::timeout_at(deadline, self.stream.next()).await {
-                Err(_) => return None,
-                Ok(frame) => frame,
-            };
-            match frame {
-                Some(Ok(Message::Text(text))) => {
-                    let v: Value = serde_json::from_str(text.as_str())
-                        .unwrap_or_else(|e| panic!("server sent invalid JSON {text}: {e}"));
-                    if v["notification"] != true {
-                        panic!("unexpected frame while watching for {method}: {v}");
-                    }
-                    if v["method"] == method && pred(&v["data"]) {
-                        return Some(v["data"].clone());
-                    }
-                    self.notifications.push_back(v);
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    panic!("connection closed ({frame:?}) while watching for {method}")
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("WebSocket read failed: {e}"),
-                None => panic!("connection ended while watching for {method}"),
-            }
-        }
-    }
-
-    /// Reads until the server closes the connection and returns the close code (failing on
-    /// a response; notifications are kept).
-    pub async fn closed(&mut self) -> Option<u16> {
-        loop {
-            match self.read().await {
-                Frame::Json(v) if v["notification"] == true => self.notifications.push_back(v),
-                Frame::Json(v) => panic!("expected the connection to close, got {v}"),
-                Frame::Closed(code) => return code,
-            }
-        }
     }
 }
 
