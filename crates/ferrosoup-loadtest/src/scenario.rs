@@ -354,7 +354,8 @@ async fn subscribe(
 
 async fn join(ctx: &Ctx, spec: PeerSpec) -> anyhow::Result<Joined> {
     let ws_opened = Instant::now();
-    let mut signal = Signal::connect(&ctx.cfg.url).await?;
+    let mut signal =
+        Signal::connect(&ctx.cfg.url, Duration::from_secs_f64(ctx.cfg.join_timeout)).await?;
     let room_id = format!("{}-room{}", ctx.run_id, spec.room);
     let created = signal
         .request("createRoom", json!({ "roomId": room_id }))

@@ -1,104 +1,35 @@
-//! A minimal protoo client over one WebSocket: sequential requests, notifications
-//! queued, and a tiny HTTP GET for the server's JSON API.
+//! One simulated peer's signaling, on the test kit's protoo client (requests by id,
+//! notifications dropped: the scenario is fixed in advance, so none of them changes what a
+//! simulated peer does), and a tiny HTTP GET for the server's JSON API.
 
-use ferrosoup_proto::signaling::Message;
-use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+
+use ferrosoup_testkit::protoo::{Frame, ProtooClient};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
-/// Signaling failures.
-#[derive(Debug, thiserror::Error)]
-pub enum SignalError {
-    /// The WebSocket failed or closed.
-    #[error("websocket: {0}")]
-    WebSocket(String),
-    /// The server answered a request with an error.
-    #[error("{method} failed: {code} {reason}")]
-    Refused {
-        /// The request's method.
-        method: String,
-        /// `errorCode`.
-        code: u16,
-        /// `errorReason`.
-        reason: String,
-    },
-    /// An answer lacks a field this client needs.
-    #[error("{0}")]
-    BadAnswer(String),
-}
+pub use ferrosoup_testkit::protoo::ProtooError;
 
 /// One peer's WebSocket.
+#[derive(Debug)]
 pub struct Signal {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
-}
-
-impl std::fmt::Debug for Signal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signal")
-            .field("next_id", &self.next_id)
-            .finish_non_exhaustive()
-    }
+    client: ProtooClient,
 }
 
 impl Signal {
-    /// Opens the WebSocket.
-    pub async fn connect(url: &str) -> Result<Self, SignalError> {
-        // No Nagle: a request written in two segments would wait for the server's delayed
-        // ACK (40 ms), which was most of a peer's join time.
-        let (ws, _) = connect_async_with_config(url, None, true)
-            .await
-            .map_err(|e| SignalError::WebSocket(e.to_string()))?;
-        Ok(Self { ws, next_id: 1 })
+    /// Opens the WebSocket; each request then waits at most `timeout` for its answer.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, ProtooError> {
+        let mut client = ProtooClient::connect(url).await?;
+        client.set_keep_notifications(false);
+        client.set_timeout(Some(timeout));
+        Ok(Self { client })
     }
 
-    /// Sends a request and waits for its answer. Notifications arriving meanwhile are
-    /// dropped: the scenario is fixed in advance, so none of them changes what a simulated
-    /// peer does.
-    pub async fn request(&mut self, method: &str, data: Value) -> Result<Value, SignalError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let text = Message::request(id, method, data).to_json();
-        self.ws
-            .send(WsMessage::text(text))
-            .await
-            .map_err(|e| SignalError::WebSocket(e.to_string()))?;
-        loop {
-            match self.read().await? {
-                Message::Response(r) if r.id == id => {
-                    return r.result.map_err(|e| SignalError::Refused {
-                        method: method.to_owned(),
-                        code: e.code,
-                        reason: e.reason,
-                    });
-                }
-                Message::Response(_) | Message::Request(_) | Message::Notification(_) => {}
-            }
-        }
-    }
-
-    /// Next protoo message (skipping pings, binary frames and invalid JSON).
-    async fn read(&mut self) -> Result<Message, SignalError> {
-        loop {
-            let frame = self
-                .ws
-                .next()
-                .await
-                .ok_or_else(|| SignalError::WebSocket("closed".into()))?
-                .map_err(|e| SignalError::WebSocket(e.to_string()))?;
-            match frame {
-                WsMessage::Text(text) => {
-                    if let Ok(message) = Message::parse(text.as_str()) {
-                        return Ok(message);
-                    }
-                }
-                WsMessage::Close(_) => return Err(SignalError::WebSocket("closed".into())),
-                _ => {}
-            }
-        }
+    /// Sends a request and waits for its answer's data ([`ProtooError::Refused`] for an
+    /// error answer). Notifications arriving meanwhile are dropped.
+    pub async fn request(&mut self, method: &str, data: Value) -> Result<Value, ProtooError> {
+        self.client.ok(method, data).await
     }
 
     /// Keeps the connection serviced (pongs, notifications dropped) until it closes or
@@ -108,13 +39,13 @@ impl Signal {
         loop {
             tokio::select! {
                 () = &mut stop => break,
-                frame = self.ws.next() => match frame {
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => return,
+                frame = self.client.recv() => match frame {
+                    Ok(Frame::Json(_)) => {}
+                    Ok(Frame::Closed(_)) | Err(_) => return,
                 },
             }
         }
-        let _ = self.ws.close(None).await;
+        let _ = self.client.close().await;
     }
 }
 
