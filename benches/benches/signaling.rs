@@ -1,8 +1,8 @@
 //! Criterion benchmarks of one signaling round trip, in process: a real worker pool (one
-//! worker on a loopback UDP port) and hub, with `session::run` fed over in-memory channels
-//! instead of a WebSocket. Each iteration sends one protoo request and waits for its
-//! response: `signaling/ping` and `signaling/getRouterRtpCapabilities` (after a
-//! `createRoom`).
+//! worker on a loopback UDP port) and hub, with `connection::run` fed over in-memory
+//! channels instead of a WebSocket, spoken by the test kit's protoo client. Each iteration
+//! sends one protoo request and waits for its response:
+//! `signaling/ping` and `signaling/getRouterRtpCapabilities` (after a `createRoom`).
 //!
 //! Run: `cargo bench -p ferrosoup-benches --bench signaling -- --warm-up-time 1 --measurement-time 3`.
 
@@ -11,7 +11,10 @@ use std::net::IpAddr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferrosoup_room::{WorkerPool, WorkerSettings};
-use ferrosoup_signal::{ConnectParams, Hub, Limits, Outgoing, SignalConfig, session};
+use ferrosoup_signal::{
+    ConnectParams, Hub, Limits, Outgoing, ResumeRegistry, SignalConfig, connection,
+};
+use ferrosoup_testkit::protoo::{Channels, ProtooClient, RawFrame, Value, json};
 use futures_util::stream;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -19,33 +22,28 @@ use tokio::sync::mpsc;
 /// Room every request of the benchmark names.
 const ROOM: &str = "bench-room";
 
-/// The client end of one in-process signaling connection.
-struct Client {
-    to_server: mpsc::UnboundedSender<String>,
-    from_server: mpsc::UnboundedReceiver<Outgoing>,
-    next_id: u64,
+/// The client end of one in-process signaling connection: the test kit's protoo client
+/// over channels.
+type Client = ProtooClient<Channels<Outgoing>>;
+
+/// The session's frames as the client reads them.
+fn frame(out: Outgoing) -> RawFrame {
+    match out {
+        Outgoing::Text(text) => RawFrame::Text(text),
+        Outgoing::Close(code, _) => RawFrame::Close(Some(code)),
+    }
 }
 
-impl Client {
-    /// Sends one request with a fresh id (so the session's answer cache never hits) and
-    /// returns the text of the response; panics on anything but a successful response,
-    /// which would make the figures meaningless.
-    async fn request(&mut self, method: &str, data: &str) -> String {
-        self.next_id += 1;
-        let id = self.next_id;
-        let frame = format!(r#"{{"request":true,"id":{id},"method":"{method}","data":{data}}}"#);
-        assert!(
-            self.to_server.send(frame).is_ok(),
-            "session task is running"
-        );
-        match self.from_server.recv().await {
-            Some(Outgoing::Text(text)) => {
-                assert!(text.contains(r#""ok":true"#), "{method} failed: {text}");
-                text
-            }
-            other => panic!("{method}: no response, got {other:?}"),
-        }
-    }
+/// One request with a fresh id (so the session's answer cache never hits); the response
+/// as received (the client reads only its head, so the figures are the server's). Panics on
+/// anything but a successful response, which would make the figures meaningless.
+async fn request(client: &mut Client, method: &str, data: &Value) -> String {
+    let response = client
+        .request_text(method, data.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{method}: {e}"));
+    assert!(response.ok, "{method} failed: {}", response.text);
+    response.text
 }
 
 /// Starts a one-worker pool and a hub with limits out of the way, and opens one connection.
@@ -76,13 +74,18 @@ fn start(rt: &Runtime) -> Client {
             config,
         );
         let incoming = stream::poll_fn(move |cx| incoming.poll_recv(cx));
-        tokio::spawn(session::run(hub, incoming, out, ConnectParams::default()));
+        tokio::spawn(connection::run(
+            hub,
+            std::sync::Arc::new(ResumeRegistry::new()),
+            incoming,
+            out,
+            ConnectParams::default(),
+        ));
     });
-    Client {
-        to_server,
-        from_server,
-        next_id: 0,
-    }
+    let mut client = ProtooClient::new(Channels::new(to_server, from_server, frame));
+    // No deadline: arming a timer per request would be timed too.
+    client.set_timeout(None);
+    client
 }
 
 /// Both round trips on one connection.
@@ -92,16 +95,16 @@ fn signaling(c: &mut Criterion) {
         .build()
         .expect("a current-thread runtime always builds");
     let mut client = start(&rt);
-    let room_data = format!(r#"{{"roomId":"{ROOM}"}}"#);
-    rt.block_on(client.request("createRoom", &room_data));
+    let (ping, room) = (json!({}), json!({ "roomId": ROOM }));
+    rt.block_on(request(&mut client, "createRoom", &room));
 
     let mut group = c.benchmark_group("signaling");
     group.throughput(Throughput::Elements(1));
     group.bench_function("ping", |b| {
-        b.iter(|| black_box(rt.block_on(client.request("ping", "{}"))))
+        b.iter(|| black_box(rt.block_on(request(&mut client, "ping", &ping))))
     });
     group.bench_function("getRouterRtpCapabilities", |b| {
-        b.iter(|| black_box(rt.block_on(client.request("getRouterRtpCapabilities", &room_data))))
+        b.iter(|| black_box(rt.block_on(request(&mut client, "getRouterRtpCapabilities", &room))))
     });
     group.finish();
 }
