@@ -1,5 +1,6 @@
 //! Writes seed corpora (valid samples) for the byte-oriented fuzz targets into
-//! `corpus/<target>/`. Run from `fuzz/`: `cargo run --example gen_seeds`.
+//! `corpus/<target>/`. Run from `fuzz/`: `cargo run --example gen_seeds`. Packets are
+//! built with ferrosoup-testkit, as the tests build them.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,6 +8,17 @@ use std::time::Instant;
 
 use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsRole, DtlsSession};
 use ferrosoup_rtc::rtcp;
+use ferrosoup_testkit::packets::{
+    RtpPacket, nack, opus_payload, pli, receiver_report, report_block, sender_report,
+    stun_binding_request, vp8_payload,
+};
+
+/// SSRCs of `fuzz_targets/engine.rs` (the publisher's streams and the subscriber's
+/// consumers), which its seeds name.
+const ENGINE_VIDEO_SSRC: u32 = 0x1111;
+const ENGINE_AUDIO_SSRC: u32 = 0x1113;
+const ENGINE_SUB_VIDEO_SSRC: u32 = 0x3333;
+const ENGINE_SUB_AUDIO_SSRC: u32 = 0x3335;
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new("corpus").join(target);
@@ -14,46 +26,78 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).expect("seed file");
 }
 
-fn rtp(ext: Option<(u16, &[u8])>, payload: &[u8], padding: u8) -> Vec<u8> {
-    let mut p = vec![0x80 | if ext.is_some() { 0x10 } else { 0 }, 96, 0x12, 0x34];
-    p.extend_from_slice(&[0, 0, 0x10, 0]);
-    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-    if let Some((profile, elems)) = ext {
-        let words = elems.len().div_ceil(4);
-        p.extend_from_slice(&profile.to_be_bytes());
-        p.extend_from_slice(&(words as u16).to_be_bytes());
-        p.extend_from_slice(elems);
-        p.resize(p.len() + words * 4 - elems.len(), 0);
+/// Ops of the `engine` target's input (see its module docs).
+#[derive(Default)]
+struct EngineOps(Vec<u8>);
+
+impl EngineOps {
+    /// A datagram op (0..=5) with its bytes.
+    fn datagram(mut self, op: u8, bytes: &[u8]) -> Self {
+        self.0.push(op);
+        self.0.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        self.0.extend_from_slice(bytes);
+        self
     }
-    p.extend_from_slice(payload);
-    if padding > 0 {
-        p[0] |= 0x20;
-        p.resize(p.len() + usize::from(padding) - 1, 0);
-        p.push(padding);
+
+    /// A well-formed publisher packet (op 6).
+    fn media(mut self, flags: u8, step: u16, size: u8) -> Self {
+        self.0.push(6);
+        self.0.push(flags);
+        self.0.extend_from_slice(&step.to_be_bytes());
+        self.0.push(size);
+        self
     }
-    p
+
+    /// The clock moves on (op 7).
+    fn advance(mut self, ms: u16) -> Self {
+        self.0.push(7);
+        self.0.extend_from_slice(&ms.to_be_bytes());
+        self
+    }
+
+    /// A key frame, 3 more video packets, audio, then 100 ms.
+    fn call(self) -> Self {
+        self.media(0x04 | 0x10 | 0x20 | 0x08, 1, 200)
+            .media(0x20, 1, 200)
+            .media(0x20, 1, 200)
+            .media(0x20 | 0x40, 1, 200)
+            .media(0x02 | 0x80, 1, 25)
+            .advance(100)
+    }
 }
 
 fn main() {
-    // RTP: one-byte and two-byte extensions, VP8/H.264 keyframe payloads, padding.
-    let one_byte: &[u8] = &[
-        0x10, b'0', 0x21, b'h', b'i', 0x32, 1, 2, 3, 0x51, 0, 7, 0x60, 0x85,
-    ];
-    let two_byte: &[u8] = &[1, 1, b'0', 2, 2, b'h', b'i', 0, 5, 2, 0, 7];
-    let vp8_key = [0x90, 0x80, 0x7f, 0x10, 0x02, 0x9d, 0x01, 0x2a];
+    // RTP: one-byte and two-byte extensions (mid, rid, transport-cc, abs-send-time, audio
+    // level, an unknown long element), VP8 / H.264 keyframe payloads, CSRCs, padding.
     let h264_idr = [0x65, 0x88, 0x84];
     let samples = [
-        rtp(None, &vp8_key, 0),
-        rtp(Some((0xBEDE, one_byte)), &vp8_key, 0),
-        rtp(Some((0x1000, two_byte)), &h264_idr, 4),
-        rtp(Some((0xBEDE, one_byte)), &[0x7c, 0x85, 0x88], 0),
+        RtpPacket::new(96, 0x1234, 4096, 0x1234_5678).with_payload(vp8_payload(true, None, 8)),
+        RtpPacket::new(96, 0x1234, 4096, 0x1234_5678)
+            .with_mid(1, "0")
+            .with_rid(2, "hi")
+            .with_abs_send_time(4, 0x12_3456)
+            .with_transport_cc(5, 7)
+            .with_audio_level(6, true, 5)
+            .with_payload(vp8_payload(true, Some(9), 16)),
+        RtpPacket::new(102, 0x1234, 4096, 0x1234_5678)
+            .with_mid(1, "0")
+            .with_extension(200, vec![7u8; 20])
+            .with_csrc(99)
+            .with_padding(4)
+            .with_payload(h264_idr),
+        RtpPacket::new(111, 0x1234, 4096, 0x1234_5678)
+            .with_transport_cc(5, 8)
+            .with_audio_level(6, false, 60)
+            .with_payload(opus_payload(40)),
     ];
-    for (i, p) in samples.iter().enumerate() {
+    for (i, p) in samples.iter().map(RtpPacket::build).enumerate() {
         let mut seeded = vec![3u8];
-        seeded.extend_from_slice(p);
+        seeded.extend_from_slice(&p);
         write("rtp", &format!("seed{i}"), &seeded);
-        write("demux", &format!("rtp{i}"), p);
+        write("demux", &format!("rtp{i}"), &p);
     }
+    let (_, stun) = stun_binding_request("serverufrag", "clientufrag", "serverpwd", true, 1);
+    write("demux", "stun", &stun);
 
     // RTCP: SR + SDES, RR, NACK, PLI, FIR, REMB as one compound and alone.
     let mut buf = [0u8; 1500];
@@ -82,6 +126,15 @@ fn main() {
         &|b: &mut [u8]| rtcp::write_pli(b, 1, 2),
         &|b: &mut [u8]| rtcp::write_fir(b, 1, &[(2, 9), (3, 10)]),
         &|b: &mut [u8]| rtcp::write_remb(b, 1, 1_500_000, &[2, 3]),
+        &|b: &mut [u8]| rtcp::write_xr_rrtr(b, 1, 0x1234_5678_9abc_def0),
+        &|b: &mut [u8]| {
+            let dlrr = rtcp::DlrrItem {
+                ssrc: 1,
+                last_rr: 0x5678_9abc,
+                delay: 0x100,
+            };
+            rtcp::write_xr_dlrr(b, 2, &[dlrr])
+        },
     ]
     .into_iter()
     .enumerate()
@@ -106,6 +159,63 @@ fn main() {
     framed.extend_from_slice(&hello);
     write("dtls", "client_hello", &framed);
     write("demux", "dtls", &hello);
+
+    // Engine: a call, then feedback from both sides, raw datagrams from every address,
+    // and a pause long enough for consent to expire.
+    let sr_info = rtcp::SenderInfo {
+        ntp: 0x1234_5678_9abc_def0,
+        rtp_ts: 90_000,
+        packets: 4,
+        octets: 800,
+    };
+    let plain = samples[1].clone();
+    let seeds = [
+        ("call", EngineOps::default().call().call()),
+        (
+            "nack_rtx",
+            EngineOps::default()
+                .call()
+                .datagram(5, &nack(9, ENGINE_SUB_VIDEO_SSRC, &[0, 1, 2, 1000]))
+                .media(0x01, 2, 100)
+                .media(0x00, 3, 100)
+                .advance(50),
+        ),
+        (
+            "feedback",
+            EngineOps::default()
+                .call()
+                .datagram(5, &pli(9, ENGINE_SUB_VIDEO_SSRC))
+                .datagram(
+                    5,
+                    &receiver_report(
+                        9,
+                        &[
+                            report_block(ENGINE_SUB_VIDEO_SSRC, 3),
+                            report_block(ENGINE_SUB_AUDIO_SSRC, 1),
+                        ],
+                    ),
+                )
+                .datagram(4, &sender_report(ENGINE_VIDEO_SSRC, &sr_info, &[]))
+                .datagram(4, &sender_report(ENGINE_AUDIO_SSRC, &sr_info, &[]))
+                .advance(1500),
+        ),
+        (
+            "raw",
+            EngineOps::default()
+                .datagram(3, &plain.build())
+                .datagram(0, &[0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0x11, 0x11])
+                .datagram(1, &[22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                .datagram(2, &stun)
+                .datagram(0, &stun),
+        ),
+        (
+            "consent_expiry",
+            EngineOps::default().call().advance(40_000).call(),
+        ),
+    ];
+    for (name, ops) in seeds {
+        write("engine", name, &ops.0);
+    }
 
     // Signaling: requests as mediasoup-client apps send them.
     let produce = r#"{"request":true,"id":7,"method":"produce","data":{"transportId":"t","kind":"video","rtpParameters":{"mid":"0","codecs":[{"mimeType":"video/VP8","payloadType":96,"clockRate":90000,"rtcpFeedback":[{"type":"nack"},{"type":"nack","parameter":"pli"},{"type":"goog-remb"}]},{"mimeType":"video/rtx","payloadType":97,"clockRate":90000,"parameters":{"apt":96}}],"headerExtensions":[{"uri":"urn:ietf:params:rtp-hdrext:sdes:mid","id":1},{"uri":"http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time","id":4}],"encodings":[{"rid":"r0","scalabilityMode":"L1T3","maxBitrate":100000},{"rid":"r1","scalabilityMode":"L1T3"}],"rtcp":{"cname":"abc","reducedSize":true}}}}"#;

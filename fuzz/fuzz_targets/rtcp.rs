@@ -51,6 +51,13 @@ fuzz_target!(|data: &[u8]| {
                 sum = sum.wrapping_add(bitrate).wrapping_add(ssrcs.count() as u64)
             }
             RtcpItem::TransportCc { raw, .. } => sum = sum.wrapping_add(raw.len() as u64),
+            RtcpItem::ExtendedReport { ssrc, blocks } => {
+                sum = sum.wrapping_add(u64::from(ssrc));
+                for dlrr in blocks.dlrr().take(1024) {
+                    sum = sum.wrapping_add(u64::from(dlrr.ssrc) + u64::from(dlrr.delay));
+                    let _ = dlrr.rtt(sum);
+                }
+            }
             RtcpItem::Other { raw, .. } => sum = sum.wrapping_add(raw.len() as u64),
         }
     }

@@ -1,10 +1,11 @@
-//! RTP header and header-extension parsing, in-place extension id remapping, extension
-//! value readers, keyframe detection for every codec and RTX unwrapping.
+//! RTP header and header-extension parsing, the one-pass extension rewrite a consumer does
+//! (id remap and this hop's values), extension value readers, keyframe detection for every
+//! codec and RTX unwrapping.
 #![no_main]
 
 use ferrosoup_rtc::rtp::{
-    self, ExtensionIds, VideoCodec, extensions, find_extension, find_extension_mut, is_keyframe,
-    parse_rtp, remap_extension_ids,
+    self, ExtensionIds, HopValues, VideoCodec, extensions, find_extension, is_keyframe,
+    parse_rtp, rewrite_extensions,
 };
 use ferrosoup_rtc::rtx::{unwrap_rtx, write_rtx};
 use libfuzzer_sys::fuzz_target;
@@ -50,20 +51,21 @@ fuzz_target!(|input: &[u8]| {
         let _ = is_keyframe(codec, payload);
     }
 
-    // Remap ids on a copy: the length, the header before the extension block and the
-    // payload must not change, and the copy must still parse the same way.
+    // Rewrite on a copy (ids remapped, transport-cc and abs-send-time written under their
+    // new ids): the length, the header before the extension block and the payload must not
+    // change, the copy must still parse the same way, and every element left has a mapped id.
     let mut map = [0u8; 256];
     for (i, m) in map.iter_mut().enumerate() {
         *m = (i as u8).wrapping_mul(seed | 1).wrapping_add(seed);
     }
+    let hop = HopValues {
+        transport_cc_id: map[5],
+        transport_cc: 0xabcd,
+        abs_send_time_id: map[4],
+        abs_send_time: 0x12_3456,
+    };
     let mut copy = packet.to_vec();
-    if let Some(data) = find_extension_mut(&mut copy, &info, 5) {
-        let _ = rtp::write_transport_cc(data, 0xabcd);
-    }
-    if let Some(data) = find_extension_mut(&mut copy, &info, 4) {
-        let _ = rtp::write_abs_send_time(data, 0x12_3456);
-    }
-    remap_extension_ids(&mut copy, &info, &map);
+    let wrote = rewrite_extensions(&mut copy, &info, &map, &hop);
     assert_eq!(copy.len(), packet.len());
     assert_eq!(
         &copy[..info.extensions_offset.max(12)],
@@ -72,6 +74,18 @@ fuzz_target!(|input: &[u8]| {
     assert_eq!(info.payload(&copy), payload);
     assert_eq!(parse_rtp(&copy), Ok(info));
     assert!(extensions(&copy, &info).count() <= count);
+    let mut mapped = [false; 256];
+    for (id, _) in extensions(packet, &info) {
+        mapped[usize::from(map[usize::from(id)])] = true;
+    }
+    assert!(extensions(&copy, &info).all(|(id, _)| mapped[usize::from(id)]));
+    if wrote {
+        assert!(
+            extensions(&copy, &info).any(|(id, data)| id == hop.transport_cc_id
+                && rtp::parse_transport_cc(data) == Some(0xabcd)),
+            "transport-cc written where reported"
+        );
+    }
 
     // RTX: wrap then unwrap must give back the original header fields and payload.
     let mut rtx = vec![0u8; packet.len() + 2];
