@@ -34,7 +34,8 @@ impl EngineOps {
     /// A datagram op (0..=5) with its bytes.
     fn datagram(mut self, op: u8, bytes: &[u8]) -> Self {
         self.0.push(op);
-        self.0.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        self.0
+            .extend_from_slice(&(bytes.len() as u16).to_be_bytes());
         self.0.extend_from_slice(bytes);
         self
     }

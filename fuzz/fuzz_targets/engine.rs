@@ -28,8 +28,8 @@ use ferrosoup_room::sim::{
     EXT_IDS, OPUS_PT, Peer, SERVER_ADDR, SimRoom, VP8_PT, VP8_RTX_PT, opus_consumer, opus_producer,
     vp8_consumer, vp8_producer,
 };
-use ferrosoup_testkit::{Datagram, Endpoint, LinkConfig};
 use ferrosoup_testkit::packets::{RtpPacket, Vp8Header};
+use ferrosoup_testkit::{Datagram, Endpoint, LinkConfig};
 use libfuzzer_sys::fuzz_target;
 
 const VIDEO_SSRC: u32 = 0x1111;
@@ -180,7 +180,11 @@ impl Fixture {
                 };
                 let mut payload = vec![0u8; vp8.len() + payload_len];
                 vp8.write(&mut payload);
-                let ssrc = if flags & 0x03 == 0 { VIDEO_SSRC } else { 0xdead };
+                let ssrc = if flags & 0x03 == 0 {
+                    VIDEO_SSRC
+                } else {
+                    0xdead
+                };
                 (VP8_PT, ssrc, self.video_seq, payload)
             }
             1 => {

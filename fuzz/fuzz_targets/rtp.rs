@@ -4,8 +4,8 @@
 #![no_main]
 
 use ferrosoup_rtc::rtp::{
-    self, ExtensionIds, HopValues, VideoCodec, extensions, find_extension, is_keyframe,
-    parse_rtp, rewrite_extensions,
+    self, ExtensionIds, HopValues, VideoCodec, extensions, find_extension, is_keyframe, parse_rtp,
+    rewrite_extensions,
 };
 use ferrosoup_rtc::rtx::{unwrap_rtx, write_rtx};
 use libfuzzer_sys::fuzz_target;
