@@ -257,7 +257,8 @@ impl Consumer {
     }
 
     /// Resends output `seq` from `original` (the producer packet it was made of, from the
-    /// producer's store), as RTX when negotiated. NACKs repeated within a round trip of the
+    /// producer's store) as RTX; a consumer without RTX does not resend (its media SSRC's
+    /// SRTP index would be used twice with other bytes). NACKs repeated within a round trip of the
     /// last resend of the same packet are not answered again. Returns bytes sent, or why not.
     pub fn retransmit(
         &mut self,
@@ -280,6 +281,8 @@ impl Consumer {
                 return Err(RtpDrop::ResentRecently);
             }
         }
+        // Without RTX a resend would reuse the media stream's SRTP index with other bytes.
+        let rtx = self.rtx.ok_or(RtpDrop::NoRtx)?;
         let info = rtp::parse_rtp(original).map_err(|_| RtpDrop::Malformed)?;
         let payload_type = self
             .forwarder
@@ -304,36 +307,27 @@ impl Consumer {
             abs_send_time,
         };
         let buf = out.buffer();
-        let (len, index) = if let Some(rtx) = self.rtx {
-            // Rewritten in the scratch first, then wrapped as RTX into the send buffer.
-            scratch[..n].copy_from_slice(original);
-            if self.rewrite(&mut scratch[..n], &info, header, &hop) {
-                *egress.twcc_seq = egress.twcc_seq.wrapping_add(1);
-            }
-            let rtx_seq = self.rtx_seq;
-            self.rtx_seq = self.rtx_seq.wrapping_add(1);
-            let mut out_info = info;
-            out_info.sequence_number = seq;
-            let len = ferrosoup_rtc::rtx::write_rtx(
-                &scratch[..n],
-                &out_info,
-                rtx.ssrc,
-                rtx.payload_type,
-                rtx_seq,
-                &mut buf[..MAX_DATAGRAM - overhead],
-            )
-            .ok_or(RtpDrop::TooBig)?;
-            (len, &mut self.rtx_srtp_index)
-        } else {
-            buf[..n].copy_from_slice(original);
-            if self.rewrite(&mut buf[..n], &info, header, &hop) {
-                *egress.twcc_seq = egress.twcc_seq.wrapping_add(1);
-            }
-            (n, &mut self.srtp_index)
-        };
+        // Rewritten in the scratch first, then wrapped as RTX into the send buffer.
+        scratch[..n].copy_from_slice(original);
+        if self.rewrite(&mut scratch[..n], &info, header, &hop) {
+            *egress.twcc_seq = egress.twcc_seq.wrapping_add(1);
+        }
+        let rtx_seq = self.rtx_seq;
+        self.rtx_seq = self.rtx_seq.wrapping_add(1);
+        let mut out_info = info;
+        out_info.sequence_number = seq;
+        let len = ferrosoup_rtc::rtx::write_rtx(
+            &scratch[..n],
+            &out_info,
+            rtx.ssrc,
+            rtx.payload_type,
+            rtx_seq,
+            &mut buf[..MAX_DATAGRAM - overhead],
+        )
+        .ok_or(RtpDrop::TooBig)?;
         let sent = egress
             .srtp
-            .protect_rtp_stream(index, &mut buf[..], len)
+            .protect_rtp_stream(&mut self.rtx_srtp_index, &mut buf[..], len)
             .map_err(|_| RtpDrop::ProtectFailed)?;
         out.commit(sent, egress.to);
         if let Some(i) = slot {

@@ -129,8 +129,18 @@ impl RecvStream {
         packet: &[u8],
         info: &RtpHeaderInfo,
         recovered: bool,
-    ) -> Received {
+    ) -> Result<Received, RtpDrop> {
         let ext_seq = self.seq.extend(info.sequence_number);
+        // A packet already here (a retransmission of one that was not lost, or the late
+        // original of one already recovered) is not forwarded again: consumers would send
+        // it under the same output sequence number, protecting one SRTP index twice.
+        if self
+            .store
+            .as_ref()
+            .is_some_and(|store| store.get(ext_seq).is_some())
+        {
+            return Err(RtpDrop::Duplicate);
+        }
         let video = self.store.is_some();
         let keyframe = video
             && codec.codec != VideoCodec::Other
@@ -146,12 +156,12 @@ impl RecvStream {
         if let Some(store) = self.store.as_mut() {
             store.insert(ext_seq, 0, packet);
         }
-        Received {
+        Ok(Received {
             ext_seq,
             keyframe,
             woke_up,
             gap,
-        }
+        })
     }
 
     /// What to do with a new keyframe request at `now`: requests are aggregated (one is
@@ -307,7 +317,7 @@ impl Producer {
             self.audio_level_count += 1;
         }
         let s = self.streams.get_mut(stream).ok_or(RtpDrop::UnknownSsrc)?;
-        let received = s.on_rtp(now, codec, &data[..len], &info, rtx);
+        let received = s.on_rtp(now, codec, &data[..len], &info, rtx)?;
         Ok(Arrived {
             stream,
             len,

@@ -100,11 +100,16 @@ pub enum RtpDrop {
     ResentRecently,
     /// A NACKed packet no longer in the store (or from before a layer switch).
     NotStored,
+    /// A NACK from a client without RTX: a resend on the media SSRC would protect an SRTP
+    /// index a second time with other bytes (this hop's extensions), a nonce reuse.
+    NoRtx,
+    /// A packet the producer stream already received (a spurious retransmission).
+    Duplicate,
 }
 
 impl RtpDrop {
     /// Every reason, in label order.
-    pub const ALL: [RtpDrop; 18] = [
+    pub const ALL: [RtpDrop; 20] = [
         Self::NotConnected,
         Self::SrtpAuth,
         Self::SrtpReplay,
@@ -123,6 +128,8 @@ impl RtpDrop {
         Self::ProtectFailed,
         Self::ResentRecently,
         Self::NotStored,
+        Self::NoRtx,
+        Self::Duplicate,
     ];
 
     /// The `reason` label.
@@ -146,6 +153,8 @@ impl RtpDrop {
             Self::ProtectFailed => "protect_failed",
             Self::ResentRecently => "resent_recently",
             Self::NotStored => "not_stored",
+            Self::NoRtx => "no_rtx",
+            Self::Duplicate => "duplicate",
         }
     }
 }

@@ -121,3 +121,28 @@ fn every_dropped_rtp_packet_is_counted_by_reason() {
     call.run_media(Duration::from_secs(1), Duration::from_millis(100));
     assert_eq!(call.video_in.distinct() as u64, call.video_in.span());
 }
+
+#[test]
+fn a_spurious_retransmission_is_not_forwarded_twice() {
+    let mut call = Call::new(link(), link());
+    call.run_media(Duration::from_secs(1), Duration::from_millis(100));
+    let (received, before) = (call.video_in.distinct(), *call.room.engine().counters());
+    // Alice answers a NACK nobody sent: RTX of packets the server already has.
+    let fake = nack(0xa11ce, common::ALICE_VIDEO, &[65_010, 65_011, 65_012]);
+    for packet in call.video_out.on_rtcp(&fake) {
+        call.room.send_rtp(call.alice, &packet);
+    }
+    call.room.run_for(Duration::from_millis(100));
+    while let Some(p) = call.room.clients[call.bob.index].poll_rtp() {
+        call.video_in.on_rtp(call.now(), &p);
+    }
+    let after = *call.room.engine().counters();
+    assert_eq!(
+        after.rtp_dropped.get(RtpDrop::Duplicate) - before.rtp_dropped.get(RtpDrop::Duplicate),
+        3
+    );
+    assert_eq!(call.video_in.distinct(), received);
+    assert_eq!(call.video_in.duplicates, 0);
+    // Nothing was protected twice under one SRTP index: Bob saw no replay.
+    assert_eq!(call.room.clients[call.bob.index].stats().srtp_replays, 0);
+}
