@@ -9,7 +9,6 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -642,7 +641,7 @@ async fn dtls_fingerprint_mismatch_fails_only_that_transport() {
                     .expect("send vp8");
                 sent.store(i, Ordering::Relaxed);
                 i += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(FRAME_INTERVAL).await;
             }
         })
     };

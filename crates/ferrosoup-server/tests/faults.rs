@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use common::*;
@@ -82,13 +83,10 @@ impl OwnServer {
             .spawn()
             .expect("start the ferrosoup binary");
         let server = Self { child, port };
-        for _ in 0..100 {
-            if http(port, "GET", "/health").await.is_some() {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if !eventually(5, async || http(port, "GET", "/health").await.is_some()).await {
+            panic!("ferrosoup did not answer /health on port {port}");
         }
-        panic!("ferrosoup did not answer /health on port {port}");
+        server
     }
 
     fn ws_url(&self) -> String {
@@ -106,15 +104,16 @@ impl OwnServer {
 
     /// Waits for the process to exit; its status.
     async fn exit_status(&mut self, secs: u64) -> std::process::ExitStatus {
-        within("the server process exits", secs, async {
-            loop {
-                if let Some(status) = self.child.try_wait().expect("wait for the server") {
-                    return status;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        let mut status = None;
+        let exited = eventually(secs, async || {
+            status = self.child.try_wait().expect("wait for the server");
+            status.is_some()
         })
-        .await
+        .await;
+        match status {
+            Some(status) if exited => status,
+            _ => panic!("timed out after {secs}s: the server process exits"),
+        }
     }
 }
 
@@ -155,12 +154,12 @@ async fn sigterm_drains_then_closes_every_room_and_exits_zero() {
     peers[0].1.ok("ping", json!({})).await;
 
     server.terminate();
-    within("/health turns 503 after SIGTERM", 10, async {
-        while http_ok(server.port, "GET", "/health").await.0 != 503 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    assert!(
+        eventually(10, async || http_ok(server.port, "GET", "/health").await.0
+            == 503)
+        .await,
+        "timed out after 10s: /health turns 503 after SIGTERM"
+    );
     let (status, body) = http_ok(server.port, "GET", "/health").await;
     let health: Value = serde_json::from_str(&body)
         .unwrap_or_else(|e| panic!("/health while draining is not JSON ({e}): {body}"));
@@ -233,7 +232,7 @@ struct Stream {
     _send: SendTransport,
     _recv: RecvTransport,
     /// Frames the subscriber received intact.
-    received: Arc<AtomicU32>,
+    received: watch::Receiver<u32>,
     /// Frames that arrived damaged or out of order.
     bad: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
@@ -276,7 +275,7 @@ impl Stream {
         consumer.resume().await.expect("resume consumer");
 
         let stop = Arc::new(AtomicBool::new(false));
-        let received = Arc::new(AtomicU32::new(0));
+        let (received_tx, received) = watch::channel(0);
         let bad = Arc::new(AtomicU32::new(0));
         let video = Arc::new(video);
         let (keyframe_wanted, watcher) = watch_keyframe_requests(video.clone());
@@ -294,14 +293,14 @@ impl Stream {
                         break;
                     }
                     i += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(FRAME_INTERVAL).await;
                 }
             })
         };
         let reader = tokio::spawn(read_frames(
             consumer,
             stop.clone(),
-            received.clone(),
+            received_tx,
             bad.clone(),
         ));
         Self {
@@ -318,14 +317,11 @@ impl Stream {
     }
 
     /// Waits until `n` more frames arrived than now.
-    async fn wait_frames(&self, n: u32, what: &str) {
-        let target = self.received.load(Ordering::Relaxed) + n;
-        within(what, 15, async {
-            while self.received.load(Ordering::Relaxed) < target {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
+    async fn wait_frames(&mut self, n: u32, what: &str) {
+        let target = *self.received.borrow() + n;
+        within(what, 15, self.received.wait_for(|r| *r >= target))
+            .await
+            .expect("the frame reader runs");
         assert_eq!(
             self.bad.load(Ordering::Relaxed),
             0,
@@ -348,7 +344,7 @@ impl Stream {
 async fn read_frames(
     consumer: Consumer,
     stop: Arc<AtomicBool>,
-    received: Arc<AtomicU32>,
+    received: watch::Sender<u32>,
     bad: Arc<AtomicU32>,
 ) {
     let mut last: Option<u32> = None;
@@ -357,7 +353,7 @@ async fn read_frames(
             Ok(Some(p)) => match vp8_counter(&p.payload) {
                 Some(c) if last.is_none_or(|l| c > l) => {
                     last = Some(c);
-                    received.fetch_add(1, Ordering::Relaxed);
+                    received.send_modify(|r| *r += 1);
                 }
                 _ => {
                     bad.fetch_add(1, Ordering::Relaxed);
@@ -476,7 +472,7 @@ async fn a_worker_panic_closes_only_its_rooms_and_the_worker_restarts() {
     let frank = within("frank joins", 10, Peer::join(&url, &room, "frank"))
         .await
         .expect("frank joins");
-    let three = Stream::start_with(&room, erin, frank).await;
+    let mut three = Stream::start_with(&room, erin, frank).await;
     three
         .wait_frames(50, "media flows on the restarted worker")
         .await;

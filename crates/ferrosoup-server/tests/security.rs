@@ -570,12 +570,10 @@ async fn peers_per_room_and_rooms_per_server_are_limited() {
     // the room it created and never joined.
     a3.ok("leaveRoom", json!({})).await;
     drop(a3);
-    within("the empty room full-b closes", 10, async {
-        while room_ids(&server).await.contains("full-b") {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    assert!(
+        eventually(10, async || !room_ids(&server).await.contains("full-b")).await,
+        "timed out after 10s: the empty room full-b closes"
+    );
     a4.ok("createRoom", json!({"roomId": "full-c"})).await;
 }
 
@@ -633,10 +631,11 @@ async fn request_rate_is_limited_per_connection() {
     }
     calm.assert_usable("another connection's burst").await;
 
-    // After a pause the noisy connection is served again.
+    // After a pause the noisy connection is served again: it retries once per token the
+    // limiter refills (20 per second).
     within("the rate-limited connection recovers", 10, async {
         while noisy.request("ping", json!({})).await["ok"] != true {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_secs(1) / 20).await;
         }
     })
     .await;

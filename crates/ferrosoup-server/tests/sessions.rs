@@ -72,8 +72,8 @@ async fn transport_count(server: &TestServer, room: &str, peer_id: &str) -> usiz
         .unwrap_or(0)
 }
 
-/// A VP8 producer sending a frame every 10 ms (keyframes on request and every 50 frames)
-/// until dropped; `sent` is the counter of the last frame sent.
+/// A VP8 producer sending a frame every [`FRAME_INTERVAL`] (keyframes on request and every
+/// 50 frames) until dropped; `sent` is the counter of the last frame sent.
 struct VideoSender {
     sent: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
@@ -99,7 +99,7 @@ impl VideoSender {
                         .expect("send vp8");
                     sent.store(i, Ordering::Relaxed);
                     i += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(FRAME_INTERVAL).await;
                 }
             })
         };
@@ -156,7 +156,7 @@ async fn resume_keeps_media_and_delivers_queued_notifications_first_in_order() {
         .await
         .expect("produce vp8");
     let video_id = video.id().to_owned();
-    let b = Peer::join(&url, "resume", "bob").await.expect("bob joins");
+    let mut b = Peer::join(&url, "resume", "bob").await.expect("bob joins");
     let token = b
         .session_token()
         .expect("joinRoom answers a sessionToken")
@@ -191,15 +191,15 @@ async fn resume_keeps_media_and_delivers_queued_notifications_first_in_order() {
 
     // B's WebSocket goes away; its PeerConnection (media) stays.
     b.signaling().close();
+    // The server answers the close handshake only once it has let go of the connection
+    // (from then on B's notifications are queued for the resume); B's notification stream
+    // ends when that answer arrives. Nothing tells the other peers (no peerLeft during the
+    // grace).
     within("B's WebSocket closes", 5, async {
-        while b.signaling().is_open() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        while b.notifications().recv().await.is_some() {}
     })
     .await;
-    // The server detaches the session right after the close handshake; nothing tells the
-    // other peers (no peerLeft during the grace), so leave it a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!b.signaling().is_open(), "B's signaling still open");
     let sent_at_drop = sender.sent();
 
     // While B is away: A publishes audio and pauses it → queued newProducer, producerPaused.
@@ -381,19 +381,15 @@ async fn after_the_grace_period_the_peer_leaves_and_its_token_is_refused() {
         peer_entry(&server, "grace", "bob").await.is_none(),
         "B still in /api/rooms after peerLeft"
     );
-    within("B's objects are closed", 10, async {
-        loop {
-            let mut left = 0;
-            for name in ["transports", "producers", "consumers"] {
-                left += server.counter(name).await;
-            }
-            if left == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    let closed = eventually(10, async || {
+        let mut left = 0;
+        for name in ["transports", "producers", "consumers"] {
+            left += server.counter(name).await;
         }
+        left == 0
     })
     .await;
+    assert!(closed, "timed out after 10s: B's objects are closed");
 
     // The token died with the peer.
     let mut late = Ws::connect(&resume_url(&server, &token)).await;
@@ -533,8 +529,12 @@ async fn a_re_sent_request_gets_the_cached_answer_and_a_reused_id_runs_as_new() 
         .await;
     assert_eq!(last["ok"], true, "createTransport: {last}");
     assert_eq!(transport_count(&server, "idempotent", "bob").await, 4);
-    drop(b);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // B's connection ends; the server answers the close once it has let go of it, so the
+    // resume below finds the session detached (not still attached and taken over).
+    within("B's connection closes", 10, b.client.close())
+        .await
+        .expect("close B's connection");
+    b.closed().await;
     let mut resumed = Ws::connect(&resume_url(&server, &token)).await;
     let replay = resumed
         .request_with_id(5001, "createTransport", json!({"direction": "recv"}))

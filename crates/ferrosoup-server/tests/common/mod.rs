@@ -56,13 +56,10 @@ impl TestServer {
             .spawn()
             .expect("start the ferrosoup binary");
         let server = Self { child, port };
-        for _ in 0..100 {
-            if server.get("/health").await.is_some() {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if !eventually(5, async || server.get("/health").await.is_some()).await {
+            panic!("ferrosoup did not answer /health on port {port}");
         }
-        panic!("ferrosoup did not answer /health on port {port}");
+        server
     }
 
     /// The server's process id.
@@ -107,18 +104,20 @@ impl TestServer {
             .sum()
     }
 
-    /// Waits until the object counts published by the workers (every 20 ms) are all zero.
+    /// Waits until the object counts the workers publish (after each turn of their loop) are
+    /// all zero and no room is left.
     pub async fn wait_all_objects_gone(&self) {
-        for _ in 0..100 {
+        let gone = eventually(5, async || {
             let mut total = 0;
             for name in ["transports", "producers", "consumers", "routers"] {
                 total += self.counter(name).await;
             }
             let rooms = self.get("/api/rooms").await.expect("/api/rooms answers");
-            if total == 0 && rooms["rooms"].as_array().is_some_and(|r| r.is_empty()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            total == 0 && rooms["rooms"].as_array().is_some_and(|r| r.is_empty())
+        })
+        .await;
+        if gone {
+            return;
         }
         panic!(
             "objects left behind: {}",
@@ -187,6 +186,30 @@ pub fn opus_counter(payload: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes([
         payload[1], payload[2], payload[3], payload[4],
     ]))
+}
+
+/// The media clock of the test senders, 200 frames per second: what the tests check is
+/// every frame's fate, not the rate, so the sooner the frames they wait for are out the
+/// better.
+pub const FRAME_INTERVAL: Duration = Duration::from_millis(5);
+
+/// How often [`eventually`] looks.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Polls `done` every [`POLL_INTERVAL`] for up to `secs` seconds; whether it came true. For
+/// states the server shows only when asked (counters in `/api/stats`, `/api/rooms`,
+/// `/health`); the caller panics with what it saw.
+pub async fn eventually(secs: u64, mut done: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if done().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }
 
 /// Timeout helper with a message.
