@@ -25,16 +25,18 @@ const ROOMS: usize = 3;
 const MAX_PEERS: usize = 12;
 /// Most producers per peer.
 const MAX_PRODUCERS: usize = 2;
-/// The server's resume grace period, in seconds.
-const GRACE_SECS: u64 = 2;
+/// The server's resume grace period, in seconds (the shortest it takes).
+const GRACE_SECS: u64 = 1;
+/// A peer whose grace is over must have left its room's listing within this long.
+const EXPIRY_WITHIN: Duration = Duration::from_secs(5);
 /// Random actions of a run (`CHURN_ACTIONS` overrides).
 const ACTIONS: usize = 80;
 /// The random actions stop after this long even if fewer ran (a slow machine).
 const ACTION_BUDGET: Duration = Duration::from_secs(75);
 /// A consumer open this long on an open producer must have received media.
-const MEDIA_WITHIN: Duration = Duration::from_secs(3);
+const MEDIA_WITHIN: Duration = Duration::from_secs(1);
 /// Media clock tick: every producer sends one frame per tick.
-const TICK: Duration = Duration::from_millis(20);
+const TICK: Duration = Duration::from_millis(10);
 /// A producer sends a keyframe at least this often (in frames), besides on PLI/FIR.
 const KEYFRAME_EVERY: u32 = 50;
 /// Marks a churn payload after the VP8 descriptor and header.
@@ -192,6 +194,8 @@ struct ProducerInfo {
 
 /// A peer dropped for good: its objects close when the grace expires.
 struct Expiring {
+    id: String,
+    room: usize,
     deadline: Instant,
 }
 
@@ -218,6 +222,8 @@ struct Tally {
 
 struct Churn {
     server: TestServer,
+    /// The media clock: a frame per producer per tick.
+    clock: tokio::time::Interval,
     seed: u64,
     rng: Rng,
     started: Instant,
@@ -713,11 +719,11 @@ impl Churn {
         self.tally.producer_closes += 1;
     }
 
-    /// Drops peer `i`'s WebSocket; it resumes in 300..900 ms (well within the grace).
+    /// Drops peer `i`'s WebSocket; it resumes in 100..400 ms (well within the grace).
     fn drop_for_resume(&mut self, i: usize) {
         self.doing = format!("{} drops its WebSocket (resumes)", self.peers[i].id);
         let now = Instant::now();
-        let resume_at = now + Duration::from_millis(300 + self.rng.below(600) as u64);
+        let resume_at = now + Duration::from_millis(100 + self.rng.below(300) as u64);
         let peer = &mut self.peers[i];
         let next_id = peer.ws().next_id();
         peer.presence = Presence::Dropped {
@@ -832,6 +838,8 @@ impl Churn {
             self.producers.remove(&s.id);
         }
         self.expiring.push(Expiring {
+            id: peer.id,
+            room: peer.room,
             deadline: dropped_at + Duration::from_secs(GRACE_SECS),
         });
         self.tally.expiries += 1;
@@ -982,9 +990,43 @@ impl Churn {
             let i = self.peer_index(num);
             self.resume(i).await;
         }
-        // One second after the grace the server has closed the peer for good.
-        self.expiring
-            .retain(|e| e.deadline + Duration::from_secs(1) > now);
+        // After the grace the server closes the peer for good: it leaves its room's listing.
+        let over: Vec<(String, usize, Instant)> = self
+            .expiring
+            .iter()
+            .filter(|e| e.deadline <= now)
+            .map(|e| (e.id.clone(), e.room, e.deadline))
+            .collect();
+        for (id, room, deadline) in over {
+            if self.listed(room, &id).await {
+                assert!(
+                    now < deadline + EXPIRY_WITHIN,
+                    "{}: {id} still in room {room} {EXPIRY_WITHIN:?} after its grace",
+                    self.ctx()
+                );
+            } else {
+                self.expiring.retain(|e| e.id != id);
+            }
+        }
+    }
+
+    /// Whether `/api/rooms/<room>` lists peer `id` (or does not answer).
+    async fn listed(&self, room: usize, id: &str) -> bool {
+        let Some(room) = self
+            .server
+            .get(&format!("/api/rooms/{}", room_id(room)))
+            .await
+        else {
+            return true;
+        };
+        room["peers"]
+            .as_array()
+            .is_some_and(|peers| peers.iter().any(|p| p["peerId"] == id))
+    }
+
+    /// Waits for the next tick of the media clock.
+    async fn tick(&mut self) {
+        self.clock.tick().await;
     }
 
     /// Waits until every open consumer whose producer closed got its `consumerClosed`, then
@@ -1021,7 +1063,7 @@ impl Churn {
                 "{}: no consumerClosed for {waiting:?}",
                 self.ctx()
             );
-            tokio::time::sleep(TICK).await;
+            self.tick().await;
         }
     }
 }
@@ -1045,8 +1087,11 @@ async fn churn_in_several_rooms_leaves_nothing_behind_and_never_mixes_rooms() {
     let _seed_guard = SeedOnPanic(seed);
     let grace = GRACE_SECS.to_string();
     let server = TestServer::start_with(2, &[("SESSION_GRACE", grace.as_str())]).await;
+    let mut clock = tokio::time::interval(TICK);
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut churn = Churn {
         server,
+        clock,
         seed,
         rng: Rng(seed),
         started: Instant::now(),
@@ -1069,16 +1114,16 @@ async fn churn_in_several_rooms_leaves_nothing_behind_and_never_mixes_rooms() {
         if Instant::now() >= next_action {
             churn.action += 1;
             churn.random_action().await;
-            next_action = Instant::now() + Duration::from_millis(300 + churn.rng.below(700) as u64);
+            next_action = Instant::now() + Duration::from_millis(50 + churn.rng.below(250) as u64);
         }
-        tokio::time::sleep(TICK).await;
+        churn.tick().await;
     }
 
     // Everyone still dropped resumes; every closed producer's consumers are notified.
     churn.doing = "final resumes".into();
     while churn.peers.iter().any(|p| !p.connected()) {
         churn.turn().await;
-        tokio::time::sleep(TICK).await;
+        churn.tick().await;
     }
     churn.settle_consumer_closes().await;
 
@@ -1095,7 +1140,7 @@ async fn churn_in_several_rooms_leaves_nothing_behind_and_never_mixes_rooms() {
     churn.doing = "end: waiting for the graces to expire".into();
     while !churn.expiring.is_empty() {
         churn.turn().await;
-        tokio::time::sleep(TICK).await;
+        churn.tick().await;
     }
     within(
         &format!("{}: every object gone", churn.ctx()),
