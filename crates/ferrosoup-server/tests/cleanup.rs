@@ -147,7 +147,7 @@ fn check_stream(name: &str, got: &[u32], range: std::ops::Range<u32>) {
 }
 
 /// Sends frames `range` on `audio` (and on `video` if given; every video frame is a
-/// keyframe, so no keyframe request needs answering), 10 ms apart.
+/// keyframe, so no keyframe request needs answering), [`FRAME_INTERVAL`] apart.
 async fn send_frames(audio: &Producer, video: Option<&Producer>, range: std::ops::Range<u32>) {
     for i in range {
         if let Some(video) = video {
@@ -160,7 +160,7 @@ async fn send_frames(audio: &Producer, video: Option<&Producer>, range: std::ops
             .send(i as u16, i * 960, false, opus_packet(i))
             .await
             .expect("send opus");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(FRAME_INTERVAL).await;
     }
 }
 
@@ -174,16 +174,17 @@ async fn wait_counts(
 ) {
     let expected = [transports, producers, consumers];
     let mut last = [0; 3];
-    for _ in 0..100 {
+    let reached = eventually(5, async || {
         last = [
             server.counter("transports").await,
             server.counter("producers").await,
             server.counter("consumers").await,
         ];
-        if last == expected {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        last == expected
+    })
+    .await;
+    if reached {
+        return;
     }
     panic!(
         "{when}: the server counts [transports, producers, consumers] = {last:?}, expected {expected:?}"

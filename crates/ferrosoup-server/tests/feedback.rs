@@ -38,7 +38,7 @@ struct Encoder {
 }
 
 impl Encoder {
-    /// Sends `frames` frames (forever when `None`), one every 10 ms.
+    /// Sends `frames` frames (forever when `None`), one every [`FRAME_INTERVAL`].
     fn start(video: Producer, frames: Option<u32>) -> Self {
         let video = Arc::new(video);
         let stop = Arc::new(AtomicBool::new(false));
@@ -64,7 +64,7 @@ impl Encoder {
                         .await
                         .expect("send vp8");
                     i += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(FRAME_INTERVAL).await;
                 }
             })
         };
@@ -134,13 +134,10 @@ async fn keyframe_after(keyframes: &mut mpsc::UnboundedReceiver<u32>, after: Opt
     }
 }
 
-/// Waits until the server's counter `name` (published every 20 ms) exceeds `value`.
+/// Waits until the server's counter `name` exceeds `value`.
 async fn counter_above(server: &TestServer, name: &str, value: u64) {
-    for _ in 0..100 {
-        if server.counter(name).await > value {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if eventually(5, async || server.counter(name).await > value).await {
+        return;
     }
     panic!(
         "{name} stayed at {value}: {}",

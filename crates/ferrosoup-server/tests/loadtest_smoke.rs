@@ -25,7 +25,7 @@ async fn loadtest_media_flows_through_the_real_server() {
         "--video-kbps",
         "64",
         "--duration",
-        "3",
+        "1",
         "--settle",
         "0.5",
         "--verify-every",

@@ -68,7 +68,7 @@ async fn opus_and_vp8_flow_from_a_to_b() {
                 .send(i as u16, i * 960, false, opus_packet(i))
                 .await
                 .expect("send opus");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(FRAME_INTERVAL).await;
         }
         (audio, video)
     });
