@@ -76,7 +76,7 @@ impl SimServer {
     /// An empty engine listening on `addr`, started at `now`.
     pub fn new(addr: SocketAddr, now: Instant, ice_timeouts: IceTimeouts) -> Self {
         let certificate =
-            Arc::new(DtlsCertificate::generate().expect("a certificate can always be made"));
+            Arc::new(DtlsCertificate::generate().expect("a certificate can always be made")); // ok: test support, never in the server
         let (tx, events) = unbounded_channel();
         Self {
             engine: Engine::new(
@@ -212,9 +212,9 @@ impl SimRoom {
             .server
             .engine
             .create_transport(self.router, now)
-            .expect("the room's router exists");
+            .expect("the room's router exists"); // ok: test support, never in the server
         let certificate =
-            Arc::new(DtlsCertificate::generate().expect("a certificate can always be made"));
+            Arc::new(DtlsCertificate::generate().expect("a certificate can always be made")); // ok: test support, never in the server
         let index = self.clients.len();
         let config = SimClientConfig::new(
             self.next_client_addr(),
@@ -225,7 +225,7 @@ impl SimRoom {
             certificate,
         )
         .with_seed(index as u64 + 1);
-        let client = SimClient::new(now, config).expect("a client can always be made");
+        let client = SimClient::new(now, config).expect("a client can always be made"); // ok: test support, never in the server
         let fingerprint = client.fingerprint();
         self.clients.push(client);
         let SimServer { engine, out, .. } = &mut self.server;
@@ -238,7 +238,7 @@ impl SimRoom {
                 now,
                 out,
             )
-            .expect("a new transport accepts connectTransport");
+            .expect("a new transport accepts connectTransport"); // ok: test support, never in the server
         Peer {
             index,
             transport: info.id,
@@ -251,7 +251,7 @@ impl SimRoom {
         self.server
             .engine
             .produce(self.router, peer.transport, spec, now)
-            .expect("a valid producer")
+            .expect("a valid producer") // ok: test support, never in the server
     }
 
     /// Adds a consumer of `producer` on a peer's transport.
@@ -260,7 +260,7 @@ impl SimRoom {
         let SimServer { engine, out, .. } = &mut self.server;
         engine
             .consume(self.router, peer.transport, producer, spec, now, out)
-            .expect("a valid consumer")
+            .expect("a valid consumer") // ok: test support, never in the server
             .id
     }
 
@@ -269,7 +269,7 @@ impl SimRoom {
         let now = self.now();
         self.clients[peer.index]
             .send_rtp(now, packet)
-            .expect("the peer is connected");
+            .expect("the peer is connected"); // ok: test support, never in the server
     }
 
     /// Protects and sends an RTCP packet from a peer.
@@ -277,7 +277,7 @@ impl SimRoom {
         let now = self.now();
         self.clients[peer.index]
             .send_rtcp(now, packet)
-            .expect("the peer is connected");
+            .expect("the peer is connected"); // ok: test support, never in the server
     }
 
     /// One event of the simulation (see testkit's `Sim::step`), up to `limit`.

@@ -315,7 +315,7 @@ impl SimClient {
             .iter()
             .find(|f| f.algorithm == "sha-256")
             .cloned()
-            .expect("a DtlsCertificate always has a sha-256 fingerprint")
+            .expect("a DtlsCertificate always has a sha-256 fingerprint") // ok: test support, never in the server
     }
 
     /// The client's DTLS role.

@@ -7,7 +7,7 @@ use ferrosoup_rtc::rtcp::{write_fir, write_nack, write_pli, write_remb, write_rr
 /// Runs an RTCP writer on a buffer of `capacity` bytes and keeps what it wrote.
 fn written(capacity: usize, write: impl FnOnce(&mut [u8]) -> Option<usize>) -> Vec<u8> {
     let mut buf = vec![0u8; capacity];
-    let len = write(&mut buf).expect("the RTCP buffer is sized for the packet");
+    let len = write(&mut buf).expect("the RTCP buffer is sized for the packet"); // ok: test support, never in the server
     buf.truncate(len);
     buf
 }

@@ -186,7 +186,7 @@ impl RtpPacket {
         let csrc_count = u8::try_from(self.csrcs.len())
             .ok()
             .filter(|&n| n <= 15)
-            .expect("at most 15 CSRCs");
+            .expect("at most 15 CSRCs"); // ok: test support, never in the server
         buf[0] = 0x80
             | if self.padding > 0 { 0x20 } else { 0 }
             | if self.extensions.is_empty() { 0 } else { 0x10 }
@@ -210,7 +210,7 @@ impl RtpPacket {
         } else {
             TWO_BYTE_PROFILE
         };
-        let words = u16::try_from((block_end - at - 4) / 4).expect("extension block fits");
+        let words = u16::try_from((block_end - at - 4) / 4).expect("extension block fits"); // ok: test support, never in the server
         buf[at..at + 2].copy_from_slice(&profile.to_be_bytes());
         buf[at + 2..at + 4].copy_from_slice(&words.to_be_bytes());
         at += 4;
@@ -223,7 +223,7 @@ impl RtpPacket {
             } else {
                 buf[at] = *id;
                 buf[at + 1] =
-                    u8::try_from(value.len()).expect("extension value of at most 255 bytes");
+                    u8::try_from(value.len()).expect("extension value of at most 255 bytes"); // ok: test support, never in the server
                 at += 2;
             }
             buf[at..at + value.len()].copy_from_slice(value);
