@@ -11,12 +11,12 @@ use ferrosoup_rtc::rtp::{self, HopValues, RtpHeaderInfo};
 use ferrosoup_rtc::srtp::SendIndex;
 use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 
-use crate::arena::{ProducerKey, TransportKey};
+use crate::arena::{Arena, ProducerKey, TransportKey};
 use crate::forwarder::{ConsumerForwarder, Decision, LayerChange};
 use crate::ids::{ConsumerId, ProducerId};
 use crate::stats::RtpDrop;
 use crate::transmit::Transmit;
-use crate::transport::Egress;
+use crate::transport::{Egress, Transport};
 use crate::udp::MAX_DATAGRAM;
 
 /// Retransmissions remembered per video consumer, to answer each NACK once per round trip.
@@ -165,12 +165,13 @@ impl Consumer {
     }
 
     /// The send work for one producer packet: decide, then rewrite a copy into a buffer of
-    /// `out`, write this hop's extensions, protect it and queue it to the client.
+    /// `out`, write this hop's extensions, protect it and queue it to the client over its
+    /// transport (found in `transports`).
     pub fn forward(
         &mut self,
         now: Instant,
         packet: &Outgoing<'_>,
-        egress: Option<Egress<'_>>,
+        transports: &mut Arena<TransportKey, Transport>,
         out: &mut dyn Transmit,
     ) -> Forwarded {
         if !self.is_active() {
@@ -212,6 +213,11 @@ impl Consumer {
             payload_type,
             sync: self.forwarder.is_sync_point(seq),
         };
+        // The transport is looked at only for packets that go out (one cache miss less for
+        // every packet a consumer drops).
+        let egress = transports
+            .get_mut(self.transport)
+            .and_then(Transport::egress);
         let sent = self.send(now, packet, header, egress, out);
         Forwarded {
             sent,

@@ -49,10 +49,7 @@ impl Engine {
         let mut want_keyframe = false;
         for &c in &producers[p].consumers {
             let consumer = &mut consumers[c];
-            let egress = transports
-                .get_mut(consumer.transport)
-                .and_then(|t| t.egress());
-            let forwarded = consumer.forward(now, &outgoing, egress, out);
+            let forwarded = consumer.forward(now, &outgoing, transports, out);
             match forwarded.sent {
                 Ok(bytes) => {
                     counters.rtp_packets_out += 1;
