@@ -79,16 +79,6 @@ impl<K: From<usize> + Into<usize> + Copy, T> Arena<K, T> {
     pub fn is_empty(&self) -> bool {
         self.slab.is_empty()
     }
-
-    /// Every key with its value.
-    pub fn iter(&self) -> impl Iterator<Item = (K, &T)> {
-        self.slab.iter().map(|(k, v)| (K::from(k), v))
-    }
-
-    /// Every key with its value, mutably.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (K, &mut T)> {
-        self.slab.iter_mut().map(|(k, v)| (K::from(k), v))
-    }
 }
 
 impl<K: Into<usize>, T> std::ops::Index<K> for Arena<K, T> {

@@ -93,11 +93,6 @@ impl SimServer {
         }
     }
 
-    /// Datagrams the engine sent and the network has not taken yet (control calls write here).
-    pub fn out(&mut self) -> &mut Collect {
-        &mut self.out
-    }
-
     /// The events the engine reported since the last call.
     pub fn events(&mut self) -> Vec<MediaEvent> {
         std::iter::from_fn(|| self.events.try_recv().ok()).collect()

@@ -56,7 +56,8 @@ impl TimerTable {
     }
 
     /// When `timer` is armed for, if it is.
-    pub fn deadline(&self, timer: Timer) -> Option<Instant> {
+    #[cfg(test)]
+    fn deadline(&self, timer: Timer) -> Option<Instant> {
         self.armed.get(&timer).copied()
     }
 
@@ -78,16 +79,6 @@ impl TimerTable {
             }
         }
         None
-    }
-
-    /// Number of armed timers.
-    pub fn len(&self) -> usize {
-        self.armed.len()
-    }
-
-    /// True when no timer is armed.
-    pub fn is_empty(&self) -> bool {
-        self.armed.is_empty()
     }
 }
 
@@ -114,7 +105,8 @@ mod tests {
         assert_eq!(table.pop_due(t0 + ms(40)), Some(b));
         assert_eq!(table.pop_due(t0 + ms(40)), Some(a));
         assert_eq!(table.pop_due(t0 + ms(40)), None);
-        assert!(table.is_empty());
+        assert_eq!(table.deadline(a), None);
+        assert_eq!(table.deadline(b), None);
     }
 
     #[test]
@@ -129,7 +121,7 @@ mod tests {
         assert_eq!(table.pop_due(t0 + ms(100)), Some(n));
         // The stale 50 ms entry does not fire a second time.
         assert_eq!(table.pop_due(t0 + ms(100)), None);
-        assert_eq!(table.len(), 0);
+        assert_eq!(table.deadline(n), None);
     }
 
     #[test]

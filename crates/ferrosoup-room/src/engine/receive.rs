@@ -119,14 +119,12 @@ impl Engine {
         let exts = self.producers[p].ext_ids.read(&data[..len], &info);
         let (twcc_seq, audio_level) = (exts.transport_wide_cc, exts.audio_level);
         if let Some(seq) = twcc_seq {
-            let t = &mut self.transports[key];
-            t.twcc.on_packet(now, seq);
-            if self.timers.deadline(Timer::TwccFeedback(key)).is_none() {
-                self.timers.arm(
-                    Timer::TwccFeedback(key),
-                    now + ferrosoup_rtc::twcc::FEEDBACK_INTERVAL,
-                );
-            }
+            self.transports[key].twcc.on_packet(now, seq);
+            // A no-op while feedback is already due earlier.
+            self.timers.arm(
+                Timer::TwccFeedback(key),
+                now + ferrosoup_rtc::twcc::FEEDBACK_INTERVAL,
+            );
         }
         let arrived = self.producers[p].receive(now, sref, data, len, info, audio_level)?;
         self.after_receive(now, p, &arrived);

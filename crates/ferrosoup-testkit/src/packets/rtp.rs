@@ -20,12 +20,7 @@
 //! assert_eq!(&buf[..len], &bytes[..]);
 //! ```
 
-/// Fixed RTP header length.
-const HEADER_LEN: usize = 12;
-/// Profile of the one-byte extension form (ids 1..=14, 1..=16 bytes).
-const ONE_BYTE_PROFILE: u16 = 0xBEDE;
-/// Profile of the two-byte extension form (ids 1..=255, 0..=255 bytes).
-const TWO_BYTE_PROFILE: u16 = 0x1000;
+use ferrosoup_rtc::rtp::{ONE_BYTE_PROFILE, RTP_HEADER_LEN as HEADER_LEN, TWO_BYTE_PROFILE};
 
 /// A plain RTP packet, field by field. Building it allocates (payload, extensions);
 /// [`write_into`](Self::write_into) then writes it without allocating, as often as needed
