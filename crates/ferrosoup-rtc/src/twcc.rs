@@ -173,6 +173,104 @@ impl TwccRecorder {
 /// How often feedback is sent while packets arrive.
 pub const FEEDBACK_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Why a transport-cc feedback packet could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MalformedFeedback;
+
+/// The header of one transport-cc feedback packet (the send side).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedbackHeader {
+    /// First transport-wide sequence number reported.
+    pub base_seq: u16,
+    /// Number of packet statuses.
+    pub count: u16,
+    /// Feedback packet counter (wraps).
+    pub feedback_count: u8,
+}
+
+/// Reads a transport-cc feedback packet (`raw`: the whole RTCP packet, header included)
+/// and calls `visit(seq, arrival_us)` for every reported packet in order: `arrival_us` is
+/// its arrival time in µs on the receiver's clock (reference time + deltas), `None` when
+/// it was not received. Nothing is allocated. The reference time wraps every ~12 days
+/// (24 bits of 64 ms); callers use differences between packets of nearby feedbacks.
+pub fn read_feedback(
+    raw: &[u8],
+    mut visit: impl FnMut(u16, Option<i64>),
+) -> Result<FeedbackHeader, MalformedFeedback> {
+    let header = raw.get(..20).ok_or(MalformedFeedback)?;
+    if header[0] & 0x1f != 15 || header[1] != 205 {
+        return Err(MalformedFeedback);
+    }
+    let base_seq = u16::from_be_bytes([header[12], header[13]]);
+    let count = u16::from_be_bytes([header[14], header[15]]);
+    let reference = i64::from(u32::from_be_bytes([0, header[16], header[17], header[18]]));
+    let feedback_count = header[19];
+    // Statuses are read chunk by chunk while deltas are consumed after all chunks: find
+    // where the deltas start first.
+    let mut pos = 20;
+    let mut seen = 0usize;
+    while seen < usize::from(count) {
+        let chunk = raw.get(pos..pos + 2).ok_or(MalformedFeedback)?;
+        seen += chunk_len(u16::from_be_bytes([chunk[0], chunk[1]]));
+        pos += 2;
+    }
+    let mut deltas = pos;
+    let mut at = reference * REFERENCE_UNIT_US;
+    let mut seq = base_seq;
+    let mut left = usize::from(count);
+    let mut chunk_pos = 20;
+    while left > 0 {
+        let chunk = u16::from_be_bytes([raw[chunk_pos], raw[chunk_pos + 1]]);
+        chunk_pos += 2;
+        let n = chunk_len(chunk).min(left);
+        for k in 0..n {
+            let status = chunk_status(chunk, k);
+            let arrival = match status {
+                0 => None,
+                1 => {
+                    let d = *raw.get(deltas).ok_or(MalformedFeedback)?;
+                    deltas += 1;
+                    at += i64::from(d) * DELTA_UNIT_US;
+                    Some(at)
+                }
+                2 => {
+                    let d = raw.get(deltas..deltas + 2).ok_or(MalformedFeedback)?;
+                    deltas += 2;
+                    at += i64::from(i16::from_be_bytes([d[0], d[1]])) * DELTA_UNIT_US;
+                    Some(at)
+                }
+                _ => return Err(MalformedFeedback),
+            };
+            visit(seq, arrival);
+            seq = seq.wrapping_add(1);
+        }
+        left -= n;
+    }
+    Ok(FeedbackHeader {
+        base_seq,
+        count,
+        feedback_count,
+    })
+}
+
+/// Statuses a chunk holds: a run length, 14 one-bit or 7 two-bit symbols.
+fn chunk_len(chunk: u16) -> usize {
+    match (chunk >> 15, (chunk >> 14) & 1) {
+        (0, _) => usize::from(chunk & 0x1fff),
+        (_, 0) => 14,
+        _ => 7,
+    }
+}
+
+/// Status `k` of a chunk: 0 not received, 1 small delta, 2 large delta.
+fn chunk_status(chunk: u16, k: usize) -> u16 {
+    match (chunk >> 15, (chunk >> 14) & 1) {
+        (0, _) => (chunk >> 13) & 3,
+        (_, 0) => (chunk >> (13 - k)) & 1,
+        _ => (chunk >> (12 - 2 * k)) & 3,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +306,51 @@ mod tests {
                 _ => (s, deltas.next().expect("a delta per received packet").delta),
             })
             .collect()
+    }
+
+    #[test]
+    fn read_feedback_gives_back_what_the_recorder_wrote() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut r = TwccRecorder::new(t0);
+        // A wrap, a loss, a late packet (large delta), a run, and a reordered one.
+        let arrivals: Vec<(u16, u64)> = [(65534, 70), (65535, 71), (1, 171)]
+            .into_iter()
+            .chain((0..20u16).map(|k| (2 + k, 172 + u64::from(k))))
+            .chain([(23, 200), (22, 201)])
+            .collect();
+        for (seq, at) in &arrivals {
+            r.on_packet(ms(*at), *seq);
+        }
+        let mut buf = [0u8; 1500];
+        let n = r.write_feedback(&mut buf, 1, 2).unwrap();
+        let mut got = Vec::new();
+        let header = read_feedback(&buf[..n], |seq, at| got.push((seq, at))).unwrap();
+        assert_eq!((header.base_seq, header.count), (65534, 26));
+        assert_eq!(got.len(), 26);
+        assert_eq!(got[2], (0, None), "lost");
+        for (seq, at) in arrivals {
+            let (_, reported) = got.iter().find(|(s, _)| *s == seq).unwrap();
+            assert_eq!(*reported, Some(at as i64 * 1000), "seq {seq}");
+        }
+        // Truncated or foreign packets are refused, never read past their end.
+        for cut in [0, 19, 21, n - 4] {
+            let r = read_feedback(&buf[..cut], |_, _| {});
+            assert!(cut == n || r.is_err(), "cut {cut}");
+        }
+        let mut pli = buf;
+        pli[1] = 206;
+        assert_eq!(read_feedback(&pli[..n], |_, _| {}), Err(MalformedFeedback));
+    }
+
+    #[test]
+    fn read_feedback_reads_one_bit_vectors() {
+        // 14 one-bit statuses: received, lost, received, then lost ×11; deltas 4 and 8 (×250 µs).
+        let mut raw = vec![0x8f, 205, 0, 5, 0, 0, 0, 1, 0, 0, 0, 2, 0, 10, 0, 3, 0, 0, 2, 0];
+        raw.extend_from_slice(&[0b1010_1000, 0, 4, 8]);
+        let mut got = Vec::new();
+        read_feedback(&raw, |s, at| got.push((s, at))).unwrap();
+        assert_eq!(got, vec![(10, Some(129_000)), (11, None), (12, Some(131_000))]);
     }
 
     #[test]

@@ -1,0 +1,298 @@
+//! Send-side bandwidth estimation for one transport, sans-IO: the engine notes every
+//! packet it sends with a transport-wide sequence number and hands over the client's
+//! transport-cc feedback; out come the estimate the allocator shares among consumers,
+//! the pacing rate, and the probe clusters to send.
+//!
+//! The design follows libwebrtc's GoogCC, the estimator browsers run on the same feedback:
+//! a delay trendline with an adaptive overuse threshold drives AIMD (capped by the rate
+//! the receiver acknowledged), a loss-based bound caps it, and probes (media plus RTX
+//! padding at a target rate) find headroom in one round trip instead of 8 % a second.
+
+pub mod aimd;
+pub mod delay;
+pub mod history;
+pub mod loss;
+pub mod pacer;
+pub mod probe;
+pub mod rate;
+
+use std::time::{Duration, Instant};
+
+use ferrosoup_rtc::twcc::{MalformedFeedback, read_feedback};
+
+use crate::aimd::AimdControl;
+use crate::delay::{InterArrival, Trendline, Usage};
+use crate::history::{PacketResult, SendHistory};
+use crate::loss::LossBound;
+pub use crate::pacer::PacerBudget;
+pub use crate::probe::ProbeCluster;
+use crate::probe::Prober;
+use crate::rate::RateMeter;
+
+/// The pacing rate over the estimate.
+pub const PACING_FACTOR: f64 = 1.1;
+/// Window of the acknowledged rate.
+const ACKED_WINDOW_US: i64 = 500_000;
+/// Window of the sent rate (application-limited detection).
+const SENT_WINDOW_US: i64 = 500_000;
+/// The sender is application-limited below this share of the estimate...
+const ALR_ENTER: f64 = 0.65;
+/// ...until it sends more than this share again.
+const ALR_EXIT: f64 = 0.8;
+
+/// Limits of one estimator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BweConfig {
+    /// Estimate before any feedback (mediasoup's `initialAvailableOutgoingBitrate`), bit/s.
+    pub start_bps: u64,
+    /// Floor, bit/s.
+    pub min_bps: u64,
+    /// Ceiling, bit/s.
+    pub max_bps: u64,
+}
+
+impl Default for BweConfig {
+    fn default() -> Self {
+        Self {
+            start_bps: 600_000,
+            min_bps: 30_000,
+            max_bps: 50_000_000,
+        }
+    }
+}
+
+/// What the estimator knows, for stats.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BweStats {
+    /// The estimate in force, bit/s.
+    pub estimate_bps: u64,
+    /// The delay-based rate, bit/s.
+    pub delay_based_bps: u64,
+    /// The loss-based bound, bit/s (0: none).
+    pub loss_bound_bps: u64,
+    /// What the receiver acknowledged lately, bit/s.
+    pub acked_bps: u64,
+    /// What was sent lately, bit/s.
+    pub sent_bps: u64,
+    /// What the allocator would send with nothing held back, bit/s.
+    pub desired_bps: u64,
+    /// Sending well below the estimate (application-limited).
+    pub in_alr: bool,
+    /// The delay signal: 0 normal, 1 overusing, -1 underusing.
+    pub usage: i8,
+    /// Loss of the last measured interval, 0..1.
+    pub loss: f64,
+    /// Probe clusters started.
+    pub probes: u64,
+    /// Feedback packets read.
+    pub feedbacks: u64,
+}
+
+/// The estimator of one sending transport.
+pub struct BandwidthEstimator {
+    config: BweConfig,
+    epoch: Instant,
+    history: SendHistory,
+    inter_arrival: InterArrival,
+    trendline: Trendline,
+    aimd: AimdControl,
+    loss: LossBound,
+    acked: RateMeter,
+    last_arrival_us: Option<i64>,
+    sent: RateMeter,
+    prober: Prober,
+    in_alr: bool,
+    desired: u64,
+    estimate: u64,
+    rtt_ms: f64,
+    feedbacks: u64,
+    /// One feedback's results (reused: allocated once).
+    results: Vec<PacketResult>,
+}
+
+impl BandwidthEstimator {
+    /// An estimator starting at `config.start_bps`.
+    pub fn new(now: Instant, config: BweConfig) -> Self {
+        let start = config.start_bps.clamp(config.min_bps, config.max_bps);
+        Self {
+            config,
+            epoch: now,
+            history: SendHistory::new(),
+            inter_arrival: InterArrival::default(),
+            trendline: Trendline::default(),
+            aimd: AimdControl::new(start, config.min_bps, config.max_bps),
+            loss: LossBound::default(),
+            acked: RateMeter::new(ACKED_WINDOW_US),
+            last_arrival_us: None,
+            sent: RateMeter::new(SENT_WINDOW_US),
+            prober: Prober::default(),
+            in_alr: false,
+            desired: 0,
+            estimate: start,
+            rtt_ms: 100.0,
+            feedbacks: 0,
+            results: Vec::with_capacity(256),
+        }
+    }
+
+    fn us(&self, now: Instant) -> i64 {
+        now.saturating_duration_since(self.epoch).as_micros() as i64
+    }
+
+    /// The estimate, bit/s.
+    pub fn estimate_bps(&self) -> u64 {
+        self.estimate
+    }
+
+    /// The pacing rate, bit/s.
+    pub fn pacing_bps(&self) -> u64 {
+        (self.estimate as f64 * PACING_FACTOR) as u64
+    }
+
+    /// Notes a packet sent at `now` under transport-wide sequence number `seq` (RTP
+    /// header and payload bytes). Nothing is allocated after the first call.
+    pub fn on_sent(&mut self, now: Instant, seq: u16, size: usize) {
+        let at = self.us(now);
+        let cluster = self.prober.cluster_at(at);
+        self.history.on_sent(seq, at, size, cluster);
+        self.prober.on_sent(cluster, at, size as u32);
+        self.sent.add(at, size);
+    }
+
+    /// Reads one transport-cc feedback (the whole RTCP packet) and updates the estimate.
+    pub fn on_feedback(&mut self, now: Instant, raw: &[u8]) -> Result<(), MalformedFeedback> {
+        let mut results = std::mem::take(&mut self.results);
+        results.clear();
+        let history = &mut self.history;
+        let read = read_feedback(raw, |seq, arrival| {
+            if let Some(r) = history.on_reported(seq, arrival) {
+                results.push(r);
+            }
+        });
+        if read.is_ok() && !results.is_empty() {
+            self.feedbacks += 1;
+            self.apply(now, &results);
+        }
+        self.results = results;
+        read.map(|_| ())
+    }
+
+    fn apply(&mut self, now: Instant, results: &[PacketResult]) {
+        let now_us = self.us(now);
+        let (mut lost, mut total) = (0u32, 0u32);
+        let mut probe = None;
+        for r in results {
+            total += 1;
+            match r.arrival_us {
+                None => lost += 1,
+                Some(at) => {
+                    if self
+                        .last_arrival_us
+                        .is_some_and(|l| at < l - ACKED_WINDOW_US * 4)
+                    {
+                        // The receiver's clock jumped back (its reference time wrapped).
+                        self.acked.reset();
+                        self.inter_arrival = InterArrival::default();
+                    }
+                    self.last_arrival_us = Some(self.last_arrival_us.map_or(at, |l| l.max(at)));
+                    self.acked.add(at, r.size as usize);
+                    if let Some(delta) = self.inter_arrival.on_packet(r.sent_us, at) {
+                        self.trendline.update(delta);
+                    }
+                }
+            }
+            if r.cluster != 0
+                && let Some(rate) = self.prober.on_result(r.cluster, r.arrival_us, r.size)
+            {
+                probe = Some(rate);
+            }
+        }
+        let acked = self.last_arrival_us.and_then(|l| self.acked.rate_bps(l));
+        self.aimd.update(now_us, self.trendline.usage(), acked);
+        if let Some(rate) = probe
+            && rate > self.aimd.bitrate()
+        {
+            self.aimd.set_bitrate(now_us, rate);
+        }
+        self.loss
+            .on_feedback(now_us, lost, total, self.aimd.bitrate(), self.rtt_ms);
+        let bounded = self
+            .loss
+            .bound()
+            .map_or(self.aimd.bitrate(), |b| b.min(self.aimd.bitrate()));
+        self.estimate = bounded.clamp(self.config.min_bps, self.config.max_bps);
+        self.update_alr(now_us);
+    }
+
+    fn update_alr(&mut self, now_us: i64) {
+        let sent = self.sent.rate_bps(now_us).unwrap_or(0) as f64;
+        let estimate = self.estimate as f64;
+        if self.in_alr && sent > ALR_EXIT * estimate {
+            self.in_alr = false;
+        } else if !self.in_alr && sent < ALR_ENTER * estimate {
+            self.in_alr = true;
+        }
+    }
+
+    /// Sets the round-trip time to the client.
+    pub fn set_rtt(&mut self, rtt: Duration) {
+        self.rtt_ms = rtt.as_secs_f64() * 1000.0;
+        self.aimd.set_rtt_ms(self.rtt_ms);
+    }
+
+    /// Sets what the allocator would send with nothing held back, bit/s: probes look for
+    /// headroom only while it is above the estimate.
+    pub fn set_desired(&mut self, bps: u64) {
+        self.desired = bps.min(self.config.max_bps);
+    }
+
+    /// Starts a probe cluster if one is due.
+    pub fn poll_probe(&mut self, now: Instant) -> Option<ProbeCluster> {
+        let now_us = self.us(now);
+        self.update_alr(now_us);
+        self.prober
+            .poll(now_us, self.estimate, self.desired, self.in_alr)
+    }
+
+    /// Padding bytes the probe in progress still needs by `now` (0 without a probe).
+    pub fn padding_due(&self, now: Instant) -> usize {
+        let now_us = self.us(now);
+        self.prober.sending(now_us).map_or(0, |c| {
+            c.bytes_due(now_us)
+                .saturating_sub(self.prober.cluster_bytes()) as usize
+        })
+    }
+
+    /// When the probe in progress stops sending.
+    pub fn probe_end(&self, now: Instant) -> Option<Instant> {
+        let now_us = self.us(now);
+        self.prober
+            .sending(now_us)
+            .map(|c| self.epoch + Duration::from_micros(c.end_us() as u64))
+    }
+
+    /// The estimator's state, for stats.
+    pub fn stats(&mut self, now: Instant) -> BweStats {
+        let now_us = self.us(now);
+        BweStats {
+            estimate_bps: self.estimate,
+            delay_based_bps: self.aimd.bitrate(),
+            loss_bound_bps: self.loss.bound().unwrap_or(0),
+            acked_bps: self
+                .last_arrival_us
+                .and_then(|l| self.acked.rate_bps(l))
+                .unwrap_or(0),
+            sent_bps: self.sent.rate_bps(now_us).unwrap_or(0),
+            desired_bps: self.desired,
+            in_alr: self.in_alr,
+            usage: match self.trendline.usage() {
+                Usage::Normal => 0,
+                Usage::Overusing => 1,
+                Usage::Underusing => -1,
+            },
+            loss: self.loss.last_loss(),
+            probes: self.prober.probes(),
+            feedbacks: self.feedbacks,
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The loss-based bound: heavy loss lowers the rate whatever the delay says, light loss
+//! lets it rise again.
+
+/// Loss above this lowers the bound.
+const HIGH_LOSS: f64 = 0.10;
+/// Loss below this lets the bound rise.
+const LOW_LOSS: f64 = 0.02;
+/// Packets a loss figure needs.
+const MIN_PACKETS: u32 = 20;
+
+/// The loss-based upper bound on the rate.
+#[derive(Clone, Debug, Default)]
+pub struct LossBound {
+    bound: Option<f64>,
+    lost: u32,
+    total: u32,
+    last_decrease_us: Option<i64>,
+    last_update_us: Option<i64>,
+    last_loss: f64,
+}
+
+impl LossBound {
+    /// Counts one feedback's packets; once enough are counted, updates the bound from
+    /// `current` (the rate in force, bit/s). `rtt_ms` spaces decreases.
+    pub fn on_feedback(&mut self, now_us: i64, lost: u32, total: u32, current: u64, rtt_ms: f64) {
+        self.lost += lost;
+        self.total += total;
+        if self.total < MIN_PACKETS {
+            return;
+        }
+        let loss = f64::from(self.lost) / f64::from(self.total);
+        self.last_loss = loss;
+        self.lost = 0;
+        self.total = 0;
+        let current = current as f64;
+        let dt_s = self
+            .last_update_us
+            .map_or(0.0, |l| ((now_us - l) as f64 / 1e6).clamp(0.0, 1.0));
+        self.last_update_us = Some(now_us);
+        if loss > HIGH_LOSS {
+            let spacing_us = (300.0 + rtt_ms) as i64 * 1000;
+            if self
+                .last_decrease_us
+                .is_none_or(|d| now_us - d >= spacing_us)
+            {
+                self.bound = Some(current * (1.0 - 0.5 * loss));
+                self.last_decrease_us = Some(now_us);
+            }
+        } else if loss < LOW_LOSS
+            && let Some(b) = self.bound
+        {
+            let raised = b * 1.08f64.powf(dt_s) + 1_000.0 * dt_s;
+            // Far above the rate in force it bounds nothing: drop it.
+            self.bound = (raised < current * 1.5).then_some(raised);
+        }
+    }
+
+    /// The bound, bit/s (`None`: no bound).
+    pub fn bound(&self) -> Option<u64> {
+        self.bound.map(|b| b as u64)
+    }
+
+    /// Loss fraction of the last measured interval.
+    pub fn last_loss(&self) -> f64 {
+        self.last_loss
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heavy_loss_bounds_moderate_loss_holds_light_loss_releases() {
+        let mut l = LossBound::default();
+        l.on_feedback(0, 5, 50, 1_000_000, 50.0);
+        assert_eq!(l.bound(), None, "10 % is not above the threshold");
+        l.on_feedback(100_000, 10, 50, 1_000_000, 50.0);
+        assert_eq!(l.bound(), Some(900_000), "20 % loss: × 0.9");
+        // Spaced by 300 ms + rtt.
+        l.on_feedback(200_000, 10, 50, 900_000, 50.0);
+        assert_eq!(l.bound(), Some(900_000));
+        l.on_feedback(500_000, 2, 50, 900_000, 50.0);
+        assert_eq!(l.bound(), Some(900_000), "4 % holds");
+        let mut t = 500_000;
+        while l.bound().is_some() {
+            t += 100_000;
+            l.on_feedback(t, 0, 50, 900_000, 50.0);
+            assert!(t < 10_000_000);
+        }
+    }
+}

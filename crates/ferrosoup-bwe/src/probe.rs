@@ -1,0 +1,291 @@
+//! Probing: short clusters sent at a target rate (media plus padding) whose arrival rate
+//! shows headroom the estimate has not reached, so the rate can jump instead of creeping
+//! up at 8 % a second. The controller decides when and how fast; the estimator reads the
+//! result from feedback.
+
+/// How long a cluster lasts.
+pub const CLUSTER_US: i64 = 30_000;
+/// A cluster's result is ready when this share of its packets was reported.
+const MIN_REPORTED: f64 = 0.8;
+/// Packets a cluster needs at least.
+pub const MIN_PACKETS: u32 = 6;
+/// A cluster not resolved this long after it ended is given up.
+const RESULT_TIMEOUT_US: i64 = 1_000_000;
+/// The least time between two probes that found no headroom (doubles on each failure).
+const RETRY_US: i64 = 2_000_000;
+/// The longest back-off between failed probes.
+const MAX_RETRY_US: i64 = 8_000_000;
+/// A probe at most this multiple of the estimate.
+const MAX_STEP: f64 = 2.0;
+/// A result at least this share of the probe's target continues exponentially.
+const CONTINUE_SHARE: f64 = 0.7;
+
+/// A cluster to send: every packet sent during it counts; padding fills what media leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeCluster {
+    /// Id (never 0).
+    pub id: u32,
+    /// Target rate, bit/s.
+    pub bitrate: u64,
+    /// When it started, µs on the sender's clock.
+    pub start_us: i64,
+}
+
+impl ProbeCluster {
+    /// Bytes that should have gone out by `now_us` (none after the cluster ended).
+    pub fn bytes_due(&self, now_us: i64) -> u64 {
+        let elapsed = (now_us - self.start_us).clamp(0, CLUSTER_US);
+        self.bitrate * elapsed as u64 / 8_000_000
+    }
+
+    /// When it ends, µs.
+    pub fn end_us(&self) -> i64 {
+        self.start_us + CLUSTER_US
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    id: u32,
+    sent: u32,
+    reported: u32,
+    received: u32,
+    bytes: u64,
+    first_send: Option<i64>,
+    last_send: i64,
+    last_send_size: u32,
+    first_arrival: Option<i64>,
+    first_arrival_size: u32,
+    last_arrival: i64,
+}
+
+/// Decides probes and reads their results.
+#[derive(Clone, Debug)]
+pub struct Prober {
+    next_id: u32,
+    active: Option<ProbeCluster>,
+    tally: Tally,
+    /// A probe that found headroom asks for the next step at once.
+    continue_from: Option<u64>,
+    retry_us: i64,
+    earliest_us: i64,
+    probes: u64,
+}
+
+impl Default for Prober {
+    fn default() -> Self {
+        Self {
+            next_id: 1,
+            active: None,
+            tally: Tally::default(),
+            continue_from: None,
+            retry_us: RETRY_US,
+            earliest_us: 0,
+            probes: 0,
+        }
+    }
+}
+
+impl Prober {
+    /// Starts a cluster at `now_us` if one is due: the allocator wants `desired` bit/s,
+    /// more than `estimate`, and the sender uses little of the estimate (`in_alr`) or a
+    /// probe just found headroom.
+    pub fn poll(
+        &mut self,
+        now_us: i64,
+        estimate: u64,
+        desired: u64,
+        in_alr: bool,
+    ) -> Option<ProbeCluster> {
+        if let Some(active) = self.active {
+            if now_us < active.end_us() + RESULT_TIMEOUT_US {
+                return None;
+            }
+            self.fail(now_us);
+        }
+        if desired <= estimate {
+            self.continue_from = None;
+            return None;
+        }
+        let base = match self.continue_from.take() {
+            Some(found) => found,
+            None if in_alr && now_us >= self.earliest_us => estimate,
+            None => return None,
+        };
+        let target = (desired as f64 * 1.1).min(base as f64 * MAX_STEP) as u64;
+        if target <= estimate {
+            return None;
+        }
+        let cluster = ProbeCluster {
+            id: self.next_id,
+            bitrate: target,
+            start_us: now_us,
+        };
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.active = Some(cluster);
+        self.tally = Tally {
+            id: cluster.id,
+            ..Tally::default()
+        };
+        self.probes += 1;
+        Some(cluster)
+    }
+
+    /// The cluster packets sent now belong to (0: none).
+    pub fn cluster_at(&self, now_us: i64) -> u32 {
+        self.active
+            .filter(|c| now_us < c.end_us())
+            .map_or(0, |c| c.id)
+    }
+
+    /// The active cluster, while it sends.
+    pub fn sending(&self, now_us: i64) -> Option<ProbeCluster> {
+        self.active.filter(|c| now_us < c.end_us())
+    }
+
+    /// Notes a packet sent in cluster `id`.
+    pub fn on_sent(&mut self, id: u32, sent_us: i64, size: u32) {
+        if id == 0 || id != self.tally.id {
+            return;
+        }
+        let t = &mut self.tally;
+        t.sent += 1;
+        t.bytes += u64::from(size);
+        t.first_send.get_or_insert(sent_us);
+        t.last_send = sent_us;
+        t.last_send_size = size;
+    }
+
+    /// Notes a feedback result of cluster `id`; returns the cluster's measured rate once
+    /// enough of it was reported.
+    pub fn on_result(&mut self, id: u32, arrival_us: Option<i64>, size: u32) -> Option<u64> {
+        let active = self.active?;
+        if id != active.id {
+            return None;
+        }
+        let t = &mut self.tally;
+        t.reported += 1;
+        if let Some(at) = arrival_us {
+            t.received += 1;
+            if t.first_arrival.is_none_or(|f| at < f) {
+                t.first_arrival = Some(at);
+                t.first_arrival_size = size;
+            }
+            t.last_arrival = t.last_arrival.max(at);
+        }
+        if t.sent < MIN_PACKETS || f64::from(t.reported) < f64::from(t.sent) * MIN_REPORTED {
+            return None;
+        }
+        let rate = measured(t);
+        self.active = None;
+        match rate {
+            Some(r) if r as f64 >= active.bitrate as f64 * CONTINUE_SHARE => {
+                self.continue_from = Some(r);
+                self.retry_us = RETRY_US;
+            }
+            _ => self.backoff(active.end_us()),
+        }
+        rate
+    }
+
+    /// A probe that found nothing: wait longer before the next.
+    fn fail(&mut self, now_us: i64) {
+        self.active = None;
+        self.backoff(now_us);
+    }
+
+    fn backoff(&mut self, now_us: i64) {
+        self.earliest_us = now_us + self.retry_us;
+        self.retry_us = (self.retry_us * 2).min(MAX_RETRY_US);
+        self.continue_from = None;
+    }
+
+    /// Bytes sent so far in the cluster in progress.
+    pub fn cluster_bytes(&self) -> u64 {
+        self.tally.bytes
+    }
+
+    /// Probes started so far.
+    pub fn probes(&self) -> u64 {
+        self.probes
+    }
+}
+
+/// The rate a cluster showed: the lower of its send and receive rates, a little under
+/// the receive rate when the bottleneck spaced the packets.
+fn measured(t: &Tally) -> Option<u64> {
+    let first_send = t.first_send?;
+    let first_arrival = t.first_arrival?;
+    if t.received < MIN_PACKETS / 2 {
+        return None;
+    }
+    let send_us = (t.last_send - first_send).max(1_000);
+    let recv_us = (t.last_arrival - first_arrival).max(1_000);
+    let send = (t.bytes - u64::from(t.last_send_size)) as f64 * 8e6 / send_us as f64;
+    let recv = (t.bytes - u64::from(t.first_arrival_size)) as f64 * 8e6 / recv_us as f64;
+    let received_share = f64::from(t.received) / f64::from(t.sent.max(1));
+    let recv = recv * received_share;
+    Some(if recv < 0.9 * send {
+        0.95 * recv
+    } else {
+        send.min(recv)
+    } as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends cluster `c` as packets of 1,000 bytes at its rate (as `bytes_due` says),
+    /// through a bottleneck of `capacity` bit/s; feeds the results back.
+    fn run(p: &mut Prober, c: ProbeCluster, capacity: u64) -> Option<u64> {
+        let mut arrivals = Vec::new();
+        let mut arrival = 0;
+        let mut sent_bytes = 0;
+        for t in (c.start_us..c.end_us()).step_by(1_000) {
+            while c.bytes_due(t + 1_000) > sent_bytes {
+                p.on_sent(c.id, t, 1000);
+                sent_bytes += 1000;
+                arrival = (t + 50_000).max(arrival) + 8_000 * 1_000_000 / capacity as i64;
+                arrivals.push(arrival);
+            }
+        }
+        let mut result = None;
+        for at in arrivals {
+            result = result.or(p.on_result(c.id, Some(at), 1000));
+        }
+        result
+    }
+
+    #[test]
+    fn probes_find_capacity_exponentially_and_back_off_when_none() {
+        let mut p = Prober::default();
+        assert_eq!(p.poll(0, 1_000_000, 900_000, true), None, "nothing wanted");
+        assert_eq!(
+            p.poll(0, 1_000_000, 5_000_000, false),
+            None,
+            "link in use, no ALR"
+        );
+        let c = p.poll(0, 1_000_000, 5_000_000, true).unwrap();
+        assert_eq!(c.bitrate, 2_000_000, "twice the estimate at most");
+        assert_eq!(p.cluster_at(10_000), c.id);
+        assert_eq!(
+            p.poll(10_000, 1_000_000, 5_000_000, true),
+            None,
+            "one at a time"
+        );
+        let r = run(&mut p, c, 10_000_000).unwrap();
+        assert!((1_900_000..=2_600_000).contains(&r), "{r}");
+        // Found: the next step comes at once, in or out of ALR.
+        let c = p.poll(200_000, r, 5_000_000, false).unwrap();
+        assert!(c.bitrate >= 2 * r - 1, "{}", c.bitrate);
+        // The bottleneck (2.5 Mbit/s) spaces the packets: the result is under it.
+        let r = run(&mut p, c, 2_500_000).unwrap();
+        assert!((2_100_000..=2_500_000).contains(&r), "{r}");
+        assert!(
+            p.poll(300_000, r, 5_000_000, true).is_none(),
+            "{r} < 0.7 × target: back off"
+        );
+        assert!(p.poll(300_000 + RETRY_US, r, 5_000_000, true).is_some());
+    }
+}
