@@ -1,6 +1,8 @@
 //! A bitrate over a sliding window of time buckets: fixed storage, nothing allocated per
 //! sample.
 
+use std::time::{Duration, Instant};
+
 /// Buckets in a window.
 const BUCKETS: usize = 20;
 
@@ -87,6 +89,41 @@ impl RateMeter {
     /// The window's length in µs.
     pub fn window_us(&self) -> i64 {
         self.bucket_us * BUCKETS as i64
+    }
+}
+
+/// A [`RateMeter`] over `Instant`s: its clock starts at the first sample.
+#[derive(Clone, Debug)]
+pub struct BitrateMeter {
+    epoch: Option<Instant>,
+    meter: RateMeter,
+}
+
+impl BitrateMeter {
+    /// A meter over `window`.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            epoch: None,
+            meter: RateMeter::new(window.as_micros() as i64),
+        }
+    }
+
+    fn us(&mut self, now: Instant) -> i64 {
+        now.saturating_duration_since(*self.epoch.get_or_insert(now))
+            .as_micros() as i64
+    }
+
+    /// Counts `bytes` at `now`.
+    pub fn add(&mut self, now: Instant, bytes: usize) {
+        let at = self.us(now);
+        self.meter.add(at, bytes);
+    }
+
+    /// Bits per second over the window ending at `now` (`None` while too young).
+    pub fn bps(&mut self, now: Instant) -> Option<u64> {
+        self.epoch?;
+        let at = self.us(now);
+        self.meter.rate_bps(at)
     }
 }
 

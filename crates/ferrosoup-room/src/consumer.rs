@@ -57,6 +57,18 @@ pub struct Outgoing<'a> {
     pub abs_send_time: u32,
 }
 
+/// The layer the transport's bandwidth allocation gives a consumer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Allocation {
+    /// No estimate steers it: the preferred layer.
+    #[default]
+    Unlimited,
+    /// At most this layer (producer stream).
+    Layer(usize),
+    /// Not even the lowest layer fits: nothing is forwarded.
+    Paused,
+}
+
 /// A NACKed packet to send again.
 #[derive(Clone, Copy, Debug)]
 pub struct Resend<'a> {
@@ -64,6 +76,8 @@ pub struct Resend<'a> {
     pub seq: u16,
     /// The producer packet it was made of (from the producer's store).
     pub original: &'a [u8],
+    /// Now.
+    pub now: Instant,
     /// Now, in ms since the worker started.
     pub now_ms: u32,
     /// This hop's send time (abs-send-time).
@@ -137,6 +151,8 @@ pub struct Consumer {
     pub preferred_temporal: Option<u8>,
     /// Bandwidth priority 1..255.
     pub priority: u8,
+    /// What the transport's bandwidth allocation gives it.
+    pub allocation: Allocation,
     /// Counters for Sender Reports and stats.
     pub send_stats: SendStats,
     /// Round-trip time from the receiver's reports.
@@ -253,6 +269,9 @@ impl Consumer {
             abs_send_time: packet.abs_send_time,
         };
         if self.rewrite(&mut buf[..len], packet.info, header, &hop) {
+            if let Some(bwe) = egress.bwe {
+                bwe.on_sent(now, hop.transport_cc, len);
+            }
             *egress.twcc_seq = egress.twcc_seq.wrapping_add(1);
         }
         let n = egress
@@ -280,6 +299,7 @@ impl Consumer {
         let Resend {
             seq,
             original,
+            now,
             now_ms,
             abs_send_time,
         } = resend;
@@ -319,9 +339,7 @@ impl Consumer {
         let buf = out.buffer();
         // Rewritten in the scratch first, then wrapped as RTX into the send buffer.
         scratch[..n].copy_from_slice(original);
-        if self.rewrite(&mut scratch[..n], &info, header, &hop) {
-            *egress.twcc_seq = egress.twcc_seq.wrapping_add(1);
-        }
+        let counted = self.rewrite(&mut scratch[..n], &info, header, &hop);
         let rtx_seq = self.rtx_seq;
         self.rtx_seq = self.rtx_seq.wrapping_add(1);
         let mut out_info = info;
@@ -335,6 +353,12 @@ impl Consumer {
             &mut buf[..MAX_DATAGRAM - overhead],
         )
         .ok_or(RtpDrop::TooBig)?;
+        if counted {
+            if let Some(bwe) = egress.bwe {
+                bwe.on_sent(now, hop.transport_cc, len);
+            }
+            *egress.twcc_seq = egress.twcc_seq.wrapping_add(1);
+        }
         let sent = egress
             .srtp
             .protect_rtp_stream(&mut self.rtx_srtp_index, &mut buf[..], len)
@@ -344,6 +368,45 @@ impl Consumer {
             self.resent[i] = Resent { seq, at_ms: now_ms };
         }
         self.retransmitted += 1;
+        egress.counters.rtp_packets_out += 1;
+        egress.counters.rtp_bytes_out += len as u64;
+        Ok(len)
+    }
+
+    /// Sends one padding-only packet of `padding` bytes (1..=255) on the RTX stream, with
+    /// this transport's next transport-wide sequence number: probe traffic the client
+    /// counts in its feedback and then drops. Returns bytes sent.
+    pub fn send_padding(
+        &mut self,
+        now: Instant,
+        padding: usize,
+        egress: Option<Egress<'_>>,
+        out: &mut dyn Transmit,
+    ) -> Result<usize, RtpDrop> {
+        let rtx = self.rtx.ok_or(RtpDrop::NoRtx)?;
+        let egress = egress.ok_or(RtpDrop::NoRoute)?;
+        let header = rtp::PaddingHeader {
+            ssrc: rtx.ssrc,
+            payload_type: rtx.payload_type,
+            sequence_number: self.rtx_seq,
+            timestamp: self.forwarder.last_output_timestamp().unwrap_or(0),
+            transport_cc_id: self.twcc_ext,
+            transport_cc: *egress.twcc_seq,
+        };
+        let buf = out.buffer();
+        let len = rtp::write_padding_packet(buf, &header, padding).ok_or(RtpDrop::TooBig)?;
+        self.rtx_seq = self.rtx_seq.wrapping_add(1);
+        if self.twcc_ext != 0 {
+            if let Some(bwe) = egress.bwe {
+                bwe.on_sent(now, header.transport_cc, len);
+            }
+            *egress.twcc_seq = egress.twcc_seq.wrapping_add(1);
+        }
+        let sent = egress
+            .srtp
+            .protect_rtp_stream(&mut self.rtx_srtp_index, &mut buf[..], len)
+            .map_err(|_| RtpDrop::ProtectFailed)?;
+        out.commit(sent, egress.to);
         egress.counters.rtp_packets_out += 1;
         egress.counters.rtp_bytes_out += len as u64;
         Ok(len)

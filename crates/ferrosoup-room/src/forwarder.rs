@@ -261,6 +261,11 @@ impl ConsumerForwarder {
             .map(|ext| (stream, ext))
     }
 
+    /// The output timestamp of the last forwarded packet.
+    pub fn last_output_timestamp(&self) -> Option<u32> {
+        self.last_output.map(|(ts, _)| ts)
+    }
+
     /// Output timestamp for an input timestamp of the current stream (retransmissions).
     pub fn output_timestamp(&self, input: u32) -> u32 {
         input.wrapping_add(self.ts_offset)

@@ -9,6 +9,7 @@
 //!   thread, never locks and never allocates per packet.
 //! - Workers report [`MediaEvent`]s (state changes, scores, layer changes) on a channel.
 
+pub mod allocator;
 pub mod arena;
 pub mod consumer;
 pub mod engine;

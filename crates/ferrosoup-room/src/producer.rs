@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use ferrosoup_bwe::rate::BitrateMeter;
 use ferrosoup_proto::ortc::ProducerType;
 use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_rtc::nack::NackGenerator;
@@ -67,7 +68,12 @@ pub struct RecvStream {
     pub last_sr_rtp: Option<(u32, Instant)>,
     /// Fraction lost (0..1) in the interval of the last Receiver Report sent about it.
     pub fraction_lost: f64,
+    /// Bitrate of the stream as it arrives (what forwarding it costs a consumer).
+    pub bitrate: BitrateMeter,
 }
+
+/// Window of a stream's bitrate: long enough to smooth keyframes over.
+pub const BITRATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// What a receive stream made of one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +116,7 @@ impl RecvStream {
             score: 10,
             last_sr_rtp: None,
             fraction_lost: 0.0,
+            bitrate: BitrateMeter::new(BITRATE_WINDOW),
         }
     }
 
@@ -147,6 +154,7 @@ impl RecvStream {
             && rtp::is_keyframe(codec.codec, info.payload(packet));
         let woke_up = !self.is_active(now);
         self.last_packet = Some(now);
+        self.bitrate.add(now, packet.len());
         self.stats
             .on_packet(now, ext_seq, info.timestamp, codec.clock_rate, packet.len());
         let gap = video && self.nack.on_packet(now, ext_seq, keyframe, recovered);

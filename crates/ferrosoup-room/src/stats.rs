@@ -228,6 +228,8 @@ counters!(
     nacks_sent,
     /// Packets retransmitted to consumers.
     retransmissions,
+    /// Padding packets sent to probe for bandwidth.
+    padding_packets,
     /// PLI/FIR received from consumers.
     plis_received,
     /// PLIs sent to producers.
@@ -281,7 +283,24 @@ pub fn transport_stats(t: &Transport) -> Value {
         "rtcpPacketsSent": c.rtcp_out,
         "srtpFailures": c.srtp_failures,
         "maxIncomingBitrate": t.max_incoming_bitrate,
-        "availableOutgoingBitrate": t.remb_bitrate,
+        "availableOutgoingBitrate": t
+            .bwe
+            .as_ref()
+            .map(|b| b.last.estimate_bps)
+            .or(t.remb_bitrate),
+        "bandwidthEstimation": t.bwe.as_ref().map(|b| json!({
+            "estimate": b.last.estimate_bps,
+            "delayBased": b.last.delay_based_bps,
+            "lossBound": b.last.loss_bound_bps,
+            "acked": b.last.acked_bps,
+            "sent": b.last.sent_bps,
+            "desired": b.last.desired_bps,
+            "allocated": b.allocated_bps,
+            "applicationLimited": b.last.in_alr,
+            "loss": b.last.loss,
+            "probes": b.last.probes,
+            "feedbacks": b.last.feedbacks,
+        })),
     }])
 }
 

@@ -31,6 +31,8 @@ pub enum Timer {
     StreamActivity(ProducerKey),
     /// The loudest audio producer of a router is looked for.
     ActiveSpeaker(RouterId),
+    /// A probe cluster of a transport sends its next padding.
+    Probe(TransportKey),
 }
 
 /// Deadlines by timer, earliest first.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrosoup_bwe::{BandwidthEstimator, BweConfig, BweStats};
 use ferrosoup_proto::transport::{DtlsState, IceState};
 use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsError, DtlsRole, DtlsSession, Fingerprint};
 use ferrosoup_rtc::ice::IceLiteServer;
@@ -81,6 +82,47 @@ pub struct Transport {
     /// Round-trip time to the client: from its receiver reports about our consumers' streams
     /// (SR/RR), or from its DLRR answers to our XR receiver reference times.
     pub rtt: Option<Duration>,
+    /// Send-side bandwidth estimation, once a consumer with transport-cc sends here.
+    pub bwe: Option<Box<SendBandwidth>>,
+}
+
+/// How long a transport's allocation waits for the client's first transport-cc feedback;
+/// a client that sends none gets every consumer's preferred layer, as without estimation.
+pub const FEEDBACK_GRACE: Duration = Duration::from_secs(2);
+
+/// The bandwidth estimation of a transport that sends to its client.
+pub struct SendBandwidth {
+    /// The estimator.
+    pub estimator: BandwidthEstimator,
+    /// The client sent transport-cc feedback: it estimates with us.
+    pub feedback_seen: bool,
+    /// When estimation started.
+    pub since: Instant,
+    /// The estimator's state at the last allocation (for stats).
+    pub last: BweStats,
+    /// Bandwidth the allocation gave out at the last run, bit/s.
+    pub allocated_bps: u64,
+}
+
+impl SendBandwidth {
+    /// Estimation starting now at `config.start_bps`.
+    pub fn new(now: Instant, config: BweConfig) -> Self {
+        Self {
+            estimator: BandwidthEstimator::new(now, config),
+            feedback_seen: false,
+            since: now,
+            last: BweStats {
+                estimate_bps: config.start_bps,
+                ..BweStats::default()
+            },
+            allocated_bps: 0,
+        }
+    }
+
+    /// Whether the allocation follows the estimate: feedback came, or may still come.
+    pub fn steers(&self, now: Instant) -> bool {
+        self.feedback_seen || now < self.since + FEEDBACK_GRACE
+    }
 }
 
 /// Per-transport packet counters.
@@ -115,6 +157,8 @@ pub struct Egress<'a> {
     pub twcc_seq: &'a mut u16,
     /// Counters of the transport.
     pub counters: &'a mut TransportCounters,
+    /// The transport's bandwidth estimator, which notes every packet sent.
+    pub bwe: Option<&'a mut BandwidthEstimator>,
 }
 
 impl Transport {
@@ -142,6 +186,7 @@ impl Transport {
             twcc_seq: 0,
             twcc: TwccRecorder::new(now),
             rtt: None,
+            bwe: None,
         }
     }
 
@@ -183,6 +228,7 @@ impl Transport {
             to,
             twcc_seq: &mut self.twcc_seq,
             counters: &mut self.counters,
+            bwe: self.bwe.as_deref_mut().map(|b| &mut b.estimator),
         })
     }
 

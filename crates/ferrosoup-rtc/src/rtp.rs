@@ -130,6 +130,51 @@ pub fn set_timestamp(packet: &mut [u8], v: u32) {
     }
 }
 
+/// The header of a padding-only packet (probes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaddingHeader {
+    /// SSRC (an RTX stream's: receivers drop padding there after counting it).
+    pub ssrc: u32,
+    /// Payload type.
+    pub payload_type: u8,
+    /// Sequence number.
+    pub sequence_number: u16,
+    /// Timestamp.
+    pub timestamp: u32,
+    /// One-byte extension id of transport-wide-cc (0: none).
+    pub transport_cc_id: u8,
+    /// Transport-wide sequence number.
+    pub transport_cc: u16,
+}
+
+/// Writes a padding-only RTP packet (P bit, `padding` bytes of 1..=255 whose last byte is
+/// the count) into `buf`; returns its length, or `None` when `buf` is too small or
+/// `padding` is out of range.
+pub fn write_padding_packet(buf: &mut [u8], h: &PaddingHeader, padding: usize) -> Option<usize> {
+    if !(1..=255).contains(&padding) {
+        return None;
+    }
+    let ext_len = if h.transport_cc_id != 0 { 8 } else { 0 };
+    let len = RTP_HEADER_LEN + ext_len + padding;
+    let out = buf.get_mut(..len)?;
+    out[0] = 0x80 | 0x20 | if ext_len > 0 { 0x10 } else { 0 };
+    out[1] = h.payload_type & 0x7f;
+    out[2..4].copy_from_slice(&h.sequence_number.to_be_bytes());
+    out[4..8].copy_from_slice(&h.timestamp.to_be_bytes());
+    out[8..12].copy_from_slice(&h.ssrc.to_be_bytes());
+    if ext_len > 0 {
+        out[12..14].copy_from_slice(&ONE_BYTE_PROFILE.to_be_bytes());
+        out[14..16].copy_from_slice(&1u16.to_be_bytes());
+        out[16] = (h.transport_cc_id << 4) | 1;
+        out[17..19].copy_from_slice(&h.transport_cc.to_be_bytes());
+        out[19] = 0;
+    }
+    let body = &mut out[RTP_HEADER_LEN + ext_len..];
+    body.fill(0);
+    body[padding - 1] = padding as u8;
+    Some(len)
+}
+
 /// Sets the SSRC (same precondition as [`set_sequence_number`]).
 pub fn set_ssrc(packet: &mut [u8], v: u32) {
     if let Some(b) = packet.get_mut(8..12) {
@@ -593,6 +638,32 @@ fn h264_keyframe(p: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn padding_packets_parse_as_padding_only_with_the_transport_cc_number() {
+        let h = PaddingHeader {
+            ssrc: 7,
+            payload_type: 97,
+            sequence_number: 500,
+            timestamp: 90_000,
+            transport_cc_id: 3,
+            transport_cc: 4242,
+        };
+        let mut buf = [0u8; 300];
+        let n = write_padding_packet(&mut buf, &h, 200).unwrap();
+        assert_eq!(n, 12 + 8 + 200);
+        let info = parse_rtp(&buf[..n]).unwrap();
+        assert_eq!((info.ssrc, info.payload_type, info.sequence_number), (7, 97, 500));
+        assert_eq!(info.payload_len, 0, "padding only");
+        let ids = ExtensionIds {
+            transport_wide_cc: 3,
+            ..ExtensionIds::default()
+        };
+        assert_eq!(ids.read(&buf[..n], &info).transport_wide_cc, Some(4242));
+        assert_eq!(write_padding_packet(&mut buf, &h, 0), None);
+        assert_eq!(write_padding_packet(&mut buf, &h, 256), None);
+        assert_eq!(write_padding_packet(&mut buf[..100], &h, 200), None);
+    }
     use super::*;
 
     /// Builds an RTP packet: fixed header, `csrcs`, optional extension block, payload and

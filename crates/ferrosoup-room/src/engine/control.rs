@@ -16,7 +16,7 @@ use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 
 use super::Engine;
 use crate::arena::{ConsumerKey, ProducerKey, TransportKey};
-use crate::consumer::{Consumer, RESENT_HISTORY, Resent, RtxOut};
+use crate::consumer::{Allocation, Consumer, RESENT_HISTORY, Resent, RtxOut};
 use crate::error::RoomError;
 use crate::forwarder::ConsumerForwarder;
 use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
@@ -566,6 +566,7 @@ impl Engine {
             preferred_spatial: spec.preferred_spatial,
             preferred_temporal: spec.preferred_temporal,
             priority: 1,
+            allocation: Allocation::Unlimited,
             send_stats: SendStats::new(),
             rtt: None,
             fraction_lost: 0.0,
@@ -588,6 +589,11 @@ impl Engine {
         if let Some(rtx) = spec.rtx {
             transport.consumer_ssrcs.insert(rtx.ssrc, key);
         }
+        if spec.twcc_ext != 0 {
+            self.start_bandwidth_estimation(t, now);
+        }
+        // The new consumer starts on the layer the estimate allows.
+        self.allocate(t, now, out);
         self.on_consumer_activity_changed(key, now, out);
         self.update_counts();
         Ok(Consumed {
@@ -608,6 +614,8 @@ impl Engine {
         let key = self.consumer_key(router_id, id)?;
         if self.consumers[key].paused != paused {
             self.consumers[key].paused = paused;
+            let transport = self.consumers[key].transport;
+            self.allocate(transport, now, out);
             self.on_consumer_activity_changed(key, now, out);
         }
         Ok(())
@@ -627,6 +635,8 @@ impl Engine {
         let c = &mut self.consumers[key];
         c.preferred_spatial = Some(spatial);
         c.preferred_temporal = temporal;
+        let transport = c.transport;
+        self.allocate(transport, now, out);
         self.update_consumer_target(key, now, out);
         Ok(())
     }

@@ -11,7 +11,7 @@ use ferrosoup_rtc::rtp::abs_send_time;
 
 use super::Engine;
 use crate::arena::{ConsumerKey, ProducerKey};
-use crate::consumer::{Outgoing, Resend};
+use crate::consumer::{Allocation, Outgoing, Resend};
 use crate::events::MediaEvent;
 use crate::forwarder::LayerChange;
 use crate::producer::{ACTIVE_TIMEOUT, Arrived};
@@ -106,6 +106,7 @@ impl Engine {
         let resend = Resend {
             seq,
             original,
+            now,
             now_ms: (since_epoch.as_millis() as u32).max(1),
             abs_send_time: abs_send_time(since_epoch),
         };
@@ -153,8 +154,19 @@ impl Engine {
         if !c.is_active() {
             return;
         }
+        let cap = match c.allocation {
+            Allocation::Unlimited => c.preferred_spatial,
+            Allocation::Layer(l) => {
+                let l = u8::try_from(l).unwrap_or(u8::MAX);
+                Some(c.preferred_spatial.map_or(l, |p| p.min(l)))
+            }
+            Allocation::Paused => {
+                self.pause_for_bandwidth(key);
+                return;
+            }
+        };
         let target = self.producers[c.producer]
-            .best_active_stream(now, c.preferred_spatial)
+            .best_active_stream(now, cap)
             .or(Some(0));
         let c = &mut self.consumers[key];
         if c.forwarder.target() != target {
@@ -162,6 +174,21 @@ impl Engine {
             if c.kind == MediaKind::Video {
                 self.request_keyframe_for_consumer(key, now, out);
             }
+        }
+    }
+
+    /// Stops a consumer the bandwidth allocation cannot fit (audio keeps flowing); it
+    /// resumes on a keyframe when the allocation gives it a layer again.
+    fn pause_for_bandwidth(&mut self, key: ConsumerKey) {
+        let c = &mut self.consumers[key];
+        if c.forwarder.target().is_none() && c.forwarder.current().is_none() {
+            return;
+        }
+        let change = c.forwarder.restart();
+        c.forwarder.set_target(None);
+        if c.consumer_type != ProducerType::Simple {
+            let event = layers_event(c.id, change.unwrap_or(LayerChange { spatial: None }));
+            self.emit(event);
         }
     }
 

@@ -18,6 +18,7 @@
 //! Ownership is a tree — router → transports → producers / consumers — kept in arenas; the
 //! cross-links (producer → its consumers, SSRC / tuple / ufrag tables) are typed keys.
 
+mod bandwidth;
 mod control;
 mod feedback;
 mod forward;
@@ -160,6 +161,7 @@ impl Engine {
                 Timer::KeyframeRequest(p, s) => self.on_keyframe_timer(p, usize::from(s), now, out),
                 Timer::StreamActivity(p) => self.on_stream_activity_timer(p, now, out),
                 Timer::ActiveSpeaker(r) => self.detect_active_speaker(r, now),
+                Timer::Probe(t) => self.on_probe_timer(t, now, out),
             }
         }
     }

@@ -278,6 +278,9 @@ impl Engine {
                         }
                     }
                 }
+                RtcpItem::TransportCc { raw, .. } => {
+                    self.on_transport_feedback(now, key, raw, out);
+                }
                 RtcpItem::Remb { bitrate, .. } => self.transports[key].remb_bitrate = Some(bitrate),
                 RtcpItem::ExtendedReport { blocks, .. } => {
                     let ntp = self.ntp(now);

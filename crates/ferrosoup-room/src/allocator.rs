@@ -1,0 +1,155 @@
+//! Sharing one transport's estimated bandwidth among its video consumers, as a plain
+//! function: audio is reserved first (never starved), then every consumer gets its lowest
+//! layer in priority order, then layers are raised one step at a time, higher priorities
+//! taking more steps per round. A consumer whose lowest layer does not fit is paused.
+//! Raising a consumer above the layer it forwards now needs a margin on top of the
+//! layer's bitrate, so an estimate hovering near a layer's cost does not flap.
+
+/// Layers (producer streams) a consumer can be given.
+pub const MAX_LAYERS: usize = 8;
+/// A layer above the one a consumer forwards now must fit this many times its bitrate.
+pub const UPGRADE_MARGIN: f64 = 1.15;
+
+/// One video consumer's demand.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Demand {
+    /// Bandwidth priority (1..255): steps taken per round.
+    pub priority: u8,
+    /// Bitrate of each layer it may forward, bit/s (0: not available, or above its
+    /// preferred layer).
+    pub layers: [u64; MAX_LAYERS],
+    /// The layer it forwards now.
+    pub current: Option<usize>,
+}
+
+impl Demand {
+    fn cost(&self, layer: usize) -> f64 {
+        let bitrate = self.layers[layer] as f64;
+        if self.current.is_some_and(|c| layer <= c) {
+            bitrate
+        } else {
+            bitrate * UPGRADE_MARGIN
+        }
+    }
+
+    fn lowest(&self) -> Option<usize> {
+        self.layers.iter().position(|&b| b > 0)
+    }
+
+    fn next_above(&self, layer: usize) -> Option<usize> {
+        (layer + 1..MAX_LAYERS).find(|&l| self.layers[l] > 0)
+    }
+
+    /// What it would take with nothing held back (its best layer, upgrade margin
+    /// included), bit/s.
+    pub fn wanted(&self) -> u64 {
+        self.layers
+            .iter()
+            .rposition(|&b| b > 0)
+            .map_or(0, |top| self.cost(top) as u64)
+    }
+}
+
+/// Gives each demand a layer (`None`: paused) out of `budget` bit/s, written to `out`
+/// (same order as `demands`). Returns the bandwidth left over.
+pub fn allocate(budget: u64, demands: &[Demand], out: &mut [Option<usize>]) -> u64 {
+    let n = demands.len().min(out.len());
+    let mut left = budget as f64;
+    out[..n].fill(None);
+    // Higher priority first; equal priorities keep their order.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(demands[i].priority));
+    for &i in order.iter() {
+        let d = &demands[i];
+        if let Some(l) = d.lowest()
+            && d.cost(l) <= left
+        {
+            out[i] = Some(l);
+            left -= d.cost(l);
+        }
+    }
+    loop {
+        let mut raised = false;
+        for &i in order.iter() {
+            let d = &demands[i];
+            for _ in 0..d.priority.max(1) {
+                let Some(cur) = out[i] else { break };
+                let Some(next) = d.next_above(cur) else { break };
+                let extra = d.cost(next) - d.cost(cur);
+                if extra > left {
+                    break;
+                }
+                out[i] = Some(next);
+                left -= extra;
+                raised = true;
+            }
+        }
+        if !raised {
+            break;
+        }
+    }
+    left.max(0.0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIMULCAST: [u64; MAX_LAYERS] = [150_000, 500_000, 1_500_000, 0, 0, 0, 0, 0];
+
+    fn demand(current: Option<usize>) -> Demand {
+        Demand {
+            priority: 1,
+            layers: SIMULCAST,
+            current,
+        }
+    }
+
+    fn run(budget: u64, demands: &[Demand]) -> Vec<Option<usize>> {
+        let mut out = vec![Some(9); demands.len()];
+        allocate(budget, demands, &mut out);
+        out
+    }
+
+    #[test]
+    fn one_consumer_gets_the_best_layer_that_fits() {
+        assert_eq!(run(100_000, &[demand(None)]), vec![None], "paused");
+        assert_eq!(run(400_000, &[demand(None)]), vec![Some(0)]);
+        assert_eq!(run(700_000, &[demand(None)]), vec![Some(1)]);
+        assert_eq!(run(5_000_000, &[demand(None)]), vec![Some(2)]);
+    }
+
+    #[test]
+    fn upgrades_need_a_margin_that_keeping_a_layer_does_not() {
+        // 520 kbit/s keeps layer 1 but does not reach it from layer 0.
+        assert_eq!(run(520_000, &[demand(Some(1))]), vec![Some(1)]);
+        assert_eq!(run(520_000, &[demand(Some(0))]), vec![Some(0)]);
+        assert_eq!(run(580_000, &[demand(Some(0))]), vec![Some(1)]);
+        // Below the layer's own bitrate it goes down.
+        assert_eq!(run(480_000, &[demand(Some(1))]), vec![Some(0)]);
+    }
+
+    #[test]
+    fn shared_by_priority_then_in_order() {
+        let low = demand(None);
+        let high = Demand {
+            priority: 3,
+            ..demand(None)
+        };
+        // 2 Mbit/s: the high-priority consumer climbs to the top first.
+        assert_eq!(run(2_000_000, &[low, high]), vec![Some(0), Some(2)]);
+        // Equal priorities share evenly.
+        assert_eq!(run(1_400_000, &[low, low]), vec![Some(1), Some(1)]);
+        // Too little for both: the first in priority order keeps its lowest layer.
+        assert_eq!(run(200_000, &[low, high]), vec![None, Some(0)]);
+    }
+
+    #[test]
+    fn unavailable_layers_are_skipped() {
+        let mut d = demand(None);
+        d.layers[1] = 0;
+        assert_eq!(run(1_000_000, &[d]), vec![Some(0)]);
+        assert_eq!(run(2_000_000, &[d]), vec![Some(2)]);
+        assert!(d.wanted().abs_diff(1_725_000) <= 1, "{}", d.wanted());
+    }
+}

@@ -1,0 +1,191 @@
+//! Bandwidth toward each client: the transport's estimator reads the client's
+//! transport-cc feedback, the allocation shares the estimate among the transport's
+//! consumers (allocator.rs) and sets their layers, and probe clusters (RTX padding on top
+//! of media) look for headroom when a consumer is held below its preferred layer.
+
+use std::time::{Duration, Instant};
+
+use ferrosoup_bwe::BweConfig;
+use ferrosoup_proto::ortc::ProducerType;
+use ferrosoup_proto::rtp_parameters::MediaKind;
+
+use super::Engine;
+use crate::allocator::{self, Demand, MAX_LAYERS};
+use crate::arena::TransportKey;
+use crate::consumer::Allocation;
+use crate::timers::Timer;
+use crate::transmit::Transmit;
+use crate::transport::SendBandwidth;
+
+/// How often padding goes out while a probe cluster sends.
+const PROBE_TICK: Duration = Duration::from_millis(2);
+/// Padding packets per tick at most.
+const MAX_PADDING_PER_TICK: usize = 32;
+/// RTP header and transport-cc extension of a padding packet.
+const PADDING_OVERHEAD: usize = 20;
+
+impl Engine {
+    /// Starts bandwidth estimation on a transport once a consumer with transport-cc sends
+    /// on it (idempotent).
+    pub(super) fn start_bandwidth_estimation(&mut self, key: TransportKey, now: Instant) {
+        if let Some(t) = self.transports.get_mut(key)
+            && t.bwe.is_none()
+        {
+            t.bwe = Some(Box::new(SendBandwidth::new(now, BweConfig::default())));
+        }
+    }
+
+    /// Transport-cc feedback from a client about what its transport sent.
+    pub(super) fn on_transport_feedback(
+        &mut self,
+        now: Instant,
+        key: TransportKey,
+        raw: &[u8],
+        out: &mut dyn Transmit,
+    ) {
+        let t = &mut self.transports[key];
+        let rtt = t.rtt;
+        let Some(bwe) = t.bwe.as_deref_mut() else {
+            return;
+        };
+        bwe.feedback_seen = true;
+        if let Some(rtt) = rtt {
+            bwe.estimator.set_rtt(rtt);
+        }
+        if bwe.estimator.on_feedback(now, raw).is_err() {
+            self.counters.dropped_malformed += 1;
+            return;
+        }
+        self.allocate(key, now, out);
+        let Some(bwe) = self.transports[key].bwe.as_deref_mut() else {
+            return;
+        };
+        if bwe.estimator.poll_probe(now).is_some() {
+            self.timers.arm(Timer::Probe(key), now);
+        }
+    }
+
+    /// Shares the transport's estimate among its consumers: audio and single-stream video
+    /// first, then simulcast/SVC consumers by priority (allocator.rs); a consumer whose
+    /// allocation changed gets its new layer.
+    pub(super) fn allocate(&mut self, key: TransportKey, now: Instant, out: &mut dyn Transmit) {
+        let Self {
+            transports,
+            producers,
+            consumers,
+            ..
+        } = self;
+        let Some(t) = transports.get_mut(key) else {
+            return;
+        };
+        let Some(bwe) = t.bwe.as_deref_mut() else {
+            return;
+        };
+        let mut reserved = 0u64;
+        let mut demands = Vec::with_capacity(t.consumers.len());
+        let mut keys = Vec::with_capacity(t.consumers.len());
+        for &c in &t.consumers {
+            let consumer = &consumers[c];
+            if !consumer.is_active() {
+                continue;
+            }
+            let Some(producer) = producers.get_mut(consumer.producer) else {
+                continue;
+            };
+            if consumer.kind == MediaKind::Audio || consumer.consumer_type == ProducerType::Simple {
+                reserved += producer
+                    .streams
+                    .iter_mut()
+                    .filter_map(|s| s.bitrate.bps(now))
+                    .sum::<u64>();
+                continue;
+            }
+            let cap = consumer.preferred_spatial.map_or(usize::MAX, usize::from);
+            let mut layers = [0u64; MAX_LAYERS];
+            for (i, s) in producer.streams.iter_mut().enumerate().take(MAX_LAYERS) {
+                if i <= cap && s.is_active(now) {
+                    // A stream too young to be measured costs nothing yet.
+                    layers[i] = s.bitrate.bps(now).unwrap_or(1).max(1);
+                }
+            }
+            demands.push(Demand {
+                priority: consumer.priority,
+                layers,
+                current: consumer.forwarder.current(),
+            });
+            keys.push(c);
+        }
+        let estimate = bwe.estimator.estimate_bps();
+        let mut layers = vec![None; demands.len()];
+        let budget = estimate.saturating_sub(reserved);
+        let left = allocator::allocate(budget, &demands, &mut layers);
+        let wanted: u64 = demands.iter().map(Demand::wanted).sum();
+        bwe.estimator.set_desired(reserved + wanted);
+        bwe.allocated_bps = reserved + budget - left;
+        bwe.last = bwe.estimator.stats(now);
+        let steers = bwe.steers(now);
+        for (c, layer) in keys.into_iter().zip(layers) {
+            let allocation = match (steers, layer) {
+                (false, _) => Allocation::Unlimited,
+                (true, Some(l)) => Allocation::Layer(l),
+                (true, None) => Allocation::Paused,
+            };
+            if self.consumers[c].allocation != allocation {
+                self.consumers[c].allocation = allocation;
+                self.update_consumer_target(c, now, out);
+            }
+        }
+    }
+
+    /// Sends the padding a probe cluster still needs, and re-arms while it lasts.
+    pub(super) fn on_probe_timer(&mut self, key: TransportKey, now: Instant, out: &mut dyn Transmit) {
+        let Self {
+            transports,
+            consumers,
+            counters,
+            timers,
+            ..
+        } = self;
+        let Some(t) = transports.get_mut(key) else {
+            return;
+        };
+        let Some(bwe) = t.bwe.as_deref() else {
+            return;
+        };
+        let Some(end) = bwe.estimator.probe_end(now) else {
+            return;
+        };
+        let mut due = bwe.estimator.padding_due(now + PROBE_TICK);
+        // Padding rides on the RTX stream of a video consumer that is forwarding.
+        let carrier = t.consumers.iter().copied().find(|&c| is_padding_carrier(&consumers[c]));
+        if let Some(c) = carrier {
+            let consumer = &mut consumers[c];
+            for _ in 0..MAX_PADDING_PER_TICK {
+                if due == 0 {
+                    break;
+                }
+                let padding = due.saturating_sub(PADDING_OVERHEAD).clamp(1, 255);
+                match consumer.send_padding(now, padding, t.egress(), out) {
+                    Ok(len) => {
+                        due = due.saturating_sub(len);
+                        counters.padding_packets += 1;
+                        counters.rtp_bytes_out += len as u64;
+                    }
+                    Err(reason) => {
+                        counters.rtp_dropped.add(reason);
+                        break;
+                    }
+                }
+            }
+        }
+        let next = now + PROBE_TICK;
+        if next < end {
+            timers.arm(Timer::Probe(key), next);
+        }
+    }
+}
+
+/// A consumer padding can ride on: video, forwarding, with RTX.
+fn is_padding_carrier(c: &crate::consumer::Consumer) -> bool {
+    c.kind == MediaKind::Video && c.is_active() && c.rtx.is_some() && c.forwarder.current().is_some()
+}
