@@ -31,8 +31,10 @@ use crate::rate::RateMeter;
 
 /// The pacing rate over the estimate.
 pub const PACING_FACTOR: f64 = 1.1;
-/// Window of the acknowledged rate.
-const ACKED_WINDOW_US: i64 = 500_000;
+/// Window of the acknowledged rate. Short, so that during an overuse (the bottleneck
+/// busy) it measures the bottleneck's rate rather than what was sent before: a layer
+/// switch's keyframe must not pull the decrease down to the old layer's rate.
+const ACKED_WINDOW_US: i64 = 200_000;
 /// Window of the sent rate (application-limited detection).
 const SENT_WINDOW_US: i64 = 500_000;
 /// The sender is application-limited below this share of the estimate...
@@ -249,9 +251,7 @@ impl BandwidthEstimator {
     /// Starts a probe cluster if one is due.
     pub fn poll_probe(&mut self, now: Instant) -> Option<ProbeCluster> {
         let now_us = self.us(now);
-        self.update_alr(now_us);
-        self.prober
-            .poll(now_us, self.estimate, self.desired, self.in_alr)
+        self.prober.poll(now_us, self.estimate, self.desired)
     }
 
     /// Padding bytes the probe in progress still needs by `now` (0 without a probe).

@@ -13,12 +13,17 @@ pub const MIN_PACKETS: u32 = 6;
 const RESULT_TIMEOUT_US: i64 = 1_000_000;
 /// The least time between two probes that found no headroom (doubles on each failure).
 const RETRY_US: i64 = 2_000_000;
-/// The longest back-off between failed probes.
-const MAX_RETRY_US: i64 = 8_000_000;
+/// The longest back-off between failed probes: a capacity that grows is found within
+/// this (plus a round trip).
+const MAX_RETRY_US: i64 = 4_000_000;
 /// A probe at most this multiple of the estimate.
 const MAX_STEP: f64 = 2.0;
-/// A result at least this share of the probe's target continues exponentially.
+/// Losses in a cluster up to this share are taken for link loss, not congestion.
+const LINK_LOSS: f64 = 0.1;
+/// A result at least this share of the probe's target continues exponentially...
 const CONTINUE_SHARE: f64 = 0.7;
+/// ...when it is also this much above the estimate the probe started from.
+const CONTINUE_GAIN: f64 = 1.1;
 
 /// A cluster to send: every packet sent during it counts; padding fills what media leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +34,8 @@ pub struct ProbeCluster {
     pub bitrate: u64,
     /// When it started, µs on the sender's clock.
     pub start_us: i64,
+    /// The estimate when it started, bit/s.
+    pub from_bps: u64,
 }
 
 impl ProbeCluster {
@@ -51,6 +58,7 @@ struct Tally {
     reported: u32,
     received: u32,
     bytes: u64,
+    received_bytes: u64,
     first_send: Option<i64>,
     last_send: i64,
     last_send_size: u32,
@@ -88,15 +96,11 @@ impl Default for Prober {
 
 impl Prober {
     /// Starts a cluster at `now_us` if one is due: the allocator wants `desired` bit/s,
-    /// more than `estimate`, and the sender uses little of the estimate (`in_alr`) or a
-    /// probe just found headroom.
-    pub fn poll(
-        &mut self,
-        now_us: i64,
-        estimate: u64,
-        desired: u64,
-        in_alr: bool,
-    ) -> Option<ProbeCluster> {
+    /// more than `estimate`, and a probe just found headroom (the next step goes at once)
+    /// or the back-off since the last probe that found none has passed. An SFU probes
+    /// whether or not it is application-limited: its layers are steps, so the rate it
+    /// sends does not creep up to show the estimate headroom as an encoder's would.
+    pub fn poll(&mut self, now_us: i64, estimate: u64, desired: u64) -> Option<ProbeCluster> {
         if let Some(active) = self.active {
             if now_us < active.end_us() + RESULT_TIMEOUT_US {
                 return None;
@@ -109,7 +113,7 @@ impl Prober {
         }
         let base = match self.continue_from.take() {
             Some(found) => found,
-            None if in_alr && now_us >= self.earliest_us => estimate,
+            None if now_us >= self.earliest_us => estimate,
             None => return None,
         };
         let target = (desired as f64 * 1.1).min(base as f64 * MAX_STEP) as u64;
@@ -120,6 +124,7 @@ impl Prober {
             id: self.next_id,
             bitrate: target,
             start_us: now_us,
+            from_bps: estimate,
         };
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.active = Some(cluster);
@@ -167,6 +172,7 @@ impl Prober {
         t.reported += 1;
         if let Some(at) = arrival_us {
             t.received += 1;
+            t.received_bytes += u64::from(size);
             if t.first_arrival.is_none_or(|f| at < f) {
                 t.first_arrival = Some(at);
                 t.first_arrival_size = size;
@@ -179,7 +185,10 @@ impl Prober {
         let rate = measured(t);
         self.active = None;
         match rate {
-            Some(r) if r as f64 >= active.bitrate as f64 * CONTINUE_SHARE => {
+            Some(r)
+                if r as f64 >= active.bitrate as f64 * CONTINUE_SHARE
+                    && r as f64 > active.from_bps as f64 * CONTINUE_GAIN =>
+            {
                 self.continue_from = Some(r);
                 self.retry_us = RETRY_US;
             }
@@ -222,9 +231,14 @@ fn measured(t: &Tally) -> Option<u64> {
     let send_us = (t.last_send - first_send).max(1_000);
     let recv_us = (t.last_arrival - first_arrival).max(1_000);
     let send = (t.bytes - u64::from(t.last_send_size)) as f64 * 8e6 / send_us as f64;
-    let recv = (t.bytes - u64::from(t.first_arrival_size)) as f64 * 8e6 / recv_us as f64;
-    let received_share = f64::from(t.received) / f64::from(t.sent.max(1));
-    let recv = recv * received_share;
+    let mut recv =
+        (t.received_bytes - u64::from(t.first_arrival_size)) as f64 * 8e6 / recv_us as f64;
+    // A few packets lost (random link loss) still crossed the bottleneck: count them. More
+    // is congestion, and the received rate stands.
+    let lost = t.reported.saturating_sub(t.received);
+    if f64::from(lost) <= f64::from(t.reported) * LINK_LOSS {
+        recv *= f64::from(t.reported) / f64::from(t.received.max(1));
+    }
     Some(if recv < 0.9 * send {
         0.95 * recv
     } else {
@@ -260,32 +274,23 @@ mod tests {
     #[test]
     fn probes_find_capacity_exponentially_and_back_off_when_none() {
         let mut p = Prober::default();
-        assert_eq!(p.poll(0, 1_000_000, 900_000, true), None, "nothing wanted");
-        assert_eq!(
-            p.poll(0, 1_000_000, 5_000_000, false),
-            None,
-            "link in use, no ALR"
-        );
-        let c = p.poll(0, 1_000_000, 5_000_000, true).unwrap();
+        assert_eq!(p.poll(0, 1_000_000, 900_000), None, "nothing wanted");
+        let c = p.poll(0, 1_000_000, 5_000_000).unwrap();
         assert_eq!(c.bitrate, 2_000_000, "twice the estimate at most");
         assert_eq!(p.cluster_at(10_000), c.id);
-        assert_eq!(
-            p.poll(10_000, 1_000_000, 5_000_000, true),
-            None,
-            "one at a time"
-        );
+        assert_eq!(p.poll(10_000, 1_000_000, 5_000_000), None, "one at a time");
         let r = run(&mut p, c, 10_000_000).unwrap();
         assert!((1_900_000..=2_600_000).contains(&r), "{r}");
-        // Found: the next step comes at once, in or out of ALR.
-        let c = p.poll(200_000, r, 5_000_000, false).unwrap();
+        // Found: the next step comes at once.
+        let c = p.poll(200_000, r, 5_000_000).unwrap();
         assert!(c.bitrate >= 2 * r - 1, "{}", c.bitrate);
         // The bottleneck (2.5 Mbit/s) spaces the packets: the result is under it.
         let r = run(&mut p, c, 2_500_000).unwrap();
         assert!((2_100_000..=2_500_000).contains(&r), "{r}");
         assert!(
-            p.poll(300_000, r, 5_000_000, true).is_none(),
+            p.poll(300_000, r, 5_000_000).is_none(),
             "{r} < 0.7 × target: back off"
         );
-        assert!(p.poll(300_000 + RETRY_US, r, 5_000_000, true).is_some());
+        assert!(p.poll(300_000 + RETRY_US, r, 5_000_000).is_some());
     }
 }

@@ -8,7 +8,13 @@
 /// Layers (producer streams) a consumer can be given.
 pub const MAX_LAYERS: usize = 8;
 /// A layer above the one a consumer forwards now must fit this many times its bitrate.
-pub const UPGRADE_MARGIN: f64 = 1.15;
+pub const UPGRADE_MARGIN: f64 = 1.08;
+/// The layer a consumer forwards now (and those below) stays while this share of its
+/// bitrate fits: an overuse lowers the estimate to 0.85 × what was delivered lately, so a
+/// layer the link carried survives a keyframe's delay spike (the switch's own keyframe
+/// included, measured on links with 5 % random loss), one the link did not carry goes at
+/// the first overuse.
+pub const KEEP_MARGIN: f64 = 0.75;
 
 /// One video consumer's demand.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -18,7 +24,7 @@ pub struct Demand {
     /// Bitrate of each layer it may forward, bit/s (0: not available, or above its
     /// preferred layer).
     pub layers: [u64; MAX_LAYERS],
-    /// The layer it forwards now.
+    /// The layer it forwards now (or switches to, waiting for a keyframe).
     pub current: Option<usize>,
 }
 
@@ -26,7 +32,7 @@ impl Demand {
     fn cost(&self, layer: usize) -> f64 {
         let bitrate = self.layers[layer] as f64;
         if self.current.is_some_and(|c| layer <= c) {
-            bitrate
+            bitrate * KEEP_MARGIN
         } else {
             bitrate * UPGRADE_MARGIN
         }
@@ -125,8 +131,9 @@ mod tests {
         assert_eq!(run(520_000, &[demand(Some(1))]), vec![Some(1)]);
         assert_eq!(run(520_000, &[demand(Some(0))]), vec![Some(0)]);
         assert_eq!(run(580_000, &[demand(Some(0))]), vec![Some(1)]);
-        // Below the layer's own bitrate it goes down.
-        assert_eq!(run(480_000, &[demand(Some(1))]), vec![Some(0)]);
+        // A little below the layer's own bitrate it stays; well below it goes down.
+        assert_eq!(run(480_000, &[demand(Some(1))]), vec![Some(1)]);
+        assert_eq!(run(350_000, &[demand(Some(1))]), vec![Some(0)]);
     }
 
     #[test]
@@ -150,6 +157,6 @@ mod tests {
         d.layers[1] = 0;
         assert_eq!(run(1_000_000, &[d]), vec![Some(0)]);
         assert_eq!(run(2_000_000, &[d]), vec![Some(2)]);
-        assert!(d.wanted().abs_diff(1_725_000) <= 1, "{}", d.wanted());
+        assert!(d.wanted().abs_diff(1_620_000) <= 1, "{}", d.wanted());
     }
 }

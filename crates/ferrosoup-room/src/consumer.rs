@@ -11,12 +11,13 @@ use ferrosoup_rtc::rtp::{self, HopValues, RtpHeaderInfo};
 use ferrosoup_rtc::srtp::SendIndex;
 use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 
-use crate::arena::{Arena, ProducerKey, TransportKey};
+use crate::arena::{Arena, ConsumerKey, ProducerKey, TransportKey};
 use crate::forwarder::{ConsumerForwarder, Decision, LayerChange};
 use crate::ids::{ConsumerId, ProducerId};
+use crate::pacer::Paced;
 use crate::stats::RtpDrop;
 use crate::transmit::Transmit;
-use crate::transport::{Egress, Transport};
+use crate::transport::{Egress, IP_UDP_OVERHEAD, Transport};
 use crate::udp::MAX_DATAGRAM;
 
 /// Retransmissions remembered per video consumer, to answer each NACK once per round trip.
@@ -87,7 +88,7 @@ pub struct Resend<'a> {
 /// What forwarding one packet to a consumer did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Forwarded {
-    /// Bytes sent, or why nothing was.
+    /// Bytes sent (0: queued by the pacer), or why nothing was.
     pub sent: Result<usize, RtpDrop>,
     /// The forwarded layer changed (for `consumerLayersChanged`).
     pub layer_change: Option<LayerChange>,
@@ -188,6 +189,7 @@ impl Consumer {
     #[inline]
     pub fn forward(
         &mut self,
+        key: ConsumerKey,
         now: Instant,
         packet: &Outgoing<'_>,
         transports: &mut Arena<TransportKey, Transport>,
@@ -234,10 +236,33 @@ impl Consumer {
         };
         // The transport is looked at only for packets that go out (one cache miss less for
         // every packet a consumer drops).
-        let egress = transports
-            .get_mut(self.transport)
-            .and_then(Transport::egress);
-        let sent = self.send(now, packet, header, egress, out);
+        let Some(transport) = transports.get_mut(self.transport) else {
+            return Forwarded::dropped(RtpDrop::NoRoute);
+        };
+        if self.kind == MediaKind::Video
+            && let Some(bwe) = transport.bwe.as_deref_mut()
+            && bwe.pacer.holds(now)
+        {
+            let paced = Paced {
+                consumer: key,
+                stream: packet.stream,
+                ext_seq: packet.ext_seq,
+                header,
+                bytes: packet.packet.len() + IP_UDP_OVERHEAD,
+                queued_at: now,
+            };
+            let sent = if bwe.pacer.enqueue(paced) {
+                Ok(0)
+            } else {
+                Err(RtpDrop::PacerOverflow)
+            };
+            return Forwarded {
+                sent,
+                layer_change,
+                wants_keyframe: false,
+            };
+        }
+        let sent = self.send(now, packet, header, transport.egress(), out);
         Forwarded {
             sent,
             layer_change,
@@ -245,9 +270,10 @@ impl Consumer {
         }
     }
 
-    /// Rewrites, protects and queues one forwarded packet.
+    /// Rewrites, protects and queues one forwarded packet (at once, or when the pacer
+    /// lets it go).
     #[inline]
-    fn send(
+    pub fn send(
         &mut self,
         now: Instant,
         packet: &Outgoing<'_>,
@@ -255,7 +281,7 @@ impl Consumer {
         egress: Option<Egress<'_>>,
         out: &mut dyn Transmit,
     ) -> Result<usize, RtpDrop> {
-        let egress = egress.ok_or(RtpDrop::NoRoute)?;
+        let mut egress = egress.ok_or(RtpDrop::NoRoute)?;
         let len = packet.packet.len();
         if len + egress.srtp.profile().rtp_overhead() > MAX_DATAGRAM {
             return Err(RtpDrop::TooBig);
@@ -268,12 +294,8 @@ impl Consumer {
             abs_send_time_id: self.abs_send_time_ext,
             abs_send_time: packet.abs_send_time,
         };
-        if self.rewrite(&mut buf[..len], packet.info, header, &hop) {
-            if let Some(bwe) = egress.bwe {
-                bwe.on_sent(now, hop.transport_cc, len);
-            }
-            *egress.twcc_seq = egress.twcc_seq.wrapping_add(1);
-        }
+        let twcc = self.rewrite(&mut buf[..len], packet.info, header, &hop);
+        egress.on_sending(now, len, twcc, true);
         let n = egress
             .srtp
             .protect_rtp_stream(&mut self.srtp_index, &mut buf[..], len)
@@ -318,7 +340,7 @@ impl Consumer {
             .forwarder
             .output_payload_type(info.payload_type)
             .ok_or(RtpDrop::UnsupportedByConsumer)?;
-        let egress = egress.ok_or(RtpDrop::NoRoute)?;
+        let mut egress = egress.ok_or(RtpDrop::NoRoute)?;
         let overhead = egress.srtp.profile().rtp_overhead();
         let n = original.len();
         if n + overhead > MAX_DATAGRAM {
@@ -353,12 +375,7 @@ impl Consumer {
             &mut buf[..MAX_DATAGRAM - overhead],
         )
         .ok_or(RtpDrop::TooBig)?;
-        if counted {
-            if let Some(bwe) = egress.bwe {
-                bwe.on_sent(now, hop.transport_cc, len);
-            }
-            *egress.twcc_seq = egress.twcc_seq.wrapping_add(1);
-        }
+        egress.on_sending(now, len, counted, true);
         let sent = egress
             .srtp
             .protect_rtp_stream(&mut self.rtx_srtp_index, &mut buf[..], len)
@@ -384,7 +401,7 @@ impl Consumer {
         out: &mut dyn Transmit,
     ) -> Result<usize, RtpDrop> {
         let rtx = self.rtx.ok_or(RtpDrop::NoRtx)?;
-        let egress = egress.ok_or(RtpDrop::NoRoute)?;
+        let mut egress = egress.ok_or(RtpDrop::NoRoute)?;
         let header = rtp::PaddingHeader {
             ssrc: rtx.ssrc,
             payload_type: rtx.payload_type,
@@ -396,12 +413,8 @@ impl Consumer {
         let buf = out.buffer();
         let len = rtp::write_padding_packet(buf, &header, padding).ok_or(RtpDrop::TooBig)?;
         self.rtx_seq = self.rtx_seq.wrapping_add(1);
-        if self.twcc_ext != 0 {
-            if let Some(bwe) = egress.bwe {
-                bwe.on_sent(now, header.transport_cc, len);
-            }
-            *egress.twcc_seq = egress.twcc_seq.wrapping_add(1);
-        }
+        // Probes are on top of the pacing rate.
+        egress.on_sending(now, len, self.twcc_ext != 0, false);
         let sent = egress
             .srtp
             .protect_rtp_stream(&mut self.rtx_srtp_index, &mut buf[..], len)
@@ -440,10 +453,13 @@ impl Consumer {
 
 /// The header values of one rewritten packet.
 #[derive(Clone, Copy, Debug)]
-struct Rewrite {
-    seq: u16,
-    timestamp: u32,
-    payload_type: u8,
+pub struct Rewrite {
+    /// Output sequence number.
+    pub seq: u16,
+    /// Output timestamp.
+    pub timestamp: u32,
+    /// Output payload type.
+    pub payload_type: u8,
     /// First packet after a (re)start or switch: per-source numbering is re-based.
-    sync: bool,
+    pub sync: bool,
 }

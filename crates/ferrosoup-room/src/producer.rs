@@ -72,6 +72,9 @@ pub struct RecvStream {
     pub bitrate: BitrateMeter,
 }
 
+/// IPv4, UDP and an SRTP tag around each forwarded packet, in a stream's bitrate.
+const WIRE_OVERHEAD: usize = 28 + 16;
+
 /// Window of a stream's bitrate: long enough to smooth keyframes over.
 pub const BITRATE_WINDOW: Duration = Duration::from_secs(1);
 
@@ -154,7 +157,8 @@ impl RecvStream {
             && rtp::is_keyframe(codec.codec, info.payload(packet));
         let woke_up = !self.is_active(now);
         self.last_packet = Some(now);
-        self.bitrate.add(now, packet.len());
+        // What forwarding it costs on the wire: IP, UDP and the SRTP tag included.
+        self.bitrate.add(now, packet.len() + WIRE_OVERHEAD);
         self.stats
             .on_packet(now, ext_seq, info.timestamp, codec.clock_rate, packet.len());
         let gap = video && self.nack.on_packet(now, ext_seq, keyframe, recovered);

@@ -347,6 +347,22 @@ pub fn vp8_producer(ssrc: u32, rtx_ssrc: Option<u32>) -> ProduceSpec {
     }
 }
 
+/// A VP8 simulcast producer: one encoding per `(ssrc, rtx ssrc)`, lowest layer first.
+pub fn vp8_simulcast_producer(layers: &[(u32, u32)]) -> ProduceSpec {
+    ProduceSpec {
+        encodings: layers
+            .iter()
+            .map(|&(ssrc, rtx)| EncodingSpec {
+                ssrc: Some(ssrc),
+                rtx_ssrc: Some(rtx),
+                rid: None,
+            })
+            .collect(),
+        producer_type: ProducerType::Simulcast,
+        ..vp8_producer(0, None)
+    }
+}
+
 /// A consumer receiving payload type `pt` (same number as the producer's) at
 /// `clock_rate` under SSRC `ssrc`, RTX on `rtx` when given, extensions as [`EXT_IDS`].
 fn consumer(pt: u8, clock_rate: u32, ssrc: u32, rtx: Option<RtxOut>) -> ConsumeSpec {
@@ -387,4 +403,12 @@ pub fn vp8_consumer(ssrc: u32, rtx_ssrc: Option<u32>) -> ConsumeSpec {
         payload_type: VP8_RTX_PT,
     });
     consumer(VP8_PT, 90_000, ssrc, rtx)
+}
+
+/// A VP8 consumer of a simulcast producer (picture ids kept continuous across layers).
+pub fn vp8_simulcast_consumer(ssrc: u32, rtx_ssrc: u32) -> ConsumeSpec {
+    ConsumeSpec {
+        vp8_rewrite: true,
+        ..vp8_consumer(ssrc, Some(rtx_ssrc))
+    }
 }

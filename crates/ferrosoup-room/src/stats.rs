@@ -105,11 +105,13 @@ pub enum RtpDrop {
     NoRtx,
     /// A packet the producer stream already received (a spurious retransmission).
     Duplicate,
+    /// The transport's pacer queue was full (the client NACKs it back).
+    PacerOverflow,
 }
 
 impl RtpDrop {
     /// Every reason, in label order.
-    pub const ALL: [RtpDrop; 20] = [
+    pub const ALL: [RtpDrop; 21] = [
         Self::NotConnected,
         Self::SrtpAuth,
         Self::SrtpReplay,
@@ -130,6 +132,7 @@ impl RtpDrop {
         Self::NotStored,
         Self::NoRtx,
         Self::Duplicate,
+        Self::PacerOverflow,
     ];
 
     /// The `reason` label.
@@ -155,6 +158,7 @@ impl RtpDrop {
             Self::NotStored => "not_stored",
             Self::NoRtx => "no_rtx",
             Self::Duplicate => "duplicate",
+            Self::PacerOverflow => "pacer_overflow",
         }
     }
 }
@@ -230,6 +234,8 @@ counters!(
     retransmissions,
     /// Padding packets sent to probe for bandwidth.
     padding_packets,
+    /// Video packets the pacers held back before sending.
+    paced_packets,
     /// PLI/FIR received from consumers.
     plis_received,
     /// PLIs sent to producers.

@@ -33,6 +33,8 @@ pub enum Timer {
     ActiveSpeaker(RouterId),
     /// A probe cluster of a transport sends its next padding.
     Probe(TransportKey),
+    /// A transport's pacer lets its next packets go.
+    Pace(TransportKey),
 }
 
 /// Deadlines by timer, earliest first.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::pacer::Pacer;
 use ferrosoup_bwe::{BandwidthEstimator, BweConfig, BweStats};
 use ferrosoup_proto::transport::{DtlsState, IceState};
 use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsError, DtlsRole, DtlsSession, Fingerprint};
@@ -102,6 +103,8 @@ pub struct SendBandwidth {
     pub last: BweStats,
     /// Bandwidth the allocation gave out at the last run, bit/s.
     pub allocated_bps: u64,
+    /// The pacer of the transport's video.
+    pub pacer: Pacer,
 }
 
 impl SendBandwidth {
@@ -116,6 +119,7 @@ impl SendBandwidth {
                 ..BweStats::default()
             },
             allocated_bps: 0,
+            pacer: Pacer::new(now, config.start_bps),
         }
     }
 
@@ -157,8 +161,31 @@ pub struct Egress<'a> {
     pub twcc_seq: &'a mut u16,
     /// Counters of the transport.
     pub counters: &'a mut TransportCounters,
-    /// The transport's bandwidth estimator, which notes every packet sent.
-    pub bwe: Option<&'a mut BandwidthEstimator>,
+    /// The transport's bandwidth estimation and pacer, which note every packet sent.
+    pub bwe: Option<&'a mut SendBandwidth>,
+}
+
+/// IPv4 and UDP headers of a datagram (what a link carries beyond the SRTP packet).
+pub const IP_UDP_OVERHEAD: usize = 28;
+
+impl Egress<'_> {
+    /// Accounts for an RTP packet of `len` bytes about to be protected and sent: the
+    /// estimator notes its transport-wide sequence number (when `twcc` says the packet
+    /// carries it) and the number advances; the pacer's budget counts it when `paced`.
+    pub fn on_sending(&mut self, now: Instant, len: usize, twcc: bool, paced: bool) {
+        let wire = len + self.srtp.profile().rtp_overhead() + IP_UDP_OVERHEAD;
+        if let Some(bwe) = self.bwe.as_deref_mut() {
+            if twcc {
+                bwe.estimator.on_sent(now, *self.twcc_seq, wire);
+            }
+            if paced {
+                bwe.pacer.on_sent(now, wire);
+            }
+        }
+        if twcc {
+            *self.twcc_seq = self.twcc_seq.wrapping_add(1);
+        }
+    }
 }
 
 impl Transport {
@@ -228,7 +255,7 @@ impl Transport {
             to,
             twcc_seq: &mut self.twcc_seq,
             counters: &mut self.counters,
-            bwe: self.bwe.as_deref_mut().map(|b| &mut b.estimator),
+            bwe: self.bwe.as_deref_mut(),
         })
     }
 

@@ -653,7 +653,10 @@ mod tests {
         let n = write_padding_packet(&mut buf, &h, 200).unwrap();
         assert_eq!(n, 12 + 8 + 200);
         let info = parse_rtp(&buf[..n]).unwrap();
-        assert_eq!((info.ssrc, info.payload_type, info.sequence_number), (7, 97, 500));
+        assert_eq!(
+            (info.ssrc, info.payload_type, info.sequence_number),
+            (7, 97, 500)
+        );
         assert_eq!(info.payload_len, 0, "padding only");
         let ids = ExtensionIds {
             transport_wide_cc: 3,

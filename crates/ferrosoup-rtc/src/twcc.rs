@@ -346,11 +346,16 @@ mod tests {
     #[test]
     fn read_feedback_reads_one_bit_vectors() {
         // 14 one-bit statuses: received, lost, received, then lost ×11; deltas 4 and 8 (×250 µs).
-        let mut raw = vec![0x8f, 205, 0, 5, 0, 0, 0, 1, 0, 0, 0, 2, 0, 10, 0, 3, 0, 0, 2, 0];
+        let mut raw = vec![
+            0x8f, 205, 0, 5, 0, 0, 0, 1, 0, 0, 0, 2, 0, 10, 0, 3, 0, 0, 2, 0,
+        ];
         raw.extend_from_slice(&[0b1010_1000, 0, 4, 8]);
         let mut got = Vec::new();
         read_feedback(&raw, |s, at| got.push((s, at))).unwrap();
-        assert_eq!(got, vec![(10, Some(129_000)), (11, None), (12, Some(131_000))]);
+        assert_eq!(
+            got,
+            vec![(10, Some(129_000)), (11, None), (12, Some(131_000))]
+        );
     }
 
     #[test]

@@ -12,10 +12,12 @@ use ferrosoup_proto::rtp_parameters::MediaKind;
 use super::Engine;
 use crate::allocator::{self, Demand, MAX_LAYERS};
 use crate::arena::TransportKey;
-use crate::consumer::Allocation;
+use crate::consumer::{Allocation, Outgoing};
+use crate::stats::RtpDrop;
 use crate::timers::Timer;
 use crate::transmit::Transmit;
 use crate::transport::SendBandwidth;
+use ferrosoup_rtc::rtp::{abs_send_time, parse_rtp};
 
 /// How often padding goes out while a probe cluster sends.
 const PROBE_TICK: Duration = Duration::from_millis(2);
@@ -60,6 +62,8 @@ impl Engine {
         let Some(bwe) = self.transports[key].bwe.as_deref_mut() else {
             return;
         };
+        let pacing = bwe.estimator.pacing_bps();
+        bwe.pacer.set_rate(now, pacing);
         if bwe.estimator.poll_probe(now).is_some() {
             self.timers.arm(Timer::Probe(key), now);
         }
@@ -111,7 +115,12 @@ impl Engine {
             demands.push(Demand {
                 priority: consumer.priority,
                 layers,
-                current: consumer.forwarder.current(),
+                // A switch waiting for its keyframe counts as made: the next feedback
+                // must not take it back for want of the upgrade margin.
+                current: consumer
+                    .forwarder
+                    .current()
+                    .max(consumer.forwarder.target()),
             });
             keys.push(c);
         }
@@ -138,7 +147,12 @@ impl Engine {
     }
 
     /// Sends the padding a probe cluster still needs, and re-arms while it lasts.
-    pub(super) fn on_probe_timer(&mut self, key: TransportKey, now: Instant, out: &mut dyn Transmit) {
+    pub(super) fn on_probe_timer(
+        &mut self,
+        key: TransportKey,
+        now: Instant,
+        out: &mut dyn Transmit,
+    ) {
         let Self {
             transports,
             consumers,
@@ -157,7 +171,11 @@ impl Engine {
         };
         let mut due = bwe.estimator.padding_due(now + PROBE_TICK);
         // Padding rides on the RTX stream of a video consumer that is forwarding.
-        let carrier = t.consumers.iter().copied().find(|&c| is_padding_carrier(&consumers[c]));
+        let carrier = t
+            .consumers
+            .iter()
+            .copied()
+            .find(|&c| is_padding_carrier(&consumers[c]));
         if let Some(c) = carrier {
             let consumer = &mut consumers[c];
             for _ in 0..MAX_PADDING_PER_TICK {
@@ -183,9 +201,75 @@ impl Engine {
             timers.arm(Timer::Probe(key), next);
         }
     }
+
+    /// Sends what the transport's pacer lets go now, and re-arms for the rest.
+    pub(super) fn on_pace_timer(
+        &mut self,
+        key: TransportKey,
+        now: Instant,
+        out: &mut dyn Transmit,
+    ) {
+        let abs_send_time = abs_send_time(self.since_epoch(now));
+        let Self {
+            transports,
+            producers,
+            consumers,
+            counters,
+            timers,
+            ..
+        } = self;
+        let Some(t) = transports.get_mut(key) else {
+            return;
+        };
+        loop {
+            let Some(bwe) = t.bwe.as_deref_mut() else {
+                return;
+            };
+            let Some(paced) = bwe.pacer.pop(now) else {
+                if let Some(at) = bwe.pacer.next_send(now) {
+                    timers.arm(Timer::Pace(key), at);
+                }
+                return;
+            };
+            let Some(consumer) = consumers.get_mut(paced.consumer) else {
+                continue;
+            };
+            let original = producers
+                .get(consumer.producer)
+                .and_then(|p| p.streams.get(paced.stream))
+                .and_then(|s| s.store.as_ref())
+                .and_then(|store| store.get(paced.ext_seq));
+            let Some(original) = original else {
+                counters.rtp_dropped.add(RtpDrop::NotStored);
+                continue;
+            };
+            let Ok(info) = parse_rtp(original) else {
+                counters.rtp_dropped.add(RtpDrop::Malformed);
+                continue;
+            };
+            let packet = Outgoing {
+                packet: original,
+                info: &info,
+                stream: paced.stream,
+                ext_seq: paced.ext_seq,
+                keyframe: false,
+                abs_send_time,
+            };
+            match consumer.send(now, &packet, paced.header, t.egress(), out) {
+                Ok(bytes) => {
+                    counters.rtp_packets_out += 1;
+                    counters.rtp_bytes_out += bytes as u64;
+                }
+                Err(reason) => counters.rtp_dropped.add(reason),
+            }
+        }
+    }
 }
 
 /// A consumer padding can ride on: video, forwarding, with RTX.
 fn is_padding_carrier(c: &crate::consumer::Consumer) -> bool {
-    c.kind == MediaKind::Video && c.is_active() && c.rtx.is_some() && c.forwarder.current().is_some()
+    c.kind == MediaKind::Video
+        && c.is_active()
+        && c.rtx.is_some()
+        && c.forwarder.current().is_some()
 }

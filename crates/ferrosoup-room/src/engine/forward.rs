@@ -44,13 +44,25 @@ impl Engine {
             transports,
             counters,
             events,
+            timers,
             ..
         } = self;
         let mut want_keyframe = false;
         for &c in &producers[p].consumers {
             let consumer = &mut consumers[c];
-            let forwarded = consumer.forward(now, &outgoing, transports, out);
+            let forwarded = consumer.forward(c, now, &outgoing, transports, out);
             match forwarded.sent {
+                Ok(0) => {
+                    // Queued by the pacer: its timer sends it.
+                    counters.paced_packets += 1;
+                    if let Some(at) = transports
+                        .get_mut(consumer.transport)
+                        .and_then(|t| t.bwe.as_deref_mut())
+                        .and_then(|b| b.pacer.next_send(now))
+                    {
+                        timers.arm(Timer::Pace(consumer.transport), at);
+                    }
+                }
                 Ok(bytes) => {
                     counters.rtp_packets_out += 1;
                     counters.rtp_bytes_out += bytes as u64;

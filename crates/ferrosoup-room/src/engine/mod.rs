@@ -162,6 +162,7 @@ impl Engine {
                 Timer::StreamActivity(p) => self.on_stream_activity_timer(p, now, out),
                 Timer::ActiveSpeaker(r) => self.detect_active_speaker(r, now),
                 Timer::Probe(t) => self.on_probe_timer(t, now, out),
+                Timer::Pace(t) => self.on_pace_timer(t, now, out),
             }
         }
     }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod simulcast;
+
 use std::time::{Duration, Instant};
 
 use ferrosoup_room::ids::{ConsumerId, ProducerId};
