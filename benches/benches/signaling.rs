@@ -60,6 +60,8 @@ fn start(rt: &Runtime) -> Client {
         limits: Limits {
             requests_per_second: u32::MAX,
             request_burst: u32::MAX,
+            // The benchmarked room is never joined: keep it for the whole run.
+            empty_room_timeout: std::time::Duration::from_secs(24 * 3600),
             ..Limits::default()
         },
         ..SignalConfig::default()

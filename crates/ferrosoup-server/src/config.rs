@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use clap::Parser;
 
-use ferrosoup_signal::{Limits, SignalConfig};
+use ferrosoup_signal::{Limits, SignalConfig, TokenScope};
 
 /// ferrosoup: a mediasoup-compatible SFU. Runs with no configuration: open
 /// http://localhost:3000 and connect WebSocket clients to ws://localhost:3000/ws.
@@ -71,9 +71,23 @@ pub struct Config {
     /// Default: opus, VP8, VP9 profile 0, H264 42e01f, each video codec with RTX.
     #[arg(long, env = "MEDIA_CODECS")]
     pub media_codecs: Option<std::path::PathBuf>,
-    /// HS256 secret: when set, every connection needs `?token=` (see `ferrosoup token`).
+    /// HS256 secret, at least 32 bytes: when set, every connection needs `?token=` (see
+    /// `ferrosoup token`).
     #[arg(long, env = "AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: Option<String>,
+    /// When set, access tokens must carry this `aud`.
+    #[arg(long, env = "AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// When set, access tokens must carry this `iss`.
+    #[arg(long, env = "AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// When set, `/api/*` needs `Authorization: Bearer <ADMIN_KEY>`.
+    #[arg(long, env = "ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Origins allowed to open the WebSocket (comma-separated); a handshake with another
+    /// `Origin` gets 403, one without `Origin` passes. Unset: any origin.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// Seconds a peer whose WebSocket dropped stays alive, waiting for `?resume=`.
     #[arg(long, env = "SESSION_GRACE", default_value_t = 30)]
     pub session_grace: u64,
@@ -108,6 +122,28 @@ pub struct Config {
     /// Sustained signaling requests per second per connection.
     #[arg(long, env = "MAX_REQUESTS_PER_SECOND", default_value_t = Limits::default().requests_per_second)]
     pub max_requests_per_second: u32,
+    /// Largest `appData` of one object, in bytes of JSON.
+    #[arg(long, env = "MAX_APP_DATA_BYTES", default_value_t = Limits::default().input.max_app_data_bytes)]
+    pub max_app_data_bytes: usize,
+    /// Rooms one connection may have created that nobody has joined.
+    #[arg(long, env = "MAX_ROOMS_PER_CONNECTION", default_value_t = Limits::default().max_rooms_per_connection)]
+    pub max_rooms_per_connection: usize,
+    /// Seconds after which a room nobody has joined is closed.
+    #[arg(long, env = "EMPTY_ROOM_TIMEOUT", default_value_t = Limits::default().empty_room_timeout.as_secs_f64())]
+    pub empty_room_timeout: f64,
+    /// Bytes queued for a connection that does not read before it is closed (4408).
+    #[arg(long, env = "MAX_SEND_QUEUE_BYTES", default_value_t = Limits::default().max_send_queue_bytes)]
+    pub max_send_queue_bytes: usize,
+    /// Seconds one send to a connection may stall before it is closed (4408).
+    #[arg(long, env = "SEND_TIMEOUT", default_value_t = Limits::default().send_timeout.as_secs_f64())]
+    pub send_timeout: f64,
+    /// WebSocket connections from one IP address (0: unlimited).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = Limits::default().max_connections_per_ip)]
+    pub max_connections_per_ip: usize,
+    /// Seconds a worker (or the signaling runtime) may go without progress before
+    /// `/health/live` answers 503.
+    #[arg(long, env = "LIVENESS_TIMEOUT", default_value_t = 10.0)]
+    pub liveness_timeout: f64,
 }
 
 impl Config {
@@ -122,10 +158,21 @@ impl Config {
         for (name, v) in [
             ("ICE_CONSENT_TIMEOUT", self.ice_consent_timeout),
             ("ICE_DISCONNECT_TIMEOUT", self.ice_disconnect_timeout),
+            ("EMPTY_ROOM_TIMEOUT", self.empty_room_timeout),
+            ("SEND_TIMEOUT", self.send_timeout),
+            ("LIVENESS_TIMEOUT", self.liveness_timeout),
         ] {
             if !(v.is_finite() && v > 0.0 && v < 86_400.0) {
                 return Err(format!("{name} must be a positive number of seconds"));
             }
+        }
+        if let Some(secret) = self.auth_secret() {
+            ferrosoup_signal::auth::check_secret(secret)?;
+        }
+        if self.fault_injection && self.admin_key().is_none() {
+            return Err(
+                "FAULT_INJECTION needs ADMIN_KEY: its debug routes are admin routes".into(),
+            );
         }
         if self.num_workers == Some(0) {
             return Err("NUM_WORKERS must be at least 1".into());
@@ -159,12 +206,31 @@ impl Config {
         Ok(codecs)
     }
 
+    /// The access token secret; unset or empty: none (open server).
+    pub fn auth_secret(&self) -> Option<&str> {
+        self.auth_secret.as_deref().filter(|s| !s.is_empty())
+    }
+
+    /// The admin key; unset or empty: none (open API).
+    pub fn admin_key(&self) -> Option<&str> {
+        self.admin_key.as_deref().filter(|s| !s.is_empty())
+    }
+
+    /// The audience and issuer access tokens must name.
+    pub fn token_scope(&self) -> TokenScope {
+        TokenScope {
+            audience: self.auth_audience.clone().filter(|s| !s.is_empty()),
+            issuer: self.auth_issuer.clone().filter(|s| !s.is_empty()),
+        }
+    }
+
     /// The signaling settings.
     pub fn signal_config(&self) -> SignalConfig {
         let defaults = Limits::default();
         SignalConfig {
             session_grace: std::time::Duration::from_secs(self.session_grace),
-            auth_secret: self.auth_secret.clone().filter(|s| !s.is_empty()),
+            auth_secret: self.auth_secret().map(str::to_owned),
+            token_scope: self.token_scope(),
             limits: Limits {
                 max_rooms: self.max_rooms,
                 max_peers_per_room: self.max_peers_per_room,
@@ -174,6 +240,15 @@ impl Config {
                 requests_per_second: self.max_requests_per_second,
                 request_burst: self.max_requests_per_second.saturating_mul(4).max(1),
                 max_invalid_frames: defaults.max_invalid_frames,
+                input: ferrosoup_proto::signaling::InputLimits {
+                    max_app_data_bytes: self.max_app_data_bytes,
+                    ..defaults.input
+                },
+                max_rooms_per_connection: self.max_rooms_per_connection,
+                empty_room_timeout: std::time::Duration::from_secs_f64(self.empty_room_timeout),
+                max_send_queue_bytes: self.max_send_queue_bytes,
+                send_timeout: std::time::Duration::from_secs_f64(self.send_timeout),
+                max_connections_per_ip: self.max_connections_per_ip,
             },
         }
     }

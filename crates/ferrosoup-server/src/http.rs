@@ -1,16 +1,23 @@
 //! HTTP routes: health, Prometheus stats, JSON API, the WebSocket endpoint and the page at `/`.
+//! `/api/*` (debug routes included) needs the admin key when one is set; `/health*`,
+//! `/stats`, `/metrics` and the page never do.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::{Path, Query, State, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use serde_json::{Value, json};
 
 use ferrosoup_signal::{ConnectParams, Hub, ResumeRegistry};
+
+use crate::access::{AdminKey, AllowedOrigins, IpConnections, require_admin};
+use crate::liveness::Liveness;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -19,16 +26,65 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Sessions of joined peers, for `?resume=`.
     pub sessions: Arc<ResumeRegistry>,
+    /// Origins allowed to open the WebSocket.
+    pub origins: AllowedOrigins,
+    /// Open WebSocket connections per IP.
+    pub per_ip: Arc<IpConnections>,
+    /// Progress stamps of the workers and the runtime, for `/health/live`.
+    pub liveness: Arc<Liveness>,
+    /// Workers held by `POST /api/debug/workers/{index}/block`, with the sender that
+    /// releases each.
+    pub blocked: Arc<Mutex<HashMap<usize, std::sync::mpsc::Sender<()>>>>,
 }
 
-/// Extra routes for tests of fault containment.
+/// Extra routes for tests of fault containment and of a stuck worker.
 pub fn fault_injection_routes(state: AppState) -> Router {
     Router::new()
-        .route(
-            "/api/debug/workers/{index}/panic",
-            axum::routing::post(panic_worker),
-        )
+        .route("/api/debug/workers/{index}/panic", post(panic_worker))
+        .route("/api/debug/workers/{index}/block", post(block_worker))
+        .route("/api/debug/workers/{index}/unblock", post(unblock_worker))
         .with_state(state)
+}
+
+/// Holds a worker's loop in a job until `unblock` (a worker stuck in a long job); answers
+/// once the worker is held.
+async fn block_worker(State(state): State<AppState>, Path(index): Path<usize>) -> Response {
+    let Some(worker) = state.hub.pool().workers().get(index).cloned() else {
+        return (StatusCode::NOT_FOUND, "worker not found").into_response();
+    };
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, holding) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        worker
+            .exec(move |_, _, _| {
+                let _ = held.send(());
+                let _ = released.recv();
+            })
+            .await
+    });
+    if holding.await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "worker gone").into_response();
+    }
+    if let Some(previous) = lock(&state.blocked).insert(index, release) {
+        // The earlier hold cannot be released any more otherwise.
+        let _ = previous.send(());
+    }
+    axum::Json(json!({"worker": index, "blocked": true})).into_response()
+}
+
+/// Releases a worker held by `block`.
+async fn unblock_worker(State(state): State<AppState>, Path(index): Path<usize>) -> Response {
+    match lock(&state.blocked).remove(&index) {
+        Some(release) => {
+            let _ = release.send(());
+            axum::Json(json!({"worker": index, "blocked": false})).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "worker not blocked").into_response(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn panic_worker(State(state): State<AppState>, Path(index): Path<usize>) -> Response {
@@ -42,19 +98,38 @@ async fn panic_worker(State(state): State<AppState>, Path(index): Path<usize>) -
     }
 }
 
-/// All routes.
-pub fn routes(state: AppState) -> Router {
+/// The `/api/*` routes (and `extra`, the debug routes when enabled), behind the admin key
+/// when one is given.
+pub fn api_routes(state: AppState, extra: Option<Router>, admin_key: Option<&str>) -> Router {
+    let mut api = Router::new()
+        .route("/api/stats", get(api_stats))
+        .route("/api/rooms", get(api_rooms))
+        .route("/api/rooms/{room_id}", get(api_room).delete(delete_room))
+        .with_state(state);
+    if let Some(extra) = extra {
+        api = api.merge(extra);
+    }
+    match admin_key {
+        Some(key) => api.route_layer(axum::middleware::from_fn_with_state(
+            AdminKey(key.into()),
+            require_admin,
+        )),
+        None => api,
+    }
+}
+
+/// The routes open to anyone: the page, the WebSocket, health and metrics.
+pub fn public_routes(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/app.js", get(demo_script))
         .route("/style.css", get(demo_style))
         .route("/ws", get(websocket))
-        .route("/health", get(health))
+        .route("/health", get(ready))
+        .route("/health/ready", get(ready))
+        .route("/health/live", get(live))
         .route("/stats", get(metrics))
         .route("/metrics", get(metrics))
-        .route("/api/stats", get(api_stats))
-        .route("/api/rooms", get(api_rooms))
-        .route("/api/rooms/{room_id}", get(api_room))
         .with_state(state)
 }
 
@@ -87,10 +162,20 @@ struct WsQuery {
 
 async fn websocket(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Query(query): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let AppState { hub, sessions } = state;
+    if !state.origins.allows(&headers) {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let AppState {
+        hub,
+        sessions,
+        per_ip,
+        ..
+    } = state;
     if hub.is_draining() && query.resume.is_none() {
         return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
     }
@@ -99,10 +184,20 @@ async fn websocket(
         (Some(_), None) => {
             return (StatusCode::UNAUTHORIZED, "access token required (?token=)").into_response();
         }
-        (Some(secret), Some(token)) => match ferrosoup_signal::auth::verify(token, secret) {
-            Ok(claims) => Some(claims),
-            Err(e) => return (StatusCode::UNAUTHORIZED, e.reason).into_response(),
-        },
+        (Some(secret), Some(token)) => {
+            match ferrosoup_signal::auth::verify(token, secret, &hub.config().token_scope) {
+                Ok(claims) => Some(claims),
+                Err(e) => return (StatusCode::UNAUTHORIZED, e.reason).into_response(),
+            }
+        }
+    };
+    // Counted from here until the connection ends (or the upgrade fails).
+    let Some(ip_slot) = per_ip.try_open(peer.ip()) else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from this address",
+        )
+            .into_response();
     };
     let params = ConnectParams {
         resume: query.resume,
@@ -112,14 +207,22 @@ async fn websocket(
         .max_message_size(crate::ws::MAX_MESSAGE)
         .max_frame_size(crate::ws::MAX_MESSAGE)
         .read_buffer_size(crate::ws::READ_BUFFER)
-        .on_upgrade(move |socket| crate::ws::serve(hub, sessions, socket, params))
+        .on_upgrade(move |socket| async move {
+            let _ip_slot = ip_slot;
+            crate::ws::serve(hub, sessions, socket, params).await;
+        })
 }
 
-async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let rooms = state.hub.rooms().await.len();
-    let workers = state.hub.pool().workers().len();
-    let (code, status) = if state.hub.is_draining() {
+/// Readiness (`/health`, `/health/ready`): 503 while draining or full (as many rooms as
+/// `MAX_ROOMS`). Reads only counters: never waits on a worker.
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let hub = &state.hub;
+    let rooms = hub.room_count();
+    let workers = hub.pool().workers().len();
+    let (code, status) = if hub.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if rooms >= hub.config().limits.max_rooms {
+        (StatusCode::SERVICE_UNAVAILABLE, "full")
     } else {
         (StatusCode::OK, "ok")
     };
@@ -129,9 +232,22 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// Liveness (`/health/live`): 503 when a worker loop or the signaling runtime stopped making
+/// progress.
+async fn live(State(state): State<AppState>) -> Response {
+    match state.liveness.check() {
+        Ok(()) => axum::Json(json!({"status": "live"})).into_response(),
+        Err(stalled) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "stalled", "reason": stalled})),
+        )
+            .into_response(),
+    }
+}
+
 /// Rooms and peer counts.
-async fn room_counts(hub: &Hub) -> (usize, usize) {
-    let rooms = hub.rooms().await;
+fn room_counts(hub: &Hub) -> (usize, usize) {
+    let rooms = hub.rooms();
     let peers = rooms.iter().map(|r| r.peers().len()).sum();
     (rooms.len(), peers)
 }
@@ -147,7 +263,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 pub async fn render_metrics(hub: &Hub) -> Result<String, prometheus::Error> {
     let registry = Registry::new();
     let workers = hub.pool().counters();
-    let (rooms, peers) = room_counts(hub).await;
+    let (rooms, peers) = room_counts(hub);
     let gauge = |name: &str, help: &str, v: usize| -> Result<(), prometheus::Error> {
         let g = IntGauge::new(name, help)?;
         g.set(v as i64);
@@ -247,7 +363,7 @@ async fn api_stats(State(state): State<AppState>) -> axum::Json<Value> {
             Value::Object(fields)
         })
         .collect();
-    let rooms: Vec<Value> = hub.rooms().await.iter().map(|r| room_json(r)).collect();
+    let rooms: Vec<Value> = hub.rooms().iter().map(|r| room_json(r)).collect();
     axum::Json(json!({"workers": workers, "rooms": rooms}))
 }
 
@@ -259,6 +375,7 @@ fn room_json(room: &ferrosoup_signal::hub::Room) -> Value {
             json!({
                 "peerId": p.id,
                 "displayName": p.display_name,
+                "connected": p.notifier.is_attached(),
                 "transports": p.transports.keys().map(|t| t.to_string()).collect::<Vec<_>>(),
                 "producers": p.producers.iter().map(|(id, info)| json!({"id": id.to_string(), "kind": info.kind, "paused": info.paused})).collect::<Vec<_>>(),
                 "consumers": p.consumers.iter().map(|(id, pid)| json!({"id": id.to_string(), "producerId": pid.to_string()})).collect::<Vec<_>>(),
@@ -269,18 +386,12 @@ fn room_json(room: &ferrosoup_signal::hub::Room) -> Value {
 }
 
 async fn api_rooms(State(state): State<AppState>) -> axum::Json<Value> {
-    let rooms: Vec<Value> = state
-        .hub
-        .rooms()
-        .await
-        .iter()
-        .map(|r| room_json(r))
-        .collect();
+    let rooms: Vec<Value> = state.hub.rooms().iter().map(|r| room_json(r)).collect();
     axum::Json(json!({"rooms": rooms}))
 }
 
 async fn api_room(State(state): State<AppState>, Path(room_id): Path<String>) -> Response {
-    match state.hub.room(&room_id).await {
+    match state.hub.room(&room_id) {
         Some(room) => axum::Json(room_json(&room)).into_response(),
         None => (
             StatusCode::NOT_FOUND,
@@ -288,4 +399,17 @@ async fn api_room(State(state): State<AppState>, Path(room_id): Path<String>) ->
         )
             .into_response(),
     }
+}
+
+/// `DELETE /api/rooms/{roomId}`: every peer gets `roomClosed {reason: "admin"}` and close
+/// code 1001; 204, or 404 for an unknown room.
+async fn delete_room(State(state): State<AppState>, Path(room_id): Path<String>) -> Response {
+    if state.hub.close_rooms(|r| r.id == room_id, "admin").await == 0 {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "room not found"})),
+        )
+            .into_response();
+    }
+    StatusCode::NO_CONTENT.into_response()
 }

@@ -1,7 +1,9 @@
 //! The `ferrosoup` binary: starts the worker pool and serves HTTP + WebSocket signaling.
 
+mod access;
 mod config;
 mod http;
+mod liveness;
 mod ws;
 
 use std::net::SocketAddr;
@@ -33,10 +35,10 @@ async fn main() -> anyhow::Result<()> {
     }) = cli.command
     {
         let secret = config
-            .auth_secret
-            .as_deref()
-            .filter(|s| !s.is_empty())
+            .auth_secret()
             .ok_or_else(|| anyhow::anyhow!("AUTH_SECRET is not set"))?;
+        ferrosoup_signal::auth::check_secret(secret).map_err(anyhow::Error::msg)?;
+        let scope = config.token_scope();
         let exp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs()
@@ -48,6 +50,9 @@ async fn main() -> anyhow::Result<()> {
             can_subscribe: !no_subscribe,
             can_publish_data: !no_publish_data,
             exp,
+            nbf: None,
+            aud: scope.audience,
+            iss: scope.issuer,
         };
         println!(
             "{}",
@@ -75,15 +80,31 @@ async fn main() -> anyhow::Result<()> {
     if open {
         tracing::warn!("no AUTH_SECRET: running open (development mode), anyone may join any room");
     }
+    let admin_key = config.admin_key();
+    if admin_key.is_none() {
+        tracing::warn!(
+            "no ADMIN_KEY: /api/* (rooms, peers, closing rooms) is open to anyone who reaches this port"
+        );
+    }
+    let liveness = liveness::Liveness::start(
+        &hub,
+        std::time::Duration::from_secs_f64(config.liveness_timeout),
+    );
     let state = http::AppState {
         hub: hub.clone(),
         sessions: std::sync::Arc::new(ferrosoup_signal::ResumeRegistry::new()),
+        origins: access::AllowedOrigins::new(&config.allowed_origins),
+        per_ip: access::IpConnections::new(config.max_connections_per_ip),
+        liveness,
+        blocked: Default::default(),
     };
-    let mut app = http::routes(state.clone());
-    if config.fault_injection {
-        tracing::warn!("fault injection enabled: POST /api/debug/workers/{{index}}/panic");
-        app = app.merge(http::fault_injection_routes(state));
-    }
+    let debug = config.fault_injection.then(|| {
+        tracing::warn!(
+            "fault injection enabled: POST /api/debug/workers/{{index}}/panic, /block, /unblock"
+        );
+        http::fault_injection_routes(state.clone())
+    });
+    let app = http::public_routes(state.clone()).merge(http::api_routes(state, debug, admin_key));
     let drain = std::time::Duration::from_secs(config.drain_seconds);
     // Signaling is request/answer of small messages: without TCP_NODELAY, a message written
     // in two segments waits for the peer's delayed ACK (40 ms on Linux).
@@ -92,9 +113,12 @@ async fn main() -> anyhow::Result<()> {
             tracing::debug!("TCP_NODELAY: {e}");
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown(hub, drain))
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown(hub, drain))
+    .await?;
     tracing::info!("ferrosoup stopped");
     Ok(())
 }

@@ -25,11 +25,15 @@ use ferrosoup_client::{Consumer, MediaKind, Peer, ProduceOptions, RecvTransport,
 
 // ----- HTTP helpers -------------------------------------------------------------------------
 
-/// Sends `METHOD path` and returns the status code and body (`None` on connection failure).
+/// The admin key of the servers with fault injection (its debug routes are admin routes).
+const ADMIN_KEY: &str = "faults-test-admin-key";
+
+/// Sends `METHOD path` (with the admin key) and returns the status code and body (`None` on
+/// connection failure).
 async fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_KEY}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
@@ -396,8 +400,15 @@ async fn room_closed(peer: &mut Peer, who: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_panic_closes_only_its_rooms_and_the_worker_restarts() {
-    let server =
-        TestServer::start_with(2, &[("SESSION_GRACE", "0"), ("FAULT_INJECTION", "1")]).await;
+    let server = TestServer::start_with(
+        2,
+        &[
+            ("SESSION_GRACE", "0"),
+            ("FAULT_INJECTION", "1"),
+            ("ADMIN_KEY", ADMIN_KEY),
+        ],
+    )
+    .await;
     let url = server.ws_url();
     let mut one = Stream::start(&url, "one", "alice", "bob").await;
     let mut two = Stream::start(&url, "two", "carol", "dave").await;

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use common::*;
 
-const SECRET: &str = "integration-test-secret";
+const SECRET: &str = "integration-test-secret-of-32-bytes+";
 
 // ----- room steps over a raw protoo connection -------------------------------------------
 
@@ -189,7 +189,7 @@ async fn tokens_are_checked_at_the_handshake_and_bind_room_and_peer() {
     let server = secured_server().await;
 
     // Refused before the upgrade: no token, empty token, wrong secret, expired, garbage.
-    let wrong_secret = cli_token("another-secret", "main", "alice", &[]);
+    let wrong_secret = cli_token("another-secret-also-32-bytes-long!", "main", "alice", &[]);
     let expired = ferrosoup_signal::auth::mint(
         &ferrosoup_signal::Claims {
             sub: "alice".into(),
@@ -198,6 +198,9 @@ async fn tokens_are_checked_at_the_handshake_and_bind_room_and_peer() {
             can_subscribe: true,
             can_publish_data: true,
             exp: unix_now() - 3600,
+            nbf: None,
+            aud: None,
+            iss: None,
         },
         SECRET,
     )

@@ -4,7 +4,23 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::config::TokenScope;
 use crate::error::SignalError;
+
+/// Shortest accepted `AUTH_SECRET`, in bytes: an HS256 key shorter than its 32-byte output
+/// can be guessed offline from one token.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Refuses a secret shorter than [`MIN_SECRET_BYTES`], with a message that says why.
+pub fn check_secret(secret: &str) -> Result<(), String> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "AUTH_SECRET is {} bytes; it must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)",
+            secret.len()
+        ));
+    }
+    Ok(())
+}
 
 /// The grants of an access token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,13 +41,36 @@ pub struct Claims {
     pub can_publish_data: bool,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// Not valid before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Audience (checked when the server has `AUTH_AUDIENCE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    /// Issuer (checked when the server has `AUTH_ISSUER`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
 }
 
-/// Checks a token's signature and expiry; 401 when it fails.
-pub fn verify(token: &str, secret: &str) -> Result<Claims, SignalError> {
+/// Checks a token's signature, expiry, not-before time and, when `scope` names them, its
+/// audience and issuer; 401 when it fails.
+pub fn verify(token: &str, secret: &str, scope: &TokenScope) -> Result<Claims, SignalError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 5;
-    validation.set_required_spec_claims(&["exp", "sub"]);
+    validation.validate_nbf = true;
+    let mut required = vec!["exp", "sub"];
+    match &scope.audience {
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    if let Some(iss) = &scope.issuer {
+        validation.set_issuer(&[iss]);
+        required.push("iss");
+    }
+    validation.set_required_spec_claims(&required);
     jsonwebtoken::decode::<Claims>(
         token,
         &DecodingKey::from_secret(secret.as_bytes()),
@@ -64,7 +103,16 @@ mod tests {
             can_subscribe: false,
             can_publish_data: false,
             exp,
+            nbf: None,
+            aud: None,
+            iss: None,
         }
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn open() -> TokenScope {
+        TokenScope::default()
     }
 
     fn now() -> u64 {
@@ -77,24 +125,24 @@ mod tests {
     #[test]
     fn round_trip() {
         let c = claims(now() + 60);
-        let token = mint(&c, "s3cret").unwrap();
-        assert_eq!(verify(&token, "s3cret").unwrap(), c);
+        let token = mint(&c, SECRET).unwrap();
+        assert_eq!(verify(&token, SECRET, &open()).unwrap(), c);
     }
 
     #[test]
     fn wrong_secret_expired_and_garbage_are_401() {
-        let token = mint(&claims(now() + 60), "s3cret").unwrap();
+        let token = mint(&claims(now() + 60), SECRET).unwrap();
         assert_eq!(
-            verify(&token, "other").unwrap_err().code,
+            verify(&token, "other", &open()).unwrap_err().code,
             ErrorCode::Unauthorized
         );
-        let old = mint(&claims(now() - 3600), "s3cret").unwrap();
+        let old = mint(&claims(now() - 3600), SECRET).unwrap();
         assert_eq!(
-            verify(&old, "s3cret").unwrap_err().code,
+            verify(&old, SECRET, &open()).unwrap_err().code,
             ErrorCode::Unauthorized
         );
         assert_eq!(
-            verify("not.a.jwt", "s3cret").unwrap_err().code,
+            verify("not.a.jwt", SECRET, &open()).unwrap_err().code,
             ErrorCode::Unauthorized
         );
     }
@@ -105,10 +153,54 @@ mod tests {
         let header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
         let body = "eyJzdWIiOiJhIiwicm9vbSI6InIiLCJleHAiOjQxMDI0NDQ4MDB9";
         assert_eq!(
-            verify(&format!("{header}.{body}."), "s3cret")
+            verify(&format!("{header}.{body}."), SECRET, &open())
                 .unwrap_err()
                 .code,
             ErrorCode::Unauthorized
         );
+    }
+
+    #[test]
+    fn not_before_is_checked() {
+        let mut early = claims(now() + 3600);
+        early.nbf = Some(now() + 600);
+        let token = mint(&early, SECRET).unwrap();
+        let e = verify(&token, SECRET, &open()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthorized);
+        assert!(e.reason.contains("ImmatureSignature"), "{}", e.reason);
+        early.nbf = Some(now() - 1);
+        let token = mint(&early, SECRET).unwrap();
+        assert_eq!(verify(&token, SECRET, &open()).unwrap(), early);
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_when_configured() {
+        let scope = TokenScope {
+            audience: Some("sfu".into()),
+            issuer: Some("backend".into()),
+        };
+        let mut c = claims(now() + 60);
+        let fails = |c: &Claims| verify(&mint(c, SECRET).unwrap(), SECRET, &scope).is_err();
+        assert!(fails(&c), "missing aud and iss");
+        c.aud = Some("sfu".into());
+        assert!(fails(&c), "missing iss");
+        c.iss = Some("elsewhere".into());
+        assert!(fails(&c), "wrong iss");
+        c.iss = Some("backend".into());
+        assert_eq!(
+            verify(&mint(&c, SECRET).unwrap(), SECRET, &scope).unwrap(),
+            c
+        );
+        c.aud = Some("other".into());
+        assert!(fails(&c), "wrong aud");
+        // Without a configured scope, aud and iss are not looked at.
+        assert!(verify(&mint(&c, SECRET).unwrap(), SECRET, &open()).is_ok());
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(check_secret(SECRET).is_ok());
+        let e = check_secret("s3cret").unwrap_err();
+        assert!(e.contains("at least 32 bytes"), "{e}");
     }
 }

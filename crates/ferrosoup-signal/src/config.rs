@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use ferrosoup_proto::signaling::InputLimits;
+
 /// Limits that keep one client from taking more than its share. Exceeding one answers an
 /// error and changes nothing else.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +24,19 @@ pub struct Limits {
     pub request_burst: u32,
     /// Invalid frames (bad JSON or envelope) tolerated per connection before it is closed.
     pub max_invalid_frames: u32,
+    /// Bounds on one request's data (encodings, codecs, appData, names, ids; 400 beyond).
+    pub input: InputLimits,
+    /// Rooms one connection created that nobody has joined (429 beyond).
+    pub max_rooms_per_connection: usize,
+    /// A room nobody has joined is closed after this long.
+    pub empty_room_timeout: Duration,
+    /// Bytes queued for a connection that does not read (closed with 4408 beyond), and
+    /// bytes of notifications kept for a disconnected peer (oldest dropped beyond).
+    pub max_send_queue_bytes: usize,
+    /// A send to a connection stalled this long closes it with 4408.
+    pub send_timeout: Duration,
+    /// WebSocket connections from one IP address (0: unlimited; HTTP 429 beyond).
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -35,6 +50,12 @@ impl Default for Limits {
             requests_per_second: 50,
             request_burst: 200,
             max_invalid_frames: 100,
+            input: InputLimits::default(),
+            max_rooms_per_connection: 4,
+            empty_room_timeout: Duration::from_secs(60),
+            max_send_queue_bytes: 4 * 1024 * 1024,
+            send_timeout: Duration::from_secs(10),
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -46,6 +67,8 @@ pub struct SignalConfig {
     pub session_grace: Duration,
     /// HS256 secret for access tokens; `None` runs open (development).
     pub auth_secret: Option<String>,
+    /// Audience and issuer an access token must name, when set.
+    pub token_scope: TokenScope,
     /// Limits.
     pub limits: Limits,
 }
@@ -55,7 +78,17 @@ impl Default for SignalConfig {
         Self {
             session_grace: Duration::from_secs(30),
             auth_secret: None,
+            token_scope: TokenScope::default(),
             limits: Limits::default(),
         }
     }
+}
+
+/// The `aud` and `iss` an access token must carry; `None`: not checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenScope {
+    /// Required audience (`AUTH_AUDIENCE`).
+    pub audience: Option<String>,
+    /// Required issuer (`AUTH_ISSUER`).
+    pub issuer: Option<String>,
 }

@@ -136,7 +136,11 @@ async fn open_session(
     params: ConnectParams,
 ) -> Option<(SharedSession, Notifier)> {
     let Some(token) = params.resume else {
-        let notifier = Notifier::attached(out.clone(), connection);
+        let notifier = Notifier::attached(
+            out.clone(),
+            connection,
+            hub.config().limits.max_send_queue_bytes,
+        );
         let session = Session::new(hub.clone(), notifier.clone(), params.claims);
         return Some((Arc::new(tokio::sync::Mutex::new(session)), notifier));
     };

@@ -6,6 +6,7 @@
 //! ([`Notifier::room_closed`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
@@ -71,9 +72,17 @@ pub struct Room {
     /// Its router.
     pub router: Router,
     peers: Mutex<HashMap<String, Peer>>,
+    /// Set, with the peer table locked, when the hub takes the room out of its table: a
+    /// peer must not be added any more.
+    closed: AtomicBool,
 }
 
 impl Room {
+    /// Whether the hub has closed the room (check with [`Room::peers`] locked).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
     /// Locks the peer table. Never held across an `.await`.
     pub fn peers(&self) -> MutexGuard<'_, HashMap<String, Peer>> {
         // A panic while holding this lock would be a bug; the table stays usable.
@@ -91,12 +100,18 @@ impl Room {
     }
 }
 
+/// A room id's entry in the hub: empty while its router is being created. Callers wait on
+/// the entry, never on the table, so a worker that is slow to create a router holds up only
+/// the requests for that room.
+type RoomEntry = Arc<tokio::sync::OnceCell<Arc<Room>>>;
+
 /// Rooms, peers and event routing for one server.
 pub struct Hub {
     pool: WorkerPool,
     media_codecs: Vec<RtpCodecCapability>,
     config: SignalConfig,
-    rooms: tokio::sync::Mutex<HashMap<String, Arc<Room>>>,
+    /// Room id → room. Locked only for lookups and inserts, never across an `.await`.
+    rooms: Mutex<HashMap<String, RoomEntry>>,
     /// Object id (transport, producer or consumer) → the notifier of the peer owning it.
     routes: Mutex<HashMap<uuid::Uuid, Notifier>>,
     /// Set on shutdown: no new peers.
@@ -122,7 +137,7 @@ impl Hub {
             pool,
             media_codecs,
             config,
-            rooms: tokio::sync::Mutex::new(HashMap::new()),
+            rooms: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
             draining: std::sync::atomic::AtomicBool::new(false),
             connections: std::sync::atomic::AtomicUsize::new(0),
@@ -191,17 +206,21 @@ impl Hub {
         self.close_rooms(|_| true, reason).await;
     }
 
-    /// Closes the rooms `select` picks, as [`Hub::close_all_rooms`] does.
-    pub async fn close_rooms(&self, select: impl Fn(&Room) -> bool, reason: &str) {
+    /// Closes the rooms `select` picks, as [`Hub::close_all_rooms`] does; returns how many.
+    pub async fn close_rooms(&self, select: impl Fn(&Room) -> bool, reason: &str) -> usize {
         let rooms: Vec<Arc<Room>> = {
-            let mut map = self.rooms.lock().await;
+            let mut map = self.rooms_table();
             let ids: Vec<String> = map
-                .values()
-                .filter(|r| select(r))
-                .map(|r| r.id.clone())
+                .iter()
+                .filter(|(_, e)| e.get().is_some_and(|r| select(r)))
+                .map(|(id, _)| id.clone())
                 .collect();
-            ids.iter().filter_map(|id| map.remove(id)).collect()
+            ids.iter()
+                .filter_map(|id| map.remove(id))
+                .filter_map(|e| e.get().cloned())
+                .collect()
         };
+        let closed = rooms.len();
         for room in rooms {
             room.broadcast(
                 "",
@@ -210,7 +229,11 @@ impl Hub {
                     reason: reason.to_owned(),
                 }),
             );
-            let peers: Vec<Peer> = room.peers().drain().map(|(_, p)| p).collect();
+            let peers: Vec<Peer> = {
+                let mut peers = room.peers();
+                room.closed.store(true, Ordering::Relaxed);
+                peers.drain().map(|(_, p)| p).collect()
+            };
             for peer in &peers {
                 for id in peer.transports.keys() {
                     self.remove_route(id.0);
@@ -229,6 +252,7 @@ impl Hub {
             room.router.close().await;
             tracing::info!(room = %room.id, reason, "room closed");
         }
+        closed
     }
 
     /// Request counters by method and outcome.
@@ -236,51 +260,149 @@ impl Hub {
         &self.stats
     }
 
-    /// Gets a room, creating it (and its router) if needed.
-    pub async fn get_or_create_room(&self, room_id: &str) -> Result<Arc<Room>, SignalError> {
-        let mut rooms = self.rooms.lock().await;
-        if let Some(room) = rooms.get(room_id) {
-            return Ok(room.clone());
+    fn rooms_table(&self) -> MutexGuard<'_, HashMap<String, RoomEntry>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gets a room, creating it (and its router) if needed; `true` when this call created
+    /// it. A room nobody joins is closed after `empty_room_timeout`. No lock is held while
+    /// the worker creates the router: concurrent requests for the same new room wait for
+    /// that one creation, others go on.
+    pub async fn get_or_create_room(
+        self: &Arc<Self>,
+        room_id: &str,
+    ) -> Result<(Arc<Room>, bool), SignalError> {
+        loop {
+            let entry = {
+                let mut rooms = self.rooms_table();
+                match rooms.get(room_id) {
+                    Some(entry) => entry.clone(),
+                    None => {
+                        if self.is_draining() {
+                            return Err(SignalError::unavailable("server shutting down"));
+                        }
+                        if rooms.len() >= self.config.limits.max_rooms {
+                            return Err(SignalError::unavailable(format!(
+                                "server full: {} rooms open",
+                                rooms.len()
+                            )));
+                        }
+                        let entry = RoomEntry::default();
+                        rooms.insert(room_id.to_owned(), entry.clone());
+                        entry
+                    }
+                }
+            };
+            let mut created = false;
+            let result = entry
+                .get_or_try_init(|| async {
+                    let room = self.create_room(room_id).await?;
+                    created = true;
+                    Ok::<_, SignalError>(room)
+                })
+                .await
+                .cloned();
+            let room = match result {
+                Ok(room) => room,
+                Err(e) => {
+                    self.remove_entry(room_id, &entry);
+                    return Err(e);
+                }
+            };
+            // The entry may have been dropped meanwhile (another creation of it failed):
+            // a room created into it is in no table, so it is closed and we start over.
+            let listed = self
+                .rooms_table()
+                .get(room_id)
+                .is_some_and(|e| Arc::ptr_eq(e, &entry));
+            if listed {
+                if created {
+                    self.expire_if_unjoined(&room);
+                }
+                return Ok((room, created));
+            }
+            if created {
+                room.router.close().await;
+            }
         }
-        if self.is_draining() {
-            return Err(SignalError::unavailable("server shutting down"));
-        }
-        if rooms.len() >= self.config.limits.max_rooms {
-            return Err(SignalError::unavailable(format!(
-                "server full: {} rooms open",
-                rooms.len()
-            )));
-        }
+    }
+
+    /// A room with a new router (not in the table yet).
+    async fn create_room(&self, room_id: &str) -> Result<Arc<Room>, SignalError> {
         let router = self.pool.create_router(&self.media_codecs).await?;
         tracing::info!(room = room_id, router = %router.id(), worker = router.worker_index(), "room created");
-        let room = Arc::new(Room {
+        Ok(Arc::new(Room {
             id: room_id.to_owned(),
             router,
             peers: Mutex::new(HashMap::new()),
-        });
-        rooms.insert(room_id.to_owned(), room.clone());
-        Ok(room)
+            closed: AtomicBool::new(false),
+        }))
     }
 
-    /// Gets a room if it exists.
-    pub async fn room(&self, room_id: &str) -> Option<Arc<Room>> {
-        self.rooms.lock().await.get(room_id).cloned()
-    }
-
-    /// Snapshot of all rooms.
-    pub async fn rooms(&self) -> Vec<Arc<Room>> {
-        self.rooms.lock().await.values().cloned().collect()
-    }
-
-    /// Closes a room if nobody is left in it.
-    pub async fn close_room_if_empty(&self, room: &Arc<Room>) {
-        let mut rooms = self.rooms.lock().await;
-        if room.peers().is_empty() && rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room)) {
-            rooms.remove(&room.id);
-            drop(rooms);
-            room.router.close().await;
-            tracing::info!(room = %room.id, "room closed");
+    /// Removes `entry` from the table if it is still the one of `room_id`.
+    fn remove_entry(&self, room_id: &str, entry: &RoomEntry) {
+        let mut rooms = self.rooms_table();
+        if rooms.get(room_id).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            rooms.remove(room_id);
         }
+    }
+
+    /// Closes `room` after `empty_room_timeout` if nobody is in it then.
+    fn expire_if_unjoined(self: &Arc<Self>, room: &Arc<Room>) {
+        let timeout = self.config.limits.empty_room_timeout;
+        let (hub, room) = (Arc::downgrade(self), Arc::downgrade(room));
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let (Some(hub), Some(room)) = (hub.upgrade(), room.upgrade())
+                && hub.close_room_if_empty(&room).await
+            {
+                tracing::info!(room = %room.id, ?timeout, "room nobody joined expired");
+            }
+        });
+    }
+
+    /// Gets a room if it exists (and its router is created).
+    pub fn room(&self, room_id: &str) -> Option<Arc<Room>> {
+        self.rooms_table().get(room_id)?.get().cloned()
+    }
+
+    /// Snapshot of all rooms (those whose router is created).
+    pub fn rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms_table()
+            .values()
+            .filter_map(|e| e.get().cloned())
+            .collect()
+    }
+
+    /// Rooms open or being created.
+    pub fn room_count(&self) -> usize {
+        self.rooms_table().len()
+    }
+
+    /// Whether `room` is still open and nobody is in it.
+    pub fn is_open_and_empty(&self, room: &Arc<Room>) -> bool {
+        let peers = room.peers();
+        peers.is_empty() && !room.is_closed()
+    }
+
+    /// Closes a room if nobody is left in it; whether it did.
+    pub async fn close_room_if_empty(&self, room: &Arc<Room>) -> bool {
+        {
+            let mut rooms = self.rooms_table();
+            let peers = room.peers();
+            let listed = rooms
+                .get(&room.id)
+                .and_then(|e| e.get())
+                .is_some_and(|r| Arc::ptr_eq(r, room));
+            if !peers.is_empty() || !listed {
+                return false;
+            }
+            room.closed.store(true, Ordering::Relaxed);
+            rooms.remove(&room.id);
+        }
+        room.router.close().await;
+        tracing::info!(room = %room.id, "room closed");
+        true
     }
 
     /// Routes worker events about `id` to `notifier`.
@@ -379,7 +501,7 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
                 producer_id,
                 volume,
             } => {
-                let rooms = hub.rooms().await;
+                let rooms = hub.rooms();
                 let Some(room) = rooms.iter().find(|r| r.router.id() == router_id) else {
                     continue;
                 };

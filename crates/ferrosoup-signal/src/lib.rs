@@ -26,6 +26,7 @@
 //! connection ──► session, hub, link, limits, auth
 //! session    ──► link, auth, cache
 //! hub        ──► config, stats
+//! auth       ──► config (the token scope)
 //! error      ◄── used by connection, session, hub and auth
 //! ```
 //!
@@ -33,9 +34,9 @@
 //! the hub knows peers and their links, never sessions. When the hub closes a room it tells
 //! each peer's session through the peer's link ([`link::Notifier::room_closed`]): the
 //! session forgets the room and revokes its resume token, and whoever drives the session
-//! hands the revocation to the registry ([`ResumeRegistry::update`]). `auth`, `cache`,
-//! `config`, `error`, `limits`, `link` and `stats` use no other module of the crate but
-//! `error`.
+//! hands the revocation to the registry ([`ResumeRegistry::update`]). `cache`, `config`,
+//! `error`, `limits`, `link` and `stats` use no other module of the crate but `error`;
+//! `auth` also reads the token scope from `config`.
 
 pub mod auth;
 pub mod cache;
@@ -50,7 +51,7 @@ pub mod session;
 pub mod stats;
 
 pub use auth::Claims;
-pub use config::{Limits, SignalConfig};
+pub use config::{Limits, SignalConfig, TokenScope};
 pub use connection::ConnectParams;
 pub use error::SignalError;
 pub use hub::Hub;

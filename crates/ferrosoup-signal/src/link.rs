@@ -32,9 +32,14 @@ pub mod close_code {
     pub const NOT_YOUR_SESSION: u16 = 4403;
     /// `?resume=` with a token the server does not know (any more).
     pub const UNKNOWN_SESSION: u16 = 4404;
+    /// The connection did not read what the server sent: its send queue went over
+    /// `max_send_queue_bytes`, or one send stalled for `send_timeout`. The peer is kept for
+    /// the resume grace period.
+    pub const NOT_READING: u16 = 4408;
 }
 
-/// Notifications kept for a disconnected peer; older ones are dropped beyond this.
+/// Notifications kept for a disconnected peer; older ones are dropped beyond this (or
+/// beyond the link's byte bound, see [`Notifier::attached`]).
 pub const MAX_QUEUED_NOTIFICATIONS: usize = 1024;
 
 /// Identifies one WebSocket connection.
@@ -47,6 +52,8 @@ enum Link {
     },
     Detached {
         queue: VecDeque<String>,
+        /// Bytes in `queue`.
+        bytes: usize,
         /// Notifications dropped because the queue was full.
         dropped: u64,
         /// The connection that was attached last; its end still owns the detach.
@@ -61,6 +68,27 @@ struct LinkState {
     /// Set by the hub when it closed the peer's room (and removed the peer with it); taken
     /// by the session, which then forgets the room.
     room_closed: bool,
+    /// Bytes of notifications kept while detached.
+    max_queued_bytes: usize,
+}
+
+/// Appends `text` to a detached peer's queue, dropping the oldest entries beyond
+/// [`MAX_QUEUED_NOTIFICATIONS`] or `max_bytes`.
+fn enqueue(
+    queue: &mut VecDeque<String>,
+    bytes: &mut usize,
+    dropped: &mut u64,
+    text: String,
+    max_bytes: usize,
+) {
+    *bytes += text.len();
+    queue.push_back(text);
+    while queue.len() > MAX_QUEUED_NOTIFICATIONS || (*bytes > max_bytes && !queue.is_empty()) {
+        if let Some(old) = queue.pop_front() {
+            *bytes -= old.len();
+            *dropped += 1;
+        }
+    }
 }
 
 /// Sends notifications to a peer's current connection, or queues them while it has none.
@@ -77,12 +105,18 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
-    /// A link attached to a connection.
-    pub fn attached(tx: mpsc::UnboundedSender<Outgoing>, connection: ConnectionId) -> Self {
+    /// A link attached to a connection; while detached it keeps at most
+    /// `max_queued_bytes` of notifications (and [`MAX_QUEUED_NOTIFICATIONS`]).
+    pub fn attached(
+        tx: mpsc::UnboundedSender<Outgoing>,
+        connection: ConnectionId,
+        max_queued_bytes: usize,
+    ) -> Self {
         Self(Arc::new(Mutex::new(LinkState {
             link: Link::Attached { tx, connection },
             generation: 0,
             room_closed: false,
+            max_queued_bytes,
         })))
     }
 
@@ -100,6 +134,7 @@ impl Notifier {
     /// for a notification broadcast to many peers).
     pub fn notify_frame(&self, text: String) {
         let mut state = self.state();
+        let max_bytes = state.max_queued_bytes;
         match &mut state.link {
             Link::Attached { tx, connection } => {
                 // The connection may be gone before its end was noticed: keep the
@@ -108,20 +143,22 @@ impl Notifier {
                     tx.send(Outgoing::Text(text))
                 {
                     let last = *connection;
+                    let (mut queue, mut bytes, mut dropped) = (VecDeque::new(), 0, 0);
+                    enqueue(&mut queue, &mut bytes, &mut dropped, text, max_bytes);
                     state.link = Link::Detached {
-                        queue: VecDeque::from([text]),
-                        dropped: 0,
+                        queue,
+                        bytes,
+                        dropped,
                         last,
                     };
                 }
             }
-            Link::Detached { queue, dropped, .. } => {
-                if queue.len() == MAX_QUEUED_NOTIFICATIONS {
-                    queue.pop_front();
-                    *dropped += 1;
-                }
-                queue.push_back(text);
-            }
+            Link::Detached {
+                queue,
+                bytes,
+                dropped,
+                ..
+            } => enqueue(queue, bytes, dropped, text, max_bytes),
         }
     }
 
@@ -167,6 +204,7 @@ impl Notifier {
             Link::Attached { connection: c, .. } if *c == connection => {
                 state.link = Link::Detached {
                     queue: VecDeque::new(),
+                    bytes: 0,
                     dropped: 0,
                     last: connection,
                 };
@@ -248,7 +286,7 @@ mod tests {
     #[test]
     fn queued_notifications_are_delivered_first_in_order_on_attach() {
         let (tx1, mut rx1) = mpsc::unbounded_channel();
-        let n = Notifier::attached(tx1, 1);
+        let n = Notifier::attached(tx1, 1, usize::MAX);
         n.notify(&left("a"));
         let generation = n.detach(1).unwrap();
         n.notify(&left("b"));
@@ -265,7 +303,7 @@ mod tests {
     #[test]
     fn notifications_to_a_dead_connection_are_queued_for_resume() {
         let (tx1, rx1) = mpsc::unbounded_channel();
-        let n = Notifier::attached(tx1, 1);
+        let n = Notifier::attached(tx1, 1, usize::MAX);
         drop(rx1);
         n.notify(&left("lost-otherwise"));
         let generation = n
@@ -280,7 +318,7 @@ mod tests {
     #[test]
     fn queue_is_bounded_and_keeps_the_newest() {
         let (tx, _rx) = mpsc::unbounded_channel();
-        let n = Notifier::attached(tx, 1);
+        let n = Notifier::attached(tx, 1, usize::MAX);
         n.detach(1).unwrap();
         for i in 0..MAX_QUEUED_NOTIFICATIONS + 10 {
             n.notify(&left(&format!("m{i}")));
@@ -293,9 +331,25 @@ mod tests {
     }
 
     #[test]
+    fn queue_is_bounded_in_bytes_and_keeps_the_newest() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let frame_len = left("m00").to_message().to_canonical_json().len();
+        let n = Notifier::attached(tx, 1, frame_len * 10);
+        n.detach(1).unwrap();
+        for i in 0..50 {
+            n.notify(&left(&format!("m{i:02}")));
+        }
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        n.attach(tx2, 2);
+        let got = texts(&mut rx2);
+        assert_eq!(got.len(), 10);
+        assert_eq!(got[0], "m40");
+    }
+
+    #[test]
     fn room_closed_closes_the_connection_and_is_taken_once() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let n = Notifier::attached(tx, 1);
+        let n = Notifier::attached(tx, 1, usize::MAX);
         assert!(!n.take_room_closed());
         let close = || Outgoing::Close(close_code::GOING_AWAY, "room closed: admin".into());
         n.room_closed(close());
@@ -311,7 +365,7 @@ mod tests {
     #[test]
     fn takeover_returns_the_old_connection_and_stale_detach_is_ignored() {
         let (tx1, _rx1) = mpsc::unbounded_channel();
-        let n = Notifier::attached(tx1, 1);
+        let n = Notifier::attached(tx1, 1, usize::MAX);
         let (tx2, _rx2) = mpsc::unbounded_channel();
         assert!(
             n.attach(tx2, 2).is_some(),

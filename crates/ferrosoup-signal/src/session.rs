@@ -57,8 +57,9 @@ pub struct Session {
     hub: Arc<Hub>,
     notifier: Notifier,
     joined: Option<(Arc<Room>, String)>,
-    /// Rooms this session asked for with `createRoom`, closed at the end if still empty.
-    touched_rooms: Vec<Arc<Room>>,
+    /// Rooms this session asked for with `createRoom`, closed at the end if still empty;
+    /// `true` for those it created (counted against `max_rooms_per_connection`).
+    touched_rooms: Vec<(Arc<Room>, bool)>,
     /// Grants of the access token, when tokens are required.
     claims: Option<Claims>,
     /// Recent answers, for re-sent requests.
@@ -187,7 +188,7 @@ impl Session {
         if method.is_data_channel() {
             return Err(not_supported(method));
         }
-        match SignalRequest::parse_data(method, data)? {
+        match SignalRequest::parse_data(method, data, &self.hub.config().limits.input)? {
             SignalRequest::Ping => done(),
             SignalRequest::CreateRoom(req) => self.create_room(req).await,
             SignalRequest::GetRouterRtpCapabilities(req) => {
@@ -214,7 +215,6 @@ impl Session {
     // ----- rooms and peers --------------------------------------------------------------
 
     async fn create_room(&mut self, req: CreateRoomRequest) -> Answer {
-        validate_room_id(&req.room_id)?;
         if let Some(claims) = &self.claims
             && claims.room != req.room_id
         {
@@ -223,23 +223,41 @@ impl Session {
                 claims.room
             )));
         }
-        let room = self.hub.get_or_create_room(&req.room_id).await?;
+        if self.hub.room(&req.room_id).is_none() {
+            // Closed rooms are forgotten; the open ones nobody joined count.
+            let hub = &self.hub;
+            self.touched_rooms.retain(|(room, _)| !room.is_closed());
+            let unjoined = self
+                .touched_rooms
+                .iter()
+                .filter(|(room, created)| *created && hub.is_open_and_empty(room))
+                .count();
+            let max = hub.config().limits.max_rooms_per_connection;
+            if unjoined >= max {
+                return Err(SignalError::too_many(format!(
+                    "limit reached: {max} rooms created by this connection and not joined"
+                )));
+            }
+        }
+        let (room, created) = self.hub.get_or_create_room(&req.room_id).await?;
         let answer = reply(&CreateRoomResponse {
             room_id: room.id.clone(),
             rtp_capabilities: room.router.rtp_capabilities().clone(),
         });
-        if !self.touched_rooms.iter().any(|r| Arc::ptr_eq(r, &room)) {
-            self.touched_rooms.push(room);
+        if !self
+            .touched_rooms
+            .iter()
+            .any(|(r, _)| Arc::ptr_eq(r, &room))
+        {
+            self.touched_rooms.push((room, created));
         }
         answer
     }
 
     async fn get_router_rtp_capabilities(&mut self, req: CreateRoomRequest) -> Answer {
-        validate_room_id(&req.room_id)?;
         let room = self
             .hub
             .room(&req.room_id)
-            .await
             .ok_or_else(|| SignalError::not_found("room"))?;
         reply(&GetRouterRtpCapabilitiesResponse {
             rtp_capabilities: room.router.rtp_capabilities().clone(),
@@ -250,7 +268,6 @@ impl Session {
         if self.joined.is_some() {
             return Err(SignalError::conflict("already joined a room"));
         }
-        validate_room_id(&req.room_id)?;
         if self.hub.is_draining() {
             return Err(SignalError::unavailable("server shutting down"));
         }
@@ -276,16 +293,22 @@ impl Session {
             .clone()
             .or_else(|| self.claims.as_ref().map(|c| c.sub.clone()))
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        if peer_id.is_empty() || peer_id.len() > 128 {
-            return Err(SignalError::bad_request(
-                "peerId: must be 1..128 characters",
-            ));
+        // A token's subject is checked like a peerId sent in the request.
+        let max_id = self.hub.config().limits.input.max_id_chars;
+        if peer_id.is_empty() || peer_id.chars().nth(max_id).is_some() {
+            return Err(SignalError::bad_request(format!(
+                "peerId: must be 1..{max_id} characters"
+            )));
         }
-        let room = self.hub.get_or_create_room(&req.room_id).await?;
         let display_name = req.display_name.clone().unwrap_or_default();
         let app_data = req.app_data.clone();
-        let peers = {
+        let (room, peers) = loop {
+            let (room, _) = self.hub.get_or_create_room(&req.room_id).await?;
             let mut peers = room.peers();
+            // Closed (emptied, expired) since it was looked up: get the room anew.
+            if room.is_closed() {
+                continue;
+            }
             if peers.contains_key(&peer_id) {
                 return Err(SignalError::conflict(format!(
                     "peerId {peer_id} already in the room"
@@ -309,7 +332,8 @@ impl Session {
                     consumers: Default::default(),
                 },
             );
-            others
+            drop(peers);
+            break (room, others);
         };
         room.broadcast(
             &peer_id,
@@ -340,7 +364,7 @@ impl Session {
     pub async fn close(&mut self) {
         self.forget_closed_room();
         self.leave().await;
-        for room in std::mem::take(&mut self.touched_rooms) {
+        for (room, _) in std::mem::take(&mut self.touched_rooms) {
             self.hub.close_room_if_empty(&room).await;
         }
     }
@@ -488,13 +512,4 @@ fn room_producer(id: ProducerId, peer_id: &str, info: &ProducerInfo) -> RoomProd
 /// 501 for a request of the contract this server does not implement yet.
 fn not_supported(method: Method) -> SignalError {
     SignalError::not_implemented(format!("{method} is not supported yet"))
-}
-
-fn validate_room_id(id: &str) -> Result<(), SignalError> {
-    if id.is_empty() || id.len() > 128 {
-        return Err(SignalError::bad_request(
-            "roomId: must be 1..128 characters",
-        ));
-    }
-    Ok(())
 }

@@ -12,6 +12,7 @@
 //! - this module: method and notification names, [`ErrorCode`], the envelope;
 //! - [`payloads`]: the `data` of every request, answer and notification;
 //! - [`request`]: [`Method`] and [`SignalRequest`], the parsed client requests;
+//! - [`limits`]: [`InputLimits`], the bounds a request is checked against once read;
 //! - [`notify`]: [`ServerNotification`], the typed server notifications.
 
 use serde::de::{DeserializeOwned, Error as _};
@@ -20,10 +21,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+pub mod limits;
 pub mod notify;
 pub mod payloads;
 pub mod request;
 
+pub use limits::InputLimits;
 pub use notify::ServerNotification;
 pub use payloads::*;
 pub use request::{Method, RequestError, SignalRequest};

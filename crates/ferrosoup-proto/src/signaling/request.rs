@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use thiserror::Error;
 
+use super::limits::InputLimits;
 use super::payloads::{
     ConnectTransportRequest, ConsumeDataRequest, ConsumeRequest, ConsumerIdRequest,
     CreateRoomRequest, CreateTransportRequest, DataConsumerIdRequest, DataProducerIdRequest,
@@ -248,16 +249,28 @@ pub enum SignalRequest {
 }
 
 impl SignalRequest {
-    /// Reads a request from its method name and data: [`RequestError::UnknownMethod`] for a
-    /// name the contract does not have, [`RequestError::InvalidData`] naming the field.
+    /// Reads a request from its method name and data within the contract's default
+    /// [`InputLimits`]: [`RequestError::UnknownMethod`] for a name the contract does not
+    /// have, [`RequestError::InvalidData`] naming the field.
     pub fn parse(method: &str, data: &Value) -> Result<Self, RequestError> {
         let m = Method::from_name(method)
             .ok_or_else(|| RequestError::UnknownMethod(method.to_owned()))?;
-        Self::parse_data(m, data)
+        Self::parse_data(m, data, &InputLimits::default())
+    }
+
+    /// Reads the data of a known method and checks it against `limits`.
+    pub fn parse_data(
+        method: Method,
+        d: &Value,
+        limits: &InputLimits,
+    ) -> Result<Self, RequestError> {
+        let request = Self::read_data(method, d)?;
+        limits.check(&request)?;
+        Ok(request)
     }
 
     /// Reads the data of a known method.
-    pub fn parse_data(method: Method, d: &Value) -> Result<Self, RequestError> {
+    fn read_data(method: Method, d: &Value) -> Result<Self, RequestError> {
         Ok(match method {
             Method::CreateRoom => Self::CreateRoom(data(d)?),
             Method::GetRouterRtpCapabilities => Self::GetRouterRtpCapabilities(data(d)?),

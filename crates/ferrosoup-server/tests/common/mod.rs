@@ -21,6 +21,8 @@ pub struct TestServer {
     child: Child,
     /// HTTP port.
     pub port: u16,
+    /// The `ADMIN_KEY` it was started with, sent with every request of [`TestServer::get`].
+    pub admin_key: Option<String>,
 }
 
 static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
@@ -55,7 +57,15 @@ impl TestServer {
             .kill_on_drop_compat()
             .spawn()
             .expect("start the ferrosoup binary");
-        let server = Self { child, port };
+        let admin_key = env
+            .iter()
+            .find(|(k, _)| *k == "ADMIN_KEY")
+            .map(|(_, v)| (*v).to_owned());
+        let server = Self {
+            child,
+            port,
+            admin_key,
+        };
         if !eventually(5, async || server.get("/health").await.is_some()).await {
             panic!("ferrosoup did not answer /health on port {port}");
         }
@@ -84,7 +94,13 @@ impl TestServer {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let auth = self
+            .admin_key
+            .as_ref()
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.ok()?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.ok()?;
