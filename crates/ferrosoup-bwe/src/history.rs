@@ -6,19 +6,20 @@ use ferrosoup_rtc::seq::SeqExtender;
 /// Packets remembered (about 2 s at 5 Mbit/s; feedback comes every ~100 ms).
 pub const HISTORY: usize = 1024;
 
-/// One sent packet.
+/// One sent packet, in 16 bytes (one slot is written per packet sent).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Sent {
-    /// Widened transport-wide sequence number (0: empty slot).
-    seq: u64,
-    /// Send time, µs on the sender's clock.
-    at_us: i64,
-    /// Bytes (RTP header and payload).
-    size: u32,
+    /// Low 32 bits of the widened transport-wide sequence number.
+    seq: u32,
+    /// Send time, µs on the sender's clock, low 32 bits (wraps every 71 minutes; a
+    /// packet is reported within seconds).
+    at_us: u32,
+    /// Bytes on the wire.
+    size: u16,
     /// Probe cluster id (0: not a probe).
-    cluster: u32,
-    /// Already reported by a feedback.
-    reported: bool,
+    cluster: u16,
+    /// Written and not yet reported received.
+    live: bool,
 }
 
 /// A sent packet as a feedback reports it.
@@ -42,6 +43,7 @@ pub struct SendHistory {
     slots: Box<[Sent]>,
     seq: SeqExtender,
     highest: Option<u64>,
+    last_sent_us: i64,
 }
 
 impl SendHistory {
@@ -57,13 +59,37 @@ impl SendHistory {
         }
         let ext = self.seq.extend(seq);
         self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
+        self.last_sent_us = at_us;
         self.slots[(ext % HISTORY as u64) as usize] = Sent {
-            seq: ext,
-            at_us,
-            size: size.min(u32::MAX as usize) as u32,
-            cluster,
-            reported: false,
+            seq: ext as u32,
+            at_us: at_us as u32,
+            size: size.min(usize::from(u16::MAX)) as u16,
+            cluster: cluster as u16,
+            live: true,
         };
+    }
+
+    /// The send time of a slot, widened against the latest send.
+    fn widen(&self, at_us: u32) -> i64 {
+        self.last_sent_us - i64::from((self.last_sent_us as u32).wrapping_sub(at_us))
+    }
+
+    /// Bytes sent in the `window_us` before the latest send (read back from the ring;
+    /// nothing is counted per packet).
+    pub fn sent_bytes(&self, window_us: i64) -> u64 {
+        let Some(highest) = self.highest else {
+            return 0;
+        };
+        let mut bytes = 0u64;
+        for back in 0..(HISTORY as u64).min(highest + 1) {
+            let ext = highest - back;
+            let slot = self.slots[(ext % HISTORY as u64) as usize];
+            if slot.seq != ext as u32 || self.last_sent_us - self.widen(slot.at_us) > window_us {
+                break;
+            }
+            bytes += u64::from(slot.size);
+        }
+        bytes
     }
 
     /// The result for sequence number `seq` of a feedback (`arrival_us` as reported), if
@@ -77,18 +103,19 @@ impl SendHistory {
         } else {
             return None; // ahead of anything sent
         };
-        let slot = self.slots.get_mut((ext % HISTORY as u64) as usize)?;
-        if slot.seq != ext || slot.reported {
+        let index = (ext % HISTORY as u64) as usize;
+        let slot = *self.slots.get(index)?;
+        if slot.seq != ext as u32 || !slot.live {
             return None;
         }
         // A packet reported lost may still be reported received by a later feedback.
-        slot.reported = arrival_us.is_some();
+        self.slots[index].live = arrival_us.is_none();
         Some(PacketResult {
             seq: ext,
-            sent_us: slot.at_us,
+            sent_us: self.widen(slot.at_us),
             arrival_us,
-            size: slot.size,
-            cluster: slot.cluster,
+            size: u32::from(slot.size),
+            cluster: u32::from(slot.cluster),
         })
     }
 }
@@ -119,5 +146,7 @@ mod tests {
         // Never sent.
         assert_eq!(h.on_reported(100, Some(1)), None);
         assert_eq!(h.on_reported(60000, Some(1)), None);
+        // What was sent lately is read back from the ring: the last 4 ms hold 4 packets.
+        assert_eq!(h.sent_bytes(3_500), 1006 + 1007 + 1008 + 1009);
     }
 }

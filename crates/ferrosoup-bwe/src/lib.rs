@@ -101,7 +101,6 @@ pub struct BandwidthEstimator {
     loss: LossBound,
     acked: RateMeter,
     last_arrival_us: Option<i64>,
-    sent: RateMeter,
     prober: Prober,
     in_alr: bool,
     desired: u64,
@@ -126,7 +125,6 @@ impl BandwidthEstimator {
             loss: LossBound::default(),
             acked: RateMeter::new(ACKED_WINDOW_US),
             last_arrival_us: None,
-            sent: RateMeter::new(SENT_WINDOW_US),
             prober: Prober::default(),
             in_alr: false,
             desired: 0,
@@ -158,7 +156,6 @@ impl BandwidthEstimator {
         let cluster = self.prober.cluster_at(at);
         self.history.on_sent(seq, at, size, cluster);
         self.prober.on_sent(cluster, at, size as u32);
-        self.sent.add(at, size);
     }
 
     /// Reads one transport-cc feedback (the whole RTCP packet) and updates the estimate.
@@ -223,11 +220,16 @@ impl BandwidthEstimator {
             .bound()
             .map_or(self.aimd.bitrate(), |b| b.min(self.aimd.bitrate()));
         self.estimate = bounded.clamp(self.config.min_bps, self.config.max_bps);
-        self.update_alr(now_us);
+        self.update_alr();
     }
 
-    fn update_alr(&mut self, now_us: i64) {
-        let sent = self.sent.rate_bps(now_us).unwrap_or(0) as f64;
+    /// The rate sent over the last [`SENT_WINDOW_US`], bit/s.
+    fn sent_bps(&self) -> u64 {
+        self.history.sent_bytes(SENT_WINDOW_US) * 8_000_000 / SENT_WINDOW_US as u64
+    }
+
+    fn update_alr(&mut self) {
+        let sent = self.sent_bps() as f64;
         let estimate = self.estimate as f64;
         if self.in_alr && sent > ALR_EXIT * estimate {
             self.in_alr = false;
@@ -272,8 +274,7 @@ impl BandwidthEstimator {
     }
 
     /// The estimator's state, for stats.
-    pub fn stats(&mut self, now: Instant) -> BweStats {
-        let now_us = self.us(now);
+    pub fn stats(&mut self) -> BweStats {
         BweStats {
             estimate_bps: self.estimate,
             delay_based_bps: self.aimd.bitrate(),
@@ -282,7 +283,7 @@ impl BandwidthEstimator {
                 .last_arrival_us
                 .and_then(|l| self.acked.rate_bps(l))
                 .unwrap_or(0),
-            sent_bps: self.sent.rate_bps(now_us).unwrap_or(0),
+            sent_bps: self.sent_bps(),
             desired_bps: self.desired,
             in_alr: self.in_alr,
             usage: match self.trendline.usage() {

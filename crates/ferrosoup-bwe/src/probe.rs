@@ -126,7 +126,8 @@ impl Prober {
             start_us: now_us,
             from_bps: estimate,
         };
-        self.next_id = self.next_id.wrapping_add(1).max(1);
+        // Ids fit the send history's 16 bits.
+        self.next_id = (self.next_id % u32::from(u16::MAX)) + 1;
         self.active = Some(cluster);
         self.tally = Tally {
             id: cluster.id,

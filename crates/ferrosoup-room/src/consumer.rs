@@ -41,6 +41,45 @@ pub struct Resent {
     pub at_ms: u32,
 }
 
+/// Bytes a consumer may retransmit: refilled at its stream's own bitrate, holding at most
+/// one second of it, so that NACKs (however many, however repeated) never make the server
+/// send a client more retransmission than the stream itself carries.
+#[derive(Clone, Copy, Debug)]
+pub struct RetransmitBudget {
+    bytes: f64,
+    last: Option<Instant>,
+}
+
+/// What a retransmission budget holds at least (a stream too young to be measured can
+/// still be repaired).
+const MIN_RETRANSMIT_BURST: f64 = 16_000.0;
+
+impl Default for RetransmitBudget {
+    fn default() -> Self {
+        Self {
+            bytes: MIN_RETRANSMIT_BURST,
+            last: None,
+        }
+    }
+}
+
+impl RetransmitBudget {
+    /// Takes `len` bytes at `now` if the budget has them, after refilling it at `rate_bps`.
+    pub fn take(&mut self, now: Instant, rate_bps: u64, len: usize) -> bool {
+        let per_second = rate_bps as f64 / 8.0;
+        if let Some(last) = self.last {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.bytes = (self.bytes + per_second * dt).min(per_second.max(MIN_RETRANSMIT_BURST));
+        }
+        self.last = Some(now);
+        if self.bytes < len as f64 {
+            return false;
+        }
+        self.bytes -= len as f64;
+        true
+    }
+}
+
 /// A producer packet on its way to the consumers (already received and unwrapped).
 #[derive(Clone, Copy, Debug)]
 pub struct Outgoing<'a> {
@@ -81,6 +120,8 @@ pub struct Resend<'a> {
     pub now: Instant,
     /// Now, in ms since the worker started.
     pub now_ms: u32,
+    /// Bitrate of the producer stream it belongs to (the retransmission budget's refill).
+    pub stream_bps: u64,
     /// This hop's send time (abs-send-time).
     pub abs_send_time: u32,
 }
@@ -162,6 +203,8 @@ pub struct Consumer {
     pub fraction_lost: f64,
     /// Packets retransmitted on NACK.
     pub retransmitted: u64,
+    /// What it may still retransmit.
+    pub retransmit_budget: RetransmitBudget,
     /// NACKed packets the consumer could not serve.
     pub nack_misses: u64,
     /// Recent retransmissions, indexed by sequence number modulo its length (empty for
@@ -324,6 +367,7 @@ impl Consumer {
             now,
             now_ms,
             abs_send_time,
+            stream_bps,
         } = resend;
         let window_ms = self.rtt.map_or(100, |rtt| (rtt.as_millis() as u32).max(20));
         let slot = (!self.resent.is_empty()).then(|| usize::from(seq) % self.resent.len());
@@ -345,6 +389,9 @@ impl Consumer {
         let n = original.len();
         if n + overhead > MAX_DATAGRAM {
             return Err(RtpDrop::TooBig);
+        }
+        if !self.retransmit_budget.take(now, stream_bps, n) {
+            return Err(RtpDrop::RetransmitBudget);
         }
         let header = Rewrite {
             seq,

@@ -107,11 +107,13 @@ pub enum RtpDrop {
     Duplicate,
     /// The transport's pacer queue was full (the client NACKs it back).
     PacerOverflow,
+    /// A retransmission beyond the consumer's budget (its stream's bitrate).
+    RetransmitBudget,
 }
 
 impl RtpDrop {
     /// Every reason, in label order.
-    pub const ALL: [RtpDrop; 21] = [
+    pub const ALL: [RtpDrop; 22] = [
         Self::NotConnected,
         Self::SrtpAuth,
         Self::SrtpReplay,
@@ -133,6 +135,7 @@ impl RtpDrop {
         Self::NoRtx,
         Self::Duplicate,
         Self::PacerOverflow,
+        Self::RetransmitBudget,
     ];
 
     /// The `reason` label.
@@ -159,6 +162,7 @@ impl RtpDrop {
             Self::NoRtx => "no_rtx",
             Self::Duplicate => "duplicate",
             Self::PacerOverflow => "pacer_overflow",
+            Self::RetransmitBudget => "retransmit_budget",
         }
     }
 }

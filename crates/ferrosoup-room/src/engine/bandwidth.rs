@@ -131,7 +131,7 @@ impl Engine {
         let wanted: u64 = demands.iter().map(Demand::wanted).sum();
         bwe.estimator.set_desired(reserved + wanted);
         bwe.allocated_bps = reserved + budget - left;
-        bwe.last = bwe.estimator.stats(now);
+        bwe.last = bwe.estimator.stats();
         let steers = bwe.steers(now);
         for (c, layer) in keys.into_iter().zip(layers) {
             let allocation = match (steers, layer) {

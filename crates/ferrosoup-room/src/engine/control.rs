@@ -16,7 +16,7 @@ use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 
 use super::Engine;
 use crate::arena::{ConsumerKey, ProducerKey, TransportKey};
-use crate::consumer::{Allocation, Consumer, RESENT_HISTORY, Resent, RtxOut};
+use crate::consumer::{Allocation, Consumer, RESENT_HISTORY, Resent, RetransmitBudget, RtxOut};
 use crate::error::RoomError;
 use crate::forwarder::ConsumerForwarder;
 use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
@@ -571,6 +571,7 @@ impl Engine {
             rtt: None,
             fraction_lost: 0.0,
             retransmitted: 0,
+            retransmit_budget: RetransmitBudget::default(),
             nack_misses: 0,
             resent: if kind == MediaKind::Video {
                 vec![Resent::default(); RESENT_HISTORY]

@@ -21,6 +21,10 @@ pub(super) const REPORTER_SSRC: u32 = 1;
 /// Round trip assumed for NACK retries until one is measured on the transport.
 const DEFAULT_RTT: Duration = Duration::from_millis(100);
 
+/// Sequence numbers per NACK packet at most: 128 scattered ones take 128 FCI entries,
+/// 524 bytes, well within a datagram.
+const NACK_SEQS_PER_PACKET: usize = 128;
+
 impl Engine {
     /// A transport's report round: Sender and Receiver Reports, then scores.
     pub(super) fn on_reports_timer(
@@ -97,14 +101,15 @@ impl Engine {
             let n = self.scratch.nacks.len() as u64;
             stream.nacks_sent += n;
             self.counters.nacks_sent += n;
-            let len = rtcp::write_nack(
-                &mut self.scratch.rtcp[..],
-                REPORTER_SSRC,
-                media_ssrc,
-                &self.scratch.nacks,
-            )
-            .unwrap_or(0);
-            self.send_rtcp(t, len, out);
+            // However scattered the losses, each NACK packet fits one datagram.
+            let nacks = std::mem::take(&mut self.scratch.nacks);
+            for chunk in nacks.chunks(NACK_SEQS_PER_PACKET) {
+                let len =
+                    rtcp::write_nack(&mut self.scratch.rtcp[..], REPORTER_SSRC, media_ssrc, chunk)
+                        .unwrap_or(0);
+                self.send_rtcp(t, len, out);
+            }
+            self.scratch.nacks = nacks;
         }
         if let Some(at) = next {
             self.timers.arm(Timer::Nack(p, s as u8), at);

@@ -98,18 +98,26 @@ impl Engine {
             ..
         } = self;
         let consumer = &mut consumers[c];
-        let original = consumer
-            .forwarder
-            .input_for_output(seq)
-            .and_then(|(stream, ext)| {
+        let input = consumer.forwarder.input_for_output(seq);
+        let stream_bps = input
+            .and_then(|(stream, _)| {
                 producers
-                    .get(consumer.producer)?
+                    .get_mut(consumer.producer)?
                     .streams
-                    .get(stream)?
-                    .store
-                    .as_ref()?
-                    .get(ext)
-            });
+                    .get_mut(stream)?
+                    .bitrate
+                    .bps(now)
+            })
+            .unwrap_or(0);
+        let original = input.and_then(|(stream, ext)| {
+            producers
+                .get(consumer.producer)?
+                .streams
+                .get(stream)?
+                .store
+                .as_ref()?
+                .get(ext)
+        });
         let Some(original) = original else {
             consumer.nack_misses += 1;
             counters.rtp_dropped.add(RtpDrop::NotStored);
@@ -120,6 +128,7 @@ impl Engine {
             original,
             now,
             now_ms: (since_epoch.as_millis() as u32).max(1),
+            stream_bps,
             abs_send_time: abs_send_time(since_epoch),
         };
         let egress = transports
