@@ -182,11 +182,6 @@ impl Trendline {
         self.usage
     }
 
-    /// The current threshold, ms (for stats).
-    pub fn threshold(&self) -> f64 {
-        self.threshold
-    }
-
     fn detect(&mut self, send_delta_ms: f64, now_ms: f64) {
         if self.deltas < 2 {
             self.usage = Usage::Normal;

@@ -85,11 +85,6 @@ impl RateMeter {
         let bytes: u64 = self.bytes.iter().sum();
         Some(bytes * 8 * 1_000_000 / span as u64)
     }
-
-    /// The window's length in µs.
-    pub fn window_us(&self) -> i64 {
-        self.bucket_us * BUCKETS as i64
-    }
 }
 
 /// A [`RateMeter`] over `Instant`s: its clock starts at the first sample.

@@ -17,7 +17,7 @@ use crate::ids::{ConsumerId, ProducerId};
 use crate::pacer::Paced;
 use crate::stats::RtpDrop;
 use crate::transmit::Transmit;
-use crate::transport::{Egress, IP_UDP_OVERHEAD, Transport};
+use crate::transport::{Egress, Transport};
 use crate::udp::MAX_DATAGRAM;
 
 /// Retransmissions remembered per video consumer, to answer each NACK once per round trip.
@@ -291,7 +291,6 @@ impl Consumer {
                 stream: packet.stream,
                 ext_seq: packet.ext_seq,
                 header,
-                bytes: packet.packet.len() + IP_UDP_OVERHEAD,
                 queued_at: now,
             };
             let sent = if bwe.pacer.enqueue(paced) {

@@ -30,8 +30,6 @@ pub struct Paced {
     pub ext_seq: u64,
     /// The header values the consumer gave it.
     pub header: Rewrite,
-    /// Bytes on the wire (about).
-    pub bytes: usize,
     /// When it was queued.
     pub queued_at: Instant,
 }
@@ -41,7 +39,6 @@ pub struct Paced {
 pub struct Pacer {
     budget: PacerBudget,
     queue: VecDeque<Paced>,
-    queued_bytes: usize,
     epoch: Instant,
     /// Pacing follows an estimate (the client sends feedback).
     enabled: bool,
@@ -53,7 +50,6 @@ impl Pacer {
         Self {
             budget: PacerBudget::new(rate_bps),
             queue: VecDeque::with_capacity(RESERVED),
-            queued_bytes: 0,
             epoch: now,
             enabled: false,
         }
@@ -84,7 +80,6 @@ impl Pacer {
         if self.queue.len() >= MAX_QUEUE {
             return false;
         }
-        self.queued_bytes += paced.bytes;
         self.queue.push_back(paced);
         true
     }
@@ -105,7 +100,6 @@ impl Pacer {
             return None;
         }
         self.queue.pop_front();
-        self.queued_bytes -= first.bytes;
         Some(first)
     }
 
@@ -127,11 +121,6 @@ impl Pacer {
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
-
-    /// Bytes waiting.
-    pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes
-    }
 }
 
 #[cfg(test)]
@@ -150,7 +139,6 @@ mod tests {
                 payload_type: 96,
                 sync: false,
             },
-            bytes: 1_250,
             queued_at: at,
         }
     }
@@ -176,7 +164,7 @@ mod tests {
         while let Some(at) = p.next_send(now) {
             now = at;
             while let Some(x) = p.pop(now) {
-                p.on_sent(now, x.bytes);
+                p.on_sent(now, 1_250);
                 sent.push((now, x.ext_seq));
             }
         }
@@ -187,7 +175,7 @@ mod tests {
             span >= Duration::from_millis(350) && span <= QUEUE_TIME_LIMIT,
             "{span:?}"
         );
-        assert_eq!((p.len(), p.queued_bytes()), (0, 0));
+        assert!(p.is_empty());
 
         // Far more than the limit allows at the rate: the late ones go anyway.
         let mut p = Pacer::new(t0, 100_000);
