@@ -8,8 +8,8 @@ import path from 'node:path';
 const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist');
 const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.map': 'application/json' };
 
-/** Serves `dir` on 127.0.0.1:`port`; resolves to the listening http.Server. */
-export function serveStatic(port = 8080, dir = dist) {
+/** Serves `dir` on `host`:`port`; resolves to the listening http.Server. */
+export function serveStatic(port = 8080, dir = dist, host = '127.0.0.1') {
   const server = createServer(async (req, res) => {
     const { pathname } = new URL(req.url, 'http://localhost');
     const file = path.join(dir, path.normalize(pathname === '/' ? '/index.html' : pathname));
@@ -27,7 +27,7 @@ export function serveStatic(port = 8080, dir = dist) {
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve(server));
+    server.listen(port, host, () => resolve(server));
   });
 }
 

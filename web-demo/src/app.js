@@ -8,6 +8,7 @@
 //   codec=vp8|vp9|h264   video codec to send (default vp8). VP8 and H264 send three
 //                  simulcast layers (unless simulcast=0); VP9 sends one stream, L1T3, or
 //                  with svc=1 one SVC stream of 3 spatial x 3 temporal layers (L3T3_KEY)
+//   produce=0      join as a viewer: no camera or microphone, receive only
 //
 // Signaling runs over protoo-client's Peer on a small WebSocket transport of our own
 // (SignalingSocket below), so the page sees close codes and runs its own reconnection:
@@ -627,6 +628,10 @@ function videoSendDescription() {
 
 async function startProducing(protoo) {
   const { device } = state;
+  if (params.get('produce') === '0') {
+    log('viewer (produce=0): receiving only');
+    return;
+  }
   if (!device.canProduce('video') && !device.canProduce('audio')) {
     log('this browser cannot send to this router; receiving only');
     return;

@@ -22,20 +22,29 @@
 // prints every page's state, stats and console plus the server log. The last line is
 // "N passed, N failed"; the exit code is 0 only when all passed.
 
-import { chromium } from 'playwright-core';
-import { spawn } from 'node:child_process';
-import { createWriteStream, existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import os from 'node:os';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import {
+  DemoPage,
+  POLL_MS,
+  failureCount,
+  launchChromium,
+  log,
+  percentile,
+  recordFailure,
+  runTest,
+  skip,
+  sleep,
+  startServer,
+  step,
+  waitJoined,
+  withDiagnosis,
+} from './harness.mjs';
+
 const here = path.dirname(fileURLToPath(import.meta.url));
-const SERVER_BIN = process.env.FERROSOUP_BIN ?? path.resolve(here, '../../target/debug/ferrosoup');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const DIST = path.resolve(here, '../dist');
-const VERBOSE = process.argv.includes('--verbose');
 const screenshotArg = process.argv.find((a) => a === '--screenshot' || a.startsWith('--screenshot='));
 const SCREENSHOT = screenshotArg
   ? screenshotArg.includes('=')
@@ -49,118 +58,12 @@ const LEFT_WITHIN_MS = 1500;
 
 const TIMEOUT = {
   whole: 170_000,
-  serverStart: 20_000,
   join: 20_000,
   media: 30_000,
   gone: 10_000,
   resume: 10_000,
   layer: 20_000,
 };
-const POLL_MS = 300;
-
-const results = [];
-const cleanups = [];
-let tmpDir;
-let serverLogPath;
-
-function log(message) {
-  console.log(`${new Date().toISOString().slice(11, 23)} ${message}`);
-}
-
-/** Records a step that could not run, with the reason. */
-function skip(name, reason) {
-  results.push({ name, ok: true, skipped: reason });
-  log(`SKIPPED ${name}: ${reason}`);
-}
-
-async function step(name, fn) {
-  const started = Date.now();
-  try {
-    const value = await fn();
-    results.push({ name, ok: true });
-    log(`PASS ${name} (${Date.now() - started} ms)`);
-    return value;
-  } catch (error) {
-    results.push({ name, ok: false, error });
-    log(`FAIL ${name}: ${error.message.split('\n')[0]}`);
-    throw error;
-  }
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function freeTcpPort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function percentile(values, p) {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-}
-
-// ---------------------------------------------------------------------------
-// Server
-
-async function startServer() {
-  if (!existsSync(SERVER_BIN)) {
-    throw new Error(`${SERVER_BIN} missing: run \`cargo build -p ferrosoup-server\` at the repository root`);
-  }
-  const port = await freeTcpPort();
-  // One worker needs one UDP port; a small random range keeps parallel runs apart.
-  const rtcMin = Number(process.env.RTC_MIN_PORT) || 42000 + Math.floor(Math.random() * 500) * 10;
-  serverLogPath = path.join(tmpDir, 'server.log');
-  const out = createWriteStream(serverLogPath);
-  const child = spawn(SERVER_BIN, [], {
-    env: {
-      ...process.env,
-      PORT: String(port),
-      LISTEN_IP: '127.0.0.1',
-      RTC_MIN_PORT: String(rtcMin),
-      RTC_MAX_PORT: String(rtcMin + 9),
-      NUM_WORKERS: '1',
-      SESSION_GRACE: String(SESSION_GRACE_S),
-      DRAIN_SECONDS: '0',
-      RUST_LOG: process.env.RUST_LOG ?? 'info,rtc_dtls=error',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout.pipe(out);
-  child.stderr.pipe(out);
-  let exited = null;
-  child.on('exit', (code, signal) => {
-    exited = { code, signal };
-  });
-  cleanups.push(() => stopServer(child));
-
-  const deadline = Date.now() + TIMEOUT.serverStart;
-  while (Date.now() < deadline) {
-    if (exited) throw new Error(`server exited early (${JSON.stringify(exited)}); see ${serverLogPath}`);
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(1000) });
-      if (res.ok) return { port, child, baseUrl: `http://127.0.0.1:${port}/` };
-    } catch {
-      // not listening yet
-    }
-    await sleep(200);
-  }
-  throw new Error(`server not healthy after ${TIMEOUT.serverStart} ms; see ${serverLogPath}`);
-}
-
-async function stopServer(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const gone = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await gone;
-  clearTimeout(timer);
-}
 
 /** The server must serve exactly the bundle in dist/ (else it was built before the last `npm run build`). */
 async function checkServedBundle(baseUrl) {
@@ -177,94 +80,6 @@ async function checkServedBundle(baseUrl) {
       throw new Error(`GET /${route} differs from dist/${file}: rebuild the server (cargo build -p ferrosoup-server) after npm run build`);
     }
   }
-}
-
-// ---------------------------------------------------------------------------
-// Pages
-
-class DemoPage {
-  constructor(name, page) {
-    this.name = name;
-    this.page = page;
-    this.console = [];
-    this.joinStartEpochMs = null;
-    page.on('console', (msg) => {
-      const line = `[${this.name}] ${msg.type()}: ${msg.text()}`;
-      this.console.push(line);
-      if (VERBOSE) console.log(line);
-    });
-    page.on('pageerror', (error) => this.console.push(`[${this.name}] pageerror: ${error.message}`));
-  }
-
-  eval(fn, arg) {
-    return this.page.evaluate(fn, arg);
-  }
-
-  async snapshot() {
-    return this.eval(async () => {
-      const d = window.ferrosoupDemo;
-      return {
-        phase: d.state.phase,
-        peerId: d.state.peerId,
-        errors: d.state.errors,
-        warnings: d.state.warnings,
-        reconnects: d.state.reconnects,
-        producers: [...d.state.producers.keys()],
-        peers: [...d.state.peers.keys()],
-        tiles: [...document.querySelectorAll('.tile.remote')].map((t) => ({
-          peerId: t.dataset.peerId,
-          name: t.querySelector('.name')?.textContent,
-          video: t.dataset.video,
-        })),
-        transports: d.transportStates(),
-        consumers: await d.consumerStats(),
-        outbound: await d.producerStats(),
-      };
-    });
-  }
-
-  /** What to show when a step involving this page fails. */
-  async diagnose() {
-    if (this.page.isClosed()) return `--- page ${this.name}: closed`;
-    let snap;
-    try {
-      snap = JSON.stringify(await this.snapshot());
-    } catch (error) {
-      snap = `(no snapshot: ${error.message})`;
-    }
-    let server;
-    try {
-      server = JSON.stringify(await this.eval(() => window.ferrosoupDemo.serverStats()));
-    } catch (error) {
-      server = `(none: ${error.message})`;
-    }
-    return `--- page ${this.name} state:\n${snap}\n--- page ${this.name} server-side stats:\n${server}\n--- page ${this.name} console (last 30):\n${this.console.slice(-30).join('\n')}`;
-  }
-}
-
-async function waitJoined(page) {
-  const deadline = Date.now() + TIMEOUT.join;
-  let snap;
-  while (Date.now() < deadline) {
-    snap = await page.eval(() => {
-      const d = window.ferrosoupDemo;
-      return {
-        phase: d.state.phase,
-        peerId: d.state.peerId,
-        errors: d.state.errors,
-        warnings: d.state.warnings,
-        producers: [...d.state.producers.keys()],
-        transports: d.transportStates(),
-      };
-    });
-    if (snap.errors.length) throw new Error(`page ${page.name}: join failed: ${snap.errors.join('; ')}`);
-    if (snap.phase === 'joined' && snap.producers.length === 2) {
-      page.peerId = snap.peerId;
-      return snap;
-    }
-    await sleep(POLL_MS);
-  }
-  throw new Error(`page ${page.name}: not joined with camera + mic producers after ${TIMEOUT.join} ms (last: ${JSON.stringify(snap)})`);
 }
 
 /**
@@ -362,11 +177,6 @@ async function waitWidth(page, sender, accept, what) {
  */
 async function codecCall(context, baseUrl, room, codec, mimeType) {
   const members = [];
-  const diagnoseAll = async (error) => {
-    const diag = await Promise.all(members.map((p) => p.diagnose()));
-    error.message += `\n${diag.join('\n')}`;
-    return error;
-  };
   try {
     for (const letter of ['a', 'b']) {
       const name = `${codec}-${letter}`;
@@ -406,7 +216,7 @@ async function codecCall(context, baseUrl, room, codec, mimeType) {
       log(`page ${page.name}: sends ${sent.join(', ')}; receives ${received.join(', ')}`);
     }
   } catch (error) {
-    throw await diagnoseAll(error);
+    throw await withDiagnosis(error, members);
   } finally {
     for (const page of members) await page.page.close().catch(() => {});
   }
@@ -415,45 +225,17 @@ async function codecCall(context, baseUrl, room, codec, mimeType) {
 // ---------------------------------------------------------------------------
 
 async function main() {
-  tmpDir = await mkdtemp(path.join(os.tmpdir(), 'ferrosoup-e2e-'));
-  log(`temp dir ${tmpDir}; server ${SERVER_BIN}`);
-
-  const server = await step('start ferrosoup', startServer);
-  log(`server at ${server.baseUrl}, log ${serverLogPath}`);
+  const server = await step('start ferrosoup', () => startServer({ env: { SESSION_GRACE: String(SESSION_GRACE_S) } }));
+  log(`server at ${server.baseUrl}, log ${server.logPath}`);
   await step('server serves the built bundle (dist/) at / , /app.js, /style.css', () => checkServedBundle(server.baseUrl));
 
-  const context = await step('launch chromium', () =>
-    chromium.launchPersistentContext(path.join(tmpDir, 'profile'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      timeout: 20_000,
-      viewport: { width: 1280, height: 760 },
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--use-fake-device-for-media-stream',
-        '--use-fake-ui-for-media-stream',
-        '--autoplay-policy=no-user-gesture-required',
-        '--disable-background-timer-throttling',
-        '--disable-renderer-backgrounding',
-        '--disable-backgrounding-occluded-windows',
-      ],
-    }),
-  );
-  cleanups.unshift(() => context.close());
+  const context = await step('launch chromium', () => launchChromium('profile'));
 
   const roomId = `e2e-${Math.random().toString(36).slice(2, 8)}`;
   /** Pages in the call. */
   const pages = [];
   const failWith = async (error, involved) => {
-    const diag = await Promise.all(involved.map((p) => p.diagnose()));
-    error.message += `\n${diag.join('\n')}`;
-    throw error;
+    throw await withDiagnosis(error, involved);
   };
   // "viewer <- sender" -> ms from the later of the two joins to the viewer's first frame.
   const pairTimes = new Map();
@@ -461,11 +243,7 @@ async function main() {
   const joinerTimes = new Map();
 
   const join = async (name) => {
-    const page = new DemoPage(name, await context.newPage());
-    const url = new URL(server.baseUrl);
-    url.searchParams.set('room', roomId);
-    url.searchParams.set('name', name);
-    await page.page.goto(url.href, { timeout: 10_000 });
+    const page = await DemoPage.open(context, server.baseUrl, name, { room: roomId });
     page.joinStartEpochMs = await page.eval(() => Math.round(performance.timeOrigin + window.ferrosoupDemo.state.joinStartedAt));
     page.peersAtJoin = [...pages];
     pages.push(page);
@@ -642,63 +420,15 @@ async function main() {
     ['vp9', 'video/VP9'],
     ['h264', 'video/H264'],
   ]) {
-    const failedBefore = results.filter((r) => !r.ok).length;
+    const failedBefore = failureCount();
     try {
       await codecCall(context, server.baseUrl, `${roomId}-${codec}`, codec, mimeType);
     } catch (error) {
       // Reported here (the exit code comes from the results); the next codec still runs.
-      if (results.filter((r) => !r.ok).length === failedBefore) {
-        results.push({ name: `${codec} call`, ok: false, error });
-        log(`FAIL ${codec} call: ${error.message.split('\n')[0]}`);
-      }
+      if (failureCount() === failedBefore) recordFailure(`${codec} call`, error);
       console.log(error.message.slice(error.message.indexOf('\n') + 1));
     }
   }
 }
 
-const watchdog = setTimeout(() => {
-  log(`FAIL whole test exceeded ${TIMEOUT.whole} ms`);
-  results.push({ name: 'whole test within time', ok: false });
-  finish().finally(() => process.exit(1));
-}, TIMEOUT.whole);
-
-let finished = false;
-async function finish() {
-  if (finished) return;
-  finished = true;
-  for (const cleanup of cleanups) {
-    try {
-      await cleanup();
-    } catch (error) {
-      log(`cleanup: ${error.message}`);
-    }
-  }
-  const failed = results.filter((r) => !r.ok);
-  if (failed.length && serverLogPath) {
-    try {
-      const text = await readFile(serverLogPath, 'utf8');
-      const lines = text.trimEnd().split('\n');
-      console.log(`--- server log (last 40 of ${lines.length} lines, ${serverLogPath}):\n${lines.slice(-40).join('\n')}`);
-    } catch {
-      // no log
-    }
-  }
-  if (tmpDir && !failed.length && process.env.KEEP_TMP !== '1') await rm(tmpDir, { recursive: true, force: true });
-  const skipped = results.filter((r) => r.skipped).length;
-  console.log(`${results.length - failed.length - skipped} passed, ${failed.length} failed${skipped ? `, ${skipped} skipped` : ''}`);
-}
-
-main()
-  .catch((error) => {
-    if (!results.some((r) => !r.ok)) {
-      results.push({ name: 'setup', ok: false });
-      log(`FAIL ${error.stack ?? error}`);
-    } else if (error.message.includes('\n')) {
-      console.log(error.message.slice(error.message.indexOf('\n') + 1));
-    }
-  })
-  .finally(async () => {
-    clearTimeout(watchdog);
-    await finish();
-    process.exit(results.some((r) => !r.ok) ? 1 : 0);
-  });
+runTest('e2e', main, TIMEOUT.whole);

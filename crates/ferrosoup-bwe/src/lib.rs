@@ -213,8 +213,14 @@ impl BandwidthEstimator {
         {
             self.aimd.set_bitrate(now_us, rate);
         }
-        self.loss
-            .on_feedback(now_us, lost, total, self.aimd.bitrate(), self.rtt_ms);
+        self.loss.on_feedback(
+            now_us,
+            lost,
+            total,
+            self.estimate,
+            self.aimd.bitrate(),
+            self.rtt_ms,
+        );
         let bounded = self
             .loss
             .bound()

@@ -21,9 +21,19 @@ pub struct LossBound {
 }
 
 impl LossBound {
-    /// Counts one feedback's packets; once enough are counted, updates the bound from
-    /// `current` (the rate in force, bit/s). `rtt_ms` spaces decreases.
-    pub fn on_feedback(&mut self, now_us: i64, lost: u32, total: u32, current: u64, rtt_ms: f64) {
+    /// Counts one feedback's packets; once enough are counted, updates the bound: heavy
+    /// loss lowers it from `current` (the rate in force, bit/s), light loss raises it until
+    /// it is far above `delay_based` (the delay-based rate) and bounds nothing. `rtt_ms`
+    /// spaces decreases.
+    pub fn on_feedback(
+        &mut self,
+        now_us: i64,
+        lost: u32,
+        total: u32,
+        current: u64,
+        delay_based: u64,
+        rtt_ms: f64,
+    ) {
         self.lost += lost;
         self.total += total;
         if self.total < MIN_PACKETS {
@@ -51,8 +61,8 @@ impl LossBound {
             && let Some(b) = self.bound
         {
             let raised = b * 1.08f64.powf(dt_s) + 1_000.0 * dt_s;
-            // Far above the rate in force it bounds nothing: drop it.
-            self.bound = (raised < current * 1.5).then_some(raised);
+            // Far above the delay-based rate it bounds nothing: drop it.
+            self.bound = (raised < delay_based as f64 * 1.5).then_some(raised);
         }
     }
 
@@ -74,20 +84,35 @@ mod tests {
     #[test]
     fn heavy_loss_bounds_moderate_loss_holds_light_loss_releases() {
         let mut l = LossBound::default();
-        l.on_feedback(0, 10, 100, 1_000_000, 50.0);
+        l.on_feedback(0, 10, 100, 1_000_000, 1_000_000, 50.0);
         assert_eq!(l.bound(), None, "10 % is not above the threshold");
-        l.on_feedback(100_000, 20, 100, 1_000_000, 50.0);
+        l.on_feedback(100_000, 20, 100, 1_000_000, 1_000_000, 50.0);
         assert_eq!(l.bound(), Some(900_000), "20 % loss: × 0.9");
         // Spaced by 300 ms + rtt.
-        l.on_feedback(200_000, 20, 100, 900_000, 50.0);
+        l.on_feedback(200_000, 20, 100, 900_000, 1_000_000, 50.0);
         assert_eq!(l.bound(), Some(900_000));
-        l.on_feedback(500_000, 4, 100, 900_000, 50.0);
+        l.on_feedback(500_000, 4, 100, 900_000, 1_000_000, 50.0);
         assert_eq!(l.bound(), Some(900_000), "4 % holds");
         let mut t = 500_000;
         while l.bound().is_some() {
             t += 100_000;
-            l.on_feedback(t, 0, 100, 900_000, 50.0);
+            l.on_feedback(t, 0, 100, 900_000, 1_000_000, 50.0);
             assert!(t < 10_000_000);
         }
+    }
+
+    #[test]
+    fn heavy_loss_lowers_the_rate_in_force_not_the_delay_based_rate() {
+        // A full drop-tail queue: the delay is flat (the delay-based rate stays high) while
+        // a third of the packets are lost. Each decrease starts from the bound in force.
+        let mut l = LossBound::default();
+        let mut current = 600_000;
+        for i in 0..4 {
+            l.on_feedback(i * 400_000, 33, 100, current, 1_000_000, 50.0);
+            let bound = l.bound().unwrap();
+            assert!(bound < current, "{bound} after {current}");
+            current = bound;
+        }
+        assert!(current < 300_000, "{current}");
     }
 }

@@ -3,8 +3,12 @@
 //! up at 8 % a second. The controller decides when and how fast; the estimator reads the
 //! result from feedback.
 
-/// How long a cluster lasts.
-pub const CLUSTER_US: i64 = 30_000;
+/// How long a cluster lasts at least.
+const CLUSTER_US: i64 = 30_000;
+/// Bytes a cluster carries at least (it lasts longer at low rates). A token-bucket
+/// bottleneck lets its burst through at line rate; the receive rate is read over the
+/// cluster's second half, so a burst up to half of this does not pass for headroom.
+const MIN_CLUSTER_BYTES: u64 = 6_000;
 /// A cluster's result is ready when this share of its packets was reported.
 const MIN_REPORTED: f64 = 0.8;
 /// Packets a cluster needs at least.
@@ -36,18 +40,20 @@ pub struct ProbeCluster {
     pub start_us: i64,
     /// The estimate when it started, bit/s.
     pub from_bps: u64,
+    /// How long it lasts, µs.
+    pub duration_us: i64,
 }
 
 impl ProbeCluster {
     /// Bytes that should have gone out by `now_us` (none after the cluster ended).
     pub fn bytes_due(&self, now_us: i64) -> u64 {
-        let elapsed = (now_us - self.start_us).clamp(0, CLUSTER_US);
+        let elapsed = (now_us - self.start_us).clamp(0, self.duration_us);
         self.bitrate * elapsed as u64 / 8_000_000
     }
 
     /// When it ends, µs.
     pub fn end_us(&self) -> i64 {
-        self.start_us + CLUSTER_US
+        self.start_us + self.duration_us
     }
 }
 
@@ -65,6 +71,12 @@ struct Tally {
     first_arrival: Option<i64>,
     first_arrival_size: u32,
     last_arrival: i64,
+    /// Bytes of the packets reported so far, in send order.
+    reported_bytes: u64,
+    /// Arrival of the packet that ends the cluster's first half (by bytes sent), with the
+    /// bytes received after it.
+    mid_arrival: Option<i64>,
+    tail_bytes: u64,
 }
 
 /// Decides probes and reads their results.
@@ -88,6 +100,7 @@ impl Default for Prober {
             tally: Tally::default(),
             continue_from: None,
             retry_us: RETRY_US,
+
             earliest_us: 0,
             probes: 0,
         }
@@ -125,6 +138,8 @@ impl Prober {
             bitrate: target,
             start_us: now_us,
             from_bps: estimate,
+            duration_us: CLUSTER_US
+                .max((MIN_CLUSTER_BYTES * 8_000_000).div_ceil(target.max(1)) as i64),
         };
         // Ids fit the send history's 16 bits.
         self.next_id = (self.next_id % u32::from(u16::MAX)) + 1;
@@ -171,6 +186,7 @@ impl Prober {
         }
         let t = &mut self.tally;
         t.reported += 1;
+        t.reported_bytes += u64::from(size);
         if let Some(at) = arrival_us {
             t.received += 1;
             t.received_bytes += u64::from(size);
@@ -179,6 +195,11 @@ impl Prober {
                 t.first_arrival_size = size;
             }
             t.last_arrival = t.last_arrival.max(at);
+            if t.mid_arrival.is_some() {
+                t.tail_bytes += u64::from(size);
+            } else if t.reported_bytes * 2 >= active.bytes_due(active.end_us()) {
+                t.mid_arrival = Some(at);
+            }
         }
         if t.sent < MIN_PACKETS || f64::from(t.reported) < f64::from(t.sent) * MIN_REPORTED {
             return None;
@@ -221,8 +242,9 @@ impl Prober {
     }
 }
 
-/// The rate a cluster showed: the lower of its send and receive rates, a little under
-/// the receive rate when the bottleneck spaced the packets.
+/// The rate a cluster showed: the lower of its send and receive rates (the receive rate
+/// over the whole cluster or over its second half, whichever is lower), a little under the
+/// receive rate when the bottleneck spaced the packets.
 fn measured(t: &Tally) -> Option<u64> {
     let first_send = t.first_send?;
     let first_arrival = t.first_arrival?;
@@ -234,6 +256,12 @@ fn measured(t: &Tally) -> Option<u64> {
     let send = (t.bytes - u64::from(t.last_send_size)) as f64 * 8e6 / send_us as f64;
     let mut recv =
         (t.received_bytes - u64::from(t.first_arrival_size)) as f64 * 8e6 / recv_us as f64;
+    if let Some(mid) = t.mid_arrival
+        && t.tail_bytes > 0
+    {
+        let tail_us = (t.last_arrival - mid).max(1_000);
+        recv = recv.min(t.tail_bytes as f64 * 8e6 / tail_us as f64);
+    }
     // A few packets lost (random link loss) still crossed the bottleneck: count them. More
     // is congestion, and the received rate stands.
     let lost = t.reported.saturating_sub(t.received);
@@ -254,14 +282,26 @@ mod tests {
     /// Sends cluster `c` as packets of 1,000 bytes at its rate (as `bytes_due` says),
     /// through a bottleneck of `capacity` bit/s; feeds the results back.
     fn run(p: &mut Prober, c: ProbeCluster, capacity: u64) -> Option<u64> {
+        run_bucket(p, c, capacity, 0)
+    }
+
+    /// As `run`, through a token bucket of `capacity` bit/s whose `burst` bytes of tokens
+    /// are there when the cluster starts (what passes on them arrives at once).
+    fn run_bucket(p: &mut Prober, c: ProbeCluster, capacity: u64, burst: u64) -> Option<u64> {
         let mut arrivals = Vec::new();
         let mut arrival = 0;
         let mut sent_bytes = 0;
+        let mut tokens = burst;
         for t in (c.start_us..c.end_us()).step_by(1_000) {
             while c.bytes_due(t + 1_000) > sent_bytes {
                 p.on_sent(c.id, t, 1000);
                 sent_bytes += 1000;
-                arrival = (t + 50_000).max(arrival) + 8_000 * 1_000_000 / capacity as i64;
+                arrival = if tokens >= 1000 {
+                    tokens -= 1000;
+                    (t + 50_000).max(arrival)
+                } else {
+                    (t + 50_000).max(arrival) + 8_000 * 1_000_000 / capacity as i64
+                };
                 arrivals.push(arrival);
             }
         }
@@ -293,5 +333,20 @@ mod tests {
             "{r} < 0.7 × target: back off"
         );
         assert!(p.poll(300_000 + RETRY_US, r, 5_000_000).is_some());
+    }
+
+    #[test]
+    fn a_token_bucket_burst_does_not_pass_for_headroom() {
+        let mut p = Prober::default();
+        let c = p.poll(0, 325_000, 2_000_000).unwrap();
+        assert!(
+            c.bytes_due(c.end_us()) >= MIN_CLUSTER_BYTES,
+            "long enough at a low rate"
+        );
+        // 400 kbit/s with 3,000 bytes of burst: the first three packets arrive together.
+        let r = run_bucket(&mut p, c, 400_000, 3_000).unwrap();
+        assert!(r <= 440_000, "{r}: the burst read as capacity");
+        // Under the capacity is fine (the probe just finds no headroom); far under is not.
+        assert!(r >= 250_000, "{r}");
     }
 }

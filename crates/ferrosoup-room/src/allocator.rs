@@ -5,6 +5,8 @@
 //! Raising a consumer above the layer it forwards now needs a margin on top of the
 //! layer's bitrate, so an estimate hovering near a layer's cost does not flap.
 
+use std::time::{Duration, Instant};
+
 /// Layers (producer streams) a consumer can be given.
 pub const MAX_LAYERS: usize = 8;
 /// A layer above the one a consumer forwards now must fit this many times its bitrate.
@@ -97,6 +99,60 @@ pub fn allocate(budget: u64, demands: &[Demand], out: &mut [Option<usize>]) -> u
     left.max(0.0) as u64
 }
 
+/// An upgrade taken back within this long did not last...
+const UPGRADE_TRIAL: Duration = Duration::from_secs(4);
+/// ...and holds the consumer's next upgrade back this long, doubling for each such
+/// upgrade in a row...
+const HOLD: Duration = Duration::from_secs(2);
+/// ...up to this (short enough that a link that got better is used again within seconds).
+const MAX_HOLD: Duration = Duration::from_secs(8);
+
+/// Holds a consumer's upgrades back after upgrades that did not last: an estimate that a
+/// probe raised past a layer which the link then could not carry (a token bucket's burst
+/// looks like headroom to a short probe) would otherwise switch it up and down every few
+/// seconds, each switch costing a keyframe.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UpgradeHold {
+    upgraded_at: Option<Instant>,
+    failures: u32,
+    until: Option<Instant>,
+}
+
+impl UpgradeHold {
+    /// The allocation moved the consumer from layer `from` to `to` (`None`: paused).
+    pub fn on_change(&mut self, now: Instant, from: Option<usize>, to: Option<usize>) {
+        let up = match (from, to) {
+            (None, Some(_)) => true,
+            (Some(a), Some(b)) => b > a,
+            (_, None) => false,
+        };
+        if up {
+            self.upgraded_at = Some(now);
+            return;
+        }
+        if let Some(at) = self.upgraded_at.take()
+            && now.saturating_duration_since(at) < UPGRADE_TRIAL
+        {
+            self.failures += 1;
+            let hold = HOLD.saturating_mul(1 << self.failures.min(8).saturating_sub(1));
+            self.until = Some(now + hold.min(MAX_HOLD));
+        }
+    }
+
+    /// Whether upgrades wait now.
+    pub fn holds(&mut self, now: Instant) -> bool {
+        if self
+            .upgraded_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= UPGRADE_TRIAL)
+        {
+            // The last upgrade lasted.
+            self.upgraded_at = None;
+            self.failures = 0;
+        }
+        self.until.is_some_and(|until| now < until)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +214,31 @@ mod tests {
         assert_eq!(run(1_000_000, &[d]), vec![Some(0)]);
         assert_eq!(run(2_000_000, &[d]), vec![Some(2)]);
         assert!(d.wanted().abs_diff(1_620_000) <= 1, "{}", d.wanted());
+    }
+
+    #[test]
+    fn upgrades_that_do_not_last_hold_the_next_back_longer_each_time() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut h = UpgradeHold::default();
+        h.on_change(at(0), Some(0), Some(1));
+        h.on_change(at(300), Some(1), Some(0));
+        assert!(h.holds(at(2_000)));
+        assert!(!h.holds(at(2_300)), "2 s after the first");
+        h.on_change(at(2_300), Some(0), Some(1));
+        h.on_change(at(2_600), Some(1), Some(0));
+        assert!(h.holds(at(6_500)));
+        assert!(!h.holds(at(6_600)), "4 s after the second");
+        // One that lasts resets the count.
+        h.on_change(at(7_000), Some(0), Some(1));
+        assert!(!h.holds(at(11_000)));
+        h.on_change(at(20_000), Some(1), Some(0));
+        assert!(
+            !h.holds(at(20_001)),
+            "a downgrade long after the upgrade holds nothing"
+        );
+        h.on_change(at(21_000), None, Some(0));
+        h.on_change(at(21_500), Some(0), None);
+        assert!(h.holds(at(23_000)), "a resume taken back counts too");
     }
 }

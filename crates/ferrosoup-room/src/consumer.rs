@@ -11,6 +11,7 @@ use ferrosoup_rtc::rtp::{self, HopValues, RtpHeaderInfo};
 use ferrosoup_rtc::srtp::SendIndex;
 use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 
+use crate::allocator::UpgradeHold;
 use crate::arena::{Arena, ConsumerKey, ProducerKey, TransportKey};
 use crate::forwarder::{ConsumerForwarder, Decision, LayerChange};
 use crate::ids::{ConsumerId, ProducerId};
@@ -195,6 +196,8 @@ pub struct Consumer {
     pub priority: u8,
     /// What the transport's bandwidth allocation gives it.
     pub allocation: Allocation,
+    /// Holds its upgrades back after upgrades that did not last.
+    pub upgrade_hold: UpgradeHold,
     /// Counters for Sender Reports and stats.
     pub send_stats: SendStats,
     /// Round-trip time from the receiver's reports.
@@ -389,7 +392,13 @@ impl Consumer {
         if n + overhead > MAX_DATAGRAM {
             return Err(RtpDrop::TooBig);
         }
-        if !self.retransmit_budget.take(now, stream_bps, n) {
+        // Retransmissions share the estimate with media: none while the pacer holds media.
+        if egress
+            .bwe
+            .as_deref_mut()
+            .is_some_and(|b| b.pacer.holds(now))
+            || !self.retransmit_budget.take(now, stream_bps, n)
+        {
             return Err(RtpDrop::RetransmitBudget);
         }
         let header = Rewrite {
@@ -454,20 +463,10 @@ impl Consumer {
             sequence_number: self.rtx_seq,
             timestamp: self.forwarder.last_output_timestamp().unwrap_or(0),
             transport_cc_id: self.twcc_ext,
-            transport_cc: *egress.twcc_seq,
+            transport_cc: 0,
         };
-        let buf = out.buffer();
-        let len = rtp::write_padding_packet(buf, &header, padding).ok_or(RtpDrop::TooBig)?;
+        let len = egress.send_padding(now, header, padding, &mut self.rtx_srtp_index, out)?;
         self.rtx_seq = self.rtx_seq.wrapping_add(1);
-        // Probes are on top of the pacing rate.
-        egress.on_sending(now, len, self.twcc_ext != 0, false);
-        let sent = egress
-            .srtp
-            .protect_rtp_stream(&mut self.rtx_srtp_index, &mut buf[..], len)
-            .map_err(|_| RtpDrop::ProtectFailed)?;
-        out.commit(sent, egress.to);
-        egress.counters.rtp_packets_out += 1;
-        egress.counters.rtp_bytes_out += len as u64;
         Ok(len)
     }
 

@@ -107,7 +107,8 @@ pub enum RtpDrop {
     Duplicate,
     /// The transport's pacer queue was full (the client NACKs it back).
     PacerOverflow,
-    /// A retransmission beyond the consumer's budget (its stream's bitrate).
+    /// A retransmission beyond the consumer's budget (its stream's bitrate), or while the
+    /// transport's pacer holds media back (the estimate has no room for it).
     RetransmitBudget,
 }
 

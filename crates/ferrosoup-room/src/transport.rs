@@ -11,11 +11,14 @@ use ferrosoup_bwe::{BandwidthEstimator, BweConfig, BweStats};
 use ferrosoup_proto::transport::{DtlsState, IceState};
 use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsError, DtlsRole, DtlsSession, Fingerprint};
 use ferrosoup_rtc::ice::IceLiteServer;
-use ferrosoup_rtc::srtp::SrtpSession;
+use ferrosoup_rtc::rtp::{self, PaddingHeader};
+use ferrosoup_rtc::srtp::{SendIndex, SrtpSession};
 use ferrosoup_rtc::twcc::TwccRecorder;
 
 use crate::arena::{ConsumerKey, ProducerKey};
 use crate::ids::{RouterId, TransportId};
+use crate::stats::RtpDrop;
+use crate::transmit::Transmit;
 
 /// Where an incoming SSRC goes: a producer stream, and whether the SSRC is the stream's RTX
 /// SSRC.
@@ -105,7 +108,18 @@ pub struct SendBandwidth {
     pub allocated_bps: u64,
     /// The pacer of the transport's video.
     pub pacer: Pacer,
+    /// The probator stream's next sequence number.
+    pub probator_seq: u16,
+    /// The probator stream's SRTP index.
+    pub probator_index: SendIndex,
 }
+
+/// SSRC of the probator: a receive-only video stream mediasoup-client sets up on every
+/// transport that consumes video (mid `probator`, the header extensions of the first video
+/// consumer), for probe padding that needs no forwarding consumer to ride on.
+pub const PROBATOR_SSRC: u32 = 1234;
+/// Payload type of the probator stream.
+pub const PROBATOR_PAYLOAD_TYPE: u8 = 127;
 
 impl SendBandwidth {
     /// Estimation starting now at `config.start_bps`.
@@ -120,6 +134,8 @@ impl SendBandwidth {
             },
             allocated_bps: 0,
             pacer: Pacer::new(now, config.start_bps),
+            probator_seq: 0,
+            probator_index: SendIndex::default(),
         }
     }
 
@@ -185,6 +201,60 @@ impl Egress<'_> {
         if twcc {
             *self.twcc_seq = self.twcc_seq.wrapping_add(1);
         }
+    }
+
+    /// Sends one padding-only packet of `padding` bytes (1..=255) with `header` and this
+    /// transport's next transport-wide sequence number, protected with `index`: probe
+    /// traffic the client counts in its feedback and then drops. Returns bytes sent.
+    pub fn send_padding(
+        &mut self,
+        now: Instant,
+        mut header: PaddingHeader,
+        padding: usize,
+        index: &mut SendIndex,
+        out: &mut dyn Transmit,
+    ) -> Result<usize, RtpDrop> {
+        header.transport_cc = *self.twcc_seq;
+        let buf = out.buffer();
+        let len = rtp::write_padding_packet(buf, &header, padding).ok_or(RtpDrop::TooBig)?;
+        // Probes are on top of the pacing rate.
+        self.on_sending(now, len, header.transport_cc_id != 0, false);
+        let sent = self
+            .srtp
+            .protect_rtp_stream(index, &mut buf[..], len)
+            .map_err(|_| RtpDrop::ProtectFailed)?;
+        out.commit(sent, self.to);
+        self.counters.rtp_packets_out += 1;
+        self.counters.rtp_bytes_out += len as u64;
+        Ok(len)
+    }
+
+    /// Sends one padding-only packet on the probator stream ([`PROBATOR_SSRC`]), whose
+    /// transport-wide-cc extension has id `twcc_ext`. Returns bytes sent.
+    pub fn send_probator_padding(
+        &mut self,
+        now: Instant,
+        twcc_ext: u8,
+        padding: usize,
+        out: &mut dyn Transmit,
+    ) -> Result<usize, RtpDrop> {
+        let bwe = self.bwe.as_deref_mut().ok_or(RtpDrop::NoRoute)?;
+        let seq = bwe.probator_seq;
+        let mut index = bwe.probator_index;
+        let header = PaddingHeader {
+            ssrc: PROBATOR_SSRC,
+            payload_type: PROBATOR_PAYLOAD_TYPE,
+            sequence_number: seq,
+            timestamp: 0,
+            transport_cc_id: twcc_ext,
+            transport_cc: 0,
+        };
+        let len = self.send_padding(now, header, padding, &mut index, out)?;
+        if let Some(bwe) = self.bwe.as_deref_mut() {
+            bwe.probator_seq = seq.wrapping_add(1);
+            bwe.probator_index = index;
+        }
+        Ok(len)
     }
 }
 

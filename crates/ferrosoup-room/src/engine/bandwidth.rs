@@ -58,12 +58,32 @@ impl Engine {
             self.counters.dropped_malformed += 1;
             return;
         }
+        tracing::trace!(transport = %t.id, stats = ?bwe.estimator.stats(), "transport-cc feedback");
+        self.steer_bandwidth(key, now, out);
+    }
+
+    /// Acts on the transport's estimate: allocation, pacing rate, and a probe if one is
+    /// due. Runs on every feedback, and on every report round too: with every video
+    /// consumer paused nothing sent carries a transport-wide sequence number, no feedback
+    /// comes, and only a probe (on the probator) finds when one fits again.
+    pub(super) fn steer_bandwidth(
+        &mut self,
+        key: TransportKey,
+        now: Instant,
+        out: &mut dyn Transmit,
+    ) {
         self.allocate(key, now, out);
-        let Some(bwe) = self.transports[key].bwe.as_deref_mut() else {
+        let Some(bwe) = self
+            .transports
+            .get_mut(key)
+            .and_then(|t| t.bwe.as_deref_mut())
+        else {
             return;
         };
-        let pacing = bwe.estimator.pacing_bps();
-        bwe.pacer.set_rate(now, pacing);
+        if bwe.feedback_seen {
+            let pacing = bwe.estimator.pacing_bps();
+            bwe.pacer.set_rate(now, pacing);
+        }
         if bwe.estimator.poll_probe(now).is_some() {
             self.timers.arm(Timer::Probe(key), now);
         }
@@ -89,7 +109,7 @@ impl Engine {
         let mut demands = Vec::with_capacity(t.consumers.len());
         let mut keys = Vec::with_capacity(t.consumers.len());
         for &c in &t.consumers {
-            let consumer = &consumers[c];
+            let consumer = &mut consumers[c];
             if !consumer.is_active() {
                 continue;
             }
@@ -104,7 +124,14 @@ impl Engine {
                     .sum::<u64>();
                 continue;
             }
-            let cap = consumer.preferred_spatial.map_or(usize::MAX, usize::from);
+            let mut cap = consumer.preferred_spatial.map_or(usize::MAX, usize::from);
+            if consumer.upgrade_hold.holds(now) {
+                // No upgrade (nor resume) for now: it keeps what it has.
+                match consumer.forwarder.target() {
+                    Some(target) => cap = cap.min(target),
+                    None => continue,
+                }
+            }
             let mut layers = [0u64; MAX_LAYERS];
             for (i, s) in producer.streams.iter_mut().enumerate().take(MAX_LAYERS) {
                 if i <= cap && s.is_active(now) {
@@ -116,11 +143,9 @@ impl Engine {
                 priority: consumer.priority,
                 layers,
                 // A switch waiting for its keyframe counts as made: the next feedback
-                // must not take it back for want of the upgrade margin.
-                current: consumer
-                    .forwarder
-                    .current()
-                    .max(consumer.forwarder.target()),
+                // must not take an upgrade back for want of the upgrade margin, nor a
+                // downgrade for the keep margin of the layer it leaves.
+                current: consumer.forwarder.target(),
             });
             keys.push(c);
         }
@@ -133,14 +158,27 @@ impl Engine {
         bwe.allocated_bps = reserved + budget - left;
         bwe.last = bwe.estimator.stats();
         let steers = bwe.steers(now);
-        for (c, layer) in keys.into_iter().zip(layers) {
+        for ((c, layer), demand) in keys.into_iter().zip(layers).zip(&demands) {
             let allocation = match (steers, layer) {
                 (false, _) => Allocation::Unlimited,
                 (true, Some(l)) => Allocation::Layer(l),
                 (true, None) => Allocation::Paused,
             };
             if self.consumers[c].allocation != allocation {
-                self.consumers[c].allocation = allocation;
+                tracing::debug!(
+                    consumer = %self.consumers[c].id,
+                    ?allocation,
+                    estimate,
+                    reserved,
+                    layer_bps = ?demand.layers,
+                    "allocation changed"
+                );
+                let consumer = &mut self.consumers[c];
+                if let Some(to) = layer_of(allocation) {
+                    let from = consumer.forwarder.target();
+                    consumer.upgrade_hold.on_change(now, from, to);
+                }
+                consumer.allocation = allocation;
                 self.update_consumer_target(c, now, out);
             }
         }
@@ -170,29 +208,41 @@ impl Engine {
             return;
         };
         let mut due = bwe.estimator.padding_due(now + PROBE_TICK);
-        // Padding rides on the RTX stream of a video consumer that is forwarding.
+        // Padding rides on the RTX stream of a video consumer that is forwarding, else on
+        // the probator (every video consumer paused: probes find when one fits again).
         let carrier = t
             .consumers
             .iter()
             .copied()
             .find(|&c| is_padding_carrier(&consumers[c]));
-        if let Some(c) = carrier {
-            let consumer = &mut consumers[c];
-            for _ in 0..MAX_PADDING_PER_TICK {
-                if due == 0 {
-                    break;
+        let probator_twcc = t
+            .consumers
+            .iter()
+            .map(|&c| &consumers[c])
+            .find(|c| c.kind == MediaKind::Video && c.twcc_ext != 0)
+            .map(|c| c.twcc_ext);
+        for _ in 0..MAX_PADDING_PER_TICK {
+            if due == 0 {
+                break;
+            }
+            let padding = due.saturating_sub(PADDING_OVERHEAD).clamp(1, 255);
+            let sent = match (carrier, probator_twcc) {
+                (Some(c), _) => consumers[c].send_padding(now, padding, t.egress(), out),
+                (None, Some(twcc_ext)) => t
+                    .egress()
+                    .ok_or(RtpDrop::NoRoute)
+                    .and_then(|mut e| e.send_probator_padding(now, twcc_ext, padding, out)),
+                (None, None) => break,
+            };
+            match sent {
+                Ok(len) => {
+                    due = due.saturating_sub(len);
+                    counters.padding_packets += 1;
+                    counters.rtp_bytes_out += len as u64;
                 }
-                let padding = due.saturating_sub(PADDING_OVERHEAD).clamp(1, 255);
-                match consumer.send_padding(now, padding, t.egress(), out) {
-                    Ok(len) => {
-                        due = due.saturating_sub(len);
-                        counters.padding_packets += 1;
-                        counters.rtp_bytes_out += len as u64;
-                    }
-                    Err(reason) => {
-                        counters.rtp_dropped.add(reason);
-                        break;
-                    }
+                Err(reason) => {
+                    counters.rtp_dropped.add(reason);
+                    break;
                 }
             }
         }
@@ -263,6 +313,15 @@ impl Engine {
                 Err(reason) => counters.rtp_dropped.add(reason),
             }
         }
+    }
+}
+
+/// The layer an allocation gives (`Some(None)`: paused; `None`: no limit).
+fn layer_of(allocation: Allocation) -> Option<Option<usize>> {
+    match allocation {
+        Allocation::Unlimited => None,
+        Allocation::Layer(l) => Some(Some(l)),
+        Allocation::Paused => Some(None),
     }
 }
 

@@ -15,6 +15,7 @@ use ferrosoup_rtc::srtp::SendIndex;
 use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 
 use super::Engine;
+use crate::allocator::UpgradeHold;
 use crate::arena::{ConsumerKey, ProducerKey, TransportKey};
 use crate::consumer::{Allocation, Consumer, RESENT_HISTORY, Resent, RetransmitBudget, RtxOut};
 use crate::error::RoomError;
@@ -572,6 +573,7 @@ impl Engine {
             fraction_lost: 0.0,
             retransmitted: 0,
             retransmit_budget: RetransmitBudget::default(),
+            upgrade_hold: UpgradeHold::default(),
             nack_misses: 0,
             resent: if kind == MediaKind::Video {
                 vec![Resent::default(); RESENT_HISTORY]

@@ -38,6 +38,7 @@ impl Engine {
         }
         self.send_reports(key, now, out);
         self.update_scores(key);
+        self.steer_bandwidth(key, now, out);
         self.timers.arm(Timer::Reports(key), now + RTCP_INTERVAL);
     }
 
