@@ -32,6 +32,30 @@ pub struct StreamRef {
     pub rtx: bool,
 }
 
+/// How many incoming SSRCs a transport routes at most: the media and RTX SSRC of each
+/// encoding of its producers, counted two per encoding whether announced or learned from
+/// MID/RID; `produce` refuses a producer beyond (128 encodings: e.g. 32 producers of 4
+/// simulcast layers). The same as the SRTP session's bound, so that every SSRC a transport
+/// routes keeps its SRTP state.
+pub const MAX_INCOMING_SSRCS: usize = ferrosoup_rtc::srtp::MAX_REMOTE_SSRCS;
+
+/// Sizes of a transport's per-address and per-SSRC state, each bounded whatever the client
+/// sends ([`crate::Engine::transport_tables`]; for tests and debugging).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportTables {
+    /// Remote addresses the worker routes to the transport (at most
+    /// [`ferrosoup_rtc::ice::MAX_TUPLES`]).
+    pub addresses: usize,
+    /// Incoming SSRCs routed to a producer stream (at most [`MAX_INCOMING_SSRCS`]).
+    pub ssrcs: usize,
+    /// Remote SSRCs with SRTP replay state (at most
+    /// [`ferrosoup_rtc::srtp::MAX_REMOTE_SSRCS`]).
+    pub srtp_ssrcs: usize,
+    /// Remote sender SSRCs with SRTCP replay state (at most
+    /// [`ferrosoup_rtc::srtp::MAX_REMOTE_SSRCS`]).
+    pub srtcp_ssrcs: usize,
+}
+
 /// The DTLS role and fingerprints a client gave in `connectTransport`.
 #[derive(Clone, Debug)]
 pub struct RemoteDtls {
@@ -57,9 +81,11 @@ pub struct Transport {
     pub srtp: Option<SrtpSession>,
     /// Last states reported to the control path.
     pub reported: (IceState, DtlsState),
-    /// 5-tuples registered in the worker's tuple map for this transport.
+    /// 5-tuples registered in the worker's tuple map for this transport: those its ICE
+    /// holds valid (at most `ice::MAX_TUPLES`).
     pub tuples: Vec<SocketAddr>,
-    /// Incoming SSRC → producer stream.
+    /// Incoming SSRC → producer stream: the current media and RTX SSRC of each stream, at
+    /// most [`MAX_INCOMING_SSRCS`].
     pub ssrc_table: HashMap<u32, StreamRef>,
     /// MID → producer, to learn SSRCs of producers announced without them.
     pub mid_table: HashMap<String, ProducerKey>,

@@ -1,14 +1,15 @@
 //! ICE liveness on simulated time: consent checks keep a transport connected; without
-//! them it goes `disconnected`, then `iceRestartRequired` repeats until an ICE restart
-//! with new credentials connects it again.
+//! them it goes `disconnected`, its addresses are forgotten, then `iceRestartRequired`
+//! repeats until an ICE restart with new credentials connects it again.
 
 use std::time::Duration;
 
 use ferrosoup_proto::transport::IceState;
 use ferrosoup_room::events::MediaEvent;
 use ferrosoup_room::settings::IceTimeouts;
-use ferrosoup_room::sim::SimRoom;
+use ferrosoup_room::sim::{OPUS_PT, Peer, SimRoom, opus_producer};
 use ferrosoup_testkit::LinkConfig;
+use ferrosoup_testkit::packets::{RtpPacket, opus_payload};
 
 fn room() -> SimRoom {
     SimRoom::with_ice_timeouts(
@@ -85,4 +86,56 @@ fn consent_expiry_disconnects_then_restart_required_until_ice_restart() {
     let events = room.server.events();
     assert_eq!(ice_states(&events), vec![IceState::Completed]);
     assert_eq!(restarts_required(&events), 0);
+}
+
+/// Sends one Opus packet of `ssrc` from a peer and lets it arrive.
+fn send_audio(room: &mut SimRoom, peer: Peer, ssrc: u32, seq: u16) {
+    let packet = RtpPacket::new(OPUS_PT, seq, u32::from(seq) * 960, ssrc)
+        .with_payload(opus_payload(80))
+        .build();
+    room.send_rtp(peer, &packet);
+    room.run_for(Duration::from_millis(50));
+}
+
+#[test]
+fn an_address_whose_consent_expired_is_forgotten_until_it_checks_again() {
+    let mut room = room();
+    let peer = room.join();
+    let router = room.router;
+    room.produce(peer, opus_producer(0x1111));
+    let addresses = |room: &mut SimRoom| {
+        room.engine()
+            .transport_tables(router, peer.transport)
+            .expect("the transport exists")
+            .addresses
+    };
+    send_audio(&mut room, peer, 0x1111, 1);
+    assert_eq!(room.engine().counters().rtp_packets_in, 1);
+    assert_eq!(addresses(&mut room), 1);
+    room.server.events();
+
+    // No check for the consent timeout: disconnected, and the address is forgotten.
+    room.run_for(Duration::from_secs(5));
+    assert_eq!(
+        ice_states(&room.server.events()),
+        vec![IceState::Disconnected]
+    );
+    assert_eq!(addresses(&mut room), 0);
+    let counters = *room.engine().counters();
+    send_audio(&mut room, peer, 0x1111, 2);
+    let now = *room.engine().counters();
+    assert_eq!(
+        now.dropped_unknown_tuple,
+        counters.dropped_unknown_tuple + 1
+    );
+    assert_eq!(now.rtp_packets_in, 1);
+
+    // A valid check from it again: the address is back, and so is its media.
+    let at = room.now();
+    room.clients[peer.index].send_consent_check(at);
+    room.run_for(Duration::from_millis(50));
+    assert_eq!(ice_states(&room.server.events()), vec![IceState::Connected]);
+    assert_eq!(addresses(&mut room), 1);
+    send_audio(&mut room, peer, 0x1111, 3);
+    assert_eq!(room.engine().counters().rtp_packets_in, 2);
 }

@@ -20,6 +20,11 @@
 //!   valid check leads back to `Connected`/`Completed`.
 //! - any → `Closed` on [`IceLiteServer::close`].
 //!
+//! At most [`MAX_TUPLES`] tuples are kept: a new one evicts the least recently checked
+//! tuple that is not selected, and a tuple whose consent expired is forgotten. Every tuple
+//! forgotten is reported as [`IceEvent::TupleRemoved`], so an owner that routes datagrams
+//! by address can forget it too.
+//!
 //! ```text
 //! loop {
 //!     // datagram classified as STUN by demux::classify:
@@ -63,8 +68,9 @@ use crate::demux::is_plausible_stun;
 pub const DEFAULT_CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many validated tuples one transport remembers; the least recently checked
-/// non-selected one makes room for a new one.
-const MAX_TUPLES: usize = 8;
+/// non-selected one makes room for a new one. A client has a few candidates (host, server
+/// reflexive, relayed, over IPv4 and IPv6) and checks from one at a time.
+pub const MAX_TUPLES: usize = 8;
 /// Length of a generated username fragment (RFC 8839 requires at least 4 characters).
 const UFRAG_LEN: usize = 16;
 /// Length of a generated password (RFC 8839 requires at least 22 characters).
@@ -133,6 +139,9 @@ pub enum IceEvent {
     StateChanged(IceState),
     /// Media must now be sent to this remote address.
     SelectedTupleChanged(SocketAddr),
+    /// This remote address is no longer valid (evicted for a newer one, its consent
+    /// expired, or the server closed): media from it must be dropped.
+    TupleRemoved(SocketAddr),
 }
 
 /// What [`IceLiteServer::handle_stun`] did with a datagram.
@@ -335,7 +344,8 @@ impl IceLiteServer {
 
     /// Expires consent: the selected tuple without a valid check for the consent timeout
     /// makes the state `Disconnected` and forgets every tuple; other tuples that expired are
-    /// forgotten individually.
+    /// forgotten individually. Each forgotten tuple is reported as
+    /// [`IceEvent::TupleRemoved`].
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
         if !matches!(self.state, IceState::Connected | IceState::Completed) {
@@ -353,11 +363,11 @@ impl IceLiteServer {
             .any(|t| Some(t.addr) == self.selected && expired(t));
         if selected_expired {
             tracing::debug!(selected = ?self.selected, "ICE consent expired");
-            self.tuples.clear();
+            self.forget_tuples(|_| true);
             self.selected = None;
             self.set_state(IceState::Disconnected, now);
         } else {
-            self.tuples.retain(|t| !expired(t));
+            self.forget_tuples(expired);
         }
     }
 
@@ -374,15 +384,29 @@ impl IceLiteServer {
         self.events.pop_front()
     }
 
-    /// Closes the server: state `Closed`, no valid tuple, everything ignored from now on.
+    /// Closes the server: state `Closed`, no valid tuple (each reported as
+    /// [`IceEvent::TupleRemoved`]), everything ignored from now on.
     pub fn close(&mut self) {
         if self.state == IceState::Closed {
             return;
         }
-        self.tuples.clear();
+        self.forget_tuples(|_| true);
         self.selected = None;
         self.old_credentials = None;
         self.set_state(IceState::Closed, self.now);
+    }
+
+    /// Forgets the tuples `remove` picks, reporting each.
+    fn forget_tuples(&mut self, remove: impl Fn(&Tuple) -> bool) {
+        let events = &mut self.events;
+        self.tuples.retain(|t| {
+            if !remove(t) {
+                return true;
+            }
+            tracing::debug!(addr = %t.addr, "ICE tuple forgotten");
+            events.push_back(IceEvent::TupleRemoved(t.addr));
+            false
+        });
     }
 
     fn advance(&mut self, now: Instant) {
@@ -576,7 +600,9 @@ impl IceLiteServer {
                     .min_by_key(|(_, t)| t.last_check)
                     .map(|(i, _)| i)
                 {
-                    self.tuples.swap_remove(oldest);
+                    let evicted = self.tuples.swap_remove(oldest);
+                    tracing::debug!(addr = %evicted.addr, "ICE tuple evicted");
+                    self.events.push_back(IceEvent::TupleRemoved(evicted.addr));
                 }
             }
             self.tuples.push(Tuple {
@@ -1064,7 +1090,7 @@ mod tests {
         assert!(ice.is_valid_tuple(a));
         // b's consent lapsed on its own without affecting the selected tuple.
         assert!(!ice.is_valid_tuple(b));
-        assert_eq!(events(&mut ice), []);
+        assert_eq!(events(&mut ice), [IceEvent::TupleRemoved(b)]);
 
         // Silence: nothing happens just before the deadline, everything at it.
         let deadline = now + DEFAULT_CONSENT_TIMEOUT;
@@ -1079,7 +1105,10 @@ mod tests {
         assert_eq!(ice.poll_timeout(), None);
         assert_eq!(
             events(&mut ice),
-            [IceEvent::StateChanged(IceState::Disconnected)]
+            [
+                IceEvent::TupleRemoved(a),
+                IceEvent::StateChanged(IceState::Disconnected)
+            ]
         );
 
         // The client comes back (from a new address).
@@ -1157,6 +1186,7 @@ mod tests {
         let mut ice = IceLiteServer::new(server.clone(), t0);
         let selected = addr("192.0.2.1:1000");
         check(&mut ice, t0, selected, &Request::new(&server).nominate());
+        events(&mut ice);
         let others: Vec<SocketAddr> = (0..MAX_TUPLES as u16 + 3)
             .map(|i| SocketAddr::new("198.51.100.1".parse().expect("ip"), 2000 + i))
             .collect();
@@ -1167,9 +1197,17 @@ mod tests {
         assert_eq!(ice.tuples.len(), MAX_TUPLES);
         assert_eq!(ice.selected_tuple(), Some(selected));
         assert!(ice.is_valid_tuple(selected));
-        // The most recent ones survive, the oldest were evicted.
+        // The most recent ones survive, the oldest were evicted, and each eviction is
+        // reported.
         assert!(ice.is_valid_tuple(*others.last().expect("non-empty")));
         assert!(!ice.is_valid_tuple(others[0]));
+        assert_eq!(
+            events(&mut ice),
+            others[..4]
+                .iter()
+                .map(|&a| IceEvent::TupleRemoved(a))
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -1184,7 +1222,13 @@ mod tests {
         assert_eq!(ice.state(), IceState::Closed);
         assert!(!ice.is_valid_tuple(a));
         assert_eq!(ice.poll_timeout(), None);
-        assert_eq!(events(&mut ice), [IceEvent::StateChanged(IceState::Closed)]);
+        assert_eq!(
+            events(&mut ice),
+            [
+                IceEvent::TupleRemoved(a),
+                IceEvent::StateChanged(IceState::Closed)
+            ]
+        );
         let (_, outcome, out) = check(&mut ice, t0 + SEC, a, &Request::new(&server));
         assert_eq!(outcome, StunOutcome::Ignored("ice closed"));
         assert!(out.is_empty());

@@ -4,7 +4,9 @@
 //! packets, the remote keys unprotect incoming ones. Every transform works inside the
 //! caller's buffer, and the per-SSRC state (rollover counter, replay window, SRTCP index)
 //! lives in hash maps that only grow when a new SSRC appears, so a packet in steady state
-//! costs no allocation.
+//! costs no allocation. The remote side's SSRCs are bounded ([`MAX_REMOTE_SSRCS`], least
+//! recently used evicted): a peer that holds the keys cannot grow the session by sending
+//! from a new SSRC every packet.
 //!
 //! Supported profiles: `SRTP_AEAD_AES_128_GCM` (RFC 7714) and
 //! `SRTP_AES128_CM_HMAC_SHA1_80` (RFC 3711). Keys are derived once with the AES-CM PRF of
@@ -54,6 +56,19 @@ pub const MIN_REPLAY_WINDOW: usize = 64;
 /// Replay window used by [`SrtpSession::new`]: large, because late retransmissions are normal
 /// for video (libwebrtc uses the same size).
 pub const DEFAULT_REPLAY_WINDOW: usize = MAX_REPLAY_WINDOW;
+
+/// How many remote SSRCs an [`SrtpSession`] keeps replay state for, for SRTP and for SRTCP
+/// each. An authenticated packet from one more SSRC evicts the least recently used one,
+/// taking SSRCs that carried a single packet before those that carried more (streams).
+///
+/// A legitimate transport uses far fewer: a few producers × up to 4 simulcast layers × RTX
+/// on a sending transport (the signaling defaults allow 32 producers per peer; 32 × 4 × 2
+/// is 256), one RTCP sender SSRC per receiving transceiver on a receiving one. Only a peer
+/// that churns SSRCs loses state, its own: an evicted SSRC starts afresh, without its
+/// replay window and, once its sequence numbers wrapped, without its rollover counter, so
+/// that its later packets fail authentication (RFC 3711 §3.3.1). An entry takes about
+/// 160 bytes; a full table stays under 160 KiB, hash table slack included.
+pub const MAX_REMOTE_SSRCS: usize = 256;
 
 /// Key derivation labels (RFC 3711 §4.3.2).
 const LABEL_SRTP_ENCRYPTION: u8 = 0x00;
@@ -412,6 +427,73 @@ impl ReplayWindow {
     }
 }
 
+/// The replay state of one remote SSRC and when it last authenticated a packet.
+#[derive(Clone, Copy, Debug)]
+struct RemoteStream {
+    window: ReplayWindow,
+    /// [`RemoteStreams::uses`] at this SSRC's latest accepted packet.
+    last_used: u64,
+    /// More than one packet was accepted: evicted only after every single-packet SSRC.
+    established: bool,
+}
+
+/// Replay state per remote SSRC, at most [`MAX_REMOTE_SSRCS`] entries. Looking up and
+/// accepting cost a hash lookup and a counter; only adding an SSRC to a full table scans
+/// it for the one to evict.
+#[derive(Debug, Default)]
+struct RemoteStreams {
+    streams: HashMap<u32, RemoteStream>,
+    /// Packets accepted so far, the clock of `last_used`.
+    uses: u64,
+}
+
+impl RemoteStreams {
+    /// The replay window of `ssrc`, if it has one.
+    fn window(&self, ssrc: u32) -> Option<&ReplayWindow> {
+        self.streams.get(&ssrc).map(|s| &s.window)
+    }
+
+    /// Records an authenticated packet of `ssrc` with `index`, making room for a new SSRC
+    /// when the table is full.
+    fn accept(&mut self, ssrc: u32, index: u64) {
+        self.uses += 1;
+        if let Some(stream) = self.streams.get_mut(&ssrc) {
+            stream.window.accept(index);
+            stream.last_used = self.uses;
+            stream.established = true;
+            return;
+        }
+        if self.streams.len() >= MAX_REMOTE_SSRCS {
+            self.evict();
+        }
+        self.streams.insert(
+            ssrc,
+            RemoteStream {
+                window: ReplayWindow::new(index),
+                last_used: self.uses,
+                established: false,
+            },
+        );
+    }
+
+    /// Forgets the least recently used single-packet SSRC, or else the least recently
+    /// used one.
+    fn evict(&mut self) {
+        let victim = self
+            .streams
+            .iter()
+            .min_by_key(|(_, s)| (s.established, s.last_used))
+            .map(|(&ssrc, _)| ssrc);
+        if let Some(ssrc) = victim {
+            self.streams.remove(&ssrc);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.streams.len()
+    }
+}
+
 /// The SRTP index state of one outgoing RTP stream (one SSRC), kept by the stream's owner:
 /// [`SrtpSession::protect_rtp_stream`] then needs no lookup by SSRC, which matters when one
 /// packet is protected for hundreds of consumers. Every packet of that SSRC must go through
@@ -430,14 +512,16 @@ pub struct SrtpSession {
     local_rtcp: Transform,
     remote_rtp: Transform,
     remote_rtcp: Transform,
-    /// Outgoing RTP: highest SRTP index sent, per SSRC.
+    /// Outgoing RTP: highest SRTP index sent, per SSRC, for [`SrtpSession::protect_rtp`].
+    /// Outgoing SSRCs are the local side's own choice, and their state is never evicted:
+    /// forgetting an index would reuse (SSRC, index) pairs, i.e. keystream and GCM nonces.
     tx_rtp: HashMap<u32, u64>,
-    /// Outgoing RTCP: last SRTCP index used, per sender SSRC.
+    /// Outgoing RTCP: last SRTCP index used, per sender SSRC (never evicted, as `tx_rtp`).
     tx_rtcp: HashMap<u32, u32>,
     /// Incoming RTP: replay window (its top is the highest index, giving ROC and s_l).
-    rx_rtp: HashMap<u32, ReplayWindow>,
+    rx_rtp: RemoteStreams,
     /// Incoming RTCP: replay window over SRTCP indices.
-    rx_rtcp: HashMap<u32, ReplayWindow>,
+    rx_rtcp: RemoteStreams,
 }
 
 impl std::fmt::Debug for SrtpSession {
@@ -446,7 +530,9 @@ impl std::fmt::Debug for SrtpSession {
             .field("profile", &self.profile)
             .field("replay_window", &self.replay_window)
             .field("tx_rtp_ssrcs", &self.tx_rtp.len())
+            .field("tx_rtcp_ssrcs", &self.tx_rtcp.len())
             .field("rx_rtp_ssrcs", &self.rx_rtp.len())
+            .field("rx_rtcp_ssrcs", &self.rx_rtcp.len())
             .finish_non_exhaustive()
     }
 }
@@ -505,8 +591,8 @@ impl SrtpSession {
             remote_rtcp: derive(&keys.remote_master_key, &keys.remote_master_salt, true),
             tx_rtp: HashMap::new(),
             tx_rtcp: HashMap::new(),
-            rx_rtp: HashMap::new(),
-            rx_rtcp: HashMap::new(),
+            rx_rtp: RemoteStreams::default(),
+            rx_rtcp: RemoteStreams::default(),
         })
     }
 
@@ -515,8 +601,20 @@ impl SrtpSession {
         self.profile
     }
 
+    /// How many remote SSRCs have SRTP replay state now (at most [`MAX_REMOTE_SSRCS`]).
+    pub fn remote_rtp_ssrcs(&self) -> usize {
+        self.rx_rtp.len()
+    }
+
+    /// How many remote sender SSRCs have SRTCP replay state now (at most
+    /// [`MAX_REMOTE_SSRCS`]).
+    pub fn remote_rtcp_ssrcs(&self) -> usize {
+        self.rx_rtcp.len()
+    }
+
     /// Unprotects an SRTP packet in place; returns the plaintext packet length (header +
-    /// payload). Replay-protected per SSRC, ROC tracked per SSRC.
+    /// payload). Replay-protected per SSRC, ROC tracked per SSRC, for at most
+    /// [`MAX_REMOTE_SSRCS`] SSRCs.
     pub fn unprotect_rtp(&mut self, packet: &mut [u8]) -> Result<usize, SrtpError> {
         let header_len = rtp_header_len(packet)?;
         let tag_len = self.profile.rtp_overhead();
@@ -524,7 +622,7 @@ impl SrtpSession {
             return Err(SrtpError::TooShort);
         }
         let (ssrc, seq) = rtp_ssrc_seq(packet);
-        let window = self.rx_rtp.get(&ssrc);
+        let window = self.rx_rtp.window(ssrc);
         let index = estimate_index(window.map(|w| w.top), seq).ok_or(SrtpError::IndexOutOfRange)?;
         if let Some(window) = window {
             window.check(index, self.replay_window)?;
@@ -551,12 +649,7 @@ impl SrtpSession {
                 );
             }
         }
-        match self.rx_rtp.get_mut(&ssrc) {
-            Some(window) => window.accept(index),
-            None => {
-                self.rx_rtp.insert(ssrc, ReplayWindow::new(index));
-            }
-        }
+        self.rx_rtp.accept(ssrc, index);
         Ok(plain_len)
     }
 
@@ -627,7 +720,8 @@ impl SrtpSession {
     }
 
     /// Unprotects an SRTCP packet in place; returns the plaintext RTCP length. Only
-    /// encrypted SRTCP (E flag set) is accepted. Replay-protected per sender SSRC.
+    /// encrypted SRTCP (E flag set) is accepted. Replay-protected per sender SSRC, for at
+    /// most [`MAX_REMOTE_SSRCS`] SSRCs.
     pub fn unprotect_rtcp(&mut self, packet: &mut [u8]) -> Result<usize, SrtpError> {
         let overhead = self.profile.rtcp_overhead();
         if packet.len() < RTCP_HEADER_LEN + overhead {
@@ -646,8 +740,7 @@ impl SrtpSession {
             return Err(SrtpError::UnencryptedSrtcp);
         }
         let index = word_value & MAX_SRTCP_INDEX;
-        let window = self.rx_rtcp.get(&ssrc);
-        if let Some(window) = window {
+        if let Some(window) = self.rx_rtcp.window(ssrc) {
             window.check(u64::from(index), self.replay_window)?;
         }
         match &self.remote_rtcp {
@@ -677,13 +770,7 @@ impl SrtpSession {
                 );
             }
         }
-        match self.rx_rtcp.get_mut(&ssrc) {
-            Some(window) => window.accept(u64::from(index)),
-            None => {
-                self.rx_rtcp
-                    .insert(ssrc, ReplayWindow::new(u64::from(index)));
-            }
-        }
+        self.rx_rtcp.accept(ssrc, u64::from(index));
         Ok(plain_len)
     }
 
@@ -922,7 +1009,7 @@ mod tests {
                     );
                 }
                 // 65520 + 40 wrapped once: the rollover counter is 1 in both directions.
-                assert_eq!(ours.rx_rtp[&ssrc].top >> 16, 1);
+                assert_eq!(ours.rx_rtp.streams[&ssrc].window.top >> 16, 1);
                 assert_eq!(ours.tx_rtp[&ssrc] >> 16, 1);
             }
         }
@@ -1022,6 +1109,88 @@ mod tests {
     }
 
     #[test]
+    fn remote_ssrcs_are_bounded_and_single_packet_ssrcs_go_first() {
+        for profile in PROFILES {
+            let k = keys(profile);
+            let mut tx = SrtpSession::new(&k).expect("session");
+            let mut rx = SrtpSession::new(&mirrored(&k)).expect("session");
+            // A stream (two packets each of RTP and RTCP), then a fresh SSRC per packet.
+            let stream = 0x5757;
+            let first_rtp = protect_rtp(&mut tx, &rtp(1, stream, false, 0, 20));
+            let first_rtcp = protect_rtcp(&mut tx, &rtcp_rr(stream, 0));
+            for packet in [
+                first_rtp.clone(),
+                protect_rtp(&mut tx, &rtp(2, stream, false, 0, 20)),
+            ] {
+                rx.unprotect_rtp(&mut packet.clone()).expect("stream rtp");
+            }
+            for packet in [
+                first_rtcp.clone(),
+                protect_rtcp(&mut tx, &rtcp_rr(stream, 1)),
+            ] {
+                rx.unprotect_rtcp(&mut packet.clone()).expect("stream rtcp");
+            }
+            let churn = 0x1000_0000..0x1000_0000 + 4 * MAX_REMOTE_SSRCS as u32;
+            for ssrc in churn.clone() {
+                let mut packet = protect_rtp(&mut tx, &rtp(7, ssrc, false, 0, 20));
+                rx.unprotect_rtp(&mut packet).expect("churn rtp");
+                let mut packet = protect_rtcp(&mut tx, &rtcp_rr(ssrc, 0));
+                rx.unprotect_rtcp(&mut packet).expect("churn rtcp");
+                assert!(rx.remote_rtp_ssrcs() <= MAX_REMOTE_SSRCS);
+                assert!(rx.remote_rtcp_ssrcs() <= MAX_REMOTE_SSRCS);
+            }
+            assert_eq!(rx.remote_rtp_ssrcs(), MAX_REMOTE_SSRCS, "{profile:?}");
+            assert_eq!(rx.remote_rtcp_ssrcs(), MAX_REMOTE_SSRCS, "{profile:?}");
+            // The stream kept its state: its first packets are still replays.
+            assert_eq!(
+                rx.unprotect_rtp(&mut first_rtp.clone()),
+                Err(SrtpError::Replayed)
+            );
+            assert_eq!(
+                rx.unprotect_rtcp(&mut first_rtcp.clone()),
+                Err(SrtpError::Replayed)
+            );
+            // The newest single-packet SSRCs are kept, the oldest went.
+            let last = churn.end - 1;
+            assert!(rx.rx_rtp.window(last).is_some());
+            assert!(rx.rx_rtcp.window(last).is_some());
+            assert!(rx.rx_rtp.window(churn.start).is_none());
+            assert!(rx.rx_rtcp.window(churn.start).is_none());
+        }
+    }
+
+    #[test]
+    fn among_streams_the_least_recently_used_goes_first() {
+        let k = keys(SrtpProfile::AeadAes128Gcm);
+        let mut tx = SrtpSession::new(&k).expect("session");
+        let mut rx = SrtpSession::new(&mirrored(&k)).expect("session");
+        let mut send = |rx: &mut SrtpSession, ssrc: u32, seq: u16| {
+            let mut packet = protect_rtp(&mut tx, &rtp(seq, ssrc, false, 0, 20));
+            rx.unprotect_rtp(&mut packet).expect("unprotect");
+        };
+        // A full table of streams, two packets each; the first one sends again.
+        let streams = 1..=MAX_REMOTE_SSRCS as u32;
+        for ssrc in streams.clone() {
+            send(&mut rx, ssrc, 1);
+            send(&mut rx, ssrc, 2);
+        }
+        send(&mut rx, 1, 3);
+        // A new stream takes the place of the least recently used one: 2.
+        send(&mut rx, 0xABCD, 1);
+        assert_eq!(rx.remote_rtp_ssrcs(), MAX_REMOTE_SSRCS);
+        assert!(rx.rx_rtp.window(2).is_none());
+        for kept in [1, 3, MAX_REMOTE_SSRCS as u32, 0xABCD] {
+            assert!(rx.rx_rtp.window(kept).is_some(), "{kept}");
+        }
+        // Its second packet evicts nothing more; the next new one takes 3's place.
+        send(&mut rx, 0xABCD, 2);
+        send(&mut rx, 0xABCE, 1);
+        assert!(rx.rx_rtp.window(3).is_none());
+        assert!(rx.rx_rtp.window(0xABCD).is_some());
+        assert_eq!(rx.remote_rtp_ssrcs(), MAX_REMOTE_SSRCS);
+    }
+
+    #[test]
     fn tampered_packets_are_rejected_without_touching_state() {
         for profile in PROFILES {
             let k = keys(profile);
@@ -1039,7 +1208,11 @@ mod tests {
                     "{at}"
                 );
             }
-            assert!(rx.rx_rtp.is_empty(), "no state for unauthenticated packets");
+            assert_eq!(
+                rx.remote_rtp_ssrcs(),
+                0,
+                "no state for unauthenticated packets"
+            );
             rx.unprotect_rtp(&mut protected.clone())
                 .expect("the genuine packet still passes");
 

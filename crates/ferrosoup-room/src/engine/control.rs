@@ -24,7 +24,7 @@ use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
 use crate::producer::{CodecInfo, Producer, RecvStream};
 use crate::timers::Timer;
 use crate::transmit::Transmit;
-use crate::transport::{RemoteDtls, StreamRef, Transport};
+use crate::transport::{MAX_INCOMING_SSRCS, RemoteDtls, StreamRef, Transport, TransportTables};
 
 /// A media codec a producer sends, by payload type.
 #[derive(Clone, Copy, Debug)]
@@ -397,6 +397,19 @@ impl Engine {
                 "rtpParameters.encodings: too many".into(),
             ));
         }
+        let encodings: usize = transport
+            .producers
+            .iter()
+            .map(|&p| self.producers[p].streams.len())
+            .sum::<usize>()
+            + spec.encodings.len();
+        if 2 * encodings > MAX_INCOMING_SSRCS {
+            return Err(RoomError::Invalid(format!(
+                "rtpParameters.encodings: a transport receives at most {} encodings \
+                 ({MAX_INCOMING_SSRCS} SSRCs with RTX)",
+                MAX_INCOMING_SSRCS / 2
+            )));
+        }
         let id = ProducerId::new();
         let mut codecs = [None; 128];
         for c in &spec.codecs {
@@ -703,6 +716,24 @@ impl Engine {
     ) -> Result<serde_json::Value, RoomError> {
         let key = self.transport_key(router_id, id)?;
         Ok(crate::stats::transport_stats(&self.transports[key]))
+    }
+
+    /// How much per-address and per-SSRC state a transport holds now (tests and debugging:
+    /// each stays bounded whatever its client sends).
+    pub fn transport_tables(
+        &self,
+        router_id: RouterId,
+        id: TransportId,
+    ) -> Result<TransportTables, RoomError> {
+        let key = self.transport_key(router_id, id)?;
+        let t = &self.transports[key];
+        let srtp = t.srtp.as_ref();
+        Ok(TransportTables {
+            addresses: self.by_tuple.values().filter(|&&k| k == key).count(),
+            ssrcs: t.ssrc_table.len(),
+            srtp_ssrcs: srtp.map_or(0, |s| s.remote_rtp_ssrcs()),
+            srtcp_ssrcs: srtp.map_or(0, |s| s.remote_rtcp_ssrcs()),
+        })
     }
 
     /// `getProducerStats` for a producer.

@@ -77,7 +77,8 @@ pub struct Engine {
     transport_ids: HashMap<TransportId, TransportKey>,
     producer_ids: HashMap<ProducerId, ProducerKey>,
     consumer_ids: HashMap<ConsumerId, ConsumerKey>,
-    /// Remote 5-tuple → transport (indexed).
+    /// Remote 5-tuple → transport (indexed): the tuples each transport's ICE holds valid,
+    /// at most `ice::MAX_TUPLES` per transport, added and removed as ICE reports them.
     by_tuple: HashMap<SocketAddr, TransportKey>,
     /// Local ICE ufrag → transport (indexed).
     by_ufrag: HashMap<String, TransportKey>,
@@ -223,6 +224,16 @@ impl Engine {
                     }
                     self.by_tuple.insert(tuple, key);
                 }
+                // Evicted for a newer tuple or consent expired: datagrams from it are
+                // dropped as from an unknown tuple until it passes a check again (then
+                // the event is stale and changes nothing).
+                IceEvent::TupleRemoved(tuple) if !t.ice.is_valid_tuple(tuple) => {
+                    t.tuples.retain(|&a| a != tuple);
+                    if self.by_tuple.get(&tuple) == Some(&key) {
+                        self.by_tuple.remove(&tuple);
+                    }
+                }
+                IceEvent::TupleRemoved(_) => {}
             }
         }
         if t.dtls.is_none()

@@ -148,7 +148,8 @@ impl Engine {
     }
 
     /// Finds the producer stream of an incoming packet: by SSRC, else by MID/RID (and then
-    /// remembers the SSRC).
+    /// remembers the SSRC as the stream's, forgetting the one it had: the table holds at
+    /// most the media and RTX SSRC of each stream, however many SSRCs a client sends).
     fn lookup_stream(
         &mut self,
         key: TransportKey,
@@ -184,16 +185,24 @@ impl Engine {
             return None;
         };
         let s = &mut producer.streams[stream];
-        if rtx {
-            s.rtx_ssrc = Some(info.ssrc);
+        let previous = if rtx {
+            s.rtx_ssrc.replace(info.ssrc)
         } else {
-            s.ssrc = Some(info.ssrc);
-        }
+            s.ssrc.replace(info.ssrc)
+        };
         let r = StreamRef {
             producer: p,
             stream,
             rtx,
         };
+        // Reports, NACKs and keyframe requests name the stream's current SSRC, and a
+        // Sender Report of the old one describes a stream that is gone: nothing reads
+        // the old entry.
+        if let Some(old) = previous
+            && t.ssrc_table.get(&old) == Some(&r)
+        {
+            t.ssrc_table.remove(&old);
+        }
         t.ssrc_table.insert(info.ssrc, r);
         Some(r)
     }
