@@ -11,7 +11,7 @@ use ferrosoup_proto::rtp_parameters::MediaKind;
 
 use super::Engine;
 use crate::allocator::{self, Demand, MAX_LAYERS};
-use crate::arena::TransportKey;
+use crate::arena::{ConsumerKey, TransportKey};
 use crate::consumer::{Allocation, Outgoing};
 use crate::stats::RtpDrop;
 use crate::timers::Timer;
@@ -93,6 +93,27 @@ impl Engine {
     /// first, then simulcast/SVC consumers by priority (allocator.rs); a consumer whose
     /// allocation changed gets its new layer.
     pub(super) fn allocate(&mut self, key: TransportKey, now: Instant, out: &mut dyn Transmit) {
+        // The engine's reused buffers: an allocation round allocates nothing.
+        let mut scratch = std::mem::take(&mut self.scratch.allocation);
+        scratch.demands.clear();
+        scratch.keys.clear();
+        scratch.layers.clear();
+        self.allocate_with(key, now, &mut scratch, out);
+        self.scratch.allocation = scratch;
+    }
+
+    fn allocate_with(
+        &mut self,
+        key: TransportKey,
+        now: Instant,
+        scratch: &mut AllocationScratch,
+        out: &mut dyn Transmit,
+    ) {
+        let AllocationScratch {
+            demands,
+            keys,
+            layers,
+        } = scratch;
         let Self {
             transports,
             producers,
@@ -106,8 +127,6 @@ impl Engine {
             return;
         };
         let mut reserved = 0u64;
-        let mut demands = Vec::with_capacity(t.consumers.len());
-        let mut keys = Vec::with_capacity(t.consumers.len());
         for &c in &t.consumers {
             let consumer = &mut consumers[c];
             if !consumer.is_active() {
@@ -150,15 +169,15 @@ impl Engine {
             keys.push(c);
         }
         let estimate = bwe.estimator.estimate_bps();
-        let mut layers = vec![None; demands.len()];
+        layers.resize(demands.len(), None);
         let budget = estimate.saturating_sub(reserved);
-        let left = allocator::allocate(budget, &demands, &mut layers);
+        let left = allocator::allocate(budget, demands, layers);
         let wanted: u64 = demands.iter().map(Demand::wanted).sum();
         bwe.estimator.set_desired(reserved + wanted);
         bwe.allocated_bps = reserved + budget - left;
         bwe.last = bwe.estimator.stats();
         let steers = bwe.steers(now);
-        for ((c, layer), demand) in keys.into_iter().zip(layers).zip(&demands) {
+        for ((&c, &layer), demand) in keys.iter().zip(layers.iter()).zip(demands.iter()) {
             let allocation = match (steers, layer) {
                 (false, _) => Allocation::Unlimited,
                 (true, Some(l)) => Allocation::Layer(l),
@@ -314,6 +333,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// Buffers an allocation round reuses.
+#[derive(Default)]
+pub(super) struct AllocationScratch {
+    demands: Vec<Demand>,
+    keys: Vec<ConsumerKey>,
+    layers: Vec<Option<usize>>,
 }
 
 /// The layer an allocation gives (`Some(None)`: paused; `None`: no limit).

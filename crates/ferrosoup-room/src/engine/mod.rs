@@ -97,6 +97,7 @@ struct Scratch {
     nacks: Vec<u16>,
     rtcp: Box<[u8; MAX_DATAGRAM]>,
     rtx: Box<[u8; MAX_DATAGRAM]>,
+    allocation: bandwidth::AllocationScratch,
 }
 
 impl Engine {
@@ -131,6 +132,7 @@ impl Engine {
                 nacks: Vec::with_capacity(ferrosoup_rtc::nack::MAX_MISSING),
                 rtcp: Box::new([0; MAX_DATAGRAM]),
                 rtx: Box::new([0; MAX_DATAGRAM]),
+                allocation: bandwidth::AllocationScratch::default(),
             },
             epoch: (now, wall),
         }
