@@ -59,14 +59,21 @@ impl Demand {
 }
 
 /// Gives each demand a layer (`None`: paused) out of `budget` bit/s, written to `out`
-/// (same order as `demands`). Returns the bandwidth left over.
-pub fn allocate(budget: u64, demands: &[Demand], out: &mut [Option<usize>]) -> u64 {
+/// (same order as `demands`). Returns the bandwidth left over. `order` is a buffer it
+/// reuses (its contents do not matter).
+pub fn allocate(
+    budget: u64,
+    demands: &[Demand],
+    out: &mut [Option<usize>],
+    order: &mut Vec<usize>,
+) -> u64 {
     let n = demands.len().min(out.len());
     let mut left = budget as f64;
     out[..n].fill(None);
     // Higher priority first; equal priorities keep their order.
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(demands[i].priority));
+    order.clear();
+    order.extend(0..n);
+    order.sort_unstable_by_key(|&i| (std::cmp::Reverse(demands[i].priority), i));
     for &i in order.iter() {
         let d = &demands[i];
         if let Some(l) = d.lowest()
@@ -169,7 +176,7 @@ mod tests {
 
     fn run(budget: u64, demands: &[Demand]) -> Vec<Option<usize>> {
         let mut out = vec![Some(9); demands.len()];
-        allocate(budget, demands, &mut out);
+        allocate(budget, demands, &mut out, &mut Vec::new());
         out
     }
 

@@ -113,6 +113,7 @@ impl Engine {
             demands,
             keys,
             layers,
+            order,
         } = scratch;
         let Self {
             transports,
@@ -127,6 +128,7 @@ impl Engine {
             return;
         };
         let mut reserved = 0u64;
+        let mut wanted = 0u64;
         for &c in &t.consumers {
             let consumer = &mut consumers[c];
             if !consumer.is_active() {
@@ -143,14 +145,7 @@ impl Engine {
                     .sum::<u64>();
                 continue;
             }
-            let mut cap = consumer.preferred_spatial.map_or(usize::MAX, usize::from);
-            if consumer.upgrade_hold.holds(now) {
-                // No upgrade (nor resume) for now: it keeps what it has.
-                match consumer.forwarder.target() {
-                    Some(target) => cap = cap.min(target),
-                    None => continue,
-                }
-            }
+            let cap = consumer.preferred_spatial.map_or(usize::MAX, usize::from);
             let mut layers = [0u64; MAX_LAYERS];
             for (i, s) in producer.streams.iter_mut().enumerate().take(MAX_LAYERS) {
                 if i <= cap && s.is_active(now) {
@@ -158,21 +153,33 @@ impl Engine {
                     layers[i] = s.bitrate.bps(now).unwrap_or(1).max(1);
                 }
             }
-            demands.push(Demand {
+            let mut demand = Demand {
                 priority: consumer.priority,
                 layers,
                 // A switch waiting for its keyframe counts as made: the next feedback
                 // must not take an upgrade back for want of the upgrade margin, nor a
                 // downgrade for the keep margin of the layer it leaves.
                 current: consumer.forwarder.target(),
-            });
+            };
+            // Probes look for what it wants even while its upgrades are held back, so a
+            // link that got better is known when the hold ends.
+            wanted += demand.wanted();
+            if consumer.upgrade_hold.holds(now) {
+                // No upgrade (nor resume) for now: it keeps what it has.
+                let Some(target) = demand.current else {
+                    continue;
+                };
+                if let Some(above) = demand.layers.get_mut(target + 1..) {
+                    above.fill(0);
+                }
+            }
+            demands.push(demand);
             keys.push(c);
         }
         let estimate = bwe.estimator.estimate_bps();
         layers.resize(demands.len(), None);
         let budget = estimate.saturating_sub(reserved);
-        let left = allocator::allocate(budget, demands, layers);
-        let wanted: u64 = demands.iter().map(Demand::wanted).sum();
+        let left = allocator::allocate(budget, demands, layers, order);
         bwe.estimator.set_desired(reserved + wanted);
         bwe.allocated_bps = reserved + budget - left;
         bwe.last = bwe.estimator.stats();
@@ -341,6 +348,7 @@ pub(super) struct AllocationScratch {
     demands: Vec<Demand>,
     keys: Vec<ConsumerKey>,
     layers: Vec<Option<usize>>,
+    order: Vec<usize>,
 }
 
 /// The layer an allocation gives (`Some(None)`: paused; `None`: no limit).
