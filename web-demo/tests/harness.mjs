@@ -93,19 +93,20 @@ export function percentile(values, p) {
 // Server
 
 /**
- * Starts the server on `listenIp` (HTTP and RTC) with one worker and a small random UDP
- * range, plus `env`; resolves once /health answers. Stopped by the run's cleanups.
+ * Starts the server `bin` (another server speaking PROTOCOL.md takes the same settings) on
+ * `listenIp` (HTTP and RTC) with one worker and a small random UDP range, plus `env`;
+ * resolves once /health answers. Stopped by the run's cleanups.
  */
-export async function startServer({ listenIp = '127.0.0.1', env = {}, timeoutMs = 20_000 } = {}) {
-  if (!existsSync(SERVER_BIN)) {
-    throw new Error(`${SERVER_BIN} missing: run \`cargo build -p ferrosoup-server\` at the repository root`);
+export async function startServer({ bin = SERVER_BIN, listenIp = '127.0.0.1', env = {}, timeoutMs = 20_000 } = {}) {
+  if (!existsSync(bin)) {
+    throw new Error(`${bin} missing: run \`cargo build -p ferrosoup-server\` at the repository root`);
   }
   const port = await freeTcpPort();
   // One worker needs one UDP port; a small random range keeps parallel runs apart.
   const rtcMin = Number(process.env.RTC_MIN_PORT) || 42000 + Math.floor(Math.random() * 500) * 10;
   serverLogPath = path.join(tmpDir, 'server.log');
   const out = createWriteStream(serverLogPath);
-  const child = spawn(SERVER_BIN, [], {
+  const child = spawn(bin, [], {
     env: {
       ...process.env,
       PORT: String(port),

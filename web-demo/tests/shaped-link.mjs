@@ -17,10 +17,10 @@
 //
 // Environment: as tests/e2e.mjs (FERROSOUP_BIN, CHROMIUM, RUST_LOG, KEEP_TMP), plus
 //   LINK_KBPS       the downlink's rate (default 400)
-//   FERROSOUP_WS    signaling URL of another server speaking PROTOCOL.md (e.g. the mediasoup
-//                   reference) to measure it instead: the page is then served by this script
-//                   and the server must listen on the veth's host address (printed), so
-//                   start it after this script printed "link up"; the steps are the same.
+//   RECOVER_S       how long the top layer may take to come back (default 20)
+//   REFERENCE_BIN   another server speaking PROTOCOL.md (e.g. shared/reference-mediasoup's
+//                   mediasoup-server) to measure instead of ferrosoup, started the same way;
+//                   the page is then served by this script (same steps, same link)
 
 import { execFileSync } from 'node:child_process';
 import { chmod, writeFile } from 'node:fs/promises';
@@ -57,8 +57,8 @@ const MAX_FROZEN_S = 1.5;
 /** Most audio packets lost over the window, as a fraction of those sent. */
 const MAX_AUDIO_LOSS = 0.05;
 /** The top layer must be back this long after the limit is lifted, s. */
-const RECOVER_S = 20;
-const TIMEOUT = { whole: 150_000, join: 20_000, firstFrame: 20_000 };
+const RECOVER_S = Number(process.env.RECOVER_S) || 20;
+const TIMEOUT = { whole: 130_000 + RECOVER_S * 1000, join: 20_000, firstFrame: 20_000 };
 
 const root = (...args) => execFileSync(args[0], args.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
 
@@ -101,7 +101,7 @@ function unshape(link) {
   root('tc', 'qdisc', 'del', 'dev', link.host, 'root');
 }
 
-/** Serves dist/ on `ip` (for FERROSOUP_WS runs, where the other server has no web demo). */
+/** Serves dist/ on `ip` (for REFERENCE_BIN runs: the other server has no web demo). */
 async function serveDist(ip) {
   const server = await serveStatic(0, undefined, ip);
   onCleanup(() => new Promise((resolve) => server.close(resolve)));
@@ -160,12 +160,15 @@ async function main() {
 
   let baseUrl;
   const params = {};
-  if (process.env.FERROSOUP_WS) {
+  const reference = process.env.REFERENCE_BIN;
+  const server = await step(`start ${reference ?? 'ferrosoup'} on ${link.hostIp}`, () =>
+    startServer({ bin: reference, listenIp: link.hostIp }),
+  );
+  if (reference) {
     baseUrl = await serveDist(link.hostIp);
-    params.ws = process.env.FERROSOUP_WS;
+    params.ws = `ws://${link.hostIp}:${server.port}/ws`;
     log(`page served at ${baseUrl}; signaling ${params.ws}`);
   } else {
-    const server = await step(`start ferrosoup on ${link.hostIp}`, () => startServer({ listenIp: link.hostIp }));
     baseUrl = server.baseUrl;
   }
 
