@@ -40,6 +40,7 @@ import {
   startServer,
   step,
   waitJoined,
+  waitMedia,
   withDiagnosis,
 } from './harness.mjs';
 
@@ -80,52 +81,6 @@ async function checkServedBundle(baseUrl) {
       throw new Error(`GET /${route} differs from dist/${file}: rebuild the server (cargo build -p ferrosoup-server) after npm run build`);
     }
   }
-}
-
-/**
- * Waits until `page` decodes video (framesDecoded growing, frameWidth > 0) and receives
- * audio (packetsReceived growing) from every page in `others`, with a named tile for each.
- * Returns {senderName: first-frame epoch ms}.
- */
-async function waitMedia(page, others) {
-  const deadline = Date.now() + TIMEOUT.media;
-  const prev = new Map();
-  let missing = [];
-  while (Date.now() < deadline) {
-    const snap = await page.snapshot();
-    if (snap.errors.length) throw new Error(`page ${page.name}: ${snap.errors.join('; ')}`);
-    missing = [];
-    const firstFrames = {};
-    for (const other of others) {
-      const tile = snap.tiles.find((t) => t.peerId === other.peerId);
-      if (!tile) missing.push(`no tile for ${other.name}`);
-      else if (tile.name !== other.name) missing.push(`tile of ${other.name} is named "${tile.name}"`);
-      for (const kind of ['video', 'audio']) {
-        const c = snap.consumers.find((x) => x.peerId === other.peerId && x.kind === kind);
-        if (!c) {
-          missing.push(`${kind} from ${other.name}: no consumer`);
-          continue;
-        }
-        const before = prev.get(c.consumerId);
-        prev.set(c.consumerId, c);
-        if (kind === 'video') {
-          const decoding = c.framesDecoded > 0 && c.frameWidth > 0 && c.firstFrameEpochMs !== null;
-          if (!(decoding && before && c.framesDecoded > before.framesDecoded)) {
-            missing.push(
-              `video from ${other.name}: packetsReceived=${c.packetsReceived} framesDecoded=${c.framesDecoded} ` +
-                `frameWidth=${c.frameWidth} pli=${c.pliCount} nack=${c.nackCount}`,
-            );
-          }
-          firstFrames[other.name] = c.firstFrameEpochMs;
-        } else if (!(before && c.packetsReceived > before.packetsReceived)) {
-          missing.push(`audio from ${other.name}: packetsReceived=${c.packetsReceived} (not growing)`);
-        }
-      }
-    }
-    if (missing.length === 0) return firstFrames;
-    await sleep(POLL_MS);
-  }
-  throw new Error(`page ${page.name}: after ${TIMEOUT.media} ms still missing: ${missing.join(' | ')}`);
 }
 
 /** Waits (up to `limitMs`) until `page` has no tile, peer entry or consumer of the peer `peerId` any more. */
@@ -199,7 +154,7 @@ async function codecCall(context, baseUrl, room, codec, mimeType) {
     for (const page of members) {
       const other = members.find((p) => p !== page);
       await step(`${codec}: page ${page.name} decodes ${other.name}'s video as ${mimeType}`, async () => {
-        await waitMedia(page, [other]);
+        await waitMedia(page, [other], TIMEOUT.media);
         const { consumers } = await page.snapshot();
         const video = consumers.find((c) => c.peerId === other.peerId && c.kind === 'video');
         if (video.codec?.toLowerCase() !== mimeType.toLowerCase()) {
@@ -260,7 +215,7 @@ async function main() {
       try {
         const firstFrames = await step(
           `${label}: page ${page.name} decodes video + receives audio of ${others.map((o) => o.name).join(', ')}`,
-          () => waitMedia(page, others),
+          () => waitMedia(page, others, TIMEOUT.media),
         );
         for (const [from, epochMs] of Object.entries(firstFrames)) {
           const sender = others.find((o) => o.name === from);

@@ -290,6 +290,52 @@ export async function waitJoined(page, { producers = 2, timeoutMs = 20_000 } = {
   throw new Error(`page ${page.name}: not joined with ${producers} producers after ${timeoutMs} ms (last: ${JSON.stringify(snap)})`);
 }
 
+/**
+ * Waits until `page` decodes video (framesDecoded growing, frameWidth > 0) and receives
+ * audio (packetsReceived growing) from every page in `others`, with a named tile for each.
+ * Returns {senderName: first-frame epoch ms}.
+ */
+export async function waitMedia(page, others, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  const prev = new Map();
+  let missing = [];
+  while (Date.now() < deadline) {
+    const snap = await page.snapshot();
+    if (snap.errors.length) throw new Error(`page ${page.name}: ${snap.errors.join('; ')}`);
+    missing = [];
+    const firstFrames = {};
+    for (const other of others) {
+      const tile = snap.tiles.find((t) => t.peerId === other.peerId);
+      if (!tile) missing.push(`no tile for ${other.name}`);
+      else if (tile.name !== other.name) missing.push(`tile of ${other.name} is named "${tile.name}"`);
+      for (const kind of ['video', 'audio']) {
+        const c = snap.consumers.find((x) => x.peerId === other.peerId && x.kind === kind);
+        if (!c) {
+          missing.push(`${kind} from ${other.name}: no consumer`);
+          continue;
+        }
+        const before = prev.get(c.consumerId);
+        prev.set(c.consumerId, c);
+        if (kind === 'video') {
+          const decoding = c.framesDecoded > 0 && c.frameWidth > 0 && c.firstFrameEpochMs !== null;
+          if (!(decoding && before && c.framesDecoded > before.framesDecoded)) {
+            missing.push(
+              `video from ${other.name}: packetsReceived=${c.packetsReceived} framesDecoded=${c.framesDecoded} ` +
+                `frameWidth=${c.frameWidth} pli=${c.pliCount} nack=${c.nackCount}`,
+            );
+          }
+          firstFrames[other.name] = c.firstFrameEpochMs;
+        } else if (!(before && c.packetsReceived > before.packetsReceived)) {
+          missing.push(`audio from ${other.name}: packetsReceived=${c.packetsReceived} (not growing)`);
+        }
+      }
+    }
+    if (missing.length === 0) return firstFrames;
+    await sleep(POLL_MS);
+  }
+  throw new Error(`page ${page.name}: after ${timeoutMs} ms still missing: ${missing.join(' | ')}`);
+}
+
 // ---------------------------------------------------------------------------
 // Run
 

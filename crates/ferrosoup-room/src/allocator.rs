@@ -40,7 +40,8 @@ impl Demand {
         }
     }
 
-    fn lowest(&self) -> Option<usize> {
+    /// Its lowest available layer.
+    pub fn lowest(&self) -> Option<usize> {
         self.layers.iter().position(|&b| b > 0)
     }
 

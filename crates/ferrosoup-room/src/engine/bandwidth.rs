@@ -184,10 +184,16 @@ impl Engine {
         bwe.allocated_bps = reserved + budget - left;
         bwe.last = bwe.estimator.stats();
         let steers = bwe.steers(now);
+        let feedback_seen = bwe.feedback_seen;
         for ((&c, &layer), demand) in keys.iter().zip(layers.iter()).zip(demands.iter()) {
             let allocation = match (steers, layer) {
                 (false, _) => Allocation::Unlimited,
                 (true, Some(l)) => Allocation::Layer(l),
+                // Only feedback pauses a consumer: a joiner whose room has more video than
+                // the start estimate sees everyone's lowest layer at once.
+                (true, None) if !feedback_seen => demand
+                    .lowest()
+                    .map_or(Allocation::Paused, Allocation::Layer),
                 (true, None) => Allocation::Paused,
             };
             if self.consumers[c].allocation != allocation {
