@@ -40,7 +40,10 @@ CHURN
   GET /api/stats (rooms, peers and the peers' transports, producers and consumers as the
   signaling layer lists them; routers, transports, producers and consumers per worker)
   at the baseline, at their peak and at the end, and whether the end is within 5 % of the
-  baseline. Churn peers are left out of the delivery, latency and join figures. A churn
+  baseline. The baseline is taken --settle seconds after the last steady join: give the
+  server's buffers of the steady streams time to fill first (it keeps the last 512
+  packets of each video stream, 15-20 s at a few hundred kbit/s), or the baseline RSS is
+  low. Churn peers are left out of the delivery, latency and join figures. A churn
   run sends only to loopback: the URL's host and the media candidates must be loopback
   addresses. With ADMIN_KEY set on the server, pass it with --admin-key.
 
@@ -58,8 +61,8 @@ EXAMPLES
 
   Ten minutes of churn, 3 joins and 3 leaves per second in 4 rooms, half of the
   leaves abrupt (a server started with SESSION_GRACE=5):
-    ferrosoup-loadtest --rooms 4 --publishers 2 --subscribers 10 --duration 600 \\
-        --churn 3 --churn-lifetime 8 --churn-drop 0.5 --json soak.json
+    ferrosoup-loadtest --rooms 4 --publishers 2 --subscribers 10 --settle 30 \\
+        --duration 600 --churn 3 --churn-lifetime 8 --churn-drop 0.5 --json soak.json
 
   Capacity search against a local server pinned to core 0 (load tester on core 1):
     NUM_WORKERS=1 taskset -c 0 ferrosoup &
