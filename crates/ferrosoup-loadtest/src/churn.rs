@@ -1,7 +1,7 @@
 //! `--churn`: peers that join and leave while the steady peers' media flows, and the
 //! server's memory and object counts before, during and after them.
 //!
-//! [`drive`] starts a churn peer every `1 / --churn` seconds until the window ends. Peer
+//! The churn starts a peer every `1 / --churn` seconds until the window ends. Peer
 //! `n` is, in turn, a publisher, a subscriber and a peer that does both (`n % 3`), in room
 //! `(n / 3) % --rooms`, so each room sees a publisher come with subscribers that consume it.
 //! It joins through the same code as the steady peers, stays `--churn-lifetime` seconds
