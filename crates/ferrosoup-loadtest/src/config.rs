@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::signal::{host_port, is_loopback};
+
 const EXAMPLES: &str = "\
 SCENARIOS
   Every room gets --publishers publishers and --subscribers subscribers. A publisher sends
@@ -25,6 +27,26 @@ SCENARIOS
   --server-pid). The load tester's own media-thread CPU and loop busy time are reported
   too: if they are high, the figures measure the load tester, not the server.
 
+CHURN
+  With --churn RATE, extra peers join the rooms at RATE per second while the window runs
+  and the steady peers' media flows: in turn a publisher (audio + video), a subscriber
+  (consumes every publisher of the room, churn publishers included) and a peer that does
+  both. Each stays --churn-lifetime seconds with its media flowing, then leaves: a share
+  --churn-drop of them by dropping the WebSocket and UDP without a word (the server keeps
+  them for its resume grace period, SESSION_GRACE), the others with leaveRoom and a close.
+  Joins stop at the window's end; peers still there leave at once. Then the load tester
+  waits (up to --churn-settle seconds) until the server's object counts are back at the
+  baseline taken before the churn, and reports the server's RSS and every object count of
+  GET /api/stats (rooms, peers and the peers' transports, producers and consumers as the
+  signaling layer lists them; routers, transports, producers and consumers per worker)
+  at the baseline, at their peak and at the end, and whether the end is within 5 % of the
+  baseline. The baseline is taken --settle seconds after the last steady join: give the
+  server's buffers of the steady streams time to fill first (it keeps the last 512
+  packets of each video stream, 15-20 s at a few hundred kbit/s), or the baseline RSS is
+  low. Churn peers are left out of the delivery, latency and join figures. A churn
+  run sends only to loopback: the URL's host and the media candidates must be loopback
+  addresses. With ADMIN_KEY set on the server, pass it with --admin-key.
+
 EXAMPLES
   One room, one presenter, 50 viewers, 500 kbit/s video for 30 s:
     ferrosoup-loadtest --url ws://127.0.0.1:3000/ws --publishers 1 --subscribers 50 \\
@@ -36,6 +58,11 @@ EXAMPLES
   Simulcast, machine-readable output:
     ferrosoup-loadtest --publishers 2 --subscribers 20 --video-kbps 1200 --simulcast \\
         --json result.json
+
+  Ten minutes of churn, 3 joins and 3 leaves per second in 4 rooms, half of the
+  leaves abrupt (a server started with SESSION_GRACE=5):
+    ferrosoup-loadtest --rooms 4 --publishers 2 --subscribers 10 --settle 30 \\
+        --duration 600 --churn 3 --churn-lifetime 8 --churn-drop 0.5 --json soak.json
 
   Capacity search against a local server pinned to core 0 (load tester on core 1):
     NUM_WORKERS=1 taskset -c 0 ferrosoup &
@@ -129,9 +156,32 @@ pub struct Config {
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Churn: extra peers joining per second while the window runs, each leaving after
+    /// --churn-lifetime seconds (see CHURN below); 0 turns churn off.
+    #[arg(long, default_value_t = 0.0, value_name = "PER_SECOND")]
+    pub churn: f64,
+    /// With --churn: seconds a churn peer stays, media flowing, before it leaves.
+    #[arg(long, default_value_t = 5.0)]
+    pub churn_lifetime: f64,
+    /// With --churn: share of churn peers (0..1) that leave by dropping their WebSocket and
+    /// UDP without a word; the others send leaveRoom and close the WebSocket.
+    #[arg(long, default_value_t = 0.5)]
+    pub churn_drop: f64,
+    /// With --churn: most seconds to wait, once every churn peer has left, for the server's
+    /// object counts to come back to the baseline (its SESSION_GRACE must fit in).
+    #[arg(long, default_value_t = 60.0)]
+    pub churn_settle: f64,
+    /// Bearer key for the server's /api/* routes, when it runs with ADMIN_KEY.
+    #[arg(long, env = "ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
 }
 
 impl Config {
+    /// Whether peers join and leave during the window (`--churn` above 0).
+    pub fn churning(&self) -> bool {
+        self.churn > 0.0
+    }
+
     /// Consumers the SFU serves in this scenario.
     pub fn consumers(&self) -> usize {
         let per_publisher = if self.video_kbps > 0 { 2 } else { 1 };
@@ -160,6 +210,28 @@ impl Config {
         }
         if !self.url.starts_with("ws://") && !self.url.starts_with("wss://") {
             return Err("--url must be a ws:// or wss:// URL".into());
+        }
+        if !(self.churn >= 0.0 && self.churn.is_finite()) {
+            return Err("--churn must be zero or more peers per second".into());
+        }
+        if self.churning() {
+            if self.find_capacity {
+                return Err("--churn and --find-capacity do not go together".into());
+            }
+            if !(self.churn_lifetime > 0.0 && self.churn_lifetime.is_finite()) {
+                return Err("--churn-lifetime must be positive".into());
+            }
+            if !(0.0..=1.0).contains(&self.churn_drop) {
+                return Err("--churn-drop must be between 0 and 1".into());
+            }
+            if !(self.churn_settle >= 0.0 && self.churn_settle.is_finite()) {
+                return Err("--churn-settle must be zero or more seconds".into());
+            }
+            if !host_port(&self.url).is_some_and(|(host, _)| is_loopback(&host)) {
+                return Err(
+                    "--churn sends only to loopback: --url must name a loopback host".into(),
+                );
+            }
         }
         Ok(())
     }
@@ -200,6 +272,26 @@ mod tests {
     }
 
     #[test]
+    fn churn_runs_only_against_loopback() {
+        let churn = |extra: &[&str]| {
+            let mut args = vec!["x", "--churn", "2"];
+            args.extend_from_slice(extra);
+            Config::try_parse_from(args).expect("parses").validate()
+        };
+        assert!(churn(&[]).is_ok());
+        assert!(churn(&["--url", "ws://localhost:3000/ws"]).is_ok());
+        assert!(churn(&["--url", "ws://[::1]:3000/ws"]).is_ok());
+        assert!(churn(&["--url", "ws://192.0.2.1:3000/ws"]).is_err());
+        assert!(churn(&["--url", "wss://sfu.example.com/ws"]).is_err());
+        assert!(churn(&["--find-capacity"]).is_err());
+        assert!(churn(&["--churn-drop", "1.5"]).is_err());
+        assert!(churn(&["--churn-lifetime", "0"]).is_err());
+        // Without churn, any host goes.
+        let c = Config::try_parse_from(["x", "--url", "ws://192.0.2.1:3000/ws"]).expect("parses");
+        assert!(!c.churning() && c.validate().is_ok());
+    }
+
+    #[test]
     fn help_documents_the_scenarios() {
         let help = <Config as clap::CommandFactory>::command()
             .render_long_help()
@@ -208,6 +300,9 @@ mod tests {
             "--find-capacity",
             "--simulcast",
             "--video-kbps",
+            "--churn",
+            "--churn-drop",
+            "CHURN",
             "SCENARIOS",
             "EXAMPLES",
         ] {

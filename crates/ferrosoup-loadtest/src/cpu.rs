@@ -42,8 +42,11 @@ fn ticks_per_second() -> u64 {
 pub struct ProcSample {
     /// User + system CPU time so far.
     pub cpu: Duration,
-    /// Resident set size.
+    /// Resident set size (`VmRSS`).
     pub rss_bytes: u64,
+    /// Its anonymous part (`RssAnon`: heap, stacks; without the binary's and libraries'
+    /// pages), when the kernel reports it.
+    pub rss_anon_bytes: Option<u64>,
     /// Time its threads spent runnable but waiting for a CPU (scheduler run-queue delay),
     /// summed over its threads; zero when the kernel keeps no schedstats.
     pub run_delay: Duration,
@@ -84,6 +87,7 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     Some(ProcSample {
         cpu: Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / per_sec),
         rss_bytes: parse_status_rss(&status)?,
+        rss_anon_bytes: parse_status_kib(&status, "RssAnon:"),
         run_delay: process_run_delay(pid),
     })
 }
@@ -101,7 +105,13 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
 
 /// `VmRSS` of a `/proc/PID/status` file, in bytes.
 pub fn parse_status_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    parse_status_kib(status, "VmRSS:")
+}
+
+/// A `kB` field (named with its colon, e.g. `RssAnon:`) of a `/proc/PID/status` file, in
+/// bytes.
+pub fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -184,8 +194,10 @@ mod tests {
 
     #[test]
     fn rss_in_bytes() {
-        let status = "Name:\tferrosoup\nVmPeak:\t  9000 kB\nVmRSS:\t   2048 kB\n";
+        let status =
+            "Name:\tferrosoup\nVmPeak:\t  9000 kB\nVmRSS:\t   2048 kB\nRssAnon:\t   512 kB\n";
         assert_eq!(parse_status_rss(status), Some(2048 * 1024));
+        assert_eq!(parse_status_kib(status, "RssAnon:"), Some(512 * 1024));
         assert_eq!(parse_status_rss("Name: x\n"), None);
     }
 

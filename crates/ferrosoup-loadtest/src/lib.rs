@@ -7,6 +7,8 @@
 //! single-threaded tokio runtime, and all media runs on one thread that owns every
 //! transport's UDP socket ([`media`]). Every payload carries its stream id, a counter and
 //! its send time, so delivery, loss and one-way latency are measured per consumer.
+//! With `--churn`, more peers join and leave while the media flows, and the server's RSS
+//! and object counts are compared before and after them ([`churn`]).
 //!
 //! ```no_run
 //! use clap::Parser;
@@ -20,6 +22,7 @@
 
 pub mod arrival;
 pub mod capacity;
+pub mod churn;
 pub mod config;
 pub mod cpu;
 pub mod media;
@@ -30,6 +33,7 @@ pub mod signal;
 pub mod stats;
 
 pub use capacity::{Capacity, find_capacity, plot_svg};
+pub use churn::ChurnReport;
 pub use config::Config;
 pub use report::Report;
 pub use scenario::run;

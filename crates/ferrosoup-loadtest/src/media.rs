@@ -138,6 +138,9 @@ pub struct TransportSpec {
     pub ws_opened: Instant,
     /// Check every received payload's filler pattern, not only its trailer.
     pub full_verify: bool,
+    /// Counted in [`MediaReport`]'s consumers and transports (a peer of the scenario); a
+    /// churn peer's transport is not.
+    pub measured: bool,
     /// Answered once DTLS is connected (or has failed).
     pub connected: oneshot::Sender<Result<(), String>>,
 }
@@ -168,10 +171,15 @@ pub enum Command {
         /// Window end.
         until: Instant,
     },
+    /// Close a transport's socket and forget it, its send streams and its consumers (a peer
+    /// that left). Nothing is sent: whether the server hears a goodbye is up to signaling.
+    RemoveTransport(u32),
     /// Counters for the progress line.
     Snapshot(oneshot::Sender<Progress>),
-    /// Stop and hand back everything measured.
-    Finish(oneshot::Sender<MediaReport>),
+    /// Hand back everything measured so far; media keeps flowing.
+    Results(oneshot::Sender<MediaReport>),
+    /// Stop the loop: every socket closes.
+    Stop,
 }
 
 /// Running totals for the progress line.
@@ -280,12 +288,12 @@ pub struct MediaReport {
     pub busy: Histogram,
     /// Totals.
     pub counters: Counters,
-    /// CPU time of the media thread from the window start to the finish.
+    /// CPU time of the media thread from the window start until [`Command::Results`].
     pub cpu: Duration,
-    /// Time the media thread waited for a CPU (run queue) from the window start to the
-    /// finish.
+    /// Time the media thread waited for a CPU (run queue) from the window start until
+    /// [`Command::Results`].
     pub run_delay: Duration,
-    /// Wall time from the window start to the finish.
+    /// Wall time from the window start until [`Command::Results`].
     pub wall: Duration,
 }
 
@@ -324,7 +332,7 @@ impl MediaHandle {
         self.waker.wake().map_err(|_| MediaGone)
     }
 
-    /// Waits for the thread to end (after [`Command::Finish`]).
+    /// Waits for the thread to end (after [`Command::Stop`]).
     pub fn join(mut self) {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -793,12 +801,29 @@ impl MediaLoop {
                     latency_p50_ms: self.latency.quantile_us(0.5).map(|us| us as f64 / 1000.0),
                 });
             }
-            Command::Finish(reply) => {
-                let _ = reply.send(self.finish());
-                return true;
+            Command::RemoveTransport(id) => self.remove_transport(id),
+            Command::Results(reply) => {
+                let _ = reply.send(self.results());
             }
+            Command::Stop => return true,
         }
         false
+    }
+
+    /// Forgets transport `id` with its streams and consumers; its timers find nothing when
+    /// they fire and are not re-armed.
+    fn remove_transport(&mut self, id: u32) {
+        let Some(mut t) = self.transports.get_mut(id as usize).and_then(Option::take) else {
+            return;
+        };
+        if let Err(e) = self.poll.registry().deregister(&mut t.socket) {
+            debug!(transport = id, "deregister socket: {e}");
+        }
+        for &sid in &t.streams {
+            if let Some(slot) = self.streams.get_mut(sid as usize) {
+                *slot = None;
+            }
+        }
     }
 
     fn add_transport(&mut self, mut spec: TransportSpec, now: Instant) {
@@ -1357,7 +1382,7 @@ impl MediaLoop {
         }
     }
 
-    fn finish(&mut self) -> MediaReport {
+    fn results(&self) -> MediaReport {
         let now = Instant::now();
         let (wall, cpu, run_delay) = match self.window_started {
             Some((at, cpu, delay)) => (
@@ -1369,7 +1394,7 @@ impl MediaLoop {
         };
         let mut consumers = Vec::new();
         let mut transports = Vec::new();
-        for t in self.transports.iter().flatten() {
+        for t in self.transports.iter().flatten().filter(|t| t.spec.measured) {
             transports.push(TransportResult {
                 peer: t.spec.peer,
                 subscriber: t.spec.subscriber,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::churn::ChurnReport;
 use crate::media::{Kind, MediaReport};
 use crate::stats::quantile;
 
@@ -127,6 +128,9 @@ pub struct Report {
     pub loadtest_busy_p99_ms: Option<f64>,
     /// Longest time the media loop spent per wake-up (ms).
     pub loadtest_busy_max_ms: Option<f64>,
+    /// With `--churn`: the churn peers and the server's RSS and object counts at the
+    /// baseline, their peak and the end. The figures above are the steady peers' only.
+    pub churn: Option<ChurnReport>,
 }
 
 /// Run parameters and measurements that do not come from the media loop.
@@ -165,6 +169,8 @@ pub struct RunFacts {
     pub server_workers: Option<usize>,
     /// Process CPU percent of the load tester.
     pub loadtest_cpu_percent: f64,
+    /// Churn results.
+    pub churn: Option<ChurnReport>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -293,6 +299,7 @@ impl Report {
             loadtest_busy_p99_ms: media.busy.quantile_us(0.99).map(|us| us as f64 / 1000.0),
             loadtest_busy_max_ms: (media.busy.count() > 0)
                 .then(|| media.busy.max_us() as f64 / 1000.0),
+            churn: facts.churn,
         }
     }
 
@@ -434,7 +441,116 @@ impl Report {
                 ),
             );
         }
+        if let Some(churn) = &self.churn {
+            churn_table(&mut s, churn);
+        }
         s
+    }
+}
+
+/// The churn rows of [`Report::table`].
+fn churn_table(s: &mut String, c: &ChurnReport) {
+    let t = &c.tally;
+    let mut row = |k: &str, v: String| {
+        let _ = writeln!(s, "  {k:<28} {v}");
+    };
+    row(
+        "churn",
+        format!(
+            "{:.2} joins/s, {:.1} s each, {:.0} % leave abruptly",
+            c.joins_per_second,
+            c.lifetime_s,
+            c.drop_share * 100.0
+        ),
+    );
+    row(
+        "churn peers joined / failed",
+        format!("{} / {}", t.joined, t.join_failures),
+    );
+    row(
+        "churn left / dropped / lost",
+        format!(
+            "{} / {} / {} ({} leaveRoom failures)",
+            t.left, t.dropped, t.lost, t.leave_failures
+        ),
+    );
+    row(
+        "churn consumers / gone",
+        format!(
+            "{} / {} producers gone first",
+            t.consumers, t.producers_gone
+        ),
+    );
+    row("settled after last leave", format!("{:.1} s", c.settle_s));
+    let _ = writeln!(
+        s,
+        "  {:<28} {:>10} {:>10} {:>10}",
+        "server", "baseline", "peak", "end"
+    );
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+    match c.rss_bytes {
+        Some(r) => {
+            let _ = writeln!(
+                s,
+                "  {:<28} {:>10} {:>10} {:>10}{}",
+                "RSS",
+                mib(r.baseline),
+                mib(r.peak),
+                mib(r.end),
+                if r.back_to_baseline() {
+                    ""
+                } else {
+                    "  NOT BACK"
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(s, "  {:<28} not measured (no local server pid)", "RSS");
+        }
+    }
+    if let Some(a) = c.rss_anon_bytes {
+        let _ = writeln!(
+            s,
+            "  {:<28} {:>10} {:>10} {:>10}",
+            "RSS anonymous (RssAnon)",
+            mib(a.baseline),
+            mib(a.peak),
+            mib(a.end),
+        );
+    }
+    for o in &c.objects {
+        let l = o.levels;
+        let _ = writeln!(
+            s,
+            "  {:<28} {:>10} {:>10} {:>10}{}",
+            o.name,
+            l.baseline,
+            l.peak,
+            l.end,
+            if l.back_to_baseline() {
+                ""
+            } else {
+                "  NOT BACK"
+            }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  {:<28} {}",
+        "back to baseline (±5 %)",
+        if c.back_to_baseline { "yes" } else { "NO" }
+    );
+    // About ten points of the timeline, always with the last one.
+    let points = &c.rss_timeline;
+    let every = points.len().div_ceil(10).max(1);
+    let shown: Vec<String> = points
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % every == 0 || i + 1 == points.len())
+        .map(|(_, p)| format!("{:.0} s {:.1}", p.at_s, p.rss_bytes as f64 / 1048576.0))
+        .collect();
+    if !shown.is_empty() {
+        let _ = writeln!(s, "  {:<28} {}", "RSS over time (MiB)", shown.join(", "));
     }
 }
 
@@ -462,6 +578,7 @@ mod tests {
             server_cpu_wait_percent: None,
             server_workers: None,
             loadtest_cpu_percent: 1.0,
+            churn: None,
         }
     }
 

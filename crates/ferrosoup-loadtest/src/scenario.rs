@@ -1,6 +1,6 @@
 //! One run: peers join over signaling (publishers first, then subscribers), the media
-//! loop measures a window, the server is sampled, and everything is folded into a
-//! [`Report`].
+//! loop measures a window (while churn peers come and go, with `--churn`), the server is
+//! sampled, and everything is folded into a [`Report`].
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -14,26 +14,31 @@ use ferrosoup_rtc::dtls::{DtlsCertificate, Fingerprint};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot, watch};
 
+use crate::churn::{self, ChurnReport, ObjectCounts, Tally, Watcher};
 use crate::config::Config;
 use crate::cpu::{find_pid_by_name, find_pid_by_port, process_cpu_time, sample};
 use crate::media::{Command, ConsumerSpec, Kind, MediaHandle, SendStreamSpec, TransportSpec};
 use crate::report::{Report, RunFacts};
-use crate::signal::{Signal, host_port, http_get_json};
+use crate::signal::{ProtooError, Signal, host_port, http_get_json, is_loopback};
 
 /// Time after the window for the last packets to arrive.
 const DRAIN: Duration = Duration::from_millis(500);
+/// Interval of the object-count polls while waiting for the server to let go of the churn
+/// peers.
+const SETTLE_POLL: Duration = Duration::from_millis(250);
 /// Share of the video bitrate per simulcast encoding, lowest first.
 const SIMULCAST_SHARES: [f64; 3] = [0.10, 0.25, 0.65];
 
 /// What every peer task shares.
-struct Ctx {
-    cfg: Config,
-    media: MediaHandle,
+pub(crate) struct Ctx {
+    pub(crate) cfg: Config,
+    pub(crate) media: MediaHandle,
     /// Our certificate's sha-256 fingerprint, signalled in `connectTransport`.
     fingerprint: Fingerprint,
     next_transport: AtomicU32,
     next_stream: AtomicU32,
-    /// Producer id → (kind, stream ids lowest layer first), filled by publishers.
+    /// Producer id → (kind, stream ids lowest layer first), filled by publishers (and
+    /// emptied again by churn publishers when they leave).
     producers: Mutex<HashMap<String, (Kind, Vec<u32>)>>,
     /// Prefix of room and peer ids, unique per run.
     run_id: String,
@@ -43,17 +48,59 @@ struct Ctx {
 
 /// One simulated peer.
 #[derive(Debug, Clone, Copy)]
-struct PeerSpec {
-    index: u32,
-    room: usize,
-    publisher: bool,
-    full_verify: bool,
+pub(crate) struct PeerSpec {
+    /// Run-wide peer index.
+    pub(crate) index: u32,
+    /// Room index.
+    pub(crate) room: usize,
+    /// Sends audio and video over a send transport.
+    pub(crate) publishes: bool,
+    /// Consumes every publisher of the room over a recv transport.
+    pub(crate) subscribes: bool,
+    /// Comes and goes during the window (`--churn`): left out of the report's figures.
+    pub(crate) churn: bool,
+    /// Checks every payload byte for byte.
+    pub(crate) full_verify: bool,
 }
 
-/// A joined peer: its WebSocket and how many consumers it created.
-struct Joined {
-    signal: Signal,
-    consumers: usize,
+/// A joined peer: its WebSocket and what its consumes came to.
+pub(crate) struct Joined {
+    pub(crate) signal: Signal,
+    /// Consumers created.
+    pub(crate) consumers: usize,
+    /// Producers it did not consume because they closed before it could (a churn
+    /// publisher that left meanwhile).
+    pub(crate) producers_gone: usize,
+}
+
+/// What a peer has set up so far, for a churn peer to take down when it leaves (also
+/// after a join that failed half-way).
+#[derive(Debug, Default)]
+pub(crate) struct Owned {
+    /// Media loop ids of its transports.
+    transports: Vec<u32>,
+    /// Its producers, registered in [`Ctx::producers`].
+    producers: Vec<String>,
+}
+
+impl Owned {
+    /// Takes the peer's producers out of the registry: no peer joining later tries to
+    /// consume them.
+    pub(crate) fn forget_producers(&mut self, ctx: &Ctx) {
+        if let Ok(mut registry) = ctx.producers.lock() {
+            for id in self.producers.drain(..) {
+                registry.remove(&id);
+            }
+        }
+    }
+
+    /// Forgets the peer's producers and closes its transports' sockets in the media loop.
+    pub(crate) fn release(mut self, ctx: &Ctx) {
+        self.forget_producers(ctx);
+        for id in self.transports {
+            let _ = ctx.media.send(Command::RemoveTransport(id));
+        }
+    }
 }
 
 fn codec<'a>(caps: &'a Value, mime: &str) -> anyhow::Result<&'a Value> {
@@ -76,45 +123,57 @@ fn pt_of(codec: &Value) -> anyhow::Result<u8> {
         .ok_or_else(|| anyhow!("codec without preferredPayloadType"))
 }
 
-/// The first UDP candidate of a `createTransport` answer, as an address.
-fn candidate(answer: &Value, host: &str) -> anyhow::Result<SocketAddr> {
+/// The first UDP candidate of a `createTransport` answer, as an address (with
+/// `loopback_only`, the first that is a loopback address).
+fn candidate(answer: &Value, host: &str, loopback_only: bool) -> anyhow::Result<SocketAddr> {
     let list = answer["iceCandidates"]
         .as_array()
         .ok_or_else(|| anyhow!("createTransport answer has no iceCandidates"))?;
-    let c = list
-        .iter()
-        .find(|c| {
-            c["protocol"]
-                .as_str()
-                .is_none_or(|p| p.eq_ignore_ascii_case("udp"))
-        })
-        .ok_or_else(|| anyhow!("no UDP candidate"))?;
-    let ip = c["ip"]
-        .as_str()
-        .or_else(|| c["address"].as_str())
-        .ok_or_else(|| anyhow!("candidate without ip"))?;
-    let port = c["port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .ok_or_else(|| anyhow!("candidate without port"))?;
-    let ip: IpAddr = ip.parse().context("candidate ip")?;
-    if !ip.is_unspecified() {
-        return Ok(SocketAddr::new(ip, port));
+    let udp = list.iter().filter(|c| {
+        c["protocol"]
+            .as_str()
+            .is_none_or(|p| p.eq_ignore_ascii_case("udp"))
+    });
+    let mut found = false;
+    for c in udp {
+        found = true;
+        let ip = c["ip"]
+            .as_str()
+            .or_else(|| c["address"].as_str())
+            .ok_or_else(|| anyhow!("candidate without ip"))?;
+        let port = c["port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| anyhow!("candidate without port"))?;
+        let ip: IpAddr = ip.parse().context("candidate ip")?;
+        let addr = if ip.is_unspecified() {
+            (host, port)
+                .to_socket_addrs()
+                .context("resolve server host")?
+                .next()
+                .ok_or_else(|| anyhow!("server host resolves to nothing"))?
+        } else {
+            SocketAddr::new(ip, port)
+        };
+        if !loopback_only || addr.ip().is_loopback() {
+            return Ok(addr);
+        }
     }
-    (host, port)
-        .to_socket_addrs()
-        .context("resolve server host")?
-        .next()
-        .ok_or_else(|| anyhow!("server host resolves to nothing"))
+    if found {
+        bail!("no loopback UDP candidate (a churn run sends only to loopback)");
+    }
+    bail!("no UDP candidate")
 }
 
 async fn create_transport(
     ctx: &Ctx,
     signal: &mut Signal,
     spec: &PeerSpec,
+    subscriber: bool,
     ws_opened: Instant,
+    owned: &mut Owned,
 ) -> anyhow::Result<(String, u32)> {
-    let direction = if spec.publisher { "send" } else { "recv" };
+    let direction = if subscriber { "recv" } else { "send" };
     let answer = signal
         .request("createTransport", json!({ "direction": direction }))
         .await?;
@@ -140,7 +199,7 @@ async fn create_transport(
                 .collect()
         })
         .unwrap_or_default();
-    let remote = candidate(&answer, &ctx.host)?;
+    let remote = candidate(&answer, &ctx.host, ctx.cfg.churning())?;
     // The server must know our fingerprint before our ClientHello arrives.
     signal
         .request(
@@ -158,18 +217,20 @@ async fn create_transport(
         )
         .await?;
     let id = ctx.next_transport.fetch_add(1, Ordering::Relaxed);
+    owned.transports.push(id);
     let (tx, rx) = oneshot::channel();
     ctx.media
         .send(Command::AddTransport(Box::new(TransportSpec {
             id,
             peer: spec.index,
-            subscriber: !spec.publisher,
+            subscriber,
             remote,
             server_ufrag: ufrag,
             server_pwd: pwd,
             fingerprints,
             ws_opened,
             full_verify: spec.full_verify,
+            measured: !spec.churn,
             connected: tx,
         })))?;
     rx.await
@@ -184,8 +245,10 @@ async fn publish(
     spec: &PeerSpec,
     caps: &Value,
     ws_opened: Instant,
+    owned: &mut Owned,
 ) -> anyhow::Result<()> {
-    let (transport_id, transport) = create_transport(ctx, signal, spec, ws_opened).await?;
+    let (transport_id, transport) =
+        create_transport(ctx, signal, spec, false, ws_opened, owned).await?;
     let cname = format!("{}-p{}", ctx.run_id, spec.index);
     let opus = codec(caps, "audio/opus")?;
     let mut specs = vec![(Kind::Audio, pt_of(opus)?, vec![(None::<&str>, 0u32, 1u16)])];
@@ -277,21 +340,31 @@ async fn publish(
         ctx.producers
             .lock()
             .map_err(|_| anyhow!("producer registry poisoned"))?
-            .insert(producer_id, (kind, ids));
+            .insert(producer_id.clone(), (kind, ids));
+        owned.producers.push(producer_id);
         ctx.media
             .send(Command::AddSendStreams { transport, streams })?;
     }
     Ok(())
 }
 
+/// Whether a refusal means the producer (or the consumer with it) closed meanwhile.
+fn is_gone(e: &ProtooError) -> bool {
+    matches!(e, ProtooError::Refused { code: 404, .. })
+}
+
+/// Consumes every scenario producer `joined` lists; returns the consumers made and the
+/// producers that closed before they could be consumed.
 async fn subscribe(
     ctx: &Ctx,
     signal: &mut Signal,
     spec: &PeerSpec,
     joined: &Value,
     ws_opened: Instant,
-) -> anyhow::Result<usize> {
-    let (transport_id, transport) = create_transport(ctx, signal, spec, ws_opened).await?;
+    owned: &mut Owned,
+) -> anyhow::Result<(usize, usize)> {
+    let (transport_id, transport) =
+        create_transport(ctx, signal, spec, true, ws_opened, owned).await?;
     let producer_ids: Vec<String> = joined["peers"]
         .as_array()
         .into_iter()
@@ -300,6 +373,7 @@ async fn subscribe(
         .filter_map(|p| p["producerId"].as_str().map(str::to_owned))
         .collect();
     let mut consumers = 0;
+    let mut gone = 0;
     for producer_id in producer_ids {
         let known = ctx
             .producers
@@ -311,12 +385,20 @@ async fn subscribe(
         let Some((kind, stream_ids)) = known else {
             continue;
         };
-        let answer = signal
+        let answer = match signal
             .request(
                 "consume",
                 json!({ "transportId": transport_id, "producerId": producer_id }),
             )
-            .await?;
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) if is_gone(&e) => {
+                gone += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let consumer_id = answer["id"]
             .as_str()
             .ok_or_else(|| anyhow!("consume answer without id"))?
@@ -344,15 +426,21 @@ async fn subscribe(
                 stream_ids,
             },
         })?;
-        signal
+        match signal
             .request("resumeConsumer", json!({ "consumerId": consumer_id }))
-            .await?;
-        consumers += 1;
+            .await
+        {
+            Ok(_) => consumers += 1,
+            Err(e) if is_gone(&e) => gone += 1,
+            Err(e) => return Err(e.into()),
+        }
     }
-    Ok(consumers)
+    Ok((consumers, gone))
 }
 
-async fn join(ctx: &Ctx, spec: PeerSpec) -> anyhow::Result<Joined> {
+/// Joins `spec`'s room and sets up its media; what it sets up is recorded in `owned` as it
+/// goes.
+pub(crate) async fn join(ctx: &Ctx, spec: PeerSpec, owned: &mut Owned) -> anyhow::Result<Joined> {
     let ws_opened = Instant::now();
     let mut signal =
         Signal::connect(&ctx.cfg.url, Duration::from_secs_f64(ctx.cfg.join_timeout)).await?;
@@ -361,7 +449,11 @@ async fn join(ctx: &Ctx, spec: PeerSpec) -> anyhow::Result<Joined> {
         .request("createRoom", json!({ "roomId": room_id }))
         .await?;
     let caps = created["rtpCapabilities"].clone();
-    let role = if spec.publisher { "pub" } else { "sub" };
+    let role = match (spec.churn, spec.publishes) {
+        (true, _) => "churn",
+        (false, true) => "pub",
+        (false, false) => "sub",
+    };
     let joined = signal
         .request(
             "joinRoom",
@@ -373,13 +465,19 @@ async fn join(ctx: &Ctx, spec: PeerSpec) -> anyhow::Result<Joined> {
             }),
         )
         .await?;
-    let consumers = if spec.publisher {
-        publish(ctx, &mut signal, &spec, &caps, ws_opened).await?;
-        0
+    if spec.publishes {
+        publish(ctx, &mut signal, &spec, &caps, ws_opened, owned).await?;
+    }
+    let (consumers, producers_gone) = if spec.subscribes {
+        subscribe(ctx, &mut signal, &spec, &joined, ws_opened, owned).await?
     } else {
-        subscribe(ctx, &mut signal, &spec, &joined, ws_opened).await?
+        (0, 0)
     };
-    Ok(Joined { signal, consumers })
+    Ok(Joined {
+        signal,
+        consumers,
+        producers_gone,
+    })
 }
 
 /// Spawns one task per peer; each answers on its oneshot once joined, then keeps its
@@ -402,7 +500,8 @@ fn spawn_peers(
             tasks.push(tokio::spawn(async move {
                 let joined = {
                     let _permit = semaphore.acquire().await;
-                    tokio::time::timeout(timeout, join(&ctx, spec)).await
+                    let mut owned = Owned::default();
+                    tokio::time::timeout(timeout, join(&ctx, spec, &mut owned)).await
                 };
                 let joined = match joined {
                     Ok(Ok(j)) => j,
@@ -473,8 +572,7 @@ fn server_pid(cfg: &Config, host: &str, port: u16) -> Option<u32> {
     if cfg.server_pid.is_some() {
         return cfg.server_pid;
     }
-    let local = matches!(host, "localhost" | "127.0.0.1" | "::1" | "0.0.0.0")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let local = is_loopback(host) || host == "0.0.0.0";
     if !local {
         return None;
     }
@@ -495,6 +593,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
 async fn run_async(cfg: Config) -> anyhow::Result<Report> {
     let (host, port) =
         host_port(&cfg.url).ok_or_else(|| anyhow!("cannot read host and port of --url"))?;
+    let admin_key = cfg.admin_key.as_deref();
     let epoch = Instant::now();
     let cert = Arc::new(DtlsCertificate::generate().context("DTLS certificate")?);
     let fingerprint = cert
@@ -526,7 +625,9 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
                 v.push(PeerSpec {
                     index,
                     room,
-                    publisher,
+                    publishes: publisher,
+                    subscribes: !publisher,
+                    churn: false,
                     full_verify: !publisher && i % cfg.verify_every == 0,
                 });
                 index += 1;
@@ -536,6 +637,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
     };
     let publishers = specs(true, cfg.publishers);
     let subscribers = specs(false, cfg.subscribers);
+    let first_churn_index = index;
 
     let progress = |text: String| {
         if !cfg.quiet {
@@ -553,9 +655,24 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
     let subs = await_joins("subscribers", &subscribers, rx, &progress).await;
 
     tokio::time::sleep(Duration::from_secs_f64(cfg.settle)).await;
+    let mut watcher = if cfg.churning() {
+        let Some(baseline) = ObjectCounts::fetch(&host, port, admin_key).await else {
+            let _ = stop_tx.send(true);
+            bail!(
+                "--churn needs the object counts of GET /api/stats (pass --admin-key when the \
+                 server has ADMIN_KEY)"
+            );
+        };
+        Some(Watcher::new(Instant::now(), baseline, pid.and_then(sample)))
+    } else {
+        None
+    };
     let from = Instant::now();
     let until = from + Duration::from_secs_f64(cfg.duration);
     ctx.media.send(Command::Measure { from, until })?;
+    let churn = cfg
+        .churning()
+        .then(|| tokio::spawn(churn::drive(ctx.clone(), first_churn_index, until)));
     let server_start = pid.and_then(sample);
     let cpu_start = process_cpu_time();
     let mut rss_max = server_start.map(|s| s.rss_bytes);
@@ -568,12 +685,22 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
         }
         if let Some(s) = pid.and_then(sample) {
             rss_max = rss_max.max(Some(s.rss_bytes));
+            if let Some(w) = watcher.as_mut() {
+                w.observe_process(Instant::now(), &s);
+            }
+        }
+        let mut peers = String::new();
+        if let Some(w) = watcher.as_mut()
+            && let Some(counts) = ObjectCounts::fetch(&host, port, admin_key).await
+        {
+            w.observe(&counts);
+            peers = format!("  server peers {}", counts.get("peers").unwrap_or(0));
         }
         let (tx, rx) = oneshot::channel();
         ctx.media.send(Command::Snapshot(tx))?;
         if let Ok(p) = rx.await {
             progress(format!(
-                "{:>5.1}/{:.0} s  transports {}/{}  sent {}  received {}  srtp failures {}  latency p50 {}",
+                "{:>5.1}/{:.0} s  transports {}/{}  sent {}  received {}  srtp failures {}  latency p50 {}{peers}",
                 (now - from).as_secs_f64(),
                 cfg.duration,
                 p.connected,
@@ -591,11 +718,20 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
     let wall = from.elapsed();
     let loadtest_cpu = process_cpu_time().saturating_sub(cpu_start);
     let (tx, rx) = oneshot::channel();
-    ctx.media.send(Command::Finish(tx))?;
+    ctx.media.send(Command::Results(tx))?;
     let media_report = rx.await.map_err(|_| anyhow!("media loop ended early"))?;
-    let workers = http_get_json(&host, port, "/api/stats")
+    let workers = http_get_json(&host, port, "/api/stats", admin_key)
         .await
         .and_then(|s| s["workers"].as_array().map(Vec::len));
+    let churn = match (churn, watcher) {
+        (Some(task), Some(watcher)) => {
+            progress("churn: waiting for the last peers to leave".to_owned());
+            let tally = task.await.context("churn task")?;
+            Some(settle(&cfg, &host, port, pid, watcher, tally, &progress).await)
+        }
+        _ => None,
+    };
+    ctx.media.send(Command::Stop)?;
     progress(String::new());
     if !cfg.quiet {
         eprintln!();
@@ -637,12 +773,56 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
         server_cpu_wait_percent: server_wait,
         server_workers: workers,
         loadtest_cpu_percent: loadtest_cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
+        churn,
     };
     match Arc::try_unwrap(ctx) {
         Ok(ctx) => ctx.media.join(),
         Err(_) => tracing::debug!("peer tasks still hold the context; media thread detached"),
     }
     Ok(Report::build(facts, &media_report))
+}
+
+/// After the churn: waits until the server's object counts are back at the baseline (or
+/// `--churn-settle` runs out), following their peaks, then takes the end figures.
+async fn settle(
+    cfg: &Config,
+    host: &str,
+    port: u16,
+    pid: Option<u32>,
+    mut watcher: Watcher,
+    tally: Tally,
+    progress: &dyn Fn(String),
+) -> ChurnReport {
+    let admin_key = cfg.admin_key.as_deref();
+    let from = Instant::now();
+    let limit = from + Duration::from_secs_f64(cfg.churn_settle);
+    let mut end = ObjectCounts::default();
+    loop {
+        if let Some(s) = pid.and_then(sample) {
+            watcher.observe_process(Instant::now(), &s);
+        }
+        if let Some(counts) = ObjectCounts::fetch(host, port, admin_key).await {
+            watcher.observe(&counts);
+            let back = counts == *watcher.baseline();
+            progress(format!(
+                "churn: {:.1} s after the last leave, server peers {} (baseline {})",
+                from.elapsed().as_secs_f64(),
+                counts.get("peers").unwrap_or(0),
+                watcher.baseline().get("peers").unwrap_or(0),
+            ));
+            end = counts;
+            if back {
+                break;
+            }
+        }
+        if Instant::now() >= limit {
+            break;
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+    let settled = from.elapsed();
+    let end_process = (Instant::now(), pid.and_then(sample));
+    watcher.report(cfg, tally, &end, end_process, settled)
 }
 
 #[cfg(test)]
@@ -656,16 +836,27 @@ mod tests {
             {"ip": "0.0.0.0", "port": 40000, "protocol": "udp"},
         ]});
         assert_eq!(
-            candidate(&answer, "127.0.0.1").expect("candidate"),
+            candidate(&answer, "127.0.0.1", false).expect("candidate"),
             "127.0.0.1:40000".parse::<SocketAddr>().expect("addr")
         );
         let answer =
             json!({"iceCandidates": [{"address": "192.0.2.7", "port": 5, "protocol": "udp"}]});
         assert_eq!(
-            candidate(&answer, "x").expect("candidate"),
+            candidate(&answer, "x", false).expect("candidate"),
             "192.0.2.7:5".parse::<SocketAddr>().expect("addr")
         );
-        assert!(candidate(&json!({}), "x").is_err());
+        assert!(candidate(&json!({}), "x", false).is_err());
+        // A churn run takes only a loopback candidate.
+        let answer = json!({"iceCandidates": [
+            {"ip": "192.0.2.7", "port": 5, "protocol": "udp"},
+            {"ip": "127.0.0.1", "port": 6, "protocol": "udp"},
+        ]});
+        assert_eq!(
+            candidate(&answer, "127.0.0.1", true).expect("candidate"),
+            "127.0.0.1:6".parse::<SocketAddr>().expect("addr")
+        );
+        let answer = json!({"iceCandidates": [{"ip": "192.0.2.7", "port": 5, "protocol": "udp"}]});
+        assert!(candidate(&answer, "127.0.0.1", true).is_err());
     }
 
     #[test]

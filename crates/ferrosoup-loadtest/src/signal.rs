@@ -35,18 +35,38 @@ impl Signal {
     /// Keeps the connection serviced (pongs, notifications dropped) until it closes or
     /// `stop` resolves; then closes it.
     pub async fn idle_until(mut self, stop: impl std::future::Future<Output = ()>) {
+        if self.serve_until(stop).await {
+            self.close().await;
+        }
+    }
+
+    /// Keeps the connection serviced (pongs, notifications dropped) until `stop` resolves
+    /// (`true`) or the server closes it (`false`).
+    pub async fn serve_until(&mut self, stop: impl std::future::Future<Output = ()>) -> bool {
         tokio::pin!(stop);
         loop {
             tokio::select! {
-                () = &mut stop => break,
+                () = &mut stop => return true,
                 frame = self.client.recv() => match frame {
                     Ok(Frame::Json(_)) => {}
-                    Ok(Frame::Closed(_)) | Err(_) => return,
+                    Ok(Frame::Closed(_)) | Err(_) => return false,
                 },
             }
         }
+    }
+
+    /// Closes the WebSocket with a close frame (waiting at most the request timeout).
+    pub async fn close(mut self) {
         let _ = self.client.close().await;
     }
+}
+
+/// Whether `host` (as [`host_port`] reads it from a URL) names this machine's loopback.
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Host and port of a `ws://` / `wss://` URL.
@@ -74,10 +94,19 @@ pub fn host_port(url: &str) -> Option<(String, u16)> {
     }
 }
 
-/// `GET path` on the server's HTTP port, parsed as JSON (`None` on any failure).
-pub async fn http_get_json(host: &str, port: u16, path: &str) -> Option<Value> {
+/// `GET path` on the server's HTTP port, parsed as JSON (`None` on any failure); with
+/// `bearer`, sent as `Authorization: Bearer` (the server's `ADMIN_KEY` for `/api/*`).
+pub async fn http_get_json(
+    host: &str,
+    port: u16,
+    path: &str,
+    bearer: Option<&str>,
+) -> Option<Value> {
     let mut stream = TcpStream::connect((host, port)).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let auth = bearer
+        .map(|key| format!("Authorization: Bearer {key}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut body = Vec::new();
     stream.read_to_end(&mut body).await.ok()?;
@@ -111,5 +140,15 @@ mod tests {
         assert_eq!(host_port("ws://localhost"), Some(("localhost".into(), 80)));
         assert_eq!(host_port("ftp://x/"), None);
         assert_eq!(host_port("ws://h:notaport/"), None);
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["localhost", "127.0.0.1", "127.3.2.1", "::1", "LOCALHOST"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["10.0.0.1", "0.0.0.0", "sfu.example.com", "::"] {
+            assert!(!is_loopback(host), "{host}");
+        }
     }
 }

@@ -1,6 +1,7 @@
-//! The load tester's smoke run (CI): the real `ferrosoup` binary on loopback, a tiny
-//! scenario of `ferrosoup-loadtest`, media must flow. Asserts only that packets arrive
-//! intact, never how fast.
+//! The load tester's smoke runs (CI): the real `ferrosoup` binary on loopback, tiny
+//! scenarios of `ferrosoup-loadtest`, media must flow; with `--churn`, the server must be
+//! left with the objects it had before the churn. Asserts only that packets arrive intact
+//! and what the server holds, never how fast.
 
 mod common;
 
@@ -58,4 +59,95 @@ async fn loadtest_media_flows_through_the_real_server() {
     assert!(report.keyframes_sent > 0);
     assert!(report.server_rss_bytes.is_some_and(|b| b > 0));
     assert_eq!(report.server_workers, Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_churn_leaves_the_server_as_it_found_it() {
+    // A short grace period, so peers that vanish without a word are gone soon; the admin
+    // key makes the load tester authenticate to /api/stats.
+    let server =
+        common::TestServer::start_with(1, &[("SESSION_GRACE", "1"), ("ADMIN_KEY", "churn-key")])
+            .await;
+    let url = server.ws_url();
+    let pid = server.pid().to_string();
+    let cfg = Config::try_parse_from([
+        "ferrosoup-loadtest",
+        "--url",
+        &url,
+        "--rooms",
+        "2",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "2",
+        "--video-kbps",
+        "64",
+        "--duration",
+        "10",
+        "--settle",
+        "0.5",
+        "--churn",
+        "2",
+        "--churn-lifetime",
+        "1.5",
+        "--churn-drop",
+        "0.5",
+        "--churn-settle",
+        "30",
+        "--admin-key",
+        "churn-key",
+        "--server-pid",
+        &pid,
+        "--quiet",
+    ])
+    .expect("arguments parse");
+    let report = tokio::task::spawn_blocking(move || run(&cfg))
+        .await
+        .expect("load tester thread")
+        .expect("the scenario runs");
+    println!("{}", report.table());
+    // The steady peers' media went through, intact, while peers came and went.
+    assert_eq!(report.peers_failed, 0);
+    assert_eq!(report.consumers, 8);
+    assert!(
+        report.delivery_ratio > 0.5,
+        "delivery ratio {}",
+        report.delivery_ratio
+    );
+    assert_eq!(report.srtp_failures, 0);
+    assert_eq!(report.payload_errors, 0);
+    let churn = report.churn.expect("a churn report");
+    let t = churn.tally;
+    // Every churn peer joined and left, both ways; subscribers consumed.
+    assert_eq!(t.join_failures, 0, "{t:?}");
+    assert_eq!(t.joined, t.started, "{t:?}");
+    assert!(t.left > 0 && t.dropped > 0, "{t:?}");
+    assert_eq!(t.left + t.dropped, t.joined, "{t:?}");
+    assert!(t.consumers > 0, "{t:?}");
+    // The server saw them, and let go of every object they had: back to the baseline
+    // exactly, in the signaling layer and in the worker.
+    let count = |name: &str| {
+        churn
+            .objects
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no count {name}"))
+            .levels
+    };
+    assert_eq!(count("rooms").baseline, 2);
+    assert_eq!(count("peers").baseline, 6);
+    assert!(count("peers").peak > 6, "no churn peer seen");
+    assert!(count("worker 0 consumers").peak > count("worker 0 consumers").baseline);
+    for c in &churn.objects {
+        assert_eq!(c.levels.end, c.levels.baseline, "{} not back", c.name);
+    }
+    // RSS only loosely: the allocator keeps freed memory and the binary's pages stay
+    // mapped once touched, but a leak of megabytes per peer would show.
+    let rss = churn.rss_bytes.expect("server RSS sampled");
+    assert!(
+        rss.end <= rss.baseline + (32 << 20),
+        "RSS {} MiB after the churn, {} MiB before",
+        rss.end >> 20,
+        rss.baseline >> 20
+    );
 }
