@@ -2,10 +2,11 @@
 //! allocator around [`Engine::handle_datagram`](ferrosoup_room::Engine::handle_datagram)
 //! (unprotect, parse, producer-side tracking, then decide, rewrite, extensions and protect
 //! for each of 10 consumers) and
-//! [`Engine::handle_timeout`](ferrosoup_room::Engine::handle_timeout) (reports,
-//! transport-cc feedback, NACK rounds, active speaker) for 1000 video packets with audio
-//! interleaved, after warm-up. Clients are connected through real ICE/DTLS/SRTP, which
-//! negotiates AEAD_AES_128_GCM: the only profile this test can reach.
+//! [`Engine::handle_timeout`](ferrosoup_room::Engine::handle_timeout) (reports, the
+//! publisher's REMB of `setMaxIncomingBitrate`, transport-cc feedback, NACK rounds, active
+//! speaker) for 1000 video packets with audio interleaved, after warm-up. Clients are
+//! connected through real ICE/DTLS/SRTP, which negotiates AEAD_AES_128_GCM: the only
+//! profile this test can reach.
 //!
 //! `NO_ALLOC_BACKTRACE=1 cargo test -p ferrosoup-benches --test no_alloc` prints where
 //! the first counted allocations come from.
@@ -119,6 +120,9 @@ fn forwarding_to_many_consumers_does_not_allocate() {
     const CONSUMERS: usize = 10;
     const VIDEO_PACKETS: u32 = 1000;
     let mut fanout = Fanout::new(CONSUMERS);
+    // Its REMB goes out on every report round of the publisher's transport.
+    let publisher = fanout.publisher;
+    fanout.room.set_max_incoming_bitrate(publisher, 2_000_000);
     // Warm-up beyond `Fanout::new`'s: a few seconds of media, so that every timer (reports,
     // transport-cc feedback, active speaker) has fired and every reused buffer and table
     // has reached its steady size; one upstream loss arms a NACK round.

@@ -354,13 +354,14 @@ impl Router {
         })
     }
 
-    /// `setMaxIncomingBitrate`.
+    /// `setMaxIncomingBitrate`: caps what the transport's client sends, with REMBs
+    /// (`bitrate` in bit/s; 0 lifts the cap).
     pub async fn set_max_incoming_bitrate(
         &self,
         id: TransportId,
         bitrate: u32,
     ) -> Result<(), RoomError> {
-        self.on_worker(move |e, c| e.set_max_incoming_bitrate(c.router_id, id, bitrate))
+        self.on_worker(move |e, c| e.set_max_incoming_bitrate(c.router_id, id, bitrate, c.out))
             .await
     }
 

@@ -259,6 +259,14 @@ impl SimRoom {
             .id
     }
 
+    /// `setMaxIncomingBitrate` on a peer's transport.
+    pub fn set_max_incoming_bitrate(&mut self, peer: Peer, bitrate: u32) {
+        let SimServer { engine, out, .. } = &mut self.server;
+        engine
+            .set_max_incoming_bitrate(self.router, peer.transport, bitrate, out)
+            .expect("the peer's transport exists"); // ok: test support, never in the server
+    }
+
     /// Protects and sends an RTP packet from a peer (through its link).
     pub fn send_rtp(&mut self, peer: Peer, packet: &[u8]) {
         let now = self.now();

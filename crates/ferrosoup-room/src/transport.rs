@@ -95,8 +95,12 @@ pub struct Transport {
     pub producers: Vec<ProducerKey>,
     /// Consumers on this transport (owned).
     pub consumers: Vec<ConsumerKey>,
-    /// `setMaxIncomingBitrate` value (0: unlimited).
+    /// `setMaxIncomingBitrate` value (0: unlimited), sent to the client as a REMB on every
+    /// report round while the transport has producers.
     pub max_incoming_bitrate: u32,
+    /// REMBs of bitrate 0 (no limit) still to send since the limit was lifted: the client
+    /// keeps the last REMB's cap until one of them arrives.
+    pub unlimited_rembs: u8,
     /// When ICE went to `disconnected` (for `iceRestartRequired`).
     pub ice_disconnected_at: Option<Instant>,
     /// When `iceRestartRequired` was last sent.
@@ -302,6 +306,7 @@ impl Transport {
             producers: Vec::new(),
             consumers: Vec::new(),
             max_incoming_bitrate: 0,
+            unlimited_rembs: 0,
             ice_disconnected_at: None,
             ice_restart_notified_at: None,
             counters: TransportCounters::default(),

@@ -4,6 +4,8 @@
 //! - packets really lost on the wire to B (a lossy UDP relay between the server and B's
 //!   receive transport) are NACKed by B and retransmitted by the server, so B still gets
 //!   every frame intact.
+//!
+//! And `setMaxIncomingBitrate` reaches the publishing client as REMBs over UDP and SRTCP.
 
 mod common;
 
@@ -13,11 +15,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::raw_client::{MediaLink, RoomSteps, TransportInfo, sha256};
 use common::*;
 use ferrosoup_client::{
     Consumer, KeyframeRequest, MediaKind, Peer, ProduceOptions, Producer, RecvTransport,
     TransportOptions,
 };
+use ferrosoup_rtc::dtls::DtlsCertificate;
 use serde_json::json;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -521,4 +525,70 @@ async fn packets_lost_on_the_wire_are_retransmitted_on_nack() {
         server.counter("nacks_received").await,
         server.counter("retransmissions").await
     );
+}
+
+/// The next REMB a raw link receives, within `secs` seconds.
+async fn next_remb(link: &mut MediaLink, what: &str, secs: u64) -> (u64, Vec<u32>) {
+    within(what, secs, link.rembs.recv())
+        .await
+        .expect("the media link's driver task runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_incoming_bitrate_reaches_the_publisher_as_remb() {
+    const SSRC: u32 = 0x5eed;
+    let server = TestServer::start(1).await;
+    let mut ws = Ws::connect(&server.ws_url()).await;
+    let caps = ws.join("remb", "a").await;
+    let vp8_pt = caps["codecs"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["mimeType"] == "video/VP8"))
+        .and_then(|c| c["preferredPayloadType"].as_u64())
+        .expect("VP8 in the router's capabilities");
+    let info = TransportInfo::parse(&ws.transport("send").await);
+    let certificate = Arc::new(DtlsCertificate::generate().expect("a certificate"));
+    let fingerprint = sha256(&certificate);
+    let dtls = json!({"role": "client", "fingerprints": [{"algorithm": fingerprint.algorithm, "value": fingerprint.value}]});
+    ws.ok(
+        "connectTransport",
+        json!({"transportId": info.id, "dtlsParameters": dtls}),
+    )
+    .await;
+    let mut link = MediaLink::start(&info, certificate.clone()).await;
+    link.wait_dtls_connected().await;
+    let id = info.id.clone();
+    within(
+        "the server reports the transport connected",
+        10,
+        ws.notification("transportStateChanged", |d| {
+            d["transportId"] == id.as_str() && d["dtlsState"] == "connected"
+        }),
+    )
+    .await;
+    let codec = json!({"mimeType": "video/VP8", "payloadType": vp8_pt, "clockRate": 90000, "parameters": {},
+        "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}]});
+    let rtp_parameters = json!({"codecs": [codec], "headerExtensions": [], "encodings": [{"ssrc": SSRC}],
+        "rtcp": {"cname": "a-cname", "reducedSize": true}});
+    ws.ok(
+        "produce",
+        json!({"transportId": info.id, "kind": "video", "rtpParameters": rtp_parameters}),
+    )
+    .await;
+    let limit = |bitrate: u32| json!({"transportId": info.id, "bitrate": bitrate});
+    ws.ok("setMaxIncomingBitrate", limit(700_000)).await;
+    let what = "a REMB after setMaxIncomingBitrate";
+    assert_eq!(next_remb(&mut link, what, 5).await, (700_000, vec![SSRC]));
+    // Repeated on the report rounds (every second).
+    let what = "the REMB repeated on a report round";
+    assert_eq!(next_remb(&mut link, what, 3).await, (700_000, vec![SSRC]));
+    // 0 lifts the limit with a REMB of bitrate 0 (maybe after one more of the limit sent
+    // before the request arrived).
+    ws.ok("setMaxIncomingBitrate", limit(0)).await;
+    let what = "a REMB of bitrate 0 after setMaxIncomingBitrate(0)";
+    let mut remb = next_remb(&mut link, what, 5).await;
+    if remb.0 == 700_000 {
+        remb = next_remb(&mut link, what, 5).await;
+    }
+    assert_eq!(remb, (0, vec![SSRC]));
+    assert!(link.is_running(), "every SRTCP packet unprotected");
 }

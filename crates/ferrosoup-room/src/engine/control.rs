@@ -14,7 +14,7 @@ use ferrosoup_rtc::rtp::ExtensionIds;
 use ferrosoup_rtc::srtp::SendIndex;
 use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 
-use super::Engine;
+use super::{Engine, feedback};
 use crate::allocator::UpgradeHold;
 use crate::arena::{ConsumerKey, ProducerKey, TransportKey};
 use crate::consumer::{Allocation, Consumer, RESENT_HISTORY, Resent, RetransmitBudget, RtxOut};
@@ -292,15 +292,29 @@ impl Engine {
         Ok(creds)
     }
 
-    /// Records the client's `setMaxIncomingBitrate`.
+    /// The client's `setMaxIncomingBitrate` (bit/s): while the transport has producers, a
+    /// REMB of that bitrate goes to the client now (once connected) and on every report
+    /// round. 0 lifts a limit: four REMBs of bitrate 0 follow the same way, then none, as
+    /// mediasoup does.
     pub fn set_max_incoming_bitrate(
         &mut self,
         router_id: RouterId,
         id: TransportId,
         bitrate: u32,
+        out: &mut dyn Transmit,
     ) -> Result<(), RoomError> {
         let key = self.transport_key(router_id, id)?;
-        self.transports[key].max_incoming_bitrate = bitrate;
+        let t = &mut self.transports[key];
+        let previous = std::mem::replace(&mut t.max_incoming_bitrate, bitrate);
+        if bitrate > 0 {
+            t.unlimited_rembs = 0;
+        } else if previous > 0 {
+            t.unlimited_rembs = feedback::UNLIMITED_REMBS;
+        } else {
+            return Ok(());
+        }
+        // At once rather than at the next report round, which repeats it.
+        self.send_limitation_remb(key, out);
         Ok(())
     }
 

@@ -1,6 +1,7 @@
-//! RTCP the worker sends: Sender Reports to consumers' clients, Receiver Reports, NACKs and
-//! keyframe requests to producers' clients, transport-cc feedback. Each is driven by its
-//! timer in the engine's table or by a packet that asks for it.
+//! RTCP the worker sends: Sender Reports to consumers' clients, Receiver Reports, NACKs,
+//! keyframe requests and `setMaxIncomingBitrate`'s REMBs to producers' clients,
+//! transport-cc feedback. Each is driven by its timer in the engine's table, by a packet
+//! that asks for it, or by the control request that changes it.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,10 @@ use crate::udp::MAX_DATAGRAM;
 pub(super) const RTCP_INTERVAL: Duration = Duration::from_millis(1000);
 /// The SSRC the worker's own RTCP (receiver reports, feedback) is sent under.
 pub(super) const REPORTER_SSRC: u32 = 1;
+/// REMBs of bitrate 0 sent after `setMaxIncomingBitrate(0)` lifted a limit, one now and
+/// one per report round (as mediasoup: a client keeps the last REMB's cap until a REMB
+/// lifts it, and one may be lost).
+pub(super) const UNLIMITED_REMBS: u8 = 4;
 /// Round trip assumed for NACK retries until one is measured on the transport.
 const DEFAULT_RTT: Duration = Duration::from_millis(100);
 
@@ -26,7 +31,8 @@ const DEFAULT_RTT: Duration = Duration::from_millis(100);
 const NACK_SEQS_PER_PACKET: usize = 128;
 
 impl Engine {
-    /// A transport's report round: Sender and Receiver Reports, then scores.
+    /// A transport's report round: Sender and Receiver Reports, the REMB of
+    /// `setMaxIncomingBitrate`, then scores.
     pub(super) fn on_reports_timer(
         &mut self,
         key: TransportKey,
@@ -37,6 +43,7 @@ impl Engine {
             return;
         }
         self.send_reports(key, now, out);
+        self.send_limitation_remb(key, out);
         self.update_scores(key);
         self.steer_bandwidth(key, now, out);
         self.timers.arm(Timer::Reports(key), now + RTCP_INTERVAL);
@@ -279,6 +286,46 @@ impl Engine {
         if len > 0 {
             self.send_rtcp(key, len, out);
         }
+    }
+
+    /// The REMB that caps what a transport's client sends at its `setMaxIncomingBitrate`
+    /// value (mediasoup's "limitation REMB"), naming the media SSRCs of its producers; or,
+    /// while `unlimited_rembs` remain, one of bitrate 0 that lifts the cap. Only to a
+    /// client that publishes on the transport, over SRTCP.
+    ///
+    /// The bitrate is the limit itself: the worker makes no receive-side estimate (the
+    /// client estimates from our transport-cc feedback), and mediasoup also sends the bare
+    /// limit when transport-cc is in use.
+    pub(super) fn send_limitation_remb(&mut self, key: TransportKey, out: &mut dyn Transmit) {
+        let Some(t) = self.transports.get_mut(key) else {
+            return;
+        };
+        if t.srtp.is_none() || t.producers.is_empty() {
+            return;
+        }
+        let bitrate = if t.max_incoming_bitrate > 0 {
+            t.max_incoming_bitrate
+        } else if t.unlimited_rembs > 0 {
+            t.unlimited_rembs -= 1;
+            0
+        } else {
+            return;
+        };
+        // At most one media SSRC per encoding: 128 per transport (`MAX_INCOMING_SSRCS`
+        // counts two), within the REMB's 255 and the scratch's capacity.
+        let ssrcs = &mut self.scratch.ssrcs;
+        ssrcs.clear();
+        for &p in &t.producers {
+            ssrcs.extend(self.producers[p].streams.iter().filter_map(|s| s.ssrc));
+        }
+        let len = rtcp::write_remb(
+            &mut self.scratch.rtcp[..],
+            REPORTER_SSRC,
+            u64::from(bitrate),
+            ssrcs,
+        )
+        .unwrap_or(0);
+        self.send_rtcp(key, len, out);
     }
 
     /// Protects `scratch.rtcp[..len]` and queues it to a transport's client.

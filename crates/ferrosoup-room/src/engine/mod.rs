@@ -95,6 +95,8 @@ pub struct Engine {
 struct Scratch {
     stun: Vec<u8>,
     nacks: Vec<u16>,
+    /// Media SSRCs a REMB names.
+    ssrcs: Vec<u32>,
     rtcp: Box<[u8; MAX_DATAGRAM]>,
     rtx: Box<[u8; MAX_DATAGRAM]>,
     allocation: bandwidth::AllocationScratch,
@@ -130,6 +132,7 @@ impl Engine {
             scratch: Scratch {
                 stun: Vec::with_capacity(256),
                 nacks: Vec::with_capacity(ferrosoup_rtc::nack::MAX_MISSING),
+                ssrcs: Vec::with_capacity(crate::transport::MAX_INCOMING_SSRCS),
                 rtcp: Box::new([0; MAX_DATAGRAM]),
                 rtx: Box::new([0; MAX_DATAGRAM]),
                 allocation: bandwidth::AllocationScratch::default(),

@@ -1,6 +1,6 @@
 //! A call on the simulated engine: `alice` publishes Opus and VP8 like a browser (paced
 //! frames, RTX answers to NACKs, keyframes on PLI), `bob` consumes both and NACKs what he
-//! misses. Everything runs on the testkit's manual clock.
+//! misses; the REMBs each receives are kept. Everything runs on the testkit's manual clock.
 
 #![allow(dead_code)]
 
@@ -13,6 +13,7 @@ use ferrosoup_room::sim::{
     EXT_IDS, OPUS_PT, Peer, SimRoom, VP8_PT, VP8_RTX_PT, opus_consumer, opus_producer,
     vp8_consumer, vp8_producer,
 };
+use ferrosoup_rtc::rtcp::{RtcpItem, parse_compound};
 use ferrosoup_testkit::packets::{RtpPacket, Vp8Header, opus_payload};
 use ferrosoup_testkit::{LinkConfig, StreamReceiver, StreamSender};
 
@@ -28,6 +29,29 @@ pub const AUDIO_FRAME: Duration = Duration::from_millis(20);
 pub const VIDEO_FRAME: Duration = Duration::from_micros(33_333);
 /// Packets per video frame.
 pub const VIDEO_PACKETS: usize = 4;
+
+/// A REMB a client received (unprotected), and when it was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remb {
+    pub at: Instant,
+    pub bitrate: u64,
+    pub ssrcs: Vec<u32>,
+}
+
+/// The REMBs of an RTCP compound packet read at `at`.
+pub fn rembs(at: Instant, rtcp: &[u8]) -> Vec<Remb> {
+    parse_compound(rtcp)
+        .flatten()
+        .filter_map(|item| match item {
+            RtcpItem::Remb { bitrate, ssrcs, .. } => Some(Remb {
+                at,
+                bitrate,
+                ssrcs: ssrcs.collect(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
 
 /// Alice publishing, Bob consuming, on one simulated engine.
 pub struct Call {
@@ -55,6 +79,10 @@ pub struct Call {
     pub keyframes_sent: u64,
     /// PLIs Alice received.
     pub plis_seen: u64,
+    /// REMBs Alice received.
+    pub alice_rembs: Vec<Remb>,
+    /// REMBs Bob received.
+    pub bob_rembs: Vec<Remb>,
 }
 
 impl Call {
@@ -106,6 +134,8 @@ impl Call {
             keyframe_wanted: true,
             keyframes_sent: 0,
             plis_seen: 0,
+            alice_rembs: Vec::new(),
+            bob_rembs: Vec::new(),
         }
     }
 
@@ -153,6 +183,7 @@ impl Call {
     fn react(&mut self) {
         let now = self.now();
         while let Some(rtcp) = self.room.clients[self.alice.index].poll_rtcp() {
+            self.alice_rembs.extend(rembs(now, &rtcp));
             let before = self.video_out.keyframe_requests;
             let resend = self.video_out.on_rtcp(&rtcp);
             if self.video_out.keyframe_requests > before {
@@ -168,7 +199,9 @@ impl Call {
                 self.audio_in.on_rtp(now, &rtp);
             }
         }
-        while self.room.clients[self.bob.index].poll_rtcp().is_some() {}
+        while let Some(rtcp) = self.room.clients[self.bob.index].poll_rtcp() {
+            self.bob_rembs.extend(rembs(now, &rtcp));
+        }
         if let Some(nack) = self
             .video_in
             .poll_nack(now, Duration::from_millis(60), 0xb0b)

@@ -328,13 +328,16 @@ enum Command {
 /// check, then DTLS (client role) and SRTP; consent checks every [`CONSENT_INTERVAL`] while
 /// enabled; received RTP unprotected into [`MediaLink::rtp`]; RTP and RTCP protected and
 /// sent on request; keyframe requests (PLI, FIR) received reported in
-/// [`MediaLink::keyframe_requests`]. The task ends when the link is dropped.
+/// [`MediaLink::keyframe_requests`], REMBs in [`MediaLink::rembs`]. The task ends when the
+/// link is dropped.
 pub struct MediaLink {
     commands: mpsc::UnboundedSender<Command>,
     /// RTP packets received, in arrival order.
     pub rtp: mpsc::UnboundedReceiver<RtpIn>,
     /// Media SSRCs of the PLIs and FIR entries received, in arrival order.
     pub keyframe_requests: mpsc::UnboundedReceiver<u32>,
+    /// REMBs received: bitrate (bit/s) and the SSRCs named, in arrival order.
+    pub rembs: mpsc::UnboundedReceiver<(u64, Vec<u32>)>,
     dtls: watch::Receiver<DtlsState>,
     task: JoinHandle<()>,
 }
@@ -352,6 +355,7 @@ impl MediaLink {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (rtp_tx, rtp) = mpsc::unbounded_channel();
         let (keyframe_tx, keyframe_requests) = mpsc::unbounded_channel();
+        let (remb_tx, rembs) = mpsc::unbounded_channel();
         let (dtls_tx, dtls) = watch::channel(DtlsState::New);
         let (datagram_tx, datagrams) = mpsc::unbounded_channel();
         let mut driver = Driver {
@@ -370,6 +374,7 @@ impl MediaLink {
             srtp: None,
             rtp_tx,
             keyframe_tx,
+            remb_tx,
         };
         driver.bind().await;
         let tid = driver
@@ -381,6 +386,7 @@ impl MediaLink {
             commands,
             rtp,
             keyframe_requests,
+            rembs,
             dtls,
             task,
         }
@@ -495,6 +501,7 @@ struct Driver {
     srtp: Option<SrtpSession>,
     rtp_tx: mpsc::UnboundedSender<RtpIn>,
     keyframe_tx: mpsc::UnboundedSender<u32>,
+    remb_tx: mpsc::UnboundedSender<(u64, Vec<u32>)>,
 }
 
 impl Drop for Driver {
@@ -648,7 +655,7 @@ impl Driver {
                 // RFC 5761: payload types 192..=223 are RTCP.
                 if (192..=223).contains(&data.get(1).copied().unwrap_or(0)) {
                     // Server reports are unprotected to exercise SRTCP; only keyframe
-                    // requests are kept.
+                    // requests and REMBs are kept.
                     let len = srtp
                         .unprotect_rtcp(&mut data)
                         .expect("the server's SRTCP unprotects with the DTLS keys");
@@ -661,6 +668,9 @@ impl Driver {
                                 for (ssrc, _) in entries {
                                     let _ = self.keyframe_tx.send(ssrc);
                                 }
+                            }
+                            RtcpItem::Remb { bitrate, ssrcs, .. } => {
+                                let _ = self.remb_tx.send((bitrate, ssrcs.collect()));
                             }
                             _ => {}
                         }
