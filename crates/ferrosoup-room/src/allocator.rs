@@ -99,6 +99,30 @@ pub fn allocate(budget: u64, demands: &[Demand], out: &mut [Option<usize>]) -> u
     left.max(0.0) as u64
 }
 
+/// Which way a consumer moves from layer `from` to layer `to` (`None`: paused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// To a higher layer, or resumed.
+    Up,
+    /// To a lower layer, or paused.
+    Down,
+    /// Neither.
+    Same,
+}
+
+impl Step {
+    /// The step from `from` to `to`.
+    pub fn between(from: Option<usize>, to: Option<usize>) -> Self {
+        match (from, to) {
+            (None, Some(_)) => Self::Up,
+            (Some(_), None) => Self::Down,
+            (Some(a), Some(b)) if b > a => Self::Up,
+            (Some(a), Some(b)) if b < a => Self::Down,
+            _ => Self::Same,
+        }
+    }
+}
+
 /// An upgrade taken back within this long did not last...
 const UPGRADE_TRIAL: Duration = Duration::from_secs(4);
 /// ...and holds the consumer's next upgrade back this long, doubling for each such
@@ -121,12 +145,7 @@ pub struct UpgradeHold {
 impl UpgradeHold {
     /// The allocation moved the consumer from layer `from` to `to` (`None`: paused).
     pub fn on_change(&mut self, now: Instant, from: Option<usize>, to: Option<usize>) {
-        let up = match (from, to) {
-            (None, Some(_)) => true,
-            (Some(a), Some(b)) => b > a,
-            (_, None) => false,
-        };
-        if up {
+        if Step::between(from, to) == Step::Up {
             self.upgraded_at = Some(now);
             return;
         }
@@ -214,6 +233,16 @@ mod tests {
         assert_eq!(run(1_000_000, &[d]), vec![Some(0)]);
         assert_eq!(run(2_000_000, &[d]), vec![Some(2)]);
         assert!(d.wanted().abs_diff(1_620_000) <= 1, "{}", d.wanted());
+    }
+
+    #[test]
+    fn steps_between_layers() {
+        assert_eq!(Step::between(None, Some(0)), Step::Up, "resumed");
+        assert_eq!(Step::between(Some(0), Some(2)), Step::Up);
+        assert_eq!(Step::between(Some(2), Some(1)), Step::Down);
+        assert_eq!(Step::between(Some(1), None), Step::Down, "paused");
+        assert_eq!(Step::between(Some(1), Some(1)), Step::Same);
+        assert_eq!(Step::between(None, None), Step::Same);
     }
 
     #[test]
