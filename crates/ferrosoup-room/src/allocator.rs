@@ -40,6 +40,11 @@ impl Demand {
         }
     }
 
+    /// The best layer it asks for (`None`: none).
+    pub fn top(&self) -> Option<usize> {
+        self.layers.iter().rposition(|&b| b > 0)
+    }
+
     fn lowest(&self) -> Option<usize> {
         self.layers.iter().position(|&b| b > 0)
     }
@@ -51,10 +56,7 @@ impl Demand {
     /// What it would take with nothing held back (its best layer, upgrade margin
     /// included), bit/s.
     pub fn wanted(&self) -> u64 {
-        self.layers
-            .iter()
-            .rposition(|&b| b > 0)
-            .map_or(0, |top| self.cost(top) as u64)
+        self.top().map_or(0, |top| self.cost(top) as u64)
     }
 }
 
@@ -134,7 +136,9 @@ const MAX_HOLD: Duration = Duration::from_secs(8);
 /// Holds a consumer's upgrades back after upgrades that did not last: an estimate that a
 /// probe raised past a layer which the link then could not carry (a token bucket's burst
 /// looks like headroom to a short probe) would otherwise switch it up and down every few
-/// seconds, each switch costing a keyframe.
+/// seconds, each switch costing a keyframe. The engine reports only the changes the link
+/// may have caused: a consumer given all it asks for (its preferred layer went down, a
+/// stream stopped) failed no upgrade.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UpgradeHold {
     upgraded_at: Option<Instant>,

@@ -267,7 +267,8 @@ counters!(
     dropped_malformed,
     /// RTCP dropped: before DTLS completed, or failing SRTCP authentication.
     rtcp_dropped,
-    /// Consumers the bandwidth allocation moved to a higher layer (or resumed).
+    /// Consumers the bandwidth allocation moved to a higher layer (or resumed), after a
+    /// new estimate or a new preferred layer.
     bwe_layer_upgrades,
     /// Consumers the bandwidth allocation moved to a lower layer (or paused).
     bwe_layer_downgrades,

@@ -195,8 +195,13 @@ impl Engine {
                 let consumer = &mut self.consumers[c];
                 if let Some(to) = layer_of(allocation) {
                     let from = consumer.forwarder.target();
-                    consumer.upgrade_hold.on_change(now, from, to);
-                    match Step::between(from, to) {
+                    let step = Step::between(from, to);
+                    // Given all it asks for (its preferred layer went down, or a stream
+                    // stopped), the link took nothing back: no upgrade failed.
+                    if step == Step::Up || to != demand.top() {
+                        consumer.upgrade_hold.on_change(now, from, to);
+                    }
+                    match step {
                         Step::Up => self.counters.bwe_layer_upgrades += 1,
                         Step::Down => self.counters.bwe_layer_downgrades += 1,
                         Step::Same => {}
