@@ -44,7 +44,10 @@ const VIDEO_CODECS = {
 };
 /** VP9 with `?svc=1`: one stream, 3 spatial layers (keyframes only on layer switches) x 3 temporal. */
 const VP9_SVC_MODE = 'L3T3_KEY';
-/** Per-tile quality choice -> spatial layer asked for (Auto: the highest the server has). */
+/**
+ * Per-tile quality choice -> spatial layer asked for. Auto asks for the top layer, so that
+ * the server's bandwidth allocation alone picks the layer that fits the link to this page.
+ */
 const QUALITY_LAYER = { low: 0, medium: 1, high: 2 };
 const CAMERA_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
 /** Reconnection backoff: first retry, doubling up to the maximum, with ±25 % jitter. */
@@ -53,6 +56,8 @@ const BACKOFF = { firstMs: 500, maxMs: 15_000 };
 const CLOSE_TAKEN_OVER = 4000;
 const CLOSE_RESUME_REFUSED = 4404;
 const STATS_INTERVAL_MS = 1000;
+/** How often the overlays ask the server for its view (estimate toward us, allocated layers). */
+const SERVER_STATS_INTERVAL_MS = 3000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -101,6 +106,12 @@ const state = {
   reconnectAttempt: 0,
   /** Test hook: no reconnection attempt before this performance.now() time. */
   holdReconnectUntil: 0,
+  /**
+   * The server's view of what it sends us, refreshed every SERVER_STATS_INTERVAL_MS:
+   * its bandwidth estimate toward this page (bit/s, null when it has none) and, per video
+   * consumer, what its allocation gives (see refreshServerView()).
+   */
+  server: { estimate: null, consumers: new Map(), nextAt: 0 },
 };
 
 function randomId() {
@@ -310,7 +321,7 @@ function remotePeer(peerId, displayName) {
   tile.innerHTML =
     '<video autoplay playsinline></video><pre class="stats"></pre>' +
     '<select class="quality" aria-label="Video quality" hidden>' +
-    '<option value="auto">Auto</option><option value="high">High</option>' +
+    '<option value="auto" title="The server picks the layer that fits your bandwidth">Auto</option><option value="high">High</option>' +
     '<option value="medium">Medium</option><option value="low">Low</option></select>' +
     '<figcaption><span class="name"></span><span class="muted-mark" hidden>muted</span></figcaption>' +
     '<button class="sound" type="button" hidden>Enable sound</button>';
@@ -380,7 +391,8 @@ async function setQuality(peer, quality) {
   const spatialLayer = quality === 'auto' ? entry.spatialLayers - 1 : Math.min(QUALITY_LAYER[quality], entry.spatialLayers - 1);
   try {
     await request('setConsumerPreferredLayers', { consumerId: entry.consumer.id, spatialLayer });
-    log(`${peer.displayName}: quality ${quality} (spatial layer ${spatialLayer})`);
+    log(`${peer.displayName}: quality ${quality} (${quality === 'auto' ? 'the server picks, up to ' : ''}spatial layer ${spatialLayer})`);
+    state.server.nextAt = 0; // show the server's new allocation at the next refresh
   } catch (error) {
     log(`setConsumerPreferredLayers for ${peer.displayName}: ${error.message}`, 'error');
   }
@@ -794,8 +806,54 @@ function formatBitrate(bps) {
   return bps >= 1_000_000 ? `${(bps / 1_000_000).toFixed(1)} Mb/s` : `${Math.round(bps / 1000)} kb/s`;
 }
 
-/** Refreshes every remote tile's overlay: bitrate, RTT, loss, resolution and layer. */
+/**
+ * Asks the server for its view of what it sends us: the recv transport's bandwidth
+ * estimate (`getTransportStats`) and each video consumer's allocation (`getConsumerStats`).
+ */
+async function refreshServerView() {
+  state.server.nextAt = performance.now() + SERVER_STATS_INTERVAL_MS;
+  const transport = state.recvTransport;
+  if (!transport || transport.closed || !state.protoo?.connected) return;
+  const [transportStats] = (await request('getTransportStats', { transportId: transport.id })).stats;
+  state.server.estimate = transportStats?.availableOutgoingBitrate ?? null;
+  const consumers = new Map();
+  for (const [id, entry] of state.consumers) {
+    if (entry.kind !== 'video') continue;
+    // A consumer closed meanwhile (404) just has no line.
+    const stats = await request('getConsumerStats', { consumerId: id }).then((r) => r.stats, () => []);
+    const outbound = stats.find((s) => s.type === 'outbound-rtp');
+    if (outbound) {
+      consumers.set(id, {
+        allocation: outbound.allocation ?? null,
+        allocatedSpatialLayer: outbound.allocatedSpatialLayer ?? null,
+        preferredSpatialLayer: outbound.preferredSpatialLayer ?? null,
+      });
+    }
+  }
+  state.server.consumers = consumers;
+}
+
+/**
+ * The overlay line with the server's view of a tile's video: its estimate toward this
+ * page, then the tile's quality choice and the layer the server's allocation gives
+ * (`auto → layer 2/3`), or `paused (bandwidth)` when not even the lowest layer fits.
+ */
+function serverLine(peer, entry) {
+  const estimate = state.server.estimate === null ? '–' : formatBitrate(state.server.estimate);
+  const view = entry && state.server.consumers.get(entry.consumer.id);
+  if (!view) return `server est ${estimate}`;
+  if (view.allocation === 'paused') return `server est ${estimate}  paused (bandwidth)`;
+  if (entry.type !== 'simulcast') return `server est ${estimate}`;
+  // Not steered (no estimate yet, or none): the preferred layer; steered: the allocated one.
+  const layer = view.allocation === 'layer' ? view.allocatedSpatialLayer : (view.preferredSpatialLayer ?? entry.spatialLayers - 1);
+  return `server est ${estimate}  ${peer.quality} → layer ${Math.min(layer, entry.spatialLayers - 1) + 1}/${entry.spatialLayers}`;
+}
+
+/** Refreshes every remote tile's overlay: bitrate, RTT, loss, resolution and layer, the server's view. */
 async function updateStatsOverlays() {
+  if (performance.now() >= state.server.nextAt) {
+    await refreshServerView().catch((error) => log(`server stats: ${error.message}`));
+  }
   let rtt = null;
   const transportReport = await state.recvTransport?.getStats().catch(() => null);
   transportReport?.forEach((s) => {
@@ -837,6 +895,7 @@ async function updateStatsOverlays() {
           : '';
       lines.push(`${video.frameWidth}x${video.frameHeight} ${Math.round(video.framesPerSecond ?? 0)} fps${layer}`);
     }
+    lines.push(serverLine(peer, entryVideo ?? videoEntryOf(peer.peerId)));
     peer.statsBox.textContent = lines.join('\n');
   }
 }

@@ -16,7 +16,9 @@
 // late and sees everyone (and everyone him); bob loses signaling and resumes his session;
 // bob loses it for longer than the session grace and joins afresh; carol presses Leave and
 // disappears from the others; dave closes his tab and disappears; alice switches bob's
-// tile to Low then High and the decoded width grows; then, per codec (VP9, H264), two
+// tile to Low then High and the decoded width grows, then to Auto: the server's preferred
+// layer is the top one again and the tile's overlay shows the server's estimate toward
+// alice and the layer its allocation gives (`auto → layer N/3`); then, per codec (VP9, H264), two
 // fresh pages in a new room with `?codec=` each decode the other's video in that codec
 // (H264 is SKIPPED, saying so, only when the browser cannot send H264). Every wait is bounded, a failure
 // prints every page's state, stats and console plus the server log. The last line is
@@ -123,6 +125,38 @@ async function waitWidth(page, sender, accept, what) {
     `page ${page.name}: ${what} of ${sender.name}'s video not reached after ${TIMEOUT.layer} ms ` +
       `(last: frameWidth=${last?.frameWidth} spatialLayer=${last?.spatialLayer} framesDecoded=${last?.framesDecoded})`,
   );
+}
+
+/**
+ * Waits until the server's `preferredSpatialLayer` for `page`'s video consumer of `sender`
+ * is `preferred` (a layer, or 'top': Auto leaves the choice to the server's allocation)
+ * and that tile's stats overlay has a line matching `line` (the server's view) naming the
+ * layer the server allocates now; returns the overlay text.
+ */
+async function waitServerView(page, sender, preferred, line) {
+  const deadline = Date.now() + TIMEOUT.layer;
+  let last = null;
+  while (Date.now() < deadline) {
+    last = await page.eval(async (peerId) => {
+      const d = window.ferrosoupDemo;
+      const entry = [...d.state.consumers.values()].find((c) => c.peerId === peerId && c.kind === 'video');
+      const server = entry && (await d.serverStats()).consumers[`video ${entry.consumer.id}`];
+      const outbound = Array.isArray(server) ? server.find((s) => s.type === 'outbound-rtp') : null;
+      return {
+        top: entry ? entry.spatialLayers - 1 : null,
+        preferred: outbound?.preferredSpatialLayer ?? null,
+        allocation: outbound?.allocation ?? null,
+        allocated: outbound?.allocatedSpatialLayer ?? null,
+        overlay: document.querySelector(`.tile[data-peer-id="${peerId}"] pre.stats`)?.textContent ?? '',
+      };
+    }, sender.peerId);
+    const wanted = preferred === 'top' ? last.top : preferred;
+    const layer = last.allocation === 'layer' ? last.allocated : last.preferred;
+    const current = layer !== null && last.overlay.includes(`→ layer ${layer + 1}/`);
+    if (last.top !== null && last.preferred === wanted && current && line.test(last.overlay)) return last.overlay;
+    await sleep(POLL_MS);
+  }
+  throw new Error(`page ${page.name}: server view of ${sender.name}'s video not shown after ${TIMEOUT.layer} ms (last: ${JSON.stringify(last)})`);
 }
 
 /**
@@ -345,6 +379,14 @@ async function main() {
       await alice.page.selectOption(qualitySelect, 'high', { timeout: 5000 });
       const high = await waitWidth(alice, bob, (w) => w > low, 'a wider layer');
       log(`bob's video on alice: Low ${low}px wide, High ${high}px wide`);
+    });
+    await step("page alice: bob's tile set to Auto, the server's preferred layer is the top one again and the overlay shows the server's estimate and allocation", async () => {
+      // From Low, so that Auto has the preferred layer to restore.
+      await alice.page.selectOption(qualitySelect, 'low', { timeout: 5000 });
+      await waitServerView(alice, bob, 0, /^server est .* {2}low → layer 1\/3$/m);
+      await alice.page.selectOption(qualitySelect, 'auto', { timeout: 5000 });
+      const text = await waitServerView(alice, bob, 'top', /^server est \d+(\.\d)? [kM]b\/s {2}auto → layer [1-3]\/3$/m);
+      log(`alice's overlay of bob: ${JSON.stringify(text)}`);
     });
   } catch (error) {
     await failWith(error, [alice, bob]);

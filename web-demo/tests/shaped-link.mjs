@@ -236,6 +236,8 @@ async function main() {
       return r;
     });
     log(`server's estimate toward bob: ${await serverEstimate(bob).catch(() => null)} bit/s`);
+    const overlay = await bob.eval(() => document.querySelector('.tile.remote pre.stats')?.textContent ?? '').catch(() => '');
+    log(`bob's overlay of alice: ${JSON.stringify(overlay)}`);
 
     await step(`limit lifted: page bob decodes alice's top layer again within ${RECOVER_S} s`, async () => {
       unshape(link);

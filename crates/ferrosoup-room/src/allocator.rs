@@ -40,6 +40,11 @@ impl Demand {
         }
     }
 
+    /// The best layer it asks for (`None`: none).
+    pub fn top(&self) -> Option<usize> {
+        self.layers.iter().rposition(|&b| b > 0)
+    }
+
     /// Its lowest available layer.
     pub fn lowest(&self) -> Option<usize> {
         self.layers.iter().position(|&b| b > 0)
@@ -52,10 +57,7 @@ impl Demand {
     /// What it would take with nothing held back (its best layer, upgrade margin
     /// included), bit/s.
     pub fn wanted(&self) -> u64 {
-        self.layers
-            .iter()
-            .rposition(|&b| b > 0)
-            .map_or(0, |top| self.cost(top) as u64)
+        self.top().map_or(0, |top| self.cost(top) as u64)
     }
 }
 
@@ -107,6 +109,30 @@ pub fn allocate(
     left.max(0.0) as u64
 }
 
+/// Which way a consumer moves from layer `from` to layer `to` (`None`: paused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// To a higher layer, or resumed.
+    Up,
+    /// To a lower layer, or paused.
+    Down,
+    /// Neither.
+    Same,
+}
+
+impl Step {
+    /// The step from `from` to `to`.
+    pub fn between(from: Option<usize>, to: Option<usize>) -> Self {
+        match (from, to) {
+            (None, Some(_)) => Self::Up,
+            (Some(_), None) => Self::Down,
+            (Some(a), Some(b)) if b > a => Self::Up,
+            (Some(a), Some(b)) if b < a => Self::Down,
+            _ => Self::Same,
+        }
+    }
+}
+
 /// An upgrade taken back within this long did not last...
 const UPGRADE_TRIAL: Duration = Duration::from_secs(4);
 /// ...and holds the consumer's next upgrade back this long, doubling for each such
@@ -118,7 +144,9 @@ const MAX_HOLD: Duration = Duration::from_secs(8);
 /// Holds a consumer's upgrades back after upgrades that did not last: an estimate that a
 /// probe raised past a layer which the link then could not carry (a token bucket's burst
 /// looks like headroom to a short probe) would otherwise switch it up and down every few
-/// seconds, each switch costing a keyframe.
+/// seconds, each switch costing a keyframe. The engine reports only the changes the link
+/// may have caused: a consumer given all it asks for (its preferred layer went down, a
+/// stream stopped) failed no upgrade.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UpgradeHold {
     upgraded_at: Option<Instant>,
@@ -129,12 +157,7 @@ pub struct UpgradeHold {
 impl UpgradeHold {
     /// The allocation moved the consumer from layer `from` to `to` (`None`: paused).
     pub fn on_change(&mut self, now: Instant, from: Option<usize>, to: Option<usize>) {
-        let up = match (from, to) {
-            (None, Some(_)) => true,
-            (Some(a), Some(b)) => b > a,
-            (_, None) => false,
-        };
-        if up {
+        if Step::between(from, to) == Step::Up {
             self.upgraded_at = Some(now);
             return;
         }
@@ -222,6 +245,16 @@ mod tests {
         assert_eq!(run(1_000_000, &[d]), vec![Some(0)]);
         assert_eq!(run(2_000_000, &[d]), vec![Some(2)]);
         assert!(d.wanted().abs_diff(1_620_000) <= 1, "{}", d.wanted());
+    }
+
+    #[test]
+    fn steps_between_layers() {
+        assert_eq!(Step::between(None, Some(0)), Step::Up, "resumed");
+        assert_eq!(Step::between(Some(0), Some(2)), Step::Up);
+        assert_eq!(Step::between(Some(2), Some(1)), Step::Down);
+        assert_eq!(Step::between(Some(1), None), Step::Down, "paused");
+        assert_eq!(Step::between(Some(1), Some(1)), Step::Same);
+        assert_eq!(Step::between(None, None), Step::Same);
     }
 
     #[test]

@@ -110,6 +110,25 @@ pub enum Allocation {
     Paused,
 }
 
+impl Allocation {
+    /// Its name in stats: `unlimited`, `layer` or `paused`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unlimited => "unlimited",
+            Self::Layer(_) => "layer",
+            Self::Paused => "paused",
+        }
+    }
+
+    /// The layer it gives at most, when it names one.
+    pub fn layer(self) -> Option<usize> {
+        match self {
+            Self::Layer(l) => Some(l),
+            Self::Unlimited | Self::Paused => None,
+        }
+    }
+}
+
 /// A NACKed packet to send again.
 #[derive(Clone, Copy, Debug)]
 pub struct Resend<'a> {

@@ -628,6 +628,13 @@ impl Router {
             .await
     }
 
+    /// Bandwidth toward the clients of the router's transports that estimate it, and what
+    /// the allocation gives each of their consumers (`/api/stats`).
+    pub async fn bandwidth_stats(&self) -> Result<serde_json::Value, RoomError> {
+        self.on_worker(move |e, c| e.bandwidth_stats(c.router_id))
+            .await
+    }
+
     /// Closes the router and everything in it.
     pub async fn close(&self) {
         let router_id = self.inner.id;

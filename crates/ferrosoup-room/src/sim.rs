@@ -267,6 +267,16 @@ impl SimRoom {
             .expect("the peer's transport exists"); // ok: test support, never in the server
     }
 
+    /// `setConsumerPreferredLayers` for a consumer: spatial layer `spatial`, every temporal
+    /// layer.
+    pub fn set_preferred_layers(&mut self, consumer: ConsumerId, spatial: u8) {
+        let now = self.now();
+        let SimServer { engine, out, .. } = &mut self.server;
+        engine
+            .set_consumer_preferred_layers(self.router, consumer, spatial, None, now, out)
+            .expect("a consumer of this router") // ok: test support, never in the server
+    }
+
     /// Protects and sends an RTP packet from a peer (through its link).
     pub fn send_rtp(&mut self, peer: Peer, packet: &[u8]) {
         let now = self.now();

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use crate::arena::{Arena, ConsumerKey};
 use crate::consumer::Consumer;
 use crate::forwarder::DropReason;
 use crate::producer::Producer;
-use crate::transport::Transport;
+use crate::transport::{SendBandwidth, Transport};
 use crate::udp::FlushOutcome;
 
 macro_rules! counters {
@@ -20,6 +21,8 @@ macro_rules! counters {
             $($(#[$doc])* pub $field: u64,)*
             /// RTP packets dropped, by reason.
             pub rtp_dropped: RtpDropCounts,
+            /// Bandwidth toward clients (gauges).
+            pub bwe: BandwidthGauges,
         }
 
         /// The last published copy of a worker's counters, readable from any thread.
@@ -27,6 +30,7 @@ macro_rules! counters {
         pub struct SharedCounters {
             $($field: AtomicU64,)*
             rtp_dropped: [AtomicU64; RtpDrop::ALL.len()],
+            bwe: [AtomicU64; BandwidthGauges::LEN],
         }
 
         impl SharedCounters {
@@ -34,6 +38,9 @@ macro_rules! counters {
             pub fn publish(&self, c: &WorkerCounters) {
                 $(self.$field.store(c.$field, Ordering::Relaxed);)*
                 for (slot, n) in self.rtp_dropped.iter().zip(c.rtp_dropped.0) {
+                    slot.store(n, Ordering::Relaxed);
+                }
+                for (slot, (_, _, n)) in self.bwe.iter().zip(c.bwe.fields()) {
                     slot.store(n, Ordering::Relaxed);
                 }
             }
@@ -44,6 +51,9 @@ macro_rules! counters {
                     $($field: self.$field.load(Ordering::Relaxed),)*
                     rtp_dropped: RtpDropCounts(std::array::from_fn(|i| {
                         self.rtp_dropped[i].load(Ordering::Relaxed)
+                    })),
+                    bwe: BandwidthGauges::from_values(std::array::from_fn(|i| {
+                        self.bwe[i].load(Ordering::Relaxed)
                     })),
                 }
             }
@@ -239,6 +249,8 @@ counters!(
     retransmissions,
     /// Padding packets sent to probe for bandwidth.
     padding_packets,
+    /// Bytes of those padding packets (RTP headers included).
+    padding_bytes,
     /// Video packets the pacers held back before sending.
     paced_packets,
     /// PLI/FIR received from consumers.
@@ -255,7 +267,103 @@ counters!(
     dropped_malformed,
     /// RTCP dropped: before DTLS completed, or failing SRTCP authentication.
     rtcp_dropped,
+    /// Consumers the bandwidth allocation moved to a higher layer (or resumed), after a
+    /// new estimate or a new preferred layer.
+    bwe_layer_upgrades,
+    /// Consumers the bandwidth allocation moved to a lower layer (or paused).
+    bwe_layer_downgrades,
 );
+
+/// Bandwidth toward clients, summed over a worker's transports that send to one with
+/// transport-cc: gauges (they go down as well as up), each transport's share refreshed at
+/// its allocation rounds (every transport-cc feedback and every report round) and taken
+/// away when it closes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BandwidthGauges {
+    /// Transports whose client sends transport-cc feedback (the estimate steers them).
+    pub transports: u64,
+    /// Sum of their estimates, bit/s.
+    pub estimate_bps: u64,
+    /// Sum of what their allocations gave out, bit/s.
+    pub allocated_bps: u64,
+    /// Sum of what their consumers would take with nothing held back, bit/s.
+    pub desired_bps: u64,
+    /// Video consumers paused because not even their lowest layer fits.
+    pub consumers_paused: u64,
+    /// Video consumers the allocation gives a layer below the best one they prefer and
+    /// their producer sends.
+    pub consumers_limited: u64,
+}
+
+impl BandwidthGauges {
+    /// Number of gauges.
+    pub const LEN: usize = 6;
+
+    /// `(name, help, value)` of every gauge, for exposition.
+    pub fn fields(&self) -> [(&'static str, &'static str, u64); Self::LEN] {
+        [
+            (
+                "transports",
+                "Transports whose client sends transport-cc feedback",
+                self.transports,
+            ),
+            (
+                "estimate_bps",
+                "Sum of those transports' bandwidth estimates, bit/s",
+                self.estimate_bps,
+            ),
+            (
+                "allocated_bps",
+                "Sum of what their allocations gave out, bit/s",
+                self.allocated_bps,
+            ),
+            (
+                "desired_bps",
+                "Sum of what their consumers would take with nothing held back, bit/s",
+                self.desired_bps,
+            ),
+            (
+                "consumers_paused",
+                "Video consumers paused because not even their lowest layer fits",
+                self.consumers_paused,
+            ),
+            (
+                "consumers_limited",
+                "Video consumers given a layer below the best they prefer and can get",
+                self.consumers_limited,
+            ),
+        ]
+    }
+
+    /// Gauges from values in [`fields`](Self::fields) order.
+    fn from_values(v: [u64; Self::LEN]) -> Self {
+        let [
+            transports,
+            estimate_bps,
+            allocated_bps,
+            desired_bps,
+            consumers_paused,
+            consumers_limited,
+        ] = v;
+        Self {
+            transports,
+            estimate_bps,
+            allocated_bps,
+            desired_bps,
+            consumers_paused,
+            consumers_limited,
+        }
+    }
+
+    /// Replaces one transport's share `old` of these sums with `new`.
+    pub fn replace(&mut self, old: &BandwidthGauges, new: &BandwidthGauges) {
+        let mut v = self.fields().map(|(_, _, n)| n);
+        for ((total, (_, _, o)), (_, _, n)) in v.iter_mut().zip(old.fields()).zip(new.fields()) {
+            *total = total.saturating_sub(o).saturating_add(n);
+        }
+        *self = Self::from_values(v);
+    }
+}
 
 impl WorkerCounters {
     /// Adds the outcome of a send flush.
@@ -299,20 +407,61 @@ pub fn transport_stats(t: &Transport) -> Value {
             .as_ref()
             .map(|b| b.last.estimate_bps)
             .or(t.remb_bitrate),
-        "bandwidthEstimation": t.bwe.as_ref().map(|b| json!({
-            "estimate": b.last.estimate_bps,
-            "delayBased": b.last.delay_based_bps,
-            "lossBound": b.last.loss_bound_bps,
-            "acked": b.last.acked_bps,
-            "sent": b.last.sent_bps,
-            "desired": b.last.desired_bps,
-            "allocated": b.allocated_bps,
-            "applicationLimited": b.last.in_alr,
-            "loss": b.last.loss,
-            "probes": b.last.probes,
-            "feedbacks": b.last.feedbacks,
-        })),
+        "bandwidthEstimation": t.bwe.as_deref().map(bandwidth_estimation),
     }])
+}
+
+/// The `bandwidthEstimation` object of a transport's stats: the estimator's state at the
+/// last allocation round and what that round gave out.
+fn bandwidth_estimation(b: &SendBandwidth) -> Value {
+    json!({
+        "estimate": b.last.estimate_bps,
+        "delayBased": b.last.delay_based_bps,
+        "lossBound": b.last.loss_bound_bps,
+        "acked": b.last.acked_bps,
+        "sent": b.last.sent_bps,
+        "desired": b.last.desired_bps,
+        "allocated": b.allocated_bps,
+        "applicationLimited": b.last.in_alr,
+        "loss": b.last.loss,
+        "probes": b.last.probes,
+        "feedbacks": b.last.feedbacks,
+    })
+}
+
+/// Bandwidth toward the client of a transport that estimates it (`None` otherwise), for
+/// `/api/stats`: its `bandwidthEstimation` (as in `getTransportStats`) and what the
+/// allocation gives each of its consumers.
+pub fn transport_bandwidth(
+    t: &Transport,
+    consumers: &Arena<ConsumerKey, Consumer>,
+) -> Option<Value> {
+    let bwe = t.bwe.as_deref()?;
+    let consumers: Vec<Value> = t
+        .consumers
+        .iter()
+        .filter_map(|&k| consumers.get(k))
+        .map(|c| {
+            json!({
+                "consumerId": c.id.to_string(),
+                "producerId": c.producer_id.to_string(),
+                "kind": c.kind,
+                "type": c.consumer_type,
+                "paused": c.paused || c.producer_paused,
+                "priority": c.priority,
+                "preferredSpatialLayer": c.preferred_spatial,
+                "allocation": c.allocation.name(),
+                "allocatedSpatialLayer": c.allocation.layer(),
+                "spatialLayer": c.forwarder.current(),
+            })
+        })
+        .collect();
+    Some(json!({
+        "transportId": t.id.to_string(),
+        "availableOutgoingBitrate": bwe.last.estimate_bps,
+        "bandwidthEstimation": bandwidth_estimation(bwe),
+        "consumers": consumers,
+    }))
 }
 
 /// `getProducerStats` document: one `inbound-rtp` entry per stream.
@@ -368,6 +517,8 @@ pub fn consumer_stats(c: &Consumer, p: Option<&Producer>) -> Value {
         "preferredSpatialLayer": c.preferred_spatial,
         "preferredTemporalLayer": c.preferred_temporal,
         "priority": c.priority,
+        "allocation": c.allocation.name(),
+        "allocatedSpatialLayer": c.allocation.layer(),
     })];
     if let Some(s) = p.and_then(|p| c.forwarder.current().and_then(|i| p.streams.get(i))) {
         entries.push(json!({

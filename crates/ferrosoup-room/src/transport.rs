@@ -17,7 +17,7 @@ use ferrosoup_rtc::twcc::TwccRecorder;
 
 use crate::arena::{ConsumerKey, ProducerKey};
 use crate::ids::{RouterId, TransportId};
-use crate::stats::RtpDrop;
+use crate::stats::{BandwidthGauges, RtpDrop};
 use crate::transmit::Transmit;
 
 /// Where an incoming SSRC goes: a producer stream, and whether the SSRC is the stream's RTX
@@ -136,6 +136,8 @@ pub struct SendBandwidth {
     pub last: BweStats,
     /// Bandwidth the allocation gave out at the last run, bit/s.
     pub allocated_bps: u64,
+    /// This transport's share of the worker's [`BandwidthGauges`], as last counted.
+    pub gauges: BandwidthGauges,
     /// The pacer of the transport's video.
     pub pacer: Pacer,
     /// The probator stream's next sequence number.
@@ -163,6 +165,7 @@ impl SendBandwidth {
                 ..BweStats::default()
             },
             allocated_bps: 0,
+            gauges: BandwidthGauges::default(),
             pacer: Pacer::new(now, config.start_bps),
             probator_seq: 0,
             probator_index: SendIndex::default(),

@@ -309,6 +309,25 @@ pub async fn render_metrics(hub: &Hub) -> Result<String, prometheus::Error> {
             }
         }
     }
+    let mut bwe_gauges = Vec::new();
+    for (name, help, _) in ferrosoup_room::stats::BandwidthGauges::default().fields() {
+        let g = IntGaugeVec::new(
+            Opts::new(
+                format!("ferrosoup_bwe_{name}"),
+                format!("{help}, per worker"),
+            ),
+            &["worker"],
+        )?;
+        registry.register(Box::new(g.clone()))?;
+        bwe_gauges.push(g);
+    }
+    for (i, w) in workers.iter().enumerate() {
+        let label = i.to_string();
+        for (g, (_, _, value)) in bwe_gauges.iter().zip(w.bwe.fields()) {
+            g.with_label_values(&[&label])
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+    }
     let dropped = IntCounterVec::new(
         Opts::new(
             "ferrosoup_rtp_dropped_total",
@@ -360,39 +379,70 @@ async fn api_stats(State(state): State<AppState>) -> axum::Json<Value> {
                 .map(|(reason, n)| (reason.to_owned(), json!(n)))
                 .collect();
             fields.insert("rtp_dropped".into(), Value::Object(dropped));
+            for (name, _, v) in c.bwe.fields() {
+                fields.insert(format!("bwe_{name}"), json!(v));
+            }
             Value::Object(fields)
         })
         .collect();
-    let rooms: Vec<Value> = hub.rooms().iter().map(|r| room_json(r)).collect();
+    let rooms = futures_util::future::join_all(hub.rooms().iter().map(|room| async move {
+        // A stuck worker leaves its rooms without bandwidth, not the answer waiting.
+        let bandwidth = tokio::time::timeout(BANDWIDTH_WAIT, room.router.bandwidth_stats())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        room_json(room, bandwidth.as_ref())
+    }))
+    .await;
     axum::Json(json!({"workers": workers, "rooms": rooms}))
 }
 
-fn room_json(room: &ferrosoup_signal::hub::Room) -> Value {
+/// How long `/api/stats` waits for a worker's bandwidth stats of a room.
+const BANDWIDTH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A room as `/api/rooms` shows it; with `bandwidth` (the router's
+/// [`bandwidth_stats`](ferrosoup_room::Router::bandwidth_stats), in `/api/stats`) each peer
+/// also gets `bandwidth`: the entries of its transports.
+fn room_json(room: &ferrosoup_signal::hub::Room, bandwidth: Option<&Value>) -> Value {
     let peers: Vec<Value> = room
         .peers()
         .values()
         .map(|p| {
-            json!({
+            let mut peer = json!({
                 "peerId": p.id,
                 "displayName": p.display_name,
                 "connected": p.notifier.is_attached(),
                 "transports": p.transports.keys().map(|t| t.to_string()).collect::<Vec<_>>(),
                 "producers": p.producers.iter().map(|(id, info)| json!({"id": id.to_string(), "kind": info.kind, "paused": info.paused})).collect::<Vec<_>>(),
                 "consumers": p.consumers.iter().map(|(id, pid)| json!({"id": id.to_string(), "producerId": pid.to_string()})).collect::<Vec<_>>(),
-            })
+            });
+            if let Some(entries) = bandwidth.and_then(Value::as_array) {
+                let own: Vec<Value> = entries
+                    .iter()
+                    .filter(|e| peer["transports"].as_array().is_some_and(|t| t.contains(&e["transportId"])))
+                    .cloned()
+                    .collect();
+                peer["bandwidth"] = Value::Array(own);
+            }
+            peer
         })
         .collect();
     json!({"roomId": room.id, "routerId": room.router.id().to_string(), "worker": room.router.worker_index(), "peers": peers})
 }
 
 async fn api_rooms(State(state): State<AppState>) -> axum::Json<Value> {
-    let rooms: Vec<Value> = state.hub.rooms().iter().map(|r| room_json(r)).collect();
+    let rooms: Vec<Value> = state
+        .hub
+        .rooms()
+        .iter()
+        .map(|r| room_json(r, None))
+        .collect();
     axum::Json(json!({"rooms": rooms}))
 }
 
 async fn api_room(State(state): State<AppState>, Path(room_id): Path<String>) -> Response {
     match state.hub.room(&room_id) {
-        Some(room) => axum::Json(room_json(&room)).into_response(),
+        Some(room) => axum::Json(room_json(&room, None)).into_response(),
         None => (
             StatusCode::NOT_FOUND,
             axum::Json(json!({"error": "room not found"})),

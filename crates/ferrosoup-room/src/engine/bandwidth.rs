@@ -10,10 +10,10 @@ use ferrosoup_proto::ortc::ProducerType;
 use ferrosoup_proto::rtp_parameters::MediaKind;
 
 use super::Engine;
-use crate::allocator::{self, Demand, MAX_LAYERS};
+use crate::allocator::{self, Demand, MAX_LAYERS, Step};
 use crate::arena::{ConsumerKey, TransportKey};
 use crate::consumer::{Allocation, Outgoing};
-use crate::stats::RtpDrop;
+use crate::stats::{BandwidthGauges, RtpDrop};
 use crate::timers::Timer;
 use crate::transmit::Transmit;
 use crate::transport::SendBandwidth;
@@ -208,12 +208,68 @@ impl Engine {
                 let consumer = &mut self.consumers[c];
                 if let Some(to) = layer_of(allocation) {
                     let from = consumer.forwarder.target();
-                    consumer.upgrade_hold.on_change(now, from, to);
+                    let step = Step::between(from, to);
+                    // Given all it asks for (its preferred layer went down, or a stream
+                    // stopped), the link took nothing back: no upgrade failed.
+                    if step == Step::Up || to != demand.top() {
+                        consumer.upgrade_hold.on_change(now, from, to);
+                    }
+                    match step {
+                        Step::Up => self.counters.bwe_layer_upgrades += 1,
+                        Step::Down => self.counters.bwe_layer_downgrades += 1,
+                        Step::Same => {}
+                    }
                 }
                 consumer.allocation = allocation;
                 self.update_consumer_target(c, now, out);
             }
         }
+        self.count_bandwidth(key, now);
+    }
+
+    /// Recounts the transport's share of the worker's bandwidth gauges after an allocation
+    /// round: its estimate, allocation and desire once its client sends feedback, and its
+    /// video consumers paused or held below the best layer they prefer and can get.
+    fn count_bandwidth(&mut self, key: TransportKey, now: Instant) {
+        let Self {
+            transports,
+            producers,
+            consumers,
+            counters,
+            ..
+        } = self;
+        let Some(t) = transports.get_mut(key) else {
+            return;
+        };
+        let Some(bwe) = t.bwe.as_deref_mut() else {
+            return;
+        };
+        let mut share = BandwidthGauges::default();
+        if bwe.feedback_seen {
+            share.transports = 1;
+            share.estimate_bps = bwe.last.estimate_bps;
+            share.allocated_bps = bwe.allocated_bps;
+            share.desired_bps = bwe.last.desired_bps;
+        }
+        for c in t.consumers.iter().filter_map(|&c| consumers.get(c)) {
+            if !c.is_active() || c.kind != MediaKind::Video {
+                continue;
+            }
+            match c.allocation {
+                Allocation::Paused => share.consumers_paused += 1,
+                Allocation::Layer(layer) => {
+                    let best = producers
+                        .get(c.producer)
+                        .and_then(|p| p.best_active_stream(now, c.preferred_spatial));
+                    if best.is_some_and(|best| best > layer) {
+                        share.consumers_limited += 1;
+                    }
+                }
+                Allocation::Unlimited => {}
+            }
+        }
+        counters.bwe.replace(&bwe.gauges, &share);
+        bwe.gauges = share;
     }
 
     /// Sends the padding a probe cluster still needs, and re-arms while it lasts.
@@ -270,6 +326,7 @@ impl Engine {
                 Ok(len) => {
                     due = due.saturating_sub(len);
                     counters.padding_packets += 1;
+                    counters.padding_bytes += len as u64;
                     counters.rtp_bytes_out += len as u64;
                 }
                 Err(reason) => {

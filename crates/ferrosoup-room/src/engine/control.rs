@@ -22,6 +22,7 @@ use crate::error::RoomError;
 use crate::forwarder::ConsumerForwarder;
 use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
 use crate::producer::{CodecInfo, Producer, RecvStream};
+use crate::stats::BandwidthGauges;
 use crate::timers::Timer;
 use crate::transmit::Transmit;
 use crate::transport::{MAX_INCOMING_SSRCS, RemoteDtls, StreamRef, Transport, TransportTables};
@@ -358,6 +359,11 @@ impl Engine {
         let Some(mut t) = self.transports.remove(key) else {
             return closed;
         };
+        if let Some(bwe) = &t.bwe {
+            self.counters
+                .bwe
+                .replace(&bwe.gauges, &BandwidthGauges::default());
+        }
         if let (Some(dtls), Some(remote)) = (t.dtls.as_mut(), t.ice.selected_tuple()) {
             dtls.close();
             while let Some(d) = dtls.poll_transmit() {
@@ -730,6 +736,23 @@ impl Engine {
     ) -> Result<serde_json::Value, RoomError> {
         let key = self.transport_key(router_id, id)?;
         Ok(crate::stats::transport_stats(&self.transports[key]))
+    }
+
+    /// Bandwidth toward the clients of a router's transports that estimate it (`/api/stats`):
+    /// one entry per such transport, see [`crate::stats::transport_bandwidth`].
+    pub fn bandwidth_stats(&self, router_id: RouterId) -> Result<serde_json::Value, RoomError> {
+        let router = self
+            .routers
+            .get(&router_id)
+            .ok_or(RoomError::NotFound("router"))?;
+        Ok(serde_json::Value::Array(
+            router
+                .transports
+                .iter()
+                .filter_map(|&k| self.transports.get(k))
+                .filter_map(|t| crate::stats::transport_bandwidth(t, &self.consumers))
+                .collect(),
+        ))
     }
 
     /// How much per-address and per-SSRC state a transport holds now (tests and debugging:

@@ -60,7 +60,7 @@ pub struct Sample {
 pub struct SimulcastCall {
     pub room: SimRoom,
     alice: Peer,
-    bob: Peer,
+    pub bob: Peer,
     bob_addr: SocketAddr,
     pub video_producer: ProducerId,
     pub video_consumer: ConsumerId,
