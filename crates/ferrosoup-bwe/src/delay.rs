@@ -245,6 +245,55 @@ fn slope(points: &VecDeque<(f64, f64)>) -> Option<f64> {
     (den != 0.0).then(|| num / den)
 }
 
+/// Span of each of the two windows the base one-way delay is the minimum of: the base
+/// follows a route change within two spans, and a queue that stays full for less than one
+/// span is still measured against the empty queue's delay.
+const BASE_SPAN_US: i64 = 10_000_000;
+
+/// Queuing delay at the bottleneck: one-way delay (arrival on the receiver's clock minus
+/// send on ours, so offset by the clocks' difference) above its recent minimum, the delay
+/// through an empty queue. Tells random link loss (queue empty) from a drop-tail queue's
+/// overflow (queue full) where the trendline cannot: a full queue's delay is high but flat.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QueueDelay {
+    /// Minimum one-way delay in the current window and the one before, µs.
+    base: [Option<i64>; 2],
+    window_start_us: Option<i64>,
+    /// Sum and count of the queuing delays since the last `take_mean`.
+    sum_us: i64,
+    count: u32,
+}
+
+impl QueueDelay {
+    /// Notes one received packet: sent at `sent_us` (sender clock), arrived at
+    /// `arrival_us` (receiver clock).
+    pub fn on_packet(&mut self, sent_us: i64, arrival_us: i64) {
+        let owd = arrival_us - sent_us;
+        let start = *self.window_start_us.get_or_insert(sent_us);
+        if sent_us - start >= BASE_SPAN_US {
+            self.base = [self.base[1], None];
+            self.window_start_us = Some(sent_us);
+        }
+        self.base[1] = Some(self.base[1].map_or(owd, |b| b.min(owd)));
+        let base = self.base.iter().flatten().copied().min().unwrap_or(owd);
+        self.sum_us += owd - base;
+        self.count += 1;
+    }
+
+    /// Mean queuing delay of the packets noted since the last call (`None`: none), µs.
+    pub fn take_mean(&mut self) -> Option<i64> {
+        let mean = (self.count > 0).then(|| self.sum_us / i64::from(self.count));
+        self.sum_us = 0;
+        self.count = 0;
+        mean
+    }
+
+    /// Forgets the base delay (the receiver's clock jumped).
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,5 +348,30 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].send_us, 20_000);
         assert_eq!(got[0].arrival_us, 22_000);
+    }
+
+    #[test]
+    fn queue_delay_is_measured_from_the_recent_minimum_one_way_delay() {
+        let mut q = QueueDelay::default();
+        // Clocks 7 s apart, 50 ms of path: an empty queue reads as none.
+        for k in 0..100 {
+            q.on_packet(k * 10_000, 7_000_000 + 50_000 + k * 10_000);
+        }
+        assert_eq!(q.take_mean(), Some(0));
+        assert_eq!(q.take_mean(), None, "taken");
+        // A full queue: 200 ms more.
+        for k in 100..200 {
+            q.on_packet(k * 10_000, 7_000_000 + 250_000 + k * 10_000);
+        }
+        assert_eq!(q.take_mean(), Some(200_000));
+        // A route 30 ms shorter: the new minimum takes over within two windows.
+        let mut sent = 2_000_000;
+        while sent < 2_000_000 + 2 * BASE_SPAN_US + 10_000 {
+            q.on_packet(sent, 7_000_000 + 20_000 + sent);
+            sent += 10_000;
+        }
+        q.take_mean();
+        q.on_packet(sent, 7_000_000 + 20_000 + sent);
+        assert_eq!(q.take_mean(), Some(0));
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use ferrosoup_rtc::twcc::{MalformedFeedback, read_feedback};
 
 use crate::aimd::AimdControl;
-use crate::delay::{InterArrival, Trendline, Usage};
+use crate::delay::{InterArrival, QueueDelay, Trendline, Usage};
 use crate::history::{PacketResult, SendHistory};
 use crate::loss::LossBound;
 pub use crate::pacer::PacerBudget;
@@ -97,6 +97,7 @@ pub struct BandwidthEstimator {
     history: SendHistory,
     inter_arrival: InterArrival,
     trendline: Trendline,
+    queue: QueueDelay,
     aimd: AimdControl,
     loss: LossBound,
     acked: RateMeter,
@@ -105,7 +106,6 @@ pub struct BandwidthEstimator {
     in_alr: bool,
     desired: u64,
     estimate: u64,
-    rtt_ms: f64,
     feedbacks: u64,
     /// One feedback's results (reused: allocated once).
     results: Vec<PacketResult>,
@@ -121,6 +121,7 @@ impl BandwidthEstimator {
             history: SendHistory::new(),
             inter_arrival: InterArrival::default(),
             trendline: Trendline::default(),
+            queue: QueueDelay::default(),
             aimd: AimdControl::new(start, config.min_bps, config.max_bps),
             loss: LossBound::default(),
             acked: RateMeter::new(ACKED_WINDOW_US),
@@ -129,7 +130,6 @@ impl BandwidthEstimator {
             in_alr: false,
             desired: 0,
             estimate: start,
-            rtt_ms: 100.0,
             feedbacks: 0,
             results: Vec::with_capacity(256),
         }
@@ -192,9 +192,11 @@ impl BandwidthEstimator {
                         // The receiver's clock jumped back (its reference time wrapped).
                         self.acked.reset();
                         self.inter_arrival = InterArrival::default();
+                        self.queue.reset();
                     }
                     self.last_arrival_us = Some(self.last_arrival_us.map_or(at, |l| l.max(at)));
                     self.acked.add(at, r.size as usize);
+                    self.queue.on_packet(r.sent_us, at);
                     if let Some(delta) = self.inter_arrival.on_packet(r.sent_us, at) {
                         self.trendline.update(delta);
                     }
@@ -219,7 +221,7 @@ impl BandwidthEstimator {
             total,
             self.estimate,
             self.aimd.bitrate(),
-            self.rtt_ms,
+            self.queue.take_mean(),
         );
         let bounded = self
             .loss
@@ -246,8 +248,9 @@ impl BandwidthEstimator {
 
     /// Sets the round-trip time to the client.
     pub fn set_rtt(&mut self, rtt: Duration) {
-        self.rtt_ms = rtt.as_secs_f64() * 1000.0;
-        self.aimd.set_rtt_ms(self.rtt_ms);
+        let rtt_ms = rtt.as_secs_f64() * 1000.0;
+        self.aimd.set_rtt_ms(rtt_ms);
+        self.loss.set_rtt_ms(rtt_ms);
     }
 
     /// Sets what the allocator would send with nothing held back, bit/s: probes look for
