@@ -9,6 +9,10 @@ const BETA: f64 = 0.85;
 const MULTIPLICATIVE_PER_SECOND: f64 = 1.08;
 /// The assumed frame rate, for the additive step (one packet per response time).
 const FRAME_RATE: f64 = 30.0;
+/// Decreases are at least a round trip apart (clamped to this range, ms): a decrease shows
+/// in the feedback one round trip later, and an overuse signal before that reports the
+/// congestion already answered. Sooner only when the receiver gets less than half the rate.
+const DECREASE_INTERVAL_MS: (f64, f64) = (200.0, 500.0);
 /// Packet size the additive step assumes at most, bits.
 const MAX_PACKET_BITS: f64 = 1_200.0 * 8.0;
 
@@ -66,6 +70,8 @@ pub struct AimdControl {
     link: LinkCapacity,
     /// Last update, µs on the sender's clock.
     last_change_us: Option<i64>,
+    /// Last decrease, µs on the sender's clock.
+    last_decrease_us: Option<i64>,
     rtt_ms: f64,
 }
 
@@ -79,6 +85,7 @@ impl AimdControl {
             max: max as f64,
             link: LinkCapacity::default(),
             last_change_us: None,
+            last_decrease_us: None,
             rtt_ms: 100.0,
         }
     }
@@ -103,6 +110,9 @@ impl AimdControl {
     /// Applies one usage signal at `now_us`, with `acked` the rate the receiver
     /// acknowledged (bit/s) when known.
     pub fn update(&mut self, now_us: i64, usage: Usage, acked: Option<u64>) {
+        if usage == Usage::Overusing && !self.time_to_decrease(now_us, acked) {
+            return;
+        }
         self.state = match (usage, self.state) {
             (Usage::Overusing, s) if s != State::Decrease => State::Decrease,
             (Usage::Overusing, s) => s,
@@ -151,10 +161,21 @@ impl AimdControl {
                 self.link.on_overuse(base);
                 self.bitrate = next.min(self.bitrate);
                 self.state = State::Hold;
+                self.last_decrease_us = Some(now_us);
             }
         }
         self.bitrate = self.bitrate.clamp(self.min, self.max);
         self.last_change_us = Some(now_us);
+    }
+
+    /// Whether an overuse at `now_us` may decrease the rate again.
+    fn time_to_decrease(&self, now_us: i64, acked: Option<u64>) -> bool {
+        let Some(last) = self.last_decrease_us else {
+            return true;
+        };
+        let (lo, hi) = DECREASE_INTERVAL_MS;
+        let interval_us = (self.rtt_ms.clamp(lo, hi) * 1000.0) as i64;
+        now_us - last >= interval_us || acked.is_some_and(|a| (a as f64) < 0.5 * self.bitrate)
     }
 
     fn additive_per_second(&self) -> f64 {
@@ -201,5 +222,21 @@ mod tests {
             a.update(t, Usage::Normal, Some(200_000));
         }
         assert_eq!(a.bitrate(), 1_000_000, "held, not lowered, not raised");
+    }
+
+    #[test]
+    fn decreases_are_a_round_trip_apart_unless_the_rate_halved() {
+        let mut a = AimdControl::new(1_000_000, 30_000, 10_000_000);
+        a.set_rtt_ms(300.0);
+        a.update(0, Usage::Overusing, Some(800_000));
+        assert_eq!(a.bitrate(), 680_000);
+        // The same congestion reported again before the decrease could show: held.
+        a.update(100_000, Usage::Overusing, Some(600_000));
+        assert_eq!(a.bitrate(), 680_000);
+        a.update(300_000, Usage::Overusing, Some(600_000));
+        assert_eq!(a.bitrate(), 510_000, "a round trip later");
+        // The receiver gets less than half the rate: at once.
+        a.update(350_000, Usage::Overusing, Some(200_000));
+        assert_eq!(a.bitrate(), 170_000);
     }
 }

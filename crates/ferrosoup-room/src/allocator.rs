@@ -17,6 +17,11 @@ pub const UPGRADE_MARGIN: f64 = 1.08;
 /// included, measured on links with 5 % random loss), one the link did not carry goes at
 /// the first overuse.
 pub const KEEP_MARGIN: f64 = 0.75;
+/// A consumer forwarding video keeps its lowest layer while this share of it fits: pausing
+/// freezes the picture for seconds (the resume waits for an estimate that fits and a
+/// keyframe), so a dip of the estimate on a link that carried the layer must not pause it;
+/// a link that collapsed below half the lowest layer does.
+pub const KEEP_LOWEST_MARGIN: f64 = 0.5;
 
 /// One video consumer's demand.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -33,7 +38,9 @@ pub struct Demand {
 impl Demand {
     fn cost(&self, layer: usize) -> f64 {
         let bitrate = self.layers[layer] as f64;
-        if self.current.is_some_and(|c| layer <= c) {
+        if self.current.is_some() && Some(layer) == self.lowest() {
+            bitrate * KEEP_LOWEST_MARGIN
+        } else if self.current.is_some_and(|c| layer <= c) {
             bitrate * KEEP_MARGIN
         } else {
             bitrate * UPGRADE_MARGIN
@@ -221,6 +228,16 @@ mod tests {
         // A little below the layer's own bitrate it stays; well below it goes down.
         assert_eq!(run(480_000, &[demand(Some(1))]), vec![Some(1)]);
         assert_eq!(run(350_000, &[demand(Some(1))]), vec![Some(0)]);
+    }
+
+    #[test]
+    fn the_lowest_layer_is_kept_through_a_dip_and_paused_when_the_link_collapsed() {
+        // 150 kbit/s: 120 kbit/s neither resumes a paused consumer nor pauses one that
+        // forwards video; 70 kbit/s pauses it.
+        assert_eq!(run(120_000, &[demand(None)]), vec![None]);
+        assert_eq!(run(120_000, &[demand(Some(0))]), vec![Some(0)]);
+        assert_eq!(run(120_000, &[demand(Some(2))]), vec![Some(0)]);
+        assert_eq!(run(70_000, &[demand(Some(0))]), vec![None]);
     }
 
     #[test]
