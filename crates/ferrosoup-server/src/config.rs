@@ -43,6 +43,13 @@ pub enum Command {
         #[arg(long)]
         no_publish_data: bool,
     },
+    /// Asks the server running with these settings (PORT, LISTEN_IP) for a health route;
+    /// exit code 0 only on HTTP 200. For container HEALTHCHECKs (the image has no curl).
+    Health {
+        /// The route to ask: `/health/live` (liveness) or `/health/ready` (readiness).
+        #[arg(long, default_value = "/health/live")]
+        path: String,
+    },
 }
 
 /// Server settings.

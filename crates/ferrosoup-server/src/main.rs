@@ -5,6 +5,7 @@ mod config;
 mod http;
 mod ice_servers;
 mod liveness;
+mod probe;
 mod ws;
 
 use std::net::SocketAddr;
@@ -26,6 +27,12 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = config::Cli::parse();
     let config = cli.config;
+    if let Some(config::Command::Health { path }) = &cli.command {
+        let addr = probe::local_addr(config.listen_ip, config.port);
+        let status = probe::check(addr, path).map_err(anyhow::Error::msg)?;
+        println!("{status}");
+        return Ok(());
+    }
     if let Some(config::Command::Token {
         room,
         peer,
