@@ -9,6 +9,8 @@
 //                  simulcast layers (unless simulcast=0); VP9 sends one stream, L1T3, or
 //                  with svc=1 one SVC stream of 3 spatial x 3 temporal layers (L3T3_KEY)
 //   produce=0      join as a viewer: no camera or microphone, receive only
+//   relay=1        send and receive only through the TURN servers of /api/ice-servers
+//                  (iceTransportPolicy "relay"), to try a TURN setup
 //
 // Signaling runs over protoo-client's Peer on a small WebSocket transport of our own
 // (SignalingSocket below), so the page sees close codes and runs its own reconnection:
@@ -28,6 +30,8 @@ if (!params.get('room')) {
   history.replaceState(null, '', `${location.pathname}?${params}`);
 }
 const wsUrl = params.get('ws') || `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+/** `?relay=1`: media only through TURN (the transports' iceTransportPolicy). */
+const relayOnly = params.get('relay') === '1';
 
 /** Three simulcast layers: quarter, half and full capture resolution. */
 const SIMULCAST_ENCODINGS = [
@@ -96,6 +100,8 @@ const state = {
   cameraOff: false,
   activeSpeaker: null,
   device: null,
+  /** STUN/TURN servers from the server's /api/ice-servers, fetched at each join. */
+  iceServers: [],
   protoo: null,
   socket: null,
   sendTransport: null,
@@ -649,7 +655,7 @@ async function startProducing(protoo) {
     return;
   }
   const info = await protoo.request('createTransport', { direction: 'send' });
-  const transport = device.createSendTransport(info);
+  const transport = device.createSendTransport({ ...info, ...iceOptions() });
   state.sendTransport = transport;
   wireTransport(transport);
   transport.on('produce', ({ kind, rtpParameters, appData }, callback, errback) => {
@@ -661,6 +667,43 @@ async function startProducing(protoo) {
   await produceTrack('video');
   await produceTrack('audio');
   log(`producing ${[...state.producers.keys()].join(' + ') || 'nothing'}${state.producers.has('video') ? ` (${videoSendDescription()})` : ''}`);
+}
+
+/**
+ * The `/api/ice-servers` URL of the signaling server: same host, `/ws` replaced (so a proxy
+ * prefix is kept), the access token of `?token=` passed on.
+ */
+function iceServersUrl() {
+  const ws = new URL(wsUrl);
+  const url = new URL(ws.href.replace(/^ws/, 'http'));
+  url.pathname = /\/ws\/?$/.test(ws.pathname) ? ws.pathname.replace(/\/ws\/?$/, '/api/ice-servers') : '/api/ice-servers';
+  url.search = '';
+  if (ws.searchParams.get('token')) url.searchParams.set('token', ws.searchParams.get('token'));
+  return url.href;
+}
+
+/**
+ * The server's STUN/TURN servers (TURN credentials are time-limited, so asked for at each
+ * join). Without them the call still works where UDP reaches the server directly.
+ */
+async function fetchIceServers() {
+  try {
+    const res = await fetch(iceServersUrl(), { cache: 'no-store' });
+    if (!res.ok) throw new Error(`HTTP ${res.status} ${(await res.text()).slice(0, 200)}`);
+    const { iceServers } = await res.json();
+    const turn = iceServers.filter((s) => [s.urls].flat().some((u) => u.startsWith('turn')));
+    log(`ICE servers: ${iceServers.length ? iceServers.flatMap((s) => [s.urls].flat()).join(', ') : 'none'}${relayOnly ? ' (relay only)' : ''}`);
+    if (relayOnly && !turn.length) notice('relay=1 but the server names no TURN server (TURN_URLS): media cannot flow.');
+    return iceServers;
+  } catch (error) {
+    log(`ICE servers: ${error.message}; going on without STUN/TURN`, 'error');
+    return [];
+  }
+}
+
+/** Options of createSendTransport / createRecvTransport beyond the server's parameters. */
+function iceOptions() {
+  return { iceServers: state.iceServers, iceTransportPolicy: relayOnly ? 'relay' : 'all' };
 }
 
 function wireTransport(transport) {
@@ -968,6 +1011,8 @@ function onNotification({ method, data }) {
 
 async function join(protoo) {
   setStatus('connecting', 'joining…');
+  // Asked for alongside the join's requests, so it adds no round trip.
+  const iceServers = fetchIceServers();
   const device = state.device ?? new Device();
   if (!device.loaded) {
     const { rtpCapabilities } = await protoo.request('createRoom', { roomId });
@@ -994,8 +1039,9 @@ async function join(protoo) {
     $('local-tile').dataset.peerId = joined.peerId;
     log(`joined room ${roomId} as ${state.displayName} (${joined.peerId}); ${joined.peers.length} other peer(s)`);
 
+    state.iceServers = await iceServers;
     const info = await protoo.request('createTransport', { direction: 'recv' });
-    state.recvTransport = device.createRecvTransport(info);
+    state.recvTransport = device.createRecvTransport({ ...info, ...iceOptions() });
     wireTransport(state.recvTransport);
     recvReady.resolve(state.recvTransport);
   } catch (error) {

@@ -29,6 +29,9 @@ pub enum ClientError {
     /// The requested media or codec is not supported by this device or by the router.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// An HTTP request to the server (`/api/ice-servers`) failed.
+    #[error("http: {0}")]
+    Http(String),
     /// The object was used in a state that does not allow the operation.
     #[error("invalid state: {0}")]
     InvalidState(String),

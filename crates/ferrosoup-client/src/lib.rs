@@ -16,6 +16,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Behind a NAT or a firewall, give the transports the server's STUN/TURN servers:
+//! `TransportOptions { ice_servers: fetch_ice_servers(url).await?, ..Default::default() }`
+//! (`GET /api/ice-servers`; TURN credentials are made for the token in the URL).
+//!
 //! # How it talks to the server
 //!
 //! The server is ICE-lite and never sees SDP. Each transport wraps one webrtc-rs
@@ -42,6 +46,7 @@
 pub mod consumer;
 pub mod device;
 pub mod error;
+pub mod ice_servers;
 pub mod peer;
 pub mod producer;
 pub mod sdp;
@@ -52,6 +57,7 @@ pub use consumer::{Consumer, ConsumerEvent};
 pub use device::Device;
 pub use error::{ClientError, Result};
 pub use ferrosoup_proto::rtp_parameters::{MediaKind, RtpCapabilities, RtpParameters};
+pub use ice_servers::{IceServer, fetch_ice_servers};
 pub use peer::Peer;
 pub use producer::{KeyframeRequest, Producer};
 pub use signaling::{Notification, NotificationStream, Signaling};

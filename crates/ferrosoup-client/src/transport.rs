@@ -32,13 +32,14 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCPeerConnectionState,
-    RTCSessionDescription, SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceServer, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
 use crate::consumer::Consumer;
 use crate::device::Device;
 use crate::error::{ClientError, Result};
+use crate::ice_servers::IceServer;
 use crate::producer::Producer;
 use crate::sdp::{
     LocalDescription, LocalSetup, RemoteCandidate, RemoteSdp, RemoteSection, RemoteSetup,
@@ -61,6 +62,9 @@ pub struct TransportOptions {
     /// as the only remote candidate). For tests through a relay, or a server behind a NAT
     /// that announces an address the client cannot reach.
     pub candidate_override: Option<SocketAddr>,
+    /// STUN and TURN servers for the PeerConnection, e.g. what
+    /// [`fetch_ice_servers`](crate::fetch_ice_servers) got from the server. Default: none.
+    pub ice_servers: Vec<IceServer>,
 }
 
 /// Which way media flows on a transport.
@@ -256,12 +260,13 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 /// Builds the PeerConnection of a transport: the device's codecs and extensions, the
-/// interceptors for `direction`, one UDP socket on `bind_ip`.
+/// interceptors for `direction`, one UDP socket on `bind_ip`, the STUN/TURN servers.
 pub(crate) async fn build_peer_connection(
     device: &Device,
     direction: Direction,
     bind_ip: IpAddr,
     auto_nack: bool,
+    ice_servers: &[IceServer],
 ) -> Result<(Arc<dyn PeerConnection>, Arc<PcEvents>)> {
     let engine = device.media_engine(None)?;
     let mut registry = Registry::new();
@@ -296,6 +301,20 @@ pub(crate) async fn build_peer_connection(
     });
     let pc: Arc<dyn PeerConnection> = Arc::new(
         PeerConnectionBuilder::new()
+            .with_configuration(
+                RTCConfigurationBuilder::default()
+                    .with_ice_servers(
+                        ice_servers
+                            .iter()
+                            .map(|s| RTCIceServer {
+                                urls: s.urls.clone(),
+                                username: s.username.clone().unwrap_or_default(),
+                                credential: s.credential.clone().unwrap_or_default(),
+                            })
+                            .collect(),
+                    )
+                    .build(),
+            )
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
             .with_setting_engine(setting_engine)
@@ -360,8 +379,14 @@ impl TransportShared {
             }
         });
 
-        let (pc, events) =
-            build_peer_connection(device, direction, bind_ip, options.auto_nack).await?;
+        let (pc, events) = build_peer_connection(
+            device,
+            direction,
+            bind_ip,
+            options.auto_nack,
+            &options.ice_servers,
+        )
+        .await?;
         let setup = match direction {
             // The server answers our offers as the DTLS server.
             Direction::Send => RemoteSetup::Passive,
@@ -915,6 +940,7 @@ mod tests {
             Direction::Send,
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             false,
+            &[],
         )
         .await
         .expect("pc");
@@ -971,6 +997,7 @@ mod tests {
             Direction::Recv,
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             false,
+            &[],
         )
         .await
         .expect("pc");
@@ -1069,6 +1096,7 @@ mod tests {
             Direction::Send,
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             false,
+            &[],
         )
         .await
         .expect("client pc");

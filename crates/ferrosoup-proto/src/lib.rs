@@ -2,6 +2,7 @@
 //!
 //! - [`rtp_parameters`]: RTP capabilities and parameters in mediasoup v3's JSON shapes.
 //! - [`transport`]: ICE, DTLS and SCTP parameters of WebRTC transports.
+//! - [`ice_servers`]: the STUN/TURN servers of `GET /api/ice-servers`.
 //! - [`ortc`]: the capability rules mediasoup's router applies (router capabilities,
 //!   validation, producer → consumable → consumer parameters).
 //! - [`signaling`]: the protoo envelope and the request, response and notification
@@ -9,6 +10,7 @@
 //!
 //! Plain data and pure functions: no I/O, no clock, no randomness.
 
+pub mod ice_servers;
 pub mod ortc;
 pub mod rtp_parameters;
 pub mod signaling;

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
@@ -71,6 +71,17 @@ impl AllowedOrigins {
         let origin = origin.trim_end_matches('/').to_ascii_lowercase();
         self.0.contains(&origin)
     }
+
+    /// The `Access-Control-Allow-Origin` value for a cross-origin `fetch` with these headers
+    /// (pages served elsewhere reading `/api/ice-servers`): `*` without a list, the request's
+    /// `Origin` when listed, none otherwise.
+    pub fn cors_allow(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+        if self.0.is_empty() {
+            return Some(HeaderValue::from_static("*"));
+        }
+        let origin = headers.get(header::ORIGIN)?;
+        self.allows(headers).then(|| origin.clone())
+    }
 }
 
 /// Open WebSocket connections per client IP, capped.
@@ -134,7 +145,6 @@ impl Drop for IpGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     fn headers(name: header::HeaderName, value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -180,6 +190,23 @@ mod tests {
             "https://app.example.com.evil.example"
         )));
         assert!(!list.allows(&headers(header::ORIGIN, "null")));
+    }
+
+    #[test]
+    fn cors_allows_what_the_origin_list_allows() {
+        let any = AllowedOrigins::new(&[]);
+        assert_eq!(any.cors_allow(&HeaderMap::new()).unwrap(), "*");
+        let list = AllowedOrigins::new(&["https://app.example.com".into()]);
+        assert_eq!(
+            list.cors_allow(&headers(header::ORIGIN, "https://app.example.com"))
+                .unwrap(),
+            "https://app.example.com"
+        );
+        assert!(
+            list.cors_allow(&headers(header::ORIGIN, "https://evil.example"))
+                .is_none()
+        );
+        assert!(list.cors_allow(&HeaderMap::new()).is_none());
     }
 
     #[test]

@@ -43,6 +43,13 @@ pub enum Command {
         #[arg(long)]
         no_publish_data: bool,
     },
+    /// Asks the server running with these settings (PORT, LISTEN_IP) for a health route;
+    /// exit code 0 only on HTTP 200. For container HEALTHCHECKs (the image has no curl).
+    Health {
+        /// The route to ask: `/health/live` (liveness) or `/health/ready` (readiness).
+        #[arg(long, default_value = "/health/live")]
+        path: String,
+    },
 }
 
 /// Server settings.
@@ -144,6 +151,29 @@ pub struct Config {
     /// `/health/live` answers 503.
     #[arg(long, env = "LIVENESS_TIMEOUT", default_value_t = 10.0)]
     pub liveness_timeout: f64,
+    /// STUN servers for clients, comma-separated `stun:` URLs (`GET /api/ice-servers`).
+    #[arg(long, env = "STUN_URLS", value_delimiter = ',')]
+    pub stun_urls: Vec<String>,
+    /// TURN servers for clients, comma-separated `turn:` / `turns:` URLs; they need
+    /// TURN_SECRET or TURN_USERNAME + TURN_PASSWORD.
+    #[arg(long, env = "TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+    /// Same as TURN_URLS (added to them).
+    #[arg(long, env = "TURN_URL", value_delimiter = ',', hide = true)]
+    pub turn_url: Vec<String>,
+    /// Static TURN username (with TURN_PASSWORD).
+    #[arg(long, env = "TURN_USERNAME")]
+    pub turn_username: Option<String>,
+    /// Static TURN password (with TURN_USERNAME).
+    #[arg(long, env = "TURN_PASSWORD", hide_env_values = true)]
+    pub turn_password: Option<String>,
+    /// Secret shared with the TURN server (coturn's `static-auth-secret`): clients get
+    /// time-limited credentials (TURN REST scheme).
+    #[arg(long, env = "TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// Seconds the time-limited TURN credentials are valid.
+    #[arg(long, env = "TURN_TTL", default_value_t = 86_400)]
+    pub turn_ttl: u64,
 }
 
 impl Config {
@@ -174,6 +204,7 @@ impl Config {
                 "FAULT_INJECTION needs ADMIN_KEY: its debug routes are admin routes".into(),
             );
         }
+        self.ice_servers()?;
         if self.num_workers == Some(0) {
             return Err("NUM_WORKERS must be at least 1".into());
         }
@@ -222,6 +253,32 @@ impl Config {
             audience: self.auth_audience.clone().filter(|s| !s.is_empty()),
             issuer: self.auth_issuer.clone().filter(|s| !s.is_empty()),
         }
+    }
+
+    /// The STUN and TURN servers of `GET /api/ice-servers`, checked (empty values count as
+    /// unset).
+    pub fn ice_servers(&self) -> Result<crate::ice_servers::IceServersConfig, String> {
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let turn_urls: Vec<String> = self
+            .turn_urls
+            .iter()
+            .chain(&self.turn_url)
+            .cloned()
+            .collect();
+        let static_credentials = match (set(&self.turn_username), set(&self.turn_password)) {
+            (Some(user), Some(password)) => Some((user, password)),
+            (None, None) => None,
+            _ => return Err("TURN_USERNAME and TURN_PASSWORD go together".into()),
+        };
+        crate::ice_servers::IceServersConfig::new(
+            &self.stun_urls,
+            &turn_urls,
+            static_credentials
+                .as_ref()
+                .map(|(u, p)| (u.as_str(), p.as_str())),
+            set(&self.turn_secret).as_deref(),
+            self.turn_ttl,
+        )
     }
 
     /// The signaling settings.

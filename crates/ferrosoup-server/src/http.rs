@@ -1,6 +1,7 @@
 //! HTTP routes: health, Prometheus stats, JSON API, the WebSocket endpoint and the page at `/`.
-//! `/api/*` (debug routes included) needs the admin key when one is set; `/health*`,
-//! `/stats`, `/metrics` and the page never do.
+//! `/api/*` (debug routes included) needs the admin key when one is set, except
+//! `/api/ice-servers`, which needs an access token when `AUTH_SECRET` is set; `/health*`,
+//! `/stats`, `/metrics` and the page need neither.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 use ferrosoup_signal::{ConnectParams, Hub, ResumeRegistry};
 
 use crate::access::{AdminKey, AllowedOrigins, IpConnections, require_admin};
+use crate::ice_servers::IceServersConfig;
 use crate::liveness::Liveness;
 
 /// Shared state of the HTTP handlers.
@@ -35,6 +37,8 @@ pub struct AppState {
     /// Workers held by `POST /api/debug/workers/{index}/block`, with the sender that
     /// releases each.
     pub blocked: Arc<Mutex<HashMap<usize, std::sync::mpsc::Sender<()>>>>,
+    /// STUN and TURN servers for `/api/ice-servers`.
+    pub ice_servers: Arc<IceServersConfig>,
 }
 
 /// Extra routes for tests of fault containment and of a stuck worker.
@@ -125,6 +129,7 @@ pub fn public_routes(state: AppState) -> Router {
         .route("/app.js", get(demo_script))
         .route("/style.css", get(demo_style))
         .route("/ws", get(websocket))
+        .route("/api/ice-servers", get(ice_servers))
         .route("/health", get(ready))
         .route("/health/ready", get(ready))
         .route("/health/live", get(live))
@@ -211,6 +216,55 @@ async fn websocket(
             let _ip_slot = ip_slot;
             crate::ws::serve(hub, sessions, socket, params).await;
         })
+}
+
+/// Query parameters of `/api/ice-servers`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// `GET /api/ice-servers`: the STUN and TURN servers, TURN credentials made for this
+/// caller (its token's peer id, or a random id on an open server). With `AUTH_SECRET` it
+/// needs an access token in `?token=` or `Authorization: Bearer` (401 otherwise).
+async fn ice_servers(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    let hub = &state.hub;
+    let user = match &hub.config().auth_secret {
+        None => uuid::Uuid::new_v4().simple().to_string(),
+        Some(secret) => {
+            let bearer = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            let Some(token) = query.token.as_deref().or(bearer) else {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    "access token required (?token= or Authorization: Bearer)",
+                )
+                    .into_response();
+            };
+            match ferrosoup_signal::auth::verify(token, secret, &hub.config().token_scope) {
+                Ok(claims) => claims.sub,
+                Err(e) => return (StatusCode::UNAUTHORIZED, e.reason).into_response(),
+            }
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut response = axum::Json(state.ice_servers.ice_servers(now, &user)).into_response();
+    let out = response.headers_mut();
+    // Credentials: no cache may keep them.
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    out.insert(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(allow) = state.origins.cors_allow(&headers) {
+        out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+    }
+    response
 }
 
 /// Readiness (`/health`, `/health/ready`): 503 while draining or full (as many rooms as

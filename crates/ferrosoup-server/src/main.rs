@@ -3,7 +3,9 @@
 mod access;
 mod config;
 mod http;
+mod ice_servers;
 mod liveness;
+mod probe;
 mod ws;
 
 use std::net::SocketAddr;
@@ -25,6 +27,12 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = config::Cli::parse();
     let config = cli.config;
+    if let Some(config::Command::Health { path }) = &cli.command {
+        let addr = probe::local_addr(config.listen_ip, config.port);
+        let status = probe::check(addr, path).map_err(anyhow::Error::msg)?;
+        println!("{status}");
+        return Ok(());
+    }
     if let Some(config::Command::Token {
         room,
         peer,
@@ -62,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
     }
     config.validate().map_err(anyhow::Error::msg)?;
     let media_codecs = config.media_codecs().map_err(anyhow::Error::msg)?;
+    let ice_servers = config.ice_servers().map_err(anyhow::Error::msg)?;
     let settings = config.worker_settings();
     let (pool, events) = WorkerPool::start(&settings)?;
     let signal_config = config.signal_config();
@@ -76,6 +85,12 @@ async fn main() -> anyhow::Result<()> {
         settings.rtc_min_port,
         settings.rtc_max_port,
         settings.candidate_ips()
+    );
+    tracing::info!(
+        stun = ?ice_servers.stun_urls,
+        turn = ?ice_servers.turn_urls,
+        turn_auth = ?ice_servers.turn_auth,
+        "ICE servers for clients (GET /api/ice-servers)"
     );
     if open {
         tracing::warn!("no AUTH_SECRET: running open (development mode), anyone may join any room");
@@ -97,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
         per_ip: access::IpConnections::new(config.max_connections_per_ip),
         liveness,
         blocked: Default::default(),
+        ice_servers: std::sync::Arc::new(ice_servers),
     };
     let debug = config.fault_injection.then(|| {
         tracing::warn!(
