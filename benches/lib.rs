@@ -88,6 +88,14 @@ pub struct Fanout {
     packets_in_frame: u16,
     picture_id: u16,
     twcc_seq: u16,
+    /// Video is sent in three temporal layers (L1T3: TID 0 2 1 2, TL0PICIDX, Y on the
+    /// upper layers).
+    temporal_layers: bool,
+    /// Frames since the last keyframe (the L1T3 pattern's position).
+    frames_since_key: usize,
+    tl0_pic_idx: u8,
+    /// Video packets of temporal layer 0 made so far.
+    pub tid0_packets: u64,
 }
 
 impl Fanout {
@@ -147,6 +155,10 @@ impl Fanout {
             packets_in_frame: 0,
             picture_id: 0,
             twcc_seq: 0,
+            temporal_layers: false,
+            frames_since_key: 0,
+            tl0_pic_idx: 0,
+            tid0_packets: 0,
         };
         fanout.warm_up();
         fanout
@@ -191,6 +203,11 @@ impl Fanout {
         self.now
     }
 
+    /// Sends the next video frames in three temporal layers (L1T3), or in one.
+    pub fn set_temporal_layers(&mut self, on: bool) {
+        self.temporal_layers = on;
+    }
+
     /// The publisher's address (where its datagrams come from).
     pub fn publisher_addr(&self) -> SocketAddr {
         self.from
@@ -202,17 +219,22 @@ impl Fanout {
     /// of a key frame.
     pub fn video_datagram(&mut self, keyframe: bool) -> Vec<u8> {
         if keyframe || self.packets_in_frame >= VIDEO_PACKETS_PER_FRAME {
-            self.next_frame();
+            self.next_frame(keyframe);
         }
         let start_of_frame = self.packets_in_frame == 0;
         self.packets_in_frame += 1;
+        let tid = [0, 2, 1, 2][self.frames_since_key.saturating_sub(1) % 4];
+        if !self.temporal_layers || tid == 0 {
+            self.tid0_packets += 1;
+        }
         let vp8 = Vp8Header {
             start_of_frame,
             keyframe: keyframe && start_of_frame,
             picture_id: Some(self.picture_id),
+            tl0_pic_idx: self.temporal_layers.then_some(self.tl0_pic_idx),
+            temporal: self.temporal_layers.then_some((tid, tid > 0)),
             width: 1280,
             height: 720,
-            ..Vp8Header::default()
         };
         let twcc = self.next_twcc();
         let mut packet = RtpPacket::new(
@@ -304,13 +326,21 @@ impl Fanout {
         self.room.server.events();
     }
 
-    /// Starts the next video frame.
-    fn next_frame(&mut self) {
+    /// Starts the next video frame (a keyframe restarts the temporal layer pattern).
+    fn next_frame(&mut self, keyframe: bool) {
         if self.packets_in_frame > 0 {
             self.video.timestamp = self.video.timestamp.wrapping_add(3000);
         }
         self.packets_in_frame = 0;
         self.picture_id = (self.picture_id + 1) & 0x7fff;
+        self.frames_since_key = if keyframe {
+            1
+        } else {
+            self.frames_since_key + 1
+        };
+        if self.frames_since_key.saturating_sub(1).is_multiple_of(4) {
+            self.tl0_pic_idx = self.tl0_pic_idx.wrapping_add(1);
+        }
     }
 
     fn next_twcc(&mut self) -> u16 {

@@ -24,9 +24,10 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use ferrosoup_benches::{AUDIO_INTERVAL, Fanout, VIDEO_INTERVAL, VIDEO_PACKET_LEN};
 use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_room::forwarder::{ConsumerForwarder, NO_PT};
+use ferrosoup_room::layers::{PacketLayer, SvcMode};
 use ferrosoup_room::sim::{EXT_IDS, VP8_PT};
 use ferrosoup_rtc::dtls::SrtpKeys;
-use ferrosoup_rtc::rtp::{self, HopValues};
+use ferrosoup_rtc::rtp::{self, HopValues, VideoCodec};
 use ferrosoup_rtc::srtp::{SrtpProfile, SrtpSession};
 use ferrosoup_testkit::SimRng;
 use ferrosoup_testkit::packets::{RtpPacket, Vp8Header};
@@ -248,11 +249,21 @@ fn header(c: &mut Criterion) {
     let info = rtp::parse_rtp(input).expect("the template is valid RTP");
     let mut pt_map = [NO_PT; 128];
     pt_map[usize::from(VP8_PT)] = 101;
-    let mut forwarder = ConsumerForwarder::new(MediaKind::Video, pt_map, 90_000, 500, 1234);
+    let mut forwarder =
+        ConsumerForwarder::new(MediaKind::Video, pt_map, 90_000, 500, 1234, SvcMode::None);
     forwarder.set_target(Some(0));
     let now = Instant::now();
     let mut ext_seq = 1 << 16;
-    forwarder.decide(now, 0, ext_seq, info.timestamp, info.payload_type, true);
+    let layer = PacketLayer::parse(VideoCodec::Vp8, info.payload(input));
+    forwarder.decide(
+        now,
+        0,
+        ext_seq,
+        info.timestamp,
+        info.payload_type,
+        true,
+        &layer,
+    );
     group.bench_function("decide", |b| {
         b.iter(|| {
             ext_seq += 1;
@@ -263,6 +274,7 @@ fn header(c: &mut Criterion) {
                 info.timestamp,
                 info.payload_type,
                 false,
+                &layer,
             ))
         })
     });

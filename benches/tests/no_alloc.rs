@@ -1,7 +1,8 @@
 //! The media path of the real engine must not allocate per packet: a counting global
 //! allocator around [`Engine::handle_datagram`](ferrosoup_room::Engine::handle_datagram)
 //! (unprotect, parse, producer-side tracking, then decide, rewrite, extensions and protect
-//! for each of 10 consumers) and
+//! for each of 10 consumers; also with temporal layers, half the consumers dropping the
+//! upper ones) and
 //! [`Engine::handle_timeout`](ferrosoup_room::Engine::handle_timeout) (reports, the
 //! publisher's REMB of `setMaxIncomingBitrate`, transport-cc feedback, NACK rounds, active
 //! speaker) for 1000 video packets with audio interleaved, after warm-up. Clients are
@@ -154,6 +155,48 @@ fn forwarding_to_many_consumers_does_not_allocate() {
     );
     assert!(counters.rtcp_out > rtcp_before, "the timers ran");
     assert!(counters.nacks_sent > nacks_before, "the losses were NACKed");
+    assert_eq!(
+        allocations, 0,
+        "allocations on the media path (NO_ALLOC_BACKTRACE=1 shows where)"
+    );
+}
+
+#[test]
+fn dropping_temporal_layers_does_not_allocate() {
+    const CONSUMERS: usize = 10;
+    const VIDEO_PACKETS: u32 = 1000;
+    let mut fanout = Fanout::new(CONSUMERS);
+    fanout.set_temporal_layers(true);
+    // Every other consumer forwards temporal layer 0 only.
+    for i in (0..CONSUMERS).step_by(2) {
+        let consumer = fanout.video_consumers[i];
+        fanout.room.set_preferred_layers(consumer, 0, Some(0));
+    }
+    let mut warm_up = Vec::new();
+    prepare(&mut fanout, 500, &mut warm_up);
+    for step in &mut warm_up {
+        run(&mut fanout, step);
+    }
+    fanout.room.server.events();
+
+    let mut steps = Vec::new();
+    let tid0_before = fanout.tid0_packets;
+    let (video, audio) = prepare(&mut fanout, VIDEO_PACKETS, &mut steps);
+    let tid0 = fanout.tid0_packets - tid0_before;
+    let sent_before = fanout.engine().counters().rtp_packets_out;
+    let allocations = allocations_in(|| {
+        for step in &mut steps {
+            run(&mut fanout, step);
+        }
+    });
+    let counters = *fanout.engine().counters();
+    let half = CONSUMERS as u64 / 2;
+    assert!(tid0 < video / 2, "the upper layers carry most packets");
+    assert_eq!(
+        counters.rtp_packets_out - sent_before,
+        audio * CONSUMERS as u64 + video * half + tid0 * half,
+        "all of it to half the consumers, temporal layer 0 to the others"
+    );
     assert_eq!(
         allocations, 0,
         "allocations on the media path (NO_ALLOC_BACKTRACE=1 shows where)"

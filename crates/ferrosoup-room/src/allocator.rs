@@ -1,14 +1,43 @@
 //! Sharing one transport's estimated bandwidth among its video consumers, as a plain
 //! function: audio is reserved first (never starved), then every consumer gets its lowest
 //! layer in priority order, then layers are raised one step at a time, higher priorities
-//! taking more steps per round. A consumer whose lowest layer does not fit is paused.
+//! taking more steps per round. The steps are (spatial, temporal) layers in that order:
+//! S0T0, S0T1, S0T2, S1T0, ... A consumer whose lowest layer does not fit is paused.
 //! Raising a consumer above the layer it forwards now needs a margin on top of the
 //! layer's bitrate, so an estimate hovering near a layer's cost does not flap.
 
 use std::time::{Duration, Instant};
 
-/// Layers (producer streams) a consumer can be given.
-pub const MAX_LAYERS: usize = 8;
+use crate::layers::MAX_TEMPORAL_LAYERS;
+
+/// Spatial layers (simulcast streams, or SVC spatial layers) a consumer can be given.
+pub const MAX_SPATIAL_LAYERS: usize = 8;
+/// Layer steps a consumer can be given: every (spatial, temporal) pair.
+pub const MAX_LAYERS: usize = MAX_SPATIAL_LAYERS * MAX_TEMPORAL_LAYERS;
+
+/// A spatial and a temporal layer; ordered as the allocator steps through them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Layer {
+    /// Spatial layer: simulcast stream, or SVC spatial layer.
+    pub spatial: u8,
+    /// Temporal layer.
+    pub temporal: u8,
+}
+
+impl Layer {
+    /// Its index among the allocator's steps (`Demand::layers`).
+    pub fn step(self) -> usize {
+        usize::from(self.spatial) * MAX_TEMPORAL_LAYERS + usize::from(self.temporal)
+    }
+
+    /// The layer of a step index.
+    pub fn from_step(step: usize) -> Self {
+        Self {
+            spatial: u8::try_from(step / MAX_TEMPORAL_LAYERS).unwrap_or(u8::MAX),
+            temporal: (step % MAX_TEMPORAL_LAYERS) as u8,
+        }
+    }
+}
 /// A layer above the one a consumer forwards now must fit this many times its bitrate.
 pub const UPGRADE_MARGIN: f64 = 1.08;
 /// The layer a consumer forwards now (and those below) stays while this share of its
@@ -28,10 +57,10 @@ pub const KEEP_LOWEST_MARGIN: f64 = 0.5;
 pub struct Demand {
     /// Bandwidth priority (1..255): steps taken per round.
     pub priority: u8,
-    /// Bitrate of each layer it may forward, bit/s (0: not available, or above its
-    /// preferred layer).
+    /// Bitrate of each layer step it may forward ([`Layer::step`]), bit/s, each step
+    /// including what it builds on (0: not available, or above its preferred layers).
     pub layers: [u64; MAX_LAYERS],
-    /// The layer it forwards now (or switches to, waiting for a keyframe).
+    /// The step it forwards now (or switches to, waiting for a keyframe).
     pub current: Option<usize>,
 }
 
@@ -195,12 +224,28 @@ impl UpgradeHold {
 mod tests {
     use super::*;
 
-    const SIMULCAST: [u64; MAX_LAYERS] = [150_000, 500_000, 1_500_000, 0, 0, 0, 0, 0];
+    /// Three simulcast streams without temporal layers.
+    const SIMULCAST: [u64; 3] = [150_000, 500_000, 1_500_000];
+
+    /// The step of spatial layer `spatial`, temporal layer 0.
+    fn sp(spatial: u8) -> Option<usize> {
+        Some(
+            Layer {
+                spatial,
+                temporal: 0,
+            }
+            .step(),
+        )
+    }
 
     fn demand(current: Option<usize>) -> Demand {
+        let mut layers = [0; MAX_LAYERS];
+        for (s, bitrate) in SIMULCAST.into_iter().enumerate() {
+            layers[Layer::from_step(s * MAX_TEMPORAL_LAYERS).step()] = bitrate;
+        }
         Demand {
             priority: 1,
-            layers: SIMULCAST,
+            layers,
             current,
         }
     }
@@ -214,20 +259,20 @@ mod tests {
     #[test]
     fn one_consumer_gets_the_best_layer_that_fits() {
         assert_eq!(run(100_000, &[demand(None)]), vec![None], "paused");
-        assert_eq!(run(400_000, &[demand(None)]), vec![Some(0)]);
-        assert_eq!(run(700_000, &[demand(None)]), vec![Some(1)]);
-        assert_eq!(run(5_000_000, &[demand(None)]), vec![Some(2)]);
+        assert_eq!(run(400_000, &[demand(None)]), vec![sp(0)]);
+        assert_eq!(run(700_000, &[demand(None)]), vec![sp(1)]);
+        assert_eq!(run(5_000_000, &[demand(None)]), vec![sp(2)]);
     }
 
     #[test]
     fn upgrades_need_a_margin_that_keeping_a_layer_does_not() {
         // 520 kbit/s keeps layer 1 but does not reach it from layer 0.
-        assert_eq!(run(520_000, &[demand(Some(1))]), vec![Some(1)]);
-        assert_eq!(run(520_000, &[demand(Some(0))]), vec![Some(0)]);
-        assert_eq!(run(580_000, &[demand(Some(0))]), vec![Some(1)]);
+        assert_eq!(run(520_000, &[demand(sp(1))]), vec![sp(1)]);
+        assert_eq!(run(520_000, &[demand(sp(0))]), vec![sp(0)]);
+        assert_eq!(run(580_000, &[demand(sp(0))]), vec![sp(1)]);
         // A little below the layer's own bitrate it stays; well below it goes down.
-        assert_eq!(run(480_000, &[demand(Some(1))]), vec![Some(1)]);
-        assert_eq!(run(350_000, &[demand(Some(1))]), vec![Some(0)]);
+        assert_eq!(run(480_000, &[demand(sp(1))]), vec![sp(1)]);
+        assert_eq!(run(350_000, &[demand(sp(1))]), vec![sp(0)]);
     }
 
     #[test]
@@ -248,20 +293,59 @@ mod tests {
             ..demand(None)
         };
         // 2 Mbit/s: the high-priority consumer climbs to the top first.
-        assert_eq!(run(2_000_000, &[low, high]), vec![Some(0), Some(2)]);
+        assert_eq!(run(2_000_000, &[low, high]), vec![sp(0), sp(2)]);
         // Equal priorities share evenly.
-        assert_eq!(run(1_400_000, &[low, low]), vec![Some(1), Some(1)]);
+        assert_eq!(run(1_400_000, &[low, low]), vec![sp(1), sp(1)]);
         // Too little for both: the first in priority order keeps its lowest layer.
-        assert_eq!(run(200_000, &[low, high]), vec![None, Some(0)]);
+        assert_eq!(run(200_000, &[low, high]), vec![None, sp(0)]);
     }
 
     #[test]
     fn unavailable_layers_are_skipped() {
         let mut d = demand(None);
-        d.layers[1] = 0;
-        assert_eq!(run(1_000_000, &[d]), vec![Some(0)]);
-        assert_eq!(run(2_000_000, &[d]), vec![Some(2)]);
+        d.layers[sp(1).unwrap_or_default()] = 0;
+        assert_eq!(run(1_000_000, &[d]), vec![sp(0)]);
+        assert_eq!(run(2_000_000, &[d]), vec![sp(2)]);
         assert!(d.wanted().abs_diff(1_620_000) <= 1, "{}", d.wanted());
+    }
+
+    #[test]
+    fn temporal_steps_come_between_spatial_layers() {
+        // Two streams of three temporal layers; each step includes the layers below it.
+        let mut layers = [0; MAX_LAYERS];
+        for (spatial, rates) in [[100_000, 150_000, 200_000], [400_000, 550_000, 700_000]]
+            .into_iter()
+            .enumerate()
+        {
+            for (temporal, rate) in rates.into_iter().enumerate() {
+                let layer = Layer {
+                    spatial: spatial as u8,
+                    temporal: temporal as u8,
+                };
+                layers[layer.step()] = rate;
+            }
+        }
+        let d = |current: Option<Layer>| Demand {
+            priority: 1,
+            layers,
+            current: current.map(Layer::step),
+        };
+        let at = |spatial, temporal| Some(Layer { spatial, temporal }.step());
+        assert_eq!(run(100_000, &[d(None)]), vec![None]);
+        assert_eq!(run(120_000, &[d(None)]), vec![at(0, 0)]);
+        assert_eq!(run(170_000, &[d(None)]), vec![at(0, 1)]);
+        assert_eq!(run(300_000, &[d(None)]), vec![at(0, 2)]);
+        assert_eq!(run(500_000, &[d(None)]), vec![at(1, 0)]);
+        assert_eq!(run(620_000, &[d(None)]), vec![at(1, 1)]);
+        assert_eq!(run(800_000, &[d(None)]), vec![at(1, 2)]);
+        // Kept at three quarters of its cost, dropped one temporal step below that.
+        let top = Layer {
+            spatial: 1,
+            temporal: 2,
+        };
+        assert_eq!(run(530_000, &[d(Some(top))]), vec![at(1, 2)]);
+        assert_eq!(run(500_000, &[d(Some(top))]), vec![at(1, 1)]);
+        assert_eq!(Layer::from_step(at(1, 2).unwrap_or_default()), top);
     }
 
     #[test]

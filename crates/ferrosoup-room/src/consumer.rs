@@ -1,20 +1,22 @@
 //! A consumer: one outgoing RTP stream that forwards one of its producer's streams (one
-//! simulcast layer at a time) to a receiving transport, and the per-consumer send work:
-//! decide (forwarder.rs), rewrite, write this hop's extensions, protect, queue.
+//! simulcast layer at a time, and the temporal / SVC spatial layers of it that it is
+//! given) to a receiving transport, and the per-consumer send work: decide
+//! (forwarder.rs), rewrite, write this hop's extensions, protect, queue.
 
 use std::time::{Duration, Instant};
 
 use ferrosoup_proto::ortc::ProducerType;
 use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_rtc::rtcp::SendStats;
-use ferrosoup_rtc::rtp::{self, HopValues, RtpHeaderInfo};
+use ferrosoup_rtc::rtp::{self, HopValues, RtpHeaderInfo, VideoCodec};
 use ferrosoup_rtc::srtp::SendIndex;
-use ferrosoup_rtc::vp8::Vp8PictureRewriter;
+use ferrosoup_rtc::vp8::{self, Vp8Numbers, Vp8PictureRewriter};
 
-use crate::allocator::UpgradeHold;
+use crate::allocator::{Layer, UpgradeHold};
 use crate::arena::{Arena, ConsumerKey, ProducerKey, TransportKey};
-use crate::forwarder::{ConsumerForwarder, Decision, LayerChange};
+use crate::forwarder::{ConsumerForwarder, Decision, DropReason, LayerChange};
 use crate::ids::{ConsumerId, ProducerId};
+use crate::layers::{Filtered, PacketLayer};
 use crate::pacer::Paced;
 use crate::stats::RtpDrop;
 use crate::transmit::Transmit;
@@ -94,6 +96,8 @@ pub struct Outgoing<'a> {
     pub ext_seq: u64,
     /// It starts a keyframe.
     pub keyframe: bool,
+    /// Its layer indices.
+    pub layer: PacketLayer,
     /// This hop's send time (abs-send-time).
     pub abs_send_time: u32,
 }
@@ -104,8 +108,8 @@ pub enum Allocation {
     /// No estimate steers it: the preferred layer.
     #[default]
     Unlimited,
-    /// At most this layer (producer stream).
-    Layer(usize),
+    /// At most this layer.
+    Layer(Layer),
     /// Not even the lowest layer fits: nothing is forwarded.
     Paused,
 }
@@ -121,7 +125,7 @@ impl Allocation {
     }
 
     /// The layer it gives at most, when it names one.
-    pub fn layer(self) -> Option<usize> {
+    pub fn layer(self) -> Option<Layer> {
         match self {
             Self::Layer(l) => Some(l),
             Self::Unlimited | Self::Paused => None,
@@ -197,8 +201,11 @@ pub struct Consumer {
     pub rtx_srtp_index: SendIndex,
     /// Producer header extension id → consumer id (0: removed).
     pub ext_map: [u8; 256],
-    /// VP8 PictureID/TL0PICIDX continuity across layer switches (simulcast VP8 only).
+    /// VP8 PictureID/TL0PICIDX continuity across layer switches and dropped temporal
+    /// layers (VP8 only).
     pub vp8: Option<Vp8PictureRewriter>,
+    /// The producer's video codec (to read the layers of a packet sent again).
+    pub codec: VideoCodec,
     /// Consumer id of the transport-wide-cc extension (0: not negotiated).
     pub twcc_ext: u8,
     /// Consumer id of the abs-send-time extension (0: not negotiated).
@@ -209,7 +216,7 @@ pub struct Consumer {
     pub forwarder: ConsumerForwarder,
     /// Preferred spatial layer (`None`: the highest).
     pub preferred_spatial: Option<u8>,
-    /// Preferred temporal layer (kept for stats; temporal filtering comes with SVC).
+    /// Preferred temporal layer at the preferred spatial layer (`None`: the highest).
     pub preferred_temporal: Option<u8>,
     /// Bandwidth priority 1..255.
     pub priority: u8,
@@ -276,15 +283,24 @@ impl Consumer {
             packet.info.timestamp,
             packet.info.payload_type,
             packet.keyframe,
+            &packet.layer,
         );
         let layer_change = change.filter(|_| self.consumer_type != ProducerType::Simple);
-        let (seq, timestamp, payload_type) = match decision {
+        let payload = packet.info.payload(packet.packet);
+        let (seq, timestamp, payload_type, marker) = match decision {
             Decision::Forward {
                 seq,
                 timestamp,
                 payload_type,
-            } => (seq, timestamp, payload_type),
+                marker,
+            } => (seq, timestamp, payload_type, marker),
             Decision::Drop(reason) => {
+                if reason == DropReason::FilteredLayer
+                    && let Some(vp8) = self.vp8.as_mut()
+                {
+                    // Its picture is not forwarded: the next one takes its number.
+                    vp8.drop_picture(payload);
+                }
                 return Forwarded {
                     sent: Err(reason.into()),
                     layer_change,
@@ -293,11 +309,20 @@ impl Consumer {
                 };
             }
         };
+        let vp8 = match self.vp8.as_mut() {
+            Some(vp8) => match vp8.map(payload, self.forwarder.is_sync_point(seq)) {
+                Some(numbers) => Some(numbers),
+                // A packet of a picture dropped before: it has no number to go out under.
+                None => return Forwarded::dropped(RtpDrop::OtherLayer),
+            },
+            None => None,
+        };
         let header = Rewrite {
             seq,
             timestamp,
             payload_type,
-            sync: self.forwarder.is_sync_point(seq),
+            marker,
+            vp8,
         };
         // The transport is looked at only for packets that go out (one cache miss less for
         // every packet a consumer drops).
@@ -420,11 +445,21 @@ impl Consumer {
         {
             return Err(RtpDrop::RetransmitBudget);
         }
+        let payload = info.payload(original);
+        let layer = PacketLayer::parse(self.codec, payload);
+        let Filtered::Keep { marker } = self.forwarder.keeps_layer(&layer) else {
+            return Err(RtpDrop::OtherLayer);
+        };
+        let vp8 = match self.vp8.as_mut() {
+            Some(vp8) => Some(vp8.map(payload, false).ok_or(RtpDrop::OtherLayer)?),
+            None => None,
+        };
         let header = Rewrite {
             seq,
             timestamp: self.forwarder.output_timestamp(info.timestamp),
             payload_type,
-            sync: false,
+            marker,
+            vp8,
         };
         let hop = HopValues {
             transport_cc_id: self.twcc_ext,
@@ -490,9 +525,9 @@ impl Consumer {
     }
 
     /// Rewrites a copy of a producer packet for this consumer, in place: SSRC, sequence
-    /// number, timestamp, payload type, header extension ids and this hop's extension
-    /// values, and the VP8 picture numbering (re-based at a sync point). Returns true when
-    /// the transport-wide sequence number was written.
+    /// number, timestamp, payload type, marker (set where an SVC stream's forwarded
+    /// layers end), header extension ids and this hop's extension values, and the VP8
+    /// picture numbering. Returns true when the transport-wide sequence number was written.
     fn rewrite(
         &mut self,
         out: &mut [u8],
@@ -504,12 +539,15 @@ impl Consumer {
         rtp::set_sequence_number(out, header.seq);
         rtp::set_timestamp(out, header.timestamp);
         rtp::set_payload_type(out, header.payload_type);
+        if header.marker {
+            rtp::set_marker(out, true);
+        }
         let wrote = rtp::rewrite_extensions(out, info, &self.ext_map, hop);
-        if let Some(vp8) = self.vp8.as_mut()
+        if let Some(numbers) = header.vp8
             && let Some(payload) =
                 out.get_mut(info.payload_offset..info.payload_offset + info.payload_len)
         {
-            vp8.rewrite(payload, header.sync);
+            vp8::write_numbers(payload, numbers);
         }
         wrote
     }
@@ -524,6 +562,8 @@ pub struct Rewrite {
     pub timestamp: u32,
     /// Output payload type.
     pub payload_type: u8,
-    /// First packet after a (re)start or switch: per-source numbering is re-based.
-    pub sync: bool,
+    /// Set the marker bit.
+    pub marker: bool,
+    /// Output VP8 picture numbers (VP8 consumers).
+    pub vp8: Option<Vp8Numbers>,
 }

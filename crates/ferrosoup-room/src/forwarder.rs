@@ -1,11 +1,15 @@
 //! A consumer's forwarding decision, as a plain value: [`ConsumerForwarder::decide`] says
 //! forward with these output values, or drop and why; the consumer (consumer.rs) applies
-//! it as a header rewrite on the packet buffer. Pure logic, no I/O.
+//! it as a header rewrite on the packet buffer. It picks the producer stream (simulcast
+//! layer) and, inside it, the layers a [`LayerFilter`] keeps (temporal layers, SVC
+//! spatial layers). Pure logic, no I/O.
 
 use std::time::Instant;
 
 use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_rtc::seq::{SEQ_HISTORY, SeqRewriter, TimestampRewriter};
+
+use crate::layers::{Filtered, LayerFilter, PacketLayer, StreamLayers, SvcMode};
 
 /// Why a packet was not forwarded to a consumer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +22,9 @@ pub enum DropReason {
     TooOld,
     /// The packet's payload type has no counterpart in the consumer's parameters.
     UnknownPayloadType,
+    /// A layer inside the forwarded stream above the consumer's (a temporal layer, an SVC
+    /// spatial layer).
+    FilteredLayer,
 }
 
 /// What to do with one producer packet for one consumer.
@@ -31,6 +38,9 @@ pub enum Decision {
         timestamp: u32,
         /// Output payload type.
         payload_type: u8,
+        /// Set the marker bit: the packet ends the highest SVC spatial layer forwarded of
+        /// its picture.
+        marker: bool,
     },
     /// Do not send it.
     Drop(DropReason),
@@ -41,6 +51,16 @@ pub enum Decision {
 pub struct LayerChange {
     /// The newly forwarded spatial layer (`None`: nothing forwarded).
     pub spatial: Option<u8>,
+    /// The newly forwarded temporal layer (`None`: nothing forwarded).
+    pub temporal: Option<u8>,
+}
+
+impl LayerChange {
+    /// Nothing forwarded.
+    pub const NONE: Self = Self {
+        spatial: None,
+        temporal: None,
+    };
 }
 
 /// The forwarding state of a consumer: layer selection and sequence/timestamp rewriting.
@@ -69,19 +89,23 @@ pub struct ConsumerForwarder {
     initial_ts_offset: u32,
     /// Current input → output timestamp offset (as set on the rewriter at the last sync).
     ts_offset: u32,
+    /// Layers kept inside the forwarded stream.
+    layers: LayerFilter,
 }
 
 /// Marks a payload type the consumer cannot receive.
 pub const NO_PT: u8 = 0xff;
 
 impl ConsumerForwarder {
-    /// A forwarder starting at random output sequence number and timestamp.
+    /// A forwarder starting at random output sequence number and timestamp, for streams
+    /// whose spatial layers depend on each other as `svc` says.
     pub fn new(
         kind: MediaKind,
         pt_map: [u8; 128],
         clock_rate: u32,
         initial_seq: u16,
         initial_ts: u32,
+        svc: SvcMode,
     ) -> Self {
         Self {
             kind,
@@ -97,6 +121,7 @@ impl ConsumerForwarder {
             outputs_since_switch: 0,
             initial_ts_offset: initial_ts,
             ts_offset: initial_ts,
+            layers: LayerFilter::new(svc),
         }
     }
 
@@ -114,9 +139,53 @@ impl ConsumerForwarder {
         }
     }
 
+    /// Sets the layers to forward inside the stream (temporal; spatial for SVC): see
+    /// [`LayerFilter::set_target`].
+    pub fn set_layer_target(&mut self, target: StreamLayers) {
+        self.layers.set_target(target);
+    }
+
+    /// The layers the consumer wants inside the stream.
+    pub fn layer_target(&self) -> StreamLayers {
+        self.layers.target()
+    }
+
+    /// How the spatial layers inside the forwarded stream depend on each other.
+    pub fn svc(&self) -> SvcMode {
+        self.layers.svc()
+    }
+
     /// The stream the consumer wants.
     pub fn target(&self) -> Option<usize> {
         self.target
+    }
+
+    /// The (spatial, temporal) layers forwarded now, as `consumerLayersChanged` reports
+    /// them: the simulcast stream or the SVC spatial layer, and the temporal layer.
+    pub fn current_layers(&self) -> Option<(u8, u8)> {
+        let stream = self.current?;
+        let inside = self.layers.current()?;
+        let spatial = if self.layers.svc() == SvcMode::None {
+            u8::try_from(stream).ok()?
+        } else {
+            inside.spatial
+        };
+        Some((spatial, inside.temporal))
+    }
+
+    fn change_from(&self, before: Option<(u8, u8)>) -> Option<LayerChange> {
+        let now = self.current_layers();
+        (now != before).then(|| LayerChange {
+            spatial: now.map(|l| l.0),
+            temporal: now.map(|l| l.1),
+        })
+    }
+
+    /// What the consumer does now with a packet of layer `layer` of the current stream,
+    /// sent again on a NACK: a retransmission of a dropped layer would reach a receiver
+    /// that never had its picture.
+    pub fn keeps_layer(&self, layer: &PacketLayer) -> Filtered {
+        self.layers.keeps(layer)
     }
 
     /// The stream currently forwarded.
@@ -124,20 +193,23 @@ impl ConsumerForwarder {
         self.current
     }
 
-    /// True while the consumer waits for a keyframe (the worker asks the producer for one).
+    /// True while the consumer waits for a keyframe (the worker asks the producer for one):
+    /// to start or switch streams, or to reach its SVC spatial layer.
     pub fn needs_keyframe(&self) -> bool {
-        self.need_keyframe && self.target.is_some()
+        (self.need_keyframe || self.layers.needs_keyframe()) && self.target.is_some()
     }
 
     /// Forgets the current stream (after a pause): the next packet re-syncs, video on a
     /// keyframe.
     pub fn restart(&mut self) -> Option<LayerChange> {
         self.need_keyframe = self.kind == MediaKind::Video;
-        self.current.take().map(|_| LayerChange { spatial: None })
+        self.layers.restart();
+        self.current.take().map(|_| LayerChange::NONE)
     }
 
     /// Decides what to do with packet `ext_seq` (widened input sequence number) of producer
-    /// stream `stream`.
+    /// stream `stream`, whose payload descriptor says `layer`.
+    #[allow(clippy::too_many_arguments)]
     pub fn decide(
         &mut self,
         now: Instant,
@@ -146,7 +218,32 @@ impl ConsumerForwarder {
         timestamp: u32,
         payload_type: u8,
         keyframe: bool,
+        layer: &PacketLayer,
     ) -> (Decision, Option<LayerChange>) {
+        let before = self.current_layers();
+        let decision = self.decide_packet(
+            now,
+            stream,
+            ext_seq,
+            timestamp,
+            payload_type,
+            keyframe,
+            layer,
+        );
+        (decision, self.change_from(before))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide_packet(
+        &mut self,
+        now: Instant,
+        stream: usize,
+        ext_seq: u64,
+        timestamp: u32,
+        payload_type: u8,
+        keyframe: bool,
+        layer: &PacketLayer,
+    ) -> Decision {
         let out_pt = self
             .pt_map
             .get(payload_type as usize)
@@ -156,9 +253,8 @@ impl ConsumerForwarder {
             if self.current == Some(stream) {
                 self.seq.drop(ext_seq);
             }
-            return (Decision::Drop(DropReason::UnknownPayloadType), None);
+            return Decision::Drop(DropReason::UnknownPayloadType);
         }
-        let mut change = None;
         // A pending switch to another stream leaves the current one flowing until the
         // target's keyframe arrives.
         let switching =
@@ -167,13 +263,13 @@ impl ConsumerForwarder {
             // A packet of a stream we do not forward now: switch to it if it is the target
             // and it can start there.
             if self.target != Some(stream) {
-                return (Decision::Drop(DropReason::OtherLayer), None);
+                return Decision::Drop(DropReason::OtherLayer);
             }
             if self.kind == MediaKind::Video && !keyframe {
                 if self.current == Some(stream) {
                     self.seq.drop(ext_seq);
                 }
-                return (Decision::Drop(DropReason::WaitingKeyframe), None);
+                return Decision::Drop(DropReason::WaitingKeyframe);
             }
             self.seq.sync(ext_seq);
             let output_ts = match self.last_output {
@@ -187,30 +283,34 @@ impl ConsumerForwarder {
             };
             self.timestamp.sync(timestamp, output_ts);
             self.ts_offset = output_ts.wrapping_sub(timestamp);
-            if self.current != Some(stream) {
-                change = Some(LayerChange {
-                    spatial: u8::try_from(stream).ok(),
-                });
-            }
             self.current = Some(stream);
             self.need_keyframe = false;
             self.switched_at_seq = None;
+            // The stream starts here: every layer of the target from this keyframe on.
+            self.layers.restart();
+            let marker = matches!(
+                self.layers.filter(timestamp, layer, keyframe),
+                Filtered::Keep { marker: true }
+            );
             let Some(out_seq) = self.seq.forward(ext_seq) else {
-                return (Decision::Drop(DropReason::TooOld), change);
+                return Decision::Drop(DropReason::TooOld);
             };
             self.switched_at_seq = Some(out_seq);
             self.outputs_since_switch = 1;
             let out_ts = self.timestamp.rewrite(timestamp);
             self.last_output = Some((out_ts, now));
-            return (
-                Decision::Forward {
-                    seq: out_seq,
-                    timestamp: out_ts,
-                    payload_type: out_pt,
-                },
-                change,
-            );
+            return Decision::Forward {
+                seq: out_seq,
+                timestamp: out_ts,
+                payload_type: out_pt,
+                marker,
+            };
         }
+        let Filtered::Keep { marker } = self.layers.filter(timestamp, layer, keyframe) else {
+            // Dropped on purpose: the output has no gap for it.
+            self.seq.drop(ext_seq);
+            return Decision::Drop(DropReason::FilteredLayer);
+        };
         match self.seq.forward(ext_seq) {
             Some(out_seq) => {
                 if let Some(first) = self.switched_at_seq {
@@ -222,16 +322,14 @@ impl ConsumerForwarder {
                 }
                 let out_ts = self.timestamp.rewrite(timestamp);
                 self.last_output = Some((out_ts, now));
-                (
-                    Decision::Forward {
-                        seq: out_seq,
-                        timestamp: out_ts,
-                        payload_type: out_pt,
-                    },
-                    change,
-                )
+                Decision::Forward {
+                    seq: out_seq,
+                    timestamp: out_ts,
+                    payload_type: out_pt,
+                    marker,
+                }
             }
-            None => (Decision::Drop(DropReason::TooOld), change),
+            None => Decision::Drop(DropReason::TooOld),
         }
     }
 
@@ -292,6 +390,16 @@ mod tests {
 
     use super::*;
 
+    /// A packet without layer indices.
+    const NO_LAYER: PacketLayer = PacketLayer {
+        described: false,
+        spatial: 0,
+        temporal: 0,
+        switch_up: false,
+        end_of_layer_frame: false,
+        inter_picture: false,
+    };
+
     const VP8_IN: u8 = 96;
     const VP8_OUT: u8 = 101;
     const OPUS_IN: u8 = 111;
@@ -316,6 +424,7 @@ mod tests {
             90_000,
             initial_seq,
             initial_ts,
+            SvcMode::None,
         )
     }
 
@@ -330,6 +439,7 @@ mod tests {
                 seq,
                 timestamp,
                 payload_type: VP8_OUT,
+                marker: false,
             },
             None,
         )
@@ -342,9 +452,11 @@ mod tests {
                 seq,
                 timestamp,
                 payload_type: VP8_OUT,
+                marker: false,
             },
             Some(LayerChange {
                 spatial: Some(spatial),
+                temporal: Some(0),
             }),
         )
     }
@@ -363,6 +475,7 @@ mod tests {
             48_000,
             500,
             initial_ts,
+            SvcMode::None,
         );
         f.set_target(Some(0));
         assert!(!f.needs_keyframe());
@@ -372,12 +485,16 @@ mod tests {
             seq,
             timestamp,
             payload_type: OPUS_OUT,
+            marker: false,
         };
         assert_eq!(
-            f.decide(t0, 0, BASE, ts0, OPUS_IN, false),
+            f.decide(t0, 0, BASE, ts0, OPUS_IN, false, &NO_LAYER),
             (
                 opus(500, ts0.wrapping_add(initial_ts)),
-                Some(LayerChange { spatial: Some(0) })
+                Some(LayerChange {
+                    spatial: Some(0),
+                    temporal: Some(0)
+                })
             )
         );
         assert_eq!(f.current(), Some(0));
@@ -391,6 +508,7 @@ mod tests {
                 ts,
                 OPUS_IN,
                 false,
+                &NO_LAYER,
             ));
         }
         assert_eq!(
@@ -409,7 +527,8 @@ mod tests {
                 BASE + 5,
                 ts0.wrapping_add(4_800),
                 OPUS_IN,
-                false
+                false,
+                &NO_LAYER
             ),
             (opus(505, 2_880 + initial_ts), None)
         );
@@ -425,33 +544,33 @@ mod tests {
         assert!(f.needs_keyframe());
         for i in 0..3 {
             assert_eq!(
-                f.decide(t0, 0, BASE + i, 3_000, VP8_IN, false),
+                f.decide(t0, 0, BASE + i, 3_000, VP8_IN, false, &NO_LAYER),
                 dropped(DropReason::WaitingKeyframe)
             );
         }
         assert_eq!(f.current(), None);
         assert_eq!(
-            f.decide(t0 + ms(40), 0, BASE + 3, 6_000, VP8_IN, true),
+            f.decide(t0 + ms(40), 0, BASE + 3, 6_000, VP8_IN, true, &NO_LAYER),
             switched(1_000, 6_000 + off, 0)
         );
         assert!(!f.needs_keyframe());
         assert_eq!(f.current(), Some(0));
         assert_eq!(
-            f.decide(t0 + ms(41), 0, BASE + 4, 6_000, VP8_IN, false),
+            f.decide(t0 + ms(41), 0, BASE + 4, 6_000, VP8_IN, false, &NO_LAYER),
             fwd(1_001, 6_000 + off)
         );
         assert_eq!(
-            f.decide(t0 + ms(73), 0, BASE + 5, 9_000, VP8_IN, false),
+            f.decide(t0 + ms(73), 0, BASE + 5, 9_000, VP8_IN, false, &NO_LAYER),
             fwd(1_002, 9_000 + off)
         );
         // A reordered packet from before the keyframe cannot be placed any more.
         assert_eq!(
-            f.decide(t0 + ms(74), 0, BASE + 2, 3_000, VP8_IN, false),
+            f.decide(t0 + ms(74), 0, BASE + 2, 3_000, VP8_IN, false, &NO_LAYER),
             dropped(DropReason::TooOld)
         );
         // A later keyframe of the same stream changes nothing.
         assert_eq!(
-            f.decide(t0 + ms(106), 0, BASE + 6, 12_000, VP8_IN, true),
+            f.decide(t0 + ms(106), 0, BASE + 6, 12_000, VP8_IN, true, &NO_LAYER),
             fwd(1_003, 12_000 + off)
         );
     }
@@ -463,23 +582,26 @@ mod tests {
         f.set_target(Some(0));
         // Before anything is forwarded.
         assert_eq!(
-            f.decide(t0, 0, BASE, 0, UNMAPPED_PT, true),
+            f.decide(t0, 0, BASE, 0, UNMAPPED_PT, true, &NO_LAYER),
             dropped(DropReason::UnknownPayloadType)
         );
         assert_eq!(
-            f.decide(t0, 0, BASE + 1, 0, VP8_IN, true),
+            f.decide(t0, 0, BASE + 1, 0, VP8_IN, true, &NO_LAYER),
             switched(7, 0, 0)
         );
         assert_eq!(
-            f.decide(t0, 0, BASE + 2, 0, UNMAPPED_PT, false),
+            f.decide(t0, 0, BASE + 2, 0, UNMAPPED_PT, false, &NO_LAYER),
             dropped(DropReason::UnknownPayloadType)
         );
         assert_eq!(
-            f.decide(t0, 0, BASE + 3, 0, 127, false),
+            f.decide(t0, 0, BASE + 3, 0, 127, false, &NO_LAYER),
             dropped(DropReason::UnknownPayloadType)
         );
         // Both were dropped on purpose: the next output follows on directly.
-        assert_eq!(f.decide(t0, 0, BASE + 4, 0, VP8_IN, false), fwd(8, 0));
+        assert_eq!(
+            f.decide(t0, 0, BASE + 4, 0, VP8_IN, false, &NO_LAYER),
+            fwd(8, 0)
+        );
         assert_eq!(f.output_payload_type(VP8_IN), Some(VP8_OUT));
         assert_eq!(f.output_payload_type(UNMAPPED_PT), None);
         assert_eq!(f.output_payload_type(200), None);
@@ -492,16 +614,22 @@ mod tests {
         f.set_target(Some(1));
         for stream in [0, 2] {
             assert_eq!(
-                f.decide(t0, stream, BASE, 0, VP8_IN, true),
+                f.decide(t0, stream, BASE, 0, VP8_IN, true, &NO_LAYER),
                 dropped(DropReason::OtherLayer)
             );
         }
-        assert_eq!(f.decide(t0, 1, BASE1, 0, VP8_IN, true), switched(0, 0, 1));
         assert_eq!(
-            f.decide(t0, 0, BASE + 1, 0, VP8_IN, true),
+            f.decide(t0, 1, BASE1, 0, VP8_IN, true, &NO_LAYER),
+            switched(0, 0, 1)
+        );
+        assert_eq!(
+            f.decide(t0, 0, BASE + 1, 0, VP8_IN, true, &NO_LAYER),
             dropped(DropReason::OtherLayer)
         );
-        assert_eq!(f.decide(t0, 1, BASE1 + 1, 0, VP8_IN, false), fwd(1, 0));
+        assert_eq!(
+            f.decide(t0, 1, BASE1 + 1, 0, VP8_IN, false, &NO_LAYER),
+            fwd(1, 0)
+        );
         assert_eq!(f.current(), Some(1));
     }
 
@@ -512,22 +640,22 @@ mod tests {
         let mut f = video(2_000, off);
         f.set_target(Some(0));
         assert_eq!(
-            f.decide(t0, 0, BASE, 90_000, VP8_IN, true),
+            f.decide(t0, 0, BASE, 90_000, VP8_IN, true, &NO_LAYER),
             switched(2_000, 90_000 + off, 0)
         );
         assert_eq!(
-            f.decide(t0, 0, BASE + 1, 90_000, VP8_IN, false),
+            f.decide(t0, 0, BASE + 1, 90_000, VP8_IN, false, &NO_LAYER),
             fwd(2_001, 90_000 + off)
         );
         assert_eq!(
-            f.decide(t0 + ms(33), 0, BASE + 2, 93_000, VP8_IN, false),
+            f.decide(t0 + ms(33), 0, BASE + 2, 93_000, VP8_IN, false, &NO_LAYER),
             fwd(2_002, 93_000 + off)
         );
         f.set_target(Some(1));
         assert_eq!(f.target(), Some(1));
         assert!(f.needs_keyframe());
         assert_eq!(
-            f.decide(t0 + ms(100), 1, BASE1, 3_000_000, VP8_IN, false),
+            f.decide(t0 + ms(100), 1, BASE1, 3_000_000, VP8_IN, false, &NO_LAYER),
             dropped(DropReason::WaitingKeyframe)
         );
         assert_eq!(f.current(), Some(0));
@@ -535,12 +663,20 @@ mod tests {
         let t1 = t0 + ms(283);
         let last_out = 93_000 + off;
         assert_eq!(
-            f.decide(t1, 1, BASE1 + 1, 4_000_000, VP8_IN, true),
+            f.decide(t1, 1, BASE1 + 1, 4_000_000, VP8_IN, true, &NO_LAYER),
             switched(2_003, last_out + 22_500, 1)
         );
         assert!(!f.needs_keyframe());
         assert_eq!(
-            f.decide(t1 + ms(33), 1, BASE1 + 2, 4_003_000, VP8_IN, false),
+            f.decide(
+                t1 + ms(33),
+                1,
+                BASE1 + 2,
+                4_003_000,
+                VP8_IN,
+                false,
+                &NO_LAYER
+            ),
             fwd(2_004, last_out + 25_500)
         );
         assert_eq!(
@@ -549,14 +685,14 @@ mod tests {
             "retransmissions use the new offset"
         );
         assert_eq!(
-            f.decide(t1 + ms(34), 0, BASE + 3, 96_000, VP8_IN, true),
+            f.decide(t1 + ms(34), 0, BASE + 3, 96_000, VP8_IN, true, &NO_LAYER),
             dropped(DropReason::OtherLayer)
         );
         // Switching back at the very instant of the last output still moves time on by
         // one tick, so two frames never share a timestamp.
         f.set_target(Some(0));
         assert_eq!(
-            f.decide(t1 + ms(33), 0, BASE + 4, 99_000, VP8_IN, true),
+            f.decide(t1 + ms(33), 0, BASE + 4, 99_000, VP8_IN, true, &NO_LAYER),
             switched(2_005, last_out + 25_501, 0)
         );
     }
@@ -567,15 +703,15 @@ mod tests {
         let mut f = video(300, 0);
         f.set_target(Some(0));
         assert_eq!(
-            f.decide(t0, 0, BASE, 9_000, VP8_IN, true),
+            f.decide(t0, 0, BASE, 9_000, VP8_IN, true, &NO_LAYER),
             switched(300, 9_000, 0)
         );
         assert_eq!(
-            f.decide(t0 + ms(10), 0, BASE + 1, 9_000, VP8_IN, false),
+            f.decide(t0 + ms(10), 0, BASE + 1, 9_000, VP8_IN, false, &NO_LAYER),
             fwd(301, 9_000)
         );
         // Pause, as the worker does it.
-        assert_eq!(f.restart(), Some(LayerChange { spatial: None }));
+        assert_eq!(f.restart(), Some(LayerChange::NONE));
         f.set_target(None);
         assert!(!f.needs_keyframe());
         assert_eq!(f.current(), None);
@@ -588,15 +724,15 @@ mod tests {
         assert!(f.needs_keyframe());
         let t1 = t0 + ms(2_010);
         assert_eq!(
-            f.decide(t1, 0, BASE + 200, 500_000, VP8_IN, false),
+            f.decide(t1, 0, BASE + 200, 500_000, VP8_IN, false, &NO_LAYER),
             dropped(DropReason::WaitingKeyframe)
         );
         assert_eq!(
-            f.decide(t1, 0, BASE + 201, 500_000, VP8_IN, true),
+            f.decide(t1, 0, BASE + 201, 500_000, VP8_IN, true, &NO_LAYER),
             switched(302, 9_000 + 180_000, 0)
         );
         assert_eq!(
-            f.decide(t1, 0, BASE + 202, 503_000, VP8_IN, false),
+            f.decide(t1, 0, BASE + 202, 503_000, VP8_IN, false, &NO_LAYER),
             fwd(303, 9_000 + 183_000)
         );
     }
@@ -607,10 +743,19 @@ mod tests {
         let mut f = video(100, 0);
         assert_eq!(f.input_for_output(100), None, "nothing sent yet");
         f.set_target(Some(0));
-        assert_eq!(f.decide(t0, 0, BASE, 0, VP8_IN, true), switched(100, 0, 0));
-        assert_eq!(f.decide(t0, 0, BASE + 1, 0, VP8_IN, false), fwd(101, 0));
+        assert_eq!(
+            f.decide(t0, 0, BASE, 0, VP8_IN, true, &NO_LAYER),
+            switched(100, 0, 0)
+        );
+        assert_eq!(
+            f.decide(t0, 0, BASE + 1, 0, VP8_IN, false, &NO_LAYER),
+            fwd(101, 0)
+        );
         // BASE + 2 lost upstream.
-        assert_eq!(f.decide(t0, 0, BASE + 3, 0, VP8_IN, false), fwd(103, 0));
+        assert_eq!(
+            f.decide(t0, 0, BASE + 3, 0, VP8_IN, false, &NO_LAYER),
+            fwd(103, 0)
+        );
         assert_eq!(f.input_for_output(100), Some((0, BASE)));
         assert_eq!(f.input_for_output(101), Some((0, BASE + 1)));
         // The slot of the lost packet maps to it: served if the packet store gets it.
@@ -618,8 +763,14 @@ mod tests {
         assert_eq!(f.input_for_output(103), Some((0, BASE + 3)));
         assert_eq!(f.input_for_output(104), None);
         f.set_target(Some(1));
-        assert_eq!(f.decide(t0, 1, BASE1, 0, VP8_IN, true), switched(104, 1, 1));
-        assert_eq!(f.decide(t0, 1, BASE1 + 1, 0, VP8_IN, false), fwd(105, 1));
+        assert_eq!(
+            f.decide(t0, 1, BASE1, 0, VP8_IN, true, &NO_LAYER),
+            switched(104, 1, 1)
+        );
+        assert_eq!(
+            f.decide(t0, 1, BASE1 + 1, 0, VP8_IN, false, &NO_LAYER),
+            fwd(105, 1)
+        );
         assert_eq!(f.input_for_output(104), Some((1, BASE1)));
         assert_eq!(f.input_for_output(105), Some((1, BASE1 + 1)));
         // Sent from stream 0 under another timestamp offset: not served any more.
@@ -636,11 +787,21 @@ mod tests {
         // Inputs cross their own 16-bit wrap too (widened values are just larger).
         let base = 2 * 65_536 - 2;
         assert_eq!(
-            f.decide(t0, 0, base, 0, VP8_IN, true),
+            f.decide(t0, 0, base, 0, VP8_IN, true, &NO_LAYER),
             switched(65_533, u32::MAX - 2_999, 0)
         );
         let got: Vec<_> = (1..6u32)
-            .map(|i| f.decide(t0, 0, base + u64::from(i), 3_000 * i, VP8_IN, false))
+            .map(|i| {
+                f.decide(
+                    t0,
+                    0,
+                    base + u64::from(i),
+                    3_000 * i,
+                    VP8_IN,
+                    false,
+                    &NO_LAYER,
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -658,7 +819,7 @@ mod tests {
         // are refused.
         f.set_target(Some(1));
         assert_eq!(
-            f.decide(t0 + ms(100), 1, BASE1, 0, VP8_IN, true),
+            f.decide(t0 + ms(100), 1, BASE1, 0, VP8_IN, true, &NO_LAYER),
             switched(3, 12_000 + 9_000, 1)
         );
         assert_eq!(f.input_for_output(3), Some((1, BASE1)));
@@ -672,12 +833,15 @@ mod tests {
         let mut f = video(1_000, 0);
         f.set_target(Some(0));
         assert_eq!(
-            f.decide(t0, 0, BASE, 0, VP8_IN, true),
+            f.decide(t0, 0, BASE, 0, VP8_IN, true, &NO_LAYER),
             switched(1_000, 0, 0)
         );
         f.set_target(Some(1));
         // Stream 1's keyframe is not there yet: stream 0 must go on (no freeze).
-        assert_eq!(f.decide(t0, 0, BASE + 1, 0, VP8_IN, false), fwd(1_001, 0));
+        assert_eq!(
+            f.decide(t0, 0, BASE + 1, 0, VP8_IN, false, &NO_LAYER),
+            fwd(1_001, 0)
+        );
     }
 
     #[test]
@@ -686,13 +850,16 @@ mod tests {
         let mut f = video(1_000, 0);
         f.set_target(Some(0));
         assert_eq!(
-            f.decide(t0, 0, BASE, 0, VP8_IN, true),
+            f.decide(t0, 0, BASE, 0, VP8_IN, true, &NO_LAYER),
             switched(1_000, 0, 0)
         );
         f.set_target(Some(1));
         f.set_target(Some(0));
         assert!(!f.needs_keyframe());
-        assert_eq!(f.decide(t0, 0, BASE + 1, 0, VP8_IN, false), fwd(1_001, 0));
+        assert_eq!(
+            f.decide(t0, 0, BASE + 1, 0, VP8_IN, false, &NO_LAYER),
+            fwd(1_001, 0)
+        );
     }
 
     #[test]
@@ -700,9 +867,12 @@ mod tests {
         let t0 = Instant::now();
         let mut f = video(0, 0);
         f.set_target(Some(0));
-        assert_eq!(f.decide(t0, 0, BASE, 0, VP8_IN, true), switched(0, 0, 0));
+        assert_eq!(
+            f.decide(t0, 0, BASE, 0, VP8_IN, true, &NO_LAYER),
+            switched(0, 0, 0)
+        );
         for i in 1..40_000u64 {
-            f.decide(t0, 0, BASE + i, 0, VP8_IN, false);
+            f.decide(t0, 0, BASE + i, 0, VP8_IN, false, &NO_LAYER);
         }
         assert_eq!(f.input_for_output(39_999), Some((0, BASE + 39_999)));
     }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod forwarder;
 pub mod ids;
+pub mod layers;
 pub mod pacer;
 pub mod producer;
 pub mod router;

@@ -137,7 +137,8 @@ mod tests {
                 seq: seq as u16,
                 timestamp: 0,
                 payload_type: 96,
-                sync: false,
+                marker: false,
+                vp8: None,
             },
             queued_at: at,
         }

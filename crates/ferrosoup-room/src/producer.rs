@@ -10,8 +10,10 @@ use ferrosoup_rtc::rtp::{self, AudioLevel, ExtensionIds, RtpHeaderInfo, VideoCod
 use ferrosoup_rtc::rtx::PacketStore;
 use ferrosoup_rtc::seq::SeqExtender;
 
+use crate::allocator::{Layer, MAX_LAYERS, MAX_SPATIAL_LAYERS};
 use crate::arena::{ConsumerKey, TransportKey};
 use crate::ids::ProducerId;
+use crate::layers::{MAX_SVC_SPATIAL_LAYERS, MAX_TEMPORAL_LAYERS, PacketLayer, SvcMode};
 use crate::stats::RtpDrop;
 use crate::transport::StreamRef;
 
@@ -70,6 +72,60 @@ pub struct RecvStream {
     pub fraction_lost: f64,
     /// Bitrate of the stream as it arrives (what forwarding it costs a consumer).
     pub bitrate: BitrateMeter,
+    /// Bitrate of each of its layers (video only).
+    pub layers: LayerRates,
+}
+
+/// The bitrate of each (spatial, temporal) layer inside one stream, measured from its
+/// packets, and when each was last seen; fixed storage allocated with the stream.
+pub struct LayerRates {
+    /// One meter per [`PacketLayer::index`].
+    meters: Vec<BitrateMeter>,
+    /// When each layer last had a packet.
+    last: Vec<Option<Instant>>,
+}
+
+impl LayerRates {
+    /// Meters for `spatial_layers` spatial layers of [`MAX_TEMPORAL_LAYERS`] each (none
+    /// for 0).
+    fn new(spatial_layers: usize) -> Self {
+        let n = spatial_layers.min(MAX_SVC_SPATIAL_LAYERS) * MAX_TEMPORAL_LAYERS;
+        Self {
+            meters: vec![BitrateMeter::new(BITRATE_WINDOW); n],
+            last: vec![None; n],
+        }
+    }
+
+    /// Counts a packet of `layer`; true when the layer had been silent (or never sent).
+    fn add(&mut self, now: Instant, layer: &PacketLayer, bytes: usize) -> bool {
+        let Some(i) = layer.index().filter(|&i| i < self.meters.len()) else {
+            return false;
+        };
+        self.meters[i].add(now, bytes);
+        let woke_up =
+            self.last[i].is_none_or(|t| now.saturating_duration_since(t) >= ACTIVE_TIMEOUT);
+        self.last[i] = Some(now);
+        woke_up
+    }
+
+    /// Bitrate of a layer (`spatial` inside the stream, `temporal`): 0 when it had no
+    /// packet within [`ACTIVE_TIMEOUT`], at least 1 while too young to be measured.
+    pub fn bps(&mut self, now: Instant, spatial: usize, temporal: usize) -> u64 {
+        if spatial >= MAX_SVC_SPATIAL_LAYERS || temporal >= MAX_TEMPORAL_LAYERS {
+            return 0;
+        }
+        let i = spatial * MAX_TEMPORAL_LAYERS + temporal;
+        let active = self
+            .last
+            .get(i)
+            .copied()
+            .flatten()
+            .is_some_and(|t| now.saturating_duration_since(t) < ACTIVE_TIMEOUT);
+        if !active {
+            return 0;
+        }
+        self.meters[i].bps(now).unwrap_or(1).max(1)
+    }
 }
 
 /// IPv4, UDP and an SRTP tag around each forwarded packet, in a stream's bitrate.
@@ -89,16 +145,22 @@ pub struct Received {
     pub woke_up: bool,
     /// The packet opened a gap: NACKs are due at once.
     pub gap: bool,
+    /// Its layer indices.
+    pub layer: PacketLayer,
+    /// Its layer had been silent (or never sent): consumers may now select it.
+    pub layer_woke_up: bool,
 }
 
 impl RecvStream {
-    /// A stream for one encoding.
+    /// A stream for one encoding, with `spatial_layers` inside it (1 but for SVC).
     pub fn new(
         kind: MediaKind,
         ssrc: Option<u32>,
         rtx_ssrc: Option<u32>,
         rid: Option<String>,
+        spatial_layers: usize,
     ) -> Self {
+        let video = kind == MediaKind::Video;
         Self {
             ssrc,
             rtx_ssrc,
@@ -107,8 +169,7 @@ impl RecvStream {
             nack: NackGenerator::new(),
             stats: ferrosoup_rtc::rtcp::RecvStats::new(),
             // ~2.5 s of 1 Mbps video; audio is not retransmitted.
-            store: (kind == MediaKind::Video)
-                .then(|| PacketStore::new(512, crate::udp::MAX_DATAGRAM)),
+            store: video.then(|| PacketStore::new(512, crate::udp::MAX_DATAGRAM)),
             last_packet: None,
             keyframe_pending: false,
             keyframe_deferred: false,
@@ -120,6 +181,7 @@ impl RecvStream {
             last_sr_rtp: None,
             fraction_lost: 0.0,
             bitrate: BitrateMeter::new(BITRATE_WINDOW),
+            layers: LayerRates::new(if video { spatial_layers.max(1) } else { 0 }),
         }
     }
 
@@ -155,10 +217,16 @@ impl RecvStream {
         let keyframe = video
             && codec.codec != VideoCodec::Other
             && rtp::is_keyframe(codec.codec, info.payload(packet));
+        let layer = if video {
+            PacketLayer::parse(codec.codec, info.payload(packet))
+        } else {
+            PacketLayer::default()
+        };
         let woke_up = !self.is_active(now);
         self.last_packet = Some(now);
         // What forwarding it costs on the wire: IP, UDP and the SRTP tag included.
         self.bitrate.add(now, packet.len() + WIRE_OVERHEAD);
+        let layer_woke_up = self.layers.add(now, &layer, packet.len() + WIRE_OVERHEAD);
         self.stats
             .on_packet(now, ext_seq, info.timestamp, codec.clock_rate, packet.len());
         let gap = video && self.nack.on_packet(now, ext_seq, keyframe, recovered);
@@ -173,6 +241,8 @@ impl RecvStream {
             keyframe,
             woke_up,
             gap,
+            layer,
+            layer_woke_up,
         })
     }
 
@@ -264,6 +334,8 @@ pub struct Producer {
     pub ext_ids: ExtensionIds,
     /// `simple`, `simulcast` or `svc`, as consumers of it will be.
     pub producer_type: ProducerType,
+    /// How the spatial layers inside its stream depend on each other (SVC).
+    pub svc: SvcMode,
     /// Last score reported.
     pub score: u8,
     /// Sum of audio levels (0..127, -dBov) since the last active-speaker check.
@@ -345,6 +417,79 @@ impl Producer {
             .position(|s| s.rid.as_deref() == Some(rid))
     }
 
+    /// What each layer step ([`Layer::step`]) would cost a consumer that prefers spatial
+    /// layer `spatial` (`None`: the highest) and, at that spatial layer, temporal layer
+    /// `temporal`, bit/s: the layer and those it builds on (the lower temporal layers; in
+    /// full SVC the lower spatial layers too). 0 for a step that is not receiving or is
+    /// above the preference.
+    pub fn layer_steps(
+        &mut self,
+        now: Instant,
+        spatial: Option<u8>,
+        temporal: Option<u8>,
+    ) -> [u64; MAX_LAYERS] {
+        let mut steps = [0u64; MAX_LAYERS];
+        let allowed = |s: usize, t: usize| {
+            spatial.map_or(usize::MAX, usize::from) >= s
+                && (spatial != u8::try_from(s).ok() || temporal.is_none_or(|p| usize::from(p) >= t))
+        };
+        let mut set = |s: usize, t: usize, bps: u64| {
+            let layer = Layer {
+                spatial: s as u8,
+                temporal: t as u8,
+            };
+            if allowed(s, t) {
+                steps[layer.step()] = bps;
+            }
+        };
+        if self.svc == SvcMode::None {
+            for (s, stream) in self.streams.iter_mut().enumerate().take(MAX_SPATIAL_LAYERS) {
+                if !stream.is_active(now) {
+                    continue;
+                }
+                let mut sum = 0;
+                for t in 0..MAX_TEMPORAL_LAYERS {
+                    let bps = stream.layers.bps(now, 0, t);
+                    sum += bps;
+                    if bps > 0 {
+                        set(s, t, sum);
+                    }
+                }
+            }
+        } else if let Some(stream) = self.streams.first_mut() {
+            // Full SVC forwards the spatial layers below too, at the same temporal layer.
+            let full = self.svc == SvcMode::Full;
+            let mut below = [0u64; MAX_TEMPORAL_LAYERS];
+            for s in 0..MAX_SVC_SPATIAL_LAYERS {
+                let mut sum = 0;
+                for (t, below) in below.iter_mut().enumerate() {
+                    let bps = stream.layers.bps(now, s, t);
+                    sum += bps;
+                    if bps > 0 {
+                        set(s, t, sum + if full { *below } else { 0 });
+                    }
+                    *below += sum;
+                }
+            }
+        }
+        steps
+    }
+
+    /// The highest spatial layer of an SVC stream at or below `cap` that is receiving
+    /// (0 when none is).
+    pub fn svc_top_spatial(&mut self, now: Instant, cap: Option<u8>) -> u8 {
+        let Some(stream) = self.streams.first_mut() else {
+            return 0;
+        };
+        let max = cap.map_or(MAX_SVC_SPATIAL_LAYERS - 1, |c| {
+            usize::from(c).min(MAX_SVC_SPATIAL_LAYERS - 1)
+        });
+        (0..=max)
+            .rev()
+            .find(|&s| (0..MAX_TEMPORAL_LAYERS).any(|t| stream.layers.bps(now, s, t) > 0))
+            .map_or(0, |s| s as u8)
+    }
+
     /// The highest stream index at or below `preferred` that is receiving packets; falls back
     /// to the lowest active one.
     pub fn best_active_stream(&self, now: Instant, preferred: Option<u8>) -> Option<usize> {
@@ -363,7 +508,7 @@ mod tests {
     use super::*;
 
     fn stream() -> RecvStream {
-        RecvStream::new(MediaKind::Video, Some(1), None, None)
+        RecvStream::new(MediaKind::Video, Some(1), None, None, 1)
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::engine::{
 use crate::error::RoomError;
 use crate::events::MediaEvent;
 use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
+use crate::layers::SvcMode;
 use crate::producer::CodecInfo;
 use crate::settings::WorkerSettings;
 use crate::stats::WorkerCounters;
@@ -701,13 +702,28 @@ fn produce_spec(kind: MediaKind, params: &RtpParameters, paused: bool) -> Produc
             rid: e.rid.clone(),
         })
         .collect::<Vec<_>>();
-    // A single SVC stream (e.g. VP9 L3T3_KEY) is forwarded whole: the worker does not drop
-    // spatial or temporal layers inside one stream yet, so its consumers are `simple`
-    // rather than claiming layer selection they would not do.
-    let producer_type = if params.encodings.len() > 1 {
-        ProducerType::Simulcast
-    } else {
-        ProducerType::Simple
+    // A single stream with spatial layers (VP9 `L3T3_KEY`, `L3T3`) is `svc`: its consumers
+    // drop the spatial and temporal layers above theirs. Only VP9 carries the layer
+    // indices the worker reads; another codec's SVC stream is forwarded whole (`simple`).
+    let vp9 = params
+        .codecs
+        .iter()
+        .find(|c| !c.is_rtx())
+        .is_some_and(|c| c.mime_type.eq_ignore_ascii_case("video/vp9"));
+    let producer_type = match ortc::producer_type(params) {
+        ProducerType::Svc if !vp9 => ProducerType::Simple,
+        t => t,
+    };
+    let mode = ortc::parse_scalability_mode(
+        params
+            .encodings
+            .first()
+            .and_then(|e| e.scalability_mode.as_deref()),
+    );
+    let svc = match producer_type {
+        ProducerType::Svc if mode.ksvc => SvcMode::KeyOnly,
+        ProducerType::Svc => SvcMode::Full,
+        _ => SvcMode::None,
     };
     ProduceSpec {
         kind,
@@ -726,6 +742,7 @@ fn produce_spec(kind: MediaKind, params: &RtpParameters, paused: bool) -> Produc
         },
         paused,
         producer_type,
+        svc,
     }
 }
 
@@ -772,11 +789,10 @@ fn consume_spec(
         preferred_temporal: preferred_layers.and_then(|l| l.1),
         twcc_ext,
         abs_send_time_ext,
-        vp8_rewrite: meta.producer_type == ProducerType::Simulcast
-            && params
-                .codecs
-                .iter()
-                .find(|c| !c.is_rtx())
-                .is_some_and(|c| c.mime_type.eq_ignore_ascii_case("video/vp8")),
+        vp8_rewrite: params
+            .codecs
+            .iter()
+            .find(|c| !c.is_rtx())
+            .is_some_and(|c| c.mime_type.eq_ignore_ascii_case("video/vp8")),
     }
 }

@@ -38,6 +38,7 @@ use crate::engine::{CodecSpec, ConsumeSpec, EncodingSpec, Engine, ProduceSpec, R
 use crate::events::MediaEvent;
 use crate::forwarder::NO_PT;
 use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
+use crate::layers::SvcMode;
 use crate::producer::CodecInfo;
 use crate::settings::IceTimeouts;
 use crate::transmit::Collect;
@@ -48,6 +49,10 @@ pub const OPUS_PT: u8 = 111;
 pub const VP8_PT: u8 = 96;
 /// RTX payload type of VP8.
 pub const VP8_RTX_PT: u8 = 97;
+/// VP9 payload type.
+pub const VP9_PT: u8 = 98;
+/// RTX payload type of VP9.
+pub const VP9_RTX_PT: u8 = 99;
 /// Header extension ids every simulated client uses (producing and consuming).
 pub const EXT_IDS: ExtensionIds = ExtensionIds {
     mid: 1,
@@ -267,13 +272,18 @@ impl SimRoom {
             .expect("the peer's transport exists"); // ok: test support, never in the server
     }
 
-    /// `setConsumerPreferredLayers` for a consumer: spatial layer `spatial`, every temporal
-    /// layer.
-    pub fn set_preferred_layers(&mut self, consumer: ConsumerId, spatial: u8) {
+    /// `setConsumerPreferredLayers` for a consumer: spatial layer `spatial`, temporal layer
+    /// `temporal` (`None`: every one).
+    pub fn set_preferred_layers(
+        &mut self,
+        consumer: ConsumerId,
+        spatial: u8,
+        temporal: Option<u8>,
+    ) {
         let now = self.now();
         let SimServer { engine, out, .. } = &mut self.server;
         engine
-            .set_consumer_preferred_layers(self.router, consumer, spatial, None, now, out)
+            .set_consumer_preferred_layers(self.router, consumer, spatial, temporal, now, out)
             .expect("a consumer of this router") // ok: test support, never in the server
     }
 
@@ -335,6 +345,7 @@ pub fn opus_producer(ssrc: u32) -> ProduceSpec {
         ext_ids: EXT_IDS,
         paused: false,
         producer_type: ProducerType::Simple,
+        svc: SvcMode::None,
     }
 }
 
@@ -362,6 +373,7 @@ pub fn vp8_producer(ssrc: u32, rtx_ssrc: Option<u32>) -> ProduceSpec {
         ext_ids: EXT_IDS,
         paused: false,
         producer_type: ProducerType::Simple,
+        svc: SvcMode::None,
     }
 }
 
@@ -377,8 +389,43 @@ pub fn vp8_simulcast_producer(layers: &[(u32, u32)]) -> ProduceSpec {
             })
             .collect(),
         producer_type: ProducerType::Simulcast,
+        svc: SvcMode::None,
         ..vp8_producer(0, None)
     }
+}
+
+/// A VP9 SVC producer: one stream (SSRC `ssrc`, RTX `rtx_ssrc`) whose spatial layers
+/// depend on each other as `svc` says.
+pub fn vp9_svc_producer(ssrc: u32, rtx_ssrc: u32, svc: SvcMode) -> ProduceSpec {
+    ProduceSpec {
+        codecs: vec![CodecSpec {
+            payload_type: VP9_PT,
+            info: CodecInfo {
+                clock_rate: 90_000,
+                codec: VideoCodec::Vp9,
+            },
+        }],
+        rtx: vec![RtxMapping {
+            payload_type: VP9_RTX_PT,
+            apt: VP9_PT,
+        }],
+        producer_type: ProducerType::Svc,
+        svc,
+        ..vp8_producer(ssrc, Some(rtx_ssrc))
+    }
+}
+
+/// A VP9 consumer sending under `ssrc`, RTX under `rtx_ssrc`.
+pub fn vp9_consumer(ssrc: u32, rtx_ssrc: u32) -> ConsumeSpec {
+    consumer(
+        VP9_PT,
+        90_000,
+        ssrc,
+        Some(RtxOut {
+            ssrc: rtx_ssrc,
+            payload_type: VP9_RTX_PT,
+        }),
+    )
 }
 
 /// A consumer receiving payload type `pt` (same number as the producer's) at
@@ -414,19 +461,20 @@ pub fn opus_consumer(ssrc: u32) -> ConsumeSpec {
     consumer(OPUS_PT, 48_000, ssrc, None)
 }
 
-/// A VP8 consumer sending under `ssrc`, with RTX under `rtx_ssrc` when given.
+/// A VP8 consumer sending under `ssrc`, with RTX under `rtx_ssrc` when given (picture
+/// ids kept continuous across dropped temporal layers, as the router sets it up).
 pub fn vp8_consumer(ssrc: u32, rtx_ssrc: Option<u32>) -> ConsumeSpec {
     let rtx = rtx_ssrc.map(|ssrc| RtxOut {
         ssrc,
         payload_type: VP8_RTX_PT,
     });
-    consumer(VP8_PT, 90_000, ssrc, rtx)
+    ConsumeSpec {
+        vp8_rewrite: true,
+        ..consumer(VP8_PT, 90_000, ssrc, rtx)
+    }
 }
 
 /// A VP8 consumer of a simulcast producer (picture ids kept continuous across layers).
 pub fn vp8_simulcast_consumer(ssrc: u32, rtx_ssrc: u32) -> ConsumeSpec {
-    ConsumeSpec {
-        vp8_rewrite: true,
-        ..vp8_consumer(ssrc, Some(rtx_ssrc))
-    }
+    vp8_consumer(ssrc, Some(rtx_ssrc))
 }

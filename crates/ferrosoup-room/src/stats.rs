@@ -181,7 +181,7 @@ impl RtpDrop {
 impl From<DropReason> for RtpDrop {
     fn from(r: DropReason) -> Self {
         match r {
-            DropReason::OtherLayer => Self::OtherLayer,
+            DropReason::OtherLayer | DropReason::FilteredLayer => Self::OtherLayer,
             DropReason::WaitingKeyframe => Self::WaitingKeyframe,
             DropReason::TooOld => Self::TooOld,
             DropReason::UnknownPayloadType => Self::UnsupportedByConsumer,
@@ -450,9 +450,12 @@ pub fn transport_bandwidth(
                 "paused": c.paused || c.producer_paused,
                 "priority": c.priority,
                 "preferredSpatialLayer": c.preferred_spatial,
+                "preferredTemporalLayer": c.preferred_temporal,
                 "allocation": c.allocation.name(),
-                "allocatedSpatialLayer": c.allocation.layer(),
-                "spatialLayer": c.forwarder.current(),
+                "allocatedSpatialLayer": c.allocation.layer().map(|l| l.spatial),
+                "allocatedTemporalLayer": c.allocation.layer().map(|l| l.temporal),
+                "spatialLayer": c.forwarder.current_layers().map(|l| l.0),
+                "temporalLayer": c.forwarder.current_layers().map(|l| l.1),
             })
         })
         .collect();
@@ -513,12 +516,14 @@ pub fn consumer_stats(c: &Consumer, p: Option<&Producer>) -> Value {
         "nackCount": c.retransmitted + c.nack_misses,
         "pliCount": c.keyframe_requests,
         "score": c.score,
-        "spatialLayer": c.forwarder.current(),
+        "spatialLayer": c.forwarder.current_layers().map(|l| l.0),
+        "temporalLayer": c.forwarder.current_layers().map(|l| l.1),
         "preferredSpatialLayer": c.preferred_spatial,
         "preferredTemporalLayer": c.preferred_temporal,
         "priority": c.priority,
         "allocation": c.allocation.name(),
-        "allocatedSpatialLayer": c.allocation.layer(),
+        "allocatedSpatialLayer": c.allocation.layer().map(|l| l.spatial),
+        "allocatedTemporalLayer": c.allocation.layer().map(|l| l.temporal),
     })];
     if let Some(s) = p.and_then(|p| c.forwarder.current().and_then(|i| p.streams.get(i))) {
         entries.push(json!({

@@ -33,14 +33,14 @@ fn lowering_and_raising_the_preferred_layer_holds_nothing_back() {
     assert_eq!(allocated(&mut call), 2, "the top layer fits");
     let consumer = call.video_consumer;
     for _ in 0..3 {
-        call.room.set_preferred_layers(consumer, 0);
+        call.room.set_preferred_layers(consumer, 0, None);
         call.run_for(Duration::from_millis(500));
         assert_eq!(
             allocated(&mut call),
             0,
             "the preferred layer caps the allocation"
         );
-        call.room.set_preferred_layers(consumer, 2);
+        call.room.set_preferred_layers(consumer, 2, None);
         assert_eq!(allocated(&mut call), 2, "the top layer comes back at once");
         call.run_for(Duration::from_millis(500));
         assert_eq!(allocated(&mut call), 2, "and stays");

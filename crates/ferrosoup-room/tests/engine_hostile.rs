@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::{BOB_VIDEO, BOB_VIDEO_RTX, Call};
 use ferrosoup_proto::ortc::ProducerType;
 use ferrosoup_room::engine::{EncodingSpec, ProduceSpec};
+use ferrosoup_room::layers::SvcMode;
 use ferrosoup_room::sim::{
     EXT_IDS, SimRoom, VP8_PT, VP8_RTX_PT, opus_producer, vp8_producer, vp8_simulcast_producer,
 };
@@ -106,6 +107,7 @@ fn rid_simulcast_producer() -> ProduceSpec {
             ..EXT_IDS
         },
         producer_type: ProducerType::Simulcast,
+        svc: SvcMode::None,
         ..vp8_producer(0, None)
     }
 }

@@ -16,7 +16,9 @@
 //! - [`nack`]: receive-side loss tracking and NACK generation.
 //! - [`rtcp`]: RTCP compound parsing and building (SR, RR, NACK, PLI, FIR, REMB).
 //! - [`twcc`]: transport-wide congestion control feedback from packet arrivals.
-//! - [`vp8`]: VP8 PictureID / TL0PICIDX continuity across simulcast switches.
+//! - [`vp8`]: VP8 payload descriptor: temporal layer indices, PictureID / TL0PICIDX
+//!   continuity across simulcast switches and dropped temporal layers.
+//! - [`vp9`]: VP9 payload descriptor: spatial and temporal layer indices of SVC streams.
 
 pub mod demux;
 pub mod dtls;
@@ -29,3 +31,4 @@ pub mod seq;
 pub mod srtp;
 pub mod twcc;
 pub mod vp8;
+pub mod vp9;

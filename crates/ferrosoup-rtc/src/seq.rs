@@ -155,6 +155,18 @@ impl SeqRewriter {
         }
     }
 
+    /// Sets the output of the first forwarded packet, if nothing was forwarded yet.
+    pub fn start_at(&mut self, initial_output: u16) {
+        if !self.started {
+            self.initial_output = initial_output;
+        }
+    }
+
+    /// Whether a packet was forwarded (or a sync point set) yet.
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
     fn push_change(&mut self, change: OffsetChange) {
         self.changes[self.changes_head] = change;
         self.changes_head = (self.changes_head + 1) % OFFSET_CHANGES;

@@ -10,9 +10,10 @@ use ferrosoup_proto::ortc::ProducerType;
 use ferrosoup_proto::rtp_parameters::MediaKind;
 
 use super::Engine;
-use crate::allocator::{self, Demand, MAX_LAYERS, Step};
+use crate::allocator::{self, Demand, Layer, MAX_LAYERS, Step};
 use crate::arena::{ConsumerKey, TransportKey};
-use crate::consumer::{Allocation, Outgoing};
+use crate::consumer::{Allocation, Consumer, Outgoing};
+use crate::layers::{PacketLayer, SvcMode};
 use crate::stats::{BandwidthGauges, RtpDrop};
 use crate::timers::Timer;
 use crate::transmit::Transmit;
@@ -89,9 +90,9 @@ impl Engine {
         }
     }
 
-    /// Shares the transport's estimate among its consumers: audio and single-stream video
-    /// first, then simulcast/SVC consumers by priority (allocator.rs); a consumer whose
-    /// allocation changed gets its new layer.
+    /// Shares the transport's estimate among its consumers: audio and single-layer video
+    /// first, then consumers with layer steps (simulcast, SVC, temporal layers) by
+    /// priority (allocator.rs); a consumer whose allocation changed gets its new layer.
     pub(super) fn allocate(&mut self, key: TransportKey, now: Instant, out: &mut dyn Transmit) {
         // The engine's reused buffers: an allocation round allocates nothing.
         let mut scratch = std::mem::take(&mut self.scratch.allocation);
@@ -137,7 +138,16 @@ impl Engine {
             let Some(producer) = producers.get_mut(consumer.producer) else {
                 continue;
             };
-            if consumer.kind == MediaKind::Audio || consumer.consumer_type == ProducerType::Simple {
+            let layers = if consumer.kind == MediaKind::Audio {
+                [0; MAX_LAYERS]
+            } else {
+                // A layer too young to be measured costs nothing yet.
+                producer.layer_steps(now, consumer.preferred_spatial, consumer.preferred_temporal)
+            };
+            if consumer.kind == MediaKind::Audio
+                || (consumer.consumer_type == ProducerType::Simple
+                    && layers.iter().filter(|&&b| b > 0).count() <= 1)
+            {
                 reserved += producer
                     .streams
                     .iter_mut()
@@ -145,13 +155,9 @@ impl Engine {
                     .sum::<u64>();
                 continue;
             }
-            let cap = consumer.preferred_spatial.map_or(usize::MAX, usize::from);
-            let mut layers = [0u64; MAX_LAYERS];
-            for (i, s) in producer.streams.iter_mut().enumerate().take(MAX_LAYERS) {
-                if i <= cap && s.is_active(now) {
-                    // A stream too young to be measured costs nothing yet.
-                    layers[i] = s.bitrate.bps(now).unwrap_or(1).max(1);
-                }
+            if layers.iter().all(|&b| b == 0) {
+                // Its producer sends nothing yet: nothing to share, nothing to pause for.
+                continue;
             }
             let mut demand = Demand {
                 priority: consumer.priority,
@@ -159,7 +165,7 @@ impl Engine {
                 // A switch waiting for its keyframe counts as made: the next feedback
                 // must not take an upgrade back for want of the upgrade margin, nor a
                 // downgrade for the keep margin of the layer it leaves.
-                current: consumer.forwarder.target(),
+                current: target_step(consumer, &layers),
             };
             // Probes look for what it wants even while its upgrades are held back, so a
             // link that got better is known when the hold ends.
@@ -188,12 +194,12 @@ impl Engine {
         for ((&c, &layer), demand) in keys.iter().zip(layers.iter()).zip(demands.iter()) {
             let allocation = match (steers, layer) {
                 (false, _) => Allocation::Unlimited,
-                (true, Some(l)) => Allocation::Layer(l),
+                (true, Some(l)) => Allocation::Layer(Layer::from_step(l)),
                 // Only feedback pauses a consumer: a joiner whose room has more video than
                 // the start estimate sees everyone's lowest layer at once.
-                (true, None) if !feedback_seen => demand
-                    .lowest()
-                    .map_or(Allocation::Paused, Allocation::Layer),
+                (true, None) if !feedback_seen => demand.lowest().map_or(Allocation::Paused, |l| {
+                    Allocation::Layer(Layer::from_step(l))
+                }),
                 (true, None) => Allocation::Paused,
             };
             if self.consumers[c].allocation != allocation {
@@ -207,7 +213,7 @@ impl Engine {
                 );
                 let consumer = &mut self.consumers[c];
                 if let Some(to) = layer_of(allocation) {
-                    let from = consumer.forwarder.target();
+                    let from = demand.current;
                     let step = Step::between(from, to);
                     // Given all it asks for (its preferred layer went down, or a stream
                     // stopped), the link took nothing back: no upgrade failed.
@@ -258,10 +264,12 @@ impl Engine {
             match c.allocation {
                 Allocation::Paused => share.consumers_paused += 1,
                 Allocation::Layer(layer) => {
-                    let best = producers
-                        .get(c.producer)
-                        .and_then(|p| p.best_active_stream(now, c.preferred_spatial));
-                    if best.is_some_and(|best| best > layer) {
+                    let best = producers.get_mut(c.producer).and_then(|p| {
+                        p.layer_steps(now, c.preferred_spatial, c.preferred_temporal)
+                            .iter()
+                            .rposition(|&b| b > 0)
+                    });
+                    if best.is_some_and(|best| best > layer.step()) {
                         share.consumers_limited += 1;
                     }
                 }
@@ -392,6 +400,7 @@ impl Engine {
                 stream: paced.stream,
                 ext_seq: paced.ext_seq,
                 keyframe: false,
+                layer: PacketLayer::default(),
                 abs_send_time,
             };
             match consumer.send(now, &packet, paced.header, t.egress(), out) {
@@ -414,13 +423,38 @@ pub(super) struct AllocationScratch {
     order: Vec<usize>,
 }
 
-/// The layer an allocation gives (`Some(None)`: paused; `None`: no limit).
+/// The layer step an allocation gives (`Some(None)`: paused; `None`: no limit).
 fn layer_of(allocation: Allocation) -> Option<Option<usize>> {
     match allocation {
         Allocation::Unlimited => None,
-        Allocation::Layer(l) => Some(Some(l)),
+        Allocation::Layer(l) => Some(Some(l.step())),
         Allocation::Paused => Some(None),
     }
+}
+
+/// The layer step a consumer forwards or switches to: its target stream (or SVC spatial
+/// layer) at the highest of `layers` up to its target temporal layer.
+fn target_step(consumer: &Consumer, layers: &[u64; MAX_LAYERS]) -> Option<usize> {
+    let stream = consumer.forwarder.target()?;
+    let inside = consumer.forwarder.layer_target();
+    let spatial = if consumer.forwarder.svc() == SvcMode::None {
+        u8::try_from(stream).unwrap_or(u8::MAX)
+    } else {
+        inside.spatial
+    };
+    let target = Layer {
+        spatial,
+        temporal: inside.temporal,
+    };
+    let lowest = Layer {
+        spatial,
+        temporal: 0,
+    };
+    // Temporal layers the stream does not have are not a step of their own.
+    let step = (lowest.step()..=target.step().min(MAX_LAYERS - 1))
+        .rev()
+        .find(|&i| layers[i] > 0);
+    Some(step.unwrap_or_else(|| target.step()))
 }
 
 /// A consumer padding can ride on: video, forwarding, with RTX.

@@ -10,7 +10,7 @@ use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_rtc::dtls::{DtlsRole, Fingerprint};
 use ferrosoup_rtc::ice::{IceCredentials, IceLiteServer};
 use ferrosoup_rtc::rtcp::SendStats;
-use ferrosoup_rtc::rtp::ExtensionIds;
+use ferrosoup_rtc::rtp::{ExtensionIds, VideoCodec};
 use ferrosoup_rtc::srtp::SendIndex;
 use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 
@@ -21,6 +21,7 @@ use crate::consumer::{Allocation, Consumer, RESENT_HISTORY, Resent, RetransmitBu
 use crate::error::RoomError;
 use crate::forwarder::ConsumerForwarder;
 use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
+use crate::layers::{MAX_SVC_SPATIAL_LAYERS, SvcMode};
 use crate::producer::{CodecInfo, Producer, RecvStream};
 use crate::stats::BandwidthGauges;
 use crate::timers::Timer;
@@ -75,6 +76,8 @@ pub struct ProduceSpec {
     pub paused: bool,
     /// Type of its consumers.
     pub producer_type: ProducerType,
+    /// How the spatial layers inside its single stream depend on each other (SVC).
+    pub svc: SvcMode,
 }
 
 /// What `consume` needs, derived by the control path from the consumer's RTP parameters.
@@ -100,7 +103,8 @@ pub struct ConsumeSpec {
     pub twcc_ext: u8,
     /// Consumer id of the abs-send-time extension (0: not negotiated).
     pub abs_send_time_ext: u8,
-    /// VP8 simulcast: keep PictureID/TL0PICIDX continuous across layer switches.
+    /// VP8: keep PictureID/TL0PICIDX continuous across layer switches and dropped
+    /// temporal layers.
     pub vp8_rewrite: bool,
 }
 
@@ -443,10 +447,15 @@ impl Engine {
                 *slot = Some(r.apt);
             }
         }
+        let spatial_layers = if spec.svc == SvcMode::None {
+            1
+        } else {
+            MAX_SVC_SPATIAL_LAYERS
+        };
         let streams = spec
             .encodings
             .iter()
-            .map(|e| RecvStream::new(spec.kind, e.ssrc, e.rtx_ssrc, e.rid.clone()))
+            .map(|e| RecvStream::new(spec.kind, e.ssrc, e.rtx_ssrc, e.rid.clone(), spatial_layers))
             .collect::<Vec<_>>();
         let key = self.producers.insert(Producer {
             id,
@@ -460,6 +469,7 @@ impl Engine {
             mid: spec.mid.clone(),
             ext_ids: spec.ext_ids,
             producer_type: spec.producer_type,
+            svc: spec.svc,
             score: 10,
             audio_level_sum: 0,
             audio_level_count: 0,
@@ -576,7 +586,15 @@ impl Engine {
             spec.clock_rate,
             rand::random(),
             rand::random(),
+            producer.svc,
         );
+        let codec = producer
+            .codecs
+            .iter()
+            .flatten()
+            .map(|c| c.codec)
+            .find(|&c| c != VideoCodec::Other)
+            .unwrap_or(VideoCodec::Other);
         let key = self.consumers.insert(Consumer {
             id,
             producer_id,
@@ -593,6 +611,7 @@ impl Engine {
             rtx_srtp_index: SendIndex::default(),
             ext_map: spec.ext_map,
             vp8: spec.vp8_rewrite.then(Vp8PictureRewriter::new),
+            codec,
             twcc_ext: spec.twcc_ext,
             abs_send_time_ext: spec.abs_send_time_ext,
             clock_rate: spec.clock_rate,

@@ -14,6 +14,7 @@ use crate::arena::{ConsumerKey, ProducerKey};
 use crate::consumer::{Allocation, Outgoing, Resend};
 use crate::events::MediaEvent;
 use crate::forwarder::LayerChange;
+use crate::layers::{MAX_TEMPORAL_LAYERS, StreamLayers, SvcMode};
 use crate::producer::{ACTIVE_TIMEOUT, Arrived};
 use crate::stats::RtpDrop;
 use crate::timers::Timer;
@@ -36,6 +37,7 @@ impl Engine {
             stream: arrived.stream,
             ext_seq: arrived.received.ext_seq,
             keyframe: arrived.received.keyframe,
+            layer: arrived.received.layer,
             abs_send_time: abs_send_time(self.since_epoch(now)),
         };
         let Self {
@@ -163,8 +165,10 @@ impl Engine {
         }
     }
 
-    /// Recomputes which producer stream a consumer should forward: its preferred layer, or
-    /// the best below it that is receiving.
+    /// Recomputes which producer stream (simulcast layer) a consumer should forward, and
+    /// which layers inside it: its preferred layers capped by its allocation, or the best
+    /// below them that is receiving. The preferred temporal layer applies at the preferred
+    /// spatial layer; below it every temporal layer is forwarded.
     pub(super) fn update_consumer_target(
         &mut self,
         key: ConsumerKey,
@@ -175,26 +179,48 @@ impl Engine {
         if !c.is_active() {
             return;
         }
-        let cap = match c.allocation {
-            Allocation::Unlimited => c.preferred_spatial,
-            Allocation::Layer(l) => {
-                let l = u8::try_from(l).unwrap_or(u8::MAX);
-                Some(c.preferred_spatial.map_or(l, |p| p.min(l)))
-            }
+        let (cap, allocated) = match c.allocation {
+            Allocation::Unlimited => (c.preferred_spatial, None),
+            Allocation::Layer(l) => (
+                Some(c.preferred_spatial.map_or(l.spatial, |p| p.min(l.spatial))),
+                Some(l),
+            ),
             Allocation::Paused => {
                 self.pause_for_bandwidth(key);
                 return;
             }
         };
-        let target = self.producers[c.producer]
-            .best_active_stream(now, cap)
-            .or(Some(0));
+        let (preferred_spatial, preferred_temporal) = (c.preferred_spatial, c.preferred_temporal);
+        let producer = &mut self.producers[c.producer];
+        let (target, spatial) = if producer.svc == SvcMode::None {
+            let stream = producer.best_active_stream(now, cap).unwrap_or(0);
+            (Some(stream), u8::try_from(stream).unwrap_or(u8::MAX))
+        } else {
+            (Some(0), producer.svc_top_spatial(now, cap))
+        };
+        let top_temporal = (MAX_TEMPORAL_LAYERS - 1) as u8;
+        let temporal = match allocated {
+            Some(l) if l.spatial == spatial => l.temporal,
+            _ if preferred_spatial == Some(spatial) => preferred_temporal.unwrap_or(top_temporal),
+            _ => top_temporal,
+        };
+        let inside = StreamLayers {
+            spatial: if producer.svc == SvcMode::None {
+                0
+            } else {
+                spatial
+            },
+            temporal,
+        };
         let c = &mut self.consumers[key];
-        if c.forwarder.target() != target {
-            c.forwarder.set_target(target);
-            if c.kind == MediaKind::Video {
-                self.request_keyframe_for_consumer(key, now, out);
-            }
+        let stream_changed = c.forwarder.target() != target;
+        let inside_changed = c.forwarder.layer_target() != inside;
+        c.forwarder.set_target(target);
+        c.forwarder.set_layer_target(inside);
+        if c.kind == MediaKind::Video
+            && (stream_changed || (inside_changed && c.forwarder.needs_keyframe()))
+        {
+            self.request_keyframe_for_consumer(key, now, out);
         }
     }
 
@@ -208,7 +234,7 @@ impl Engine {
         let change = c.forwarder.restart();
         c.forwarder.set_target(None);
         if c.consumer_type != ProducerType::Simple {
-            let event = layers_event(c.id, change.unwrap_or(LayerChange { spatial: None }));
+            let event = layers_event(c.id, change.unwrap_or(LayerChange::NONE));
             self.emit(event);
         }
     }
@@ -247,6 +273,6 @@ pub(super) fn layers_event(consumer_id: crate::ids::ConsumerId, change: LayerCha
     MediaEvent::ConsumerLayersChanged {
         consumer_id,
         spatial_layer: change.spatial,
-        temporal_layer: change.spatial.map(|_| 0),
+        temporal_layer: change.temporal,
     }
 }

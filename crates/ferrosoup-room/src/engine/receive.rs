@@ -13,6 +13,7 @@ use ferrosoup_rtc::srtp::SrtpError;
 
 use super::Engine;
 use crate::arena::TransportKey;
+use crate::layers::SvcMode;
 use crate::producer::Arrived;
 use crate::stats::RtpDrop;
 use crate::timers::Timer;
@@ -142,7 +143,11 @@ impl Engine {
         if arrived.received.gap {
             self.timers.arm(Timer::Nack(p, arrived.stream as u8), now);
         }
-        if arrived.received.woke_up && self.producers[p].streams.len() > 1 {
+        // A simulcast stream or an SVC spatial layer that starts: consumers may go up.
+        let producer = &self.producers[p];
+        if (arrived.received.woke_up && producer.streams.len() > 1)
+            || (arrived.received.layer_woke_up && producer.svc != SvcMode::None)
+        {
             self.timers.arm(Timer::StreamActivity(p), now);
         }
     }

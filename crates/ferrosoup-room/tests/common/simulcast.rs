@@ -1,5 +1,6 @@
 //! A simulcast call on the simulated engine, as a browser pair would make it: `alice`
-//! publishes Opus and three VP8 simulcast layers (keyframes on PLI, RTX answers to
+//! publishes Opus and three VP8 simulcast layers, each with three temporal layers (L1T3,
+//! as Chrome sends them) when asked (keyframes on PLI, RTX answers to
 //! NACKs), `bob` consumes both behind a downlink whose capacity a test changes over time,
 //! and sends transport-cc feedback every 100 ms, receiver-side NACKs, like Chrome. The
 //! call samples what bandwidth estimation does: the estimate, the bottleneck queue's
@@ -50,6 +51,8 @@ pub struct Sample {
     pub queue_delay: Duration,
     /// The layer the server forwards to bob (`None`: none).
     pub layer: Option<u8>,
+    /// The temporal layer the server forwards to bob (`None`: none).
+    pub temporal: Option<u8>,
     /// Probe clusters the server started toward bob.
     pub probes: u64,
     /// The estimator's state as getTransportStats shows it.
@@ -73,6 +76,12 @@ pub struct SimulcastCall {
     audio_ts: u32,
     video_ts: u32,
     picture_ids: Vec<u16>,
+    /// Each layer's TL0PICIDX.
+    tl0_pic_idx: Vec<u8>,
+    /// Send three temporal layers per stream (L1T3).
+    temporal_layers: bool,
+    /// Video frames sent.
+    frames: usize,
     next_audio: Instant,
     next_video: Instant,
     bob_twcc: TwccRecorder,
@@ -83,6 +92,7 @@ pub struct SimulcastCall {
     start: Instant,
     capacity: u64,
     layer: Option<u8>,
+    temporal: Option<u8>,
     /// Every layer switch the server reported: when, and to which layer.
     pub switches: Vec<(Duration, Option<u8>)>,
     pub samples: Vec<Sample>,
@@ -94,6 +104,16 @@ impl SimulcastCall {
     /// Alice (unlimited link) publishes layers of `bitrates`; bob's downlink starts at
     /// `capacity` bit/s with `downlink` (delay, loss) otherwise.
     pub fn new(bitrates: [u64; 3], capacity: u64, downlink: LinkConfig) -> Self {
+        Self::build(bitrates, capacity, downlink, false)
+    }
+
+    /// As [`SimulcastCall::new`], each stream in three temporal layers (pictures of TID
+    /// 0 2 1 2, of one size, the upper ones layer sync points).
+    pub fn l1t3(bitrates: [u64; 3], capacity: u64, downlink: LinkConfig) -> Self {
+        Self::build(bitrates, capacity, downlink, true)
+    }
+
+    fn build(bitrates: [u64; 3], capacity: u64, downlink: LinkConfig, temporal: bool) -> Self {
         let mut room = SimRoom::new(LinkConfig::default().with_delay(Duration::from_millis(10)));
         let alice = room.join();
         let bob_addr = room.next_client_addr();
@@ -128,6 +148,9 @@ impl SimulcastCall {
             audio_ts: 0,
             video_ts: 0,
             picture_ids: vec![0; 3],
+            tl0_pic_idx: vec![0; 3],
+            temporal_layers: temporal,
+            frames: 0,
             next_audio: now,
             next_video: now,
             bob_twcc: TwccRecorder::new(now),
@@ -138,6 +161,7 @@ impl SimulcastCall {
             start: now,
             capacity,
             layer: None,
+            temporal: None,
             switches: Vec::new(),
             samples: Vec::new(),
             audio_sent: 0,
@@ -285,12 +309,15 @@ impl SimulcastCall {
             if let MediaEvent::ConsumerLayersChanged {
                 consumer_id,
                 spatial_layer,
-                ..
+                temporal_layer,
             } = event
                 && consumer_id == self.video_consumer
             {
+                if spatial_layer != self.layer {
+                    self.switches.push((self.elapsed(), spatial_layer));
+                }
                 self.layer = spatial_layer;
-                self.switches.push((self.elapsed(), spatial_layer));
+                self.temporal = temporal_layer;
             }
         }
     }
@@ -323,6 +350,12 @@ impl SimulcastCall {
                 frame_bytes
             } as usize;
             self.picture_ids[layer] = (self.picture_ids[layer] + 1) & 0x7fff;
+            let tid = [0, 2, 1, 2][self.frames % 4];
+            if tid == 0 {
+                self.tl0_pic_idx[layer] = self.tl0_pic_idx[layer].wrapping_add(1);
+            }
+            let temporal = self.temporal_layers.then_some((tid, tid > 0));
+            let tl0_pic_idx = self.temporal_layers.then_some(self.tl0_pic_idx[layer]);
             let mut first = true;
             while left > 0 {
                 let n = left.min(MAX_PAYLOAD);
@@ -331,9 +364,10 @@ impl SimulcastCall {
                     start_of_frame: first,
                     keyframe,
                     picture_id: Some(self.picture_ids[layer]),
+                    tl0_pic_idx,
+                    temporal,
                     width: 320 << layer,
                     height: 180 << layer,
-                    ..Vp8Header::default()
                 };
                 first = false;
                 let mut payload = vec![0u8; n.max(32)];
@@ -348,6 +382,7 @@ impl SimulcastCall {
             }
         }
         self.video_ts = self.video_ts.wrapping_add(3000);
+        self.frames += 1;
         self.next_video += VIDEO_FRAME;
     }
 
@@ -386,6 +421,7 @@ impl SimulcastCall {
             capacity: self.capacity,
             queue_delay: Duration::from_micros(queued as u64 * 8_000_000 / self.capacity.max(1)),
             layer: self.layer,
+            temporal: self.temporal,
             probes: stats[0]["bandwidthEstimation"]["probes"]
                 .as_u64()
                 .unwrap_or(0),

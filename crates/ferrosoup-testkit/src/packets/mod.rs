@@ -16,7 +16,7 @@ pub mod rtcp;
 pub mod rtp;
 pub mod stun;
 
-pub use payload::{Vp8Header, opus_payload, vp8_payload};
+pub use payload::{Vp8Header, Vp9Header, Vp9LayerIndices, opus_payload, vp8_payload};
 pub use rtcp::{fir, nack, pli, receiver_report, remb, report_block, sender_report};
 pub use rtp::RtpPacket;
 pub use stun::{

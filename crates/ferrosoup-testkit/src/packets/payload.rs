@@ -1,4 +1,5 @@
 //! Codec payloads: VP8 (RFC 7741) with a payload descriptor and the frame's payload header,
+//! VP9 (RFC 9628) payload descriptors with layer indices,
 //! so that keyframe detection, PictureID rewriting and temporal-layer filtering see real
 //! structure; Opus-sized audio.
 //!
@@ -109,6 +110,85 @@ impl Vp8Header {
     }
 }
 
+/// The VP9 payload descriptor of one packet (RFC 9628 §4.2), non-flexible mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Vp9Header {
+    /// 15-bit PictureID (I bit, M bit set).
+    pub picture_id: Option<u16>,
+    /// P: predicted from earlier pictures (a delta frame).
+    pub inter_picture: bool,
+    /// B: the packet starts a layer frame.
+    pub begin: bool,
+    /// E: the packet ends a layer frame.
+    pub end: bool,
+    /// Layer indices (L bit): temporal layer, switching up point, spatial layer,
+    /// inter-layer dependency; with TL0PICIDX `tl0_pic_idx`.
+    pub layers: Option<Vp9LayerIndices>,
+}
+
+/// VP9 layer indices and the TL0PICIDX that follows them in non-flexible mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Vp9LayerIndices {
+    /// TID.
+    pub temporal: u8,
+    /// U.
+    pub switching_up: bool,
+    /// SID.
+    pub spatial: u8,
+    /// D.
+    pub inter_layer: bool,
+    /// TL0PICIDX.
+    pub tl0_pic_idx: u8,
+}
+
+impl Vp9Header {
+    /// Length of what [`write`](Self::write) writes.
+    pub fn len(&self) -> usize {
+        1 + if self.picture_id.is_some() { 2 } else { 0 }
+            + if self.layers.is_some() { 2 } else { 0 }
+    }
+
+    /// Never empty: the descriptor has at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Writes the descriptor at the start of `buf`; returns its length. Does not allocate.
+    ///
+    /// # Panics
+    ///
+    /// If `buf` is shorter than [`len`](Self::len).
+    pub fn write(&self, buf: &mut [u8]) -> usize {
+        let len = self.len();
+        assert!(
+            buf.len() >= len,
+            "buffer of {} bytes for a VP9 header of {len}",
+            buf.len()
+        );
+        buf[0] = u8::from(self.picture_id.is_some()) << 7
+            | u8::from(self.inter_picture) << 6
+            | u8::from(self.layers.is_some()) << 5
+            | u8::from(self.begin) << 3
+            | u8::from(self.end) << 2;
+        let mut at = 1;
+        if let Some(id) = self.picture_id {
+            let [hi, lo] = (id & 0x7FFF).to_be_bytes();
+            buf[1] = 0x80 | hi;
+            buf[2] = lo;
+            at = 3;
+        }
+        if let Some(l) = self.layers {
+            buf[at] = (l.temporal & 0x07) << 5
+                | u8::from(l.switching_up) << 4
+                | (l.spatial & 0x07) << 1
+                | u8::from(l.inter_layer);
+            buf[at + 1] = l.tl0_pic_idx;
+            at += 2;
+        }
+        at
+    }
+}
+
 /// Fills `buf[from..]` with the payload pattern (`i as u8` at offset `i`).
 fn fill_pattern(buf: &mut [u8], from: usize) {
     for (i, b) in buf.iter_mut().enumerate().skip(from) {
@@ -193,6 +273,43 @@ mod tests {
         assert_eq!(d.tl0_pic_idx.map(|at| buf[at]), Some(7));
         // TID 1, Y set.
         assert_eq!(buf[5], 0x60);
+    }
+
+    #[test]
+    fn vp9_descriptor_reads_back() {
+        let header = Vp9Header {
+            picture_id: Some(0x1234),
+            inter_picture: true,
+            begin: true,
+            end: false,
+            layers: Some(Vp9LayerIndices {
+                temporal: 2,
+                switching_up: true,
+                spatial: 1,
+                inter_layer: false,
+                tl0_pic_idx: 9,
+            }),
+        };
+        let mut buf = [0u8; 8];
+        let n = header.write(&mut buf);
+        assert_eq!(n, header.len());
+        let d = ferrosoup_rtc::vp9::parse_descriptor(&buf[..n]).expect("parses");
+        assert!(d.inter_picture && d.begin && !d.end && !d.flexible);
+        assert_eq!(d.picture_id, Some(0x1234));
+        assert_eq!(d.tl0_pic_idx, Some(9));
+        let l = d.layers.expect("layer indices");
+        assert_eq!(
+            (l.temporal, l.switching_up, l.spatial, l.inter_layer),
+            (2, true, 1, false)
+        );
+        // A key picture's base layer is what keyframe detection looks for.
+        let key = Vp9Header {
+            inter_picture: false,
+            layers: Some(Vp9LayerIndices::default()),
+            ..header
+        };
+        let n = key.write(&mut buf);
+        assert!(is_keyframe(VideoCodec::Vp9, &buf[..n]));
     }
 
     #[test]
