@@ -133,8 +133,8 @@ impl Downlink {
             return;
         }
         let dt = now.duration_since(self.at).as_secs_f64();
-        self.tokens =
-            (self.tokens + dt * self.shape.rate_bps as f64 / 8.0).min(self.shape.burst_bytes as f64);
+        self.tokens = (self.tokens + dt * self.shape.rate_bps as f64 / 8.0)
+            .min(self.shape.burst_bytes as f64);
         self.at = now;
     }
 

@@ -1056,8 +1056,10 @@ impl MediaLoop {
             self.timers
                 .push(Reverse((now + RTCP_INTERVAL, Timer::Rtcp(id as u32))));
             if t.twcc.is_some() {
-                self.timers
-                    .push(Reverse((now + FEEDBACK_INTERVAL, Timer::Feedback(id as u32))));
+                self.timers.push(Reverse((
+                    now + FEEDBACK_INTERVAL,
+                    Timer::Feedback(id as u32),
+                )));
             }
             self.schedule_streams(id as u32, now);
         }
@@ -1439,7 +1441,8 @@ impl MediaLoop {
             return;
         };
         if let Some(twcc) = t.twcc.as_mut()
-            && let Some(seq) = find_extension(packet, &info, t.twcc_ext).and_then(parse_transport_cc)
+            && let Some(seq) =
+                find_extension(packet, &info, t.twcc_ext).and_then(parse_transport_cc)
         {
             twcc.on_packet(self.epoch + Duration::from_micros(arrival_us), seq);
             t.twcc_media_ssrc = info.ssrc;
@@ -1596,9 +1599,9 @@ impl MediaLoop {
                 let received: u64 = c.received_in_window.iter().sum();
                 // Ended on the layer of its newest packet, if that was sent in the window's
                 // last second.
-                let end_from = self
-                    .window_us
-                    .map_or(0, |(_, until)| until.saturating_sub(END_SPAN.as_micros() as u64));
+                let end_from = self.window_us.map_or(0, |(_, until)| {
+                    until.saturating_sub(END_SPAN.as_micros() as u64)
+                });
                 let end_layer = c
                     .last_in_window
                     .filter(|&(_, sent)| sent >= end_from)

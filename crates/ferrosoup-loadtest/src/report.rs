@@ -600,7 +600,10 @@ fn group_rows(row: &mut impl FnMut(&str, String), name: &str, g: &LinkGroup, sim
         .map_or(String::new(), |k| format!(" at {k} kbit/s"));
     let layers = if simulcast {
         let [r0, r1, r2] = g.video_end_layers;
-        format!("video ended on r0 / r1 / r2 / paused: {r0} / {r1} / {r2} / {}", g.video_end_paused)
+        format!(
+            "video ended on r0 / r1 / r2 / paused: {r0} / {r1} / {r2} / {}",
+            g.video_end_paused
+        )
     } else {
         format!(
             "video ended receiving / paused: {} / {}",
@@ -900,7 +903,10 @@ mod tests {
         let capped = r.capped_subscribers.as_ref().expect("capped group");
         assert_eq!(capped.downlink_kbps, Some(300));
         assert_eq!(capped.subscribers, 1);
-        assert_eq!((capped.video_end_layers, capped.video_end_paused), ([0; 3], 1));
+        assert_eq!(
+            (capped.video_end_layers, capped.video_end_paused),
+            ([0; 3], 1)
+        );
         assert_eq!((capped.link_queued, capped.link_dropped), (5, 2));
         assert_eq!(capped.received_kbps_p50, Some(40.0));
         let uncapped = r.uncapped_subscribers.as_ref().expect("uncapped group");
@@ -911,6 +917,10 @@ mod tests {
         assert!(table.contains("capped subscribers"), "{table}");
         assert!(table.contains("1 at 300 kbit/s"), "{table}");
         assert!(json["capped_subscribers"]["video_end_paused"] == 1);
-        assert!(json["subscriber_results"].as_array().is_some_and(|a| a.len() == 2));
+        assert!(
+            json["subscriber_results"]
+                .as_array()
+                .is_some_and(|a| a.len() == 2)
+        );
     }
 }
