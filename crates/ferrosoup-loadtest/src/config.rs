@@ -27,6 +27,27 @@ SCENARIOS
   --server-pid). The load tester's own media-thread CPU and loop busy time are reported
   too: if they are high, the figures measure the load tester, not the server.
 
+TRANSPORT-CC AND CAPPED DOWNLINKS
+  As browsers do, publishers put a transport-wide sequence number on every packet
+  (header extension transport-wide-cc) and subscribers negotiate transport-cc (the
+  extension and the transport-cc RTCP feedback in the rtpCapabilities of joinRoom): they
+  note each arriving packet's transport-wide sequence number and arrival time and send
+  RTCP transport-cc feedback every 100 ms (libwebrtc's default interval), so the server
+  estimates each subscriber's downlink and chooses its layers. --no-twcc negotiates none
+  of it (no extension, no feedback; the server runs no estimation).
+
+  --downlink-kbps N caps the downlink of the first --capped-subscribers subscribers of
+  every room (all, by default) at N kbit/s, in user space on receive, as Linux's tbf
+  qdisc would: a token bucket of --downlink-burst bytes filling at N kbit/s, and a queue
+  of --downlink-queue-ms at that rate; a datagram costs its length plus 28 bytes of IPv4
+  and UDP headers; one that finds no tokens waits in the queue, and one that does not fit
+  in the queue is dropped. Every datagram of the subscriber's transport passes through
+  it (RTP, RTCP, STUN), and its arrival time, for the transport-cc feedback and the
+  latency, is the time it leaves the bucket. The report gives, for capped and uncapped
+  subscribers apart, the layer each video consumer ended on (the layer of its newest
+  packet, or paused when nothing sent in the window's last second arrived) and the
+  bitrate each subscriber received; the JSON lists every subscriber.
+
 CHURN
   With --churn RATE, extra peers join the rooms at RATE per second while the window runs
   and the steady peers' media flows: in turn a publisher (audio + video), a subscriber
@@ -54,6 +75,10 @@ EXAMPLES
 
   Audio only, 20 rooms of 6 speakers and 6 listeners (720 consumers):
     ferrosoup-loadtest --rooms 20 --publishers 6 --subscribers 6 --video-kbps 0
+
+  Simulcast, two of ten subscribers behind a 400 kbit/s link:
+    ferrosoup-loadtest --publishers 1 --subscribers 10 --video-kbps 1500 --simulcast \\
+        --downlink-kbps 400 --capped-subscribers 2 --settle 10 --duration 10
 
   Simulcast, machine-readable output:
     ferrosoup-loadtest --publishers 2 --subscribers 20 --video-kbps 1200 --simulcast \\
@@ -171,6 +196,26 @@ pub struct Config {
     /// object counts to come back to the baseline (its SESSION_GRACE must fit in).
     #[arg(long, default_value_t = 60.0)]
     pub churn_settle: f64,
+    /// Negotiate no transport-cc: publishers' packets carry no transport-wide sequence
+    /// number and subscribers send no feedback, so the server estimates nothing.
+    #[arg(long)]
+    pub no_twcc: bool,
+    /// Cap the downlink of subscribers at this many kbit/s (see TRANSPORT-CC AND CAPPED
+    /// DOWNLINKS below).
+    #[arg(long, value_name = "KBPS")]
+    pub downlink_kbps: Option<u32>,
+    /// With --downlink-kbps: the cap applies to this many subscribers per room (the first
+    /// ones); default all.
+    #[arg(long)]
+    pub capped_subscribers: Option<usize>,
+    /// With --downlink-kbps: token bucket size in bytes (what passes at line rate after the
+    /// link was idle).
+    #[arg(long, default_value_t = 3000)]
+    pub downlink_burst: usize,
+    /// With --downlink-kbps: queue of the capped link in milliseconds at its rate; what does
+    /// not fit is dropped.
+    #[arg(long, default_value_t = 300.0)]
+    pub downlink_queue_ms: f64,
     /// Bearer key for the server's /api/* routes, when it runs with ADMIN_KEY.
     #[arg(long, env = "ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
@@ -180,6 +225,11 @@ impl Config {
     /// Whether peers join and leave during the window (`--churn` above 0).
     pub fn churning(&self) -> bool {
         self.churn > 0.0
+    }
+
+    /// Whether subscriber `i` of its room (0-based) is behind the capped link.
+    pub fn capped(&self, i: usize) -> bool {
+        self.downlink_kbps.is_some() && self.capped_subscribers.is_none_or(|n| i < n)
     }
 
     /// Consumers the SFU serves in this scenario.
@@ -210,6 +260,15 @@ impl Config {
         }
         if !self.url.starts_with("ws://") && !self.url.starts_with("wss://") {
             return Err("--url must be a ws:// or wss:// URL".into());
+        }
+        if self.downlink_kbps == Some(0) {
+            return Err("--downlink-kbps must be at least 1".into());
+        }
+        if !(self.downlink_queue_ms > 0.0 && self.downlink_queue_ms.is_finite()) {
+            return Err("--downlink-queue-ms must be positive".into());
+        }
+        if self.downlink_kbps.is_none() && self.capped_subscribers.is_some() {
+            return Err("--capped-subscribers needs --downlink-kbps".into());
         }
         if !(self.churn >= 0.0 && self.churn.is_finite()) {
             return Err("--churn must be zero or more peers per second".into());
@@ -272,6 +331,29 @@ mod tests {
     }
 
     #[test]
+    fn downlink_caps_the_first_subscribers_of_a_room() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["x"];
+            args.extend_from_slice(extra);
+            Config::try_parse_from(args).expect("parses")
+        };
+        let none = parse(&[]);
+        assert!(!none.capped(0));
+        let all = parse(&["--downlink-kbps", "400"]);
+        assert!(all.capped(0) && all.capped(9));
+        assert!(all.validate().is_ok());
+        let two = parse(&["--downlink-kbps", "400", "--capped-subscribers", "2"]);
+        assert!(two.capped(1) && !two.capped(2));
+        assert!(parse(&["--downlink-kbps", "0"]).validate().is_err());
+        assert!(parse(&["--capped-subscribers", "2"]).validate().is_err());
+        assert!(
+            parse(&["--downlink-kbps", "400", "--downlink-queue-ms", "0"])
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
     fn churn_runs_only_against_loopback() {
         let churn = |extra: &[&str]| {
             let mut args = vec!["x", "--churn", "2"];
@@ -302,6 +384,9 @@ mod tests {
             "--video-kbps",
             "--churn",
             "--churn-drop",
+            "--no-twcc",
+            "--downlink-kbps",
+            "--capped-subscribers",
             "CHURN",
             "SCENARIOS",
             "EXAMPLES",

@@ -25,6 +25,7 @@ pub mod capacity;
 pub mod churn;
 pub mod config;
 pub mod cpu;
+pub mod downlink;
 pub mod media;
 pub mod payload;
 pub mod report;

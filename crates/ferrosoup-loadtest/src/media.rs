@@ -26,9 +26,10 @@ use ferrosoup_rtc::dtls::{
 use ferrosoup_rtc::rtcp::{
     RecvStats, RtcpItem, SenderInfo, ntp_from_unix, parse_compound, write_nack, write_rr, write_sr,
 };
-use ferrosoup_rtc::rtp::{RtpHeaderInfo, parse_rtp};
+use ferrosoup_rtc::rtp::{RtpHeaderInfo, find_extension, parse_rtp, parse_transport_cc};
 use ferrosoup_rtc::seq::SeqExtender;
 use ferrosoup_rtc::srtp::SrtpSession;
+use ferrosoup_rtc::twcc::{FEEDBACK_INTERVAL, TwccRecorder};
 use ferrosoup_testkit::packets::stun::{BindingRequest, verify_binding_response};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -37,9 +38,11 @@ use tracing::{debug, warn};
 
 use crate::arrival;
 use crate::cpu::{thread_cpu_time, thread_run_delay};
+use crate::downlink::{Downlink, DownlinkCounters, LinkShape, Verdict};
 use crate::payload::{
-    AUDIO_PAYLOAD, Probe, RTP_HEADER_LEN, VideoRate, check_fill, fill, read_trailer, split_frame,
-    vp8_filler_start, write_rtp_header, write_trailer, write_vp8_headers,
+    AUDIO_PAYLOAD, Probe, RTP_HEADER_LEN, VideoRate, check_fill, fill, read_trailer,
+    set_transport_cc, split_frame, vp8_filler_start, write_rtp_header_with, write_trailer,
+    write_vp8_headers,
 };
 use crate::stats::{Histogram, SeqVerdict, SeqWindow};
 
@@ -70,7 +73,10 @@ const MAX_REPORT_BLOCKS: usize = 31;
 /// Token of the command waker.
 const WAKER: Token = Token(usize::MAX);
 /// Largest datagram received or built.
-const BUF_LEN: usize = 2048;
+pub const BUF_LEN: usize = 2048;
+/// A video consumer that received nothing sent in the last this long of the window ended
+/// paused.
+const END_SPAN: Duration = Duration::from_secs(1);
 
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +106,8 @@ pub struct SendStreamSpec {
     pub height: u16,
     /// Video packets of a frame leave spaced at this multiple of `kbps` (0: back to back).
     pub pacing_factor: f64,
+    /// Id of the transport-wide-cc header extension its packets carry (0: none).
+    pub twcc_ext: u8,
 }
 
 /// One consumer of a subscriber, from the `consume` answer.
@@ -115,6 +123,8 @@ pub struct ConsumerSpec {
     pub clock_rate: u32,
     /// Stream ids of the producer's encodings, lowest layer first.
     pub stream_ids: Vec<u32>,
+    /// Id of the transport-wide-cc header extension in its packets (0: not negotiated).
+    pub twcc_ext: u8,
 }
 
 /// A transport to bring up.
@@ -141,6 +151,12 @@ pub struct TransportSpec {
     /// Counted in [`MediaReport`]'s consumers and transports (a peer of the scenario); a
     /// churn peer's transport is not.
     pub measured: bool,
+    /// A recv transport whose every incoming datagram goes through this capped link
+    /// first (`--downlink-kbps`).
+    pub downlink: Option<LinkShape>,
+    /// A recv transport that records transport-wide sequence numbers and sends transport-cc
+    /// feedback, as a browser does when it negotiated transport-cc.
+    pub twcc_feedback: bool,
     /// Answered once DTLS is connected (or has failed).
     pub connected: oneshot::Sender<Result<(), String>>,
 }
@@ -240,6 +256,10 @@ pub struct Counters {
     pub send_errors: u64,
     /// Pacing timers that fired more than 200 ms late (the loop is overloaded).
     pub late_timers: u64,
+    /// Transport-cc feedback packets subscribers sent.
+    pub twcc_feedbacks_sent: u64,
+    /// Padding-only packets (the server's probes) subscribers received.
+    pub padding_received: u64,
 }
 
 /// What one consumer received in the measurement window.
@@ -257,6 +277,11 @@ pub struct ConsumerResult {
     pub seq_span: u64,
     /// Packets of the window received per source layer (simulcast encoding), lowest first.
     pub per_layer: [u64; 3],
+    /// Bytes (SRTP datagrams) of the window's packets received.
+    pub bytes: u64,
+    /// Source layer of the last packet of the window received; `None` when no packet sent
+    /// in the window's last second arrived (the consumer ended paused, or starved).
+    pub end_layer: Option<u8>,
 }
 
 /// Join outcome of one transport.
@@ -268,6 +293,8 @@ pub struct TransportResult {
     pub subscriber: bool,
     /// WebSocket open → first media packet (sent by publishers, received by subscribers).
     pub join: Option<Duration>,
+    /// Its capped link's counts, when it has one.
+    pub downlink: Option<DownlinkCounters>,
 }
 
 /// Everything the media loop measured.
@@ -346,6 +373,10 @@ enum Timer {
     Rtcp(u32),
     Stun(u32),
     Dtls(u32),
+    /// Transport-cc feedback of a subscriber.
+    Feedback(u32),
+    /// The next datagram leaves a subscriber's capped link.
+    Downlink(u32),
 }
 
 /// Plaintext copies of the last packets of a video stream, by sequence number.
@@ -448,6 +479,9 @@ struct Consumer {
     window: SeqWindow,
     stats: RecvStats,
     received_in_window: [u64; 3],
+    bytes_in_window: u64,
+    /// Layer and send time of the newest packet of the window received.
+    last_in_window: Option<(u8, u64)>,
     seq_min: u64,
     seq_max: u64,
 }
@@ -462,6 +496,8 @@ struct RecvContext<'a> {
     arrival_us: u64,
     window_us: Option<(u64, u64)>,
     full_verify: bool,
+    /// Length of the datagram (SRTP-protected).
+    datagram_len: usize,
     counters: &'a mut Counters,
     latency: &'a mut Histogram,
     app_latency: &'a mut Histogram,
@@ -476,6 +512,8 @@ impl Consumer {
             window: SeqWindow::new(),
             stats: RecvStats::new(),
             received_in_window: [0; 3],
+            bytes_in_window: 0,
+            last_in_window: None,
             seq_min: u64::MAX,
             seq_max: 0,
         }
@@ -561,6 +599,13 @@ impl Consumer {
             if let Some(n) = self.received_in_window.get_mut(layer) {
                 *n += 1;
             }
+            self.bytes_in_window += rx.datagram_len as u64;
+            if self
+                .last_in_window
+                .is_none_or(|(_, at)| probe.send_us >= at)
+            {
+                self.last_in_window = Some((layer as u8, probe.send_us));
+            }
             self.seq_min = self.seq_min.min(ext);
             self.seq_max = self.seq_max.max(ext);
         }
@@ -581,6 +626,17 @@ struct Transport {
     consumers: Vec<Consumer>,
     first_media: Option<Instant>,
     rtcp_ssrc: u32,
+    /// Subscriber: arrivals of the server's transport-wide sequence numbers, for feedback.
+    twcc: Option<TwccRecorder>,
+    /// Subscriber: the transport-wide-cc id of its consumers' packets (0: none yet).
+    twcc_ext: u8,
+    /// Subscriber: SSRC of the last packet with a transport-wide sequence number (the
+    /// media SSRC of the feedback, as libwebrtc fills it).
+    twcc_media_ssrc: u32,
+    /// Publisher: the next transport-wide sequence number.
+    twcc_seq: u16,
+    /// Subscriber: its capped link, and whether its release timer is armed.
+    downlink: Option<(Downlink, bool)>,
 }
 
 struct MediaLoop {
@@ -649,6 +705,16 @@ fn send_datagram(socket: &UdpSocket, data: &[u8], counters: &mut Counters) -> bo
             false
         }
     }
+}
+
+/// The transport-wide-cc element a publisher's next packet carries (`None` when the stream
+/// has no id for it), and counts the sequence number out.
+fn next_twcc(seq: &mut u16, id: u8) -> Option<(u8, u16)> {
+    (id != 0).then(|| {
+        let this = *seq;
+        *seq = seq.wrapping_add(1);
+        (id, this)
+    })
 }
 
 /// Marks the stream of `ssrc` among `on` for a key frame.
@@ -783,6 +849,9 @@ impl MediaLoop {
                 consumer,
             } => {
                 if let Some(Some(t)) = self.transports.get_mut(transport as usize) {
+                    if t.twcc_ext == 0 {
+                        t.twcc_ext = consumer.twcc_ext;
+                    }
                     t.consumers.push(Consumer::new(t.spec.peer, consumer));
                 }
             }
@@ -849,6 +918,12 @@ impl MediaLoop {
         if self.transports.len() <= id {
             self.transports.resize_with(id + 1, || None);
         }
+        let subscriber = spec.subscriber;
+        let twcc = (subscriber && spec.twcc_feedback).then(|| TwccRecorder::new(now));
+        let downlink = spec
+            .downlink
+            .filter(|_| subscriber)
+            .map(|shape| (Downlink::new(shape, now), false));
         self.transports[id] = Some(Transport {
             spec,
             connected_tx,
@@ -862,6 +937,11 @@ impl MediaLoop {
             consumers: Vec::new(),
             first_media: None,
             rtcp_ssrc: rand::random(),
+            twcc,
+            twcc_ext: 0,
+            twcc_media_ssrc: 0,
+            twcc_seq: rand::random(),
+            downlink,
         });
         self.timers.push(Reverse((now, Timer::Stun(id as u32))));
     }
@@ -908,6 +988,8 @@ impl MediaLoop {
                     self.after_dtls(t as usize, now);
                 }
                 Timer::Rtcp(t) => self.on_rtcp_timer(t, now),
+                Timer::Feedback(t) => self.on_feedback_timer(t, now),
+                Timer::Downlink(t) => self.on_downlink_timer(t, now),
             }
         }
     }
@@ -973,14 +1055,70 @@ impl MediaLoop {
         if became_connected {
             self.timers
                 .push(Reverse((now + RTCP_INTERVAL, Timer::Rtcp(id as u32))));
+            if t.twcc.is_some() {
+                self.timers.push(Reverse((
+                    now + FEEDBACK_INTERVAL,
+                    Timer::Feedback(id as u32),
+                )));
+            }
             self.schedule_streams(id as u32, now);
         }
     }
 
-    /// Handles a datagram for transport `id`; `stamp` is its kernel arrival time since the
-    /// Unix epoch, if known.
+    /// Handles a datagram read from transport `id`'s socket; `stamp` is its kernel arrival
+    /// time since the Unix epoch, if known. A capped transport's datagram goes through its
+    /// link first.
     fn on_datagram(&mut self, id: usize, data: &mut [u8], stamp: Option<Duration>) {
         let now = Instant::now();
+        let arrival_us = stamp.map_or_else(
+            || micros(self.epoch, now),
+            |s| s.saturating_sub(self.epoch_realtime).as_micros() as u64,
+        );
+        if let Some(Some(t)) = self.transports.get_mut(id)
+            && let Some((link, armed)) = t.downlink.as_mut()
+        {
+            let at = (self.epoch + Duration::from_micros(arrival_us)).min(now);
+            match link.offer(at, data) {
+                Verdict::Pass => {}
+                Verdict::Dropped => return,
+                Verdict::Queued => {
+                    if !*armed && let Some(due) = link.next_release() {
+                        *armed = true;
+                        self.timers.push(Reverse((due, Timer::Downlink(id as u32))));
+                    }
+                    return;
+                }
+            }
+        }
+        self.on_arrival(id, data, now, arrival_us);
+    }
+
+    /// Datagrams whose time has come leave transport `id`'s capped link and arrive.
+    fn on_downlink_timer(&mut self, id: u32, now: Instant) {
+        let mut buf = [0u8; BUF_LEN];
+        loop {
+            let Some(Some(t)) = self.transports.get_mut(id as usize) else {
+                return;
+            };
+            let Some((link, armed)) = t.downlink.as_mut() else {
+                return;
+            };
+            let Some((n, left)) = link.release(now, &mut buf) else {
+                *armed = false;
+                if let Some(due) = link.next_release() {
+                    *armed = true;
+                    self.timers.push(Reverse((due, Timer::Downlink(id))));
+                }
+                return;
+            };
+            let arrival_us = micros(self.epoch, left);
+            self.on_arrival(id as usize, &mut buf[..n], now, arrival_us);
+        }
+    }
+
+    /// Handles a datagram that arrived at transport `id` at `arrival_us` (µs since the
+    /// epoch).
+    fn on_arrival(&mut self, id: usize, data: &mut [u8], now: Instant, arrival_us: u64) {
         match classify(data) {
             PacketKind::Stun => self.on_stun(id, data, now),
             PacketKind::Dtls => {
@@ -992,13 +1130,7 @@ impl MediaLoop {
                 }
                 self.after_dtls(id, now);
             }
-            PacketKind::Rtp => {
-                let arrival_us = stamp.map_or_else(
-                    || micros(self.epoch, now),
-                    |s| s.saturating_sub(self.epoch_realtime).as_micros() as u64,
-                );
-                self.on_rtp(id, data, now, arrival_us)
-            }
+            PacketKind::Rtp => self.on_rtp(id, data, now, arrival_us),
             PacketKind::Rtcp => self.on_rtcp(id, data),
             PacketKind::Unknown => self.counters.dropped += 1,
         }
@@ -1047,16 +1179,17 @@ impl MediaLoop {
         let out = &mut self.out[..];
         let (sent, next) = match stream.spec.kind {
             Kind::Audio => {
-                let len = RTP_HEADER_LEN + AUDIO_PAYLOAD;
-                write_rtp_header(
+                let at = write_rtp_header_with(
                     out,
                     false,
                     stream.spec.pt,
                     stream.seq,
                     stream.ts,
                     stream.spec.ssrc,
+                    next_twcc(&mut t.twcc_seq, stream.spec.twcc_ext),
                 );
-                let payload = &mut out[RTP_HEADER_LEN..len];
+                let len = at + AUDIO_PAYLOAD;
+                let payload = &mut out[at..len];
                 fill(payload, 0, stream.counter);
                 write_trailer(
                     payload,
@@ -1121,16 +1254,17 @@ impl MediaLoop {
                     }
                     let i = next_packet;
                     next_packet += 1;
-                    let len = RTP_HEADER_LEN + frame.each;
-                    write_rtp_header(
+                    let at = write_rtp_header_with(
                         out,
                         i + 1 == frame.packets,
                         stream.spec.pt,
                         stream.seq,
                         stream.ts,
                         stream.spec.ssrc,
+                        next_twcc(&mut t.twcc_seq, stream.spec.twcc_ext),
                     );
-                    let payload = &mut out[RTP_HEADER_LEN..len];
+                    let len = at + frame.each;
+                    let payload = &mut out[at..len];
                     let headers = write_vp8_headers(
                         payload,
                         i == 0,
@@ -1211,6 +1345,31 @@ impl MediaLoop {
         self.timers.push(Reverse((next, Timer::Stream(sid))));
     }
 
+    /// Sends transport-cc feedback for what arrived since the last (every
+    /// [`FEEDBACK_INTERVAL`], libwebrtc's default; a feedback packet covers up to 400
+    /// packets, more go in further packets at once).
+    fn on_feedback_timer(&mut self, id: u32, now: Instant) {
+        let Some(Some(t)) = self.transports.get_mut(id as usize) else {
+            return;
+        };
+        let (Some(srtp), Some(twcc)) = (t.srtp.as_mut(), t.twcc.as_mut()) else {
+            return;
+        };
+        let out = &mut self.out[..];
+        while twcc.has_pending() {
+            let Some(len) = twcc.write_feedback(out, t.rtcp_ssrc, t.twcc_media_ssrc) else {
+                break;
+            };
+            if let Ok(n) = srtp.protect_rtcp(out, len)
+                && send_datagram(&t.socket, &out[..n], &mut self.counters)
+            {
+                self.counters.twcc_feedbacks_sent += 1;
+            }
+        }
+        self.timers
+            .push(Reverse((now + FEEDBACK_INTERVAL, Timer::Feedback(id))));
+    }
+
     fn on_rtcp_timer(&mut self, id: u32, now: Instant) {
         let Some(Some(t)) = self.transports.get_mut(id as usize) else {
             return;
@@ -1281,6 +1440,19 @@ impl MediaLoop {
             self.counters.payload_errors += 1;
             return;
         };
+        if let Some(twcc) = t.twcc.as_mut()
+            && let Some(seq) =
+                find_extension(packet, &info, t.twcc_ext).and_then(parse_transport_cc)
+        {
+            twcc.on_packet(self.epoch + Duration::from_micros(arrival_us), seq);
+            t.twcc_media_ssrc = info.ssrc;
+        }
+        if info.payload_len == 0 && info.padding_len > 0 {
+            // Padding only: a probe of the server's bandwidth estimation (on a consumer's
+            // RTX stream or the probator). It counted for the feedback; nothing else in it.
+            self.counters.padding_received += 1;
+            return;
+        }
         let Some(consumer) = t
             .consumers
             .iter_mut()
@@ -1296,6 +1468,7 @@ impl MediaLoop {
             arrival_us,
             window_us: self.window_us,
             full_verify: t.spec.full_verify,
+            datagram_len: protected_len,
             counters: &mut self.counters,
             latency: &mut self.latency,
             app_latency: &mut self.app_latency,
@@ -1360,6 +1533,12 @@ impl MediaLoop {
                         };
                         let n = packet.len();
                         self.out[..n].copy_from_slice(packet);
+                        // A resend is a new packet on the transport: a new transport-wide
+                        // sequence number, as browsers number retransmissions.
+                        if stream.spec.twcc_ext != 0 {
+                            set_transport_cc(&mut self.out[..n], t.twcc_seq);
+                            t.twcc_seq = t.twcc_seq.wrapping_add(1);
+                        }
                         if let Ok(n) = srtp.protect_rtp(&mut self.out[..], n)
                             && send_datagram(&t.socket, &self.out[..n], &mut self.counters)
                         {
@@ -1401,6 +1580,7 @@ impl MediaLoop {
                 join: t
                     .first_media
                     .map(|at| at.saturating_duration_since(t.spec.ws_opened)),
+                downlink: t.downlink.as_ref().map(|(link, _)| link.counters()),
             });
             for c in &t.consumers {
                 let layers = c.spec.stream_ids.len().min(3);
@@ -1417,12 +1597,23 @@ impl MediaLoop {
                     .and_then(Option::as_ref)
                     .map_or(0, |s| s.sent_in_window);
                 let received: u64 = c.received_in_window.iter().sum();
+                // Ended on the layer of its newest packet, if that was sent in the window's
+                // last second.
+                let end_from = self.window_us.map_or(0, |(_, until)| {
+                    until.saturating_sub(END_SPAN.as_micros() as u64)
+                });
+                let end_layer = c
+                    .last_in_window
+                    .filter(|&(_, sent)| sent >= end_from)
+                    .map(|(layer, _)| layer);
                 consumers.push(ConsumerResult {
                     peer: c.peer,
                     kind: c.spec.kind,
                     expected,
                     received,
                     per_layer: c.received_in_window,
+                    bytes: c.bytes_in_window,
+                    end_layer,
                     seq_span: if c.seq_max >= c.seq_min {
                         c.seq_max - c.seq_min + 1
                     } else {
@@ -1448,6 +1639,7 @@ impl MediaLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::write_rtp_header;
     use rtc_stun::attributes::{ATTR_ICE_CONTROLLING, ATTR_USE_CANDIDATE, ATTR_USERNAME};
     use rtc_stun::crypto::providers::RingCrypto;
     use rtc_stun::fingerprint::FINGERPRINT;
@@ -1483,6 +1675,7 @@ mod tests {
                 kind: Kind::Video,
                 clock_rate: 90_000,
                 stream_ids: vec![6, 7],
+                twcc_ext: 0,
             },
         )
     }
@@ -1545,6 +1738,7 @@ mod tests {
                 arrival_us: now_us,
                 window_us: Some((1000, 2000)),
                 full_verify: true,
+                datagram_len: packet.len(),
                 counters: &mut self.counters,
                 latency: &mut self.latency,
                 app_latency: &mut self.app_latency,
@@ -1631,6 +1825,7 @@ mod tests {
                 kind: Kind::Audio,
                 clock_rate: 48_000,
                 stream_ids: vec![1],
+                twcc_ext: 0,
             },
         );
         h.feed(&mut audio, 1100, &packet(9, 1, None, 1, 0, 1000));

@@ -12,8 +12,11 @@ use ferrosoup_testkit::packets::{RtpPacket, Vp8Header};
 
 /// Length of the probe trailer at the end of every payload.
 pub const TRAILER_LEN: usize = 20;
-/// Fixed RTP header length (no CSRC, no extensions: the load tester negotiates none).
+/// Fixed RTP header length (no CSRC).
 pub const RTP_HEADER_LEN: usize = 12;
+/// Length of the header extension block a publisher adds with transport-cc: the RFC 8285
+/// one-byte header and one element of two bytes, padded to a word.
+pub const TRANSPORT_CC_EXT_LEN: usize = 8;
 /// Largest payload of a video packet, so a protected packet stays well under 1200 bytes.
 pub const MAX_VIDEO_PAYLOAD: usize = 1100;
 /// Payload size of an audio packet (Opus at ~32 kbit/s in 20 ms frames).
@@ -41,6 +44,44 @@ pub fn write_rtp_header(buf: &mut [u8], marker: bool, pt: u8, seq: u16, ts: u32,
     RtpPacket::new(pt, seq, ts, ssrc)
         .with_marker(marker)
         .write_header(buf);
+}
+
+/// Writes the RTP fixed header into `buf[..12]` and, with `transport_cc` = `Some((id,
+/// seq))`, a one-byte-form extension block carrying the transport-wide sequence number
+/// (draft-holmer-rmcat-transport-wide-cc-extensions-01) after it, as browsers put it on
+/// every packet. Returns the header length (where the payload starts).
+pub fn write_rtp_header_with(
+    buf: &mut [u8],
+    marker: bool,
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    transport_cc: Option<(u8, u16)>,
+) -> usize {
+    write_rtp_header(buf, marker, pt, seq, ts, ssrc);
+    let Some((id, twcc)) = transport_cc else {
+        return RTP_HEADER_LEN;
+    };
+    buf[0] |= 0x10;
+    let ext = &mut buf[RTP_HEADER_LEN..RTP_HEADER_LEN + TRANSPORT_CC_EXT_LEN];
+    ext[0..2].copy_from_slice(&0xBEDEu16.to_be_bytes());
+    ext[2..4].copy_from_slice(&1u16.to_be_bytes());
+    ext[4] = (id << 4) | 1;
+    ext[5..7].copy_from_slice(&twcc.to_be_bytes());
+    ext[7] = 0;
+    RTP_HEADER_LEN + TRANSPORT_CC_EXT_LEN
+}
+
+/// Replaces the transport-wide sequence number in a packet written by
+/// [`write_rtp_header_with`] (a retransmission takes a new one); does nothing to a packet
+/// without the extension block.
+pub fn set_transport_cc(packet: &mut [u8], twcc: u16) {
+    if packet.first().is_some_and(|b| b & 0x10 != 0)
+        && let Some(b) = packet.get_mut(RTP_HEADER_LEN + 5..RTP_HEADER_LEN + 7)
+    {
+        b.copy_from_slice(&twcc.to_be_bytes());
+    }
 }
 
 /// Writes `probe` into the last [`TRAILER_LEN`] bytes of `payload` (which must be at least
@@ -234,6 +275,32 @@ mod tests {
         assert_eq!(info.timestamp, 90_000);
         assert_eq!(info.ssrc, 0x1234_5678);
         assert_eq!(info.payload_offset, RTP_HEADER_LEN);
+    }
+
+    #[test]
+    fn transport_cc_extension_reads_back_and_can_be_renumbered() {
+        use ferrosoup_rtc::rtp::{find_extension, parse_transport_cc};
+        let mut b = [0u8; 60];
+        let at = write_rtp_header_with(&mut b, false, 101, 7, 0, 9, Some((5, 0xfffe)));
+        assert_eq!(at, RTP_HEADER_LEN + TRANSPORT_CC_EXT_LEN);
+        let info = parse_rtp(&b).expect("valid header");
+        assert_eq!(info.payload_offset, at);
+        let twcc = |b: &[u8]| {
+            let info = parse_rtp(b).expect("valid header");
+            find_extension(b, &info, 5).and_then(parse_transport_cc)
+        };
+        assert_eq!(twcc(&b), Some(0xfffe));
+        set_transport_cc(&mut b, 3);
+        assert_eq!(twcc(&b), Some(3));
+        // Without the extension: header only, and renumbering leaves the packet alone.
+        let mut plain = [0u8; 60];
+        assert_eq!(
+            write_rtp_header_with(&mut plain, false, 101, 7, 0, 9, None),
+            RTP_HEADER_LEN
+        );
+        let before = plain;
+        set_transport_cc(&mut plain, 3);
+        assert_eq!(plain, before);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::churn::ChurnReport;
-use crate::media::{Kind, MediaReport};
+use crate::media::{ConsumerResult, Kind, MediaReport, TransportResult};
 use crate::stats::quantile;
 
 /// Results of one run. Ratios are 0..1; `None` (JSON `null`) means "not measured".
@@ -128,9 +128,59 @@ pub struct Report {
     pub loadtest_busy_p99_ms: Option<f64>,
     /// Longest time the media loop spent per wake-up (ms).
     pub loadtest_busy_max_ms: Option<f64>,
+    /// Subscribers negotiated transport-cc and sent feedback (not `--no-twcc`).
+    pub twcc: bool,
+    /// Transport-cc feedback packets subscribers sent.
+    pub twcc_feedbacks_sent: u64,
+    /// Padding-only packets (probes of the server's estimation) subscribers received.
+    pub padding_received: u64,
+    /// Subscribers behind the capped link of `--downlink-kbps`: layers and bitrates.
+    pub capped_subscribers: Option<LinkGroup>,
+    /// Subscribers without a cap: layers and bitrates.
+    pub uncapped_subscribers: Option<LinkGroup>,
+    /// Every subscriber: its link, received bitrate and the layers its video ended on.
+    pub subscriber_results: Vec<SubscriberResult>,
     /// With `--churn`: the churn peers and the server's RSS and object counts at the
     /// baseline, their peak and the end. The figures above are the steady peers' only.
     pub churn: Option<ChurnReport>,
+}
+
+/// What the subscribers of one kind of link (capped or not) got in the window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LinkGroup {
+    /// Their downlink cap in kbit/s (`None`: uncapped).
+    pub downlink_kbps: Option<u32>,
+    /// Subscribers.
+    pub subscribers: usize,
+    /// Their video consumers by the layer they ended on (r0, r1, r2; one layer without
+    /// simulcast): the layer of the newest packet received.
+    pub video_end_layers: [u64; 3],
+    /// Their video consumers that ended paused: no packet sent in the window's last second
+    /// arrived.
+    pub video_end_paused: u64,
+    /// Bitrate a subscriber received (all its consumers, SRTP datagrams), kbit/s: lowest.
+    pub received_kbps_min: Option<f64>,
+    /// Median.
+    pub received_kbps_p50: Option<f64>,
+    /// Highest.
+    pub received_kbps_max: Option<f64>,
+    /// Datagrams their capped links queued.
+    pub link_queued: u64,
+    /// Datagrams their capped links dropped (queue full).
+    pub link_dropped: u64,
+}
+
+/// One subscriber's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubscriberResult {
+    /// Peer index.
+    pub peer: u32,
+    /// Behind the capped link.
+    pub capped: bool,
+    /// Bitrate received over the window (all consumers, SRTP datagrams), kbit/s.
+    pub received_kbps: f64,
+    /// Per video consumer, the layer it ended on (`null`: paused).
+    pub video_end_layers: Vec<Option<u8>>,
 }
 
 /// Run parameters and measurements that do not come from the media loop.
@@ -169,6 +219,10 @@ pub struct RunFacts {
     pub server_workers: Option<usize>,
     /// Process CPU percent of the load tester.
     pub loadtest_cpu_percent: f64,
+    /// Subscribers negotiated transport-cc.
+    pub twcc: bool,
+    /// The cap of capped subscribers, kbit/s.
+    pub downlink_kbps: Option<u32>,
     /// Churn results.
     pub churn: Option<ChurnReport>,
 }
@@ -179,6 +233,71 @@ fn ms(d: Duration) -> f64 {
 
 fn ratio(num: u64, den: u64) -> Option<f64> {
     (den > 0).then(|| (num as f64 / den as f64).min(1.0))
+}
+
+/// Per subscriber: its received bitrate and end layers, from its consumers.
+fn subscriber_results(
+    transports: &[&TransportResult],
+    consumers: &[&ConsumerResult],
+    window: Duration,
+) -> Vec<SubscriberResult> {
+    let secs = window.as_secs_f64().max(1e-9);
+    transports
+        .iter()
+        .filter(|t| t.subscriber)
+        .map(|t| {
+            let mine = consumers.iter().filter(|c| c.peer == t.peer);
+            let bytes: u64 = mine.clone().map(|c| c.bytes).sum();
+            SubscriberResult {
+                peer: t.peer,
+                capped: t.downlink.is_some(),
+                received_kbps: bytes as f64 * 8.0 / secs / 1000.0,
+                video_end_layers: mine
+                    .filter(|c| c.kind == Kind::Video)
+                    .map(|c| c.end_layer)
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Sums up the subscribers with (or without) a capped link.
+fn link_group(
+    results: &[SubscriberResult],
+    transports: &[&TransportResult],
+    capped: bool,
+    downlink_kbps: Option<u32>,
+) -> Option<LinkGroup> {
+    let members: Vec<&SubscriberResult> = results.iter().filter(|r| r.capped == capped).collect();
+    if members.is_empty() {
+        return None;
+    }
+    let mut group = LinkGroup {
+        downlink_kbps: downlink_kbps.filter(|_| capped),
+        subscribers: members.len(),
+        ..LinkGroup::default()
+    };
+    for layer in members.iter().flat_map(|r| &r.video_end_layers) {
+        match layer {
+            Some(l) => group.video_end_layers[usize::from(*l).min(2)] += 1,
+            None => group.video_end_paused += 1,
+        }
+    }
+    let kbps: Vec<f64> = members.iter().map(|r| r.received_kbps).collect();
+    group.received_kbps_min = quantile(&kbps, 0.0);
+    group.received_kbps_p50 = quantile(&kbps, 0.5);
+    group.received_kbps_max = quantile(&kbps, 1.0);
+    for link in transports
+        .iter()
+        .filter(|t| t.subscriber)
+        .filter_map(|t| t.downlink)
+    {
+        if capped {
+            group.link_queued += link.queued;
+            group.link_dropped += link.dropped;
+        }
+    }
+    Some(group)
 }
 
 impl Report {
@@ -221,6 +340,7 @@ impl Report {
         let (seen, span) = media.consumers.iter().fold((0, 0), |(r, s), c| {
             (r + c.received.min(c.seq_span), s + c.seq_span)
         });
+        let subscribers = subscriber_results(&transports, &consumers, facts.duration);
         let q = |x: f64| media.latency.quantile_us(x).map(|us| us as f64 / 1000.0);
         let c = &media.counters;
         let share = |d: Duration| {
@@ -299,6 +419,12 @@ impl Report {
             loadtest_busy_p99_ms: media.busy.quantile_us(0.99).map(|us| us as f64 / 1000.0),
             loadtest_busy_max_ms: (media.busy.count() > 0)
                 .then(|| media.busy.max_us() as f64 / 1000.0),
+            twcc: facts.twcc,
+            twcc_feedbacks_sent: c.twcc_feedbacks_sent,
+            padding_received: c.padding_received,
+            capped_subscribers: link_group(&subscribers, &transports, true, facts.downlink_kbps),
+            uncapped_subscribers: link_group(&subscribers, &transports, false, None),
+            subscriber_results: subscribers,
             churn: facts.churn,
         }
     }
@@ -432,6 +558,25 @@ impl Report {
                 opt(self.loadtest_busy_max_ms, " ms")
             ),
         );
+        row(
+            "transport-cc",
+            if self.twcc {
+                format!(
+                    "on: {} feedback packets sent, {} probe paddings received",
+                    self.twcc_feedbacks_sent, self.padding_received
+                )
+            } else {
+                "off (--no-twcc)".to_owned()
+            },
+        );
+        for (name, group) in [
+            ("capped subscribers", &self.capped_subscribers),
+            ("uncapped subscribers", &self.uncapped_subscribers),
+        ] {
+            if let Some(g) = group {
+                group_rows(&mut row, name, g, self.simulcast);
+            }
+        }
         if self.late_timers > 0 || self.send_errors > 0 {
             row(
                 "WARNING loadtest overloaded",
@@ -446,6 +591,41 @@ impl Report {
         }
         s
     }
+}
+
+/// The rows of one [`LinkGroup`] in [`Report::table`].
+fn group_rows(row: &mut impl FnMut(&str, String), name: &str, g: &LinkGroup, simulcast: bool) {
+    let link = g
+        .downlink_kbps
+        .map_or(String::new(), |k| format!(" at {k} kbit/s"));
+    let layers = if simulcast {
+        let [r0, r1, r2] = g.video_end_layers;
+        format!(
+            "video ended on r0 / r1 / r2 / paused: {r0} / {r1} / {r2} / {}",
+            g.video_end_paused
+        )
+    } else {
+        format!(
+            "video ended receiving / paused: {} / {}",
+            g.video_end_layers.iter().sum::<u64>(),
+            g.video_end_paused
+        )
+    };
+    row(name, format!("{}{link}; {layers}", g.subscribers));
+    let kbps = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+    let mut received = format!(
+        "{} / {} / {} kbit/s",
+        kbps(g.received_kbps_min),
+        kbps(g.received_kbps_p50),
+        kbps(g.received_kbps_max)
+    );
+    if g.downlink_kbps.is_some() {
+        received += &format!(
+            "; link queued {}, dropped {} datagrams",
+            g.link_queued, g.link_dropped
+        );
+    }
+    row("  received min / p50 / max", received);
 }
 
 /// The churn rows of [`Report::table`].
@@ -557,7 +737,8 @@ fn churn_table(s: &mut String, c: &ChurnReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::{ConsumerResult, Counters, TransportResult};
+    use crate::downlink::DownlinkCounters;
+    use crate::media::Counters;
     use crate::stats::Histogram;
 
     fn facts() -> RunFacts {
@@ -578,6 +759,8 @@ mod tests {
             server_cpu_wait_percent: None,
             server_workers: None,
             loadtest_cpu_percent: 1.0,
+            twcc: true,
+            downlink_kbps: Some(300),
             churn: None,
         }
     }
@@ -597,6 +780,8 @@ mod tests {
                     received: 100,
                     seq_span: 100,
                     per_layer: [100, 0, 0],
+                    bytes: 15_000,
+                    end_layer: Some(0),
                 },
                 ConsumerResult {
                     peer: 2,
@@ -605,6 +790,18 @@ mod tests {
                     received: 90,
                     seq_span: 95,
                     per_layer: [0, 90, 0],
+                    bytes: 90_000,
+                    end_layer: Some(1),
+                },
+                ConsumerResult {
+                    peer: 1,
+                    kind: Kind::Video,
+                    expected: 0,
+                    received: 0,
+                    seq_span: 0,
+                    per_layer: [0; 3],
+                    bytes: 0,
+                    end_layer: None,
                 },
                 // Peer 4 failed to join: its consumer is not counted.
                 ConsumerResult {
@@ -614,6 +811,8 @@ mod tests {
                     received: 0,
                     seq_span: 0,
                     per_layer: [0; 3],
+                    bytes: 0,
+                    end_layer: None,
                 },
             ],
             transports: vec![
@@ -621,16 +820,24 @@ mod tests {
                     peer: 0,
                     subscriber: false,
                     join: Some(Duration::from_millis(5)),
+                    downlink: None,
                 },
                 TransportResult {
                     peer: 1,
                     subscriber: true,
                     join: Some(Duration::from_millis(40)),
+                    downlink: Some(DownlinkCounters {
+                        passed: 10,
+                        queued: 5,
+                        dropped: 2,
+                        bytes: 9_000,
+                    }),
                 },
                 TransportResult {
                     peer: 2,
                     subscriber: true,
                     join: Some(Duration::from_millis(60)),
+                    downlink: None,
                 },
             ],
             app_latency: latency.clone(),
@@ -674,5 +881,46 @@ mod tests {
             assert!(json.get(key).is_some(), "JSON lacks {key}");
         }
         assert!(r.table().contains("95.000 %"));
+        // Peer 1 is capped: audio on r0 and a video consumer that ended paused; peer 2
+        // uncapped, its video on r1. Bitrates over the 3 s window.
+        assert_eq!(
+            r.subscriber_results,
+            vec![
+                SubscriberResult {
+                    peer: 1,
+                    capped: true,
+                    received_kbps: 40.0,
+                    video_end_layers: vec![None],
+                },
+                SubscriberResult {
+                    peer: 2,
+                    capped: false,
+                    received_kbps: 240.0,
+                    video_end_layers: vec![Some(1)],
+                },
+            ]
+        );
+        let capped = r.capped_subscribers.as_ref().expect("capped group");
+        assert_eq!(capped.downlink_kbps, Some(300));
+        assert_eq!(capped.subscribers, 1);
+        assert_eq!(
+            (capped.video_end_layers, capped.video_end_paused),
+            ([0; 3], 1)
+        );
+        assert_eq!((capped.link_queued, capped.link_dropped), (5, 2));
+        assert_eq!(capped.received_kbps_p50, Some(40.0));
+        let uncapped = r.uncapped_subscribers.as_ref().expect("uncapped group");
+        assert_eq!(uncapped.downlink_kbps, None);
+        assert_eq!(uncapped.video_end_layers, [0, 1, 0]);
+        assert_eq!(uncapped.link_dropped, 0);
+        let table = r.table();
+        assert!(table.contains("capped subscribers"), "{table}");
+        assert!(table.contains("1 at 300 kbit/s"), "{table}");
+        assert!(json["capped_subscribers"]["video_end_paused"] == 1);
+        assert!(
+            json["subscriber_results"]
+                .as_array()
+                .is_some_and(|a| a.len() == 2)
+        );
     }
 }

@@ -17,7 +17,10 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use crate::churn::{self, ChurnReport, ObjectCounts, Tally, Watcher};
 use crate::config::Config;
 use crate::cpu::{find_pid_by_name, find_pid_by_port, process_cpu_time, sample};
-use crate::media::{Command, ConsumerSpec, Kind, MediaHandle, SendStreamSpec, TransportSpec};
+use crate::downlink::LinkShape;
+use crate::media::{
+    BUF_LEN, Command, ConsumerSpec, Kind, MediaHandle, SendStreamSpec, TransportSpec,
+};
 use crate::report::{Report, RunFacts};
 use crate::signal::{ProtooError, Signal, host_port, http_get_json, is_loopback};
 
@@ -28,6 +31,9 @@ const DRAIN: Duration = Duration::from_millis(500);
 const SETTLE_POLL: Duration = Duration::from_millis(250);
 /// Share of the video bitrate per simulcast encoding, lowest first.
 const SIMULCAST_SHARES: [f64; 3] = [0.10, 0.25, 0.65];
+/// URI of the transport-wide-cc header extension.
+const TRANSPORT_WIDE_CC: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
 /// What every peer task shares.
 pub(crate) struct Ctx {
@@ -61,6 +67,8 @@ pub(crate) struct PeerSpec {
     pub(crate) churn: bool,
     /// Checks every payload byte for byte.
     pub(crate) full_verify: bool,
+    /// Its downlink is capped (`--downlink-kbps`).
+    pub(crate) capped: bool,
 }
 
 /// A joined peer: its WebSocket and what its consumes came to.
@@ -114,6 +122,39 @@ fn codec<'a>(caps: &'a Value, mime: &str) -> anyhow::Result<&'a Value> {
             })
         })
         .ok_or_else(|| anyhow!("router capabilities lack {mime}"))
+}
+
+/// `caps` without transport-cc: neither the transport-wide-cc header extension nor the
+/// `transport-cc` RTCP feedback of any codec (what a client that does not estimate with
+/// the server would offer).
+fn without_transport_cc(mut caps: Value) -> Value {
+    if let Some(exts) = caps["headerExtensions"].as_array_mut() {
+        exts.retain(|e| e["uri"].as_str() != Some(TRANSPORT_WIDE_CC));
+    }
+    if let Some(codecs) = caps["codecs"].as_array_mut() {
+        for codec in codecs {
+            if let Some(fb) = codec["rtcpFeedback"].as_array_mut() {
+                fb.retain(|f| f["type"].as_str() != Some("transport-cc"));
+            }
+        }
+    }
+    caps
+}
+
+/// Id of the transport-wide-cc header extension for `kind` ("audio"/"video") in a list of
+/// header extensions: router capabilities (`preferredId`) or RTP parameters (`id`).
+fn transport_cc_id(exts: &Value, kind: Option<&str>) -> Option<u8> {
+    exts.as_array()?
+        .iter()
+        .filter(|e| e["uri"].as_str() == Some(TRANSPORT_WIDE_CC))
+        .filter(|e| kind.is_none_or(|k| e["kind"].as_str().is_none_or(|ek| ek == k)))
+        .find_map(|e| {
+            e["preferredId"]
+                .as_u64()
+                .or_else(|| e["id"].as_u64())
+                .and_then(|id| u8::try_from(id).ok())
+                .filter(|id| (1..=14).contains(id))
+        })
 }
 
 fn pt_of(codec: &Value) -> anyhow::Result<u8> {
@@ -231,6 +272,15 @@ async fn create_transport(
             ws_opened,
             full_verify: spec.full_verify,
             measured: !spec.churn,
+            downlink: (subscriber && spec.capped).then(|| {
+                LinkShape::new(
+                    ctx.cfg.downlink_kbps.unwrap_or(0),
+                    ctx.cfg.downlink_burst,
+                    Duration::from_secs_f64(ctx.cfg.downlink_queue_ms / 1000.0),
+                    BUF_LEN,
+                )
+            }),
+            twcc_feedback: !ctx.cfg.no_twcc,
             connected: tx,
         })))?;
     rx.await
@@ -273,6 +323,23 @@ async fn publish(
         specs.push((Kind::Video, pt_of(vp8)?, layers));
     }
     for (mid, (kind, pt, layers)) in specs.into_iter().enumerate() {
+        let kind_name = if kind == Kind::Audio {
+            "audio"
+        } else {
+            "video"
+        };
+        // As a browser: a transport-wide sequence number on every packet, audio and video,
+        // with the router's id for the extension.
+        let twcc_ext = if ctx.cfg.no_twcc {
+            0
+        } else {
+            transport_cc_id(&caps["headerExtensions"], Some(kind_name)).unwrap_or(0)
+        };
+        let header_extensions = if twcc_ext == 0 {
+            json!([])
+        } else {
+            json!([{ "uri": TRANSPORT_WIDE_CC, "id": twcc_ext, "encrypt": false, "parameters": {} }])
+        };
         let mut streams = Vec::new();
         let mut encodings = Vec::new();
         for (rid, kbps, down) in layers {
@@ -294,6 +361,7 @@ async fn publish(
                 width: 1280 / down,
                 height: 720 / down,
                 pacing_factor: ctx.cfg.pacing_factor,
+                twcc_ext,
             });
         }
         let codec = match kind {
@@ -310,11 +378,6 @@ async fn publish(
                 ],
             }),
         };
-        let kind_name = if kind == Kind::Audio {
-            "audio"
-        } else {
-            "video"
-        };
         let answer = signal
             .request(
                 "produce",
@@ -324,7 +387,7 @@ async fn publish(
                     "rtpParameters": {
                         "mid": mid.to_string(),
                         "codecs": [codec],
-                        "headerExtensions": [],
+                        "headerExtensions": header_extensions,
                         "encodings": encodings,
                         "rtcp": { "cname": cname, "reducedSize": true },
                     },
@@ -412,6 +475,7 @@ async fn subscribe(
         let rtx_ssrc = encoding["rtx"]["ssrc"]
             .as_u64()
             .and_then(|s| u32::try_from(s).ok());
+        let twcc_ext = transport_cc_id(&params["headerExtensions"], None).unwrap_or(0);
         let clock_rate = params["codecs"][0]["clockRate"]
             .as_u64()
             .and_then(|c| u32::try_from(c).ok())
@@ -424,6 +488,7 @@ async fn subscribe(
                 kind,
                 clock_rate,
                 stream_ids,
+                twcc_ext,
             },
         })?;
         match signal
@@ -449,6 +514,12 @@ pub(crate) async fn join(ctx: &Ctx, spec: PeerSpec, owned: &mut Owned) -> anyhow
         .request("createRoom", json!({ "roomId": room_id }))
         .await?;
     let caps = created["rtpCapabilities"].clone();
+    // The router's capabilities are what the peer offers (they include transport-cc).
+    let offered = if ctx.cfg.no_twcc {
+        without_transport_cc(caps.clone())
+    } else {
+        caps.clone()
+    };
     let role = match (spec.churn, spec.publishes) {
         (true, _) => "churn",
         (false, true) => "pub",
@@ -461,7 +532,7 @@ pub(crate) async fn join(ctx: &Ctx, spec: PeerSpec, owned: &mut Owned) -> anyhow
                 "roomId": room_id,
                 "peerId": format!("{}-{role}{}", ctx.run_id, spec.index),
                 "displayName": format!("loadtest {role} {}", spec.index),
-                "rtpCapabilities": caps,
+                "rtpCapabilities": offered,
             }),
         )
         .await?;
@@ -629,6 +700,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
                     subscribes: !publisher,
                     churn: false,
                     full_verify: !publisher && i % cfg.verify_every == 0,
+                    capped: !publisher && cfg.capped(i),
                 });
                 index += 1;
             }
@@ -773,6 +845,8 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
         server_cpu_wait_percent: server_wait,
         server_workers: workers,
         loadtest_cpu_percent: loadtest_cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
+        twcc: !cfg.no_twcc,
+        downlink_kbps: cfg.downlink_kbps,
         churn,
     };
     match Arc::try_unwrap(ctx) {

@@ -1,7 +1,8 @@
 //! The load tester's smoke runs (CI): the real `ferrosoup` binary on loopback, tiny
 //! scenarios of `ferrosoup-loadtest`, media must flow; with `--churn`, the server must be
-//! left with the objects it had before the churn. Asserts only that packets arrive intact
-//! and what the server holds, never how fast.
+//! left with the objects it had before the churn; with `--downlink-kbps`, subscribers
+//! behind the capped link must end on a lower layer than the others. Asserts only that
+//! packets arrive intact, what the server holds and what it chose, never how fast.
 
 mod common;
 
@@ -150,4 +151,74 @@ async fn loadtest_churn_leaves_the_server_as_it_found_it() {
         rss.end >> 20,
         rss.baseline >> 20
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_capped_subscribers_end_on_a_lower_layer() {
+    let server = common::TestServer::start(1).await;
+    let url = server.ws_url();
+    let pid = server.pid().to_string();
+    // Simulcast of 100 / 250 / 650 kbit/s plus Opus. Two subscribers behind a 250 kbit/s
+    // link, where only the lowest layer and the audio fit; two uncapped, where the server's
+    // estimate (starting at 600 kbit/s) must find room for the top layer. The settle time
+    // lets the estimation and the layer switches happen before the window.
+    let cfg = Config::try_parse_from([
+        "ferrosoup-loadtest",
+        "--url",
+        &url,
+        "--publishers",
+        "1",
+        "--subscribers",
+        "4",
+        "--video-kbps",
+        "1000",
+        "--simulcast",
+        "--downlink-kbps",
+        "250",
+        "--capped-subscribers",
+        "2",
+        "--settle",
+        "8",
+        "--duration",
+        "3",
+        "--server-pid",
+        &pid,
+        "--quiet",
+    ])
+    .expect("arguments parse");
+    let report = tokio::task::spawn_blocking(move || run(&cfg))
+        .await
+        .expect("load tester thread")
+        .expect("the scenario runs");
+    println!("{}", report.table());
+    println!(
+        "{}",
+        serde_json::to_string(&report.subscriber_results).expect("serializes")
+    );
+    assert_eq!(report.peers_failed, 0);
+    assert_eq!(report.srtp_failures, 0);
+    assert_eq!(report.payload_errors, 0);
+    // The subscribers estimated with the server.
+    assert!(report.twcc);
+    assert!(report.twcc_feedbacks_sent > 0);
+    let capped = report.capped_subscribers.expect("capped subscribers");
+    let uncapped = report.uncapped_subscribers.expect("uncapped subscribers");
+    assert_eq!((capped.subscribers, uncapped.subscribers), (2, 2));
+    assert_eq!(capped.downlink_kbps, Some(250));
+    // Uncapped: both on the top layer at the end.
+    assert_eq!(uncapped.video_end_layers, [0, 0, 2], "{uncapped:?}");
+    // Capped: neither on the top layer, and what came through the link fits it: the
+    // window's packets leave the link over at most the window plus its 300 ms queue, plus
+    // one 3000-byte burst (250 × 3.3 / 3 + 8 = 283 kbit/s at most).
+    assert_eq!(capped.video_end_layers[2], 0, "{capped:?}");
+    assert!(
+        capped.video_end_layers[0] + capped.video_end_layers[1] + capped.video_end_paused == 2,
+        "{capped:?}"
+    );
+    let most = capped.received_kbps_max.expect("capped bitrate");
+    assert!(most <= 283.0, "capped subscriber received {most} kbit/s");
+    // Audio kept flowing to the capped subscribers.
+    for s in report.subscriber_results.iter().filter(|s| s.capped) {
+        assert!(s.received_kbps > 30.0, "{s:?}");
+    }
 }
