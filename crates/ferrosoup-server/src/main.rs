@@ -4,6 +4,7 @@ mod access;
 mod config;
 mod http;
 mod liveness;
+mod memory;
 mod ws;
 
 use std::net::SocketAddr;
