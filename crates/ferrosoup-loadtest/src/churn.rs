@@ -69,15 +69,35 @@ impl ObjectCounts {
         Some(Self(counts))
     }
 
-    /// Fetches the server's counts (`None` when `/api/stats` does not answer with them).
-    pub async fn fetch(host: &str, port: u16, admin_key: Option<&str>) -> Option<Self> {
-        let stats = http_get_json(host, port, "/api/stats", admin_key).await?;
-        Self::from_stats(&stats)
-    }
-
     /// The count named `name`.
     pub fn get(&self, name: &str) -> Option<u64> {
         self.0.iter().find(|(n, _)| n == name).map(|&(_, v)| v)
+    }
+}
+
+/// One reading of the server's `GET /api/stats`: its object counts and its heap in use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Every object count.
+    pub counts: ObjectCounts,
+    /// Bytes of heap in use, as the server's allocator counts them (`memory.allocated`;
+    /// `None` from a server that does not report it).
+    pub heap_bytes: Option<u64>,
+}
+
+impl ServerStats {
+    /// Reads the figures out of a `GET /api/stats` document (`None` if it lacks the counts).
+    pub fn from_stats(stats: &Value) -> Option<Self> {
+        Some(Self {
+            counts: ObjectCounts::from_stats(stats)?,
+            heap_bytes: stats["memory"]["allocated"].as_u64(),
+        })
+    }
+
+    /// Fetches the server's figures (`None` when `/api/stats` does not answer with them).
+    pub async fn fetch(host: &str, port: u16, admin_key: Option<&str>) -> Option<Self> {
+        let stats = http_get_json(host, port, "/api/stats", admin_key).await?;
+        Self::from_stats(&stats)
     }
 }
 
@@ -308,6 +328,8 @@ pub struct Watcher {
     rss: Option<(u64, u64)>,
     /// `RssAnon` at the baseline and its peak.
     anon: Option<(u64, u64)>,
+    /// Heap in use at the baseline and its peak.
+    heap: Option<(u64, u64)>,
     timeline: Vec<RssPoint>,
 }
 
@@ -319,12 +341,13 @@ fn raise(peak: &mut Option<(u64, u64)>, sample: Option<u64>) {
 }
 
 impl Watcher {
-    /// Starts from the baseline counts and a sample of the server process, taken `now`.
-    pub fn new(now: Instant, baseline: ObjectCounts, process: Option<ProcSample>) -> Self {
+    /// Starts from the baseline figures and a sample of the server process, taken `now`.
+    pub fn new(now: Instant, baseline: ServerStats, process: Option<ProcSample>) -> Self {
         Self {
             since: now,
-            peak: baseline.clone(),
-            baseline,
+            peak: baseline.counts.clone(),
+            heap: baseline.heap_bytes.map(|h| (h, h)),
+            baseline: baseline.counts,
             rss: process.map(|p| (p.rss_bytes, p.rss_bytes)),
             anon: process.and_then(|p| p.rss_anon_bytes.map(|a| (a, a))),
             timeline: process
@@ -339,10 +362,11 @@ impl Watcher {
         &self.baseline
     }
 
-    /// Takes one sample of the counts into the peaks (a count not in the baseline, e.g. of
+    /// Takes one sample of the figures into the peaks (a count not in the baseline, e.g. of
     /// a worker that restarted, is followed from a baseline of zero).
-    pub fn observe(&mut self, counts: &ObjectCounts) {
-        for (name, v) in &counts.0 {
+    pub fn observe(&mut self, stats: &ServerStats) {
+        raise(&mut self.heap, stats.heap_bytes);
+        for (name, v) in &stats.counts.0 {
             match self.peak.0.iter_mut().find(|(n, _)| n == name) {
                 Some((_, peak)) => *peak = (*peak).max(*v),
                 None => self.peak.0.push((name.clone(), *v)),
@@ -365,17 +389,18 @@ impl Watcher {
         }
     }
 
-    /// The report, from the end counts and a last sample of the server process, taken
+    /// The report, from the end figures and a last sample of the server process, taken
     /// `now`, `settle` after the last churn peer left.
     pub fn report(
         mut self,
         cfg: &crate::Config,
         tally: Tally,
-        end: &ObjectCounts,
+        end_stats: &ServerStats,
         (now, end_process): (Instant, Option<ProcSample>),
         settle: Duration,
     ) -> ChurnReport {
-        self.observe(end);
+        self.observe(end_stats);
+        let end = &end_stats.counts;
         if let Some(p) = &end_process {
             raise(&mut self.rss, Some(p.rss_bytes));
             raise(&mut self.anon, p.rss_anon_bytes);
@@ -405,8 +430,10 @@ impl Watcher {
         };
         let rss_bytes = levels(self.rss, end_process.map(|p| p.rss_bytes));
         let rss_anon_bytes = levels(self.anon, end_process.and_then(|p| p.rss_anon_bytes));
+        let heap_bytes = levels(self.heap, end_stats.heap_bytes);
         let back_to_baseline = objects.iter().all(|c| c.levels.back_to_baseline())
-            && rss_bytes.is_none_or(|r| r.back_to_baseline());
+            && rss_bytes.is_none_or(|r| r.back_to_baseline())
+            && heap_bytes.is_none_or(|h| h.back_to_baseline());
         ChurnReport {
             joins_per_second: cfg.churn,
             lifetime_s: cfg.churn_lifetime,
@@ -415,6 +442,7 @@ impl Watcher {
             settle_s: settle.as_secs_f64(),
             rss_bytes,
             rss_anon_bytes,
+            heap_bytes,
             rss_timeline: self.timeline,
             objects,
             back_to_baseline,
@@ -463,12 +491,17 @@ pub struct ChurnReport {
     /// Its anonymous part, `RssAnon`: RSS without the pages of the binary and libraries,
     /// which grow as code runs for the first time (leaving, grace expiry) and stay.
     pub rss_anon_bytes: Option<Levels>,
+    /// The server's heap in use, as its allocator counts it (`memory.allocated` of
+    /// `/api/stats`, when the server reports it): what the program holds, without the pages
+    /// the allocator keeps for reuse.
+    pub heap_bytes: Option<Levels>,
     /// RSS every [`TIMELINE_EVERY`] from the baseline, and at the end: a leak climbs,
     /// memory the allocator keeps for reuse stays level.
     pub rss_timeline: Vec<RssPoint>,
     /// Every object count of the server.
     pub objects: Vec<CountLevels>,
-    /// RSS and every object count ended within [`TOLERANCE`] of the baseline.
+    /// RSS, the heap in use and every object count ended within [`TOLERANCE`] of the
+    /// baseline.
     pub back_to_baseline: bool,
 }
 
@@ -478,6 +511,10 @@ mod tests {
     use clap::Parser as _;
 
     fn stats(peers: usize, transports: u64) -> Value {
+        stats_with_heap(peers, transports, 1000)
+    }
+
+    fn stats_with_heap(peers: usize, transports: u64, heap: u64) -> Value {
         let peer = json!({"peerId": "p", "transports": ["t1", "t2"], "producers": [{"id": "a"}],
             "consumers": []});
         json!({
@@ -487,6 +524,7 @@ mod tests {
                 {"worker": 1, "routers": 0, "transports": 0, "producers": 0, "consumers": 0},
             ],
             "rooms": [{"roomId": "r", "peers": vec![peer; peers]}],
+            "memory": {"allocated": heap, "resident": 2 * heap},
         })
     }
 
@@ -504,6 +542,15 @@ mod tests {
         assert_eq!(counts.get("worker 0 datagrams_in"), None);
         assert_eq!(counts.0.len(), 5 + 2 * WORKER_OBJECTS.len());
         assert!(ObjectCounts::from_stats(&json!({"workers": []})).is_none());
+        let server = ServerStats::from_stats(&stats(2, 4)).expect("stats");
+        assert_eq!((server.counts, server.heap_bytes), (counts, Some(1000)));
+        // A server that does not report its heap: counts only.
+        let mut old = stats(2, 4);
+        old.as_object_mut().expect("object").remove("memory");
+        assert_eq!(
+            ServerStats::from_stats(&old).expect("stats").heap_bytes,
+            None
+        );
     }
 
     #[test]
@@ -550,10 +597,13 @@ mod tests {
     #[test]
     fn report_compares_the_end_with_the_baseline() {
         let cfg = crate::Config::parse_from(["x", "--churn", "2"]);
-        let base = ObjectCounts::from_stats(&stats(2, 4)).expect("counts");
+        let server = |peers, transports, heap| {
+            ServerStats::from_stats(&stats_with_heap(peers, transports, heap)).expect("stats")
+        };
+        let base = server(2, 4, 1000);
         let t0 = Instant::now();
         let mut w = Watcher::new(t0, base.clone(), Some(process(100)));
-        w.observe(&ObjectCounts::from_stats(&stats(5, 10)).expect("counts"));
+        w.observe(&server(5, 10, 3000));
         for s in 1..=25 {
             w.observe_process(t0 + Duration::from_secs(s), &process(100 + s));
         }
@@ -591,14 +641,34 @@ mod tests {
         let r = w.clone().report(
             &cfg,
             Tally::default(),
-            &ObjectCounts::from_stats(&stats(2, 5)).expect("counts"),
+            &server(2, 5, 1000),
             end(100),
             Duration::ZERO,
         );
         assert!(!r.back_to_baseline);
         // RSS 10 % up: not back either.
-        let r = w.report(&cfg, Tally::default(), &base, end(110), Duration::ZERO);
+        let r = w
+            .clone()
+            .report(&cfg, Tally::default(), &base, end(110), Duration::ZERO);
         assert!(!r.back_to_baseline);
+        // The heap in use 10 % up: not back.
+        let r = w.clone().report(
+            &cfg,
+            Tally::default(),
+            &server(2, 4, 1100),
+            end(100),
+            Duration::ZERO,
+        );
+        assert!(!r.back_to_baseline);
+        assert_eq!(
+            r.heap_bytes,
+            Some(Levels {
+                baseline: 1000,
+                peak: 3000,
+                end: 1100
+            })
+        );
+        let r = w.report(&cfg, Tally::default(), &base, end(110), Duration::ZERO);
         let json = serde_json::to_value(&r).expect("serializes");
         assert_eq!(json["objects"][1]["name"], "peers");
         assert_eq!(json["objects"][1]["baseline"], 2);

@@ -57,11 +57,12 @@ CHURN
   them for its resume grace period, SESSION_GRACE), the others with leaveRoom and a close.
   Joins stop at the window's end; peers still there leave at once. Then the load tester
   waits (up to --churn-settle seconds) until the server's object counts are back at the
-  baseline taken before the churn, and reports the server's RSS and every object count of
-  GET /api/stats (rooms, peers and the peers' transports, producers and consumers as the
-  signaling layer lists them; routers, transports, producers and consumers per worker)
-  at the baseline, at their peak and at the end, and whether the end is within 5 % of the
-  baseline. The baseline is taken --settle seconds after the last steady join: give the
+  baseline taken before the churn, rests --churn-rest seconds (the server's allocator
+  gives freed pages back within about a second), and reports the server's RSS, its heap
+  in use (memory.allocated of GET /api/stats) and every object count of GET /api/stats
+  (rooms, peers and the peers' transports, producers and consumers as the signaling layer
+  lists them; routers, transports, producers and consumers per worker) at the baseline,
+  at their peak and at the end, and whether the end is within 5 % of the baseline. The baseline is taken --settle seconds after the last steady join: give the
   server's buffers of the steady streams time to fill first (it keeps the last 512
   packets of each video stream, 15-20 s at a few hundred kbit/s), or the baseline RSS is
   low. Churn peers are left out of the delivery, latency and join figures. A churn
@@ -216,6 +217,11 @@ pub struct Config {
     /// not fit is dropped.
     #[arg(long, default_value_t = 300.0)]
     pub downlink_queue_ms: f64,
+    /// With --churn: seconds from the counts' return to the baseline to the end figures,
+    /// for the server's allocator to give back the pages the last peers freed (it does
+    /// within about a second).
+    #[arg(long, default_value_t = 5.0)]
+    pub churn_rest: f64,
     /// Bearer key for the server's /api/* routes, when it runs with ADMIN_KEY.
     #[arg(long, env = "ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
@@ -285,6 +291,9 @@ impl Config {
             }
             if !(self.churn_settle >= 0.0 && self.churn_settle.is_finite()) {
                 return Err("--churn-settle must be zero or more seconds".into());
+            }
+            if !(self.churn_rest >= 0.0 && self.churn_rest.is_finite()) {
+                return Err("--churn-rest must be zero or more seconds".into());
             }
             if !host_port(&self.url).is_some_and(|(host, _)| is_loopback(&host)) {
                 return Err(

@@ -698,6 +698,21 @@ fn churn_table(s: &mut String, c: &ChurnReport) {
             mib(a.end),
         );
     }
+    if let Some(h) = c.heap_bytes {
+        let _ = writeln!(
+            s,
+            "  {:<28} {:>10} {:>10} {:>10}{}",
+            "heap in use (allocator)",
+            mib(h.baseline),
+            mib(h.peak),
+            mib(h.end),
+            if h.back_to_baseline() {
+                ""
+            } else {
+                "  NOT BACK"
+            }
+        );
+    }
     for o in &c.objects {
         let l = o.levels;
         let _ = writeln!(

@@ -14,7 +14,7 @@ use ferrosoup_rtc::dtls::{DtlsCertificate, Fingerprint};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot, watch};
 
-use crate::churn::{self, ChurnReport, ObjectCounts, Tally, Watcher};
+use crate::churn::{self, ChurnReport, ServerStats, Tally, Watcher};
 use crate::config::Config;
 use crate::cpu::{find_pid_by_name, find_pid_by_port, process_cpu_time, sample};
 use crate::downlink::LinkShape;
@@ -728,7 +728,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
 
     tokio::time::sleep(Duration::from_secs_f64(cfg.settle)).await;
     let mut watcher = if cfg.churning() {
-        let Some(baseline) = ObjectCounts::fetch(&host, port, admin_key).await else {
+        let Some(baseline) = ServerStats::fetch(&host, port, admin_key).await else {
             let _ = stop_tx.send(true);
             bail!(
                 "--churn needs the object counts of GET /api/stats (pass --admin-key when the \
@@ -763,10 +763,10 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
         }
         let mut peers = String::new();
         if let Some(w) = watcher.as_mut()
-            && let Some(counts) = ObjectCounts::fetch(&host, port, admin_key).await
+            && let Some(stats) = ServerStats::fetch(&host, port, admin_key).await
         {
-            w.observe(&counts);
-            peers = format!("  server peers {}", counts.get("peers").unwrap_or(0));
+            w.observe(&stats);
+            peers = format!("  server peers {}", stats.counts.get("peers").unwrap_or(0));
         }
         let (tx, rx) = oneshot::channel();
         ctx.media.send(Command::Snapshot(tx))?;
@@ -857,7 +857,8 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
 }
 
 /// After the churn: waits until the server's object counts are back at the baseline (or
-/// `--churn-settle` runs out), following their peaks, then takes the end figures.
+/// `--churn-settle` runs out), following their peaks, rests `--churn-rest`, then takes the
+/// end figures.
 async fn settle(
     cfg: &Config,
     host: &str,
@@ -870,21 +871,22 @@ async fn settle(
     let admin_key = cfg.admin_key.as_deref();
     let from = Instant::now();
     let limit = from + Duration::from_secs_f64(cfg.churn_settle);
-    let mut end = ObjectCounts::default();
+    let mut end = ServerStats::default();
     loop {
         if let Some(s) = pid.and_then(sample) {
             watcher.observe_process(Instant::now(), &s);
         }
-        if let Some(counts) = ObjectCounts::fetch(host, port, admin_key).await {
-            watcher.observe(&counts);
-            let back = counts == *watcher.baseline();
+        if let Some(stats) = ServerStats::fetch(host, port, admin_key).await {
+            watcher.observe(&stats);
+            let counts = &stats.counts;
+            let back = counts == watcher.baseline();
             progress(format!(
                 "churn: {:.1} s after the last leave, server peers {} (baseline {})",
                 from.elapsed().as_secs_f64(),
                 counts.get("peers").unwrap_or(0),
                 watcher.baseline().get("peers").unwrap_or(0),
             ));
-            end = counts;
+            end = stats;
             if back {
                 break;
             }
@@ -895,6 +897,18 @@ async fn settle(
         tokio::time::sleep(SETTLE_POLL).await;
     }
     let settled = from.elapsed();
+    // The counts are back; the pages the last peers freed go back to the system soon after.
+    let rest_until = Instant::now() + Duration::from_secs_f64(cfg.churn_rest);
+    while Instant::now() < rest_until {
+        tokio::time::sleep(SETTLE_POLL.min(rest_until - Instant::now())).await;
+        if let Some(s) = pid.and_then(sample) {
+            watcher.observe_process(Instant::now(), &s);
+        }
+        if let Some(stats) = ServerStats::fetch(host, port, admin_key).await {
+            watcher.observe(&stats);
+            end = stats;
+        }
+    }
     let end_process = (Instant::now(), pid.and_then(sample));
     watcher.report(cfg, tally, &end, end_process, settled)
 }

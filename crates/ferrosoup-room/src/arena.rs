@@ -34,6 +34,9 @@ slab_key!(
     ConsumerKey,
 );
 
+/// Capacity below which an [`Arena`] is not shrunk.
+const MIN_SHRINK_CAPACITY: usize = 16;
+
 /// A slab whose keys are of type `K`.
 pub struct Arena<K, T> {
     slab: Slab<T>,
@@ -55,9 +58,25 @@ impl<K: From<usize> + Into<usize> + Copy, T> Arena<K, T> {
         K::from(self.slab.insert(value))
     }
 
-    /// Removes and returns the value at `key`, if any.
+    /// Removes and returns the value at `key`, if any. Once the table holds less than a
+    /// quarter of what it has room for, the room above its highest key is given back: a
+    /// burst of peers does not keep the table at its peak size (whole objects, a few
+    /// hundred bytes each, per slot) after they left.
     pub fn remove(&mut self, key: K) -> Option<T> {
-        self.slab.try_remove(key.into())
+        let value = self.slab.try_remove(key.into())?;
+        if self.slab.capacity() > MIN_SHRINK_CAPACITY && self.slab.len() * 4 <= self.slab.capacity()
+        {
+            // Cheap when nothing can go (the highest key is taken): it only rebuilds its
+            // free list when it dropped vacant slots.
+            self.slab.shrink_to_fit();
+        }
+        Some(value)
+    }
+
+    /// Slots the table has room for without growing.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.slab.capacity()
     }
 
     /// The value at `key`.
@@ -92,5 +111,54 @@ impl<K: Into<usize>, T> std::ops::Index<K> for Arena<K, T> {
 impl<K: Into<usize>, T> std::ops::IndexMut<K> for Arena<K, T> {
     fn index_mut(&mut self, key: K) -> &mut T {
         &mut self.slab[key.into()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_does_not_keep_its_room_after_it_left() {
+        let mut arena: Arena<TransportKey, [u8; 256]> = Arena::default();
+        let steady: Vec<TransportKey> = (0..8).map(|_| arena.insert([1; 256])).collect();
+        let burst: Vec<TransportKey> = (0..500).map(|_| arena.insert([2; 256])).collect();
+        assert!(arena.capacity() >= 508);
+        for k in burst
+            .iter()
+            .rev()
+            .step_by(2)
+            .chain(burst.iter().rev().skip(1).step_by(2))
+        {
+            assert_eq!(arena.remove(*k), Some([2; 256]));
+        }
+        assert_eq!(arena.len(), 8);
+        assert!(arena.capacity() < 32, "capacity {}", arena.capacity());
+        // The steady keys still lead to their values, and new ones go in.
+        for k in &steady {
+            assert_eq!(arena.get(*k), Some(&[1; 256]));
+        }
+        let k = arena.insert([3; 256]);
+        assert_eq!(arena[k], [3; 256]);
+        assert_eq!(arena.remove(k), Some([3; 256]));
+        assert_eq!(arena.remove(k), None);
+    }
+
+    #[test]
+    fn a_high_key_still_taken_keeps_the_table_whole() {
+        let mut arena: Arena<ConsumerKey, u64> = Arena::default();
+        let keys: Vec<ConsumerKey> = (0..100).map(|i| arena.insert(i)).collect();
+        for k in &keys[..99] {
+            arena.remove(*k);
+        }
+        // Key 99 is still there: nothing below it can go, and it is still found.
+        assert_eq!(arena.get(keys[99]), Some(&99));
+        assert_eq!(arena.len(), 1);
+        assert_eq!(arena.remove(keys[99]), Some(99));
+        assert!(
+            arena.capacity() <= MIN_SHRINK_CAPACITY,
+            "capacity {}",
+            arena.capacity()
+        );
     }
 }

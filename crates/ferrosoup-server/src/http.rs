@@ -20,6 +20,7 @@ use ferrosoup_signal::{ConnectParams, Hub, ResumeRegistry};
 use crate::access::{AdminKey, AllowedOrigins, IpConnections, require_admin};
 use crate::ice_servers::IceServersConfig;
 use crate::liveness::Liveness;
+use crate::memory::MemoryStats;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -326,6 +327,11 @@ pub async fn render_metrics(hub: &Hub) -> Result<String, prometheus::Error> {
     gauge("ferrosoup_workers", "Worker threads", workers.len())?;
     gauge("ferrosoup_rooms", "Rooms open", rooms)?;
     gauge("ferrosoup_peers", "Peers joined", peers)?;
+    if let Some(memory) = MemoryStats::read() {
+        for (name, help, v) in memory.fields() {
+            gauge(&format!("ferrosoup_memory_{name}_bytes"), help, v as usize)?;
+        }
+    }
     let object_gauges = ["routers", "transports", "producers", "consumers"];
     let mut per_worker_gauges = Vec::new();
     for name in object_gauges {
@@ -448,7 +454,7 @@ async fn api_stats(State(state): State<AppState>) -> axum::Json<Value> {
         room_json(room, bandwidth.as_ref())
     }))
     .await;
-    axum::Json(json!({"workers": workers, "rooms": rooms}))
+    axum::Json(json!({"workers": workers, "rooms": rooms, "memory": MemoryStats::read()}))
 }
 
 /// How long `/api/stats` waits for a worker's bandwidth stats of a room.

@@ -6,6 +6,7 @@ mod http;
 mod ice_servers;
 mod liveness;
 mod probe;
+mod memory;
 mod ws;
 
 use std::net::SocketAddr;
