@@ -117,11 +117,6 @@ impl Downlink {
         }
     }
 
-    /// The link's shape.
-    pub fn shape(&self) -> LinkShape {
-        self.shape
-    }
-
     /// Counts so far.
     pub fn counters(&self) -> DownlinkCounters {
         self.counters
