@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferrosoup_bwe::BweConfig;
+use ferrosoup_bwe::{BweConfig, PACING_FACTOR};
 use ferrosoup_proto::ortc::ProducerType;
 use ferrosoup_proto::rtp_parameters::MediaKind;
 
@@ -82,7 +82,11 @@ impl Engine {
             return;
         };
         if bwe.feedback_seen {
-            let pacing = bwe.estimator.pacing_bps();
+            // Never below what the allocation forwards (audio and single-layer video it
+            // cannot lower included): the pacer spreads bursts, and holding media that
+            // no layer switch will reduce would only queue it until it is dropped.
+            let floor = (bwe.allocated_bps as f64 * PACING_FACTOR) as u64;
+            let pacing = bwe.estimator.pacing_bps().max(floor);
             bwe.pacer.set_rate(now, pacing);
         }
         if bwe.estimator.poll_probe(now).is_some() {
