@@ -5,8 +5,8 @@ mod config;
 mod http;
 mod ice_servers;
 mod liveness;
-mod probe;
 mod memory;
+mod probe;
 mod ws;
 
 use std::net::SocketAddr;
