@@ -107,6 +107,8 @@ pub struct BandwidthEstimator {
     desired: u64,
     estimate: u64,
     feedbacks: u64,
+    /// A measurement moved the estimate (see [`BandwidthEstimator::is_measured`]).
+    measured: bool,
     /// One feedback's results (reused: allocated once).
     results: Vec<PacketResult>,
 }
@@ -131,6 +133,7 @@ impl BandwidthEstimator {
             desired: 0,
             estimate: start,
             feedbacks: 0,
+            measured: false,
             results: Vec::with_capacity(256),
         }
     }
@@ -142,6 +145,13 @@ impl BandwidthEstimator {
     /// The estimate, bit/s.
     pub fn estimate_bps(&self) -> u64 {
         self.estimate
+    }
+
+    /// Whether the estimate rests on a measurement of the link: the delay-based rate went
+    /// down on an overuse, the loss bound held it, or a probe raised it. Until then it is
+    /// the start value grown by the additive increase: a guess, not a limit the link showed.
+    pub fn is_measured(&self) -> bool {
+        self.measured
     }
 
     /// The pacing rate, bit/s.
@@ -209,11 +219,14 @@ impl BandwidthEstimator {
             }
         }
         let acked = self.last_arrival_us.and_then(|l| self.acked.rate_bps(l));
+        let before = self.aimd.bitrate();
         self.aimd.update(now_us, self.trendline.usage(), acked);
+        self.measured |= self.aimd.bitrate() < before;
         if let Some(rate) = probe
             && rate > self.aimd.bitrate()
         {
             self.aimd.set_bitrate(now_us, rate);
+            self.measured = true;
         }
         self.loss.on_feedback(
             now_us,
@@ -227,6 +240,7 @@ impl BandwidthEstimator {
             .loss
             .bound()
             .map_or(self.aimd.bitrate(), |b| b.min(self.aimd.bitrate()));
+        self.measured |= bounded < self.aimd.bitrate();
         self.estimate = bounded.clamp(self.config.min_bps, self.config.max_bps);
         self.update_alr();
     }

@@ -187,6 +187,8 @@ pub struct Consumer {
     pub consumer_type: ProducerType,
     /// Paused by its client.
     pub paused: bool,
+    /// Its transport's DTLS is connected (SRTP keys known).
+    pub transport_connected: bool,
     /// Paused because its producer is.
     pub producer_paused: bool,
     /// Outgoing SSRC.
@@ -248,9 +250,10 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// True when packets may flow to the client.
+    /// True when packets may flow to the client: neither side paused, and the transport
+    /// can send (a keyframe forwarded before DTLS completes would be lost).
     pub fn is_active(&self) -> bool {
-        !self.paused && !self.producer_paused
+        !self.paused && !self.producer_paused && self.transport_connected
     }
 
     /// The send work for one producer packet: decide, then rewrite a copy into a buffer of

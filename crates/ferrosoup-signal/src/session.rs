@@ -158,11 +158,19 @@ impl Session {
             return Frame::Answer(answer.to_owned());
         }
         let method = Method::from_name(&request.method);
+        let started = std::time::Instant::now();
         let result = match method {
             Some(m) => self.dispatch(m, &request.data).await,
             None => Err(RequestError::UnknownMethod(request.method.clone()).into()),
         };
         let code = result.as_ref().map_or_else(|e| e.code.code(), |_| 200);
+        tracing::debug!(
+            method = %request.method,
+            id = request.id,
+            code,
+            took_us = started.elapsed().as_micros() as u64,
+            "request answered"
+        );
         self.hub
             .request_stats()
             .record(&request.method, method.is_some(), code);

@@ -81,7 +81,11 @@ impl Engine {
         else {
             return;
         };
-        if bwe.feedback_seen {
+        // Pacing follows a measured estimate only: the start value is a guess, and pacing
+        // the keyframes of a join at 1.1 × that guess holds the first frames back (five
+        // peers' keyframes at 660 kbit/s: about half a second). A link that cannot take
+        // them shows an overuse or loss within a feedback or two, and pacing starts.
+        if bwe.feedback_seen && bwe.estimator.is_measured() {
             // Never below what the allocation forwards (audio and single-layer video it
             // cannot lower included): the pacer spreads bursts, and holding media that
             // no layer switch will reduce would only queue it until it is dropped.
@@ -194,14 +198,16 @@ impl Engine {
         bwe.allocated_bps = reserved + budget - left;
         bwe.last = bwe.estimator.stats();
         let steers = bwe.steers(now);
-        let feedback_seen = bwe.feedback_seen;
+        let measured = bwe.feedback_seen && bwe.estimator.is_measured();
         for ((&c, &layer), demand) in keys.iter().zip(layers.iter()).zip(demands.iter()) {
             let allocation = match (steers, layer) {
                 (false, _) => Allocation::Unlimited,
                 (true, Some(l)) => Allocation::Layer(Layer::from_step(l)),
-                // Only feedback pauses a consumer: a joiner whose room has more video than
-                // the start estimate sees everyone's lowest layer at once.
-                (true, None) if !feedback_seen => demand.lowest().map_or(Allocation::Paused, |l| {
+                // Only a measured limit pauses a consumer: a joiner whose room has more
+                // video than the start estimate (or what additive increase made of it while
+                // the first consumers flowed) sees everyone's lowest layer at once, and the
+                // probe that follows tells whether the link carries it.
+                (true, None) if !measured => demand.lowest().map_or(Allocation::Paused, |l| {
                     Allocation::Layer(Layer::from_step(l))
                 }),
                 (true, None) => Allocation::Paused,

@@ -603,6 +603,7 @@ impl Engine {
             kind,
             consumer_type: producer.producer_type,
             paused: spec.paused,
+            transport_connected: self.transports[t].srtp.is_some(),
             producer_paused,
             ssrc: spec.ssrc,
             rtx: spec.rtx,
@@ -667,6 +668,7 @@ impl Engine {
         out: &mut dyn Transmit,
     ) -> Result<(), RoomError> {
         let key = self.consumer_key(router_id, id)?;
+        tracing::debug!(consumer = %id, paused, "consumer paused or resumed by its client");
         if self.consumers[key].paused != paused {
             self.consumers[key].paused = paused;
             let transport = self.consumers[key].transport;

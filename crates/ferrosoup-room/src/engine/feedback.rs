@@ -210,6 +210,7 @@ impl Engine {
             self.timers.arm(Timer::KeyframeRequest(p, stream as u8), at);
         }
         self.counters.plis_sent += 1;
+        tracing::debug!(producer = %producer.id, stream, "keyframe request sent");
         let len =
             rtcp::write_pli(&mut self.scratch.rtcp[..], REPORTER_SSRC, media_ssrc).unwrap_or(0);
         self.send_rtcp(t, len, out);

@@ -72,6 +72,7 @@ impl Engine {
                 Err(reason) => counters.rtp_dropped.add(reason),
             }
             if let Some(change) = forwarded.layer_change {
+                tracing::debug!(consumer = %consumer.id, layer = ?change.spatial, "forwarded layer switched");
                 let _ = events.send(layers_event(consumer.id, change));
             }
             want_keyframe |= forwarded.wants_keyframe;

@@ -249,6 +249,7 @@ impl Engine {
             tracing::warn!(transport = %t.id, "dtls start failed: {e}");
         }
         let remote = t.remote();
+        let could_send = t.srtp.is_some();
         let mut connected = false;
         if let Some(dtls) = t.dtls.as_mut() {
             while let Some(datagram) = dtls.poll_transmit() {
@@ -262,6 +263,7 @@ impl Engine {
                         Ok(srtp) => {
                             t.srtp = Some(srtp);
                             connected = true;
+                            tracing::debug!(transport = %t.id, "dtls connected");
                         }
                         Err(e) => tracing::warn!(transport = %t.id, "srtp setup failed: {e}"),
                     },
@@ -290,11 +292,40 @@ impl Engine {
                 dtls_state: state.1,
             });
         }
+        let can_send = t.srtp.is_some();
         if connected {
             self.timers
                 .arm(Timer::Reports(key), now + feedback::RTCP_INTERVAL);
         }
+        if can_send != could_send {
+            self.on_transport_can_send(key, can_send, now, out);
+        }
         self.arm_connection_timer(key);
+    }
+
+    /// The transport's DTLS connected (or was lost): its consumers start (or stop). Started
+    /// video consumers get their layer and ask for a keyframe at once, as a consumer resumed
+    /// on a connected transport does.
+    fn on_transport_can_send(
+        &mut self,
+        key: TransportKey,
+        can_send: bool,
+        now: Instant,
+        out: &mut dyn Transmit,
+    ) {
+        let Self {
+            transports,
+            consumers,
+            ..
+        } = self;
+        for &c in &transports[key].consumers {
+            consumers[c].transport_connected = can_send;
+        }
+        self.allocate(key, now, out);
+        for i in 0..self.transports[key].consumers.len() {
+            let c = self.transports[key].consumers[i];
+            self.on_consumer_activity_changed(c, now, out);
+        }
     }
 
     /// Sends a media event to the control path (never per packet).

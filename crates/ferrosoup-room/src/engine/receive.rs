@@ -128,6 +128,9 @@ impl Engine {
             );
         }
         let arrived = self.producers[p].receive(now, sref, data, len, info, audio_level)?;
+        if arrived.received.keyframe {
+            tracing::debug!(producer = %self.producers[p].id, stream = arrived.stream, "keyframe arrived");
+        }
         self.after_receive(now, p, &arrived);
         let producer = &self.producers[p];
         if producer.paused {
@@ -279,6 +282,7 @@ impl Engine {
                 RtcpItem::Pli { media_ssrc, .. } => {
                     self.counters.plis_received += 1;
                     if let Some(&c) = self.transports[key].consumer_ssrcs.get(&media_ssrc) {
+                        tracing::debug!(consumer = %self.consumers[c].id, "keyframe request from the client");
                         self.consumers[c].keyframe_requests += 1;
                         self.request_keyframe_for_consumer(c, now, out);
                     }
