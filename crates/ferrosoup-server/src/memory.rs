@@ -9,10 +9,14 @@
 //!
 //! [`MemoryStats`] is jemalloc's own account (bytes the program holds, pages it touched,
 //! pages resident), in `GET /api/stats` and `/metrics`.
+//!
+//! Built without the default feature `jemalloc` (`--no-default-features`), the server uses
+//! the system's allocator and reports no [`MemoryStats`]: for comparisons, and for tools
+//! that replace the system allocator (valgrind, heaptrack).
 
 use serde::Serialize;
-use tikv_jemalloc_ctl::{epoch, stats};
 
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -28,6 +32,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 ///   a burst (1 MiB less RSS after a churn run than with jemalloc's 4 arenas per core and
 ///   thread caches). The media path allocates nothing, so only the control path (a few
 ///   allocations per signaling message) takes the arena's lock.
+#[cfg(feature = "jemalloc")]
 #[used]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: &[u8; 83] =
@@ -50,7 +55,9 @@ pub struct MemoryStats {
 impl MemoryStats {
     /// Reads the current figures (`None` if jemalloc does not answer, which a build
     /// without its statistics would do).
+    #[cfg(feature = "jemalloc")]
     pub fn read() -> Option<Self> {
+        use tikv_jemalloc_ctl::{epoch, stats};
         // The figures are cached; advancing the epoch refreshes them.
         epoch::advance().ok()?;
         let read = |r: tikv_jemalloc_ctl::Result<usize>| r.ok().map(|v| v as u64);
@@ -60,6 +67,12 @@ impl MemoryStats {
             resident: read(stats::resident::read())?,
             metadata: read(stats::metadata::read())?,
         })
+    }
+
+    /// With the system's allocator: no figures.
+    #[cfg(not(feature = "jemalloc"))]
+    pub fn read() -> Option<Self> {
+        None
     }
 
     /// `(name, help, value)` of each figure, for `/api/stats` and `/metrics`.
@@ -89,7 +102,7 @@ impl MemoryStats {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "jemalloc"))]
 mod tests {
     use super::*;
 
