@@ -438,6 +438,7 @@ impl Watcher {
             joins_per_second: cfg.churn,
             lifetime_s: cfg.churn_lifetime,
             drop_share: cfg.churn_drop,
+            warmup_peers: 0,
             tally,
             settle_s: settle.as_secs_f64(),
             rss_bytes,
@@ -480,6 +481,8 @@ pub struct ChurnReport {
     pub lifetime_s: f64,
     /// Share of them that left abruptly (`--churn-drop`).
     pub drop_share: f64,
+    /// Churn peers that joined and left before the baseline (`--churn-warmup`).
+    pub warmup_peers: usize,
     /// What the churn peers did.
     #[serde(flatten)]
     pub tally: Tally,

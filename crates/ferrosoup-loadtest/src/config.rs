@@ -62,8 +62,10 @@ CHURN
   in use (memory.allocated of GET /api/stats) and every object count of GET /api/stats
   (rooms, peers and the peers' transports, producers and consumers as the signaling layer
   lists them; routers, transports, producers and consumers per worker) at the baseline,
-  at their peak and at the end, and whether the end is within 5 % of the baseline. The baseline is taken --settle seconds after the last steady join: give the
-  server's buffers of the steady streams time to fill first (it keeps the last 512
+  at their peak and at the end, and whether the end is within 5 % of the baseline.
+  The baseline is taken --settle seconds after the last steady join, and after
+  --churn-warmup seconds of churn whose peers all left when given: give the server's
+  buffers of the steady streams time to fill first (it keeps the last 512
   packets of each video stream, 15-20 s at a few hundred kbit/s), or the baseline RSS is
   low. Churn peers are left out of the delivery, latency and join figures. A churn
   run sends only to loopback: the URL's host and the media candidates must be loopback
@@ -217,6 +219,11 @@ pub struct Config {
     /// not fit is dropped.
     #[arg(long, default_value_t = 300.0)]
     pub downlink_queue_ms: f64,
+    /// With --churn: seconds of churn before the baseline (peers that join and leave the
+    /// same way, until the counts are back), so that the baseline is that of a server
+    /// that has already seen peers leave; 0 for none.
+    #[arg(long, default_value_t = 0.0)]
+    pub churn_warmup: f64,
     /// With --churn: seconds from the counts' return to the baseline to the end figures,
     /// for the server's allocator to give back the pages the last peers freed (it does
     /// within about a second).
@@ -291,6 +298,9 @@ impl Config {
             }
             if !(self.churn_settle >= 0.0 && self.churn_settle.is_finite()) {
                 return Err("--churn-settle must be zero or more seconds".into());
+            }
+            if !(self.churn_warmup >= 0.0 && self.churn_warmup.is_finite()) {
+                return Err("--churn-warmup must be zero or more seconds".into());
             }
             if !(self.churn_rest >= 0.0 && self.churn_rest.is_finite()) {
                 return Err("--churn-rest must be zero or more seconds".into());

@@ -645,7 +645,10 @@ fn churn_table(s: &mut String, c: &ChurnReport) {
     );
     row(
         "churn peers joined / failed",
-        format!("{} / {}", t.joined, t.join_failures),
+        format!(
+            "{} / {} (and {} before the baseline)",
+            t.joined, t.join_failures, c.warmup_peers
+        ),
     );
     row(
         "churn left / dropped / lost",

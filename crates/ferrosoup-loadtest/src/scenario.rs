@@ -709,7 +709,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
     };
     let publishers = specs(true, cfg.publishers);
     let subscribers = specs(false, cfg.subscribers);
-    let first_churn_index = index;
+    let mut first_churn_index = index;
 
     let progress = |text: String| {
         if !cfg.quiet {
@@ -727,6 +727,17 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
     let subs = await_joins("subscribers", &subscribers, rx, &progress).await;
 
     tokio::time::sleep(Duration::from_secs_f64(cfg.settle)).await;
+    let mut warmup_peers = 0;
+    if cfg.churning() && cfg.churn_warmup > 0.0 {
+        progress("churn: warm-up".to_owned());
+        let warm = warm_up(&ctx, first_churn_index, &host, port).await;
+        let Some(warm) = warm else {
+            let _ = stop_tx.send(true);
+            bail!("the warm-up churn peers did not leave the server within --churn-settle");
+        };
+        first_churn_index += warm.started as u32;
+        warmup_peers = warm.joined;
+    }
     let mut watcher = if cfg.churning() {
         let Some(baseline) = ServerStats::fetch(&host, port, admin_key).await else {
             let _ = stop_tx.send(true);
@@ -799,7 +810,9 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
         (Some(task), Some(watcher)) => {
             progress("churn: waiting for the last peers to leave".to_owned());
             let tally = task.await.context("churn task")?;
-            Some(settle(&cfg, &host, port, pid, watcher, tally, &progress).await)
+            let mut report = settle(&cfg, &host, port, pid, watcher, tally, &progress).await;
+            report.warmup_peers = warmup_peers;
+            Some(report)
         }
         _ => None,
     };
@@ -854,6 +867,30 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
         Err(_) => tracing::debug!("peer tasks still hold the context; media thread detached"),
     }
     Ok(Report::build(facts, &media_report))
+}
+
+/// `--churn-warmup`: churn peers for that long, then waits until the server's object counts
+/// are back where they were and rests `--churn-rest`. `None` if they are not back within
+/// `--churn-settle`.
+async fn warm_up(ctx: &Arc<Ctx>, first_index: u32, host: &str, port: u16) -> Option<Tally> {
+    let cfg = &ctx.cfg;
+    let admin_key = cfg.admin_key.as_deref();
+    let before = ServerStats::fetch(host, port, admin_key).await?.counts;
+    let until = Instant::now() + Duration::from_secs_f64(cfg.churn_warmup);
+    let tally = churn::drive(ctx.clone(), first_index, until).await;
+    let limit = Instant::now() + Duration::from_secs_f64(cfg.churn_settle);
+    loop {
+        let now = ServerStats::fetch(host, port, admin_key).await;
+        if now.is_some_and(|s| s.counts == before) {
+            break;
+        }
+        if Instant::now() >= limit {
+            return None;
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+    tokio::time::sleep(Duration::from_secs_f64(cfg.churn_rest)).await;
+    Some(tally)
 }
 
 /// After the churn: waits until the server's object counts are back at the baseline (or

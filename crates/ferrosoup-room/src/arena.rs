@@ -58,17 +58,21 @@ impl<K: From<usize> + Into<usize> + Copy, T> Arena<K, T> {
         K::from(self.slab.insert(value))
     }
 
-    /// Removes and returns the value at `key`, if any. Once the table holds less than a
-    /// quarter of what it has room for, the room above its highest key is given back: a
-    /// burst of peers does not keep the table at its peak size (whole objects, a few
-    /// hundred bytes each, per slot) after they left.
+    /// Removes and returns the value at `key`, if any. Once the table holds less than half
+    /// of what it has room for, the room above its highest key is given back, but a
+    /// quarter of what it holds (a slot is a whole object, up to a few KiB): a burst of
+    /// peers does not keep the table at its peak size after they left, and one peer coming
+    /// and going at the edge does not reallocate it each time.
     pub fn remove(&mut self, key: K) -> Option<T> {
         let value = self.slab.try_remove(key.into())?;
-        if self.slab.capacity() > MIN_SHRINK_CAPACITY && self.slab.len() * 4 <= self.slab.capacity()
-        {
+        let capacity = self.slab.capacity();
+        if capacity > MIN_SHRINK_CAPACITY && self.slab.len() * 2 <= capacity {
             // Cheap when nothing can go (the highest key is taken): it only rebuilds its
             // free list when it dropped vacant slots.
             self.slab.shrink_to_fit();
+            if self.slab.capacity() < capacity {
+                self.slab.reserve_exact(self.slab.len() / 4);
+            }
         }
         Some(value)
     }
@@ -133,7 +137,11 @@ mod tests {
             assert_eq!(arena.remove(*k), Some([2; 256]));
         }
         assert_eq!(arena.len(), 8);
-        assert!(arena.capacity() < 32, "capacity {}", arena.capacity());
+        assert!(
+            arena.capacity() <= MIN_SHRINK_CAPACITY,
+            "capacity {}",
+            arena.capacity()
+        );
         // The steady keys still lead to their values, and new ones go in.
         for k in &steady {
             assert_eq!(arena.get(*k), Some(&[1; 256]));
@@ -142,6 +150,17 @@ mod tests {
         assert_eq!(arena[k], [3; 256]);
         assert_eq!(arena.remove(k), Some([3; 256]));
         assert_eq!(arena.remove(k), None);
+        // Half full is small enough: a table grown to 64 for 32 is cut back to about 32.
+        let mut arena: Arena<ProducerKey, u64> = Arena::default();
+        let keys: Vec<ProducerKey> = (0..64).map(|i| arena.insert(i)).collect();
+        for k in &keys[32..] {
+            arena.remove(*k);
+        }
+        assert!(
+            (32..=40).contains(&arena.capacity()),
+            "capacity {}",
+            arena.capacity()
+        );
     }
 
     #[test]

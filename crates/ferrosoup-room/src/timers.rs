@@ -37,6 +37,9 @@ pub enum Timer {
     Pace(TransportKey),
 }
 
+/// Capacity below which [`TimerTable::release_unused`] leaves a table as it is.
+const MIN_SHRINK_CAPACITY: usize = 64;
+
 /// Deadlines by timer, earliest first.
 #[derive(Default)]
 pub struct TimerTable {
@@ -52,6 +55,28 @@ impl TimerTable {
         }
         self.armed.insert(timer, at);
         self.heap.push(Reverse((at, timer)));
+    }
+
+    /// Gives back the room the table grew to for objects that are gone: once it holds
+    /// more cancelled entries than live ones it drops them, and once either table is less
+    /// than half full it shrinks to what it holds and a quarter more. For the control
+    /// path, after objects closed (it may reallocate).
+    pub fn release_unused(&mut self) {
+        if self.heap.len() > MIN_SHRINK_CAPACITY && self.heap.len() > 2 * self.armed.len() {
+            let armed = &self.armed;
+            self.heap
+                .retain(|Reverse((at, timer))| armed.get(timer) == Some(at));
+        }
+        if self.heap.capacity() > MIN_SHRINK_CAPACITY && self.heap.len() * 2 <= self.heap.capacity()
+        {
+            self.heap.shrink_to(self.heap.len() + self.heap.len() / 4);
+        }
+        if self.armed.capacity() > MIN_SHRINK_CAPACITY
+            && self.armed.len() * 2 <= self.armed.capacity()
+        {
+            self.armed
+                .shrink_to(self.armed.len() + self.armed.len() / 4);
+        }
     }
 
     /// Cancels `timer`.
@@ -94,6 +119,28 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn cancelled_timers_give_their_room_back() {
+        let t0 = Instant::now();
+        let mut table = TimerTable::default();
+        let steady = Timer::Reports(TransportKey::from(0));
+        table.arm(steady, t0 + ms(10));
+        for k in 1..2000 {
+            table.arm(Timer::Pace(TransportKey::from(k)), t0 + ms(k as u64));
+        }
+        let peak = table.heap.capacity();
+        for k in 1..2000 {
+            table.disarm(Timer::Pace(TransportKey::from(k)));
+        }
+        table.release_unused();
+        assert!(table.heap.capacity() <= MIN_SHRINK_CAPACITY && peak >= 2000);
+        assert!(table.armed.capacity() <= MIN_SHRINK_CAPACITY);
+        // What is still armed still fires, and only that.
+        assert_eq!(table.poll_timeout(), Some(t0 + ms(10)));
+        assert_eq!(table.pop_due(t0 + ms(5000)), Some(steady));
+        assert_eq!(table.pop_due(t0 + ms(5000)), None);
     }
 
     #[test]

@@ -157,7 +157,7 @@ impl Engine {
     /// Registers a router.
     pub fn create_router(&mut self, id: RouterId) {
         self.routers.entry(id).or_default();
-        self.update_counts();
+        self.objects_changed();
     }
 
     /// Closes a router and everything in it.
@@ -168,7 +168,7 @@ impl Engine {
             }
         }
         self.timers.disarm(Timer::ActiveSpeaker(id));
-        self.update_counts();
+        self.objects_changed();
     }
 
     /// Creates a WebRTC transport in a router.
@@ -192,7 +192,7 @@ impl Engine {
         self.transport_ids.insert(id, key);
         self.by_ufrag.insert(ice.ufrag.clone(), key);
         self.arm_connection_timer(key);
-        self.update_counts();
+        self.objects_changed();
         Ok(TransportInfo {
             id,
             ice,
@@ -335,7 +335,7 @@ impl Engine {
             r.transports.retain(|&t| t != key);
         }
         let closed = self.remove_transport(key, out);
-        self.update_counts();
+        self.objects_changed();
         Ok(closed)
     }
 
@@ -498,7 +498,7 @@ impl Engine {
                 now + super::observers::SPEAKER_INTERVAL,
             );
         }
-        self.update_counts();
+        self.objects_changed();
         Ok(id)
     }
 
@@ -538,7 +538,7 @@ impl Engine {
         let t = self.producers[key].transport;
         self.transports[t].producers.retain(|&p| p != key);
         let consumers = self.remove_producer(key).map(|(_, c)| c);
-        self.update_counts();
+        self.objects_changed();
         Ok(consumers.unwrap_or_default())
     }
 
@@ -651,7 +651,7 @@ impl Engine {
         // The new consumer starts on the layer the estimate allows.
         self.allocate(t, now, out);
         self.on_consumer_activity_changed(key, now, out);
-        self.update_counts();
+        self.objects_changed();
         Ok(Consumed {
             id,
             producer_paused,
@@ -727,7 +727,7 @@ impl Engine {
     pub fn close_consumer(&mut self, router_id: RouterId, id: ConsumerId) -> Result<(), RoomError> {
         let key = self.consumer_key(router_id, id)?;
         self.remove_consumer(key);
-        self.update_counts();
+        self.objects_changed();
         Ok(())
     }
 
@@ -819,8 +819,10 @@ impl Engine {
         ))
     }
 
-    /// Refreshes the object counts in the counters.
-    fn update_counts(&mut self) {
+    /// After objects came or went: refreshes the object counts in the counters, and lets
+    /// the timer table give back the room of timers that are gone.
+    fn objects_changed(&mut self) {
+        self.timers.release_unused();
         self.counters.routers = self.routers.len() as u64;
         self.counters.transports = self.transports.len() as u64;
         self.counters.producers = self.producers.len() as u64;
