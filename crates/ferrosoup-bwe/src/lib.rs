@@ -25,8 +25,8 @@ use crate::delay::{InterArrival, QueueDelay, Trendline, Usage};
 use crate::history::{PacketResult, SendHistory};
 use crate::loss::LossBound;
 pub use crate::pacer::PacerBudget;
-pub use crate::probe::ProbeCluster;
 use crate::probe::Prober;
+pub use crate::probe::{ProbeCluster, ProbeResult};
 use crate::rate::RateMeter;
 
 /// The pacing rate over the estimate.
@@ -37,6 +37,12 @@ pub const PACING_FACTOR: f64 = 1.1;
 const ACKED_WINDOW_US: i64 = 200_000;
 /// Window of the sent rate (application-limited detection).
 const SENT_WINDOW_US: i64 = 500_000;
+/// After a probe that reached the link's capacity, for this long the throughput an
+/// overuse decreases from is at least what the probe measured: the probe's own queue shows
+/// as an overuse a round trip later, while what the receiver acknowledged is only what
+/// the layers sent (an SFU sending one low layer is application-limited), and decreasing
+/// from that undid every probe (the estimate fell back to 1.5 × the low layer).
+const PROBE_THROUGHPUT_US: i64 = 500_000;
 /// The sender is application-limited below this share of the estimate...
 const ALR_ENTER: f64 = 0.65;
 /// ...until it sends more than this share again.
@@ -103,6 +109,8 @@ pub struct BandwidthEstimator {
     acked: RateMeter,
     last_arrival_us: Option<i64>,
     prober: Prober,
+    /// When a probe last reached the link's capacity, and the rate it measured (bit/s).
+    probe_capacity: Option<(i64, u64)>,
     in_alr: bool,
     desired: u64,
     estimate: u64,
@@ -129,6 +137,7 @@ impl BandwidthEstimator {
             acked: RateMeter::new(ACKED_WINDOW_US),
             last_arrival_us: None,
             prober: Prober::default(),
+            probe_capacity: None,
             in_alr: false,
             desired: 0,
             estimate: start,
@@ -213,20 +222,32 @@ impl BandwidthEstimator {
                 }
             }
             if r.cluster != 0
-                && let Some(rate) = self.prober.on_result(r.cluster, r.arrival_us, r.size)
+                && let Some(result) = self.prober.on_result(r.cluster, r.arrival_us, r.size)
             {
-                probe = Some(rate);
+                probe = Some(result);
             }
         }
-        let acked = self.last_arrival_us.and_then(|l| self.acked.rate_bps(l));
-        let before = self.aimd.bitrate();
-        self.aimd.update(now_us, self.trendline.usage(), acked);
-        self.measured |= self.aimd.bitrate() < before;
-        if let Some(rate) = probe
-            && rate > self.aimd.bitrate()
+        let mut throughput = self.last_arrival_us.and_then(|l| self.acked.rate_bps(l));
+        if let Some((at, rate)) = self.probe_capacity
+            && now_us - at <= PROBE_THROUGHPUT_US
         {
-            self.aimd.set_bitrate(now_us, rate);
+            throughput = Some(throughput.map_or(rate, |t| t.max(rate)));
+        }
+        let before = self.aimd.bitrate();
+        self.aimd.update(now_us, self.trendline.usage(), throughput);
+        if self.aimd.bitrate() < before {
+            // Decreased: the probe's queue is answered, the next overuse is the link's.
             self.measured = true;
+            self.probe_capacity = None;
+        }
+        if let Some(result) = probe {
+            if result.at_capacity {
+                self.probe_capacity = Some((now_us, result.bitrate));
+            }
+            if result.bitrate > self.aimd.bitrate() {
+                self.aimd.set_bitrate(now_us, result.bitrate);
+                self.measured = true;
+            }
         }
         self.loss.on_feedback(
             now_us,

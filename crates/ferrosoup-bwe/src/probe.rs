@@ -29,6 +29,16 @@ const CONTINUE_SHARE: f64 = 0.7;
 /// ...when it is also this much above the estimate the probe started from.
 const CONTINUE_GAIN: f64 = 1.1;
 
+/// What a cluster measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeResult {
+    /// The rate it showed, bit/s.
+    pub bitrate: u64,
+    /// The bottleneck spaced its packets: it arrived slower than it was sent, so the rate
+    /// is the link's, and the probe left a queue behind.
+    pub at_capacity: bool,
+}
+
 /// A cluster to send: every packet sent during it counts; padding fills what media leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProbeCluster {
@@ -177,9 +187,14 @@ impl Prober {
         t.last_send_size = size;
     }
 
-    /// Notes a feedback result of cluster `id`; returns the cluster's measured rate once
+    /// Notes a feedback result of cluster `id`; returns what the cluster measured once
     /// enough of it was reported.
-    pub fn on_result(&mut self, id: u32, arrival_us: Option<i64>, size: u32) -> Option<u64> {
+    pub fn on_result(
+        &mut self,
+        id: u32,
+        arrival_us: Option<i64>,
+        size: u32,
+    ) -> Option<ProbeResult> {
         let active = self.active?;
         if id != active.id {
             return None;
@@ -204,9 +219,9 @@ impl Prober {
         if t.sent < MIN_PACKETS || f64::from(t.reported) < f64::from(t.sent) * MIN_REPORTED {
             return None;
         }
-        let rate = measured(t);
+        let result = measured(t);
         self.active = None;
-        match rate {
+        match result.map(|r| r.bitrate) {
             Some(r)
                 if r as f64 >= active.bitrate as f64 * CONTINUE_SHARE
                     && r as f64 > active.from_bps as f64 * CONTINUE_GAIN =>
@@ -216,7 +231,7 @@ impl Prober {
             }
             _ => self.backoff(active.end_us()),
         }
-        rate
+        result
     }
 
     /// A probe that found nothing: wait longer before the next.
@@ -245,7 +260,7 @@ impl Prober {
 /// The rate a cluster showed: the lower of its send and receive rates (the receive rate
 /// over the whole cluster or over its second half, whichever is lower), a little under the
 /// receive rate when the bottleneck spaced the packets.
-fn measured(t: &Tally) -> Option<u64> {
+fn measured(t: &Tally) -> Option<ProbeResult> {
     let first_send = t.first_send?;
     let first_arrival = t.first_arrival?;
     if t.received < MIN_PACKETS / 2 {
@@ -268,11 +283,16 @@ fn measured(t: &Tally) -> Option<u64> {
     if f64::from(lost) <= f64::from(t.reported) * LINK_LOSS {
         recv *= f64::from(t.reported) / f64::from(t.received.max(1));
     }
-    Some(if recv < 0.9 * send {
+    let at_capacity = recv < 0.9 * send;
+    let bitrate = if at_capacity {
         0.95 * recv
     } else {
         send.min(recv)
-    } as u64)
+    } as u64;
+    Some(ProbeResult {
+        bitrate,
+        at_capacity,
+    })
 }
 
 #[cfg(test)]
@@ -281,13 +301,18 @@ mod tests {
 
     /// Sends cluster `c` as packets of 1,000 bytes at its rate (as `bytes_due` says),
     /// through a bottleneck of `capacity` bit/s; feeds the results back.
-    fn run(p: &mut Prober, c: ProbeCluster, capacity: u64) -> Option<u64> {
+    fn run(p: &mut Prober, c: ProbeCluster, capacity: u64) -> Option<ProbeResult> {
         run_bucket(p, c, capacity, 0)
     }
 
     /// As `run`, through a token bucket of `capacity` bit/s whose `burst` bytes of tokens
     /// are there when the cluster starts (what passes on them arrives at once).
-    fn run_bucket(p: &mut Prober, c: ProbeCluster, capacity: u64, burst: u64) -> Option<u64> {
+    fn run_bucket(
+        p: &mut Prober,
+        c: ProbeCluster,
+        capacity: u64,
+        burst: u64,
+    ) -> Option<ProbeResult> {
         let mut arrivals = Vec::new();
         let mut arrival = 0;
         let mut sent_bytes = 0;
@@ -321,12 +346,16 @@ mod tests {
         assert_eq!(p.cluster_at(10_000), c.id);
         assert_eq!(p.poll(10_000, 1_000_000, 5_000_000), None, "one at a time");
         let r = run(&mut p, c, 10_000_000).unwrap();
+        assert!(!r.at_capacity, "{r:?}");
+        let r = r.bitrate;
         assert!((1_900_000..=2_600_000).contains(&r), "{r}");
         // Found: the next step comes at once.
         let c = p.poll(200_000, r, 5_000_000).unwrap();
         assert!(c.bitrate >= 2 * r - 1, "{}", c.bitrate);
         // The bottleneck (2.5 Mbit/s) spaces the packets: the result is under it.
         let r = run(&mut p, c, 2_500_000).unwrap();
+        assert!(r.at_capacity, "{r:?}");
+        let r = r.bitrate;
         assert!((2_100_000..=2_500_000).contains(&r), "{r}");
         assert!(
             p.poll(300_000, r, 5_000_000).is_none(),
@@ -344,7 +373,7 @@ mod tests {
             "long enough at a low rate"
         );
         // 400 kbit/s with 3,000 bytes of burst: the first three packets arrive together.
-        let r = run_bucket(&mut p, c, 400_000, 3_000).unwrap();
+        let r = run_bucket(&mut p, c, 400_000, 3_000).unwrap().bitrate;
         assert!(r <= 440_000, "{r}: the burst read as capacity");
         // Under the capacity is fine (the probe just finds no headroom); far under is not.
         assert!(r >= 250_000, "{r}");
