@@ -222,7 +222,9 @@ impl BandwidthEstimator {
                 }
             }
             if r.cluster != 0
-                && let Some(result) = self.prober.on_result(r.cluster, r.arrival_us, r.size)
+                && let Some(result) =
+                    self.prober
+                        .on_result(now_us, r.cluster, r.sent_us, r.arrival_us, r.size)
             {
                 probe = Some(result);
             }
@@ -248,6 +250,8 @@ impl BandwidthEstimator {
                 self.aimd.set_bitrate(now_us, result.bitrate);
                 self.measured = true;
             }
+            // As GoogCC hands a probe's result to its loss-based estimate.
+            self.loss.on_probe(result.bitrate);
         }
         self.loss.on_feedback(
             now_us,

@@ -99,6 +99,14 @@ impl LossBound {
         }
     }
 
+    /// A probe showed the link carrying `bps`: a bound below that is stale (set when the
+    /// link was worse, rising only 8 % a second since) and moves up to it.
+    pub fn on_probe(&mut self, bps: u64) {
+        if let Some(b) = self.bound.as_mut() {
+            *b = b.max(bps as f64);
+        }
+    }
+
     /// The bound, bit/s (`None`: no bound).
     pub fn bound(&self) -> Option<u64> {
         self.bound.map(|b| b as u64)
@@ -132,6 +140,17 @@ mod tests {
             l.on_feedback(t, 0, 100, 900_000, 1_000_000, None);
             assert!(t < 10_000_000);
         }
+    }
+
+    #[test]
+    fn a_probe_lifts_a_stale_bound() {
+        let mut l = LossBound::default();
+        l.on_feedback(0, 30, 100, 400_000, 400_000, Some(150_000));
+        assert_eq!(l.bound(), Some(340_000));
+        l.on_probe(300_000);
+        assert_eq!(l.bound(), Some(340_000), "a lower probe leaves it");
+        l.on_probe(500_000);
+        assert_eq!(l.bound(), Some(500_000));
     }
 
     #[test]

@@ -6,9 +6,13 @@
 /// How long a cluster lasts at least.
 const CLUSTER_US: i64 = 30_000;
 /// Bytes a cluster carries at least (it lasts longer at low rates). A token-bucket
-/// bottleneck lets its burst through at line rate; the receive rate is read over the
-/// cluster's second half, so a burst up to half of this does not pass for headroom.
-const MIN_CLUSTER_BYTES: u64 = 6_000;
+/// bottleneck lets its burst through at line rate, and refills while it drains: a probe
+/// at twice the link's rate passes twice the burst before the bucket is empty. The
+/// receive rate is read over the cluster's second half, so a burst up to a quarter of
+/// this does not pass for headroom (6 KB clusters read a 400 kbit/s tbf with the usual
+/// 3,000-byte burst as 640 kbit/s, and the consumer was switched to a layer it could not
+/// carry).
+const MIN_CLUSTER_BYTES: u64 = 12_000;
 /// A cluster's result is ready when this share of its packets was reported.
 const MIN_REPORTED: f64 = 0.8;
 /// Packets a cluster needs at least.
@@ -83,10 +87,12 @@ struct Tally {
     last_arrival: i64,
     /// Bytes of the packets reported so far, in send order.
     reported_bytes: u64,
-    /// Arrival of the packet that ends the cluster's first half (by bytes sent), with the
-    /// bytes received after it.
+    /// Arrival and send time of the packet that ends the cluster's first half (by bytes
+    /// sent), with the bytes received after it and the last send time among them.
     mid_arrival: Option<i64>,
+    mid_send: i64,
     tail_bytes: u64,
+    tail_last_send: i64,
 }
 
 /// Decides probes and reads their results.
@@ -187,11 +193,14 @@ impl Prober {
         t.last_send_size = size;
     }
 
-    /// Notes a feedback result of cluster `id`; returns what the cluster measured once
-    /// enough of it was reported.
+    /// Notes a feedback result of cluster `id`, read at `now_us`; returns what the
+    /// cluster measured once it has ended and enough of it was reported (a feedback that
+    /// comes while it still sends covers only its first packets).
     pub fn on_result(
         &mut self,
+        now_us: i64,
         id: u32,
+        sent_us: i64,
         arrival_us: Option<i64>,
         size: u32,
     ) -> Option<ProbeResult> {
@@ -212,11 +221,16 @@ impl Prober {
             t.last_arrival = t.last_arrival.max(at);
             if t.mid_arrival.is_some() {
                 t.tail_bytes += u64::from(size);
+                t.tail_last_send = t.tail_last_send.max(sent_us);
             } else if t.reported_bytes * 2 >= active.bytes_due(active.end_us()) {
                 t.mid_arrival = Some(at);
+                t.mid_send = sent_us;
             }
         }
-        if t.sent < MIN_PACKETS || f64::from(t.reported) < f64::from(t.sent) * MIN_REPORTED {
+        if now_us < active.end_us()
+            || t.sent < MIN_PACKETS
+            || f64::from(t.reported) < f64::from(t.sent) * MIN_REPORTED
+        {
             return None;
         }
         let result = measured(t);
@@ -258,8 +272,11 @@ impl Prober {
 }
 
 /// The rate a cluster showed: the lower of its send and receive rates (the receive rate
-/// over the whole cluster or over its second half, whichever is lower), a little under the
-/// receive rate when the bottleneck spaced the packets.
+/// over the whole cluster, or over its second half when that arrived slower than it was
+/// sent), a little under the receive rate when the bottleneck spaced the packets. The
+/// second half counts only when the link slowed it: a cluster that starts with a
+/// keyframe's burst sends little padding after it, and its second half is slow at the
+/// sender.
 fn measured(t: &Tally) -> Option<ProbeResult> {
     let first_send = t.first_send?;
     let first_arrival = t.first_arrival?;
@@ -274,8 +291,12 @@ fn measured(t: &Tally) -> Option<ProbeResult> {
     if let Some(mid) = t.mid_arrival
         && t.tail_bytes > 0
     {
-        let tail_us = (t.last_arrival - mid).max(1_000);
-        recv = recv.min(t.tail_bytes as f64 * 8e6 / tail_us as f64);
+        let tail_recv = t.tail_bytes as f64 * 8e6 / (t.last_arrival - mid).max(1_000) as f64;
+        let tail_send =
+            t.tail_bytes as f64 * 8e6 / (t.tail_last_send - t.mid_send).max(1_000) as f64;
+        if tail_recv < 0.9 * tail_send {
+            recv = recv.min(tail_recv);
+        }
     }
     // A few packets lost (random link loss) still crossed the bottleneck: count them. More
     // is congestion, and the received rate stands.
@@ -302,37 +323,41 @@ mod tests {
     /// Sends cluster `c` as packets of 1,000 bytes at its rate (as `bytes_due` says),
     /// through a bottleneck of `capacity` bit/s; feeds the results back.
     fn run(p: &mut Prober, c: ProbeCluster, capacity: u64) -> Option<ProbeResult> {
-        run_bucket(p, c, capacity, 0)
+        run_bucket(p, c, capacity, 1000)
     }
 
-    /// As `run`, through a token bucket of `capacity` bit/s whose `burst` bytes of tokens
-    /// are there when the cluster starts (what passes on them arrives at once).
+    /// As `run`, through a token bucket of `capacity` bit/s (tbf): it holds up to `burst`
+    /// bytes of tokens, full when the cluster starts, and refills at `capacity`; a packet
+    /// leaves when there are tokens for it, in order.
     fn run_bucket(
         p: &mut Prober,
         c: ProbeCluster,
         capacity: u64,
         burst: u64,
     ) -> Option<ProbeResult> {
+        let us_per_byte = 8_000_000.0 / capacity as f64;
         let mut arrivals = Vec::new();
-        let mut arrival = 0;
         let mut sent_bytes = 0;
-        let mut tokens = burst;
+        let mut tokens = burst as f64;
+        let mut last = c.start_us as f64;
         for t in (c.start_us..c.end_us()).step_by(1_000) {
             while c.bytes_due(t + 1_000) > sent_bytes {
                 p.on_sent(c.id, t, 1000);
                 sent_bytes += 1000;
-                arrival = if tokens >= 1000 {
-                    tokens -= 1000;
-                    (t + 50_000).max(arrival)
-                } else {
-                    (t + 50_000).max(arrival) + 8_000 * 1_000_000 / capacity as i64
-                };
-                arrivals.push(arrival);
+                let mut leaves = (t as f64).max(last);
+                tokens = (tokens + (leaves - last) / us_per_byte).min(burst.max(1000) as f64);
+                if tokens < 1000.0 {
+                    leaves += (1000.0 - tokens) * us_per_byte;
+                    tokens = 1000.0;
+                }
+                tokens -= 1000.0;
+                last = leaves;
+                arrivals.push((t, leaves as i64 + 50_000));
             }
         }
         let mut result = None;
-        for at in arrivals {
-            result = result.or(p.on_result(c.id, Some(at), 1000));
+        for (sent, at) in arrivals {
+            result = result.or(p.on_result(at.max(c.end_us()), c.id, sent, Some(at), 1000));
         }
         result
     }
@@ -372,7 +397,8 @@ mod tests {
             c.bytes_due(c.end_us()) >= MIN_CLUSTER_BYTES,
             "long enough at a low rate"
         );
-        // 400 kbit/s with 3,000 bytes of burst: the first three packets arrive together.
+        // 400 kbit/s with 3,000 bytes of burst (the shaped-link test's tbf), full: what
+        // passes on it leaves at line rate, as the bucket refills.
         let r = run_bucket(&mut p, c, 400_000, 3_000).unwrap().bitrate;
         assert!(r <= 440_000, "{r}: the burst read as capacity");
         // Under the capacity is fine (the probe just finds no headroom); far under is not.

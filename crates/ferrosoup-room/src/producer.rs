@@ -83,7 +83,12 @@ pub struct LayerRates {
     meters: Vec<BitrateMeter>,
     /// When each layer last had a packet.
     last: Vec<Option<Instant>>,
+    /// Each layer's highest rate lately and when it was seen (see [`LayerRates::bps`]).
+    peaks: Vec<Option<(u64, Instant)>>,
 }
+
+/// What a layer's past peak still counts for per second since it was seen.
+const PEAK_KEPT_PER_SECOND: f64 = 0.85;
 
 impl LayerRates {
     /// Meters for `spatial_layers` spatial layers of [`MAX_TEMPORAL_LAYERS`] each (none
@@ -93,6 +98,7 @@ impl LayerRates {
         Self {
             meters: vec![BitrateMeter::new(BITRATE_WINDOW); n],
             last: vec![None; n],
+            peaks: vec![None; n],
         }
     }
 
@@ -108,8 +114,12 @@ impl LayerRates {
         woke_up
     }
 
-    /// Bitrate of a layer (`spatial` inside the stream, `temporal`): 0 when it had no
-    /// packet within [`ACTIVE_TIMEOUT`], at least 1 while too young to be measured.
+    /// Bitrate of a layer (`spatial` inside the stream, `temporal`) to budget for: its
+    /// rate over the last second, or its highest such rate lately when that was higher,
+    /// counting 15 % less for each second since (a camera's layers swing by 2× from one
+    /// second to the next with keyframes and motion; a layer taken in a quiet second
+    /// overflows the link in the next). 0 when it had no packet within
+    /// [`ACTIVE_TIMEOUT`], at least 1 while too young to be measured.
     pub fn bps(&mut self, now: Instant, spatial: usize, temporal: usize) -> u64 {
         if spatial >= MAX_SVC_SPATIAL_LAYERS || temporal >= MAX_TEMPORAL_LAYERS {
             return 0;
@@ -124,7 +134,15 @@ impl LayerRates {
         if !active {
             return 0;
         }
-        self.meters[i].bps(now).unwrap_or(1).max(1)
+        let rate = self.meters[i].bps(now).unwrap_or(1).max(1);
+        let kept = self.peaks[i].map_or(0, |(peak, at)| {
+            let age = now.saturating_duration_since(at).as_secs_f64();
+            (peak as f64 * PEAK_KEPT_PER_SECOND.powf(age)) as u64
+        });
+        if rate >= kept {
+            self.peaks[i] = Some((rate, now));
+        }
+        rate.max(kept)
     }
 }
 
