@@ -124,6 +124,10 @@ pub struct Config {
     /// Send video as three simulcast encodings (r0, r1, r2).
     #[arg(long)]
     pub simulcast: bool,
+    /// Carry every transport over ICE-TCP: ask `createTransport` for `forceTcp` and
+    /// connect to the server's passive TCP candidate (RFC 4571 framing) instead of UDP.
+    #[arg(long)]
+    pub tcp: bool,
     /// Space the packets of a video frame at this multiple of the stream's bitrate, as
     /// browsers' pacers do (libwebrtc's factor is 2.5); 0 sends each frame's packets back to
     /// back, so key frames reach the SFU as bursts.
