@@ -153,6 +153,8 @@ pub struct TransportSpec {
     /// Counted in [`MediaReport`]'s consumers and transports (a peer of the scenario); a
     /// churn peer's transport is not.
     pub measured: bool,
+    /// Stop reading the link once DTLS is connected (a stalled TCP reader).
+    pub stall_reading: bool,
     /// A recv transport whose every incoming datagram goes through this capped link
     /// first (`--downlink-kbps`).
     pub downlink: Option<LinkShape>,
@@ -1017,12 +1019,17 @@ impl MediaLoop {
             send_datagram(&t.link, &datagram, &mut self.counters);
         }
         let mut became_connected = false;
+        let stall = t.spec.stall_reading;
         while let Some(event) = dtls.poll_event() {
             match event {
                 DtlsEvent::Connected(keys) => match SrtpSession::new(&keys) {
                     Ok(srtp) => {
                         t.srtp = Some(srtp);
                         became_connected = true;
+                        // From now on nothing is read: the server's buffers toward it fill.
+                        if stall && let Err(e) = t.link.deregister(self.poll.registry()) {
+                            debug!(transport = id, "deregister stalled link: {e}");
+                        }
                         if let Some(tx) = t.connected_tx.take() {
                             let _ = tx.send(Ok(()));
                         }

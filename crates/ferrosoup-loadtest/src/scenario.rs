@@ -69,6 +69,9 @@ pub(crate) struct PeerSpec {
     pub(crate) full_verify: bool,
     /// Its downlink is capped (`--downlink-kbps`).
     pub(crate) capped: bool,
+    /// Stops reading its TCP connection once connected (`--tcp-stalled-subscribers`): left
+    /// out of the report's figures.
+    pub(crate) stalled: bool,
 }
 
 /// A joined peer: its WebSocket and what its consumes came to.
@@ -283,7 +286,8 @@ async fn create_transport(
             fingerprints,
             ws_opened,
             full_verify: spec.full_verify,
-            measured: !spec.churn,
+            measured: !spec.churn && !spec.stalled,
+            stall_reading: subscriber && spec.stalled,
             downlink: (subscriber && spec.capped).then(|| {
                 LinkShape::new(
                     ctx.cfg.downlink_kbps.unwrap_or(0),
@@ -713,6 +717,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
                     churn: false,
                     full_verify: !publisher && i % cfg.verify_every == 0,
                     capped: !publisher && cfg.capped(i),
+                    stalled: !publisher && cfg.stalled(i),
                 });
                 index += 1;
             }

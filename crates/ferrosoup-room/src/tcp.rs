@@ -11,9 +11,10 @@
 //! the engine forgets the tuple.
 //!
 //! Memory is bounded: at most `max_connections` per worker, each with a read buffer of
-//! [`READ_BUFFER`] and a send buffer of `send_buffer` bytes allocated at accept. A client
-//! that reads slower than media arrives loses the frames that do not fit (counted as
-//! `tcp_frames_dropped`); nothing grows.
+//! [`READ_BUFFER`] and a send buffer of `send_buffer` bytes allocated at accept, and a
+//! kernel send buffer (`SO_SNDBUF`) of the same size. A client that reads slower than media
+//! arrives loses the frames that do not fit (counted as `tcp_frames_dropped`); nothing
+//! grows.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -222,6 +223,9 @@ impl TcpConnections {
             }
             // Media is latency-sensitive: no Nagle delay.
             let _ = stream.set_nodelay(true);
+            // The kernel's share is bounded too (the kernel doubles the value): what a
+            // client does not read stays within about 3 × `send_buffer` per connection.
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(self.limits.send_buffer);
             let entry = self.conns.vacant_entry();
             let slot = entry.key();
             if let Err(e) = registry.register(

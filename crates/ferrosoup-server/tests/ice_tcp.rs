@@ -202,3 +202,79 @@ async fn a_dual_stack_listener_serves_ipv4_clients() {
     assert_media_flowed(&small_run(&server, &[]).await);
     assert_media_flowed(&small_run(&server, &["--tcp"]).await);
 }
+
+/// The server's heap in use (jemalloc's `allocated`), from `/api/stats`.
+async fn heap_allocated(server: &TestServer) -> u64 {
+    let stats = server.get("/api/stats").await.expect("/api/stats answers");
+    stats["memory"]["allocated"]
+        .as_u64()
+        .expect("memory.allocated")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_loses_media_not_the_server_memory() {
+    // 64 KiB queued per connection (and as its kernel send buffer): a subscriber that
+    // stops reading fills that within a second of 4 Mbit/s video; after that, every frame
+    // for it is dropped while the other subscriber gets everything.
+    let server = TestServer::start_with(
+        1,
+        &[("SESSION_GRACE", "0"), ("TCP_SEND_BUFFER_BYTES", "65536")],
+    )
+    .await;
+    let url = server.ws_url();
+    let cfg = Config::try_parse_from([
+        "ferrosoup-loadtest",
+        "--url",
+        &url,
+        "--tcp",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "2",
+        "--tcp-stalled-subscribers",
+        "1",
+        "--video-kbps",
+        "4000",
+        "--duration",
+        "8",
+        "--settle",
+        "2",
+        "--quiet",
+    ])
+    .expect("arguments parse");
+    let run = tokio::task::spawn_blocking(move || run(&cfg));
+    // The heap once the buffers toward the stalled subscriber are full (4 s in), and 5 s
+    // later, still in the measured window: the ~2.5 MB sent toward it meanwhile were
+    // dropped, not kept.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let early = heap_allocated(&server).await;
+    let dropped_early = server.counter("tcp_frames_dropped").await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let late = heap_allocated(&server).await;
+    let dropped_late = server.counter("tcp_frames_dropped").await;
+    let report = run
+        .await
+        .expect("load tester thread")
+        .expect("the scenario runs");
+    println!("{}", report.table());
+    println!("heap {early} -> {late} bytes; frames dropped {dropped_early} -> {dropped_late}");
+    assert_eq!(report.peers_failed, 0);
+    // The subscriber that reads is not hurt.
+    assert!(
+        report.delivery_ratio > 0.9,
+        "delivery to the reading subscriber {}",
+        report.delivery_ratio
+    );
+    assert_eq!(report.payload_errors, 0);
+    // Frames for the stalled one are dropped, and keep being dropped.
+    assert!(
+        dropped_late > dropped_early,
+        "{dropped_early} -> {dropped_late}"
+    );
+    assert!(dropped_late - dropped_early > 500);
+    // What the stalled connection was sent meanwhile (> 2 MB) is not in the heap.
+    assert!(
+        late < early + 1024 * 1024,
+        "heap grew from {early} to {late} bytes"
+    );
+}
