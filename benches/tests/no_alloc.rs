@@ -9,6 +9,9 @@
 //! connected through real ICE/DTLS/SRTP, which negotiates AEAD_AES_128_GCM: the only
 //! profile this test can reach.
 //!
+//! The ICE-TCP path of a worker (`ferrosoup_room::tcp`) is checked too: frames queued on
+//! a real loopback connection, flushed, and frames read from it (RFC 4571 framing).
+//!
 //! `NO_ALLOC_BACKTRACE=1 cargo test -p ferrosoup-benches --test no_alloc` prints where
 //! the first counted allocations come from.
 
@@ -230,4 +233,75 @@ fn run(fanout: &mut Fanout, step: &mut Step) {
         Step::Packet(datagram) => fanout.handle(datagram),
         Step::Advance(by) => fanout.advance(*by),
     }
+}
+
+#[test]
+fn ice_tcp_framing_does_not_allocate() {
+    use ferrosoup_room::tcp::{ReadFrame, TcpConnections, TcpLimits};
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    const FRAMES: usize = 2000;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let server_addr = listener.local_addr().expect("addr");
+    let poll = mio::Poll::new().expect("poll");
+    let mut tcp = TcpConnections::new(listener, 16, TcpLimits::default()).expect("tcp");
+    let mut client = std::net::TcpStream::connect(server_addr).expect("connect");
+    client.set_nonblocking(true).expect("nonblocking");
+    let remote = client.local_addr().expect("client addr");
+    // Accept (allocates the connection's buffers: once per connection, not counted).
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while !tcp.queue(remote, b"warm-up") {
+        assert!(Instant::now() < deadline, "the connection was not accepted");
+        tcp.accept(poll.registry(), Instant::now());
+    }
+    tcp.flush();
+    let slot = tcp.next_readable().expect("listed for reading at accept");
+    let packet = [0x90u8; 1200];
+    let mut framed = [0u8; 1202];
+    framed[..2].copy_from_slice(&1200u16.to_be_bytes());
+    framed[2..].copy_from_slice(&packet);
+    let mut sink = [0u8; 64 * 1024];
+    let mut frame = [0u8; ferrosoup_room::udp::MAX_DATAGRAM];
+    let (mut sent, mut read, mut received) = (0usize, 0usize, 0usize);
+    let allocations = allocations_in(|| {
+        for i in 0..FRAMES {
+            // Out: queue on the connection, written at the flush.
+            assert!(tcp.queue(remote, &packet));
+            if i % 8 == 7 {
+                tcp.flush();
+                while let Ok(n) = client.read(&mut sink) {
+                    if n == 0 {
+                        break;
+                    }
+                    received += n;
+                }
+            }
+            // In: the client sends one frame; the server reads it whole.
+            client.write_all(&framed).expect("client write");
+            sent += 1;
+            let spin = Instant::now();
+            loop {
+                match tcp.read_frame(slot, &mut frame) {
+                    ReadFrame::Frame { len, .. } => {
+                        assert_eq!(len, 1200);
+                        read += 1;
+                        break;
+                    }
+                    ReadFrame::Idle => {
+                        assert!(spin.elapsed().as_secs() < 5, "frame {i} never arrived");
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        }
+        tcp.flush();
+    });
+    assert_eq!(read, sent);
+    assert!(received > 0, "the client got the queued frames");
+    assert_eq!(tcp.counters().frames_dropped, 0);
+    assert_eq!(
+        allocations, 0,
+        "allocations on the ICE-TCP path (NO_ALLOC_BACKTRACE=1 shows where)"
+    );
 }

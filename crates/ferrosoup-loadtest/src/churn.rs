@@ -230,6 +230,7 @@ pub(crate) async fn drive(ctx: Arc<Ctx>, first_index: u32, until: Instant) -> Ta
             churn: true,
             full_verify: false,
             capped: false,
+            stalled: false,
         };
         let abrupt = leaves_abruptly(n, ctx.cfg.churn_drop);
         peers.spawn(churn_peer(ctx.clone(), spec, abrupt, leave_rx.clone()));

@@ -126,6 +126,15 @@ pub struct Config {
     /// Send video as three simulcast encodings (r0, r1, r2).
     #[arg(long)]
     pub simulcast: bool,
+    /// Carry every transport over ICE-TCP: ask `createTransport` for `forceTcp` and
+    /// connect to the server's passive TCP candidate (RFC 4571 framing) instead of UDP.
+    #[arg(long)]
+    pub tcp: bool,
+    /// With --tcp: this many subscribers per room (the first ones) stop reading their
+    /// connection once DTLS is up, as a client on a link slower than its media; they are
+    /// left out of the report's figures (what the others get shows whether they suffer).
+    #[arg(long, default_value_t = 0)]
+    pub tcp_stalled_subscribers: usize,
     /// Space the packets of a video frame at this multiple of the stream's bitrate, as
     /// browsers' pacers do (libwebrtc's factor is 2.5); 0 sends each frame's packets back to
     /// back, so key frames reach the SFU as bursts.
@@ -240,6 +249,11 @@ impl Config {
         self.churn > 0.0
     }
 
+    /// Whether subscriber `i` of its room (0-based) stops reading its TCP connection.
+    pub fn stalled(&self, i: usize) -> bool {
+        self.tcp && i < self.tcp_stalled_subscribers
+    }
+
     /// Whether subscriber `i` of its room (0-based) is behind the capped link.
     pub fn capped(&self, i: usize) -> bool {
         self.downlink_kbps.is_some() && self.capped_subscribers.is_none_or(|n| i < n)
@@ -279,6 +293,9 @@ impl Config {
         }
         if !(self.downlink_queue_ms > 0.0 && self.downlink_queue_ms.is_finite()) {
             return Err("--downlink-queue-ms must be positive".into());
+        }
+        if self.tcp_stalled_subscribers > 0 && !self.tcp {
+            return Err("--tcp-stalled-subscribers needs --tcp".into());
         }
         if self.downlink_kbps.is_none() && self.capped_subscribers.is_some() {
             return Err("--capped-subscribers needs --downlink-kbps".into());

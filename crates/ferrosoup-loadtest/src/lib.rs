@@ -26,6 +26,7 @@ pub mod churn;
 pub mod config;
 pub mod cpu;
 pub mod downlink;
+pub mod link;
 pub mod media;
 pub mod payload;
 pub mod report;

@@ -12,7 +12,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -31,14 +31,14 @@ use ferrosoup_rtc::seq::SeqExtender;
 use ferrosoup_rtc::srtp::SrtpSession;
 use ferrosoup_rtc::twcc::{FEEDBACK_INTERVAL, TwccRecorder};
 use ferrosoup_testkit::packets::stun::{BindingRequest, verify_binding_response};
-use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::arrival;
 use crate::cpu::{thread_cpu_time, thread_run_delay};
 use crate::downlink::{Downlink, DownlinkCounters, LinkShape, Verdict};
+use crate::link::Link;
 use crate::payload::{
     AUDIO_PAYLOAD, Probe, RTP_HEADER_LEN, VideoRate, check_fill, fill, read_trailer,
     set_transport_cc, split_frame, vp8_filler_start, write_rtp_header_with, write_trailer,
@@ -138,6 +138,8 @@ pub struct TransportSpec {
     pub subscriber: bool,
     /// The server's ICE candidate.
     pub remote: SocketAddr,
+    /// `remote` is a passive ICE-TCP candidate: connect to it over TCP (RFC 4571 framing).
+    pub tcp: bool,
     /// Server ICE username fragment.
     pub server_ufrag: String,
     /// Server ICE password.
@@ -151,6 +153,8 @@ pub struct TransportSpec {
     /// Counted in [`MediaReport`]'s consumers and transports (a peer of the scenario); a
     /// churn peer's transport is not.
     pub measured: bool,
+    /// Stop reading the link once DTLS is connected (a stalled TCP reader).
+    pub stall_reading: bool,
     /// A recv transport whose every incoming datagram goes through this capped link
     /// first (`--downlink-kbps`).
     pub downlink: Option<LinkShape>,
@@ -616,7 +620,7 @@ impl Consumer {
 struct Transport {
     spec: TransportSpec,
     connected_tx: Option<oneshot::Sender<Result<(), String>>>,
-    socket: UdpSocket,
+    link: Link,
     local_ufrag: String,
     tie_breaker: u64,
     ice_ok: bool,
@@ -664,19 +668,6 @@ fn micros(epoch: Instant, t: Instant) -> u64 {
     t.saturating_duration_since(epoch).as_micros() as u64
 }
 
-fn new_socket(remote: SocketAddr) -> io::Result<UdpSocket> {
-    let local: SocketAddr = if remote.is_ipv4() {
-        "0.0.0.0:0".parse().map_err(io::Error::other)?
-    } else {
-        "[::]:0".parse().map_err(io::Error::other)?
-    };
-    let socket = StdUdpSocket::bind(local)?;
-    socket.connect(remote)?;
-    socket.set_nonblocking(true)?;
-    arrival::enable(&socket);
-    Ok(UdpSocket::from_std(socket))
-}
-
 /// A STUN Binding request as a controlling browser sends it, nominating the pair (`None`
 /// if the server's ufrag is too long to encode).
 fn binding_request(
@@ -697,8 +688,8 @@ fn is_binding_success(datagram: &[u8], pwd: &str) -> bool {
     verify_binding_response(datagram, pwd).is_ok()
 }
 
-fn send_datagram(socket: &UdpSocket, data: &[u8], counters: &mut Counters) -> bool {
-    match socket.send(data) {
+fn send_datagram(link: &Link, data: &[u8], counters: &mut Counters) -> bool {
+    match link.send(data) {
         Ok(_) => true,
         Err(_) => {
             counters.send_errors += 1;
@@ -794,8 +785,14 @@ impl MediaLoop {
                     continue;
                 }
                 let id = event.token().0;
+                if event.is_writable()
+                    && let Some(Some(t)) = self.transports.get(id)
+                    && t.link.flush().is_err()
+                {
+                    self.counters.send_errors += 1;
+                }
                 while let Some(Some(t)) = self.transports.get(id) {
-                    match arrival::recv(&t.socket, &mut buf) {
+                    match t.link.recv(&mut buf) {
                         Ok((n, stamp)) => self.on_datagram(id, &mut buf[..n], stamp),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -885,7 +882,7 @@ impl MediaLoop {
         let Some(mut t) = self.transports.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
-        if let Err(e) = self.poll.registry().deregister(&mut t.socket) {
+        if let Err(e) = t.link.deregister(self.poll.registry()) {
             debug!(transport = id, "deregister socket: {e}");
         }
         for &sid in &t.streams {
@@ -897,19 +894,19 @@ impl MediaLoop {
 
     fn add_transport(&mut self, mut spec: TransportSpec, now: Instant) {
         let id = spec.id as usize;
-        let socket = match new_socket(spec.remote) {
+        let mut link = match Link::open(spec.remote, spec.tcp) {
             Ok(s) => s,
             Err(e) => {
-                let _ = spec.connected.send(Err(format!("udp socket: {e}")));
+                let kind = if spec.tcp {
+                    "tcp connection"
+                } else {
+                    "udp socket"
+                };
+                let _ = spec.connected.send(Err(format!("{kind}: {e}")));
                 return;
             }
         };
-        let mut socket = socket;
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut socket, Token(id), Interest::READABLE)
-        {
+        if let Err(e) = link.register(self.poll.registry(), Token(id)) {
             let _ = spec.connected.send(Err(format!("register socket: {e}")));
             return;
         }
@@ -927,7 +924,7 @@ impl MediaLoop {
         self.transports[id] = Some(Transport {
             spec,
             connected_tx,
-            socket,
+            link,
             local_ufrag: format!("lt{:08x}", rand::random::<u32>()),
             tie_breaker: rand::random(),
             ice_ok: false,
@@ -1004,7 +1001,7 @@ impl MediaLoop {
             &t.local_ufrag,
             t.tie_breaker,
         ) {
-            send_datagram(&t.socket, &request, &mut self.counters);
+            send_datagram(&t.link, &request, &mut self.counters);
         }
         let next = if t.ice_ok { STUN_CONSENT } else { STUN_RETRY };
         self.timers.push(Reverse((now + next, Timer::Stun(id))));
@@ -1019,15 +1016,20 @@ impl MediaLoop {
             return;
         };
         while let Some(datagram) = dtls.poll_transmit() {
-            send_datagram(&t.socket, &datagram, &mut self.counters);
+            send_datagram(&t.link, &datagram, &mut self.counters);
         }
         let mut became_connected = false;
+        let stall = t.spec.stall_reading;
         while let Some(event) = dtls.poll_event() {
             match event {
                 DtlsEvent::Connected(keys) => match SrtpSession::new(&keys) {
                     Ok(srtp) => {
                         t.srtp = Some(srtp);
                         became_connected = true;
+                        // From now on nothing is read: the server's buffers toward it fill.
+                        if stall && let Err(e) = t.link.deregister(self.poll.registry()) {
+                            debug!(transport = id, "deregister stalled link: {e}");
+                        }
                         if let Some(tx) = t.connected_tx.take() {
                             let _ = tx.send(Ok(()));
                         }
@@ -1206,7 +1208,7 @@ impl MediaLoop {
                 stream.octets = stream.octets.wrapping_add(AUDIO_PAYLOAD as u32);
                 let sent = match srtp.protect_rtp(out, len) {
                     Ok(n) => {
-                        if send_datagram(&t.socket, &out[..n], &mut self.counters) {
+                        if send_datagram(&t.link, &out[..n], &mut self.counters) {
                             self.counters.bytes_sent += n as u64;
                         }
                         1
@@ -1290,7 +1292,7 @@ impl MediaLoop {
                     stream.octets = stream.octets.wrapping_add(frame.each as u32);
                     match srtp.protect_rtp(out, len) {
                         Ok(n) => {
-                            if send_datagram(&t.socket, &out[..n], &mut self.counters) {
+                            if send_datagram(&t.link, &out[..n], &mut self.counters) {
                                 self.counters.bytes_sent += n as u64;
                             }
                             sent += 1;
@@ -1361,7 +1363,7 @@ impl MediaLoop {
                 break;
             };
             if let Ok(n) = srtp.protect_rtcp(out, len)
-                && send_datagram(&t.socket, &out[..n], &mut self.counters)
+                && send_datagram(&t.link, &out[..n], &mut self.counters)
             {
                 self.counters.twcc_feedbacks_sent += 1;
             }
@@ -1415,7 +1417,7 @@ impl MediaLoop {
         if len > 0
             && let Ok(n) = srtp.protect_rtcp(out, len)
         {
-            send_datagram(&t.socket, &out[..n], &mut self.counters);
+            send_datagram(&t.link, &out[..n], &mut self.counters);
         }
         self.timers
             .push(Reverse((now + RTCP_INTERVAL, Timer::Rtcp(id))));
@@ -1491,7 +1493,7 @@ impl MediaLoop {
             &seqs[..n],
         ) && let Ok(len) = srtp.protect_rtcp(&mut self.out[..], len)
         {
-            send_datagram(&t.socket, &self.out[..len], &mut self.counters);
+            send_datagram(&t.link, &self.out[..len], &mut self.counters);
         }
         self.counters.nacks_sent += n as u64;
     }
@@ -1540,7 +1542,7 @@ impl MediaLoop {
                             t.twcc_seq = t.twcc_seq.wrapping_add(1);
                         }
                         if let Ok(n) = srtp.protect_rtp(&mut self.out[..], n)
-                            && send_datagram(&t.socket, &self.out[..n], &mut self.counters)
+                            && send_datagram(&t.link, &self.out[..n], &mut self.counters)
                         {
                             self.counters.retransmissions_sent += 1;
                         }

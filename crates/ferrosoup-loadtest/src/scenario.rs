@@ -69,6 +69,9 @@ pub(crate) struct PeerSpec {
     pub(crate) full_verify: bool,
     /// Its downlink is capped (`--downlink-kbps`).
     pub(crate) capped: bool,
+    /// Stops reading its TCP connection once connected (`--tcp-stalled-subscribers`): left
+    /// out of the report's figures.
+    pub(crate) stalled: bool,
 }
 
 /// A joined peer: its WebSocket and what its consumes came to.
@@ -164,19 +167,26 @@ fn pt_of(codec: &Value) -> anyhow::Result<u8> {
         .ok_or_else(|| anyhow!("codec without preferredPayloadType"))
 }
 
-/// The first UDP candidate of a `createTransport` answer, as an address (with
-/// `loopback_only`, the first that is a loopback address).
-fn candidate(answer: &Value, host: &str, loopback_only: bool) -> anyhow::Result<SocketAddr> {
+/// The first UDP candidate (with `tcp`, the first passive TCP candidate) of a
+/// `createTransport` answer, as an address (with `loopback_only`, the first that is a
+/// loopback address).
+fn candidate(
+    answer: &Value,
+    host: &str,
+    loopback_only: bool,
+    tcp: bool,
+) -> anyhow::Result<SocketAddr> {
     let list = answer["iceCandidates"]
         .as_array()
         .ok_or_else(|| anyhow!("createTransport answer has no iceCandidates"))?;
-    let udp = list.iter().filter(|c| {
-        c["protocol"]
-            .as_str()
-            .is_none_or(|p| p.eq_ignore_ascii_case("udp"))
+    let protocol = if tcp { "tcp" } else { "udp" };
+    let usable = list.iter().filter(|c| {
+        let p = c["protocol"].as_str().unwrap_or("udp");
+        p.eq_ignore_ascii_case(protocol)
+            && (!tcp || c["tcpType"].as_str().is_none_or(|t| t == "passive"))
     });
     let mut found = false;
-    for c in udp {
+    for c in usable {
         found = true;
         let ip = c["ip"]
             .as_str()
@@ -200,10 +210,11 @@ fn candidate(answer: &Value, host: &str, loopback_only: bool) -> anyhow::Result<
             return Ok(addr);
         }
     }
+    let protocol = protocol.to_uppercase();
     if found {
-        bail!("no loopback UDP candidate (a churn run sends only to loopback)");
+        bail!("no loopback {protocol} candidate (a churn run sends only to loopback)");
     }
-    bail!("no UDP candidate")
+    bail!("no {protocol} candidate")
 }
 
 async fn create_transport(
@@ -216,7 +227,10 @@ async fn create_transport(
 ) -> anyhow::Result<(String, u32)> {
     let direction = if subscriber { "recv" } else { "send" };
     let answer = signal
-        .request("createTransport", json!({ "direction": direction }))
+        .request(
+            "createTransport",
+            json!({ "direction": direction, "forceTcp": ctx.cfg.tcp }),
+        )
         .await?;
     let transport_id = answer["id"]
         .as_str()
@@ -240,7 +254,7 @@ async fn create_transport(
                 .collect()
         })
         .unwrap_or_default();
-    let remote = candidate(&answer, &ctx.host, ctx.cfg.churning())?;
+    let remote = candidate(&answer, &ctx.host, ctx.cfg.churning(), ctx.cfg.tcp)?;
     // The server must know our fingerprint before our ClientHello arrives.
     signal
         .request(
@@ -266,12 +280,14 @@ async fn create_transport(
             peer: spec.index,
             subscriber,
             remote,
+            tcp: ctx.cfg.tcp,
             server_ufrag: ufrag,
             server_pwd: pwd,
             fingerprints,
             ws_opened,
             full_verify: spec.full_verify,
-            measured: !spec.churn,
+            measured: !spec.churn && !spec.stalled,
+            stall_reading: subscriber && spec.stalled,
             downlink: (subscriber && spec.capped).then(|| {
                 LinkShape::new(
                     ctx.cfg.downlink_kbps.unwrap_or(0),
@@ -701,6 +717,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
                     churn: false,
                     full_verify: !publisher && i % cfg.verify_every == 0,
                     capped: !publisher && cfg.capped(i),
+                    stalled: !publisher && cfg.stalled(i),
                 });
                 index += 1;
             }
@@ -961,27 +978,37 @@ mod tests {
             {"ip": "0.0.0.0", "port": 40000, "protocol": "udp"},
         ]});
         assert_eq!(
-            candidate(&answer, "127.0.0.1", false).expect("candidate"),
+            candidate(&answer, "127.0.0.1", false, false).expect("candidate"),
             "127.0.0.1:40000".parse::<SocketAddr>().expect("addr")
         );
         let answer =
             json!({"iceCandidates": [{"address": "192.0.2.7", "port": 5, "protocol": "udp"}]});
         assert_eq!(
-            candidate(&answer, "x", false).expect("candidate"),
+            candidate(&answer, "x", false, false).expect("candidate"),
             "192.0.2.7:5".parse::<SocketAddr>().expect("addr")
         );
-        assert!(candidate(&json!({}), "x", false).is_err());
+        assert!(candidate(&json!({}), "x", false, false).is_err());
         // A churn run takes only a loopback candidate.
         let answer = json!({"iceCandidates": [
             {"ip": "192.0.2.7", "port": 5, "protocol": "udp"},
             {"ip": "127.0.0.1", "port": 6, "protocol": "udp"},
         ]});
         assert_eq!(
-            candidate(&answer, "127.0.0.1", true).expect("candidate"),
+            candidate(&answer, "127.0.0.1", true, false).expect("candidate"),
             "127.0.0.1:6".parse::<SocketAddr>().expect("addr")
         );
         let answer = json!({"iceCandidates": [{"ip": "192.0.2.7", "port": 5, "protocol": "udp"}]});
-        assert!(candidate(&answer, "127.0.0.1", true).is_err());
+        assert!(candidate(&answer, "127.0.0.1", true, false).is_err());
+        // --tcp takes the passive TCP candidate.
+        let answer = json!({"iceCandidates": [
+            {"ip": "127.0.0.1", "port": 40000, "protocol": "udp"},
+            {"ip": "127.0.0.1", "port": 40001, "protocol": "tcp", "tcpType": "passive"},
+        ]});
+        assert_eq!(
+            candidate(&answer, "x", false, true).expect("candidate"),
+            "127.0.0.1:40001".parse::<SocketAddr>().expect("addr")
+        );
+        assert!(candidate(&answer, "x", false, false).is_ok_and(|a| a.port() == 40000));
     }
 
     #[test]

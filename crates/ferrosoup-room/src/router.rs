@@ -3,7 +3,7 @@
 //! runs one closure on the owning worker thread.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, UdpSocket};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +16,7 @@ use ferrosoup_proto::rtp_parameters::{
 };
 use ferrosoup_proto::transport::{
     DtlsFingerprint, DtlsParameters, DtlsRole as WireDtlsRole, FingerprintAlgorithm, IceCandidate,
-    IceCandidateType, IceParameters, TransportProtocol,
+    IceCandidateTcpType, IceCandidateType, IceParameters, TransportProtocol,
 };
 use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsRole, Fingerprint};
 use ferrosoup_rtc::rtp::VideoCodec;
@@ -46,7 +46,8 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// Starts `settings.num_workers` workers, each on its own UDP port from the range.
+    /// Starts `settings.num_workers` workers, each on its own UDP port from the range and
+    /// an ICE-TCP port (the same number when free, else the next free one of the range).
     /// Returns the pool and the stream of events all workers report.
     pub fn start(
         settings: &WorkerSettings,
@@ -68,13 +69,30 @@ impl WorkerPool {
                 }
                 let candidate = port;
                 port = port.wrapping_add(1);
-                if let Ok(s) = UdpSocket::bind((settings.listen_ip, candidate)) {
+                if let Ok(s) = crate::udp::bind(settings.listen_ip, candidate) {
                     break s;
                 }
             };
+            let udp_port = socket
+                .local_addr()
+                .map_err(|e| RoomError::Internal(format!("worker {index}: {e}")))?
+                .port();
+            let tcp = std::iter::once(udp_port)
+                .chain(settings.rtc_min_port..=settings.rtc_max_port)
+                .find_map(|p| crate::tcp::bind(settings.listen_ip, p).ok())
+                .ok_or_else(|| {
+                    RoomError::Internal(format!(
+                        "no free TCP port in {}..={} for worker {index}",
+                        settings.rtc_min_port, settings.rtc_max_port
+                    ))
+                })?;
             let handle = worker::spawn(
                 index,
-                socket,
+                worker::WorkerSockets {
+                    udp: socket,
+                    tcp,
+                    tcp_limits: settings.tcp_limits,
+                },
                 certificate.clone(),
                 events_tx.clone(),
                 settings.ice_timeouts,
@@ -185,6 +203,63 @@ struct RouterCall<'a> {
     out: &'a mut dyn Transmit,
 }
 
+/// Which ICE candidates a transport offers (`createTransport`'s `forceTcp` / `preferTcp`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CandidateOptions {
+    /// Only TCP candidates.
+    pub force_tcp: bool,
+    /// TCP candidates with a higher priority than UDP ones.
+    pub prefer_tcp: bool,
+}
+
+/// The host candidates of a transport on a worker's `udp_port` and `tcp_port` for each IP,
+/// UDP before TCP unless `preferTcp`. Priorities follow RFC 8445 §5.1.2.1 (type preference
+/// 126 for host candidates, component 1), with the local preference telling protocols and
+/// addresses apart: the preferred protocol gets 65535 − i for the i-th address, the other
+/// one 40959 − i, which for TCP is RFC 6544 §4.2's local preference of a passive host
+/// candidate (direction preference 4 × 2^13 + 8191 − i). A client that can use UDP
+/// therefore nominates it, and falls back to TCP only where UDP does not pass.
+pub fn host_candidates(
+    ips: &[IpAddr],
+    udp_port: u16,
+    tcp_port: u16,
+    options: CandidateOptions,
+) -> Vec<IceCandidate> {
+    const PREFERRED: u32 = 65535;
+    const OTHER: u32 = (4 << 13) + 8191;
+    let priority = |local: u32, i: usize| (126 << 24) | ((local - i as u32) << 8) | 255;
+    let (udp_pref, tcp_pref) = if options.prefer_tcp || options.force_tcp {
+        (OTHER, PREFERRED)
+    } else {
+        (PREFERRED, OTHER)
+    };
+    let udp = ips.iter().enumerate().map(|(i, ip)| IceCandidate {
+        foundation: format!("udpcandidate{i}"),
+        priority: priority(udp_pref, i),
+        address: ip.to_string(),
+        protocol: TransportProtocol::Udp,
+        port: udp_port,
+        r#type: IceCandidateType::Host,
+        tcp_type: None,
+    });
+    let tcp = ips.iter().enumerate().map(|(i, ip)| IceCandidate {
+        foundation: format!("tcpcandidate{i}"),
+        priority: priority(tcp_pref, i),
+        address: ip.to_string(),
+        protocol: TransportProtocol::Tcp,
+        port: tcp_port,
+        r#type: IceCandidateType::Host,
+        tcp_type: Some(IceCandidateTcpType::Passive),
+    });
+    let mut all: Vec<IceCandidate> = if options.force_tcp {
+        tcp.collect()
+    } else {
+        udp.chain(tcp).collect()
+    };
+    all.sort_by_key(|c| std::cmp::Reverse(c.priority));
+    all
+}
+
 /// The answer to `createTransport`.
 #[derive(Clone, Debug)]
 pub struct WebRtcTransportParams {
@@ -253,30 +328,23 @@ impl Router {
         &self.inner.caps
     }
 
-    /// Creates a WebRTC transport.
-    pub async fn create_webrtc_transport(&self) -> Result<WebRtcTransportParams, RoomError> {
+    /// Creates a WebRTC transport with the candidates `options` ask for.
+    pub async fn create_webrtc_transport(
+        &self,
+        options: CandidateOptions,
+    ) -> Result<WebRtcTransportParams, RoomError> {
         let info = self
             .on_worker(move |e, c| e.create_transport(c.router_id, c.now))
             .await?;
         if let Ok(mut transports) = self.inner.transports.lock() {
             transports.insert(info.id, TransportMeta::default());
         }
-        let ice_candidates = self
-            .inner
-            .candidate_ips
-            .iter()
-            .enumerate()
-            .map(|(i, ip)| IceCandidate {
-                foundation: format!("udpcandidate{i}"),
-                // Host candidates, earlier announced addresses first (RFC 8445 §5.1.2 shape).
-                priority: (126 << 24) | ((65535 - i as u32) << 8) | 255,
-                address: ip.to_string(),
-                protocol: TransportProtocol::Udp,
-                port: info.port,
-                r#type: IceCandidateType::Host,
-                tcp_type: None,
-            })
-            .collect();
+        let ice_candidates = host_candidates(
+            &self.inner.candidate_ips,
+            info.port,
+            self.inner.worker.tcp_port(),
+            options,
+        );
         let fingerprints = info
             .fingerprints
             .iter()
@@ -794,5 +862,73 @@ fn consume_spec(
             .iter()
             .find(|c| !c.is_rtx())
             .is_some_and(|c| c.mime_type.eq_ignore_ascii_case("video/vp8")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(c: &[IceCandidate]) -> Vec<(TransportProtocol, String, u16)> {
+        c.iter()
+            .map(|c| (c.protocol, c.address.clone(), c.port))
+            .collect()
+    }
+
+    #[test]
+    fn udp_wins_unless_tcp_is_preferred_or_forced() {
+        let ips: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+        let udp = TransportProtocol::Udp;
+        let tcp = TransportProtocol::Tcp;
+        let default = host_candidates(&ips, 40000, 40001, CandidateOptions::default());
+        assert_eq!(
+            summary(&default),
+            [
+                (udp, "192.0.2.1".into(), 40000),
+                (udp, "2001:db8::1".into(), 40000),
+                (tcp, "192.0.2.1".into(), 40001),
+                (tcp, "2001:db8::1".into(), 40001),
+            ]
+        );
+        // Priorities strictly decrease, and TCP ones carry tcptype passive.
+        assert!(default.windows(2).all(|w| w[0].priority > w[1].priority));
+        assert!(
+            default
+                .iter()
+                .all(|c| (c.protocol == tcp) == (c.tcp_type == Some(IceCandidateTcpType::Passive)))
+        );
+        // Host type preference 126, component 1.
+        assert!(
+            default
+                .iter()
+                .all(|c| c.priority >> 24 == 126 && c.priority & 0xff == 255)
+        );
+        let prefer = host_candidates(
+            &ips,
+            40000,
+            40001,
+            CandidateOptions {
+                prefer_tcp: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(summary(&prefer)[0], (tcp, "192.0.2.1".into(), 40001));
+        assert_eq!(summary(&prefer)[2], (udp, "192.0.2.1".into(), 40000));
+        let force = host_candidates(
+            &ips,
+            40000,
+            40001,
+            CandidateOptions {
+                force_tcp: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            summary(&force),
+            [
+                (tcp, "192.0.2.1".into(), 40001),
+                (tcp, "2001:db8::1".into(), 40001),
+            ]
+        );
     }
 }

@@ -27,15 +27,19 @@ impl Default for IceTimeouts {
 pub struct WorkerSettings {
     /// Number of worker threads (one UDP socket each).
     pub num_workers: usize,
-    /// Address the worker sockets bind to.
+    /// Address the worker sockets (UDP and ICE-TCP) bind to; `::` binds dual-stack
+    /// sockets that serve IPv4 and IPv6 clients.
     pub listen_ip: IpAddr,
-    /// Addresses put in ICE candidates. Empty: derived from `listen_ip` (for an unspecified
-    /// listen address: the host's primary IPv4 address and 127.0.0.1).
+    /// Addresses put in ICE candidates, IPv4 and IPv6. Empty: derived from `listen_ip` (for
+    /// an unspecified listen address: the host's primary IPv4 address and 127.0.0.1, and on
+    /// `::` also its primary global IPv6 address).
     pub announced_ips: Vec<IpAddr>,
-    /// First UDP port a worker may bind.
+    /// First port a worker may bind (UDP, and ICE-TCP).
     pub rtc_min_port: u16,
-    /// Last UDP port a worker may bind.
+    /// Last port a worker may bind (UDP, and ICE-TCP).
     pub rtc_max_port: u16,
+    /// Limits of each worker's ICE-TCP connections.
+    pub tcp_limits: crate::tcp::TcpLimits,
     /// ICE liveness timers.
     pub ice_timeouts: IceTimeouts,
 }
@@ -48,6 +52,7 @@ impl Default for WorkerSettings {
             announced_ips: Vec::new(),
             rtc_min_port: 40000,
             rtc_max_port: 40099,
+            tcp_limits: crate::tcp::TcpLimits::default(),
             ice_timeouts: IceTimeouts::default(),
         }
     }
@@ -67,8 +72,21 @@ impl WorkerSettings {
             ips.push(ip);
         }
         ips.push(IpAddr::from([127, 0, 0, 1]));
+        if self.listen_ip.is_ipv6()
+            && let Some(ip) = primary_ipv6()
+        {
+            ips.push(ip);
+        }
         ips
     }
+}
+
+/// The global IPv6 address the host would use to reach the internet, if it has one.
+fn primary_ipv6() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind("[::]:0").ok()?;
+    socket.connect("[2001:db8::1]:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
 /// The address the host would use to reach the internet (no packet is sent), if it has a

@@ -272,6 +272,20 @@ counters!(
     bwe_layer_upgrades,
     /// Consumers the bandwidth allocation moved to a lower layer (or paused).
     bwe_layer_downgrades,
+    /// ICE-TCP connections open now.
+    tcp_connections,
+    /// ICE-TCP connections refused (over the limit) or closed for passing no ICE check in
+    /// time or for a frame larger than any packet.
+    tcp_connections_rejected,
+    /// Frames queued on ICE-TCP connections.
+    tcp_frames_out,
+    /// Bytes of those frames.
+    tcp_bytes_out,
+    /// Frames dropped because an ICE-TCP connection's send buffer was full (a client
+    /// reading slower than its media arrives).
+    tcp_frames_dropped,
+    /// UDP datagrams dropped for coming from the address of an open ICE-TCP connection.
+    tcp_shadowed_udp,
 );
 
 /// Bandwidth toward clients, summed over a worker's transports that send to one with
@@ -367,6 +381,16 @@ impl BandwidthGauges {
 
 impl WorkerCounters {
     /// Adds the outcome of a send flush.
+    pub fn on_tcp(&mut self, tcp: crate::tcp::TcpCounters) {
+        self.tcp_connections = tcp.open;
+        self.tcp_connections_rejected = tcp.rejected;
+        self.tcp_frames_out = tcp.frames_out;
+        self.tcp_bytes_out = tcp.bytes_out;
+        self.tcp_frames_dropped = tcp.frames_dropped;
+        self.tcp_shadowed_udp = tcp.udp_dropped;
+    }
+
+    /// Adds what a flush sent and dropped.
     pub fn on_flush(&mut self, out: FlushOutcome) {
         self.datagrams_out += out.sent as u64;
         self.bytes_out += out.bytes as u64;

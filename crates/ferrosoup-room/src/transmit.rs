@@ -15,6 +15,11 @@ pub trait Transmit {
     /// Sends the first `len` bytes of the buffer last handed out by [`Transmit::buffer`].
     fn commit(&mut self, len: usize, to: SocketAddr);
 
+    /// The engine no longer routes anything to or from `to` (ICE forgot the tuple, or its
+    /// transport closed): a connection-oriented path to it (ICE-TCP) can be closed once what
+    /// was committed to it is written. Datagram sinks ignore it.
+    fn tuple_removed(&mut self, _to: SocketAddr) {}
+
     /// Copies `data` into a buffer and sends it (datagrams over [`MAX_DATAGRAM`] are not sent).
     fn push(&mut self, data: &[u8], to: SocketAddr) {
         if data.len() > MAX_DATAGRAM {

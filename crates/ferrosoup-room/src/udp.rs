@@ -59,6 +59,33 @@ fn set_option(socket: &UdpSocket, level: libc::c_int, option: libc::c_int, value
     }
 }
 
+/// The address as the engine keys it: an IPv4 client reaching a dual-stack (`::`) socket
+/// appears as an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) and is turned back into its
+/// IPv4 form, so that one client has one address whichever socket family it came in on
+/// (and STUN answers name the address the client knows).
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, a.port())),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// Binds a worker's UDP socket. On the IPv6 unspecified address (`::`) the socket is
+/// dual-stack: it serves IPv4 clients too (at IPv4-mapped addresses, see [`canonical`]).
+pub fn bind(ip: std::net::IpAddr, port: u16) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = SocketAddr::new(ip, port);
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if ip.is_ipv6() && ip.is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// A batch of received datagrams, reused for every `recv` call.
 pub struct RecvBatch {
     bufs: Vec<[u8; MAX_DATAGRAM]>,
@@ -230,11 +257,25 @@ pub struct SocketSender {
 impl SocketSender {
     /// A sender of batches of up to `capacity` datagrams on `socket`.
     pub fn new(socket: UdpSocket, capacity: usize) -> Self {
+        #[allow(unused_mut)]
+        let mut batch = SendBatch::new(capacity.max(1));
+        #[cfg(target_os = "linux")]
+        {
+            // A dual-stack socket sends to IPv4 clients at their IPv4-mapped address.
+            batch.sys.ipv6_socket = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        }
         Self {
             socket,
-            batch: SendBatch::new(capacity.max(1)),
+            batch,
             totals: FlushOutcome::default(),
         }
+    }
+
+    /// The first `len` bytes of the buffer last handed out by [`Transmit::buffer`] (not
+    /// committed).
+    pub fn uncommitted(&self, len: usize) -> &[u8] {
+        let i = self.batch.count.min(self.batch.bufs.len() - 1);
+        &self.batch.bufs[i][..len.min(MAX_DATAGRAM)]
     }
 
     /// Sends everything queued.
@@ -276,6 +317,8 @@ mod linux {
     use std::os::fd::AsRawFd;
 
     pub(super) struct SysBatch {
+        /// The socket is IPv6 (dual-stack): IPv4 destinations are written IPv4-mapped.
+        pub(super) ipv6_socket: bool,
         headers: Vec<libc::mmsghdr>,
         iovecs: Vec<libc::iovec>,
         names: Vec<libc::sockaddr_storage>,
@@ -291,6 +334,7 @@ mod linux {
             let zero_hdr: libc::mmsghdr = unsafe { mem::zeroed() };
             let zero_name: libc::sockaddr_storage = unsafe { mem::zeroed() };
             Self {
+                ipv6_socket: false,
                 headers: vec![zero_hdr; capacity],
                 iovecs: vec![
                     libc::iovec {
@@ -343,7 +387,7 @@ mod linux {
             let got = got as usize;
             for i in 0..got {
                 lens[i] = self.headers[i].msg_len as usize;
-                addrs[i] = sockaddr_to_std(&self.names[i]);
+                addrs[i] = sockaddr_to_std(&self.names[i]).map(super::canonical);
             }
             Ok(got)
         }
@@ -362,7 +406,13 @@ mod linux {
                     iov_base: buf.as_mut_ptr().cast(),
                     iov_len: lens[i],
                 };
-                let namelen = std_to_sockaddr(addrs[i], &mut self.names[i]);
+                let to = match addrs[i] {
+                    SocketAddr::V4(a) if self.ipv6_socket => {
+                        SocketAddr::V6(SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0))
+                    }
+                    to => to,
+                };
+                let namelen = std_to_sockaddr(to, &mut self.names[i]);
                 let hdr = &mut self.headers[i].msg_hdr;
                 hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
                 hdr.msg_namelen = namelen;

@@ -1,10 +1,10 @@
 //! A worker thread: one event loop (mio) around one sans-IO [`Engine`]. The loop owns the
-//! UDP socket, the clock and the flush; it sleeps until a datagram, a control job or the
-//! engine's next deadline. The control path reaches it only through
+//! UDP socket, the ICE-TCP listener and its connections (`tcp.rs`), the clock and the
+//! flush; it sleeps until a datagram, a TCP event, a control job or the next deadline. The control path reaches it only through
 //! [`WorkerHandle::exec`], which sends a closure and awaits its one-shot reply.
 
 use std::io;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -22,8 +22,9 @@ use crate::error::RoomError;
 use crate::events::MediaEvent;
 use crate::settings::IceTimeouts;
 use crate::stats::{SharedCounters, WorkerCounters};
+use crate::tcp::{ReadFrame, TcpConnections, TcpLimits};
 use crate::transmit::Transmit;
-use crate::udp::{RecvBatch, SocketSender};
+use crate::udp::{MAX_DATAGRAM, RecvBatch, SocketSender};
 
 /// Datagrams sent per `sendmmsg` call.
 const SEND_BATCH: usize = 64;
@@ -32,8 +33,14 @@ const RECV_BATCH: usize = 32;
 /// Receive batches handled per loop turn before timers and commands get their turn.
 const MAX_BATCHES_PER_TURN: usize = 16;
 
+/// Frames read from one ICE-TCP connection per loop turn before the others get theirs.
+const MAX_FRAMES_PER_CONNECTION: usize = 32;
+
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
+const TCP_LISTENER: Token = Token(2);
+/// Tokens from this one on name ICE-TCP connections.
+const FIRST_CONNECTION: usize = 16;
 
 type Job = Box<dyn FnOnce(&mut Engine, Instant, &mut dyn Transmit) + Send>;
 
@@ -42,6 +49,7 @@ type Job = Box<dyn FnOnce(&mut Engine, Instant, &mut dyn Transmit) + Send>;
 pub struct WorkerHandle {
     index: usize,
     port: u16,
+    tcp_port: u16,
     jobs: Sender<Job>,
     waker: Arc<Waker>,
     shared: Arc<SharedCounters>,
@@ -74,20 +82,36 @@ impl WorkerHandle {
         self.port
     }
 
+    /// The worker's ICE-TCP listening port.
+    pub fn tcp_port(&self) -> u16 {
+        self.tcp_port
+    }
+
     /// The worker's counters as last published.
     pub fn counters(&self) -> WorkerCounters {
         self.shared.snapshot()
     }
 }
 
-/// Starts a worker thread on `socket`.
+/// The sockets a worker serves.
+pub struct WorkerSockets {
+    /// Its UDP socket.
+    pub udp: UdpSocket,
+    /// Its ICE-TCP listening socket.
+    pub tcp: TcpListener,
+    /// Limits of its ICE-TCP connections.
+    pub tcp_limits: TcpLimits,
+}
+
+/// Starts a worker thread on `sockets`.
 pub fn spawn(
     index: usize,
-    socket: UdpSocket,
+    sockets: WorkerSockets,
     certificate: Arc<DtlsCertificate>,
     events: UnboundedSender<MediaEvent>,
     ice_timeouts: IceTimeouts,
 ) -> io::Result<WorkerHandle> {
+    let socket = sockets.udp;
     socket.set_nonblocking(true)?;
     crate::udp::configure_socket(&socket);
     let port = socket.local_addr()?.port();
@@ -97,6 +121,9 @@ pub fn spawn(
         SOCKET,
         Interest::READABLE,
     )?;
+    let mut tcp = TcpConnections::new(sockets.tcp, FIRST_CONNECTION, sockets.tcp_limits)?;
+    tcp.register(poll.registry(), TCP_LISTENER)?;
+    let tcp_port = tcp.port();
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let shared = Arc::new(SharedCounters::default());
     let (jobs_tx, jobs_rx) = mpsc::channel();
@@ -110,10 +137,11 @@ pub fn spawn(
     };
     std::thread::Builder::new()
         .name(format!("ferrosoup-worker-{index}"))
-        .spawn(move || supervise(state, poll, jobs_rx))?;
+        .spawn(move || supervise(state, tcp, poll, jobs_rx))?;
     Ok(WorkerHandle {
         index,
         port,
+        tcp_port,
         jobs: jobs_tx,
         waker,
         shared,
@@ -146,14 +174,15 @@ impl WorkerState {
 /// Runs the event loop; if it panics (a bug), the worker's state is dropped, its routers are
 /// reported as lost, and the loop restarts with empty state on the same socket, so the
 /// server and the other workers keep serving.
-fn supervise(state: WorkerState, mut poll: Poll, jobs: Receiver<Job>) {
-    let mut sender = match state.socket.try_clone() {
+fn supervise(state: WorkerState, tcp: TcpConnections, mut poll: Poll, jobs: Receiver<Job>) {
+    let udp = match state.socket.try_clone() {
         Ok(socket) => SocketSender::new(socket, SEND_BATCH),
         Err(e) => {
             tracing::error!(worker = state.index, "worker socket: {e}");
             return;
         }
     };
+    let mut sender = WorkerOutput { udp, tcp };
     loop {
         let mut engine = match state.new_engine() {
             Ok(e) => e,
@@ -168,6 +197,8 @@ fn supervise(state: WorkerState, mut poll: Poll, jobs: Receiver<Job>) {
         if outcome.is_ok() {
             return;
         }
+        // The new engine knows none of the connections' tuples.
+        sender.tcp.close_all();
         let routers = engine.router_ids();
         tracing::error!(
             worker = state.index,
@@ -181,25 +212,60 @@ fn supervise(state: WorkerState, mut poll: Poll, jobs: Receiver<Job>) {
     }
 }
 
+/// Where the engine's output goes in a worker: datagrams to the UDP batch, frames for an
+/// ICE-TCP connection's address onto that connection.
+struct WorkerOutput {
+    udp: SocketSender,
+    tcp: TcpConnections,
+}
+
+impl WorkerOutput {
+    /// Sends everything queued on UDP and TCP.
+    fn flush(&mut self) {
+        self.udp.flush();
+        self.tcp.flush();
+    }
+}
+
+impl Transmit for WorkerOutput {
+    fn buffer(&mut self) -> &mut [u8; MAX_DATAGRAM] {
+        self.udp.buffer()
+    }
+
+    fn commit(&mut self, len: usize, to: SocketAddr) {
+        if !self.tcp.queue(to, self.udp.uncommitted(len)) {
+            self.udp.commit(len, to);
+        }
+    }
+
+    fn tuple_removed(&mut self, to: SocketAddr) {
+        self.tcp.close_later(to);
+    }
+}
+
 /// The worker event loop; returns when every handle is gone.
 fn run(
     state: &WorkerState,
     poll: &mut Poll,
     engine: &mut Engine,
-    sender: &mut SocketSender,
+    out: &mut WorkerOutput,
     jobs: &Receiver<Job>,
 ) {
     let mut events = Events::with_capacity(64);
     let mut batch = RecvBatch::new(RECV_BATCH);
+    let mut frame = Box::new([0u8; MAX_DATAGRAM]);
     let mut socket_backlog = false;
     loop {
         let now = Instant::now();
-        // Sleep until a datagram, a job or the engine's next deadline (none: until woken).
-        let timeout = if socket_backlog {
+        // Sleep until a datagram, a TCP event, a job or the next deadline (none: until
+        // woken).
+        let timeout = if socket_backlog || out.tcp.readable_count() > 0 {
             Some(Duration::ZERO)
         } else {
-            engine
-                .poll_timeout()
+            [engine.poll_timeout(), out.tcp.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|at| at.saturating_duration_since(now))
         };
         if let Err(e) = poll.poll(&mut events, timeout)
@@ -208,19 +274,34 @@ fn run(
             tracing::error!("worker poll failed: {e}");
             return;
         }
+        let now = Instant::now();
+        for event in events.iter() {
+            match event.token() {
+                SOCKET | WAKER => {}
+                TCP_LISTENER => out.tcp.accept(poll.registry(), now),
+                token => {
+                    if let Some(slot) = out.tcp.slot_of(token) {
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        out.tcp.on_ready(slot, readable, event.is_writable());
+                    }
+                }
+            }
+        }
         // Readiness is edge-triggered: read until the socket is empty or the turn's
         // budget is spent (then come back at once).
         socket_backlog = false;
-        let now = Instant::now();
         for _ in 0..MAX_BATCHES_PER_TURN {
             match batch.recv(&state.socket) {
                 Ok(n) => {
                     for i in 0..n {
-                        if let Some((data, from)) = batch.get_mut(i) {
-                            engine.handle_datagram(now, from, data, sender);
+                        if let Some((data, from)) = batch.get_mut(i)
+                            && !out.tcp.shadows_udp(from)
+                        {
+                            engine.handle_datagram(now, from, data, out);
                         }
                     }
-                    sender.flush();
+                    out.flush();
                     socket_backlog = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -234,16 +315,67 @@ fn run(
                 }
             }
         }
+        read_connections(engine, now, out, &mut frame);
+        forget_closed(engine, now, out);
         loop {
             match jobs.try_recv() {
-                Ok(job) => job(engine, Instant::now(), sender),
+                Ok(job) => job(engine, Instant::now(), out),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             }
         }
-        engine.handle_timeout(Instant::now(), sender);
-        sender.flush();
-        engine.record_flush(sender.take_totals());
+        let now = Instant::now();
+        out.tcp.expire(now, |addr| engine.routes(addr));
+        forget_closed(engine, now, out);
+        engine.handle_timeout(now, out);
+        out.flush();
+        forget_closed(engine, now, out);
+        engine.record_flush(out.udp.take_totals());
+        engine.record_tcp(out.tcp.counters());
         state.shared.publish(engine.counters());
     }
+}
+
+/// Tells the engine the tuples of the ICE-TCP connections closed since it last heard.
+fn forget_closed(engine: &mut Engine, now: Instant, out: &mut WorkerOutput) {
+    while let Some(addr) = out.tcp.pop_closed() {
+        engine.remove_tuple(now, addr, out);
+    }
+}
+
+/// Reads the frames of the ICE-TCP connections listed as readable, a bounded number per
+/// connection (one with more left is listed again for the next turn). A connection whose
+/// first frame is not an ICE check the engine accepts is closed.
+fn read_connections(
+    engine: &mut Engine,
+    now: Instant,
+    out: &mut WorkerOutput,
+    frame: &mut [u8; MAX_DATAGRAM],
+) {
+    for _ in 0..out.tcp.readable_count() {
+        let Some(slot) = out.tcp.next_readable() else {
+            break;
+        };
+        let mut budget_spent = true;
+        for _ in 0..MAX_FRAMES_PER_CONNECTION {
+            match out.tcp.read_frame(slot, frame) {
+                ReadFrame::Frame { len, from, first } => {
+                    engine.handle_datagram(now, from, &mut frame[..len], out);
+                    if first && !engine.routes(from) {
+                        out.tcp.reject(slot);
+                        budget_spent = false;
+                        break;
+                    }
+                }
+                ReadFrame::Idle => {
+                    budget_spent = false;
+                    break;
+                }
+            }
+        }
+        if budget_spent {
+            out.tcp.defer(slot);
+        }
+    }
+    out.flush();
 }

@@ -371,6 +371,31 @@ impl IceLiteServer {
         }
     }
 
+    /// The path to `addr` is gone (its TCP connection closed): the tuple is forgotten and
+    /// reported as [`IceEvent::TupleRemoved`]. If it was the selected tuple, the most
+    /// recently checked remaining tuple is selected, or, with none left, the state becomes
+    /// `Disconnected`.
+    pub fn remove_tuple(&mut self, addr: SocketAddr, now: Instant) {
+        self.advance(now);
+        if !self.is_valid_tuple(addr) {
+            return;
+        }
+        self.forget_tuples(|t| t.addr == addr);
+        if self.selected != Some(addr) {
+            return;
+        }
+        self.selected = None;
+        match self
+            .tuples
+            .iter()
+            .max_by_key(|t| t.last_check)
+            .map(|t| t.addr)
+        {
+            Some(next) => self.select(next),
+            None => self.set_state(IceState::Disconnected, now),
+        }
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.tuples
@@ -1357,5 +1382,42 @@ mod tests {
         assert!(ice.on_media_from(rebound));
         assert_eq!(ice.selected_tuple(), Some(rebound));
         assert_eq!(events(&mut ice), [IceEvent::SelectedTupleChanged(rebound)]);
+    }
+
+    #[test]
+    fn removed_tuple_hands_the_selection_on_or_disconnects() {
+        let t0 = Instant::now();
+        let server = creds("serverufrag", "serverpassword");
+        let mut ice = IceLiteServer::new(server.clone(), t0);
+        let tcp = addr("192.0.2.7:50000");
+        let udp = addr("192.0.2.7:50001");
+        check(&mut ice, t0, udp, &Request::new(&server));
+        check(&mut ice, t0 + SEC, tcp, &Request::new(&server).nominate());
+        events(&mut ice);
+        assert_eq!(ice.selected_tuple(), Some(tcp));
+        ice.remove_tuple(addr("198.51.100.1:1"), t0 + SEC);
+        assert!(
+            events(&mut ice).is_empty(),
+            "an unknown tuple changes nothing"
+        );
+        ice.remove_tuple(tcp, t0 + 2 * SEC);
+        assert_eq!(ice.selected_tuple(), Some(udp));
+        assert_eq!(
+            events(&mut ice),
+            [
+                IceEvent::TupleRemoved(tcp),
+                IceEvent::SelectedTupleChanged(udp)
+            ]
+        );
+        ice.remove_tuple(udp, t0 + 3 * SEC);
+        assert_eq!(ice.selected_tuple(), None);
+        assert_eq!(ice.state(), IceState::Disconnected);
+        assert_eq!(
+            events(&mut ice),
+            [
+                IceEvent::TupleRemoved(udp),
+                IceEvent::StateChanged(IceState::Disconnected)
+            ]
+        );
     }
 }

@@ -19,9 +19,11 @@
 //! - [`vp8`]: VP8 payload descriptor: temporal layer indices, PictureID / TL0PICIDX
 //!   continuity across simulcast switches and dropped temporal layers.
 //! - [`vp9`]: VP9 payload descriptor: spatial and temporal layer indices of SVC streams.
+//! - [`framing`]: RFC 4571 framing of packets on an ICE-TCP stream.
 
 pub mod demux;
 pub mod dtls;
+pub mod framing;
 pub mod ice;
 pub mod nack;
 pub mod rtcp;

@@ -58,19 +58,35 @@ pub struct Config {
     /// HTTP and WebSocket port.
     #[arg(long, env = "PORT", default_value_t = 3000)]
     pub port: u16,
-    /// Address the HTTP server and the RTC sockets bind to.
+    /// Address the HTTP server and the RTC sockets bind to (the default of HTTP_LISTEN_IP
+    /// and RTC_LISTEN_IP). `::` listens on IPv4 and IPv6.
     #[arg(long, env = "LISTEN_IP", default_value = "0.0.0.0")]
     pub listen_ip: IpAddr,
+    /// Address the HTTP / WebSocket server binds to (default: LISTEN_IP).
+    #[arg(long, env = "HTTP_LISTEN_IP")]
+    pub http_listen_ip: Option<IpAddr>,
+    /// Address the workers' UDP and ICE-TCP sockets bind to (default: LISTEN_IP); `::`
+    /// binds dual-stack sockets serving IPv4 and IPv6 clients.
+    #[arg(long, env = "RTC_LISTEN_IP")]
+    pub rtc_listen_ip: Option<IpAddr>,
     /// Public address(es) put in ICE candidates (comma-separated). Default: the host's
     /// primary IPv4 address and 127.0.0.1 when listening on all interfaces.
     #[arg(long, env = "ANNOUNCED_IP", value_delimiter = ',')]
     pub announced_ip: Vec<IpAddr>,
-    /// First UDP port for worker sockets.
+    /// First port for worker sockets (each worker: one UDP port and one ICE-TCP port, the
+    /// same number when it is free).
     #[arg(long, env = "RTC_MIN_PORT", default_value_t = 40000)]
     pub rtc_min_port: u16,
-    /// Last UDP port for worker sockets.
+    /// Last port for worker sockets.
     #[arg(long, env = "RTC_MAX_PORT", default_value_t = 40099)]
     pub rtc_max_port: u16,
+    /// ICE-TCP connections open at once per worker; more are closed at accept.
+    #[arg(long, env = "MAX_TCP_CONNECTIONS", default_value_t = ferrosoup_room::tcp::TcpLimits::default().max_connections)]
+    pub max_tcp_connections: usize,
+    /// Bytes queued per ICE-TCP connection for a client that reads slower than its media
+    /// arrives; frames that do not fit are dropped.
+    #[arg(long, env = "TCP_SEND_BUFFER_BYTES", default_value_t = ferrosoup_room::tcp::TcpLimits::default().send_buffer)]
+    pub tcp_send_buffer_bytes: usize,
     /// Number of worker threads (default: number of cores).
     #[arg(long, env = "NUM_WORKERS")]
     pub num_workers: Option<usize>,
@@ -205,6 +221,9 @@ impl Config {
             );
         }
         self.ice_servers()?;
+        if self.tcp_send_buffer_bytes < 2048 {
+            return Err("TCP_SEND_BUFFER_BYTES must be at least 2048 (one packet)".into());
+        }
         if self.num_workers == Some(0) {
             return Err("NUM_WORKERS must be at least 1".into());
         }
@@ -310,15 +329,29 @@ impl Config {
         }
     }
 
+    /// Where the HTTP server binds.
+    pub fn http_listen_ip(&self) -> IpAddr {
+        self.http_listen_ip.unwrap_or(self.listen_ip)
+    }
+
+    /// Where the worker sockets bind.
+    pub fn rtc_listen_ip(&self) -> IpAddr {
+        self.rtc_listen_ip.unwrap_or(self.listen_ip)
+    }
+
     /// The worker pool settings.
     pub fn worker_settings(&self) -> ferrosoup_room::WorkerSettings {
         let defaults = ferrosoup_room::WorkerSettings::default();
         ferrosoup_room::WorkerSettings {
             num_workers: self.num_workers.unwrap_or(defaults.num_workers),
-            listen_ip: self.listen_ip,
+            listen_ip: self.rtc_listen_ip(),
             announced_ips: self.announced_ip.clone(),
             rtc_min_port: self.rtc_min_port,
             rtc_max_port: self.rtc_max_port,
+            tcp_limits: ferrosoup_room::tcp::TcpLimits {
+                max_connections: self.max_tcp_connections,
+                send_buffer: self.tcp_send_buffer_bytes,
+            },
             ice_timeouts: ferrosoup_room::settings::IceTimeouts {
                 consent: std::time::Duration::from_secs_f64(self.ice_consent_timeout),
                 restart_required: std::time::Duration::from_secs_f64(self.ice_disconnect_timeout),

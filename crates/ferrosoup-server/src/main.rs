@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = config::Cli::parse();
     let config = cli.config;
     if let Some(config::Command::Health { path }) = &cli.command {
-        let addr = probe::local_addr(config.listen_ip, config.port);
+        let addr = probe::local_addr(config.http_listen_ip(), config.port);
         let status = probe::check(addr, path).map_err(anyhow::Error::msg)?;
         println!("{status}");
         return Ok(());
@@ -77,12 +77,13 @@ async fn main() -> anyhow::Result<()> {
     let signal_config = config.signal_config();
     let open = signal_config.auth_secret.is_none();
     let hub = Hub::new(pool, events, media_codecs, signal_config);
-    let addr = SocketAddr::new(config.listen_ip, config.port);
+    let addr = SocketAddr::new(config.http_listen_ip(), config.port);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(
-        "ferrosoup listening on http://{} (ws: /ws), {} workers on UDP {}..={}, candidates {:?}",
+        "ferrosoup listening on http://{} (ws: /ws), {} workers on {} UDP + ICE-TCP {}..={}, candidates {:?}",
         listener.local_addr()?,
         settings.num_workers,
+        settings.listen_ip,
         settings.rtc_min_port,
         settings.rtc_max_port,
         settings.candidate_ips()

@@ -377,6 +377,7 @@ impl Engine {
         t.ice.close();
         for tuple in &t.tuples {
             self.by_tuple.remove(tuple);
+            out.tuple_removed(*tuple);
         }
         self.by_ufrag.remove(&t.ice.credentials().ufrag);
         self.transport_ids.remove(&t.id);

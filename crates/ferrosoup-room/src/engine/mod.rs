@@ -151,6 +151,27 @@ impl Engine {
         self.counters.on_flush(out);
     }
 
+    /// Whether datagrams from `from` reach a transport: it passed an ICE check that has not
+    /// been forgotten since.
+    pub fn routes(&self, from: SocketAddr) -> bool {
+        self.by_tuple.contains_key(&from)
+    }
+
+    /// The path to `from` is gone (its ICE-TCP connection closed): its transport's ICE
+    /// forgets the tuple, selecting another valid one or going `disconnected`.
+    pub fn remove_tuple(&mut self, now: Instant, from: SocketAddr, out: &mut dyn Transmit) {
+        let Some(&key) = self.by_tuple.get(&from) else {
+            return;
+        };
+        self.transports[key].ice.remove_tuple(from, now);
+        self.drain_transport(key, now, out);
+    }
+
+    /// Takes the worker's ICE-TCP counters (totals since the worker started).
+    pub fn record_tcp(&mut self, tcp: crate::tcp::TcpCounters) {
+        self.counters.on_tcp(tcp);
+    }
+
     /// When [`Engine::handle_timeout`] next has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.poll_timeout()
@@ -236,6 +257,7 @@ impl Engine {
                     t.tuples.retain(|&a| a != tuple);
                     if self.by_tuple.get(&tuple) == Some(&key) {
                         self.by_tuple.remove(&tuple);
+                        out.tuple_removed(tuple);
                     }
                 }
                 IceEvent::TupleRemoved(_) => {}

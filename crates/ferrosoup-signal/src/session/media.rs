@@ -228,7 +228,13 @@ impl Session {
             |p| p.transports.len(),
             self.hub.config().limits.max_transports_per_peer,
         )?;
-        let params = room.router.create_webrtc_transport().await?;
+        let params = room
+            .router
+            .create_webrtc_transport(ferrosoup_room::router::CandidateOptions {
+                force_tcp: req.force_tcp,
+                prefer_tcp: req.prefer_tcp,
+            })
+            .await?;
         let registered = match room.peers().get_mut(peer_id) {
             Some(peer) => {
                 peer.transports.insert(params.id, direction);
