@@ -290,7 +290,9 @@ impl SctpAssociation {
 
     /// When [`Self::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.association.as_ref().and_then(|(_, a)| a.poll_timeout())
+        self.association
+            .as_ref()
+            .and_then(|(_, a)| a.poll_timeout())
     }
 
     /// Next event.
@@ -506,13 +508,29 @@ mod tests {
         let (mut client, mut server) = connected_pair(&mut now);
         let reliable = Reliability::default();
         for i in 0..20u8 {
-            let ppid = if i % 2 == 0 { Ppid::String } else { Ppid::Binary };
+            let ppid = if i % 2 == 0 {
+                Ppid::String
+            } else {
+                Ppid::Binary
+            };
             client
-                .send(now, 3, reliable, ppid, &Bytes::from(vec![i; 100 + usize::from(i)]))
+                .send(
+                    now,
+                    3,
+                    reliable,
+                    ppid,
+                    &Bytes::from(vec![i; 100 + usize::from(i)]),
+                )
                 .unwrap();
         }
         client
-            .send(now, 3, reliable, Ppid::StringEmpty, &Bytes::from_static(b"\0"))
+            .send(
+                now,
+                3,
+                reliable,
+                Ppid::StringEmpty,
+                &Bytes::from_static(b"\0"),
+            )
             .unwrap();
         pump(&mut client, &mut server, &mut now);
         let got = messages(&mut server);
@@ -553,8 +571,14 @@ mod tests {
         let _ = (lax.poll_event(), strict.poll_event());
         lax.send(now, 1, Reliability::default(), Ppid::Binary, &big)
             .unwrap();
-        lax.send(now, 1, Reliability::default(), Ppid::Binary, &Bytes::from_static(b"ok"))
-            .unwrap();
+        lax.send(
+            now,
+            1,
+            Reliability::default(),
+            Ppid::Binary,
+            &Bytes::from_static(b"ok"),
+        )
+        .unwrap();
         pump(&mut lax, &mut strict, &mut now);
         let got = messages(&mut strict);
         assert_eq!(got.len(), 1);
@@ -568,7 +592,13 @@ mod tests {
         let now = Instant::now();
         let mut a = SctpAssociation::new(CONFIG);
         assert_eq!(
-            a.send(now, 1, Reliability::default(), Ppid::String, &Bytes::from_static(b"x")),
+            a.send(
+                now,
+                1,
+                Reliability::default(),
+                Ppid::String,
+                &Bytes::from_static(b"x")
+            ),
             Err(SctpError::NotConnected)
         );
         for len in 0..64 {
@@ -615,7 +645,13 @@ mod tests {
         let mut now = Instant::now();
         let (mut client, mut server) = connected_pair(&mut now);
         server
-            .send(now, 4, Reliability::default(), Ppid::String, &Bytes::from_static(b"hi"))
+            .send(
+                now,
+                4,
+                Reliability::default(),
+                Ppid::String,
+                &Bytes::from_static(b"hi"),
+            )
             .unwrap();
         pump(&mut client, &mut server, &mut now);
         assert_eq!(messages(&mut client).len(), 1);
@@ -623,7 +659,13 @@ mod tests {
         pump(&mut client, &mut server, &mut now);
         // The stream can be used again after the reset.
         server
-            .send(now, 4, Reliability::default(), Ppid::String, &Bytes::from_static(b"again"))
+            .send(
+                now,
+                4,
+                Reliability::default(),
+                Ppid::String,
+                &Bytes::from_static(b"again"),
+            )
             .unwrap();
         pump(&mut client, &mut server, &mut now);
         assert_eq!(messages(&mut client).len(), 1);
