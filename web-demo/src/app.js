@@ -8,7 +8,7 @@
 //   codec=vp8|vp9|h264   video codec to send (default vp8). VP8 and H264 send three
 //                  simulcast layers (unless simulcast=0); VP9 sends one stream, L1T3, or
 //                  with svc=1 one SVC stream of 3 spatial x 3 temporal layers (L3T3_KEY)
-//   produce=0      join as a viewer: no camera or microphone, receive only
+//   produce=0      join as a viewer: no camera or microphone (receives media, chats)
 //   relay=1        send and receive only through the TURN servers of /api/ice-servers
 //                  (iceTransportPolicy "relay"), to try a TURN setup
 //
@@ -652,14 +652,6 @@ function videoSendDescription() {
 
 async function startProducing(protoo) {
   const { device } = state;
-  if (params.get('produce') === '0') {
-    log('viewer (produce=0): receiving only');
-    return;
-  }
-  if (!device.canProduce('video') && !device.canProduce('audio')) {
-    log('this browser cannot send to this router; receiving only');
-    return;
-  }
   const info = await protoo.request('createTransport', {
     direction: 'send',
     sctpCapabilities: device.sctpCapabilities,
@@ -677,10 +669,18 @@ async function startProducing(protoo) {
       .then(({ id }) => callback({ id }))
       .catch(errback);
   });
+  await startChat();
+  if (params.get('produce') === '0') {
+    log('viewer (produce=0): receiving media, chat only');
+    return;
+  }
+  if (!device.canProduce('video') && !device.canProduce('audio')) {
+    log('this browser cannot send media to this router; receiving only');
+    return;
+  }
   await acquireMedia();
   await produceTrack('video');
   await produceTrack('audio');
-  await startChat();
   log(`producing ${[...state.producers.keys()].join(' + ') || 'nothing'}${state.producers.has('video') ? ` (${videoSendDescription()})` : ''}`);
 }
 
