@@ -261,10 +261,8 @@ impl SctpAssociation {
             return;
         };
         match event {
-            DatagramEvent::NewAssociation(a) => {
-                if self.association.is_none() {
-                    self.association = Some((handle, a));
-                }
+            DatagramEvent::NewAssociation(a) if self.association.is_none() => {
+                self.association = Some((handle, a));
             }
             DatagramEvent::AssociationEvent(e) => {
                 if let Some((h, a)) = self.association.as_mut()
@@ -382,11 +380,9 @@ impl SctpAssociation {
         let mut lost = false;
         while let Some(event) = a.poll() {
             match event {
-                Event::Connected => {
-                    if self.state == SctpState::Connecting {
-                        self.state = SctpState::Connected;
-                        self.events.push_back(SctpEvent::Connected);
-                    }
+                Event::Connected if self.state == SctpState::Connecting => {
+                    self.state = SctpState::Connected;
+                    self.events.push_back(SctpEvent::Connected);
                 }
                 Event::HandshakeFailed { reason } => {
                     tracing::debug!("sctp handshake failed: {reason}");
@@ -555,7 +551,7 @@ mod tests {
     #[test]
     fn oversize_messages_are_refused_and_dropped() {
         let mut now = Instant::now();
-        let (mut client, mut server) = connected_pair(&mut now);
+        let (mut client, _server) = connected_pair(&mut now);
         let big = Bytes::from(vec![1; 5000]);
         assert_eq!(
             client.send(now, 1, Reliability::default(), Ppid::Binary, &big),
@@ -584,7 +580,6 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(&got[0].payload[..], b"ok");
         assert_eq!(strict.drops().too_big, 1);
-        let _ = (client, server);
     }
 
     #[test]
