@@ -8,7 +8,7 @@
 //   codec=vp8|vp9|h264   video codec to send (default vp8). VP8 and H264 send three
 //                  simulcast layers (unless simulcast=0); VP9 sends one stream, L1T3, or
 //                  with svc=1 one SVC stream of 3 spatial x 3 temporal layers (L3T3_KEY)
-//   produce=0      join as a viewer: no camera or microphone, receive only
+//   produce=0      join as a viewer: no camera or microphone (receives media, chats)
 //   relay=1        send and receive only through the TURN servers of /api/ice-servers
 //                  (iceTransportPolicy "relay"), to try a TURN setup
 //
@@ -118,6 +118,12 @@ const state = {
    * consumer, what its allocation gives (see refreshServerView()).
    */
   server: { estimate: null, consumers: new Map(), nextAt: 0 },
+  /**
+   * Data channels: our data producers (dataProducerId -> DataProducer; the chat's is
+   * `chatProducer`) and the data consumers of the others' (dataConsumerId -> {dataConsumer,
+   * peerId, dataProducerId, label, messages: [{data, at}], closed}).
+   */
+  data: { producers: new Map(), chatProducer: null, consumers: new Map() },
 };
 
 function randomId() {
@@ -646,15 +652,10 @@ function videoSendDescription() {
 
 async function startProducing(protoo) {
   const { device } = state;
-  if (params.get('produce') === '0') {
-    log('viewer (produce=0): receiving only');
-    return;
-  }
-  if (!device.canProduce('video') && !device.canProduce('audio')) {
-    log('this browser cannot send to this router; receiving only');
-    return;
-  }
-  const info = await protoo.request('createTransport', { direction: 'send' });
+  const info = await protoo.request('createTransport', {
+    direction: 'send',
+    sctpCapabilities: device.sctpCapabilities,
+  });
   const transport = device.createSendTransport({ ...info, ...iceOptions() });
   state.sendTransport = transport;
   wireTransport(transport);
@@ -663,6 +664,20 @@ async function startProducing(protoo) {
       .then(({ id }) => callback({ id }))
       .catch(errback);
   });
+  transport.on('producedata', ({ sctpStreamParameters, label, protocol, appData }, callback, errback) => {
+    request('produceData', { transportId: transport.id, sctpStreamParameters, label, protocol, appData })
+      .then(({ id }) => callback({ id }))
+      .catch(errback);
+  });
+  await startChat();
+  if (params.get('produce') === '0') {
+    log('viewer (produce=0): receiving media, chat only');
+    return;
+  }
+  if (!device.canProduce('video') && !device.canProduce('audio')) {
+    log('this browser cannot send media to this router; receiving only');
+    return;
+  }
   await acquireMedia();
   await produceTrack('video');
   await produceTrack('audio');
@@ -953,6 +968,93 @@ function startStatsLoop() {
 }
 
 // ---------------------------------------------------------------------------
+// Data channels: the chat, and what the end-to-end test drives
+
+/** Opens a data producer on the send transport (mediasoup-client `produceData`). */
+async function produceData(options) {
+  if (!state.sendTransport) throw new Error('no send transport');
+  const dataProducer = await state.sendTransport.produceData(options);
+  state.data.producers.set(dataProducer.id, dataProducer);
+  dataProducer.on('transportclose', () => state.data.producers.delete(dataProducer.id));
+  return dataProducer;
+}
+
+async function startChat() {
+  try {
+    const chat = await produceData({ label: 'chat', ordered: true });
+    state.data.chatProducer = chat;
+    $('chat').hidden = false;
+    log('chat open');
+  } catch (error) {
+    notice(`Chat unavailable: ${error.message}`);
+    state.warnings.push(`chat: ${error.message}`);
+  }
+}
+
+function sendChat(text) {
+  const chat = state.data.chatProducer;
+  if (!chat || chat.readyState !== 'open' || !text) return false;
+  chat.send(text);
+  addChatLine(state.displayName, text, true);
+  return true;
+}
+
+function addChatLine(name, text, own = false) {
+  const li = document.createElement('li');
+  if (own) li.className = 'own';
+  const who = document.createElement('b');
+  who.textContent = `${name}: `;
+  li.append(who, document.createTextNode(text));
+  $('chat-log').append(li);
+  $('chat-log').scrollTop = $('chat-log').scrollHeight;
+}
+
+/** Consumes a data producer of another peer on the recv transport. */
+async function consumeData(protoo, dataProducerId, peerId) {
+  const transport = await state.recvReady;
+  const r = await protoo.request('consumeData', { transportId: transport.id, dataProducerId });
+  if (state.leftPeers.has(peerId) || protoo !== state.protoo) {
+    request('closeDataConsumer', { dataConsumerId: r.id }).catch(() => {});
+    return;
+  }
+  const dataConsumer = await transport.consumeData({
+    id: r.id,
+    dataProducerId: r.dataProducerId,
+    sctpStreamParameters: r.sctpStreamParameters,
+    label: r.label,
+    protocol: r.protocol,
+    appData: { ...(r.appData ?? {}), peerId },
+  });
+  const entry = { dataConsumer, peerId, dataProducerId, label: r.label, messages: [], closed: false };
+  state.data.consumers.set(dataConsumer.id, entry);
+  dataConsumer.on('message', (data) => {
+    entry.messages.push({ data, at: performance.now() });
+    if (r.label === 'chat' && typeof data === 'string') {
+      addChatLine(state.peers.get(peerId)?.displayName || peerId, data);
+    }
+  });
+  dataConsumer.on('close', () => {
+    entry.closed = true;
+  });
+}
+
+function consumeDataSafely(protoo, dataProducerId, peerId) {
+  consumeData(protoo, dataProducerId, peerId).catch((error) => {
+    log(`consumeData ${dataProducerId} failed: ${error.message}`, 'warn');
+  });
+}
+
+function closeDataConsumer(dataConsumerId) {
+  const entry = state.data.consumers.get(dataConsumerId);
+  if (!entry) return;
+  entry.closed = true;
+  entry.dataConsumer.close();
+  state.data.consumers.delete(dataConsumerId);
+  state.data.closedConsumers = (state.data.closedConsumers ?? 0) + 1;
+  state.data.closedProducerIds = [...(state.data.closedProducerIds ?? []), entry.dataProducerId];
+}
+
+// ---------------------------------------------------------------------------
 // Joining and leaving
 
 function onNotification({ method, data }) {
@@ -999,6 +1101,12 @@ function onNotification({ method, data }) {
       if (transport) restartIce(transport);
       break;
     }
+    case 'newDataProducer':
+      consumeDataSafely(protoo, data.dataProducerId, data.peerId);
+      break;
+    case 'dataConsumerClosed':
+      closeDataConsumer(data.dataConsumerId);
+      break;
     case 'roomClosed':
       endCall(`The room was closed (${data.reason}).`);
       break;
@@ -1040,7 +1148,10 @@ async function join(protoo) {
     log(`joined room ${roomId} as ${state.displayName} (${joined.peerId}); ${joined.peers.length} other peer(s)`);
 
     state.iceServers = await iceServers;
-    const info = await protoo.request('createTransport', { direction: 'recv' });
+    const info = await protoo.request('createTransport', {
+      direction: 'recv',
+      sctpCapabilities: device.sctpCapabilities,
+    });
     state.recvTransport = device.createRecvTransport({ ...info, ...iceOptions() });
     wireTransport(state.recvTransport);
     recvReady.resolve(state.recvTransport);
@@ -1055,6 +1166,7 @@ async function join(protoo) {
   for (const peer of joined.peers) {
     remotePeer(peer.peerId, peer.displayName);
     for (const producer of peer.producers) consumeSafely(protoo, producer.producerId, peer.peerId, producer.kind);
+    for (const dataProducer of peer.dataProducers ?? []) consumeDataSafely(protoo, dataProducer.dataProducerId, peer.peerId);
   }
   await startProducing(protoo);
 }
@@ -1065,6 +1177,10 @@ function closeMedia() {
   for (const peerId of [...state.peers.keys()]) removePeer(peerId);
   for (const producer of state.producers.values()) producer.close();
   state.producers.clear();
+  for (const dataConsumerId of [...state.data.consumers.keys()]) closeDataConsumer(dataConsumerId);
+  for (const dataProducer of state.data.producers.values()) dataProducer.close();
+  state.data.producers.clear();
+  state.data.chatProducer = null;
   state.sendTransport?.close();
   state.recvTransport?.close();
   state.sendTransport = null;
@@ -1223,6 +1339,39 @@ window.ferrosoupDemo = {
   producerStats,
   transportStates,
   serverStats,
+  sendChat,
+  /** Opens a data producer (options of mediasoup-client's produceData); resolves its id once open. */
+  produceData: async (options) => {
+    const dataProducer = await produceData(options);
+    if (dataProducer.readyState !== 'open') {
+      await new Promise((resolve, reject) => {
+        dataProducer.on('open', resolve);
+        dataProducer.on('error', reject);
+      });
+    }
+    return dataProducer.id;
+  },
+  /** Sends each of `messages` on data producer `id` at once; returns the bytes still buffered. */
+  sendData: (id, messages) => {
+    const dataProducer = state.data.producers.get(id);
+    for (const m of messages) dataProducer.send(m);
+    return dataProducer.bufferedAmount;
+  },
+  closeDataProducer: (id) => {
+    state.data.producers.get(id)?.close();
+    state.data.producers.delete(id);
+    return request('closeDataProducer', { dataProducerId: id });
+  },
+  /** What our data consumers of data producer `dataProducerId` received, and whether they closed. */
+  dataReceived: (dataProducerId) => {
+    const entries = [...state.data.consumers.values()].filter((e) => e.dataProducerId === dataProducerId);
+    return {
+      consumers: entries.length,
+      open: entries.filter((e) => e.dataConsumer.readyState === 'open').length,
+      messages: entries.flatMap((e) => e.messages.map((m) => (typeof m.data === 'string' ? m.data : `binary:${m.data.byteLength}`))),
+      closed: (state.data.closedProducerIds ?? []).includes(dataProducerId),
+    };
+  },
   /** Drops the signaling WebSocket as a network loss would; no reconnection for `holdMs`. */
   dropSignaling: ({ holdMs = 0 } = {}) => {
     state.holdReconnectUntil = performance.now() + holdMs;
@@ -1270,6 +1419,10 @@ $('join-form').addEventListener('submit', (event) => {
 });
 
 $('leave').addEventListener('click', () => leave('You left the room.'));
+$('chat-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  if (sendChat($('chat-input').value.trim())) $('chat-input').value = '';
+});
 $('toggle-mic').addEventListener('click', () => togglePause('audio'));
 $('toggle-cam').addEventListener('click', () => togglePause('video'));
 $('toggle-screen').addEventListener('click', () => toggleScreen());

@@ -32,6 +32,10 @@ slab_key!(
     ProducerKey,
     /// Where a worker keeps a consumer.
     ConsumerKey,
+    /// Where a worker keeps a data producer.
+    DataProducerKey,
+    /// Where a worker keeps a data consumer.
+    DataConsumerKey,
 );
 
 /// Capacity below which an [`Arena`] is not shrunk.

@@ -44,4 +44,8 @@ object_id!(
     ProducerId,
     /// A consumer.
     ConsumerId,
+    /// A data producer (an SCTP stream a client sends on).
+    DataProducerId,
+    /// A data consumer (an SCTP stream the server sends on).
+    DataConsumerId,
 );

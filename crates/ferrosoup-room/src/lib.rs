@@ -12,6 +12,7 @@
 pub mod allocator;
 pub mod arena;
 pub mod consumer;
+pub mod data;
 pub mod engine;
 pub mod error;
 pub mod events;
@@ -32,10 +33,10 @@ pub mod transport;
 pub mod udp;
 pub mod worker;
 
-pub use engine::{Closed, ClosedConsumer, Engine};
+pub use engine::{Closed, ClosedConsumer, ClosedDataConsumer, Engine};
 pub use error::RoomError;
 pub use events::MediaEvent;
-pub use ids::{ConsumerId, ProducerId, RouterId, TransportId};
+pub use ids::{ConsumerId, DataConsumerId, DataProducerId, ProducerId, RouterId, TransportId};
 pub use router::{ConsumerParams, Router, WebRtcTransportParams, WorkerPool};
 pub use settings::WorkerSettings;
 pub use stats::WorkerCounters;

@@ -16,10 +16,12 @@ use ferrosoup_proto::rtp_parameters::{
 };
 use ferrosoup_proto::transport::{
     DtlsFingerprint, DtlsParameters, DtlsRole as WireDtlsRole, FingerprintAlgorithm, IceCandidate,
-    IceCandidateTcpType, IceCandidateType, IceParameters, TransportProtocol,
+    IceCandidateTcpType, IceCandidateType, IceParameters, SctpParameters, SctpStreamParameters,
+    TransportProtocol,
 };
 use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsRole, Fingerprint};
 use ferrosoup_rtc::rtp::VideoCodec;
+use ferrosoup_rtc::sctp::{Reliability, SCTP_PORT, SCTP_STREAMS, SctpConfig};
 
 use ferrosoup_proto::ortc::ProducerType;
 use ferrosoup_rtc::rtp::ExtensionIds;
@@ -30,7 +32,7 @@ use crate::engine::{
 };
 use crate::error::RoomError;
 use crate::events::MediaEvent;
-use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
+use crate::ids::{ConsumerId, DataConsumerId, DataProducerId, ProducerId, RouterId, TransportId};
 use crate::layers::SvcMode;
 use crate::producer::CodecInfo;
 use crate::settings::WorkerSettings;
@@ -437,7 +439,7 @@ impl Router {
     /// Closes a transport and everything on it; returns what was closed with it.
     pub async fn close_transport(&self, id: TransportId) -> Result<Closed, RoomError> {
         let closed = self
-            .on_worker(move |e, c| e.close_transport(c.router_id, id, c.out))
+            .on_worker(move |e, c| e.close_transport(c.router_id, id, c.now, c.out))
             .await?;
         self.forget_producers(&closed.producers);
         if let Ok(mut transports) = self.inner.transports.lock() {
@@ -697,6 +699,85 @@ impl Router {
             .await
     }
 
+    /// `createTransport` with `sctpCapabilities`: the transport runs SCTP over its DTLS for
+    /// data channels, messages of at most `max_message_size` bytes. Returns the
+    /// `sctpParameters` for the client.
+    pub async fn enable_sctp(
+        &self,
+        id: TransportId,
+        max_message_size: u32,
+    ) -> Result<SctpParameters, RoomError> {
+        let config = SctpConfig { max_message_size };
+        self.on_worker(move |e, c| e.enable_sctp(c.router_id, id, config, c.now, c.out))
+            .await?;
+        Ok(SctpParameters {
+            port: SCTP_PORT,
+            os: SCTP_STREAMS,
+            mis: SCTP_STREAMS,
+            max_message_size,
+        })
+    }
+
+    /// `produceData`: the client sends data channel messages on the stream of
+    /// `params`, at most `messages_per_second` (0: no limit; one second's worth at once).
+    pub async fn produce_data(
+        &self,
+        transport_id: TransportId,
+        params: &SctpStreamParameters,
+        messages_per_second: u32,
+    ) -> Result<DataProducerId, RoomError> {
+        let reliability = reliability_of(params)?;
+        let stream_id = params.stream_id;
+        self.on_worker(move |e, c| {
+            e.produce_data(
+                c.router_id,
+                transport_id,
+                stream_id,
+                reliability,
+                messages_per_second,
+                c.now,
+            )
+        })
+        .await
+    }
+
+    /// `consumeData`: a data consumer of a data producer on a transport; returns its id
+    /// and the stream parameters the client opens its channel with.
+    pub async fn consume_data(
+        &self,
+        transport_id: TransportId,
+        data_producer_id: DataProducerId,
+    ) -> Result<(DataConsumerId, SctpStreamParameters), RoomError> {
+        let consumed = self
+            .on_worker(move |e, c| e.consume_data(c.router_id, transport_id, data_producer_id))
+            .await?;
+        let r = consumed.reliability;
+        Ok((
+            consumed.id,
+            SctpStreamParameters {
+                stream_id: consumed.stream_id,
+                ordered: Some(!r.unordered),
+                max_packet_life_time: r.max_packet_life_time,
+                max_retransmits: r.max_retransmits,
+            },
+        ))
+    }
+
+    /// Closes a data producer; returns the data consumers closed with it.
+    pub async fn close_data_producer(
+        &self,
+        id: DataProducerId,
+    ) -> Result<Vec<DataConsumerId>, RoomError> {
+        self.on_worker(move |e, c| e.close_data_producer(c.router_id, id, c.now, c.out))
+            .await
+    }
+
+    /// Closes a data consumer.
+    pub async fn close_data_consumer(&self, id: DataConsumerId) -> Result<(), RoomError> {
+        self.on_worker(move |e, c| e.close_data_consumer(c.router_id, id, c.now, c.out))
+            .await
+    }
+
     /// Bandwidth toward the clients of the router's transports that estimate it, and what
     /// the allocation gives each of their consumers (`/api/stats`).
     pub async fn bandwidth_stats(&self) -> Result<serde_json::Value, RoomError> {
@@ -710,7 +791,7 @@ impl Router {
         let _ = self
             .inner
             .worker
-            .exec(move |engine, _, out| engine.close_router(router_id, out))
+            .exec(move |engine, now, out| engine.close_router(router_id, now, out))
             .await;
         if let Ok(mut map) = self.inner.producers.lock() {
             map.clear();
@@ -719,6 +800,23 @@ impl Router {
             map.clear();
         }
     }
+}
+
+/// The delivery of a data producer's stream, as mediasoup reads `sctpStreamParameters`:
+/// reliable and ordered by default; a lifetime or a retransmission limit (not both) makes
+/// it partially reliable and, unless `ordered` is given, unordered.
+fn reliability_of(p: &SctpStreamParameters) -> Result<Reliability, RoomError> {
+    if p.max_packet_life_time.is_some() && p.max_retransmits.is_some() {
+        return Err(RoomError::Invalid(
+            "sctpStreamParameters: maxPacketLifeTime and maxRetransmits are exclusive".into(),
+        ));
+    }
+    let partial = p.max_packet_life_time.is_some() || p.max_retransmits.is_some();
+    Ok(Reliability {
+        unordered: !p.ordered.unwrap_or(!partial),
+        max_retransmits: p.max_retransmits,
+        max_packet_life_time: p.max_packet_life_time,
+    })
 }
 
 fn random_ssrc() -> u32 {
@@ -930,5 +1028,35 @@ mod tests {
                 (tcp, "2001:db8::1".into(), 40001),
             ]
         );
+    }
+
+    fn params(
+        ordered: Option<bool>,
+        life: Option<u16>,
+        rexmit: Option<u16>,
+    ) -> SctpStreamParameters {
+        SctpStreamParameters {
+            stream_id: 1,
+            ordered,
+            max_packet_life_time: life,
+            max_retransmits: rexmit,
+        }
+    }
+
+    #[test]
+    fn stream_reliability_follows_mediasoup_defaults() {
+        let r = |p| reliability_of(&p).unwrap();
+        assert_eq!(r(params(None, None, None)), Reliability::default());
+        assert_eq!(
+            r(params(None, None, Some(0))),
+            Reliability {
+                unordered: true,
+                max_retransmits: Some(0),
+                max_packet_life_time: None
+            }
+        );
+        assert!(!r(params(Some(true), Some(500), None)).unordered);
+        assert!(r(params(Some(false), None, None)).unordered);
+        assert!(reliability_of(&params(None, Some(1), Some(1))).is_err());
     }
 }

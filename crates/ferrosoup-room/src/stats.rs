@@ -286,6 +286,29 @@ counters!(
     tcp_frames_dropped,
     /// UDP datagrams dropped for coming from the address of an open ICE-TCP connection.
     tcp_shadowed_udp,
+    /// Data producers alive.
+    data_producers,
+    /// Data consumers alive.
+    data_consumers,
+    /// Data channel messages received from data producers (accepted).
+    data_messages_in,
+    /// Bytes of those messages.
+    data_bytes_in,
+    /// Data channel messages sent to data consumers.
+    data_messages_out,
+    /// Bytes of those messages.
+    data_bytes_out,
+    /// Data messages dropped: larger than the maximum message size.
+    data_dropped_too_big,
+    /// Data messages dropped: over their data producer's message rate.
+    data_dropped_rate_limited,
+    /// Data messages dropped: on an SCTP stream no data producer uses.
+    data_dropped_unknown_stream,
+    /// Data messages dropped: DCEP or an unknown payload protocol identifier.
+    data_dropped_unsupported_ppid,
+    /// Data messages not sent to a data consumer: its SCTP association refused them (not
+    /// connected yet, closing).
+    data_dropped_send_failed,
 );
 
 /// Bandwidth toward clients, summed over a worker's transports that send to one with

@@ -35,6 +35,8 @@ pub enum Timer {
     Probe(TransportKey),
     /// A transport's pacer lets its next packets go.
     Pace(TransportKey),
+    /// A transport's SCTP association retransmits or acknowledges.
+    Sctp(TransportKey),
 }
 
 /// Capacity below which [`TimerTable::release_unused`] leaves a table as it is.

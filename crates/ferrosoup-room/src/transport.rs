@@ -12,10 +12,11 @@ use ferrosoup_proto::transport::{DtlsState, IceState};
 use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsError, DtlsRole, DtlsSession, Fingerprint};
 use ferrosoup_rtc::ice::IceLiteServer;
 use ferrosoup_rtc::rtp::{self, PaddingHeader};
+use ferrosoup_rtc::sctp::{SctpAssociation, SctpDrops};
 use ferrosoup_rtc::srtp::{SendIndex, SrtpSession};
 use ferrosoup_rtc::twcc::TwccRecorder;
 
-use crate::arena::{ConsumerKey, ProducerKey};
+use crate::arena::{ConsumerKey, DataConsumerKey, DataProducerKey, ProducerKey};
 use crate::ids::{RouterId, TransportId};
 use crate::stats::{BandwidthGauges, RtpDrop};
 use crate::transmit::Transmit;
@@ -118,6 +119,15 @@ pub struct Transport {
     pub rtt: Option<Duration>,
     /// Send-side bandwidth estimation, once a consumer with transport-cc sends here.
     pub bwe: Option<Box<SendBandwidth>>,
+    /// The SCTP association of its data channels, when the client asked for SCTP
+    /// (`sctpCapabilities` in `createTransport`); it starts when DTLS connects.
+    pub sctp: Option<Box<SctpAssociation>>,
+    /// Data producers on this transport (owned).
+    pub data_producers: Vec<DataProducerKey>,
+    /// Data consumers on this transport (owned).
+    pub data_consumers: Vec<DataConsumerKey>,
+    /// The association's drops already added to the worker counters.
+    pub sctp_drops_counted: SctpDrops,
 }
 
 /// How long a transport's allocation waits for the client's first transport-cc feedback;
@@ -318,6 +328,10 @@ impl Transport {
             twcc: TwccRecorder::new(now),
             rtt: None,
             bwe: None,
+            sctp: None,
+            data_producers: Vec::new(),
+            data_consumers: Vec::new(),
+            sctp_drops_counted: SctpDrops::default(),
         }
     }
 

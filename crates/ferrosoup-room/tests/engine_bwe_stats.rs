@@ -153,9 +153,10 @@ fn gauges_and_stats_show_the_estimate_and_the_layer_each_consumer_gets() {
 
     // Bob's transport closes: its share of the gauges goes with it.
     let router = call.room.router;
+    let now = call.room.now();
     call.room
         .engine()
-        .close_transport(router, call.bob.transport, &mut Discard::default())
+        .close_transport(router, call.bob.transport, now, &mut Discard::default())
         .expect("bob's transport closes");
     assert_eq!(
         call.room.engine().counters().bwe,

@@ -15,6 +15,8 @@
 //! - [`rtx`]: per-stream retransmission buffer.
 //! - [`nack`]: receive-side loss tracking and NACK generation.
 //! - [`rtcp`]: RTCP compound parsing and building (SR, RR, NACK, PLI, FIR, REMB).
+//! - [`sctp`]: SCTP association over DTLS for data channels (negotiated streams, PPIDs,
+//!   partial reliability, stream reset).
 //! - [`twcc`]: transport-wide congestion control feedback from packet arrivals.
 //! - [`vp8`]: VP8 payload descriptor: temporal layer indices, PictureID / TL0PICIDX
 //!   continuity across simulcast switches and dropped temporal layers.
@@ -29,6 +31,7 @@ pub mod nack;
 pub mod rtcp;
 pub mod rtp;
 pub mod rtx;
+pub mod sctp;
 pub mod seq;
 pub mod srtp;
 pub mod twcc;

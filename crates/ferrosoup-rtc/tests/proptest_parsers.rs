@@ -158,6 +158,29 @@ fn walk_rtcp(data: &[u8]) -> usize {
 
 proptest! {
     #[test]
+    fn sctp_association_never_panics(
+        packets in vec(vec(any::<u8>(), 0..200), 0..16),
+        common_header in any::<bool>(),
+    ) {
+        use ferrosoup_rtc::sctp::{Ppid, Reliability, SctpAssociation, SctpConfig};
+        let mut now = Instant::now();
+        let mut a = SctpAssociation::new(SctpConfig { max_message_size: 4096 });
+        a.start(now, ferrosoup_rtc::dtls::DtlsRole::Client);
+        for mut p in packets {
+            // Half the time a plausible common header (ports 5000), so chunks get parsed.
+            if common_header && p.len() >= 12 {
+                p[..4].copy_from_slice(&[0x13, 0x88, 0x13, 0x88]);
+            }
+            a.handle_packet(now, bytes::Bytes::from(p));
+            let _ = a.send(now, 1, Reliability::default(), Ppid::String, &bytes::Bytes::from_static(b"x"));
+            while a.poll_transmit(now).is_some() {}
+            while a.poll_event().is_some() {}
+            now += std::time::Duration::from_millis(300);
+            a.handle_timeout(now);
+        }
+    }
+
+    #[test]
     fn classify_never_panics_and_checks_sizes(data in vec(any::<u8>(), 0..128)) {
         let min = match classify(&data) {
             PacketKind::Stun => 20,

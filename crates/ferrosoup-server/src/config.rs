@@ -163,6 +163,13 @@ pub struct Config {
     /// WebSocket connections from one IP address (0: unlimited).
     #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = Limits::default().max_connections_per_ip)]
     pub max_connections_per_ip: usize,
+    /// Largest data channel message in bytes (`sctpParameters.maxMessageSize`; 1..=16 MiB).
+    #[arg(long, env = "MAX_DATA_MESSAGE_BYTES", default_value_t = Limits::default().max_data_message_bytes,
+          value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
+    pub max_data_message_bytes: u32,
+    /// Data channel messages per second one data producer may send (0: no limit).
+    #[arg(long, env = "MAX_DATA_MESSAGES_PER_SECOND", default_value_t = Limits::default().max_data_messages_per_second)]
+    pub max_data_messages_per_second: u32,
     /// Seconds a worker (or the signaling runtime) may go without progress before
     /// `/health/live` answers 503.
     #[arg(long, env = "LIVENESS_TIMEOUT", default_value_t = 10.0)]
@@ -325,6 +332,8 @@ impl Config {
                 max_send_queue_bytes: self.max_send_queue_bytes,
                 send_timeout: std::time::Duration::from_secs_f64(self.send_timeout),
                 max_connections_per_ip: self.max_connections_per_ip,
+                max_data_message_bytes: self.max_data_message_bytes,
+                max_data_messages_per_second: self.max_data_messages_per_second,
             },
         }
     }

@@ -332,7 +332,14 @@ pub async fn render_metrics(hub: &Hub) -> Result<String, prometheus::Error> {
             gauge(&format!("ferrosoup_memory_{name}_bytes"), help, v as usize)?;
         }
     }
-    let object_gauges = ["routers", "transports", "producers", "consumers"];
+    let object_gauges = [
+        "routers",
+        "transports",
+        "producers",
+        "consumers",
+        "data_producers",
+        "data_consumers",
+    ];
     let mut per_worker_gauges = Vec::new();
     for name in object_gauges {
         let g = IntGaugeVec::new(

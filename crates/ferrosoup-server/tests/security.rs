@@ -362,6 +362,68 @@ async fn publish_and_subscribe_grants_are_enforced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_data_grant_is_enforced() {
+    let server = secured_server().await;
+    let connect =
+        |peer: &str, flags: &[&str]| with_token(&server, &cli_token(SECRET, "data", peer, flags));
+    let caps = json!({"numStreams": {"OS": 1024, "MIS": 1024}});
+    let stream = json!({"streamId": 1});
+
+    let mut muted = Ws::connect(&connect("muted", &["--no-publish-data"])).await;
+    muted.join("data", None).await;
+    let send = muted
+        .ok(
+            "createTransport",
+            json!({"direction": "send", "sctpCapabilities": caps}),
+        )
+        .await;
+    let (code, reason) = muted
+        .fail(
+            "produceData",
+            json!({"transportId": send["id"], "sctpStreamParameters": stream}),
+        )
+        .await;
+    assert_eq!(code, 403, "produceData without canPublishData: {reason}");
+    assert_eq!(reason, "the token does not allow publishing data");
+
+    // The same request with the grant creates a data producer the muted peer may consume.
+    let mut chatty = Ws::connect(&connect("chatty", &[])).await;
+    chatty.join("data", None).await;
+    let send = chatty
+        .ok(
+            "createTransport",
+            json!({"direction": "send", "sctpCapabilities": caps}),
+        )
+        .await;
+    let produced = chatty
+        .ok(
+            "produceData",
+            json!({"transportId": send["id"], "sctpStreamParameters": stream}),
+        )
+        .await;
+    let recv = muted
+        .ok(
+            "createTransport",
+            json!({"direction": "recv", "sctpCapabilities": caps}),
+        )
+        .await;
+    muted
+        .ok(
+            "consumeData",
+            json!({"transportId": recv["id"], "dataProducerId": produced["id"]}),
+        )
+        .await;
+    assert!(
+        eventually(5, async || {
+            server.counter("data_producers").await == 1
+                && server.counter("data_consumers").await == 1
+        })
+        .await,
+        "one data producer and one data consumer in the worker counters"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_secret_connections_need_no_token() {
     let server = TestServer::start(1).await;
     let mut alice = Ws::connect(&server.ws_url()).await;

@@ -37,6 +37,12 @@ pub struct Limits {
     pub send_timeout: Duration,
     /// WebSocket connections from one IP address (0: unlimited; HTTP 429 beyond).
     pub max_connections_per_ip: usize,
+    /// Largest data channel message, bytes (announced as `sctpParameters.maxMessageSize`;
+    /// larger ones are dropped and counted).
+    pub max_data_message_bytes: u32,
+    /// Data channel messages one data producer may send per second (one second's worth at
+    /// once; beyond, dropped and counted; 0: no limit).
+    pub max_data_messages_per_second: u32,
 }
 
 impl Default for Limits {
@@ -56,6 +62,8 @@ impl Default for Limits {
             max_send_queue_bytes: 4 * 1024 * 1024,
             send_timeout: Duration::from_secs(10),
             max_connections_per_ip: 0,
+            max_data_message_bytes: 262_144,
+            max_data_messages_per_second: 200,
         }
     }
 }

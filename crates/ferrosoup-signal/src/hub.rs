@@ -18,7 +18,10 @@ use ferrosoup_proto::signaling::{
     IceRestartRequiredNotification, ProducerScoreNotification, RoomClosedNotification,
     ServerNotification, TransportStateChangedNotification,
 };
-use ferrosoup_room::{ConsumerId, MediaEvent, ProducerId, Router, TransportId, WorkerPool};
+use ferrosoup_room::{
+    ConsumerId, DataConsumerId, DataProducerId, MediaEvent, ProducerId, Router, TransportId,
+    WorkerPool,
+};
 
 use crate::config::SignalConfig;
 use crate::error::SignalError;
@@ -45,6 +48,17 @@ pub struct ProducerInfo {
     pub paused: bool,
 }
 
+/// What a room remembers of a data producer for `joinRoom` and `consumeData`.
+#[derive(Clone, Debug)]
+pub struct DataProducerInfo {
+    /// Data channel label.
+    pub label: String,
+    /// Data channel sub-protocol.
+    pub protocol: String,
+    /// The client's appData.
+    pub app_data: Value,
+}
+
 /// A peer in a room.
 pub struct Peer {
     /// Peer id.
@@ -63,6 +77,10 @@ pub struct Peer {
     pub producers: HashMap<ProducerId, ProducerInfo>,
     /// Its consumers and the producer each consumes.
     pub consumers: HashMap<ConsumerId, ProducerId>,
+    /// Its data producers.
+    pub data_producers: HashMap<DataProducerId, DataProducerInfo>,
+    /// Its data consumers and the data producer each consumes.
+    pub data_consumers: HashMap<DataConsumerId, DataProducerId>,
 }
 
 /// A room: a router and the peers in it.

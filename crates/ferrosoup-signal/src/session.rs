@@ -8,6 +8,7 @@
 //! consumers are in the `media` submodule. The connection loop that drives a session is
 //! [`crate::connection`].
 
+mod data;
 mod media;
 
 use std::sync::Arc;
@@ -186,15 +187,11 @@ impl Session {
         Frame::Answer(answer)
     }
 
-    /// Runs one request. A room request before `joinRoom`, and a data channel request (not
-    /// implemented yet), are refused before the data is read; then the data is read once
-    /// into a [`SignalRequest`].
+    /// Runs one request. A room request before `joinRoom` is refused before the data is
+    /// read; then the data is read once into a [`SignalRequest`].
     async fn dispatch(&mut self, method: Method, data: &Value) -> Answer {
         if method.is_in_room() && self.joined.is_none() {
             return Err(SignalError::conflict("joinRoom first"));
-        }
-        if method.is_data_channel() {
-            return Err(not_supported(method));
         }
         match SignalRequest::parse_data(method, data, &self.hub.config().limits.input)? {
             SignalRequest::Ping => done(),
@@ -338,6 +335,8 @@ impl Session {
                     transports: Default::default(),
                     producers: Default::default(),
                     consumers: Default::default(),
+                    data_producers: Default::default(),
+                    data_consumers: Default::default(),
                 },
             );
             drop(peers);
@@ -390,6 +389,12 @@ impl Session {
             self.hub.remove_route(id.0);
         }
         for id in peer.producers.keys() {
+            self.hub.remove_route(id.0);
+        }
+        for id in peer.data_consumers.keys() {
+            self.hub.remove_route(id.0);
+        }
+        for id in peer.data_producers.keys() {
             self.hub.remove_route(id.0);
         }
         for id in peer.transports.keys() {
@@ -451,6 +456,13 @@ impl Session {
                 }
             }
         }
+        drop(peers);
+        self.after_data_close(
+            room,
+            peer_id,
+            &closed.data_producers,
+            &closed.data_consumers,
+        );
     }
 
     /// Sends each consumer's owner the notification made for it.
@@ -503,6 +515,16 @@ fn peer_info(p: &Peer) -> PeerInfo {
                 paused: info.paused,
             })
             .collect(),
+        data_producers: p
+            .data_producers
+            .iter()
+            .map(|(id, info)| signaling::DataProducerInfo {
+                data_producer_id: id.to_string(),
+                label: info.label.clone(),
+                protocol: info.protocol.clone(),
+                app_data: info.app_data.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -515,9 +537,4 @@ fn room_producer(id: ProducerId, peer_id: &str, info: &ProducerInfo) -> RoomProd
         app_data: info.app_data.clone(),
         paused: info.paused,
     }
-}
-
-/// 501 for a request of the contract this server does not implement yet.
-fn not_supported(method: Method) -> SignalError {
-    SignalError::not_implemented(format!("{method} is not supported yet"))
 }

@@ -166,17 +166,97 @@ async fn answers_and_notifications_have_the_contract_shapes() {
         keys,
         ["dtlsParameters", "iceCandidates", "iceParameters", "id"]
     );
-    for data in [
-        json!({"transportId": t["data"]["id"], "sctpStreamParameters": {"streamId": 0}}),
-        json!({"transportId": 5}),
-    ] {
-        let answer = a.request("produceData", data).await;
-        assert_eq!(
-            (&answer["errorCode"], &answer["errorReason"]),
-            (&json!(501), &json!("produceData is not supported yet")),
-            "whatever the data"
-        );
-    }
+    let no_sctp = a
+        .request(
+            "produceData",
+            json!({"transportId": t["data"]["id"], "sctpStreamParameters": {"streamId": 0}}),
+        )
+        .await;
+    assert_eq!(
+        (&no_sctp["errorCode"], &no_sctp["errorReason"]),
+        (
+            &json!(409),
+            &json!("transport has no SCTP (createTransport without sctpCapabilities)")
+        )
+    );
+    let bad = a.request("produceData", json!({"transportId": 5})).await;
+    assert_eq!(bad["errorCode"], json!(400));
+
+    // With SCTP: a data producer, seen and consumed by b, then closed.
+    let caps = json!({"numStreams": {"OS": 1024, "MIS": 1024}});
+    let send = a
+        .request(
+            "createTransport",
+            json!({"direction": "send", "sctpCapabilities": caps}),
+        )
+        .await;
+    assert_eq!(
+        send["data"]["sctpParameters"],
+        json!({"port": 5000, "OS": 1024, "MIS": 1024, "maxMessageSize": 262144})
+    );
+    let produced = a
+        .request(
+            "produceData",
+            json!({"transportId": send["data"]["id"], "label": "chat", "protocol": "p",
+                   "sctpStreamParameters": {"streamId": 3, "ordered": false, "maxRetransmits": 0},
+                   "appData": {"x": 1}}),
+        )
+        .await;
+    let dp = produced["data"]["id"].clone();
+    assert!(dp.is_string(), "{produced}");
+    let again = a
+        .request(
+            "produceData",
+            json!({"transportId": send["data"]["id"], "sctpStreamParameters": {"streamId": 3}}),
+        )
+        .await;
+    assert_eq!(
+        (&again["errorCode"], &again["errorReason"]),
+        (
+            &json!(400),
+            &json!("sctpStreamParameters.streamId: 3 already in use")
+        )
+    );
+    assert_eq!(
+        b.notification().await,
+        json!({"notification": true, "method": "newDataProducer",
+               "data": {"dataProducerId": dp, "peerId": "a", "label": "chat", "protocol": "p",
+                        "appData": {"x": 1}}})
+    );
+    let recv = b
+        .request(
+            "createTransport",
+            json!({"direction": "recv", "sctpCapabilities": caps}),
+        )
+        .await;
+    let consumed = b
+        .request(
+            "consumeData",
+            json!({"transportId": recv["data"]["id"], "dataProducerId": dp}),
+        )
+        .await;
+    let dc = consumed["data"]["id"].clone();
+    assert_eq!(
+        consumed["data"],
+        json!({"id": dc, "dataProducerId": dp, "label": "chat", "protocol": "p",
+               "appData": {"x": 1},
+               "sctpStreamParameters": {"streamId": 0, "ordered": false, "maxRetransmits": 0}})
+    );
+    let closed = a
+        .request("closeDataProducer", json!({"dataProducerId": dp}))
+        .await;
+    assert_eq!(closed["data"], json!({}));
+    let mut seen = vec![b.notification().await, b.notification().await];
+    seen.sort_by_key(|n| n["method"].as_str().map(str::to_owned));
+    assert_eq!(
+        seen,
+        vec![
+            json!({"notification": true, "method": "dataConsumerClosed",
+                   "data": {"dataConsumerId": dc}}),
+            json!({"notification": true, "method": "dataProducerClosed",
+                   "data": {"dataProducerId": dp}}),
+        ]
+    );
     let left = a.request("leaveRoom", json!({})).await;
     assert_eq!(left["data"], json!({}));
     assert_eq!(

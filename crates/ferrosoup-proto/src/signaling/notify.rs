@@ -278,8 +278,10 @@ mod tests {
                     peer_id: "a".into(),
                     label: "chat".into(),
                     protocol: "".into(),
+                    app_data: json!({"x": 1}),
                 }),
-                json!({"dataProducerId": "d", "peerId": "a", "label": "chat", "protocol": ""}),
+                json!({"dataProducerId": "d", "peerId": "a", "label": "chat", "protocol": "",
+                       "appData": {"x": 1}}),
             ),
             (
                 ServerNotification::DataProducerClosed(DataProducerIdRequest {

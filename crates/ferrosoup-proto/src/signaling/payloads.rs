@@ -126,6 +126,25 @@ pub struct PeerInfo {
     /// The peer's producers.
     #[serde(default)]
     pub producers: Vec<ProducerInfo>,
+    /// The peer's data producers (an extension of the contract: late joiners see the data
+    /// producers that exist, as `newDataProducer` tells the peers already there).
+    #[serde(default)]
+    pub data_producers: Vec<DataProducerInfo>,
+}
+
+/// A data producer in a [`PeerInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataProducerInfo {
+    /// Data producer id.
+    pub data_producer_id: String,
+    /// Data channel label.
+    pub label: String,
+    /// Data channel sub-protocol.
+    pub protocol: String,
+    /// The data producer's application data.
+    #[serde(default = "empty_object")]
+    pub app_data: Value,
 }
 
 /// Answer to `joinRoom`.
@@ -418,6 +437,10 @@ pub struct ConsumeDataResponse {
     pub label: String,
     /// Data channel sub-protocol.
     pub protocol: String,
+    /// The data producer's application data (an extension: what `transport.consumeData`
+    /// may take as `appData`).
+    #[serde(default = "empty_object")]
+    pub app_data: Value,
 }
 
 /// `closeDataProducer` data.
@@ -603,6 +626,9 @@ pub struct NewDataProducerNotification {
     pub label: String,
     /// Data channel sub-protocol.
     pub protocol: String,
+    /// The data producer's application data (an extension).
+    #[serde(default = "empty_object")]
+    pub app_data: Value,
 }
 
 /// `dataProducerClosed` data.
@@ -691,13 +717,20 @@ mod tests {
                     app_data: json!({"share": true}),
                     paused: false,
                 }],
+                data_producers: vec![DataProducerInfo {
+                    data_producer_id: "d".into(),
+                    label: "chat".into(),
+                    protocol: "".into(),
+                    app_data: json!({}),
+                }],
             }],
         };
         assert_eq!(
             serde_json::to_value(&join).unwrap(),
             json!({"peerId": "p1", "sessionToken": "s", "peers": [{
                 "peerId": "p2", "displayName": "Bob", "appData": {},
-                "producers": [{"producerId": "x", "kind": "video", "appData": {"share": true}, "paused": false}]
+                "producers": [{"producerId": "x", "kind": "video", "appData": {"share": true}, "paused": false}],
+                "dataProducers": [{"dataProducerId": "d", "label": "chat", "protocol": "", "appData": {}}]
             }]})
         );
 

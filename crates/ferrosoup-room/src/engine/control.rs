@@ -20,7 +20,7 @@ use crate::arena::{ConsumerKey, ProducerKey, TransportKey};
 use crate::consumer::{Allocation, Consumer, RESENT_HISTORY, Resent, RetransmitBudget, RtxOut};
 use crate::error::RoomError;
 use crate::forwarder::ConsumerForwarder;
-use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
+use crate::ids::{ConsumerId, DataConsumerId, DataProducerId, ProducerId, RouterId, TransportId};
 use crate::layers::{MAX_SVC_SPATIAL_LAYERS, SvcMode};
 use crate::producer::{CodecInfo, Producer, RecvStream};
 use crate::stats::BandwidthGauges;
@@ -117,6 +117,15 @@ pub struct ClosedConsumer {
     pub producer_id: ProducerId,
 }
 
+/// A data consumer closed with its data producer or transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClosedDataConsumer {
+    /// The data consumer.
+    pub data_consumer_id: DataConsumerId,
+    /// The data producer it consumed.
+    pub data_producer_id: DataProducerId,
+}
+
 /// Objects closed as a side effect of a close request, for notifications.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Closed {
@@ -124,6 +133,10 @@ pub struct Closed {
     pub producers: Vec<ProducerId>,
     /// Consumers closed.
     pub consumers: Vec<ClosedConsumer>,
+    /// Data producers closed.
+    pub data_producers: Vec<DataProducerId>,
+    /// Data consumers closed.
+    pub data_consumers: Vec<ClosedDataConsumer>,
 }
 
 /// What a new transport tells its client.
@@ -161,10 +174,10 @@ impl Engine {
     }
 
     /// Closes a router and everything in it.
-    pub fn close_router(&mut self, id: RouterId, out: &mut dyn Transmit) {
+    pub fn close_router(&mut self, id: RouterId, now: Instant, out: &mut dyn Transmit) {
         if let Some(router) = self.routers.remove(&id) {
             for t in router.transports {
-                self.remove_transport(t, out);
+                self.remove_transport(t, now, out);
             }
         }
         self.timers.disarm(Timer::ActiveSpeaker(id));
@@ -218,7 +231,7 @@ impl Engine {
         Ok(key)
     }
 
-    fn transport_key(
+    pub(super) fn transport_key(
         &self,
         router_id: RouterId,
         id: TransportId,
@@ -328,19 +341,49 @@ impl Engine {
         &mut self,
         router_id: RouterId,
         id: TransportId,
+        now: Instant,
         out: &mut dyn Transmit,
     ) -> Result<Closed, RoomError> {
         let key = self.transport_key(router_id, id)?;
         if let Some(r) = self.routers.get_mut(&router_id) {
             r.transports.retain(|&t| t != key);
         }
-        let closed = self.remove_transport(key, out);
+        let closed = self.remove_transport(key, now, out);
         self.objects_changed();
         Ok(closed)
     }
 
-    fn remove_transport(&mut self, key: TransportKey, out: &mut dyn Transmit) -> Closed {
+    fn remove_transport(
+        &mut self,
+        key: TransportKey,
+        now: Instant,
+        out: &mut dyn Transmit,
+    ) -> Closed {
         let mut closed = Closed::default();
+        let data_producers = std::mem::take(&mut self.transports[key].data_producers);
+        for p in data_producers {
+            let Some((data_producer_id, consumers)) = self.remove_data_producer(p, now, out) else {
+                continue;
+            };
+            closed.data_producers.push(data_producer_id);
+            closed
+                .data_consumers
+                .extend(
+                    consumers
+                        .into_iter()
+                        .map(|data_consumer_id| ClosedDataConsumer {
+                            data_consumer_id,
+                            data_producer_id,
+                        }),
+                );
+        }
+        let data_consumers = std::mem::take(&mut self.transports[key].data_consumers);
+        closed.data_consumers.extend(
+            data_consumers
+                .into_iter()
+                .filter_map(|c| self.remove_data_consumer(c, now, out)),
+        );
+        self.close_sctp(key, now, out);
         let producers = std::mem::take(&mut self.transports[key].producers);
         for p in producers {
             let Some((producer_id, consumers)) = self.remove_producer(p) else {
@@ -757,7 +800,15 @@ impl Engine {
         id: TransportId,
     ) -> Result<serde_json::Value, RoomError> {
         let key = self.transport_key(router_id, id)?;
-        Ok(crate::stats::transport_stats(&self.transports[key]))
+        let mut stats = crate::stats::transport_stats(&self.transports[key]);
+        if self.transports[key].sctp.is_some()
+            && let Some(first) = stats.as_array_mut().and_then(|a| a.first_mut())
+            && let Some(obj) = first.as_object_mut()
+            && let serde_json::Value::Object(data) = self.data_stats(key)
+        {
+            obj.extend(data);
+        }
+        Ok(stats)
     }
 
     /// Bandwidth toward the clients of a router's transports that estimate it (`/api/stats`):
@@ -822,11 +873,13 @@ impl Engine {
 
     /// After objects came or went: refreshes the object counts in the counters, and lets
     /// the timer table give back the room of timers that are gone.
-    fn objects_changed(&mut self) {
+    pub(super) fn objects_changed(&mut self) {
         self.timers.release_unused();
         self.counters.routers = self.routers.len() as u64;
         self.counters.transports = self.transports.len() as u64;
         self.counters.producers = self.producers.len() as u64;
         self.counters.consumers = self.consumers.len() as u64;
+        self.counters.data_producers = self.data_producers.len() as u64;
+        self.counters.data_consumers = self.data_consumers.len() as u64;
     }
 }

@@ -20,6 +20,7 @@
 
 mod bandwidth;
 mod control;
+mod data;
 mod feedback;
 mod forward;
 mod observers;
@@ -37,10 +38,13 @@ use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsEvent, DtlsSession};
 use ferrosoup_rtc::ice::IceEvent;
 use ferrosoup_rtc::srtp::SrtpSession;
 
-use crate::arena::{Arena, ConsumerKey, ProducerKey, TransportKey};
+use crate::arena::{
+    Arena, ConsumerKey, DataConsumerKey, DataProducerKey, ProducerKey, TransportKey,
+};
 use crate::consumer::Consumer;
+use crate::data::{DataConsumer, DataProducer};
 use crate::events::MediaEvent;
-use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
+use crate::ids::{ConsumerId, DataConsumerId, DataProducerId, ProducerId, RouterId, TransportId};
 use crate::producer::Producer;
 use crate::settings::IceTimeouts;
 use crate::stats::WorkerCounters;
@@ -50,9 +54,10 @@ use crate::transport::Transport;
 use crate::udp::MAX_DATAGRAM;
 
 pub use control::{
-    Closed, ClosedConsumer, CodecSpec, ConsumeSpec, Consumed, EncodingSpec, ProduceSpec,
-    RtxMapping, TransportInfo,
+    Closed, ClosedConsumer, ClosedDataConsumer, CodecSpec, ConsumeSpec, Consumed, EncodingSpec,
+    ProduceSpec, RtxMapping, TransportInfo,
 };
+pub use data::DataConsumed;
 
 /// What a worker keeps per router.
 #[derive(Default)]
@@ -77,6 +82,10 @@ pub struct Engine {
     transport_ids: HashMap<TransportId, TransportKey>,
     producer_ids: HashMap<ProducerId, ProducerKey>,
     consumer_ids: HashMap<ConsumerId, ConsumerKey>,
+    data_producers: Arena<DataProducerKey, DataProducer>,
+    data_consumers: Arena<DataConsumerKey, DataConsumer>,
+    data_producer_ids: HashMap<DataProducerId, DataProducerKey>,
+    data_consumer_ids: HashMap<DataConsumerId, DataConsumerKey>,
     /// Remote 5-tuple → transport (indexed): the tuples each transport's ICE holds valid,
     /// at most `ice::MAX_TUPLES` per transport, added and removed as ICE reports them.
     by_tuple: HashMap<SocketAddr, TransportKey>,
@@ -125,6 +134,10 @@ impl Engine {
             transport_ids: HashMap::new(),
             producer_ids: HashMap::new(),
             consumer_ids: HashMap::new(),
+            data_producers: Arena::default(),
+            data_consumers: Arena::default(),
+            data_producer_ids: HashMap::new(),
+            data_consumer_ids: HashMap::new(),
             by_tuple: HashMap::new(),
             by_ufrag: HashMap::new(),
             timers: TimerTable::default(),
@@ -190,6 +203,7 @@ impl Engine {
                 Timer::ActiveSpeaker(r) => self.detect_active_speaker(r, now),
                 Timer::Probe(t) => self.on_probe_timer(t, now, out),
                 Timer::Pace(t) => self.on_pace_timer(t, now, out),
+                Timer::Sctp(t) => self.on_sctp_timer(t, now, out),
             }
         }
     }
@@ -273,6 +287,8 @@ impl Engine {
         let remote = t.remote();
         let could_send = t.srtp.is_some();
         let mut connected = false;
+        // SCTP packets from the client, fed to the association after the DTLS events.
+        let mut sctp_in = Vec::new();
         if let Some(dtls) = t.dtls.as_mut() {
             while let Some(datagram) = dtls.poll_transmit() {
                 if let Some(to) = remote {
@@ -285,6 +301,9 @@ impl Engine {
                         Ok(srtp) => {
                             t.srtp = Some(srtp);
                             connected = true;
+                            if let Some(sctp) = t.sctp.as_mut() {
+                                sctp.start(now, dtls.role());
+                            }
                             tracing::debug!(transport = %t.id, "dtls connected");
                         }
                         Err(e) => tracing::warn!(transport = %t.id, "srtp setup failed: {e}"),
@@ -294,7 +313,8 @@ impl Engine {
                         t.srtp = None;
                     }
                     DtlsEvent::Closed => t.srtp = None,
-                    // Data channels (SCTP over DTLS) are not served yet.
+                    // SCTP of the data channels; dropped when the client asked for none.
+                    DtlsEvent::ApplicationData(data) if t.sctp.is_some() => sctp_in.push(data),
                     DtlsEvent::ApplicationData(_) => {}
                 }
             }
@@ -321,6 +341,9 @@ impl Engine {
         }
         if can_send != could_send {
             self.on_transport_can_send(key, can_send, now, out);
+        }
+        if connected || !sctp_in.is_empty() {
+            self.run_sctp(key, sctp_in, now, out);
         }
         self.arm_connection_timer(key);
     }

@@ -12,7 +12,7 @@ use ferrosoup_proto::signaling::{
 };
 use ferrosoup_room::{Closed, ClosedConsumer, ConsumerId, ProducerId, TransportId};
 
-use super::{Answer, Session, done, not_supported, reply, room_producer};
+use super::{Answer, Session, done, reply, room_producer};
 use crate::error::SignalError;
 use crate::hub::{Direction, ProducerInfo, Room};
 
@@ -82,6 +82,7 @@ impl Session {
                             producer_id: id,
                         })
                         .collect(),
+                    ..Closed::default()
                 };
                 self.after_close(room, peer_id, &closed);
                 done()
@@ -148,10 +149,14 @@ impl Session {
                 let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
                 reply(&StatsResponse::from(room.router.consumer_stats(id).await?))
             }
-            SignalRequest::ProduceData(_)
-            | SignalRequest::ConsumeData(_)
-            | SignalRequest::CloseDataProducer(_)
-            | SignalRequest::CloseDataConsumer(_) => Err(not_supported(method)),
+            SignalRequest::ProduceData(req) => self.produce_data(room, peer_id, req).await,
+            SignalRequest::ConsumeData(req) => self.consume_data(room, peer_id, req).await,
+            SignalRequest::CloseDataProducer(req) => {
+                self.close_data_producer(room, peer_id, req).await
+            }
+            SignalRequest::CloseDataConsumer(req) => {
+                self.close_data_consumer(room, peer_id, req).await
+            }
             SignalRequest::CreateRoom(_)
             | SignalRequest::GetRouterRtpCapabilities(_)
             | SignalRequest::JoinRoom(_)
@@ -164,7 +169,7 @@ impl Session {
 
     // ----- ownership checks -------------------------------------------------------------
 
-    fn own_transport(
+    pub(super) fn own_transport(
         &self,
         room: &Room,
         peer_id: &str,
@@ -247,12 +252,20 @@ impl Session {
             return Err(SignalError::conflict("peer left"));
         }
         self.hub.add_route(params.id.0, self.notifier.clone());
+        let sctp_parameters = match req.sctp_capabilities {
+            Some(_) => Some(
+                room.router
+                    .enable_sctp(params.id, self.hub.config().limits.max_data_message_bytes)
+                    .await?,
+            ),
+            None => None,
+        };
         reply(&CreateTransportResponse {
             id: params.id.to_string(),
             ice_parameters: params.ice_parameters,
             ice_candidates: params.ice_candidates,
             dtls_parameters: params.dtls_parameters,
-            sctp_parameters: None,
+            sctp_parameters,
         })
     }
 
