@@ -25,6 +25,7 @@ pub mod settings;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod stats;
+pub mod thread_cpu;
 pub mod timers;
 pub mod transmit;
 pub mod transport;

@@ -22,6 +22,7 @@ use crate::error::RoomError;
 use crate::events::MediaEvent;
 use crate::settings::IceTimeouts;
 use crate::stats::{SharedCounters, WorkerCounters};
+use crate::thread_cpu::ThreadCpu;
 use crate::transmit::Transmit;
 use crate::udp::{RecvBatch, SocketSender};
 
@@ -45,6 +46,7 @@ pub struct WorkerHandle {
     jobs: Sender<Job>,
     waker: Arc<Waker>,
     shared: Arc<SharedCounters>,
+    cpu: Arc<ThreadCpu>,
 }
 
 impl WorkerHandle {
@@ -78,6 +80,11 @@ impl WorkerHandle {
     pub fn counters(&self) -> WorkerCounters {
         self.shared.snapshot()
     }
+
+    /// CPU time the worker thread has used (`None` where `/proc` cannot tell).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        self.cpu.read()
+    }
 }
 
 /// Starts a worker thread on `socket`.
@@ -100,6 +107,8 @@ pub fn spawn(
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let shared = Arc::new(SharedCounters::default());
     let (jobs_tx, jobs_rx) = mpsc::channel();
+    let cpu = Arc::new(ThreadCpu::default());
+    let thread_cpu = cpu.clone();
     let state = WorkerState {
         index,
         socket,
@@ -110,13 +119,17 @@ pub fn spawn(
     };
     std::thread::Builder::new()
         .name(format!("ferrosoup-worker-{index}"))
-        .spawn(move || supervise(state, poll, jobs_rx))?;
+        .spawn(move || {
+            thread_cpu.mark_current();
+            supervise(state, poll, jobs_rx)
+        })?;
     Ok(WorkerHandle {
         index,
         port,
         jobs: jobs_tx,
         waker,
         shared,
+        cpu,
     })
 }
 
@@ -215,12 +228,15 @@ fn run(
         for _ in 0..MAX_BATCHES_PER_TURN {
             match batch.recv(&state.socket) {
                 Ok(n) => {
+                    let received = Instant::now();
+                    let forwarded_before = engine.counters().rtp_packets_out;
                     for i in 0..n {
                         if let Some((data, from)) = batch.get_mut(i) {
                             engine.handle_datagram(now, from, data, sender);
                         }
                     }
                     sender.flush();
+                    engine.record_forwarding_delay(received, Instant::now(), forwarded_before);
                     socket_backlog = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

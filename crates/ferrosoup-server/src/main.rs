@@ -7,6 +7,7 @@ mod http;
 mod ice_servers;
 mod liveness;
 mod memory;
+mod metrics;
 mod probe;
 mod ws;
 
@@ -122,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
         liveness,
         blocked: Default::default(),
         ice_servers: std::sync::Arc::new(ice_servers),
+        metrics: std::sync::Arc::new(metrics::Metrics::new(hub.clone())?),
     };
     let debug = config.fault_injection.then(|| {
         tracing::warn!(
