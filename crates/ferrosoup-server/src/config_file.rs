@@ -43,11 +43,8 @@ where
     let first = Cli::command()
         .try_get_matches_from(&args)
         .map_err(LoadError::Cli)?;
-    let path = Cli::from_arg_matches(&first)
-        .map_err(LoadError::Cli)?
-        .config_file;
-    let Some(path) = path else {
-        let cli = Cli::from_arg_matches(&first).map_err(LoadError::Cli)?;
+    let cli = Cli::from_arg_matches(&first).map_err(LoadError::Cli)?;
+    let Some(path) = cli.config_file.clone() else {
         return Ok(Loaded {
             cli,
             matches: first,
