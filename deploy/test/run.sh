@@ -8,7 +8,8 @@
 #     is 1 and every alert rule evaluates without error;
 #   - every PromQL expression of the Grafana dashboard and of the alert rules names only
 #     metrics the live /metrics exposes; the dashboard uses the provisioned datasource;
-#   - `kubectl kustomize deploy/k8s` renders and passes kubernetes-validate --strict.
+#   - `kubectl kustomize deploy/k8s` renders and passes kubernetes-validate --strict, and
+#     the ferrosoup.toml of its ConfigMap (and deploy/ferrosoup.toml) pass `config check`.
 #
 #   deploy/test/run.sh            (FERROSOUP_BIN, default target/debug/ferrosoup;
 #                                  PYTHON with PyYAML + kubernetes-validate, default python3)
@@ -85,6 +86,15 @@ check "ferrosoup health (the image's HEALTHCHECK) exits 0 against it" \
 check "one signaling request (createRoom) over the WebSocket" \
   "$PYTHON" deploy/test/ws_request.py "ws://127.0.0.1:$port/ws" createRoom '{"roomId":"deploy-test"}'
 
+check "ferrosoup config check accepts deploy/ferrosoup.toml" \
+  "$BIN" config check --config deploy/ferrosoup.toml
+unknown_key_is_refused() {
+  printf 'port = 3000\nmax_romos = 1\n' >"$tmp/bad.toml"
+  ! "$BIN" config check --config "$tmp/bad.toml" 2>"$tmp/bad.err" &&
+    grep -q 'unknown key `max_romos`' "$tmp/bad.err"
+}
+check "ferrosoup config check refuses a file with an unknown key, naming it" unknown_key_is_refused
+
 # ---- promtool -----------------------------------------------------------------------
 mkdir -p "$tmp/prometheus"
 cp deploy/prometheus/alerts.yml "$tmp/prometheus/"
@@ -138,13 +148,29 @@ assert uids == {uid}, (uids, uid)'
 # ---- Kubernetes manifests -----------------------------------------------------------
 check "kubectl kustomize deploy/k8s renders" \
   bash -c "kubectl kustomize deploy/k8s >'$tmp/k8s.yaml'"
+# The ConfigMap's ferrosoup.toml with the Secret's keys as the pod gets them: filled in
+# (test values), `config check` passes; as shipped (empty), it refuses (TURN_URLS without
+# TURN_SECRET), as secret.yaml says.
+configmap_toml_passes_check() {
+  "$PYTHON" -c 'import sys, yaml
+docs = {d["kind"]: d for d in yaml.safe_load_all(open(sys.argv[1]))}
+open(sys.argv[2], "w").write(docs["ConfigMap"]["data"]["ferrosoup.toml"])
+assert set(docs["Secret"]["stringData"]) == {"AUTH_SECRET", "TURN_SECRET", "ADMIN_KEY"}' \
+    "$tmp/k8s.yaml" "$tmp/k8s-ferrosoup.toml" || return 1
+  env AUTH_SECRET=0123456789abcdef0123456789abcdef TURN_SECRET=turn-test ADMIN_KEY=admin-test \
+    "$BIN" config check --config "$tmp/k8s-ferrosoup.toml" || return 1
+  ! env AUTH_SECRET= TURN_SECRET= ADMIN_KEY= "$BIN" config check --config "$tmp/k8s-ferrosoup.toml"
+}
+check "the rendered ConfigMap's ferrosoup.toml passes ferrosoup config check with the Secret filled in" \
+  configmap_toml_passes_check
 check "the rendered manifests pass kubernetes-validate --strict (Kubernetes $K8S_VERSION)" \
   "$PYTHON" -m kubernetes_validate --strict --quiet -k "$K8S_VERSION" "$tmp/k8s.yaml"
 check "terminationGracePeriodSeconds > DRAIN_SECONDS + preStop; probes on /health/ready and /health/live" \
   "$PYTHON" -c "
 import yaml
+import tomllib
 docs = {d['kind']: d for d in yaml.safe_load_all(open('$tmp/k8s.yaml'))}
-drain = int(docs['ConfigMap']['data']['DRAIN_SECONDS'])
+drain = tomllib.loads(docs['ConfigMap']['data']['ferrosoup.toml'])['drain_seconds']
 pod = docs['DaemonSet']['spec']['template']['spec']
 c = pod['containers'][0]
 pre = c['lifecycle']['preStop']['sleep']['seconds']

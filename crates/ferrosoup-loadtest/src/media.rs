@@ -1133,7 +1133,7 @@ impl MediaLoop {
                 self.after_dtls(id, now);
             }
             PacketKind::Rtp => self.on_rtp(id, data, now, arrival_us),
-            PacketKind::Rtcp => self.on_rtcp(id, data),
+            PacketKind::Rtcp => self.on_rtcp(id, data, now),
             PacketKind::Unknown => self.counters.dropped += 1,
         }
     }
@@ -1498,7 +1498,7 @@ impl MediaLoop {
         self.counters.nacks_sent += n as u64;
     }
 
-    fn on_rtcp(&mut self, id: usize, data: &mut [u8]) {
+    fn on_rtcp(&mut self, id: usize, data: &mut [u8], now: Instant) {
         let Some(Some(t)) = self.transports.get_mut(id) else {
             return;
         };
@@ -1512,7 +1512,15 @@ impl MediaLoop {
         };
         self.counters.srtp_verified += 1;
         if t.spec.subscriber {
-            // Sender reports of the consumers; nothing to act on.
+            // Sender reports of the consumers: remembered, so that the receiver reports
+            // echo them (LSR / DLSR) and the server can measure the round trip.
+            for item in parse_compound(&data[..len]).flatten() {
+                if let RtcpItem::SenderReport { ssrc, info, .. } = item
+                    && let Some(c) = t.consumers.iter_mut().find(|c| c.spec.ssrc == ssrc)
+                {
+                    c.stats.on_sender_report(now, info.ntp, info.rtp_ts);
+                }
+            }
             return;
         }
         for item in parse_compound(&data[..len]).flatten() {

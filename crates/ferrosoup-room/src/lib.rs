@@ -27,6 +27,7 @@ pub mod settings;
 pub mod sim;
 pub mod stats;
 pub mod tcp;
+pub mod thread_cpu;
 pub mod timers;
 pub mod transmit;
 pub mod transport;

@@ -14,15 +14,17 @@ use crate::transport::{SendBandwidth, Transport};
 use crate::udp::FlushOutcome;
 
 macro_rules! counters {
-    ($($(#[$doc:meta])* $field:ident),* $(,)?) => {
+    ($($(#[doc = $doc:literal])* $field:ident),* $(,)?) => {
         /// A worker's counters, owned by its thread.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct WorkerCounters {
-            $($(#[$doc])* pub $field: u64,)*
+            $($(#[doc = $doc])* pub $field: u64,)*
             /// RTP packets dropped, by reason.
             pub rtp_dropped: RtpDropCounts,
             /// Bandwidth toward clients (gauges).
             pub bwe: BandwidthGauges,
+            /// Distributions: forwarding delay, and what receivers report.
+            pub histograms: WorkerHistograms,
         }
 
         /// The last published copy of a worker's counters, readable from any thread.
@@ -31,6 +33,7 @@ macro_rules! counters {
             $($field: AtomicU64,)*
             rtp_dropped: [AtomicU64; RtpDrop::ALL.len()],
             bwe: [AtomicU64; BandwidthGauges::LEN],
+            histograms: [[AtomicU64; HISTOGRAM_SLOTS + 1]; Distribution::ALL.len()],
         }
 
         impl SharedCounters {
@@ -42,6 +45,11 @@ macro_rules! counters {
                 }
                 for (slot, (_, _, n)) in self.bwe.iter().zip(c.bwe.fields()) {
                     slot.store(n, Ordering::Relaxed);
+                }
+                for (slots, h) in self.histograms.iter().zip(&c.histograms.0) {
+                    for (slot, n) in slots.iter().zip(h.counts.iter().chain([&h.sum])) {
+                        slot.store(*n, Ordering::Relaxed);
+                    }
                 }
             }
 
@@ -55,6 +63,13 @@ macro_rules! counters {
                     bwe: BandwidthGauges::from_values(std::array::from_fn(|i| {
                         self.bwe[i].load(Ordering::Relaxed)
                     })),
+                    histograms: WorkerHistograms(std::array::from_fn(|d| {
+                        let slots = &self.histograms[d];
+                        Histogram {
+                            counts: std::array::from_fn(|i| slots[i].load(Ordering::Relaxed)),
+                            sum: slots[HISTOGRAM_SLOTS].load(Ordering::Relaxed),
+                        }
+                    })),
                 }
             }
         }
@@ -63,6 +78,11 @@ macro_rules! counters {
             /// `(name, value)` pairs of the plain counters, for exposition.
             pub fn fields(&self) -> [(&'static str, u64); counters!(@count $($field)*)] {
                 [$((stringify!($field), self.$field),)*]
+            }
+
+            /// `(name, help)` of every plain counter, the help being its doc comment.
+            pub fn help() -> [(&'static str, &'static str); counters!(@count $($field)*)] {
+                [$((stringify!($field), concat!($($doc),*).trim_ascii_start()),)*]
             }
         }
     };
@@ -402,6 +422,133 @@ impl BandwidthGauges {
     }
 }
 
+/// Buckets a [`Histogram`] has at most, the one above every bound included.
+pub const HISTOGRAM_SLOTS: usize = 16;
+
+/// A fixed-bucket histogram counted on one thread: recording is a few comparisons and an
+/// add, no allocation. The bounds live in its [`Distribution`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative): `counts[i]` for values up to `bounds[i]`
+    /// and above `bounds[i - 1]`; `counts[bounds.len()]` above every bound.
+    pub counts: [u64; HISTOGRAM_SLOTS],
+    /// Sum of the observed values, in the distribution's unit.
+    pub sum: u64,
+}
+
+impl Histogram {
+    /// Counts `n` observations of `value` against `bounds` (ascending, fewer than
+    /// [`HISTOGRAM_SLOTS`]).
+    #[inline]
+    pub fn record_n(&mut self, bounds: &[u64], value: u64, n: u64) {
+        let i = bounds.partition_point(|&b| b < value);
+        if let Some(slot) = self.counts.get_mut(i) {
+            *slot += n;
+            self.sum = self.sum.saturating_add(value.saturating_mul(n));
+        }
+    }
+
+    /// Observations in all buckets.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// What a worker histogram measures; each has its unit, bounds and exported name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Distribution {
+    /// Time from reading a packet off the socket to handing its forwarded copy to the
+    /// socket, microseconds: the batch's processing, plus the pacer queue for paced video.
+    ForwardingDelay,
+    /// Round-trip time from the receiver reports of consumers' clients, microseconds.
+    Rtt,
+    /// Interarrival jitter in those reports, microseconds.
+    Jitter,
+    /// Fraction lost in those reports, per mille.
+    Loss,
+}
+
+impl Distribution {
+    /// Every distribution, in [`WorkerHistograms`] order.
+    pub const ALL: [Distribution; 4] = [Self::ForwardingDelay, Self::Rtt, Self::Jitter, Self::Loss];
+
+    /// Upper bounds of the buckets, in the unit.
+    pub fn bounds(self) -> &'static [u64] {
+        match self {
+            Self::ForwardingDelay => &[
+                50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+                500_000,
+            ],
+            Self::Rtt => &[
+                5_000, 10_000, 20_000, 30_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000,
+                500_000, 1_000_000, 2_000_000,
+            ],
+            Self::Jitter => &[
+                1_000, 2_000, 5_000, 10_000, 20_000, 30_000, 50_000, 75_000, 100_000, 200_000,
+                500_000,
+            ],
+            Self::Loss => &[0, 5, 10, 20, 50, 100, 200, 500, 1_000],
+        }
+    }
+
+    /// Units in one of the exported base unit (seconds, or a ratio).
+    pub fn per_base_unit(self) -> f64 {
+        match self {
+            Self::ForwardingDelay | Self::Rtt | Self::Jitter => 1e6,
+            Self::Loss => 1e3,
+        }
+    }
+
+    /// The exported name (after `ferrosoup_`) and its help.
+    pub fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            Self::ForwardingDelay => (
+                "forwarding_delay_seconds",
+                "Time from reading an RTP packet off the socket to sending its forwarded copy \
+                 (the pacer queue included for paced video), per packet forwarded",
+            ),
+            Self::Rtt => (
+                "rtt_seconds",
+                "Round-trip time to the clients, from their RTCP receiver reports (one \
+                 observation per report block of a consumer's stream)",
+            ),
+            Self::Jitter => (
+                "jitter_seconds",
+                "Interarrival jitter the clients report for the streams they consume (RTCP \
+                 receiver reports)",
+            ),
+            Self::Loss => (
+                "loss_ratio",
+                "Fraction of packets lost toward the clients, as their RTCP receiver reports \
+                 give it per consumer stream",
+            ),
+        }
+    }
+}
+
+/// A worker's histograms, indexed like [`Distribution::ALL`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerHistograms(pub [Histogram; Distribution::ALL.len()]);
+
+impl WorkerHistograms {
+    /// Counts `n` observations of `value` (in `d`'s unit).
+    #[inline]
+    pub fn record_n(&mut self, d: Distribution, value: u64, n: u64) {
+        self.0[d as usize].record_n(d.bounds(), value, n);
+    }
+
+    /// Counts one observation of `value` (in `d`'s unit).
+    #[inline]
+    pub fn record(&mut self, d: Distribution, value: u64) {
+        self.record_n(d, value, 1);
+    }
+
+    /// The histogram of `d`.
+    pub fn get(&self, d: Distribution) -> &Histogram {
+        &self.0[d as usize]
+    }
+}
+
 impl WorkerCounters {
     /// Adds the outcome of a send flush.
     pub fn on_tcp(&mut self, tcp: crate::tcp::TcpCounters) {
@@ -585,4 +732,56 @@ pub fn consumer_stats(c: &Consumer, p: Option<&Producer>) -> Value {
         }));
     }
     Value::Array(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_goes_to_the_first_bucket_whose_bound_it_does_not_exceed() {
+        let bounds = [10, 20, 50];
+        let mut h = Histogram::default();
+        h.record_n(&bounds, 10, 1);
+        h.record_n(&bounds, 11, 2);
+        h.record_n(&bounds, 0, 1);
+        h.record_n(&bounds, 51, 1);
+        assert_eq!(h.counts[..4], [2, 2, 0, 1]);
+        assert_eq!(h.count(), 5);
+        assert_eq!(h.sum, 10 + 22 + 51);
+    }
+
+    #[test]
+    fn every_distribution_fits_the_slots_with_ascending_bounds() {
+        for d in Distribution::ALL {
+            let b = d.bounds();
+            assert!(b.len() < HISTOGRAM_SLOTS, "{d:?}");
+            assert!(b.windows(2).all(|w| w[0] < w[1]), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn histograms_are_published_and_read_back_whole() {
+        let mut c = WorkerCounters::default();
+        c.histograms.record(Distribution::Rtt, 42_000);
+        c.histograms
+            .record_n(Distribution::ForwardingDelay, 3_000_000, 7);
+        c.rtp_packets_out = 9;
+        let shared = SharedCounters::default();
+        shared.publish(&c);
+        assert_eq!(shared.snapshot(), c);
+    }
+
+    #[test]
+    fn every_counter_has_help_from_its_doc_comment() {
+        let help = WorkerCounters::help();
+        assert_eq!(help.len(), WorkerCounters::default().fields().len());
+        for (name, text) in help {
+            assert!(
+                !text.is_empty() && !text.starts_with(' '),
+                "{name}: {text:?}"
+            );
+        }
+        assert!(help.contains(&("datagrams_in", "Datagrams received.")));
+    }
 }

@@ -23,6 +23,7 @@ use crate::events::MediaEvent;
 use crate::settings::IceTimeouts;
 use crate::stats::{SharedCounters, WorkerCounters};
 use crate::tcp::{ReadFrame, TcpConnections, TcpLimits};
+use crate::thread_cpu::ThreadCpu;
 use crate::transmit::Transmit;
 use crate::udp::{MAX_DATAGRAM, RecvBatch, SocketSender};
 
@@ -53,6 +54,7 @@ pub struct WorkerHandle {
     jobs: Sender<Job>,
     waker: Arc<Waker>,
     shared: Arc<SharedCounters>,
+    cpu: Arc<ThreadCpu>,
 }
 
 impl WorkerHandle {
@@ -91,6 +93,11 @@ impl WorkerHandle {
     pub fn counters(&self) -> WorkerCounters {
         self.shared.snapshot()
     }
+
+    /// CPU time the worker thread has used (`None` where `/proc` cannot tell).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        self.cpu.read()
+    }
 }
 
 /// The sockets a worker serves.
@@ -127,6 +134,8 @@ pub fn spawn(
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let shared = Arc::new(SharedCounters::default());
     let (jobs_tx, jobs_rx) = mpsc::channel();
+    let cpu = Arc::new(ThreadCpu::default());
+    let thread_cpu = cpu.clone();
     let state = WorkerState {
         index,
         socket,
@@ -137,7 +146,10 @@ pub fn spawn(
     };
     std::thread::Builder::new()
         .name(format!("ferrosoup-worker-{index}"))
-        .spawn(move || supervise(state, tcp, poll, jobs_rx))?;
+        .spawn(move || {
+            thread_cpu.mark_current();
+            supervise(state, tcp, poll, jobs_rx)
+        })?;
     Ok(WorkerHandle {
         index,
         port,
@@ -145,6 +157,7 @@ pub fn spawn(
         jobs: jobs_tx,
         waker,
         shared,
+        cpu,
     })
 }
 
@@ -294,6 +307,8 @@ fn run(
         for _ in 0..MAX_BATCHES_PER_TURN {
             match batch.recv(&state.socket) {
                 Ok(n) => {
+                    let received = Instant::now();
+                    let forwarded_before = engine.counters().rtp_packets_out;
                     for i in 0..n {
                         if let Some((data, from)) = batch.get_mut(i)
                             && !out.tcp.shadows_udp(from)
@@ -302,6 +317,7 @@ fn run(
                         }
                     }
                     out.flush();
+                    engine.record_forwarding_delay(received, Instant::now(), forwarded_before);
                     socket_backlog = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

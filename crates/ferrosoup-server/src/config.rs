@@ -1,4 +1,5 @@
-//! Server configuration from flags and environment variables (flags win).
+//! Server configuration: flags, environment variables and a TOML file (`--config`), in
+//! that order of precedence, over the defaults (the file's layer: config_file.rs).
 
 use std::net::IpAddr;
 
@@ -14,6 +15,15 @@ pub struct Cli {
     /// What to do (default: run the server).
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// TOML file of settings (keys as the flags' names with `_`, e.g. `listen_ip`):
+    /// below flags and environment variables, above the defaults.
+    #[arg(
+        long = "config",
+        env = "FERROSOUP_CONFIG",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub config_file: Option<std::path::PathBuf>,
     /// Server settings.
     #[command(flatten)]
     pub config: Config,
@@ -50,10 +60,39 @@ pub enum Command {
         #[arg(long, default_value = "/health/live")]
         path: String,
     },
+    /// Checks or prints the configuration (flags, environment, `--config` file).
+    Config {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
 }
 
-/// Server settings.
-#[derive(Clone, Debug, clap::Args)]
+/// `ferrosoup config` subcommands.
+#[derive(Clone, Copy, Debug, clap::Subcommand)]
+pub enum ConfigAction {
+    /// Validates the configuration as the server would at start; exit code 0 when it is
+    /// valid, 1 with the reason otherwise.
+    Check,
+    /// Prints the effective configuration as TOML, each setting with where it came from;
+    /// secrets are masked.
+    Print,
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+/// Server settings. Every field is a flag, an environment variable and a key of the
+/// `--config` file (its name); `config print` serializes them.
+#[derive(Clone, Debug, clap::Args, serde::Serialize)]
 pub struct Config {
     /// HTTP and WebSocket port.
     #[arg(long, env = "PORT", default_value_t = 3000)]
@@ -197,6 +236,12 @@ pub struct Config {
     /// Seconds the time-limited TURN credentials are valid.
     #[arg(long, env = "TURN_TTL", default_value_t = 86_400)]
     pub turn_ttl: u64,
+    /// Log filter (tracing's `EnvFilter` syntax, e.g. `info,ferrosoup_room=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info,rtc_dtls=error")]
+    pub log_filter: String,
+    /// Log line format on stderr: `text`, or `json` (one object per line).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -231,6 +276,7 @@ impl Config {
         if self.tcp_send_buffer_bytes < 2048 {
             return Err("TCP_SEND_BUFFER_BYTES must be at least 2048 (one packet)".into());
         }
+        self.log_filter()?;
         if self.num_workers == Some(0) {
             return Err("NUM_WORKERS must be at least 1".into());
         }
@@ -261,6 +307,12 @@ impl Config {
         ferrosoup_proto::ortc::generate_router_rtp_capabilities(&codecs)
             .map_err(|e| format!("media codecs: {e}"))?;
         Ok(codecs)
+    }
+
+    /// The log filter, parsed.
+    pub fn log_filter(&self) -> Result<tracing_subscriber::EnvFilter, String> {
+        tracing_subscriber::EnvFilter::try_new(&self.log_filter)
+            .map_err(|e| format!("RUST_LOG {:?}: {e}", self.log_filter))
     }
 
     /// The access token secret; unset or empty: none (open server).

@@ -12,7 +12,6 @@ use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use serde_json::{Value, json};
 
 use ferrosoup_signal::{ConnectParams, Hub, ResumeRegistry};
@@ -21,6 +20,7 @@ use crate::access::{AdminKey, AllowedOrigins, IpConnections, require_admin};
 use crate::ice_servers::IceServersConfig;
 use crate::liveness::Liveness;
 use crate::memory::MemoryStats;
+use crate::metrics::Metrics;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -40,6 +40,8 @@ pub struct AppState {
     pub blocked: Arc<Mutex<HashMap<usize, std::sync::mpsc::Sender<()>>>>,
     /// STUN and TURN servers for `/api/ice-servers`.
     pub ice_servers: Arc<IceServersConfig>,
+    /// The Prometheus registry of `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Extra routes for tests of fault containment and of a stuck worker.
@@ -300,131 +302,11 @@ async fn live(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Rooms and peer counts.
-fn room_counts(hub: &Hub) -> (usize, usize) {
-    let rooms = hub.rooms();
-    let peers = rooms.iter().map(|r| r.peers().len()).sum();
-    (rooms.len(), peers)
-}
-
 async fn metrics(State(state): State<AppState>) -> Response {
-    match render_metrics(&state.hub).await {
+    match state.metrics.render() {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
-}
-
-/// Prometheus text exposition of the server's state and counters.
-pub async fn render_metrics(hub: &Hub) -> Result<String, prometheus::Error> {
-    let registry = Registry::new();
-    let workers = hub.pool().counters();
-    let (rooms, peers) = room_counts(hub);
-    let gauge = |name: &str, help: &str, v: usize| -> Result<(), prometheus::Error> {
-        let g = IntGauge::new(name, help)?;
-        g.set(v as i64);
-        registry.register(Box::new(g))
-    };
-    gauge("ferrosoup_workers", "Worker threads", workers.len())?;
-    gauge("ferrosoup_rooms", "Rooms open", rooms)?;
-    gauge("ferrosoup_peers", "Peers joined", peers)?;
-    if let Some(memory) = MemoryStats::read() {
-        for (name, help, v) in memory.fields() {
-            gauge(&format!("ferrosoup_memory_{name}_bytes"), help, v as usize)?;
-        }
-    }
-    let object_gauges = [
-        "routers",
-        "transports",
-        "producers",
-        "consumers",
-        "data_producers",
-        "data_consumers",
-    ];
-    let mut per_worker_gauges = Vec::new();
-    for name in object_gauges {
-        let g = IntGaugeVec::new(
-            Opts::new(
-                format!("ferrosoup_{name}"),
-                format!("{name} alive, per worker"),
-            ),
-            &["worker"],
-        )?;
-        registry.register(Box::new(g.clone()))?;
-        per_worker_gauges.push((name, g));
-    }
-    let mut counters: Vec<(&'static str, IntCounterVec)> = Vec::new();
-    if let Some(first) = workers.first() {
-        for (name, _) in first.fields() {
-            if object_gauges.contains(&name) {
-                continue;
-            }
-            let c = IntCounterVec::new(
-                Opts::new(format!("ferrosoup_{name}_total"), name.replace('_', " ")),
-                &["worker"],
-            )?;
-            registry.register(Box::new(c.clone()))?;
-            counters.push((name, c));
-        }
-    }
-    for (i, w) in workers.iter().enumerate() {
-        let label = i.to_string();
-        for (name, value) in w.fields() {
-            if let Some((_, g)) = per_worker_gauges.iter().find(|(n, _)| *n == name) {
-                g.with_label_values(&[&label]).set(value as i64);
-            } else if let Some((_, c)) = counters.iter().find(|(n, _)| *n == name) {
-                c.with_label_values(&[&label]).inc_by(value);
-            }
-        }
-    }
-    let mut bwe_gauges = Vec::new();
-    for (name, help, _) in ferrosoup_room::stats::BandwidthGauges::default().fields() {
-        let g = IntGaugeVec::new(
-            Opts::new(
-                format!("ferrosoup_bwe_{name}"),
-                format!("{help}, per worker"),
-            ),
-            &["worker"],
-        )?;
-        registry.register(Box::new(g.clone()))?;
-        bwe_gauges.push(g);
-    }
-    for (i, w) in workers.iter().enumerate() {
-        let label = i.to_string();
-        for (g, (_, _, value)) in bwe_gauges.iter().zip(w.bwe.fields()) {
-            g.with_label_values(&[&label])
-                .set(i64::try_from(value).unwrap_or(i64::MAX));
-        }
-    }
-    let dropped = IntCounterVec::new(
-        Opts::new(
-            "ferrosoup_rtp_dropped_total",
-            "RTP packets dropped by the workers, by reason",
-        ),
-        &["worker", "reason"],
-    )?;
-    registry.register(Box::new(dropped.clone()))?;
-    for (i, w) in workers.iter().enumerate() {
-        let label = i.to_string();
-        for (reason, n) in w.rtp_dropped.iter() {
-            dropped.with_label_values(&[&label, reason]).inc_by(n);
-        }
-    }
-    let requests = IntCounterVec::new(
-        Opts::new(
-            "ferrosoup_signaling_requests_total",
-            "Signaling requests by method and outcome code",
-        ),
-        &["method", "code"],
-    )?;
-    registry.register(Box::new(requests.clone()))?;
-    for (method, code, n) in hub.request_stats().snapshot() {
-        requests
-            .with_label_values(&[&method, &code.to_string()])
-            .inc_by(n);
-    }
-    let mut out = Vec::new();
-    TextEncoder::new().encode(&registry.gather(), &mut out)?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 async fn api_stats(State(state): State<AppState>) -> axum::Json<Value> {

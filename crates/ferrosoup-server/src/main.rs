@@ -2,32 +2,41 @@
 
 mod access;
 mod config;
+mod config_file;
 mod http;
 mod ice_servers;
 mod liveness;
 mod memory;
+mod metrics;
 mod probe;
 mod ws;
 
 use std::net::SocketAddr;
-
-use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use ferrosoup_room::WorkerPool;
 use ferrosoup_signal::Hub;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,rtc_dtls=error")),
-        )
-        .init();
-    let cli = config::Cli::parse();
+    let loaded = match config_file::load(std::env::args_os()) {
+        Ok(loaded) => loaded,
+        // `--help` and `--version` print and exit 0; a bad flag or environment value exits 1.
+        Err(config_file::LoadError::Cli(e)) if !e.use_stderr() => e.exit(),
+        Err(config_file::LoadError::Cli(e)) => {
+            let _ = e.print();
+            std::process::exit(1);
+        }
+        Err(config_file::LoadError::File(e)) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Some(config::Command::Config { action }) = loaded.cli.command {
+        return config_command(&loaded, action);
+    }
+    let cli = loaded.cli;
     let config = cli.config;
+    init_logging(&config)?;
     if let Some(config::Command::Health { path }) = &cli.command {
         let addr = probe::local_addr(config.http_listen_ip(), config.port);
         let status = probe::check(addr, path).map_err(anyhow::Error::msg)?;
@@ -115,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
         liveness,
         blocked: Default::default(),
         ice_servers: std::sync::Arc::new(ice_servers),
+        metrics: std::sync::Arc::new(metrics::Metrics::new(hub.clone())?),
     };
     let debug = config.fault_injection.then(|| {
         tracing::warn!(
@@ -139,6 +149,60 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     tracing::info!("ferrosoup stopped");
     Ok(())
+}
+
+/// Logs to stderr, as text or one JSON object per line, through the configured filter.
+fn init_logging(config: &config::Config) -> anyhow::Result<()> {
+    let filter = config.log_filter().map_err(anyhow::Error::msg)?;
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match config.log_format {
+        config::LogFormat::Text => logs.init(),
+        config::LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+/// `ferrosoup config check` / `config print`: exit code 0, or 1 with the reason on stderr.
+fn config_command(
+    loaded: &config_file::Loaded,
+    action: config::ConfigAction,
+) -> anyhow::Result<()> {
+    let config = &loaded.cli.config;
+    let checked = config
+        .validate()
+        .and_then(|()| config.media_codecs().map(|_| ()));
+    match action {
+        config::ConfigAction::Check => match checked {
+            Ok(()) => {
+                let file = loaded
+                    .file
+                    .as_ref()
+                    .map(|(path, keys)| {
+                        format!(" ({} settings from {})", keys.len(), path.display())
+                    })
+                    .unwrap_or_default();
+                println!("configuration OK{file}");
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("error: invalid configuration: {e}");
+                std::process::exit(1);
+            }
+        },
+        config::ConfigAction::Print => {
+            print!(
+                "{}",
+                config_file::render(loaded).map_err(anyhow::Error::msg)?
+            );
+            if let Err(e) = checked {
+                eprintln!("error: invalid configuration: {e}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Waits for SIGTERM or Ctrl-C, then drains: no new peers (`/health` answers 503), and after

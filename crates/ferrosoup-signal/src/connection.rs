@@ -63,6 +63,7 @@ pub async fn run<S>(
                     &r.method,
                     Method::from_name(&r.method).is_some(),
                     ErrorCode::TooManyRequests.code(),
+                    std::time::Duration::ZERO,
                 );
                 let e = SignalError::too_many("too many requests");
                 let _ = out.send(Outgoing::Text(e.to_response(r.id)));

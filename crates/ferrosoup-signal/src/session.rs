@@ -165,16 +165,17 @@ impl Session {
             None => Err(RequestError::UnknownMethod(request.method.clone()).into()),
         };
         let code = result.as_ref().map_or_else(|e| e.code.code(), |_| 200);
+        let took = started.elapsed();
         tracing::debug!(
             method = %request.method,
             id = request.id,
             code,
-            took_us = started.elapsed().as_micros() as u64,
+            took_us = took.as_micros() as u64,
             "request answered"
         );
         self.hub
             .request_stats()
-            .record(&request.method, method.is_some(), code);
+            .record(&request.method, method.is_some(), code, took);
         let answer = match result {
             Ok(data) => Message::ok(request.id, data).to_canonical_json(),
             Err(e) => {

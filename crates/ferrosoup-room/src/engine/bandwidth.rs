@@ -14,7 +14,7 @@ use crate::allocator::{self, Demand, Layer, MAX_LAYERS, Step};
 use crate::arena::{ConsumerKey, TransportKey};
 use crate::consumer::{Allocation, Consumer, Outgoing};
 use crate::layers::{PacketLayer, SvcMode};
-use crate::stats::{BandwidthGauges, RtpDrop};
+use crate::stats::{BandwidthGauges, Distribution, RtpDrop};
 use crate::timers::Timer;
 use crate::transmit::Transmit;
 use crate::transport::SendBandwidth;
@@ -417,6 +417,11 @@ impl Engine {
                 Ok(bytes) => {
                     counters.rtp_packets_out += 1;
                     counters.rtp_bytes_out += bytes as u64;
+                    // The turn's own processing until the flush is not added (tens of µs).
+                    let queued = now.saturating_duration_since(paced.queued_at);
+                    counters
+                        .histograms
+                        .record(Distribution::ForwardingDelay, queued.as_micros() as u64);
                 }
                 Err(reason) => counters.rtp_dropped.add(reason),
             }

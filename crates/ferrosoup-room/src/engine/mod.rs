@@ -159,6 +159,29 @@ impl Engine {
         &self.counters
     }
 
+    /// Counts the forwarding delay of the packets forwarded since `rtp_packets_out` was
+    /// `forwarded_before`: read off the socket at `received`, handed back to it at `sent`
+    /// (one measurement per receive batch, weighted by the packets it forwarded).
+    pub fn record_forwarding_delay(
+        &mut self,
+        received: Instant,
+        sent: Instant,
+        forwarded_before: u64,
+    ) {
+        let forwarded = self
+            .counters
+            .rtp_packets_out
+            .saturating_sub(forwarded_before);
+        if forwarded > 0 {
+            let delay = sent.saturating_duration_since(received).as_micros() as u64;
+            self.counters.histograms.record_n(
+                crate::stats::Distribution::ForwardingDelay,
+                delay,
+                forwarded,
+            );
+        }
+    }
+
     /// Adds what the worker loop's flushes sent and dropped.
     pub fn record_flush(&mut self, out: crate::udp::FlushOutcome) {
         self.counters.on_flush(out);

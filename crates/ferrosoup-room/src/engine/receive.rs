@@ -15,7 +15,7 @@ use super::Engine;
 use crate::arena::TransportKey;
 use crate::layers::SvcMode;
 use crate::producer::Arrived;
-use crate::stats::RtpDrop;
+use crate::stats::{Distribution, RtpDrop};
 use crate::timers::Timer;
 use crate::transmit::Transmit;
 use crate::transport::StreamRef;
@@ -322,10 +322,20 @@ impl Engine {
         };
         let ntp = self.ntp(now);
         let consumer = &mut self.consumers[c];
+        let histograms = &mut self.counters.histograms;
         if let Some(rtt) = consumer.send_stats.on_report_block(ntp, block) {
             consumer.rtt = Some(rtt);
             self.transports[key].rtt = Some(rtt);
+            histograms.record(Distribution::Rtt, rtt.as_micros() as u64);
         }
         consumer.fraction_lost = f64::from(block.fraction_lost) / 256.0;
+        histograms.record(
+            Distribution::Loss,
+            u64::from(block.fraction_lost) * 1000 / 256,
+        );
+        if consumer.clock_rate > 0 {
+            let jitter_us = u64::from(block.jitter) * 1_000_000 / u64::from(consumer.clock_rate);
+            histograms.record(Distribution::Jitter, jitter_us);
+        }
     }
 }

@@ -160,7 +160,8 @@ impl KillOnDropCompat for Command {
     }
 }
 
-fn free_tcp_port() -> u16 {
+/// A TCP port nothing listens on now.
+pub fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
