@@ -450,6 +450,10 @@ impl Churn {
                 s.keyframe_wanted = false;
             }
             while let Ok(packet) = peer.recv.media.rtp.try_recv() {
+                if packet.payload.is_empty() {
+                    // Padding only: the server's bandwidth probes on a consumer's RTX stream.
+                    continue;
+                }
                 let what = format!(
                     "{ctx}: peer {} (room {}) received ssrc {} seq {}",
                     peer.id, peer.room, packet.ssrc, packet.seq
