@@ -5,7 +5,7 @@
 //   node tests/data-bench.mjs [--verbose]
 //
 // Environment: FERROSOUP_BIN, CHROMIUM as tests/e2e.mjs; REFERENCE_BIN another server
-// speaking PROTOCOL.md with data channels (default /work/bin/mediasoup-server when it exists;
+// speaking PROTOCOL.md with data channels (default shared/reference-mediasoup's release build next to the repo, when it exists;
 // the page is then served by this script); ROUNDS (default 3), each round measuring every
 // server in turn on a fresh server process.
 //
@@ -21,7 +21,8 @@ import { serveStatic } from '../scripts/serve.mjs';
 import { DemoPage, launchChromium, log, onCleanup, percentile, runTest, sleep, startServer, step, waitJoined, withDiagnosis } from './harness.mjs';
 
 const ROUNDS = Number(process.env.ROUNDS) || 3;
-const REFERENCE = process.env.REFERENCE_BIN ?? (existsSync('/work/bin/mediasoup-server') ? '/work/bin/mediasoup-server' : null);
+const DEFAULT_REFERENCE = new URL('../../../shared/reference-mediasoup/target/release/mediasoup-server', import.meta.url).pathname;
+const REFERENCE = process.env.REFERENCE_BIN ?? (existsSync(DEFAULT_REFERENCE) ? DEFAULT_REFERENCE : null);
 const LATENCY_MESSAGES = 500;
 const THROUGHPUT_MESSAGES = 20_000;
 

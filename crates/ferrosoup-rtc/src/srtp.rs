@@ -174,7 +174,12 @@ enum Transform {
 
 impl Transform {
     /// Derives the session keys for RTP (`rtcp == false`) or RTCP from a master key and salt.
-    fn derive(profile: SrtpProfile, master_key: &[u8], master_salt: &[u8], rtcp: bool) -> Self {
+    fn derive(
+        profile: SrtpProfile,
+        master_key: &[u8],
+        master_salt: &[u8],
+        rtcp: bool,
+    ) -> Result<Self, SrtpError> {
         let prf = Aes128::new(master_key.into());
         let (enc_label, auth_label, salt_label) = if rtcp {
             (LABEL_SRTCP_ENCRYPTION, LABEL_SRTCP_AUTH, LABEL_SRTCP_SALT)
@@ -187,24 +192,35 @@ impl Transform {
             SrtpProfile::AeadAes128Gcm => {
                 let mut salt = [0u8; GCM_SALT_LEN];
                 kdf(&prf, master_salt, salt_label, &mut salt);
-                let unbound = UnboundKey::new(&AES_128_GCM, &session_key)
-                    .expect("a 16-byte key is always valid for AES-128-GCM");
-                Transform::Gcm {
+                let unbound = UnboundKey::new(&AES_128_GCM, &session_key).map_err(|_| {
+                    SrtpError::BadKeyLength {
+                        what: "AES-128-GCM session key",
+                        got: session_key.len(),
+                        expected: MASTER_KEY_LEN,
+                    }
+                })?;
+                Ok(Transform::Gcm {
                     key: LessSafeKey::new(unbound),
                     salt,
-                }
+                })
             }
             SrtpProfile::Aes128CmHmacSha1_80 => {
                 let mut salt = [0u8; CM_SALT_LEN];
                 kdf(&prf, master_salt, salt_label, &mut salt);
                 let mut auth_key = [0u8; AUTH_KEY_LEN];
                 kdf(&prf, master_salt, auth_label, &mut auth_key);
-                Transform::CmHmac {
+                let auth = <Hmac<Sha1> as Mac>::new_from_slice(&auth_key).map_err(|_| {
+                    SrtpError::BadKeyLength {
+                        what: "HMAC-SHA1 session key",
+                        got: auth_key.len(),
+                        expected: AUTH_KEY_LEN,
+                    }
+                })?;
+                Ok(Transform::CmHmac {
                     cipher: Aes128::new((&session_key).into()),
                     salt,
-                    auth: <Hmac<Sha1> as Mac>::new_from_slice(&auth_key)
-                        .expect("HMAC accepts keys of any length"),
-                }
+                    auth,
+                })
             }
         }
     }
@@ -585,10 +601,10 @@ impl SrtpSession {
         Ok(Self {
             profile,
             replay_window,
-            local_rtp: derive(&keys.local_master_key, &keys.local_master_salt, false),
-            local_rtcp: derive(&keys.local_master_key, &keys.local_master_salt, true),
-            remote_rtp: derive(&keys.remote_master_key, &keys.remote_master_salt, false),
-            remote_rtcp: derive(&keys.remote_master_key, &keys.remote_master_salt, true),
+            local_rtp: derive(&keys.local_master_key, &keys.local_master_salt, false)?,
+            local_rtcp: derive(&keys.local_master_key, &keys.local_master_salt, true)?,
+            remote_rtp: derive(&keys.remote_master_key, &keys.remote_master_salt, false)?,
+            remote_rtcp: derive(&keys.remote_master_key, &keys.remote_master_salt, true)?,
             tx_rtp: HashMap::new(),
             tx_rtcp: HashMap::new(),
             rx_rtp: RemoteStreams::default(),

@@ -427,6 +427,7 @@ impl Message {
 
     /// The frame's JSON text.
     pub fn to_json(&self) -> String {
+        // ok: our own typed values, string keys only: serde_json cannot fail on them.
         serde_json::to_string(self)
             .expect("a Message holds only strings, numbers and JSON values, which always serialize")
     }
@@ -436,6 +437,7 @@ impl Message {
     /// server's is alphabetical), so its frames are the same bytes for the same content.
     pub fn to_canonical_json(&self) -> String {
         // serde_json's `Value` keeps object keys sorted (no `preserve_order` feature).
+        // ok: our own typed values, string keys only: serde_json cannot fail on them.
         serde_json::to_value(self)
             .expect("a Message holds only strings, numbers and JSON values, which always serialize")
             .to_string()

@@ -62,6 +62,7 @@ pub enum ServerNotification {
 }
 
 fn json<T: Serialize>(t: &T) -> Value {
+    // ok: our own typed values, string keys only: serde_json cannot fail on them.
     serde_json::to_value(t).expect("notification data holds only strings, numbers and JSON values")
 }
 

@@ -343,6 +343,7 @@ impl SignalRequest {
     /// clients building a [`super::Message::request`].
     pub fn data(&self) -> Value {
         fn json<T: serde::Serialize>(t: &T) -> Value {
+            // ok: our own typed values, string keys only: serde_json cannot fail on them.
             serde_json::to_value(t)
                 .expect("request data holds only strings, numbers and JSON values")
         }
