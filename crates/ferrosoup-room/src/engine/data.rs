@@ -41,6 +41,13 @@ pub struct DataConsumed {
 }
 
 impl Engine {
+    /// The SCTP association of a transport that has one.
+    fn sctp_mut(&mut self, key: TransportKey) -> Option<&mut SctpAssociation> {
+        self.transports
+            .get_mut(key)
+            .and_then(|t| t.sctp.as_deref_mut())
+    }
+
     /// Feeds SCTP packets that came in a transport's DTLS to its association, handles what
     /// comes out, and sends what it has to send.
     pub(super) fn run_sctp(
@@ -50,11 +57,7 @@ impl Engine {
         now: Instant,
         out: &mut dyn Transmit,
     ) {
-        let Some(sctp) = self
-            .transports
-            .get_mut(key)
-            .and_then(|t| t.sctp.as_deref_mut())
-        else {
+        let Some(sctp) = self.sctp_mut(key) else {
             return;
         };
         for p in packets {
@@ -70,11 +73,7 @@ impl Engine {
         now: Instant,
         out: &mut dyn Transmit,
     ) {
-        let Some(sctp) = self
-            .transports
-            .get_mut(key)
-            .and_then(|t| t.sctp.as_deref_mut())
-        else {
+        let Some(sctp) = self.sctp_mut(key) else {
             return;
         };
         sctp.handle_timeout(now);
@@ -86,12 +85,7 @@ impl Engine {
     fn after_sctp(&mut self, key: TransportKey, now: Instant, out: &mut dyn Transmit) {
         let mut touched = Vec::new();
         loop {
-            let Some(event) = self
-                .transports
-                .get_mut(key)
-                .and_then(|t| t.sctp.as_deref_mut())
-                .and_then(SctpAssociation::poll_event)
-            else {
+            let Some(event) = self.sctp_mut(key).and_then(SctpAssociation::poll_event) else {
                 break;
             };
             match event {
@@ -429,11 +423,7 @@ impl Engine {
 
     /// Aborts a closing transport's association (the ABORT goes out before DTLS closes).
     pub(super) fn close_sctp(&mut self, key: TransportKey, now: Instant, out: &mut dyn Transmit) {
-        if let Some(sctp) = self
-            .transports
-            .get_mut(key)
-            .and_then(|t| t.sctp.as_deref_mut())
-        {
+        if let Some(sctp) = self.sctp_mut(key) {
             sctp.close(now);
             self.flush_sctp(key, now, out);
         }
