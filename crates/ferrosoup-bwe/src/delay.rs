@@ -139,11 +139,21 @@ pub struct Trendline {
 impl Default for Trendline {
     fn default() -> Self {
         Self {
+            samples: VecDeque::with_capacity(WINDOW + 1),
+            ..Self::default_empty()
+        }
+    }
+}
+
+impl Trendline {
+    /// The initial state with no sample storage.
+    fn default_empty() -> Self {
+        Self {
             deltas: 0,
             first_arrival_ms: None,
             accumulated_ms: 0.0,
             smoothed_ms: 0.0,
-            samples: VecDeque::with_capacity(WINDOW + 1),
+            samples: VecDeque::new(),
             trend: 0.0,
             prev_trend: 0.0,
             threshold: 12.5,
@@ -153,9 +163,7 @@ impl Default for Trendline {
             usage: Usage::Normal,
         }
     }
-}
 
-impl Trendline {
     /// Feeds a group delta; returns the usage it leads to.
     pub fn update(&mut self, delta: GroupDelta) -> Usage {
         let delay_ms = (delta.arrival_us - delta.send_us) as f64 / 1000.0;
@@ -175,6 +183,18 @@ impl Trendline {
         }
         self.detect(delta.send_us as f64 / 1000.0, at_ms);
         self.usage
+    }
+
+    /// Starts afresh (usage normal, no samples), keeping the adaptive threshold and the
+    /// samples' storage.
+    pub fn restart(&mut self) {
+        let mut samples = std::mem::take(&mut self.samples);
+        samples.clear();
+        *self = Self {
+            samples,
+            threshold: self.threshold,
+            ..Self::default_empty()
+        };
     }
 
     /// The current usage.

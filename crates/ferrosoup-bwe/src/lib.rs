@@ -37,16 +37,28 @@ pub const PACING_FACTOR: f64 = 1.1;
 const ACKED_WINDOW_US: i64 = 200_000;
 /// Window of the sent rate (application-limited detection).
 const SENT_WINDOW_US: i64 = 500_000;
-/// After a probe that reached the link's capacity, for this long the throughput an
-/// overuse decreases from is at least what the probe measured: the probe's own queue shows
-/// as an overuse a round trip later, while what the receiver acknowledged is only what
-/// the layers sent (an SFU sending one low layer is application-limited), and decreasing
-/// from that undid every probe (the estimate fell back to 1.5 × the low layer).
+/// Arrivals further apart than this (or a reference time that jumped back) start the
+/// delay measurements and the acknowledged rate afresh.
+const ARRIVAL_GAP_US: i64 = 4 * ACKED_WINDOW_US;
+/// After a probe, for this long the throughput an overuse decreases from is at least the
+/// estimate before it (or, when the probe reached the link's capacity, what it measured):
+/// the probe's own queue shows as an overuse a round trip later, while what the receiver
+/// acknowledged is only what the layers sent (an SFU sending one low layer is
+/// application-limited), and decreasing from that undid every probe (the estimate fell
+/// back to 1.5 × the low layer; on a 400 kbit/s link, from 250 to 90 kbit/s, which left
+/// one consumer at a quarter of its frame rate for 10 s).
 const PROBE_THROUGHPUT_US: i64 = 500_000;
 /// The sender is application-limited below this share of the estimate...
 const ALR_ENTER: f64 = 0.65;
 /// ...until it sends more than this share again.
 const ALR_EXIT: f64 = 0.8;
+
+/// The estimate before any feedback, bit/s (libwebrtc's send-side default): what the
+/// first allocation shares. Higher starts (mediasoup's 1 Mbit/s, this one's 600 kbit/s
+/// before) put a 400 kbit/s downlink under a top layer and its retransmissions for the
+/// first seconds, which froze its picture for as long; probes from the first feedback
+/// find a faster link within a few round trips.
+pub const START_BPS: u64 = 300_000;
 
 /// Limits of one estimator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +74,7 @@ pub struct BweConfig {
 impl Default for BweConfig {
     fn default() -> Self {
         Self {
-            start_bps: 600_000,
+            start_bps: START_BPS,
             min_bps: 30_000,
             max_bps: 50_000_000,
         }
@@ -109,7 +121,10 @@ pub struct BandwidthEstimator {
     acked: RateMeter,
     last_arrival_us: Option<i64>,
     prober: Prober,
-    /// When a probe last reached the link's capacity, and the rate it measured (bit/s).
+    /// A decrease within [`PROBE_THROUGHPUT_US`] after this time (µs) starts from at least
+    /// this rate (bit/s): the estimate in force when a probe cluster ended (the queue the
+    /// probe left is its own, not news of the link), or what a probe that reached the
+    /// link's capacity measured.
     probe_capacity: Option<(i64, u64)>,
     in_alr: bool,
     desired: u64,
@@ -206,11 +221,23 @@ impl BandwidthEstimator {
                 Some(at) => {
                     if self
                         .last_arrival_us
-                        .is_some_and(|l| at < l - ACKED_WINDOW_US * 4)
+                        .is_some_and(|l| at < l - ARRIVAL_GAP_US)
                     {
                         // The receiver's clock jumped back (its reference time wrapped).
                         self.acked.reset();
                         self.inter_arrival = InterArrival::default();
+                        self.queue.reset();
+                    } else if self
+                        .last_arrival_us
+                        .is_some_and(|l| at > l + ARRIVAL_GAP_US)
+                    {
+                        // Nothing arrived for a while (every video consumer paused, say):
+                        // the delay trend and the acknowledged rate are of another time.
+                        // An overuse seen before the silence, judged with the few bytes of
+                        // its first feedback, would cut the estimate to a tenth.
+                        self.acked.reset();
+                        self.inter_arrival = InterArrival::default();
+                        self.trendline.restart();
                         self.queue.reset();
                     }
                     self.last_arrival_us = Some(self.last_arrival_us.map_or(at, |l| l.max(at)));
@@ -301,7 +328,9 @@ impl BandwidthEstimator {
     /// Starts a probe cluster if one is due.
     pub fn poll_probe(&mut self, now: Instant) -> Option<ProbeCluster> {
         let now_us = self.us(now);
-        self.prober.poll(now_us, self.estimate, self.desired)
+        let cluster = self.prober.poll(now_us, self.estimate, self.desired)?;
+        self.probe_capacity = Some((cluster.end_us(), self.estimate));
+        Some(cluster)
     }
 
     /// Padding bytes the probe in progress still needs by `now` (0 without a probe).
@@ -343,5 +372,81 @@ impl BandwidthEstimator {
             probes: self.prober.probes(),
             feedbacks: self.feedbacks,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrosoup_rtc::twcc::TwccRecorder;
+
+    /// A sender and a receiver over a link of `capacity_bps` with no other delay: packets
+    /// of 1,000 bytes, feedback every 100 ms.
+    struct Link {
+        t0: Instant,
+        estimator: BandwidthEstimator,
+        receiver: TwccRecorder,
+        seq: u16,
+        /// When the link is busy until, µs.
+        busy_until_us: i64,
+        capacity_bps: u64,
+    }
+
+    impl Link {
+        fn new(capacity_bps: u64) -> Self {
+            let t0 = Instant::now();
+            Self {
+                t0,
+                estimator: BandwidthEstimator::new(t0, BweConfig::default()),
+                receiver: TwccRecorder::new(t0),
+                seq: 0,
+                busy_until_us: 0,
+                capacity_bps,
+            }
+        }
+
+        fn at(&self, us: i64) -> Instant {
+            self.t0 + Duration::from_micros(us as u64)
+        }
+
+        /// Sends at `rate_bps` from `from_us` for `duration_us`, with feedback.
+        fn send(&mut self, from_us: i64, duration_us: i64, rate_bps: u64) {
+            let gap_us = (8_000 * 1_000_000 / rate_bps) as i64;
+            let mut now = from_us;
+            let mut next_feedback = from_us + 100_000;
+            while now < from_us + duration_us {
+                self.estimator.on_sent(self.at(now), self.seq, 1_000);
+                let serve_us = (8_000 * 1_000_000 / self.capacity_bps) as i64;
+                self.busy_until_us = self.busy_until_us.max(now) + serve_us;
+                self.receiver
+                    .on_packet(self.at(self.busy_until_us), self.seq);
+                self.seq = self.seq.wrapping_add(1);
+                now += gap_us;
+                if now >= next_feedback {
+                    let mut buf = [0u8; 1_500];
+                    while let Some(len) = self.receiver.write_feedback(&mut buf, 1, 2) {
+                        let _ = self.estimator.on_feedback(self.at(now), &buf[..len]);
+                    }
+                    next_feedback += 100_000;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_overuse_before_a_silence_does_not_cut_the_estimate_after_it() {
+        // Overuse a 1 Mbit/s link (its queue drains by 2.6 s), fall silent (every video
+        // consumer paused), then send a trickle: one packet per feedback.
+        let mut link = Link::new(1_000_000);
+        link.send(0, 2_000_000, 1_300_000);
+        let before = link.estimator.estimate_bps();
+        assert_eq!(
+            link.estimator.stats().usage,
+            1,
+            "overusing when it fell silent"
+        );
+        link.send(4_000_000, 300_000, 80_000);
+        let after = link.estimator.estimate_bps();
+        assert!(after >= before * 9 / 10, "{before} → {after}");
     }
 }

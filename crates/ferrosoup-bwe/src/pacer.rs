@@ -1,8 +1,12 @@
 //! The pacer's budget: a leaky bucket at the pacing rate (about 1.1 × the estimate) that
 //! says whether a packet may leave now or when the next may.
 
-/// Burst the bucket lets through at once, in µs of the pacing rate.
-const BURST_US: u64 = 5_000;
+/// Burst the bucket lets through at once, in µs of the pacing rate: a frame of the
+/// media the estimate carries leaves at once (at 1.1 × the rate, a 5 ms burst spread
+/// every frame over most of its frame interval: ~15 ms added to the last packets of a
+/// 30 fps stream), a keyframe several times that size is spread, and the bottleneck
+/// queues no more than 40 ms of it at once.
+const BURST_US: u64 = 40_000;
 /// A burst is at least one full packet.
 const MIN_BURST_BYTES: f64 = 1_500.0;
 

@@ -120,6 +120,12 @@ impl BitrateMeter {
         let at = self.us(now);
         self.meter.rate_bps(at)
     }
+
+    /// What [`BitrateMeter::add`] counted per second over the window ending at `now`, for
+    /// a meter of things other than bytes (pictures).
+    pub fn per_second(&mut self, now: Instant) -> Option<f64> {
+        self.bps(now).map(|bps| bps as f64 / 8.0)
+    }
 }
 
 #[cfg(test)]

@@ -52,6 +52,18 @@ pub const KEEP_MARGIN: f64 = 0.75;
 /// a link that collapsed below half the lowest layer does.
 pub const KEEP_LOWEST_MARGIN: f64 = 0.5;
 
+/// A consumer is not switched up to a spatial layer whose keyframe would take longer than
+/// this to cross the link at the estimate: the switch sends that keyframe at once, and
+/// the picture stands still until it is through (a 1280x720 keyframe of ~60 KB holds a
+/// 400 kbit/s link for over a second, and the losses of its queue bring more keyframes).
+pub const MAX_KEYFRAME_SECONDS: f64 = 0.4;
+
+/// A lower temporal layer of a spatial layer above the lowest is a step only at this
+/// frame rate or more...
+pub const MIN_FRAME_RATE: f64 = 12.0;
+/// ...and stays one at this rate or more while it is forwarded.
+pub const KEEP_FRAME_RATE: f64 = 10.0;
+
 /// One video consumer's demand.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Demand {
@@ -92,7 +104,9 @@ impl Demand {
     /// spatial layer goes to the next one's second temporal layer (half the rate).
     fn next_above(&self, layer: usize) -> Option<usize> {
         let next = (layer + 1..MAX_LAYERS).find(|&l| self.layers[l] > 0)?;
-        if next / MAX_TEMPORAL_LAYERS == layer / MAX_TEMPORAL_LAYERS {
+        if next / MAX_TEMPORAL_LAYERS == layer / MAX_TEMPORAL_LAYERS
+            || next % MAX_TEMPORAL_LAYERS != 0
+        {
             return Some(next);
         }
         let spatial_end = (next / MAX_TEMPORAL_LAYERS + 1) * MAX_TEMPORAL_LAYERS;
@@ -101,6 +115,59 @@ impl Demand {
                 .find(|&l| self.layers[l] > 0)
                 .unwrap_or(next),
         )
+    }
+
+    /// Takes away the spatial layers above the one it forwards now (or its lowest, when it
+    /// forwards none) whose last keyframe, `keyframe_bits` per spatial layer (0: none
+    /// seen), would take longer than [`MAX_KEYFRAME_SECONDS`] at `estimate_bps`.
+    pub fn limit_to_keyframes_that_fit(
+        &mut self,
+        keyframe_bits: &[u64; MAX_SPATIAL_LAYERS],
+        estimate_bps: u64,
+    ) {
+        let Some(from) = self.current.or_else(|| self.lowest()) else {
+            return;
+        };
+        let from = from / MAX_TEMPORAL_LAYERS;
+        let limit = estimate_bps as f64 * MAX_KEYFRAME_SECONDS;
+        for (spatial, &bits) in keyframe_bits.iter().enumerate().skip(from + 1) {
+            if bits as f64 > limit {
+                let start = spatial * MAX_TEMPORAL_LAYERS;
+                self.layers[start..start + MAX_TEMPORAL_LAYERS].fill(0);
+            }
+        }
+    }
+
+    /// Takes away the lower temporal layers of every spatial layer but its lowest where
+    /// they would show fewer than [`MIN_FRAME_RATE`] pictures a second (the one it
+    /// forwards now: [`KEEP_FRAME_RATE`]), `frame_rates` per step (0: not measured): a
+    /// bigger picture at half the frame rate is a step up only while that half is
+    /// smooth; with a camera that sends 20 pictures a second, the smaller picture at 20
+    /// beats the bigger one at 10 (WebRTC's "balanced" degradation keeps 15 at 640x480).
+    /// A spatial layer's highest temporal layer it may get stays, whatever its rate.
+    pub fn limit_to_smooth_frame_rates(&mut self, frame_rates: &[f64; MAX_LAYERS]) {
+        let Some(lowest) = self.lowest() else {
+            return;
+        };
+        let first_spatial = lowest / MAX_TEMPORAL_LAYERS + 1;
+        for spatial in first_spatial..MAX_SPATIAL_LAYERS {
+            let start = spatial * MAX_TEMPORAL_LAYERS;
+            let steps = start..start + MAX_TEMPORAL_LAYERS;
+            let Some(top) = steps.clone().rev().find(|&l| self.layers[l] > 0) else {
+                continue;
+            };
+            for step in start..top {
+                let min = if self.current == Some(step) {
+                    KEEP_FRAME_RATE
+                } else {
+                    MIN_FRAME_RATE
+                };
+                let rate = frame_rates[step];
+                if rate > 0.0 && rate < min {
+                    self.layers[step] = 0;
+                }
+            }
+        }
     }
 
     /// What it would take with nothing held back (its best layer, upgrade margin
@@ -360,6 +427,105 @@ mod tests {
         assert_eq!(run(530_000, &[d(Some(top))]), vec![at(1, 2)]);
         assert_eq!(run(500_000, &[d(Some(top))]), vec![at(1, 1)]);
         assert_eq!(Layer::from_step(at(1, 2).unwrap_or_default()), top);
+    }
+
+    #[test]
+    fn no_switch_up_to_a_layer_whose_keyframe_holds_the_link_too_long() {
+        // Keyframes of 8, 24 and 64 KB; at 600 kbit/s 0.4 s carries 30 KB.
+        let keyframes = {
+            let mut k = [0; MAX_SPATIAL_LAYERS];
+            k[..3].copy_from_slice(&[64_000, 192_000, 512_000]);
+            k
+        };
+        let mut fresh = demand(None);
+        fresh.limit_to_keyframes_that_fit(&keyframes, 600_000);
+        assert_eq!(
+            run(5_000_000, &[fresh]),
+            vec![sp(1)],
+            "starts below the top"
+        );
+        let mut low = demand(sp(0));
+        low.limit_to_keyframes_that_fit(&keyframes, 400_000);
+        assert_eq!(
+            run(5_000_000, &[low]),
+            vec![sp(0)],
+            "24 KB needs 480 kbit/s"
+        );
+        // What it forwards now stays, and the estimate that carries a keyframe lets it up.
+        let mut top = demand(sp(2));
+        top.limit_to_keyframes_that_fit(&keyframes, 600_000);
+        assert_eq!(run(5_000_000, &[top]), vec![sp(2)]);
+        let mut fast = demand(sp(0));
+        fast.limit_to_keyframes_that_fit(&keyframes, 1_300_000);
+        assert_eq!(run(5_000_000, &[fast]), vec![sp(2)]);
+        // No keyframe seen yet: nothing to hold it back.
+        let mut unknown = demand(None);
+        unknown.limit_to_keyframes_that_fit(&[0; MAX_SPATIAL_LAYERS], 100_000);
+        assert_eq!(run(5_000_000, &[unknown]), vec![sp(2)]);
+    }
+
+    #[test]
+    fn a_bigger_picture_at_a_lower_frame_rate_only_while_that_rate_is_smooth() {
+        // Two streams of three temporal layers at 150 / 300 / 450 and 400 / 550 / 700
+        // kbit/s; 600 kbit/s fits stream 1 at half the frame rate.
+        let mut layers = [0; MAX_LAYERS];
+        for (spatial, rates) in [[150_000, 300_000, 450_000], [400_000, 550_000, 700_000]]
+            .into_iter()
+            .enumerate()
+        {
+            for (temporal, rate) in rates.into_iter().enumerate() {
+                let layer = Layer {
+                    spatial: spatial as u8,
+                    temporal: temporal as u8,
+                };
+                layers[layer.step()] = rate;
+            }
+        }
+        let at = |spatial, temporal| Some(Layer { spatial, temporal }.step());
+        // Pictures per second of each step, from a camera sending `fps`.
+        let rates = |fps: f64| {
+            let mut r = [0.0; MAX_LAYERS];
+            for spatial in 0..2u8 {
+                for (temporal, share) in [0.25, 0.5, 1.0].into_iter().enumerate() {
+                    let step = Layer {
+                        spatial,
+                        temporal: temporal as u8,
+                    }
+                    .step();
+                    r[step] = fps * share;
+                }
+            }
+            r
+        };
+        let limited = |current: Option<usize>, fps: f64| {
+            let mut d = Demand {
+                priority: 1,
+                layers,
+                current,
+            };
+            d.limit_to_smooth_frame_rates(&rates(fps));
+            d
+        };
+        assert_eq!(
+            run(600_000, &[limited(None, 30.0)]),
+            vec![at(1, 1)],
+            "15 fps"
+        );
+        assert_eq!(
+            run(600_000, &[limited(None, 20.0)]),
+            vec![at(0, 2)],
+            "10 fps"
+        );
+        // Kept down to 10 pictures a second; the lowest stream's steps always count.
+        assert_eq!(run(600_000, &[limited(at(1, 1), 22.0)]), vec![at(1, 1)]);
+        assert_eq!(run(600_000, &[limited(None, 22.0)]), vec![at(0, 2)]);
+        assert_eq!(
+            run(200_000, &[limited(None, 20.0)]),
+            vec![at(0, 0)],
+            "5 fps"
+        );
+        // A stream's highest temporal layer counts whatever its rate.
+        assert_eq!(run(800_000, &[limited(None, 8.0)]), vec![at(1, 2)]);
     }
 
     #[test]

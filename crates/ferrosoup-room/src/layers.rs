@@ -116,7 +116,15 @@ pub struct LayerFilter {
     picture: Option<u32>,
     /// Highest layers seen in the stream (to report what is really forwarded).
     seen: StreamLayers,
+    /// Pictures since a temporal layer above the current one was wanted and no sync
+    /// point came.
+    waiting_for_sync: u16,
 }
+
+/// Pictures a temporal step up waits for a layer sync point before it asks for a
+/// keyframe: Chrome's VP8 marks sync points only in the pictures right after a keyframe,
+/// so a consumer stepped down to a lower temporal layer would stay there for good.
+pub const SYNC_WAIT_PICTURES: u16 = 8;
 
 impl LayerFilter {
     /// A filter for a stream whose spatial layers depend on each other as `svc` says,
@@ -132,6 +140,7 @@ impl LayerFilter {
             current: None,
             picture: None,
             seen: StreamLayers::default(),
+            waiting_for_sync: 0,
         }
     }
 
@@ -162,14 +171,18 @@ impl LayerFilter {
     pub fn restart(&mut self) {
         self.current = None;
         self.picture = None;
+        self.waiting_for_sync = 0;
     }
 
-    /// True when reaching the target spatial layer needs a keyframe of the stream.
+    /// True when reaching the target needs a keyframe of the stream: an SVC spatial layer
+    /// as its mode says, or a temporal layer whose sync point did not come within
+    /// [`SYNC_WAIT_PICTURES`].
     pub fn needs_keyframe(&self) -> bool {
-        self.current.is_some_and(|c| {
-            c.spatial != self.target.spatial
-                && (self.svc == SvcMode::KeyOnly || self.target.spatial > c.spatial)
-        })
+        self.waiting_for_sync >= SYNC_WAIT_PICTURES
+            || self.current.is_some_and(|c| {
+                c.spatial != self.target.spatial
+                    && (self.svc == SvcMode::KeyOnly || self.target.spatial > c.spatial)
+            })
     }
 
     /// The layers really forwarded now: the current choice, capped by the highest seen.
@@ -197,6 +210,7 @@ impl LayerFilter {
             if keyframe {
                 // Nothing after a keyframe refers to anything before it.
                 current = target;
+                self.waiting_for_sync = 0;
             } else {
                 if target.temporal < current.temporal {
                     current.temporal = target.temporal;
@@ -210,6 +224,14 @@ impl LayerFilter {
                 if self.svc == SvcMode::Full && target.spatial < current.spatial {
                     current.spatial = target.spatial;
                 }
+                // Counted only while the stream has the layer to go up to.
+                self.waiting_for_sync = if target.temporal > current.temporal
+                    && self.seen.temporal > current.temporal
+                {
+                    self.waiting_for_sync.saturating_add(1)
+                } else {
+                    0
+                };
             }
             self.current = Some(current);
         }
@@ -344,6 +366,41 @@ mod tests {
         f.set_target(layers(0, 1));
         assert_eq!(f.filter(51_000, &vp8(0, false), false), KEEP);
         assert_eq!(f.filter(48_000, &vp8(2, false), false), Filtered::Drop);
+    }
+
+    #[test]
+    fn a_temporal_step_up_without_sync_points_asks_for_a_keyframe() {
+        let mut f = LayerFilter::new(SvcMode::None);
+        f.set_target(layers(0, 0));
+        // TID pattern 0 2 1 2, no sync point after the first pictures (Chrome's VP8).
+        let mut ts = 0u32;
+        let mut picture = |f: &mut LayerFilter, tid: u8, sync: bool, keyframe: bool| {
+            ts += 3_000;
+            f.filter(ts, &vp8(tid, sync), keyframe);
+        };
+        for k in 0..8 {
+            picture(&mut f, [0, 2, 1, 2][k % 4], false, false);
+        }
+        assert!(!f.needs_keyframe(), "at its target");
+        f.set_target(layers(0, 2));
+        for k in 0..usize::from(SYNC_WAIT_PICTURES) - 1 {
+            picture(&mut f, [0, 2, 1, 2][k % 4], false, false);
+            assert!(!f.needs_keyframe(), "picture {k}");
+        }
+        picture(&mut f, 0, false, false);
+        assert!(f.needs_keyframe(), "no sync point within the wait");
+        // The keyframe brings it up at once.
+        picture(&mut f, 0, false, true);
+        assert!(!f.needs_keyframe());
+        assert_eq!(f.current(), Some(layers(0, 2)));
+        // A sync point within the wait needs none.
+        f.set_target(layers(0, 0));
+        picture(&mut f, 2, false, false);
+        f.set_target(layers(0, 1));
+        picture(&mut f, 0, false, false);
+        picture(&mut f, 1, true, false);
+        assert_eq!(f.current(), Some(layers(0, 1)));
+        assert!(!f.needs_keyframe());
     }
 
     #[test]

@@ -150,7 +150,7 @@ mod tests {
         let mut p = Pacer::new(t0, 1_000_000);
         assert!(!p.holds(t0), "not pacing before an estimate");
         p.set_rate(t0, 1_000_000);
-        // A 40-packet keyframe (50 kB) at 1 Mbit/s: spread over ~400 ms.
+        // A 40-packet keyframe (50 kB) at 1 Mbit/s: spread over ~360 ms.
         let mut sent = Vec::new();
         for k in 0..40 {
             if p.holds(t0) {
@@ -160,7 +160,8 @@ mod tests {
                 sent.push((t0, k));
             }
         }
-        assert!(sent.len() <= 2, "{} left at once", sent.len());
+        // At once: the bucket's 40 ms burst (5 kB).
+        assert!(sent.len() <= 5, "{} left at once", sent.len());
         let mut now = t0;
         while let Some(at) = p.next_send(now) {
             now = at;

@@ -74,6 +74,47 @@ pub struct RecvStream {
     pub bitrate: BitrateMeter,
     /// Bitrate of each of its layers (video only).
     pub layers: LayerRates,
+    /// Size of its keyframes (video only).
+    pub keyframe_size: KeyframeSize,
+}
+
+/// The size of a stream's keyframes on the wire, counted from their packets: what
+/// switching a consumer onto the stream sends it at once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeyframeSize {
+    /// RTP timestamp and bytes so far of the keyframe arriving now.
+    arriving: Option<(u32, usize)>,
+    /// Bytes of the last complete keyframe (0: none yet).
+    last: usize,
+}
+
+impl KeyframeSize {
+    /// Counts a packet of the picture with RTP timestamp `timestamp`, `bytes` long on the
+    /// wire; `keyframe`: it starts a keyframe.
+    fn on_packet(&mut self, timestamp: u32, keyframe: bool, bytes: usize) {
+        if let Some((at, sum)) = self.arriving.as_mut() {
+            if *at == timestamp {
+                *sum += bytes;
+                return;
+            }
+            if (timestamp.wrapping_sub(*at) as i32) < 0 {
+                // A late packet of an older picture.
+                return;
+            }
+            // The next picture began: the keyframe is complete.
+            self.last = *sum;
+            self.arriving = None;
+        }
+        if keyframe {
+            self.arriving = Some((timestamp, bytes));
+        }
+    }
+
+    /// Bits of its last keyframe (the one arriving, when bigger); 0 before the first.
+    pub fn bits(&self) -> u64 {
+        let arriving = self.arriving.map_or(0, |(_, sum)| sum);
+        8 * self.last.max(arriving) as u64
+    }
 }
 
 /// The bitrate of each (spatial, temporal) layer inside one stream, measured from its
@@ -81,6 +122,10 @@ pub struct RecvStream {
 pub struct LayerRates {
     /// One meter per [`PacketLayer::index`].
     meters: Vec<BitrateMeter>,
+    /// Pictures of each layer per second (one count per picture).
+    pictures: Vec<BitrateMeter>,
+    /// RTP timestamp of each layer's newest picture.
+    newest_picture: Vec<Option<u32>>,
     /// When each layer last had a packet.
     last: Vec<Option<Instant>>,
     /// Each layer's highest rate lately and when it was seen (see [`LayerRates::bps`]).
@@ -97,17 +142,34 @@ impl LayerRates {
         let n = spatial_layers.min(MAX_SVC_SPATIAL_LAYERS) * MAX_TEMPORAL_LAYERS;
         Self {
             meters: vec![BitrateMeter::new(BITRATE_WINDOW); n],
+            pictures: vec![BitrateMeter::new(BITRATE_WINDOW); n],
+            newest_picture: vec![None; n],
             last: vec![None; n],
             peaks: vec![None; n],
         }
     }
 
-    /// Counts a packet of `layer`; true when the layer had been silent (or never sent).
-    fn add(&mut self, now: Instant, layer: &PacketLayer, bytes: usize) -> bool {
+    /// Counts a packet of `layer` in the picture with RTP timestamp `timestamp` (a
+    /// retransmission counts its bytes only); true when the layer had been silent (or
+    /// never sent).
+    fn add(
+        &mut self,
+        now: Instant,
+        layer: &PacketLayer,
+        timestamp: u32,
+        bytes: usize,
+        recovered: bool,
+    ) -> bool {
         let Some(i) = layer.index().filter(|&i| i < self.meters.len()) else {
             return false;
         };
         self.meters[i].add(now, bytes);
+        if !recovered
+            && self.newest_picture[i].is_none_or(|n| (timestamp.wrapping_sub(n) as i32) > 0)
+        {
+            self.newest_picture[i] = Some(timestamp);
+            self.pictures[i].add(now, 1);
+        }
         let woke_up =
             self.last[i].is_none_or(|t| now.saturating_duration_since(t) >= ACTIVE_TIMEOUT);
         self.last[i] = Some(now);
@@ -143,6 +205,21 @@ impl LayerRates {
             self.peaks[i] = Some((rate, now));
         }
         rate.max(kept)
+    }
+
+    /// Pictures per second of a layer (`spatial` inside the stream, `temporal`) and the
+    /// temporal layers below it: the frame rate a consumer forwarding it gets (0 while
+    /// too young to be measured).
+    pub fn frame_rate(&mut self, now: Instant, spatial: usize, temporal: usize) -> f64 {
+        if spatial >= MAX_SVC_SPATIAL_LAYERS || temporal >= MAX_TEMPORAL_LAYERS {
+            return 0.0;
+        }
+        let first = spatial * MAX_TEMPORAL_LAYERS;
+        self.pictures
+            .get_mut(first..=first + temporal)
+            .map_or(0.0, |meters| {
+                meters.iter_mut().filter_map(|m| m.per_second(now)).sum()
+            })
     }
 }
 
@@ -200,6 +277,7 @@ impl RecvStream {
             fraction_lost: 0.0,
             bitrate: BitrateMeter::new(BITRATE_WINDOW),
             layers: LayerRates::new(if video { spatial_layers.max(1) } else { 0 }),
+            keyframe_size: KeyframeSize::default(),
         }
     }
 
@@ -244,7 +322,17 @@ impl RecvStream {
         self.last_packet = Some(now);
         // What forwarding it costs on the wire: IP, UDP and the SRTP tag included.
         self.bitrate.add(now, packet.len() + WIRE_OVERHEAD);
-        let layer_woke_up = self.layers.add(now, &layer, packet.len() + WIRE_OVERHEAD);
+        let layer_woke_up = self.layers.add(
+            now,
+            &layer,
+            info.timestamp,
+            packet.len() + WIRE_OVERHEAD,
+            recovered,
+        );
+        if video && !recovered {
+            self.keyframe_size
+                .on_packet(info.timestamp, keyframe, packet.len() + WIRE_OVERHEAD);
+        }
         self.stats
             .on_packet(now, ext_seq, info.timestamp, codec.clock_rate, packet.len());
         let gap = video && self.nack.on_packet(now, ext_seq, keyframe, recovered);
@@ -493,6 +581,40 @@ impl Producer {
         steps
     }
 
+    /// The frame rate a consumer gets at each layer step ([`Layer::step`]): pictures per
+    /// second of the step's temporal layer and those below it (0: not measured).
+    pub fn frame_rates(&mut self, now: Instant) -> [f64; MAX_LAYERS] {
+        let mut rates = [0.0; MAX_LAYERS];
+        for (step, rate) in rates.iter_mut().enumerate() {
+            let layer = Layer::from_step(step);
+            let (s, t) = (usize::from(layer.spatial), usize::from(layer.temporal));
+            *rate = if self.svc == SvcMode::None {
+                self.streams
+                    .get_mut(s)
+                    .map_or(0.0, |stream| stream.layers.frame_rate(now, 0, t))
+            } else {
+                self.streams
+                    .first_mut()
+                    .map_or(0.0, |stream| stream.layers.frame_rate(now, s, t))
+            };
+        }
+        rates
+    }
+
+    /// Bits of the last keyframe of each spatial layer ([`KeyframeSize::bits`]): its
+    /// simulcast stream's, or an SVC stream's whole keyframe for each of its layers.
+    pub fn keyframe_bits(&self) -> [u64; MAX_SPATIAL_LAYERS] {
+        let mut bits = [0; MAX_SPATIAL_LAYERS];
+        if self.svc == SvcMode::None {
+            for (b, stream) in bits.iter_mut().zip(&self.streams) {
+                *b = stream.keyframe_size.bits();
+            }
+        } else if let Some(stream) = self.streams.first() {
+            bits.fill(stream.keyframe_size.bits());
+        }
+        bits
+    }
+
     /// The highest spatial layer of an SVC stream at or below `cap` that is receiving
     /// (0 when none is).
     pub fn svc_top_spatial(&mut self, now: Instant, cap: Option<u8>) -> u8 {
@@ -527,6 +649,33 @@ mod tests {
 
     fn stream() -> RecvStream {
         RecvStream::new(MediaKind::Video, Some(1), None, None, 1)
+    }
+
+    #[test]
+    fn a_keyframe_is_sized_from_its_packets_until_the_next_picture() {
+        let mut size = KeyframeSize::default();
+        size.on_packet(100, false, 500);
+        assert_eq!(size.bits(), 0, "no keyframe yet");
+        size.on_packet(200, true, 1_000);
+        size.on_packet(200, false, 1_000);
+        assert_eq!(size.bits(), 16_000, "counted while it arrives");
+        size.on_packet(100, false, 1_000);
+        size.on_packet(200, false, 500);
+        size.on_packet(300, false, 700);
+        assert_eq!(
+            size.bits(),
+            20_000,
+            "a late packet of an older picture is not counted"
+        );
+        size.on_packet(u32::MAX, true, 300);
+        size.on_packet(2, false, 100);
+        assert_eq!(
+            size.bits(),
+            2_400,
+            "the last one, across the timestamp's wrap"
+        );
+        size.on_packet(5, true, 3_000);
+        assert_eq!(size.bits(), 24_000);
     }
 
     #[test]

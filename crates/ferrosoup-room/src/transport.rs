@@ -146,6 +146,9 @@ pub struct SendBandwidth {
     pub last: BweStats,
     /// Bandwidth the allocation gave out at the last run, bit/s.
     pub allocated_bps: u64,
+    /// At the last run, some consumer had layers to choose from: headroom a probe finds
+    /// could change what it gets.
+    pub steerable: bool,
     /// This transport's share of the worker's [`BandwidthGauges`], as last counted.
     pub gauges: BandwidthGauges,
     /// The pacer of the transport's video.
@@ -175,6 +178,7 @@ impl SendBandwidth {
                 ..BweStats::default()
             },
             allocated_bps: 0,
+            steerable: false,
             gauges: BandwidthGauges::default(),
             pacer: Pacer::new(now, config.start_bps),
             probator_seq: 0,

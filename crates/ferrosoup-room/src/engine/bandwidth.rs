@@ -93,7 +93,10 @@ impl Engine {
             let pacing = bwe.estimator.pacing_bps().max(floor);
             bwe.pacer.set_rate(now, pacing);
         }
-        if bwe.estimator.poll_probe(now).is_some() {
+        // Probes only where what they find can change a layer: audio and single-stream
+        // video get what they send whatever the estimate, and padding for them would
+        // only load the link and the worker.
+        if bwe.steerable && bwe.estimator.poll_probe(now).is_some() {
             self.timers.arm(Timer::Probe(key), now);
         }
     }
@@ -136,6 +139,7 @@ impl Engine {
         let Some(bwe) = t.bwe.as_deref_mut() else {
             return;
         };
+        let estimate = bwe.estimator.estimate_bps();
         let mut reserved = 0u64;
         let mut wanted = 0u64;
         for &c in &t.consumers {
@@ -178,6 +182,8 @@ impl Engine {
             // Probes look for what it wants even while its upgrades are held back, so a
             // link that got better is known when the hold ends.
             wanted += demand.wanted();
+            demand.limit_to_keyframes_that_fit(&producer.keyframe_bits(), estimate);
+            demand.limit_to_smooth_frame_rates(&producer.frame_rates(now));
             if consumer.upgrade_hold.holds(now) {
                 // No upgrade (nor resume) for now: it keeps what it has.
                 let Some(target) = demand.current else {
@@ -190,12 +196,12 @@ impl Engine {
             demands.push(demand);
             keys.push(c);
         }
-        let estimate = bwe.estimator.estimate_bps();
         layers.resize(demands.len(), None);
         let budget = estimate.saturating_sub(reserved);
         let left = allocator::allocate(budget, demands, layers, order);
         bwe.estimator.set_desired(reserved + wanted);
         bwe.allocated_bps = reserved + budget - left;
+        bwe.steerable = !demands.is_empty();
         bwe.last = bwe.estimator.stats();
         let steers = bwe.steers(now);
         let measured = bwe.feedback_seen && bwe.estimator.is_measured();
@@ -219,6 +225,10 @@ impl Engine {
                     estimate,
                     reserved,
                     layer_bps = ?demand.layers,
+                    keyframe_bits = ?self
+                        .producers
+                        .get(self.consumers[c].producer)
+                        .map(|p| p.keyframe_bits()),
                     "allocation changed"
                 );
                 let consumer = &mut self.consumers[c];
