@@ -176,12 +176,20 @@ async fn the_rust_client_sends_and_receives_over_ice_tcp_only() {
         .await
         .expect("recv transport");
     let video_in = recv.consume(video.id()).await.expect("consume vp8");
-    common::within("send transport connects over TCP", 10, send.wait_connected())
-        .await
-        .expect("send transport connected");
-    common::within("recv transport connects over TCP", 10, recv.wait_connected())
-        .await
-        .expect("recv transport connected");
+    common::within(
+        "send transport connects over TCP",
+        10,
+        send.wait_connected(),
+    )
+    .await
+    .expect("send transport connected");
+    common::within(
+        "recv transport connects over TCP",
+        10,
+        recv.wait_connected(),
+    )
+    .await
+    .expect("recv transport connected");
     video_in.resume().await.expect("resume");
 
     let sender = tokio::spawn(async move {
@@ -211,8 +219,8 @@ async fn the_rust_client_sends_and_receives_over_ice_tcp_only() {
         got.len()
     );
     assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
-    // Both transports went by TCP: two connections, frames both ways, no UDP datagram.
-    assert_eq!(server.counter("tcp_connections").await, 2);
+    // Both transports went by TCP (a connection each at least), no UDP datagram.
+    assert!(server.counter("tcp_connections").await >= 2);
     assert!(server.counter("tcp_frames_out").await >= got.len() as u64);
     assert_eq!(server.counter("datagrams_out").await, 0);
     drop((send, recv, video_in));

@@ -106,12 +106,9 @@ async fn histograms_and_worker_cpu_fill_when_media_flows() {
         inf_buckets(&m, "ferrosoup_join_connected_duration_seconds"),
         connected
     );
-    let mean = |name: &str| {
-        total(&m, &format!("{name}_sum")) / total(&m, &format!("{name}_count"))
-    };
+    let mean = |name: &str| total(&m, &format!("{name}_sum")) / total(&m, &format!("{name}_count"));
     assert!(
-        mean("ferrosoup_join_connected_duration_seconds")
-            > mean("ferrosoup_join_duration_seconds")
+        mean("ferrosoup_join_connected_duration_seconds") > mean("ferrosoup_join_duration_seconds")
     );
 
     // Two subscribers, each reporting on the streams it consumes about once a second.

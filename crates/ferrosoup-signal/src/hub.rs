@@ -13,12 +13,12 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use ferrosoup_proto::rtp_parameters::{MediaKind, RtpCapabilities, RtpCodecCapability};
-use ferrosoup_proto::transport::{DtlsState, IceState};
 use ferrosoup_proto::signaling::{
     ActiveSpeakerNotification, ConsumerLayersChangedNotification, ConsumerScoreNotification,
     IceRestartRequiredNotification, ProducerScoreNotification, RoomClosedNotification,
     ServerNotification, TransportStateChangedNotification,
 };
+use ferrosoup_proto::transport::{DtlsState, IceState};
 use ferrosoup_room::{
     ConsumerId, DataConsumerId, DataProducerId, MediaEvent, ProducerId, Router, TransportId,
     WorkerPool,

@@ -57,7 +57,9 @@ impl RequestStats {
         if let Some(joined_at) = inner.connecting.remove(&transport) {
             let us = u64::try_from(now.saturating_duration_since(joined_at).as_micros())
                 .unwrap_or(u64::MAX);
-            inner.join_connected_time.record_n(JOIN_TIME_BOUNDS_US, us, 1);
+            inner
+                .join_connected_time
+                .record_n(JOIN_TIME_BOUNDS_US, us, 1);
         }
     }
 
@@ -118,7 +120,11 @@ mod tests {
     fn transports_count_once_from_their_peers_join_to_connected() {
         let stats = RequestStats::default();
         let joined = Instant::now();
-        let (a, b, c) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let (a, b, c) = (
+            uuid::Uuid::new_v4(),
+            uuid::Uuid::new_v4(),
+            uuid::Uuid::new_v4(),
+        );
         stats.transport_created(a, joined);
         stats.transport_created(b, joined);
         stats.transport_created(c, joined);
