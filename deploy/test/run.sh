@@ -73,10 +73,67 @@ for tool in "$BIN" prometheus promtool kubectl curl; do
   fi
 done
 
-# ---- ferrosoup, with a signaling request so that the request counters have series ------
+# ---- the compose topology: the ferrosoup service's config file and environment ---------
+# compose_env: the environment of docker-compose.yml's ferrosoup service, one NAME=value a
+# line, with test values for what compose takes from the user's shell (${NAME...}) and
+# FERROSOUP_CONFIG mapped from the container path to the file compose mounts there.
+compose_env() {
+  "$PYTHON" - <<'PY'
+import re, yaml
+from pathlib import Path
+compose = yaml.safe_load(open("deploy/docker-compose.yml"))
+svc = compose["services"]["ferrosoup"]
+test = {"ANNOUNCED_IP": "127.0.0.1", "TURN_SECRET": "deploy-test-turn-secret",
+        "ADMIN_KEY": "", "AUTH_SECRET": ""}
+def fill(value):
+    return re.sub(r"\$\{(\w+)(?::[?-][^}]*)?\}", lambda m: test[m.group(1)], str(value))
+env = {k: fill(v) for k, v in svc["environment"].items()}
+mounts = dict(reversed(v.split(":")[:2]) for v in svc["volumes"])
+host_file = Path("deploy") / mounts[env["FERROSOUP_CONFIG"]]
+assert host_file.is_file(), host_file
+env["FERROSOUP_CONFIG"] = str(host_file)
+for k, v in env.items():
+    print(f"{k}={v}")
+PY
+}
+compose_matches_the_image() {
+  "$PYTHON" - <<'PY'
+import re, yaml
+from pathlib import Path
+compose = yaml.safe_load(open("deploy/docker-compose.yml"))
+svc = compose["services"]["ferrosoup"]
+path = svc["environment"]["FERROSOUP_CONFIG"]
+assert f"./ferrosoup.toml:{path}:ro" in svc["volumes"], svc["volumes"]
+docker = open("deploy/Dockerfile").read()
+assert f"COPY deploy/ferrosoup.toml {path}" in docker, "the image carries the same file"
+assert re.search(rf"^ENV FERROSOUP_CONFIG={re.escape(path)}$", docker, re.M), "and reads it"
+for name, s in compose["services"].items():
+    for v in s.get("volumes", []):
+        source = v.split(":")[0]
+        if source.startswith("."):
+            assert (Path("deploy") / source).exists(), (name, source)
+print("compose and the image read", path)
+PY
+}
+check "docker-compose.yml's ferrosoup service and the Dockerfile's image read deploy/ferrosoup.toml; every file compose mounts exists" \
+  compose_matches_the_image
+compose_env >"$tmp/compose.env" || echo "FERROSOUP_CONFIG=compose-env-failed" >"$tmp/compose.env"
+check "ferrosoup config check with the compose service's file and environment" \
+  env $(cat "$tmp/compose.env") "$BIN" config check
+reads_the_file_and_the_environment() {
+  env $(cat "$tmp/compose.env") "$BIN" config print >"$tmp/compose-config.txt" &&
+    grep -q '^allowed_origins = .*# from file' "$tmp/compose-config.txt" &&
+    grep -q '^announced_ip = \["127.0.0.1"\] *# from environment' "$tmp/compose-config.txt"
+}
+check "the compose service's settings come from ferrosoup.toml, ANNOUNCED_IP from its environment" \
+  reads_the_file_and_the_environment
+
+# ---- ferrosoup as compose runs it (this test's ports and a 0 s drain over the file's), ----
+# with a signaling request so that the request counters have series
 port=$(free_port)
 rtc_min=$((45000 + RANDOM % 90 * 10))
-PORT=$port LISTEN_IP=127.0.0.1 NUM_WORKERS=2 RTC_MIN_PORT=$rtc_min RTC_MAX_PORT=$((rtc_min + 9)) \
+env $(cat "$tmp/compose.env") \
+  PORT=$port LISTEN_IP=127.0.0.1 NUM_WORKERS=2 RTC_MIN_PORT=$rtc_min RTC_MAX_PORT=$((rtc_min + 9)) \
   DRAIN_SECONDS=0 RUST_LOG=warn "$BIN" >"$tmp/ferrosoup.log" 2>&1 &
 pids+=($!)
 check "ferrosoup answers /health/live on 127.0.0.1:$port" \

@@ -35,6 +35,25 @@ pub struct RemoteCandidate {
     pub tcp_type: Option<String>,
 }
 
+impl RemoteCandidate {
+    /// The candidate attribute (`candidate:...`, RFC 8839 §5.1).
+    pub fn attribute(&self) -> String {
+        let mut a = format!(
+            "candidate:{} 1 {} {} {} {} typ {}",
+            self.foundation, self.protocol, self.priority, self.address, self.port, self.typ
+        );
+        if let Some(tcp_type) = &self.tcp_type {
+            let _ = write!(a, " tcptype {tcp_type}");
+        }
+        a
+    }
+
+    /// Whether this is a passive TCP candidate (the client connects to it).
+    pub fn is_passive_tcp(&self) -> bool {
+        self.protocol.eq_ignore_ascii_case("tcp") && self.tcp_type.as_deref() == Some("passive")
+    }
+}
+
 /// The server side of a transport as the SDP needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteTransport {
@@ -162,6 +181,14 @@ pub struct RemoteSdp {
 }
 
 impl RemoteSdp {
+    /// The server's passive TCP candidates.
+    pub fn passive_tcp_candidates(&self) -> impl Iterator<Item = &RemoteCandidate> {
+        self.transport
+            .candidates
+            .iter()
+            .filter(|c| c.is_passive_tcp())
+    }
+
     /// A remote description with no m-sections yet.
     pub fn new(transport: RemoteTransport, setup: RemoteSetup) -> Self {
         Self {
@@ -252,15 +279,7 @@ impl RemoteSdp {
             self.setup.as_str()
         );
         for c in &t.candidates {
-            let _ = write!(
-                sdp,
-                "a=candidate:{} 1 {} {} {} {} typ {}",
-                c.foundation, c.protocol, c.priority, c.address, c.port, c.typ
-            );
-            if let Some(tcp_type) = &c.tcp_type {
-                let _ = write!(sdp, " tcptype {tcp_type}");
-            }
-            sdp.push_str("\r\n");
+            let _ = write!(sdp, "a={}\r\n", c.attribute());
         }
         sdp.push_str("a=end-of-candidates\r\n");
         sdp.push_str("a=rtcp-mux\r\na=rtcp-rsize\r\n");

@@ -33,7 +33,8 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceServer, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription,
+    SettingEngineBuilder,
 };
 
 use crate::consumer::Consumer;
@@ -65,6 +66,10 @@ pub struct TransportOptions {
     /// STUN and TURN servers for the PeerConnection, e.g. what
     /// [`fetch_ice_servers`](crate::fetch_ice_servers) got from the server. Default: none.
     pub ice_servers: Vec<IceServer>,
+    /// ICE over TCP only (RFC 6544), for networks that let no UDP out: `createTransport`
+    /// asks for the server's TCP candidates only (`forceTcp`), the PeerConnection binds no
+    /// UDP socket, and it connects to the server's passive TCP candidate. Default: off.
+    pub force_tcp: bool,
 }
 
 /// Which way media flows on a transport.
@@ -260,13 +265,15 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 /// Builds the PeerConnection of a transport: the device's codecs and extensions, the
-/// interceptors for `direction`, one UDP socket on `bind_ip`, the STUN/TURN servers.
+/// interceptors for `direction`, one UDP socket on `bind_ip` (or, `tcp_only`, one TCP
+/// listener and no UDP socket), the STUN/TURN servers.
 pub(crate) async fn build_peer_connection(
     device: &Device,
     direction: Direction,
     bind_ip: IpAddr,
     auto_nack: bool,
     ice_servers: &[IceServer],
+    tcp_only: bool,
 ) -> Result<(Arc<dyn PeerConnection>, Arc<PcEvents>)> {
     let engine = device.media_engine(None)?;
     let mut registry = Registry::new();
@@ -321,7 +328,18 @@ pub(crate) async fn build_peer_connection(
             .with_handler(Arc::new(Handler {
                 events: Arc::clone(&events),
             }))
-            .with_udp_addrs(vec![SocketAddr::new(bind_ip, 0)])
+            .with_udp_addrs(if tcp_only {
+                Vec::new()
+            } else {
+                vec![SocketAddr::new(bind_ip, 0)]
+            })
+            // webrtc-rs gathers an active TCP candidate beside the listener's passive one,
+            // and dials a remote passive candidate once it is added.
+            .with_tcp_addrs(if tcp_only {
+                vec![SocketAddr::new(bind_ip, 0)]
+            } else {
+                Vec::new()
+            })
             .build()
             .await?,
     );
@@ -333,6 +351,9 @@ pub(crate) async fn build_peer_connection(
 pub(crate) struct Negotiation {
     pub(crate) remote: RemoteSdp,
     connected: bool,
+    /// The server's passive TCP candidates were handed to the PeerConnection (which dials
+    /// them only when they are added as candidates, not from the SDP).
+    tcp_dialed: bool,
     next_mid: u32,
 }
 
@@ -360,6 +381,9 @@ impl TransportShared {
         if let Some(app_data) = &options.app_data {
             request["appData"] = app_data.clone();
         }
+        if options.force_tcp {
+            request["forceTcp"] = json!(true);
+        }
         let answer = signaling.request("createTransport", request).await?;
         let (id, mut remote) = parse_transport_answer(&answer)?;
         if let Some(addr) = options.candidate_override {
@@ -385,6 +409,7 @@ impl TransportShared {
             bind_ip,
             options.auto_nack,
             &options.ice_servers,
+            options.force_tcp,
         )
         .await?;
         let setup = match direction {
@@ -403,6 +428,7 @@ impl TransportShared {
             negotiation: tokio::sync::Mutex::new(Negotiation {
                 remote: RemoteSdp::new(remote, setup),
                 connected: false,
+                tcp_dialed: false,
                 next_mid: 0,
             }),
             cname: format!("ferrosoup-{:08x}", rand::random::<u32>()),
@@ -452,13 +478,34 @@ impl TransportShared {
         self.connect_once(neg, &local).await?;
         let answer = RTCSessionDescription::answer(neg.remote.render())?;
         self.pc.set_remote_description(answer).await?;
+        self.dial_tcp_once(neg).await?;
         Ok(local)
+    }
+
+    /// Adds the server's passive TCP candidates once the first remote description is set:
+    /// webrtc-rs connects to them then (RFC 6544 active side).
+    async fn dial_tcp_once(&self, neg: &mut Negotiation) -> Result<()> {
+        if neg.tcp_dialed {
+            return Ok(());
+        }
+        for c in neg.remote.passive_tcp_candidates() {
+            self.pc
+                .add_ice_candidate(RTCIceCandidateInit {
+                    candidate: c.attribute(),
+                    sdp_mline_index: Some(0),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        neg.tcp_dialed = true;
+        Ok(())
     }
 
     /// Receive side: apply the locally built offer, answer, connect if needed.
     async fn negotiate_as_answerer(&self, neg: &mut Negotiation) -> Result<LocalDescription> {
         let offer = RTCSessionDescription::offer(neg.remote.render())?;
         self.pc.set_remote_description(offer).await?;
+        self.dial_tcp_once(neg).await?;
         let answer = self.pc.create_answer(None).await?;
         let local = parse_local(&answer.sdp)?;
         self.connect_once(neg, &local).await?;
@@ -941,6 +988,7 @@ mod tests {
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             false,
             &[],
+            false,
         )
         .await
         .expect("pc");
@@ -998,6 +1046,7 @@ mod tests {
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             false,
             &[],
+            false,
         )
         .await
         .expect("pc");
@@ -1097,6 +1146,7 @@ mod tests {
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             false,
             &[],
+            false,
         )
         .await
         .expect("client pc");

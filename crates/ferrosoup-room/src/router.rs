@@ -38,6 +38,7 @@ use crate::producer::CodecInfo;
 use crate::settings::WorkerSettings;
 use crate::stats::WorkerCounters;
 use crate::transmit::Transmit;
+use crate::transport::PROBATOR_SSRC;
 use crate::worker::{self, WorkerHandle};
 
 /// The worker threads of a server; creates routers on them round-robin.
@@ -174,13 +175,64 @@ struct ProducerMeta {
 }
 
 /// What the control path remembers of a transport.
-#[derive(Default)]
 struct TransportMeta {
     /// The CNAME all producers of this transport are given (one endpoint, one CNAME, as
     /// mediasoup does; browsers sending RID simulcast announce none).
     cname: Option<String>,
     /// Next MID handed to a consumer on this transport.
     next_mid: u32,
+    /// SSRCs of the streams this transport sends (its consumers' media and RTX).
+    ssrcs: SsrcSequence,
+}
+
+/// The SSRCs a transport gives its outgoing streams: all different for the transport's
+/// life, so no two of its streams, however many consumers come and go, share SRTP
+/// keystream or GCM nonces (the SRTP index starts again with each stream). `start + n ×
+/// step` (mod 2^32) with an odd `step` runs through all 2^32 values before it repeats; both
+/// are random, so the SSRCs do not tell how many consumers the transport had. Values the
+/// server sends with for other purposes are skipped.
+#[derive(Debug)]
+struct SsrcSequence {
+    next: u32,
+    step: u32,
+}
+
+impl SsrcSequence {
+    /// SSRCs never handed out: 0 ("unset" to some stacks), the server's RTCP reporter
+    /// SSRC and the probator's.
+    const RESERVED: [u32; 3] = [0, crate::engine::REPORTER_SSRC, PROBATOR_SSRC];
+
+    fn random() -> Self {
+        Self::new(rand::random(), rand::random())
+    }
+
+    fn new(start: u32, step: u32) -> Self {
+        Self {
+            next: start,
+            step: step | 1,
+        }
+    }
+
+    /// The next SSRC.
+    fn next_ssrc(&mut self) -> u32 {
+        loop {
+            let ssrc = self.next;
+            self.next = self.next.wrapping_add(self.step);
+            if !Self::RESERVED.contains(&ssrc) {
+                return ssrc;
+            }
+        }
+    }
+}
+
+impl Default for TransportMeta {
+    fn default() -> Self {
+        Self {
+            cname: None,
+            next_mid: 0,
+            ssrcs: SsrcSequence::random(),
+        }
+    }
 }
 
 struct RouterInner {
@@ -559,6 +611,19 @@ impl Router {
         preferred_layers: Option<(u8, Option<u8>)>,
     ) -> Result<ConsumerParams, RoomError> {
         ortc::validate_rtp_capabilities(caps)?;
+        // Two SSRCs of the transport's sequence, media and RTX (the second is unused when
+        // the codec has no RTX).
+        let (ssrc, rtx_ssrc) = {
+            let mut transports = self
+                .inner
+                .transports
+                .lock()
+                .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
+            let meta = transports
+                .get_mut(&transport_id)
+                .ok_or(RoomError::NotFound("transport"))?;
+            (meta.ssrcs.next_ssrc(), meta.ssrcs.next_ssrc())
+        };
         let (kind, mut params, spec, consumer_type) = {
             let map = self
                 .inner
@@ -577,14 +642,13 @@ impl Router {
             // Forwarded packets carry the sender's MID value, which means nothing to the
             // receiver: the MID extension is removed and receivers demultiplex by SSRC.
             params.header_extensions.retain(|e| e.uri != uri::MID);
-            let ssrc = random_ssrc();
             let rtx_codec = params
                 .codecs
                 .iter()
                 .find(|c| c.is_rtx())
                 .map(|c| c.payload_type);
             let rtx = rtx_codec.map(|payload_type| RtxOut {
-                ssrc: random_ssrc(),
+                ssrc: rtx_ssrc,
                 payload_type,
             });
             let encoding = params.encodings.first().cloned().unwrap_or_default();
@@ -1028,6 +1092,27 @@ mod tests {
                 (tcp, "2001:db8::1".into(), 40001),
             ]
         );
+    }
+
+    #[test]
+    fn transport_ssrcs_never_repeat_and_skip_reserved_values() {
+        // A step of 1 from just below the reserved values walks over all of them.
+        let mut walk = SsrcSequence::new(u32::MAX - 1, 0);
+        let got: Vec<u32> = (0..4).map(|_| walk.next_ssrc()).collect();
+        assert_eq!(got, [u32::MAX - 1, u32::MAX, 2, 3]);
+        let mut walk = SsrcSequence::new(1230, 1);
+        let got: Vec<u32> = (0..6).map(|_| walk.next_ssrc()).collect();
+        assert_eq!(got, [1230, 1231, 1232, 1233, 1235, 1236]);
+        // Random sequences: no SSRC twice over many consumers' worth.
+        for _ in 0..4 {
+            let mut seq = SsrcSequence::random();
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..200_000 {
+                let ssrc = seq.next_ssrc();
+                assert!(!SsrcSequence::RESERVED.contains(&ssrc));
+                assert!(seen.insert(ssrc), "{ssrc} repeated");
+            }
+        }
     }
 
     fn params(

@@ -322,7 +322,8 @@ counters!(
     data_dropped_too_big,
     /// Data messages dropped: over their data producer's message rate.
     data_dropped_rate_limited,
-    /// Data messages dropped: on an SCTP stream no data producer uses.
+    /// Data messages dropped: on an SCTP stream no data producer uses (one on a stream id
+    /// beyond the association's `SCTP_STREAMS` also aborts the association).
     data_dropped_unknown_stream,
     /// Data messages dropped: DCEP or an unknown payload protocol identifier.
     data_dropped_unsupported_ppid,

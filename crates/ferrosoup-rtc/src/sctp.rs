@@ -154,6 +154,10 @@ pub struct SctpDrops {
     pub too_big: u64,
     /// DCEP control messages (channels are negotiated over signaling) or an unknown PPID.
     pub unsupported_ppid: u64,
+    /// Data on a stream id at or above [`SCTP_STREAMS`], which the association never
+    /// agreed to: the association is aborted (the SCTP stack keeps state for every stream
+    /// a peer sends on, so this bounds it to [`SCTP_STREAMS`] streams).
+    pub bad_stream: u64,
 }
 
 /// Why a message could not be sent.
@@ -392,6 +396,17 @@ impl SctpAssociation {
                 // either side, or all of them when the association ends).
                 Event::AssociationLost { id, .. } => {
                     tracing::trace!(stream_id = id, "sctp stream closed");
+                }
+                // Streams beyond the agreed count are a protocol violation (RFC 9260
+                // §6.5); rtc-sctp would keep state for each of them.
+                Event::Stream(StreamEvent::Opened { id }) if id >= SCTP_STREAMS => {
+                    tracing::debug!(stream_id = id, "sctp data on a stream never agreed to");
+                    self.drops.bad_stream += 1;
+                    if let Err(e) = a.abort() {
+                        tracing::debug!("sctp abort failed: {e}");
+                    }
+                    lost = true;
+                    break;
                 }
                 Event::Stream(StreamEvent::Readable { id }) => {
                     let Ok(mut stream) = a.stream(id) else {
@@ -633,6 +648,41 @@ mod tests {
         let got: Vec<u8> = messages(&mut server).iter().map(|m| m.payload[0]).collect();
         assert!(got.contains(&10) && got.contains(&11), "{got:?}");
         assert!(!got.contains(&0), "{got:?}");
+    }
+
+    #[test]
+    fn data_beyond_the_agreed_streams_aborts_the_association() {
+        let mut now = Instant::now();
+        let (mut client, mut server) = connected_pair(&mut now);
+        let last = SCTP_STREAMS - 1;
+        client
+            .send(
+                now,
+                last,
+                Reliability::default(),
+                Ppid::String,
+                &Bytes::from_static(b"in range"),
+            )
+            .unwrap();
+        pump(&mut client, &mut server, &mut now);
+        assert_eq!(messages(&mut server).len(), 1);
+        // A hostile client sends on a stream id it never agreed to (its own stack would
+        // refuse): the server keeps no state for it and aborts.
+        let (_, a) = client.association.as_mut().unwrap();
+        a.open_stream(SCTP_STREAMS, PayloadProtocolIdentifier::String)
+            .unwrap()
+            .write_chunk_with_ppi(
+                now,
+                &Bytes::from_static(b"out of range"),
+                PayloadProtocolIdentifier::String,
+            )
+            .unwrap();
+        pump(&mut client, &mut server, &mut now);
+        assert_eq!(server.drops().bad_stream, 1);
+        assert_eq!(server.state(), SctpState::Closed);
+        assert_eq!(server.poll_event(), Some(SctpEvent::Closed));
+        // The ABORT reached the client.
+        assert_eq!(client.state(), SctpState::Closed);
     }
 
     #[test]

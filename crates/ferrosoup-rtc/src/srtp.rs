@@ -532,8 +532,12 @@ pub struct SrtpSession {
     /// Outgoing SSRCs are the local side's own choice, and their state is never evicted:
     /// forgetting an index would reuse (SSRC, index) pairs, i.e. keystream and GCM nonces.
     tx_rtp: HashMap<u32, u64>,
-    /// Outgoing RTCP: last SRTCP index used, per sender SSRC (never evicted, as `tx_rtp`).
-    tx_rtcp: HashMap<u32, u32>,
+    /// Outgoing RTCP: the last SRTCP index used, one counter for every sender SSRC. A
+    /// receiver keeps its replay window per SSRC and takes any higher index (gaps are
+    /// fine), and an index that never repeats in the session never repeats for an SSRC:
+    /// no (SSRC, index) pair, i.e. keystream or GCM nonce, is used twice, with no state per
+    /// SSRC (a table per SSRC grew with every consumer a transport ever had).
+    tx_rtcp_index: u32,
     /// Incoming RTP: replay window (its top is the highest index, giving ROC and s_l).
     rx_rtp: RemoteStreams,
     /// Incoming RTCP: replay window over SRTCP indices.
@@ -546,7 +550,7 @@ impl std::fmt::Debug for SrtpSession {
             .field("profile", &self.profile)
             .field("replay_window", &self.replay_window)
             .field("tx_rtp_ssrcs", &self.tx_rtp.len())
-            .field("tx_rtcp_ssrcs", &self.tx_rtcp.len())
+            .field("tx_rtcp_index", &self.tx_rtcp_index)
             .field("rx_rtp_ssrcs", &self.rx_rtp.len())
             .field("rx_rtcp_ssrcs", &self.rx_rtcp.len())
             .finish_non_exhaustive()
@@ -606,7 +610,7 @@ impl SrtpSession {
             remote_rtp: derive(&keys.remote_master_key, &keys.remote_master_salt, false)?,
             remote_rtcp: derive(&keys.remote_master_key, &keys.remote_master_salt, true)?,
             tx_rtp: HashMap::new(),
-            tx_rtcp: HashMap::new(),
+            tx_rtcp_index: 0,
             rx_rtp: RemoteStreams::default(),
             rx_rtcp: RemoteStreams::default(),
         })
@@ -792,7 +796,8 @@ impl SrtpSession {
 
     /// Protects the plaintext RTCP (compound) packet `buf[..len]` in place with the E flag
     /// set; `buf.len()` must be at least `len + profile.rtcp_overhead()`. Returns the
-    /// protected length.
+    /// protected length. The SRTCP index is one counter for the whole session (2^31 - 1
+    /// packets, then [`SrtpError::IndexOutOfRange`]), whatever the sender SSRC.
     pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
         let overhead = self.profile.rtcp_overhead();
         if len > buf.len() {
@@ -802,11 +807,10 @@ impl SrtpSession {
             return Err(SrtpError::BufferTooSmall);
         }
         let ssrc = rtcp_ssrc(&buf[..len])?;
-        let last = self.tx_rtcp.get(&ssrc).copied().unwrap_or(0);
-        if last >= MAX_SRTCP_INDEX {
+        if self.tx_rtcp_index >= MAX_SRTCP_INDEX {
             return Err(SrtpError::IndexOutOfRange);
         }
-        let index = last + 1;
+        let index = self.tx_rtcp_index + 1;
         let word = (index | SRTCP_E_FLAG).to_be_bytes();
         match &self.local_rtcp {
             Transform::Gcm { key, salt } => {
@@ -836,12 +840,7 @@ impl SrtpSession {
                     .copy_from_slice(&tag.as_ref()[..HMAC_TAG_LEN]);
             }
         }
-        match self.tx_rtcp.get_mut(&ssrc) {
-            Some(last) => *last = index,
-            None => {
-                self.tx_rtcp.insert(ssrc, index);
-            }
-        }
+        self.tx_rtcp_index = index;
         Ok(len + overhead)
     }
 }
@@ -1057,6 +1056,35 @@ mod tests {
                 let decrypted = their_rx.decrypt_rtcp(&protected).expect("their decrypt");
                 assert_eq!(&decrypted[..], &plain[..], "{profile:?} #{i}");
             }
+        }
+    }
+
+    #[test]
+    fn srtcp_index_never_repeats_whatever_the_ssrc() {
+        for profile in PROFILES {
+            let k = keys(profile);
+            let mut tx = SrtpSession::new(&k).expect("session");
+            let mut rx = SrtpSession::new(&mirrored(&k)).expect("session");
+            // Many senders come and go (consumers on a subscriber transport), one of them
+            // again after others: each packet gets the next index of the session.
+            let ssrcs = (0..2_000u32).map(|i| 0x1000 + i).chain([0x1000, 0x1001]);
+            for (n, ssrc) in ssrcs.enumerate() {
+                let protected = protect_rtcp(&mut tx, &rtcp_rr(ssrc, 0));
+                let word_at = match profile {
+                    SrtpProfile::AeadAes128Gcm => protected.len() - SRTCP_INDEX_LEN,
+                    SrtpProfile::Aes128CmHmacSha1_80 => protected.len() - profile.rtcp_overhead(),
+                };
+                let word = u32::from_be_bytes(
+                    protected[word_at..word_at + SRTCP_INDEX_LEN]
+                        .try_into()
+                        .expect("4 bytes"),
+                );
+                assert_eq!(word & MAX_SRTCP_INDEX, n as u32 + 1, "{profile:?} #{n}");
+                // The receiver's per-SSRC replay window takes the gaps.
+                rx.unprotect_rtcp(&mut protected.clone())
+                    .expect("unprotect");
+            }
+            assert_eq!(tx.tx_rtcp_index, 2_002);
         }
     }
 

@@ -62,6 +62,7 @@ struct Snapshot {
     memory: Option<MemoryStats>,
     requests: Vec<(String, u16, u64)>,
     join_time: Histogram,
+    join_connected_time: Histogram,
 }
 
 /// Reads the hub and its workers at each collection.
@@ -100,6 +101,7 @@ impl ServerCollector {
             memory: MemoryStats::read(),
             requests: stats.snapshot(),
             join_time: stats.join_time(),
+            join_connected_time: stats.join_connected_time(),
         }
     }
 }
@@ -224,6 +226,16 @@ fn families(s: &Snapshot) -> Vec<Family> {
     );
     join.histogram(&[], &s.join_time, JOIN_TIME_BOUNDS_US, 1e6);
     out.push(join);
+    let mut connected = Family::new(
+        "ferrosoup_join_connected_duration_seconds",
+        "Time from a peer's joinRoom request to each of its transports' first ICE and DTLS \
+         connected state, seconds (the whole join as a user waits for it: the client's own \
+         requests, ICE and DTLS included)",
+        MetricType::HISTOGRAM,
+        &[],
+    );
+    connected.histogram(&[], &s.join_connected_time, JOIN_TIME_BOUNDS_US, 1e6);
+    out.push(connected);
     let mut requests = Family::new(
         "ferrosoup_signaling_requests_total",
         "Signaling requests by method and outcome code",

@@ -141,6 +141,94 @@ async fn media_flows_over_ice_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_sends_and_receives_over_ice_tcp_only() {
+    use ferrosoup_client::{
+        MediaKind, Peer, ProduceOptions, RecvTransport, SendTransport, TransportOptions,
+    };
+    const FRAMES: u32 = 100;
+    let server = TestServer::start(1).await;
+    let url = server.ws_url();
+    // No UDP socket on the client side at all: only TCP can carry ICE, DTLS and media.
+    let tcp_only = TransportOptions {
+        force_tcp: true,
+        ..Default::default()
+    };
+    let alice = Peer::join(&url, "tcp-client", "alice")
+        .await
+        .expect("alice joins");
+    let send = SendTransport::create(alice.signaling(), alice.device(), tcp_only.clone())
+        .await
+        .expect("send transport");
+    let video = send
+        .produce(
+            MediaKind::Video,
+            ProduceOptions {
+                codec: Some("video/VP8".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("produce vp8");
+    let bob = Peer::join(&url, "tcp-client", "bob")
+        .await
+        .expect("bob joins");
+    let recv = RecvTransport::create(bob.signaling(), bob.device(), tcp_only)
+        .await
+        .expect("recv transport");
+    let video_in = recv.consume(video.id()).await.expect("consume vp8");
+    common::within(
+        "send transport connects over TCP",
+        10,
+        send.wait_connected(),
+    )
+    .await
+    .expect("send transport connected");
+    common::within(
+        "recv transport connects over TCP",
+        10,
+        recv.wait_connected(),
+    )
+    .await
+    .expect("recv transport connected");
+    video_in.resume().await.expect("resume");
+
+    let sender = tokio::spawn(async move {
+        for i in 0..FRAMES {
+            // Every frame a keyframe: no PLI round trip needed for the first to be forwarded.
+            video
+                .send(i as u16, i * 3000, true, common::vp8_frame(i, true))
+                .await
+                .expect("send vp8");
+            tokio::time::sleep(common::FRAME_INTERVAL).await;
+        }
+        video
+    });
+    let mut got = Vec::new();
+    while let Ok(Some(p)) =
+        tokio::time::timeout(std::time::Duration::from_secs(3), video_in.read_rtp()).await
+    {
+        got.push(common::vp8_counter(&p.payload).expect("vp8 payload intact"));
+        if got.last() == Some(&(FRAMES - 1)) {
+            break;
+        }
+    }
+    let _video = sender.await.expect("sender task");
+    assert!(
+        got.len() as u32 >= FRAMES * 9 / 10,
+        "received {} of {FRAMES} frames over ICE-TCP",
+        got.len()
+    );
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
+    // Both transports went by TCP (a connection each at least), no UDP datagram.
+    assert!(server.counter("tcp_connections").await >= 2);
+    assert!(server.counter("tcp_frames_out").await >= got.len() as u64);
+    assert_eq!(server.counter("datagrams_out").await, 0);
+    drop((send, recv, video_in));
+    alice.leave().await.expect("alice leaves");
+    bob.leave().await.expect("bob leaves");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_passes_no_ice_check_is_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = TestServer::start(1).await;

@@ -147,9 +147,10 @@ async fn loadtest_churn_leaves_the_server_as_it_found_it() {
         assert_eq!(c.levels.end, c.levels.baseline, "{} not back", c.name);
     }
     // Memory: the heap in use comes back to the baseline (within 5 %): an object kept per
-    // peer, or a table kept at its peak size, would show. RSS gives back most of what the
-    // peak took (with glibc's malloc it stayed near the peak); at this small scale the
-    // allocator's fixed bookkeeping (about 1 MiB) is more than 5 % of it.
+    // peer, or a table kept at its peak size, would show. RSS comes back to within 5 % plus
+    // the allocator's bookkeeping for the peak (about 1 MiB: extent descriptors and its
+    // radix tree, never unmapped), which at this small scale is more than 5 % of it; with
+    // glibc's malloc, or jemalloc told to keep freed pages, it stayed near the peak.
     assert!(churn.warmup_peers > 0, "no warm-up peer");
     let heap = churn.heap_bytes.expect("server heap reported");
     let rss = churn.rss_bytes.expect("server RSS sampled");
@@ -158,7 +159,7 @@ async fn loadtest_churn_leaves_the_server_as_it_found_it() {
     assert!(heap.back_to_baseline(), "heap in use not back: {heap:?}");
     let kept = rss.end.saturating_sub(rss.baseline);
     assert!(
-        kept <= rss.peak.saturating_sub(rss.baseline) / 2,
+        kept <= rss.baseline / 20 + (1 << 20),
         "RSS kept {kept} bytes of its peak's growth: {rss:?}"
     );
 }

@@ -85,6 +85,32 @@ async fn histograms_and_worker_cpu_fill_when_media_flows() {
     assert_eq!(ok_joins, Some(joins));
     assert!(total(&m, "ferrosoup_join_duration_seconds_sum") > 0.0);
 
+    // Join → connected: one observation per transport that connected (every one of them
+    // carried media here), each longer than its peer's join answer alone.
+    assert_eq!(
+        total(&before, "ferrosoup_join_connected_duration_seconds_count"),
+        0.0
+    );
+    let connected = total(&m, "ferrosoup_join_connected_duration_seconds_count");
+    let transports = m
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "ferrosoup_signaling_requests_total{method=\"createTransport\",code=\"200\"}",
+            )
+        })
+        .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok());
+    assert!(connected >= 3.0, "{connected} transports connected\n{m}");
+    assert_eq!(Some(connected), transports, "one per transport");
+    assert_eq!(
+        inf_buckets(&m, "ferrosoup_join_connected_duration_seconds"),
+        connected
+    );
+    let mean = |name: &str| total(&m, &format!("{name}_sum")) / total(&m, &format!("{name}_count"));
+    assert!(
+        mean("ferrosoup_join_connected_duration_seconds") > mean("ferrosoup_join_duration_seconds")
+    );
+
     // Two subscribers, each reporting on the streams it consumes about once a second.
     for name in [
         "ferrosoup_rtt_seconds",

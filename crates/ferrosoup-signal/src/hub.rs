@@ -18,6 +18,7 @@ use ferrosoup_proto::signaling::{
     IceRestartRequiredNotification, ProducerScoreNotification, RoomClosedNotification,
     ServerNotification, TransportStateChangedNotification,
 };
+use ferrosoup_proto::transport::{DtlsState, IceState};
 use ferrosoup_room::{
     ConsumerId, DataConsumerId, DataProducerId, MediaEvent, ProducerId, Router, TransportId,
     WorkerPool,
@@ -81,6 +82,8 @@ pub struct Peer {
     pub data_producers: HashMap<DataProducerId, DataProducerInfo>,
     /// Its data consumers and the data producer each consumes.
     pub data_consumers: HashMap<DataConsumerId, DataProducerId>,
+    /// When its `joinRoom` request began (for the join → connected time).
+    pub joined_at: std::time::Instant,
 }
 
 /// A room: a router and the peers in it.
@@ -431,6 +434,7 @@ impl Hub {
     /// Stops routing events about `id`.
     pub fn remove_route(&self, id: uuid::Uuid) {
         self.routes().remove(&id);
+        self.stats.forget(id);
     }
 
     /// Number of routed objects (for leak checks).
@@ -469,14 +473,22 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
                 transport_id,
                 ice_state,
                 dtls_state,
-            } => (
-                transport_id.0,
-                ServerNotification::TransportStateChanged(TransportStateChangedNotification {
-                    transport_id: transport_id.to_string(),
-                    ice_state,
-                    dtls_state,
-                }),
-            ),
+            } => {
+                if dtls_state == DtlsState::Connected
+                    && matches!(ice_state, IceState::Connected | IceState::Completed)
+                {
+                    hub.stats
+                        .transport_connected(transport_id.0, std::time::Instant::now());
+                }
+                (
+                    transport_id.0,
+                    ServerNotification::TransportStateChanged(TransportStateChangedNotification {
+                        transport_id: transport_id.to_string(),
+                        ice_state,
+                        dtls_state,
+                    }),
+                )
+            }
             MediaEvent::IceRestartRequired { transport_id } => (
                 transport_id.0,
                 ServerNotification::IceRestartRequired(IceRestartRequiredNotification {

@@ -271,6 +271,7 @@ impl Session {
     }
 
     async fn join_room(&mut self, req: JoinRoomRequest) -> Answer {
+        let joined_at = std::time::Instant::now();
         if self.joined.is_some() {
             return Err(SignalError::conflict("already joined a room"));
         }
@@ -338,6 +339,7 @@ impl Session {
                     consumers: Default::default(),
                     data_producers: Default::default(),
                     data_consumers: Default::default(),
+                    joined_at,
                 },
             );
             drop(peers);

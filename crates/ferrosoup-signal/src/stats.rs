@@ -1,8 +1,9 @@
-//! Signaling request counters, by method and outcome, and the join time, for `/stats`.
+//! Signaling request counters, by method and outcome, the join time and the join →
+//! connected time, for `/stats`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrosoup_room::stats::Histogram;
 
@@ -12,7 +13,8 @@ pub const JOIN_TIME_BOUNDS_US: &[u64] = &[
     5_000_000, 10_000_000,
 ];
 
-/// Requests handled, keyed by (method, outcome code), and how long joins took.
+/// Requests handled, keyed by (method, outcome code), how long joins took, and how long
+/// from a join until each transport of the peer connected.
 #[derive(Debug, Default)]
 pub struct RequestStats {
     inner: Mutex<Inner>,
@@ -22,6 +24,10 @@ pub struct RequestStats {
 struct Inner {
     counts: BTreeMap<(String, u16), u64>,
     join_time: Histogram,
+    /// Transports not connected yet (ICE and DTLS), with their peer's join instant: one
+    /// entry per open transport at most (removed when it connects or closes).
+    connecting: HashMap<uuid::Uuid, Instant>,
+    join_connected_time: Histogram,
 }
 
 impl RequestStats {
@@ -36,6 +42,41 @@ impl RequestStats {
             let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
             inner.join_time.record_n(JOIN_TIME_BOUNDS_US, us, 1);
         }
+    }
+
+    /// A transport was created for a peer whose `joinRoom` request began at `joined_at`.
+    pub fn transport_created(&self, transport: uuid::Uuid, joined_at: Instant) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.connecting.insert(transport, joined_at);
+    }
+
+    /// A transport's ICE and DTLS are connected at `now`: the first time, the time since
+    /// its peer's join counts in the join → connected histogram.
+    pub fn transport_connected(&self, transport: uuid::Uuid, now: Instant) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(joined_at) = inner.connecting.remove(&transport) {
+            let us = u64::try_from(now.saturating_duration_since(joined_at).as_micros())
+                .unwrap_or(u64::MAX);
+            inner
+                .join_connected_time
+                .record_n(JOIN_TIME_BOUNDS_US, us, 1);
+        }
+    }
+
+    /// An object closed (a transport that never connected counts nowhere).
+    pub fn forget(&self, id: uuid::Uuid) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.connecting.remove(&id);
+    }
+
+    /// Time from a `joinRoom` request to each of the peer's transports' first ICE + DTLS
+    /// connected state, microseconds, in [`JOIN_TIME_BOUNDS_US`] buckets: what a user
+    /// waits for, including the client's own requests and ICE and DTLS handshakes.
+    pub fn join_connected_time(&self) -> Histogram {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join_connected_time
     }
 
     /// `(method, code, count)` for every counted pair.
@@ -73,5 +114,32 @@ mod tests {
         assert_eq!(join.sum, 3_000);
         assert_eq!(join.counts[2], 1, "3 ms is in the 5 ms bucket");
         assert_eq!(stats.snapshot().len(), 3);
+    }
+
+    #[test]
+    fn transports_count_once_from_their_peers_join_to_connected() {
+        let stats = RequestStats::default();
+        let joined = Instant::now();
+        let (a, b, c) = (
+            uuid::Uuid::new_v4(),
+            uuid::Uuid::new_v4(),
+            uuid::Uuid::new_v4(),
+        );
+        stats.transport_created(a, joined);
+        stats.transport_created(b, joined);
+        stats.transport_created(c, joined);
+        stats.transport_connected(a, joined + Duration::from_millis(40));
+        // Connected again after an ICE restart: not a second sample.
+        stats.transport_connected(a, joined + Duration::from_millis(900));
+        stats.transport_connected(b, joined + Duration::from_millis(300));
+        // Closed before it connected: no sample, no entry left.
+        stats.forget(c);
+        stats.transport_connected(c, joined + Duration::from_millis(5));
+        let h = stats.join_connected_time();
+        assert_eq!(h.count(), 2);
+        assert_eq!(h.sum, 340_000);
+        assert_eq!(h.counts[5], 1, "40 ms is in the 50 ms bucket");
+        assert_eq!(h.counts[8], 1, "300 ms is in the 500 ms bucket");
+        assert!(stats.inner.lock().unwrap().connecting.is_empty());
     }
 }

@@ -104,6 +104,8 @@ impl Engine {
             self.counters.data_dropped_too_big += drops.too_big - t.sctp_drops_counted.too_big;
             self.counters.data_dropped_unsupported_ppid +=
                 drops.unsupported_ppid - t.sctp_drops_counted.unsupported_ppid;
+            self.counters.data_dropped_unknown_stream +=
+                drops.bad_stream - t.sctp_drops_counted.bad_stream;
             t.sctp_drops_counted = drops;
         }
         self.flush_sctp(key, now, out);

@@ -18,7 +18,7 @@ use crate::udp::MAX_DATAGRAM;
 /// Interval between RTCP report rounds (SR for consumers, RR for producers) per transport.
 pub(super) const RTCP_INTERVAL: Duration = Duration::from_millis(1000);
 /// The SSRC the worker's own RTCP (receiver reports, feedback) is sent under.
-pub(super) const REPORTER_SSRC: u32 = 1;
+pub(crate) const REPORTER_SSRC: u32 = 1;
 /// REMBs of bitrate 0 sent after `setMaxIncomingBitrate(0)` lifted a limit, one now and
 /// one per report round (as mediasoup: a client keeps the last REMB's cap until a REMB
 /// lifts it, and one may be lost).

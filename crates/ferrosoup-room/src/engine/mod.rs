@@ -22,6 +22,7 @@ mod bandwidth;
 mod control;
 mod data;
 mod feedback;
+pub(crate) use feedback::REPORTER_SSRC;
 mod forward;
 mod observers;
 mod receive;

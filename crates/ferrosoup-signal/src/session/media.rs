@@ -240,18 +240,21 @@ impl Session {
                 prefer_tcp: req.prefer_tcp,
             })
             .await?;
-        let registered = match room.peers().get_mut(peer_id) {
+        let joined_at = match room.peers().get_mut(peer_id) {
             Some(peer) => {
                 peer.transports.insert(params.id, direction);
-                true
+                Some(peer.joined_at)
             }
-            None => false,
+            None => None,
         };
-        if !registered {
+        let Some(joined_at) = joined_at else {
             let _ = room.router.close_transport(params.id).await;
             return Err(SignalError::conflict("peer left"));
-        }
+        };
         self.hub.add_route(params.id.0, self.notifier.clone());
+        self.hub
+            .request_stats()
+            .transport_created(params.id.0, joined_at);
         let sctp_parameters = match req.sctp_capabilities {
             Some(_) => Some(
                 room.router
