@@ -330,3 +330,135 @@ async fn a_killed_node_is_reaped_by_the_survivor() {
     let (_carol, answer) = join(&a, "r", "carol").await;
     assert_eq!(peer_ids(&answer), ["alice"]);
 }
+
+/// `DELETE path` with no body; the HTTP status.
+async fn delete(server: &TestServer, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    let req = format!("DELETE {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("an HTTP status line")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_close_on_one_node_closes_the_room_on_every_node() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis, &node_id("node-a"), &[]).await;
+    let b = node(&redis, &node_id("node-b"), &[]).await;
+    let (_alice, _) = join(&a, "r", "alice").await;
+    let (mut bob, answer) = join(&b, "r", "bob").await;
+    assert_eq!(peer_ids(&answer), ["alice"]);
+
+    assert_eq!(delete(&a, "/api/rooms/r").await, 204);
+    let (notifications, code) = bob.until_closed().await;
+    assert_eq!(code, Some(1001));
+    assert!(
+        notifications
+            .iter()
+            .any(|n| n["method"] == "roomClosed" && n["data"]["reason"] == "admin"),
+        "{notifications:?}"
+    );
+    let gone = eventually(2, async || {
+        redis.keys_naming("room:r").await.is_empty()
+            && b.get("/api/rooms").await.expect("/api/rooms")["rooms"] == json!([])
+    })
+    .await;
+    assert!(gone, "{:?}", redis.all_keys().await);
+    assert_eq!(delete(&b, "/api/rooms/r").await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_sigterm_leaves_the_cluster_at_once() {
+    let redis = RedisServer::start().await;
+    // A timeout far beyond the test's waits: only the node's own leaving can explain what
+    // the other node sees.
+    let slow = [("NODE_TIMEOUT", "60"), ("DRAIN_SECONDS", "0")];
+    let a = node(&redis, &node_id("node-a"), &slow).await;
+    let b_id = node_id("node-b");
+    let b = node(&redis, &b_id, &slow).await;
+    let (mut alice, _) = join(&a, "r", "alice").await;
+    let (_bob, _) = join(&b, "r", "bob").await;
+    alice
+        .notification_within(Duration::from_secs(2), "peerJoined", |d| {
+            d["peerId"] == "bob"
+        })
+        .await
+        .expect("bob joined");
+    let stopped = Command::new("kill")
+        .args(["-TERM", &b.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    alice
+        .notification_within(Duration::from_secs(10), "peerLeft", |d| {
+            d["peerId"] == "bob"
+        })
+        .await
+        .expect("bob leaves when his node shuts down");
+    let clean = eventually(10, async || redis.keys_naming(&b_id).await.is_empty()).await;
+    assert!(clean, "{:?}", redis.keys_naming(&b_id).await);
+}
+
+/// Runs the binary until it exits (at most 15 s); its exit status and stderr.
+fn run_to_exit(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let port = free_tcp_port().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrosoup"))
+        .env("PORT", &port)
+        .env("LISTEN_IP", "127.0.0.1")
+        .env("NUM_WORKERS", "1")
+        .env("RTC_MIN_PORT", "41990")
+        .env("RTC_MAX_PORT", "41999")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ferrosoup");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            use std::io::Read;
+            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            return (status, err);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ferrosoup kept running with {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_join_the_cluster_does_not_start() {
+    // No Redis on that port.
+    let nowhere = format!("redis://127.0.0.1:{}/", free_tcp_port());
+    let (status, err) = run_to_exit(&[("REDIS_URL", &nowhere)]);
+    assert!(!status.success());
+    assert!(err.contains("joining the cluster"), "{err}");
+    // A node id that a live node has.
+    let redis = RedisServer::start().await;
+    let id = node_id("twin");
+    let _first = node(&redis, &id, &[]).await;
+    let url = redis.url();
+    let (status, err) = run_to_exit(&[("REDIS_URL", &url), ("NODE_ID", &id)]);
+    assert!(!status.success());
+    assert!(err.contains("already registered"), "{err}");
+    // NODE_ID without REDIS_URL, and an id that would break key names.
+    let (status, err) = run_to_exit(&[("NODE_ID", "a")]);
+    assert!(
+        !status.success() && err.contains("NODE_ID needs REDIS_URL"),
+        "{err}"
+    );
+    let (status, err) = run_to_exit(&[("REDIS_URL", &url), ("NODE_ID", "a:b")]);
+    assert!(!status.success() && err.contains("NODE_ID"), "{err}");
+}
