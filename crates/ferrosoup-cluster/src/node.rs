@@ -593,6 +593,12 @@ impl Cluster for RedisCluster {
         Ok(others)
     }
 
+    async fn peers(&self, room_id: &str) -> Result<Vec<ClusterPeer>, SignalError> {
+        let mut peers = self.room_peers(room_id).await.map_err(unreachable_error)?;
+        peers.retain(|p| p.node != self.node_id());
+        Ok(peers)
+    }
+
     async fn leave(&self, room_id: &str, peer_id: &str) {
         let member = keys::member(room_id, peer_id);
         let left = async {

@@ -282,9 +282,9 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let max_node_peers = hub.config().limits.max_node_peers;
     let (code, status) = if hub.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
-    } else if rooms >= hub.config().limits.max_rooms {
-        (StatusCode::SERVICE_UNAVAILABLE, "full")
-    } else if max_node_peers > 0 && hub.peer_count() >= max_node_peers {
+    } else if rooms >= hub.config().limits.max_rooms
+        || (max_node_peers > 0 && hub.peer_count() >= max_node_peers)
+    {
         (StatusCode::SERVICE_UNAVAILABLE, "full")
     } else {
         (StatusCode::OK, "ok")

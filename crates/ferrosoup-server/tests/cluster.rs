@@ -179,9 +179,11 @@ async fn peers_on_two_nodes_share_a_room() {
         .expect("alice (node a) hears that bob joined on node b");
     assert_eq!(joined["displayName"], "BOB");
 
-    // A peer id is unique over the cluster.
+    // Node b serves MAX_NODE_PEERS=1 peer: not ready for more (a load balancer tries a).
+    let health = b.get("/health/ready").await.expect("/health/ready");
+    assert_eq!(health["status"], "full", "{health}");
+    assert_eq!(a.get("/health/ready").await.expect("ready")["status"], "ok");
     let mut copy = Ws::connect(&b.ws_url()).await;
-    // (node b is at MAX_NODE_PEERS=1: the capacity check answers first there)
     let (code, reason) = copy
         .fail("joinRoom", json!({"roomId": "r", "peerId": "x"}))
         .await;
@@ -461,4 +463,53 @@ async fn a_node_that_cannot_join_the_cluster_does_not_start() {
     );
     let (status, err) = run_to_exit(&[("REDIS_URL", &url), ("NODE_ID", "a:b")]);
     assert!(!status.success() && err.contains("NODE_ID"), "{err}");
+}
+
+/// The median of `joinRoom` round trips (join, then leave) of one connection, `rounds` times.
+async fn median_join(server: &TestServer, room: &str, rounds: usize) -> Duration {
+    let mut ws = Ws::connect(&server.ws_url()).await;
+    let mut took = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let started = Instant::now();
+        ws.ok(
+            "joinRoom",
+            json!({"roomId": room, "peerId": format!("p{i}")}),
+        )
+        .await;
+        took.push(started.elapsed());
+        ws.ok("leaveRoom", json!({})).await;
+    }
+    took.sort();
+    took[rounds / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_joins_and_leaves_leave_no_room_behind() {
+    let redis = RedisServer::start().await;
+    let single = TestServer::start(1).await;
+    let a = node(&redis, &node_id("node-a"), &[]).await;
+    let b = node(&redis, &node_id("node-b"), &[]).await;
+    // Someone stays in each room, so joins do not create it anew.
+    let (_s, _) = join(&single, "r", "stays").await;
+    let (_on_a, _) = join(&a, "same", "stays").await;
+    let (_on_b, _) = join(&b, "other", "stays").await;
+    let rounds = 30;
+    let alone = median_join(&single, "r", rounds).await;
+    let same = median_join(&a, "same", rounds).await;
+    let other = median_join(&a, "other", rounds).await;
+    // Figures for docs/cluster.md, not assertions.
+    eprintln!(
+        "joinRoom median of {rounds}: single server {alone:?}, cluster node with the room's \
+         other peer on the same node {same:?}, on the other node {other:?}"
+    );
+    for room in ["same", "other"] {
+        let mut peers = redis.connection().await.expect("redis");
+        let listed: Vec<String> = redis::cmd("HKEYS")
+            .arg(format!("ferrosoup:room:{room}:peers"))
+            .query_async(&mut peers)
+            .await
+            .expect("HKEYS");
+        assert_eq!(listed, ["stays"], "room {room}");
+    }
+    assert!(redis.keys_naming("lock:").await.is_empty());
 }

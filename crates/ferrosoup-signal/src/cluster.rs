@@ -71,6 +71,9 @@ pub trait Cluster: Send + Sync {
         max_peers: usize,
     ) -> Result<Vec<ClusterPeer>, SignalError>;
 
+    /// The peers of `room_id` on other nodes, as the cluster knows them now.
+    async fn peers(&self, room_id: &str) -> Result<Vec<ClusterPeer>, SignalError>;
+
     /// Removes this node's peer from `room_id` for the whole cluster and tells the other
     /// nodes (`peerLeft`). Failures are logged: the peer is gone here either way, and a
     /// node that cannot reach the cluster is reaped by the others after its timeout.

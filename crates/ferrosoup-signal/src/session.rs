@@ -342,6 +342,13 @@ impl Session {
                 return Err(e);
             }
         };
+        // Read again now that the peer is in the local room and hears the cluster's
+        // events: a peer that joined or left elsewhere since `join` is listed as it is
+        // now, never missed (at worst its `peerJoined` also arrives).
+        let remote = match self.hub.cluster() {
+            Some(cluster) => cluster.peers(&req.room_id).await.unwrap_or(remote),
+            None => remote,
+        };
         // Peers on other nodes are listed without producers: their media cannot be
         // consumed from this node until pipe transports connect the nodes (docs/cluster.md).
         peers.extend(remote.into_iter().map(|p| PeerInfo {
