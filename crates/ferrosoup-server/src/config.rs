@@ -162,6 +162,10 @@ pub struct Config {
     /// Most peers in one room.
     #[arg(long, env = "MAX_PEERS_PER_ROOM", default_value_t = Limits::default().max_peers_per_room)]
     pub max_peers_per_room: usize,
+    /// Most peers on this server (this node, in a cluster) over all rooms: `joinRoom`
+    /// beyond answers 503, so a load balancer can try another node (0: unlimited).
+    #[arg(long, env = "MAX_NODE_PEERS", default_value_t = Limits::default().max_node_peers)]
+    pub max_node_peers: usize,
     /// Most transports per peer.
     #[arg(long, env = "MAX_TRANSPORTS_PER_PEER", default_value_t = Limits::default().max_transports_per_peer)]
     pub max_transports_per_peer: usize,
@@ -236,6 +240,18 @@ pub struct Config {
     /// Seconds the time-limited TURN credentials are valid.
     #[arg(long, env = "TURN_TTL", default_value_t = 86_400)]
     pub turn_ttl: u64,
+    /// `redis://[user:password@]host:port[/db]` of a Redis or Valkey shared by several
+    /// servers: they form one cluster (docs/cluster.md). Unset: a single server.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's id in the cluster (letters, digits, `-`, `_`, `.`; at most 64).
+    /// Default: the host name and a random suffix.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+    /// Seconds without a heartbeat after which a node of the cluster is dead: the others
+    /// tell its peers' rooms `peerLeft` and remove its keys.
+    #[arg(long, env = "NODE_TIMEOUT", default_value_t = 10.0)]
+    pub node_timeout: f64,
     /// Log filter (tracing's `EnvFilter` syntax, e.g. `info,ferrosoup_room=debug`).
     #[arg(long, env = "RUST_LOG", default_value = "info,rtc_dtls=error")]
     pub log_filter: String,
@@ -259,6 +275,7 @@ impl Config {
             ("EMPTY_ROOM_TIMEOUT", self.empty_room_timeout),
             ("SEND_TIMEOUT", self.send_timeout),
             ("LIVENESS_TIMEOUT", self.liveness_timeout),
+            ("NODE_TIMEOUT", self.node_timeout),
         ] {
             if !(v.is_finite() && v > 0.0 && v < 86_400.0) {
                 return Err(format!("{name} must be a positive number of seconds"));
@@ -277,6 +294,19 @@ impl Config {
             return Err("TCP_SEND_BUFFER_BYTES must be at least 2048 (one packet)".into());
         }
         self.log_filter()?;
+        if let Some(id) = &self.node_id
+            && !ferrosoup_cluster::valid_node_id(id)
+        {
+            return Err(format!(
+                "NODE_ID {id:?}: 1..=64 ASCII letters, digits, '-', '_' or '.'"
+            ));
+        }
+        if self.node_id.is_some() && self.cluster_settings().is_none() {
+            return Err("NODE_ID needs REDIS_URL (a node of a cluster)".into());
+        }
+        if self.node_timeout < 0.2 {
+            return Err("NODE_TIMEOUT must be at least 0.2 seconds".into());
+        }
         if self.num_workers == Some(0) {
             return Err("NUM_WORKERS must be at least 1".into());
         }
@@ -369,6 +399,7 @@ impl Config {
             limits: Limits {
                 max_rooms: self.max_rooms,
                 max_peers_per_room: self.max_peers_per_room,
+                max_node_peers: self.max_node_peers,
                 max_transports_per_peer: self.max_transports_per_peer,
                 max_producers_per_peer: self.max_producers_per_peer,
                 max_consumers_per_peer: self.max_consumers_per_peer,
@@ -388,6 +419,19 @@ impl Config {
                 max_data_messages_per_second: self.max_data_messages_per_second,
             },
         }
+    }
+
+    /// The cluster this server joins, when `REDIS_URL` is set.
+    pub fn cluster_settings(&self) -> Option<ferrosoup_cluster::ClusterSettings> {
+        let redis_url = self.redis_url.as_ref().filter(|u| !u.is_empty())?;
+        Some(ferrosoup_cluster::ClusterSettings {
+            redis_url: redis_url.clone(),
+            node_id: self
+                .node_id
+                .clone()
+                .unwrap_or_else(ferrosoup_cluster::default_node_id),
+            node_timeout: std::time::Duration::from_secs_f64(self.node_timeout),
+        })
     }
 
     /// Where the HTTP server binds.

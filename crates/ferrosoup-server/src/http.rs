@@ -42,6 +42,8 @@ pub struct AppState {
     pub ice_servers: Arc<IceServersConfig>,
     /// The Prometheus registry of `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The cluster this server is a node of (`REDIS_URL`), if any.
+    pub cluster: Option<Arc<ferrosoup_cluster::RedisCluster>>,
 }
 
 /// Extra routes for tests of fault containment and of a stuck worker.
@@ -112,6 +114,7 @@ pub fn api_routes(state: AppState, extra: Option<Router>, admin_key: Option<&str
         .route("/api/stats", get(api_stats))
         .route("/api/rooms", get(api_rooms))
         .route("/api/rooms/{room_id}", get(api_room).delete(delete_room))
+        .route("/api/nodes", get(api_nodes))
         .with_state(state);
     if let Some(extra) = extra {
         api = api.merge(extra);
@@ -271,14 +274,17 @@ async fn ice_servers(
 }
 
 /// Readiness (`/health`, `/health/ready`): 503 while draining or full (as many rooms as
-/// `MAX_ROOMS`). Reads only counters: never waits on a worker.
+/// `MAX_ROOMS`, or as many peers as `MAX_NODE_PEERS`). Reads only counters: never waits on a worker.
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let hub = &state.hub;
     let rooms = hub.room_count();
     let workers = hub.pool().workers().len();
+    let max_node_peers = hub.config().limits.max_node_peers;
     let (code, status) = if hub.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
-    } else if rooms >= hub.config().limits.max_rooms {
+    } else if rooms >= hub.config().limits.max_rooms
+        || (max_node_peers > 0 && hub.peer_count() >= max_node_peers)
+    {
         (StatusCode::SERVICE_UNAVAILABLE, "full")
     } else {
         (StatusCode::OK, "ok")
@@ -379,19 +385,34 @@ fn room_json(room: &ferrosoup_signal::hub::Room, bandwidth: Option<&Value>) -> V
     json!({"roomId": room.id, "routerId": room.router.id().to_string(), "worker": room.router.worker_index(), "peers": peers})
 }
 
-async fn api_rooms(State(state): State<AppState>) -> axum::Json<Value> {
-    let rooms: Vec<Value> = state
-        .hub
-        .rooms()
-        .iter()
-        .map(|r| room_json(r, None))
-        .collect();
-    axum::Json(json!({"rooms": rooms}))
+async fn api_rooms(State(state): State<AppState>) -> Response {
+    match &state.cluster {
+        None => {
+            let rooms: Vec<Value> = state
+                .hub
+                .rooms()
+                .iter()
+                .map(|r| room_json(r, None))
+                .collect();
+            axum::Json(json!({"rooms": rooms})).into_response()
+        }
+        Some(cluster) => match cluster_rooms(&state.hub, cluster, None).await {
+            Ok(rooms) => axum::Json(json!({"rooms": rooms})).into_response(),
+            Err(e) => cluster_unavailable(&e),
+        },
+    }
 }
 
 async fn api_room(State(state): State<AppState>, Path(room_id): Path<String>) -> Response {
-    match state.hub.room(&room_id) {
-        Some(room) => axum::Json(room_json(&room, None)).into_response(),
+    let room = match &state.cluster {
+        None => state.hub.room(&room_id).map(|room| room_json(&room, None)),
+        Some(cluster) => match cluster_rooms(&state.hub, cluster, Some(&room_id)).await {
+            Ok(rooms) => rooms.into_iter().next(),
+            Err(e) => return cluster_unavailable(&e),
+        },
+    };
+    match room {
+        Some(room) => axum::Json(room).into_response(),
         None => (
             StatusCode::NOT_FOUND,
             axum::Json(json!({"error": "room not found"})),
@@ -400,10 +421,88 @@ async fn api_room(State(state): State<AppState>, Path(room_id): Path<String>) ->
     }
 }
 
+/// Rooms over the whole cluster (or the one room `only`), as `/api/rooms` shows them: the
+/// rooms with a router here as on a single server, and every peer with its `node`. Peers
+/// on other nodes carry `peerId`, `displayName` and `node`; their transports, producers
+/// and consumers are listed by their own node. A room without a router here has only
+/// `roomId` and `peers`.
+async fn cluster_rooms(
+    hub: &Hub,
+    cluster: &ferrosoup_cluster::RedisCluster,
+    only: Option<&str>,
+) -> Result<Vec<Value>, ferrosoup_cluster::ClusterError> {
+    let remote = match only {
+        Some(id) => vec![(id.to_owned(), cluster.room_peers(id).await?)],
+        None => cluster.rooms().await?,
+    };
+    let node = cluster.node_id();
+    let mut rooms: std::collections::BTreeMap<String, Value> = hub
+        .rooms()
+        .iter()
+        .filter(|r| only.is_none_or(|id| r.id == id))
+        .map(|r| {
+            let mut room = room_json(r, None);
+            if let Some(peers) = room["peers"].as_array_mut() {
+                for peer in peers {
+                    peer["node"] = json!(node);
+                }
+            }
+            (r.id.clone(), room)
+        })
+        .collect();
+    for (id, peers) in remote {
+        let elsewhere: Vec<Value> = peers
+            .into_iter()
+            .filter(|p| p.node != node)
+            .map(|p| json!({"peerId": p.peer_id, "displayName": p.display_name, "node": p.node}))
+            .collect();
+        if elsewhere.is_empty() {
+            continue;
+        }
+        let room = rooms
+            .entry(id.clone())
+            .or_insert_with(|| json!({"roomId": id, "peers": []}));
+        if let Some(list) = room["peers"].as_array_mut() {
+            list.extend(elsewhere);
+        }
+    }
+    Ok(rooms.into_values().collect())
+}
+
+/// 503 when the cluster's Redis does not answer.
+fn cluster_unavailable(e: &ferrosoup_cluster::ClusterError) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"error": format!("cluster unavailable: {e}")})),
+    )
+        .into_response()
+}
+
+/// `GET /api/nodes`: the live nodes of the cluster with their load and rooms; 404 on a
+/// server that is no node of a cluster.
+async fn api_nodes(State(state): State<AppState>) -> Response {
+    let Some(cluster) = &state.cluster else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "not a cluster node (REDIS_URL is not set)"})),
+        )
+            .into_response();
+    };
+    match cluster.nodes().await {
+        Ok(nodes) => axum::Json(json!({"node": cluster.node_id(), "nodes": nodes})).into_response(),
+        Err(e) => cluster_unavailable(&e),
+    }
+}
+
 /// `DELETE /api/rooms/{roomId}`: every peer gets `roomClosed {reason: "admin"}` and close
-/// code 1001; 204, or 404 for an unknown room.
+/// code 1001 (on every node of a cluster); 204, or 404 for an unknown room.
 async fn delete_room(State(state): State<AppState>, Path(room_id): Path<String>) -> Response {
-    if state.hub.close_rooms(|r| r.id == room_id, "admin").await == 0 {
+    let mut closed = state.hub.close_rooms(|r| r.id == room_id, "admin").await > 0;
+    if let Some(cluster) = &state.cluster {
+        use ferrosoup_signal::Cluster;
+        closed |= cluster.close_room(&room_id, "admin").await;
+    }
+    if !closed {
         return (
             StatusCode::NOT_FOUND,
             axum::Json(json!({"error": "room not found"})),

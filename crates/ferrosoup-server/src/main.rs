@@ -1,6 +1,7 @@
 //! The `ferrosoup` binary: starts the worker pool and serves HTTP + WebSocket signaling.
 
 mod access;
+mod cluster;
 mod config;
 mod config_file;
 mod http;
@@ -85,7 +86,24 @@ async fn main() -> anyhow::Result<()> {
     let (pool, events) = WorkerPool::start(&settings)?;
     let signal_config = config.signal_config();
     let open = signal_config.auth_secret.is_none();
-    let hub = Hub::new(pool, events, media_codecs, signal_config);
+    let (hub, cluster) = match config.cluster_settings() {
+        None => (Hub::new(pool, events, media_codecs, signal_config), None),
+        Some(settings) => {
+            let (cluster, cluster_events) = ferrosoup_cluster::RedisCluster::connect(settings)
+                .await
+                .map_err(|e| anyhow::anyhow!("joining the cluster (REDIS_URL): {e}"))?;
+            let hub = Hub::with_cluster(
+                pool,
+                events,
+                media_codecs,
+                signal_config,
+                cluster.clone(),
+                cluster_events,
+            );
+            cluster.start_heartbeat(cluster::sampler(&hub, cluster.node_id().to_owned()));
+            (hub, Some(cluster))
+        }
+    };
     let addr = SocketAddr::new(config.http_listen_ip(), config.port);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(
@@ -125,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
         blocked: Default::default(),
         ice_servers: std::sync::Arc::new(ice_servers),
         metrics: std::sync::Arc::new(metrics::Metrics::new(hub.clone())?),
+        cluster: cluster.clone(),
     };
     let debug = config.fault_injection.then(|| {
         tracing::warn!(
@@ -145,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown(hub, drain))
+    .with_graceful_shutdown(shutdown(hub, cluster, drain))
     .await?;
     tracing::info!("ferrosoup stopped");
     Ok(())
@@ -206,8 +225,12 @@ fn config_command(
 }
 
 /// Waits for SIGTERM or Ctrl-C, then drains: no new peers (`/health` answers 503), and after
-/// `drain` every room is closed with `roomClosed`.
-async fn shutdown(hub: std::sync::Arc<Hub>, drain: std::time::Duration) {
+/// `drain` every room is closed with `roomClosed`; a node of a cluster then leaves it.
+async fn shutdown(
+    hub: std::sync::Arc<Hub>,
+    cluster: Option<std::sync::Arc<ferrosoup_cluster::RedisCluster>>,
+    drain: std::time::Duration,
+) {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -224,6 +247,9 @@ async fn shutdown(hub: std::sync::Arc<Hub>, drain: std::time::Duration) {
     hub.start_draining();
     tokio::time::sleep(drain).await;
     hub.close_all_rooms("shutdown").await;
+    if let Some(cluster) = cluster {
+        cluster.deregister().await;
+    }
     hub.close_connections(std::time::Duration::from_secs(5))
         .await;
     tracing::info!("rooms and connections closed");

@@ -10,8 +10,11 @@ use ferrosoup_proto::signaling::InputLimits;
 pub struct Limits {
     /// Rooms open on the server (503 beyond).
     pub max_rooms: usize,
-    /// Peers in one room (429 beyond).
+    /// Peers in one room (429 beyond), over every node in a cluster.
     pub max_peers_per_room: usize,
+    /// Peers on this server (this node, in a cluster) over all rooms; `joinRoom` beyond
+    /// answers 503 so a load balancer can try another node (0: unlimited).
+    pub max_node_peers: usize,
     /// Transports of one peer (429 beyond).
     pub max_transports_per_peer: usize,
     /// Producers of one peer (429 beyond).
@@ -50,6 +53,7 @@ impl Default for Limits {
         Self {
             max_rooms: 10_000,
             max_peers_per_room: 500,
+            max_node_peers: 0,
             max_transports_per_peer: 8,
             max_producers_per_peer: 32,
             max_consumers_per_peer: 2_000,

@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use ferrosoup_proto::rtp_parameters::{MediaKind, RtpCapabilities, RtpCodecCapability};
 use ferrosoup_proto::signaling::{
     ActiveSpeakerNotification, ConsumerLayersChangedNotification, ConsumerScoreNotification,
-    IceRestartRequiredNotification, ProducerScoreNotification, RoomClosedNotification,
-    ServerNotification, TransportStateChangedNotification,
+    IceRestartRequiredNotification, PeerJoinedNotification, PeerLeftNotification,
+    ProducerScoreNotification, RoomClosedNotification, ServerNotification,
+    TransportStateChangedNotification,
 };
 use ferrosoup_proto::transport::{DtlsState, IceState};
 use ferrosoup_room::{
@@ -24,6 +25,7 @@ use ferrosoup_room::{
     WorkerPool,
 };
 
+use crate::cluster::{Cluster, ClusterEvent};
 use crate::config::SignalConfig;
 use crate::error::SignalError;
 use crate::link::{Notifier, Outgoing, close_code};
@@ -143,6 +145,8 @@ pub struct Hub {
     /// Set to true when every connection must close (end of shutdown).
     shutdown: tokio::sync::watch::Sender<bool>,
     stats: RequestStats,
+    /// The other nodes, when this server is one node of a cluster.
+    cluster: Option<Arc<dyn Cluster>>,
 }
 
 impl Hub {
@@ -153,6 +157,32 @@ impl Hub {
         events: mpsc::UnboundedReceiver<MediaEvent>,
         media_codecs: Vec<RtpCodecCapability>,
         config: SignalConfig,
+    ) -> Arc<Self> {
+        Self::build(pool, events, media_codecs, config, None)
+    }
+
+    /// A hub that is one node of a cluster: peers join rooms through `cluster`, and
+    /// `cluster_events` (what other nodes' peers do) reach this node's peers, from a task
+    /// spawned here.
+    pub fn with_cluster(
+        pool: WorkerPool,
+        events: mpsc::UnboundedReceiver<MediaEvent>,
+        media_codecs: Vec<RtpCodecCapability>,
+        config: SignalConfig,
+        cluster: Arc<dyn Cluster>,
+        cluster_events: mpsc::UnboundedReceiver<ClusterEvent>,
+    ) -> Arc<Self> {
+        let hub = Self::build(pool, events, media_codecs, config, Some(cluster));
+        tokio::spawn(route_cluster_events(Arc::downgrade(&hub), cluster_events));
+        hub
+    }
+
+    fn build(
+        pool: WorkerPool,
+        events: mpsc::UnboundedReceiver<MediaEvent>,
+        media_codecs: Vec<RtpCodecCapability>,
+        config: SignalConfig,
+        cluster: Option<Arc<dyn Cluster>>,
     ) -> Arc<Self> {
         let hub = Arc::new(Self {
             pool,
@@ -165,6 +195,7 @@ impl Hub {
             connections_changed: tokio::sync::Notify::new(),
             shutdown: tokio::sync::watch::Sender::new(false),
             stats: RequestStats::default(),
+            cluster,
         });
         tokio::spawn(route_events(Arc::downgrade(&hub), events));
         hub
@@ -173,6 +204,16 @@ impl Hub {
     /// The worker pool.
     pub fn pool(&self) -> &WorkerPool {
         &self.pool
+    }
+
+    /// The cluster this server is a node of, if any.
+    pub fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Peers in the rooms of this server (this node's, in a cluster).
+    pub fn peer_count(&self) -> usize {
+        self.rooms().iter().map(|r| r.peers().len()).sum()
     }
 
     /// The signaling settings.
@@ -269,6 +310,9 @@ impl Hub {
                     close_code::GOING_AWAY,
                     format!("room closed: {reason}"),
                 ));
+                if let Some(cluster) = &self.cluster {
+                    cluster.leave(&room.id, &peer.id).await;
+                }
             }
             room.router.close().await;
             tracing::info!(room = %room.id, reason, "room closed");
@@ -565,6 +609,41 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
         };
         if let Some(n) = hub.route(owner) {
             n.notify(&notification);
+        }
+    }
+}
+
+/// Hands what other nodes' peers do to this node's peers of the room.
+async fn route_cluster_events(
+    hub: std::sync::Weak<Hub>,
+    mut events: mpsc::UnboundedReceiver<ClusterEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        let Some(hub) = hub.upgrade() else { return };
+        match event {
+            ClusterEvent::PeerJoined { room_id, peer } => {
+                if let Some(room) = hub.room(&room_id) {
+                    room.broadcast(
+                        "",
+                        &ServerNotification::PeerJoined(PeerJoinedNotification {
+                            peer_id: peer.peer_id,
+                            display_name: peer.display_name,
+                            app_data: peer.app_data,
+                        }),
+                    );
+                }
+            }
+            ClusterEvent::PeerLeft { room_id, peer_id } => {
+                if let Some(room) = hub.room(&room_id) {
+                    room.broadcast(
+                        "",
+                        &ServerNotification::PeerLeft(PeerLeftNotification { peer_id }),
+                    );
+                }
+            }
+            ClusterEvent::RoomClosed { room_id, reason } => {
+                hub.close_rooms(|r| r.id == room_id, &reason).await;
+            }
         }
     }
 }

@@ -12,6 +12,8 @@
 //! - [`link`]: the re-pointable link from a peer to its current connection, queueing
 //!   notifications while it has none.
 //! - [`error`]: [`SignalError`], an `ErrorCode` of the contract and a reason.
+//! - [`cluster`]: the [`Cluster`] trait a server that is one node of a cluster joins rooms
+//!   through, and the [`ClusterEvent`]s of other nodes' peers.
 //! - [`auth`]: HS256 access tokens; [`config`]: grace period, limits, secret;
 //!   [`limits`]: the request rate limiter; [`stats`]: request counters.
 //!
@@ -25,7 +27,7 @@
 //!
 //! connection ──► session, hub, link, limits, auth
 //! session    ──► link, auth, cache
-//! hub        ──► config, stats
+//! hub        ──► config, stats, cluster
 //! auth       ──► config (the token scope)
 //! error      ◄── used by connection, session, hub and auth
 //! ```
@@ -40,6 +42,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod error;
@@ -51,6 +54,7 @@ pub mod session;
 pub mod stats;
 
 pub use auth::Claims;
+pub use cluster::{Cluster, ClusterEvent, ClusterPeer};
 pub use config::{Limits, SignalConfig, TokenScope};
 pub use connection::ConnectParams;
 pub use error::SignalError;

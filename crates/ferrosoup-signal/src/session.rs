@@ -26,6 +26,7 @@ use ferrosoup_room::{Closed, ClosedConsumer, ConsumerId, ProducerId};
 
 use crate::auth::Claims;
 use crate::cache::RequestCache;
+use crate::cluster::ClusterPeer;
 use crate::error::SignalError;
 use crate::hub::{Hub, Peer, ProducerInfo, Room};
 use crate::link::Notifier;
@@ -309,42 +310,55 @@ impl Session {
         }
         let display_name = req.display_name.clone().unwrap_or_default();
         let app_data = req.app_data.clone();
-        let (room, peers) = loop {
-            let (room, _) = self.hub.get_or_create_room(&req.room_id).await?;
-            let mut peers = room.peers();
-            // Closed (emptied, expired) since it was looked up: get the room anew.
-            if room.is_closed() {
-                continue;
-            }
-            if peers.contains_key(&peer_id) {
-                return Err(SignalError::conflict(format!(
-                    "peerId {peer_id} already in the room"
-                )));
-            }
-            let max = self.hub.config().limits.max_peers_per_room;
-            if peers.len() >= max {
-                return Err(SignalError::too_many(format!("room full: {max} peers")));
-            }
-            let others: Vec<PeerInfo> = peers.values().map(peer_info).collect();
-            peers.insert(
-                peer_id.clone(),
-                Peer {
-                    id: peer_id.clone(),
+        let max_node_peers = self.hub.config().limits.max_node_peers;
+        if max_node_peers > 0 && self.hub.peer_count() >= max_node_peers {
+            return Err(SignalError::unavailable(format!(
+                "node over capacity: {max_node_peers} peers"
+            )));
+        }
+        // In a cluster the peer is registered for every node first: the cluster checks the
+        // peer id and the room's size over all nodes and answers the peers elsewhere.
+        let remote = match self.hub.cluster() {
+            Some(cluster) => {
+                let peer = ClusterPeer {
+                    peer_id: peer_id.clone(),
                     display_name: display_name.clone(),
                     app_data: app_data.clone(),
-                    rtp_capabilities: req.rtp_capabilities.clone(),
-                    notifier: self.notifier.clone(),
-                    transports: Default::default(),
-                    producers: Default::default(),
-                    consumers: Default::default(),
-                    data_producers: Default::default(),
-                    data_consumers: Default::default(),
-                    joined_at,
-                },
-            );
-            drop(peers);
-            break (room, others);
+                    node: cluster.node_id().to_owned(),
+                };
+                let max = self.hub.config().limits.max_peers_per_room;
+                cluster.join(&req.room_id, &peer, max).await?
+            }
+            None => Vec::new(),
         };
+        let joined = self
+            .join_local(&req, &peer_id, &display_name, &app_data, joined_at)
+            .await;
+        let (room, mut peers) = match joined {
+            Ok(joined) => joined,
+            Err(e) => {
+                if let Some(cluster) = self.hub.cluster() {
+                    cluster.leave(&req.room_id, &peer_id).await;
+                }
+                return Err(e);
+            }
+        };
+        // Read again now that the peer is in the local room and hears the cluster's
+        // events: a peer that joined or left elsewhere since `join` is listed as it is
+        // now, never missed (at worst its `peerJoined` also arrives).
+        let remote = match self.hub.cluster() {
+            Some(cluster) => cluster.peers(&req.room_id).await.unwrap_or(remote),
+            None => remote,
+        };
+        // Peers on other nodes are listed without producers: their media cannot be
+        // consumed from this node until pipe transports connect the nodes (docs/cluster.md).
+        peers.extend(remote.into_iter().map(|p| PeerInfo {
+            peer_id: p.peer_id,
+            display_name: p.display_name,
+            app_data: p.app_data,
+            producers: Vec::new(),
+            data_producers: Vec::new(),
+        }));
         room.broadcast(
             &peer_id,
             &ServerNotification::PeerJoined(PeerJoinedNotification {
@@ -368,6 +382,54 @@ impl Session {
             session_token,
             peers,
         })
+    }
+
+    /// Adds the peer to the room on this server (creating the room if needed); the room
+    /// and the peers already in it here.
+    async fn join_local(
+        &mut self,
+        req: &JoinRoomRequest,
+        peer_id: &str,
+        display_name: &str,
+        app_data: &Value,
+        joined_at: std::time::Instant,
+    ) -> Result<(Arc<Room>, Vec<PeerInfo>), SignalError> {
+        loop {
+            let (room, _) = self.hub.get_or_create_room(&req.room_id).await?;
+            let mut peers = room.peers();
+            // Closed (emptied, expired) since it was looked up: get the room anew.
+            if room.is_closed() {
+                continue;
+            }
+            if peers.contains_key(peer_id) {
+                return Err(SignalError::conflict(format!(
+                    "peerId {peer_id} already in the room"
+                )));
+            }
+            let max = self.hub.config().limits.max_peers_per_room;
+            if peers.len() >= max {
+                return Err(SignalError::too_many(format!("room full: {max} peers")));
+            }
+            let others: Vec<PeerInfo> = peers.values().map(peer_info).collect();
+            peers.insert(
+                peer_id.to_owned(),
+                Peer {
+                    id: peer_id.to_owned(),
+                    display_name: display_name.to_owned(),
+                    app_data: app_data.clone(),
+                    rtp_capabilities: req.rtp_capabilities.clone(),
+                    notifier: self.notifier.clone(),
+                    transports: Default::default(),
+                    producers: Default::default(),
+                    consumers: Default::default(),
+                    data_producers: Default::default(),
+                    data_consumers: Default::default(),
+                    joined_at,
+                },
+            );
+            drop(peers);
+            return Ok((room, others));
+        }
     }
 
     /// Ends the session: leaves the room and closes rooms it created that nobody joined.
@@ -413,6 +475,9 @@ impl Session {
                 peer_id: peer_id.clone(),
             }),
         );
+        if let Some(cluster) = self.hub.cluster() {
+            cluster.leave(&room.id, &peer_id).await;
+        }
         tracing::info!(room = %room.id, peer = %peer_id, "peer left");
         self.hub.close_room_if_empty(&room).await;
     }
