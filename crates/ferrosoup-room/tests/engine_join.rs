@@ -153,7 +153,7 @@ fn a_consumer_resumed_before_its_dtls_is_done_starts_on_a_keyframe_asked_for_at_
 
 #[test]
 fn a_start_estimate_the_link_never_confirmed_pauses_no_one() {
-    // The lowest layer (700 kbit/s) is above the start estimate (600 kbit/s) on a link of
+    // The lowest layer (700 kbit/s) is above the start estimate (300 kbit/s) on a link of
     // 10 Mbit/s: nothing measured says it does not fit, so bob sees it at once and keeps it
     // while the estimator's probes find the headroom.
     let link = LinkConfig::default().with_delay(Duration::from_millis(20));

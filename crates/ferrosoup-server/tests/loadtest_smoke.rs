@@ -171,7 +171,7 @@ async fn loadtest_capped_subscribers_end_on_a_lower_layer() {
     let pid = server.pid().to_string();
     // Simulcast of 100 / 250 / 650 kbit/s plus Opus. Two subscribers behind a 250 kbit/s
     // link, where only the lowest layer and the audio fit; two uncapped, where the server's
-    // estimate (starting at 600 kbit/s) must find room for the top layer. The settle time
+    // estimate (starting at 300 kbit/s) must find room for the top layer. The settle time
     // lets the estimation and the layer switches happen before the window.
     let cfg = Config::try_parse_from([
         "ferrosoup-loadtest",
