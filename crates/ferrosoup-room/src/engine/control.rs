@@ -417,6 +417,9 @@ impl Engine {
                 out.push(&d, remote);
             }
         }
+        if let Some(plain) = t.plain.take() {
+            self.close_plain_path(&plain, out);
+        }
         t.ice.close();
         for tuple in &t.tuples {
             self.by_tuple.remove(tuple);
@@ -647,7 +650,7 @@ impl Engine {
             kind,
             consumer_type: producer.producer_type,
             paused: spec.paused,
-            transport_connected: self.transports[t].srtp.is_some(),
+            transport_connected: self.transports[t].can_send(),
             producer_paused,
             ssrc: spec.ssrc,
             rtx: spec.rtx,
