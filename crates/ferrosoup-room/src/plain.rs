@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use ferrosoup_rtc::srtp::SrtpProfile;
+pub use ferrosoup_rtc::srtp::SrtpProfile;
 
 /// A UDP socket the worker opened for a plain transport, as the engine names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -428,10 +428,8 @@ impl Router {
         id: TransportId,
         remote: crate::engine::PlainRemote,
     ) -> Result<(), RoomError> {
-        self.on_worker(move |e, c| {
-            e.connect_plain_transport(c.router_id, id, remote, c.now, c.out)
-        })
-        .await
+        self.on_worker(move |e, c| e.connect_plain_transport(c.router_id, id, remote, c.now, c.out))
+            .await
     }
 
     /// `connectTransport`: the client's DTLS parameters.

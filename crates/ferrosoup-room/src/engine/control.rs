@@ -271,6 +271,11 @@ impl Engine {
     ) -> Result<(), RoomError> {
         let key = self.transport_key(router_id, id)?;
         let t = &mut self.transports[key];
+        if t.plain.is_some() {
+            return Err(RoomError::InvalidState(
+                "a plain transport takes ip and port, not dtlsParameters".into(),
+            ));
+        }
         if t.remote_dtls.is_some() {
             return Err(RoomError::InvalidState(
                 "transport already connected".into(),

@@ -146,9 +146,11 @@ impl Engine {
                     remote_master_salt: theirs.key_and_salt[split.min(theirs.key_and_salt.len())..]
                         .to_vec(),
                 };
-                Some(SrtpSession::new(&keys).map_err(|e| {
-                    RoomError::Invalid(format!("srtpParameters.keyBase64: {e}"))
-                })?)
+                Some(
+                    SrtpSession::new(&keys).map_err(|e| {
+                        RoomError::Invalid(format!("srtpParameters.keyBase64: {e}"))
+                    })?,
+                )
             }
         };
         let rtcp_socket = plain.rtcp_socket;
