@@ -340,7 +340,7 @@ fn free_port_pair() -> u16 {
     for _ in 0..100 {
         let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let port = a.local_addr().expect("addr").port();
-        if port % 2 == 0 && std::net::UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+        if port.is_multiple_of(2) && std::net::UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
             return port;
         }
     }
