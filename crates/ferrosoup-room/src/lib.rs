@@ -20,6 +20,8 @@ pub mod forwarder;
 pub mod ids;
 pub mod layers;
 pub mod pacer;
+pub mod plain;
+pub mod plain_sockets;
 pub mod producer;
 pub mod router;
 pub mod settings;

@@ -95,6 +95,7 @@ impl WorkerPool {
                     udp: socket,
                     tcp,
                     tcp_limits: settings.tcp_limits,
+                    plain_ports: (settings.rtc_min_port, settings.rtc_max_port),
                 },
                 certificate.clone(),
                 events_tx.clone(),
@@ -327,6 +328,21 @@ pub struct WebRtcTransportParams {
     pub dtls_parameters: DtlsParameters,
 }
 
+/// The answer to creating a plain transport.
+#[derive(Clone, Debug)]
+pub struct PlainTransportParams {
+    /// Transport id.
+    pub id: TransportId,
+    /// The IP to send to.
+    pub ip: IpAddr,
+    /// Its RTP port.
+    pub port: u16,
+    /// Its RTCP port, without `rtcpMux`.
+    pub rtcp_port: Option<u16>,
+    /// The server's SRTP key, when SRTP is enabled.
+    pub srtp: Option<crate::plain::SrtpMasterKey>,
+}
+
 /// The answer to `consume`.
 #[derive(Clone, Debug)]
 pub struct ConsumerParams {
@@ -430,6 +446,42 @@ impl Router {
                 fingerprints,
             },
         })
+    }
+
+    /// Creates a plain RTP transport (own UDP port, and one for RTCP without `rtcpMux`).
+    /// The answer names the first announced IP, as ICE candidates do.
+    pub async fn create_plain_transport(
+        &self,
+        options: crate::plain::PlainOptions,
+    ) -> Result<PlainTransportParams, RoomError> {
+        let info = self
+            .on_worker(move |e, c| e.create_plain_transport(c.router_id, options, c.now, c.out))
+            .await?;
+        if let Ok(mut transports) = self.inner.transports.lock() {
+            transports.insert(info.id, TransportMeta::default());
+        }
+        Ok(PlainTransportParams {
+            id: info.id,
+            ip: self
+                .inner
+                .candidate_ips
+                .first()
+                .copied()
+                .unwrap_or(info.local.ip()),
+            port: info.local.port(),
+            rtcp_port: info.local_rtcp.map(|a| a.port()),
+            srtp: info.srtp,
+        })
+    }
+
+    /// Points a plain transport at its remote (addresses, SRTP key).
+    pub async fn connect_plain_transport(
+        &self,
+        id: TransportId,
+        remote: crate::engine::PlainRemote,
+    ) -> Result<(), RoomError> {
+        self.on_worker(move |e, c| e.connect_plain_transport(c.router_id, id, remote, c.now, c.out))
+            .await
     }
 
     /// `connectTransport`: the client's DTLS parameters.

@@ -1,10 +1,14 @@
 //! Where the engine writes what it sends. The engine never owns a socket: the worker loop
 //! hands it a [`Transmit`] that batches datagrams for `sendmmsg` (and flushes when the batch
-//! is full, in one place), tests collect them, benchmarks discard them.
+//! is full, in one place), tests collect them, benchmarks discard them. Plain transports
+//! ask it for their own UDP sockets ([`Transmit::open_socket`]) and name which one reaches
+//! a remote address ([`Transmit::route_via`]).
 
 use std::collections::VecDeque;
+use std::io;
 use std::net::SocketAddr;
 
+use crate::plain::LocalSocket;
 use crate::udp::MAX_DATAGRAM;
 
 /// A sink for outgoing datagrams with caller-owned buffers (no allocation per datagram).
@@ -19,6 +23,22 @@ pub trait Transmit {
     /// transport closed): a connection-oriented path to it (ICE-TCP) can be closed once what
     /// was committed to it is written. Datagram sinks ignore it.
     fn tuple_removed(&mut self, _to: SocketAddr) {}
+
+    /// Opens a UDP socket of its own for a plain transport; datagrams it receives reach the
+    /// engine through [`crate::Engine::handle_plain_datagram`]. Sinks without sockets refuse.
+    fn open_socket(&mut self) -> io::Result<(LocalSocket, SocketAddr)> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this output opens no sockets",
+        ))
+    }
+
+    /// Closes a socket opened by [`Transmit::open_socket`].
+    fn close_socket(&mut self, _socket: LocalSocket) {}
+
+    /// Datagrams committed to `to` leave from `socket` from now on (until
+    /// [`Transmit::tuple_removed`] names `to`).
+    fn route_via(&mut self, _to: SocketAddr, _socket: LocalSocket) {}
 
     /// Copies `data` into a buffer and sends it (datagrams over [`MAX_DATAGRAM`] are not sent).
     fn push(&mut self, data: &[u8], to: SocketAddr) {
@@ -44,6 +64,12 @@ pub struct Collect {
     buf: Box<[u8; MAX_DATAGRAM]>,
     /// Everything sent and not taken yet, in order.
     pub sent: VecDeque<Sent>,
+    /// Sockets handed out by [`Transmit::open_socket`] and not closed: simulated ones, at
+    /// 127.0.0.1 from port 50000 on.
+    pub sockets: Vec<(LocalSocket, SocketAddr)>,
+    /// Remote address → the socket [`Transmit::route_via`] named for it.
+    pub routes: std::collections::HashMap<SocketAddr, LocalSocket>,
+    next_socket: usize,
 }
 
 impl Default for Collect {
@@ -51,6 +77,9 @@ impl Default for Collect {
         Self {
             buf: Box::new([0; MAX_DATAGRAM]),
             sent: VecDeque::new(),
+            sockets: Vec::new(),
+            routes: std::collections::HashMap::new(),
+            next_socket: 0,
         }
     }
 }
@@ -72,6 +101,26 @@ impl Transmit for Collect {
             to,
             data: self.buf[..len.min(MAX_DATAGRAM)].to_vec(),
         });
+    }
+
+    fn tuple_removed(&mut self, to: SocketAddr) {
+        self.routes.remove(&to);
+    }
+
+    fn open_socket(&mut self) -> io::Result<(LocalSocket, SocketAddr)> {
+        let socket = LocalSocket(self.next_socket);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 50000 + self.next_socket as u16));
+        self.next_socket += 1;
+        self.sockets.push((socket, addr));
+        Ok((socket, addr))
+    }
+
+    fn close_socket(&mut self, socket: LocalSocket) {
+        self.sockets.retain(|&(s, _)| s != socket);
+    }
+
+    fn route_via(&mut self, to: SocketAddr, socket: LocalSocket) {
+        self.routes.insert(to, socket);
     }
 }
 

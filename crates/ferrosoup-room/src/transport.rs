@@ -128,6 +128,8 @@ pub struct Transport {
     pub data_consumers: Vec<DataConsumerKey>,
     /// The association's drops already added to the worker counters.
     pub sctp_drops_counted: SctpDrops,
+    /// A plain RTP transport's sockets and remote addresses (its `ice` stays unused).
+    pub plain: Option<crate::plain::PlainPath>,
 }
 
 /// How long a transport's allocation waits for the client's first transport-cc feedback;
@@ -336,6 +338,7 @@ impl Transport {
             data_producers: Vec::new(),
             data_consumers: Vec::new(),
             sctp_drops_counted: SctpDrops::default(),
+            plain: None,
         }
     }
 
@@ -364,14 +367,35 @@ impl Transport {
         }
     }
 
-    /// Where to send: the selected ICE tuple.
+    /// Where to send: the selected ICE tuple, or a plain transport's remote RTP address.
     pub fn remote(&self) -> Option<SocketAddr> {
-        self.ice.selected_tuple()
+        match &self.plain {
+            Some(plain) => plain.remote,
+            None => self.ice.selected_tuple(),
+        }
     }
 
-    /// SRTP and address for sending, once DTLS connected and ICE selected a tuple.
+    /// Where RTCP goes: as RTP, except for a plain transport without `rtcpMux`.
+    pub fn rtcp_remote(&self) -> Option<SocketAddr> {
+        match &self.plain {
+            Some(plain) => plain.rtcp_remote(),
+            None => self.ice.selected_tuple(),
+        }
+    }
+
+    /// Whether consumers may send: DTLS connected (WebRTC), or SRTP ready and the remote
+    /// known (plain).
+    pub fn can_send(&self) -> bool {
+        match &self.plain {
+            Some(plain) => plain.connected,
+            None => self.srtp.is_some(),
+        }
+    }
+
+    /// SRTP and address for sending, once DTLS connected and ICE selected a tuple (or a
+    /// plain transport knows its remote).
     pub fn egress(&mut self) -> Option<Egress<'_>> {
-        let to = self.ice.selected_tuple()?;
+        let to = self.remote()?;
         Some(Egress {
             srtp: self.srtp.as_mut()?,
             to,

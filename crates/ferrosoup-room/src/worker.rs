@@ -1,6 +1,6 @@
 //! A worker thread: one event loop (mio) around one sans-IO [`Engine`]. The loop owns the
-//! UDP socket, the ICE-TCP listener and its connections (`tcp.rs`), the clock and the
-//! flush; it sleeps until a datagram, a TCP event, a control job or the next deadline. The control path reaches it only through
+//! UDP socket, the ICE-TCP listener and its connections (`tcp.rs`), the sockets of plain
+//! transports (`plain_sockets.rs`), the clock and the flush; it sleeps until a datagram, a TCP event, a control job or the next deadline. The control path reaches it only through
 //! [`WorkerHandle::exec`], which sends a closure and awaits its one-shot reply.
 
 use std::io;
@@ -20,6 +20,8 @@ use ferrosoup_rtc::dtls::DtlsCertificate;
 use crate::engine::Engine;
 use crate::error::RoomError;
 use crate::events::MediaEvent;
+use crate::plain::LocalSocket;
+use crate::plain_sockets::PlainSockets;
 use crate::settings::IceTimeouts;
 use crate::stats::{SharedCounters, WorkerCounters};
 use crate::tcp::{ReadFrame, TcpConnections, TcpLimits};
@@ -36,12 +38,16 @@ const MAX_BATCHES_PER_TURN: usize = 16;
 
 /// Frames read from one ICE-TCP connection per loop turn before the others get theirs.
 const MAX_FRAMES_PER_CONNECTION: usize = 32;
+/// Receive batches read from one plain transport socket per loop turn.
+const MAX_BATCHES_PER_PLAIN_SOCKET: usize = 4;
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
 const TCP_LISTENER: Token = Token(2);
 /// Tokens from this one on name ICE-TCP connections.
 const FIRST_CONNECTION: usize = 16;
+/// Tokens from this one on name plain transport sockets (far above any connection's).
+const FIRST_PLAIN_SOCKET: usize = 1 << 30;
 
 type Job = Box<dyn FnOnce(&mut Engine, Instant, &mut dyn Transmit) + Send>;
 
@@ -108,6 +114,8 @@ pub struct WorkerSockets {
     pub tcp: TcpListener,
     /// Limits of its ICE-TCP connections.
     pub tcp_limits: TcpLimits,
+    /// Ports (inclusive) for the sockets of plain transports, bound on the UDP socket's IP.
+    pub plain_ports: (u16, u16),
 }
 
 /// Starts a worker thread on `sockets`.
@@ -131,6 +139,12 @@ pub fn spawn(
     let mut tcp = TcpConnections::new(sockets.tcp, FIRST_CONNECTION, sockets.tcp_limits)?;
     tcp.register(poll.registry(), TCP_LISTENER)?;
     let tcp_port = tcp.port();
+    let plain = PlainSockets::new(
+        poll.registry().try_clone()?,
+        socket.local_addr()?.ip(),
+        sockets.plain_ports,
+        FIRST_PLAIN_SOCKET,
+    );
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let shared = Arc::new(SharedCounters::default());
     let (jobs_tx, jobs_rx) = mpsc::channel();
@@ -148,7 +162,7 @@ pub fn spawn(
         .name(format!("ferrosoup-worker-{index}"))
         .spawn(move || {
             thread_cpu.mark_current();
-            supervise(state, tcp, poll, jobs_rx)
+            supervise(state, tcp, plain, poll, jobs_rx)
         })?;
     Ok(WorkerHandle {
         index,
@@ -187,7 +201,13 @@ impl WorkerState {
 /// Runs the event loop; if it panics (a bug), the worker's state is dropped, its routers are
 /// reported as lost, and the loop restarts with empty state on the same socket, so the
 /// server and the other workers keep serving.
-fn supervise(state: WorkerState, tcp: TcpConnections, mut poll: Poll, jobs: Receiver<Job>) {
+fn supervise(
+    state: WorkerState,
+    tcp: TcpConnections,
+    plain: PlainSockets,
+    mut poll: Poll,
+    jobs: Receiver<Job>,
+) {
     let udp = match state.socket.try_clone() {
         Ok(socket) => SocketSender::new(socket, SEND_BATCH),
         Err(e) => {
@@ -195,7 +215,7 @@ fn supervise(state: WorkerState, tcp: TcpConnections, mut poll: Poll, jobs: Rece
             return;
         }
     };
-    let mut sender = WorkerOutput { udp, tcp };
+    let mut sender = WorkerOutput { udp, tcp, plain };
     loop {
         let mut engine = match state.new_engine() {
             Ok(e) => e,
@@ -210,8 +230,9 @@ fn supervise(state: WorkerState, tcp: TcpConnections, mut poll: Poll, jobs: Rece
         if outcome.is_ok() {
             return;
         }
-        // The new engine knows none of the connections' tuples.
+        // The new engine knows none of the connections' tuples, nor plain transports.
         sender.tcp.close_all();
+        sender.plain.close_all();
         let routers = engine.router_ids();
         tracing::error!(
             worker = state.index,
@@ -226,10 +247,12 @@ fn supervise(state: WorkerState, tcp: TcpConnections, mut poll: Poll, jobs: Rece
 }
 
 /// Where the engine's output goes in a worker: datagrams to the UDP batch, frames for an
-/// ICE-TCP connection's address onto that connection.
+/// ICE-TCP connection's address onto that connection, datagrams for a plain transport's
+/// remote out of that transport's socket.
 struct WorkerOutput {
     udp: SocketSender,
     tcp: TcpConnections,
+    plain: PlainSockets,
 }
 
 impl WorkerOutput {
@@ -246,13 +269,28 @@ impl Transmit for WorkerOutput {
     }
 
     fn commit(&mut self, len: usize, to: SocketAddr) {
-        if !self.tcp.queue(to, self.udp.uncommitted(len)) {
+        if !self.plain.send(to, self.udp.uncommitted(len))
+            && !self.tcp.queue(to, self.udp.uncommitted(len))
+        {
             self.udp.commit(len, to);
         }
     }
 
     fn tuple_removed(&mut self, to: SocketAddr) {
+        self.plain.forget(to);
         self.tcp.close_later(to);
+    }
+
+    fn open_socket(&mut self) -> io::Result<(LocalSocket, SocketAddr)> {
+        self.plain.open()
+    }
+
+    fn close_socket(&mut self, socket: LocalSocket) {
+        self.plain.close(socket);
+    }
+
+    fn route_via(&mut self, to: SocketAddr, socket: LocalSocket) {
+        self.plain.route(to, socket);
     }
 }
 
@@ -272,7 +310,8 @@ fn run(
         let now = Instant::now();
         // Sleep until a datagram, a TCP event, a job or the next deadline (none: until
         // woken).
-        let timeout = if socket_backlog || out.tcp.readable_count() > 0 {
+        let timeout = if socket_backlog || out.tcp.readable_count() > 0 || out.plain.has_readable()
+        {
             Some(Duration::ZERO)
         } else {
             [engine.poll_timeout(), out.tcp.poll_timeout()]
@@ -293,7 +332,9 @@ fn run(
                 SOCKET | WAKER => {}
                 TCP_LISTENER => out.tcp.accept(poll.registry(), now),
                 token => {
-                    if let Some(slot) = out.tcp.slot_of(token) {
+                    if let Some(slot) = out.plain.slot_of(token) {
+                        out.plain.mark_readable(slot);
+                    } else if let Some(slot) = out.tcp.slot_of(token) {
                         let readable =
                             event.is_readable() || event.is_read_closed() || event.is_error();
                         out.tcp.on_ready(slot, readable, event.is_writable());
@@ -332,6 +373,7 @@ fn run(
             }
         }
         read_connections(engine, now, out, &mut frame);
+        read_plain_sockets(engine, now, out, &mut batch);
         forget_closed(engine, now, out);
         loop {
             match jobs.try_recv() {
@@ -346,10 +388,49 @@ fn run(
         engine.handle_timeout(now, out);
         out.flush();
         forget_closed(engine, now, out);
-        engine.record_flush(out.udp.take_totals());
+        let mut flushed = out.udp.take_totals();
+        flushed.dropped += std::mem::take(&mut out.plain.send_errors);
+        engine.record_flush(flushed);
         engine.record_tcp(out.tcp.counters());
         state.shared.publish(engine.counters());
     }
+}
+
+/// Reads the plain transport sockets listed as readable, a bounded number of batches each
+/// (one with more left is listed again for the next turn).
+fn read_plain_sockets(
+    engine: &mut Engine,
+    now: Instant,
+    out: &mut WorkerOutput,
+    batch: &mut RecvBatch,
+) {
+    for _ in 0..out.plain.readable_count() {
+        let Some(socket) = out.plain.next_readable() else {
+            break;
+        };
+        let mut drained = false;
+        for _ in 0..MAX_BATCHES_PER_PLAIN_SOCKET {
+            match out.plain.recv(socket, batch) {
+                Ok(n) => {
+                    for i in 0..n {
+                        if let Some((data, from)) = batch.get_mut(i) {
+                            engine.handle_plain_datagram(now, socket, from, data, out);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                // ICMP errors (a recorder that stopped listening) surface here.
+                Err(e) => tracing::trace!("plain socket recv: {e}"),
+            }
+        }
+        if !drained {
+            out.plain.defer(socket);
+        }
+    }
+    out.flush();
 }
 
 /// Tells the engine the tuples of the ICE-TCP connections closed since it last heard.

@@ -8,24 +8,28 @@
 //! recently used evicted): a peer that holds the keys cannot grow the session by sending
 //! from a new SSRC every packet.
 //!
-//! Supported profiles: `SRTP_AEAD_AES_128_GCM` (RFC 7714) and
+//! Supported profiles: `SRTP_AEAD_AES_128_GCM`, `SRTP_AEAD_AES_256_GCM` (RFC 7714) and
 //! `SRTP_AES128_CM_HMAC_SHA1_80` (RFC 3711). Keys are derived once with the AES-CM PRF of
-//! RFC 3711 §4.3 and a key derivation rate of zero.
+//! RFC 3711 §4.3 (AES-256 for 256-bit master keys, RFC 6188) and a key derivation rate of
+//! zero. [`SrtpSession::unprotected`] is the same interface with no protection at all, for
+//! plain RTP transports without SRTP.
 
 use std::collections::HashMap;
 
-use aes::Aes128;
 use aes::cipher::{BlockEncrypt, KeyInit};
+use aes::{Aes128, Aes256};
 use ctr::CtrCore;
 use ctr::cipher::{InnerIvInit, StreamCipher, StreamCipherCoreWrapper};
 use hmac::{Hmac, Mac};
-use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use sha1::Sha1;
 
 use crate::dtls::SrtpKeys;
 
-/// Length of an SRTP master key for both supported profiles (AES-128).
+/// Length of an AES-128 SRTP master key (and session key).
 const MASTER_KEY_LEN: usize = 16;
+/// Length of an AES-256 SRTP master key (and session key).
+const MASTER_KEY_256_LEN: usize = 32;
 /// Length of the master (and session) salt for AES-CM profiles.
 const CM_SALT_LEN: usize = 14;
 /// Length of the master (and session) salt for AEAD AES-GCM profiles.
@@ -127,32 +131,45 @@ pub enum SrtpProfile {
     AeadAes128Gcm,
     /// `SRTP_AES128_CM_HMAC_SHA1_80` (RFC 3711): 16-byte key, 14-byte salt, 10-byte tag.
     Aes128CmHmacSha1_80,
+    /// `SRTP_AEAD_AES_256_GCM` (RFC 7714): 32-byte key, 12-byte salt, 16-byte tag.
+    AeadAes256Gcm,
+    /// No protection: packets pass unchanged (a plain RTP transport without SRTP).
+    Unprotected,
 }
 
 impl SrtpProfile {
     /// Bytes that protecting an RTP packet appends (the authentication tag).
     pub fn rtp_overhead(self) -> usize {
         match self {
-            SrtpProfile::AeadAes128Gcm => GCM_TAG_LEN,
+            SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => GCM_TAG_LEN,
             SrtpProfile::Aes128CmHmacSha1_80 => HMAC_TAG_LEN,
+            SrtpProfile::Unprotected => 0,
         }
     }
 
     /// Bytes that protecting an RTCP packet appends (tag plus E flag and SRTCP index).
     pub fn rtcp_overhead(self) -> usize {
-        self.rtp_overhead() + SRTCP_INDEX_LEN
+        match self {
+            SrtpProfile::Unprotected => 0,
+            _ => self.rtp_overhead() + SRTCP_INDEX_LEN,
+        }
     }
 
     /// Master key length in bytes.
     pub fn master_key_len(self) -> usize {
-        MASTER_KEY_LEN
+        match self {
+            SrtpProfile::AeadAes256Gcm => MASTER_KEY_256_LEN,
+            SrtpProfile::Unprotected => 0,
+            _ => MASTER_KEY_LEN,
+        }
     }
 
     /// Master salt length in bytes.
     pub fn master_salt_len(self) -> usize {
         match self {
-            SrtpProfile::AeadAes128Gcm => GCM_SALT_LEN,
+            SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => GCM_SALT_LEN,
             SrtpProfile::Aes128CmHmacSha1_80 => CM_SALT_LEN,
+            SrtpProfile::Unprotected => 0,
         }
     }
 }
@@ -170,6 +187,8 @@ enum Transform {
         salt: [u8; 14],
         auth: Hmac<Sha1>,
     },
+    /// No protection.
+    Null,
 }
 
 impl Transform {
@@ -180,12 +199,34 @@ impl Transform {
         master_salt: &[u8],
         rtcp: bool,
     ) -> Result<Self, SrtpError> {
-        let prf = Aes128::new(master_key.into());
         let (enc_label, auth_label, salt_label) = if rtcp {
             (LABEL_SRTCP_ENCRYPTION, LABEL_SRTCP_AUTH, LABEL_SRTCP_SALT)
         } else {
             (LABEL_SRTP_ENCRYPTION, LABEL_SRTP_AUTH, LABEL_SRTP_SALT)
         };
+        if profile == SrtpProfile::Unprotected {
+            return Ok(Transform::Null);
+        }
+        if profile == SrtpProfile::AeadAes256Gcm {
+            // RFC 6188 §3: the PRF of a 256-bit master key is AES-256 in counter mode.
+            let prf = Aes256::new(master_key.into());
+            let mut session_key = [0u8; MASTER_KEY_256_LEN];
+            kdf(&prf, master_salt, enc_label, &mut session_key);
+            let mut salt = [0u8; GCM_SALT_LEN];
+            kdf(&prf, master_salt, salt_label, &mut salt);
+            let unbound = UnboundKey::new(&AES_256_GCM, &session_key).map_err(|_| {
+                SrtpError::BadKeyLength {
+                    what: "AES-256-GCM session key",
+                    got: session_key.len(),
+                    expected: MASTER_KEY_256_LEN,
+                }
+            })?;
+            return Ok(Transform::Gcm {
+                key: LessSafeKey::new(unbound),
+                salt,
+            });
+        }
+        let prf = Aes128::new(master_key.into());
         let mut session_key = [0u8; MASTER_KEY_LEN];
         kdf(&prf, master_salt, enc_label, &mut session_key);
         match profile {
@@ -222,13 +263,19 @@ impl Transform {
                     auth,
                 })
             }
+            SrtpProfile::AeadAes256Gcm | SrtpProfile::Unprotected => Ok(Transform::Null),
         }
     }
 }
 
 /// The AES-CM PRF of RFC 3711 §4.3.3 with a key derivation rate of zero: the keystream of
 /// AES-CM keyed with the master key, IV = (master salt XOR label << 48) || counter.
-fn kdf(prf: &Aes128, master_salt: &[u8], label: u8, out: &mut [u8]) {
+fn kdf<C: BlockEncrypt + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>>(
+    prf: &C,
+    master_salt: &[u8],
+    label: u8,
+    out: &mut [u8],
+) {
     let mut input = [0u8; 16];
     input[..master_salt.len()].copy_from_slice(master_salt);
     input[7] ^= label;
@@ -563,6 +610,23 @@ impl SrtpSession {
         Self::with_replay_window(keys, DEFAULT_REPLAY_WINDOW)
     }
 
+    /// A session that protects nothing: RTP and RTCP pass unchanged (replay state is kept,
+    /// so a duplicated packet is still dropped). For plain RTP transports without SRTP.
+    pub fn unprotected() -> Self {
+        Self {
+            profile: SrtpProfile::Unprotected,
+            replay_window: DEFAULT_REPLAY_WINDOW,
+            local_rtp: Transform::Null,
+            local_rtcp: Transform::Null,
+            remote_rtp: Transform::Null,
+            remote_rtcp: Transform::Null,
+            tx_rtp: HashMap::new(),
+            tx_rtcp_index: 0,
+            rx_rtp: RemoteStreams::default(),
+            rx_rtcp: RemoteStreams::default(),
+        }
+    }
+
     /// Creates a session with a replay window of `replay_window` packets
     /// (`MIN_REPLAY_WINDOW..=MAX_REPLAY_WINDOW`), for both SRTP and SRTCP.
     pub fn with_replay_window(keys: &SrtpKeys, replay_window: usize) -> Result<Self, SrtpError> {
@@ -668,6 +732,7 @@ impl SrtpSession {
                     &mut authenticated[header_len..],
                 );
             }
+            Transform::Null => {}
         }
         self.rx_rtp.accept(ssrc, index);
         Ok(plain_len)
@@ -734,6 +799,7 @@ impl SrtpSession {
                 let tag = hmac_sha1(auth, &buf[..len], &roc.to_be_bytes());
                 buf[len..len + HMAC_TAG_LEN].copy_from_slice(&tag.as_ref()[..HMAC_TAG_LEN]);
             }
+            Transform::Null => {}
         }
         stream.highest = Some(stream.highest.map_or(index, |h| h.max(index)));
         Ok(len + tag_len)
@@ -743,6 +809,10 @@ impl SrtpSession {
     /// encrypted SRTCP (E flag set) is accepted. Replay-protected per sender SSRC, for at
     /// most [`MAX_REMOTE_SSRCS`] SSRCs.
     pub fn unprotect_rtcp(&mut self, packet: &mut [u8]) -> Result<usize, SrtpError> {
+        if self.profile == SrtpProfile::Unprotected {
+            rtcp_ssrc(packet)?;
+            return Ok(packet.len());
+        }
         let overhead = self.profile.rtcp_overhead();
         if packet.len() < RTCP_HEADER_LEN + overhead {
             return Err(SrtpError::TooShort);
@@ -750,8 +820,10 @@ impl SrtpSession {
         let ssrc = rtcp_ssrc(packet)?;
         let plain_len = packet.len() - overhead;
         let word_at = match self.profile {
-            SrtpProfile::AeadAes128Gcm => packet.len() - SRTCP_INDEX_LEN,
-            SrtpProfile::Aes128CmHmacSha1_80 => plain_len,
+            SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => {
+                packet.len() - SRTCP_INDEX_LEN
+            }
+            SrtpProfile::Aes128CmHmacSha1_80 | SrtpProfile::Unprotected => plain_len,
         };
         let mut word = [0u8; SRTCP_INDEX_LEN];
         word.copy_from_slice(&packet[word_at..word_at + SRTCP_INDEX_LEN]);
@@ -789,6 +861,7 @@ impl SrtpSession {
                     &mut authenticated[RTCP_HEADER_LEN..plain_len],
                 );
             }
+            Transform::Null => {}
         }
         self.rx_rtcp.accept(ssrc, u64::from(index));
         Ok(plain_len)
@@ -802,6 +875,10 @@ impl SrtpSession {
         let overhead = self.profile.rtcp_overhead();
         if len > buf.len() {
             return Err(SrtpError::TooShort);
+        }
+        if self.profile == SrtpProfile::Unprotected {
+            rtcp_ssrc(&buf[..len])?;
+            return Ok(len);
         }
         if buf.len() < len + overhead {
             return Err(SrtpError::BufferTooSmall);
@@ -839,6 +916,7 @@ impl SrtpSession {
                 buf[len + SRTCP_INDEX_LEN..len + overhead]
                     .copy_from_slice(&tag.as_ref()[..HMAC_TAG_LEN]);
             }
+            Transform::Null => {}
         }
         self.tx_rtcp_index = index;
         Ok(len + overhead)
@@ -851,16 +929,19 @@ mod tests {
     use rtc_srtp::context::Context;
     use rtc_srtp::protection_profile::ProtectionProfile;
 
-    const PROFILES: [SrtpProfile; 2] =
-        [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80];
+    const PROFILES: [SrtpProfile; 3] = [
+        SrtpProfile::AeadAes128Gcm,
+        SrtpProfile::Aes128CmHmacSha1_80,
+        SrtpProfile::AeadAes256Gcm,
+    ];
 
     fn keys(profile: SrtpProfile) -> SrtpKeys {
         let salt_len = profile.master_salt_len();
         SrtpKeys {
             profile,
-            local_master_key: (1..=16).collect(),
+            local_master_key: (1..=profile.master_key_len() as u8).collect(),
             local_master_salt: (100..100 + salt_len as u8).collect(),
-            remote_master_key: (51..=66).collect(),
+            remote_master_key: (51..51 + profile.master_key_len() as u8).collect(),
             remote_master_salt: (200..200 + salt_len as u8).collect(),
         }
     }
@@ -880,7 +961,27 @@ mod tests {
         match profile {
             SrtpProfile::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
             SrtpProfile::Aes128CmHmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+            SrtpProfile::AeadAes256Gcm => ProtectionProfile::AeadAes256Gcm,
+            SrtpProfile::Unprotected => unreachable!("no protection to compare"),
         }
+    }
+
+    #[test]
+    fn unprotected_session_passes_packets_unchanged() {
+        let mut session = SrtpSession::unprotected();
+        let mut rtp = vec![0x80, 96, 0, 7, 0, 0, 0, 9, 0, 0, 0, 42, 1, 2, 3];
+        let original = rtp.clone();
+        let len = rtp.len();
+        assert_eq!(session.protect_rtp(&mut rtp, len), Ok(len));
+        assert_eq!(rtp, original);
+        assert_eq!(session.unprotect_rtp(&mut rtp), Ok(len));
+        assert_eq!(rtp, original);
+        // The same packet again is a replay.
+        assert_eq!(session.unprotect_rtp(&mut rtp), Err(SrtpError::Replayed));
+        let mut rr = vec![0x80, 201, 0, 1, 0, 0, 0, 5];
+        assert_eq!(session.protect_rtcp(&mut rr, 8), Ok(8));
+        assert_eq!(session.unprotect_rtcp(&mut rr), Ok(8));
+        assert_eq!(rr, vec![0x80, 201, 0, 1, 0, 0, 0, 5]);
     }
 
     fn their_context(profile: SrtpProfile, key: &[u8], salt: &[u8]) -> Context {
@@ -1071,8 +1172,11 @@ mod tests {
             for (n, ssrc) in ssrcs.enumerate() {
                 let protected = protect_rtcp(&mut tx, &rtcp_rr(ssrc, 0));
                 let word_at = match profile {
-                    SrtpProfile::AeadAes128Gcm => protected.len() - SRTCP_INDEX_LEN,
+                    SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => {
+                        protected.len() - SRTCP_INDEX_LEN
+                    }
                     SrtpProfile::Aes128CmHmacSha1_80 => protected.len() - profile.rtcp_overhead(),
+                    SrtpProfile::Unprotected => unreachable!("not among PROFILES"),
                 };
                 let word = u32::from_be_bytes(
                     protected[word_at..word_at + SRTCP_INDEX_LEN]

@@ -1,6 +1,7 @@
 //! The `ferrosoup` binary: starts the worker pool and serves HTTP + WebSocket signaling.
 
 mod access;
+mod broadcasters;
 mod cluster;
 mod config;
 mod config_file;
@@ -151,7 +152,16 @@ async fn main() -> anyhow::Result<()> {
         );
         http::fault_injection_routes(state.clone())
     });
-    let app = http::public_routes(state.clone()).merge(http::api_routes(state, debug, admin_key));
+    let broadcaster_routes = broadcasters::routes(
+        broadcasters::BroadcasterState {
+            hub: hub.clone(),
+            broadcasters: Default::default(),
+        },
+        admin_key,
+    );
+    let app = http::public_routes(state.clone())
+        .merge(http::api_routes(state, debug, admin_key))
+        .merge(broadcaster_routes);
     let drain = std::time::Duration::from_secs(config.drain_seconds);
     // Signaling is request/answer of small messages: without TCP_NODELAY, a message written
     // in two segments waits for the peer's delayed ACK (40 ms on Linux).

@@ -38,6 +38,8 @@ pub enum Direction {
     Send,
     /// The client receives media on it.
     Recv,
+    /// Both (a broadcaster's transports, as mediasoup-demo has them).
+    Both,
 }
 
 /// What a room remembers of a producer for `joinRoom` / `getProducers`.

@@ -7,6 +7,8 @@
 //!   once into ferrosoup-proto's `SignalRequest`, answered from proto structs, and
 //!   re-sent requests get their cached answer ([`cache`]).
 //! - [`resume`]: the registry of session tokens → sessions waiting to be resumed.
+//! - [`broadcasters`]: the broadcasters of the HTTP API, each a session without a
+//!   connection whose peer the room sees like any other.
 //! - [`Hub`]: rooms (one router each), peers, and the routing of worker events to the
 //!   peer that owns the object.
 //! - [`link`]: the re-pointable link from a peer to its current connection, queueing
@@ -24,6 +26,7 @@
 //!
 //! ```text
 //! connection ──► resume ──► session ──► hub ──► link
+//! broadcasters ──► session
 //!
 //! connection ──► session, hub, link, limits, auth
 //! session    ──► link, auth, cache
@@ -41,6 +44,7 @@
 //! `auth` also reads the token scope from `config`.
 
 pub mod auth;
+pub mod broadcasters;
 pub mod cache;
 pub mod cluster;
 pub mod config;
@@ -54,6 +58,7 @@ pub mod session;
 pub mod stats;
 
 pub use auth::Claims;
+pub use broadcasters::Broadcasters;
 pub use cluster::{Cluster, ClusterEvent, ClusterPeer};
 pub use config::{Limits, SignalConfig, TokenScope};
 pub use connection::ConnectParams;

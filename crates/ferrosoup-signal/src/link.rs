@@ -120,6 +120,22 @@ impl Notifier {
         })))
     }
 
+    /// A link to no connection that keeps nothing: a peer that reads no notifications
+    /// (a broadcaster driven over HTTP).
+    pub fn unattached() -> Self {
+        Self(Arc::new(Mutex::new(LinkState {
+            link: Link::Detached {
+                queue: VecDeque::new(),
+                bytes: 0,
+                dropped: 0,
+                last: 0,
+            },
+            generation: 0,
+            room_closed: false,
+            max_queued_bytes: 0,
+        })))
+    }
+
     fn state(&self) -> MutexGuard<'_, LinkState> {
         // Nothing panics while holding this lock; recover the data if it ever happened.
         self.0.lock().unwrap_or_else(|e| e.into_inner())

@@ -8,8 +8,11 @@
 //! consumers are in the `media` submodule. The connection loop that drives a session is
 //! [`crate::connection`].
 
+mod broadcaster;
 mod data;
 mod media;
+
+pub use broadcaster::parse_body;
 
 use std::sync::Arc;
 

@@ -271,6 +271,11 @@ impl Engine {
     ) -> Result<(), RoomError> {
         let key = self.transport_key(router_id, id)?;
         let t = &mut self.transports[key];
+        if t.plain.is_some() {
+            return Err(RoomError::InvalidState(
+                "a plain transport takes ip and port, not dtlsParameters".into(),
+            ));
+        }
         if t.remote_dtls.is_some() {
             return Err(RoomError::InvalidState(
                 "transport already connected".into(),
@@ -416,6 +421,9 @@ impl Engine {
             while let Some(d) = dtls.poll_transmit() {
                 out.push(&d, remote);
             }
+        }
+        if let Some(plain) = t.plain.take() {
+            self.close_plain_path(&plain, out);
         }
         t.ice.close();
         for tuple in &t.tuples {
@@ -647,7 +655,7 @@ impl Engine {
             kind,
             consumer_type: producer.producer_type,
             paused: spec.paused,
-            transport_connected: self.transports[t].srtp.is_some(),
+            transport_connected: self.transports[t].can_send(),
             producer_paused,
             ssrc: spec.ssrc,
             rtx: spec.rtx,

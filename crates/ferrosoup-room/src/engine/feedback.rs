@@ -337,7 +337,8 @@ impl Engine {
         let Some(t) = self.transports.get_mut(key) else {
             return;
         };
-        let (Some(srtp), Some(to)) = (t.srtp.as_mut(), t.ice.selected_tuple()) else {
+        let to = t.rtcp_remote();
+        let (Some(srtp), Some(to)) = (t.srtp.as_mut(), to) else {
             return;
         };
         if len + srtp.profile().rtcp_overhead() > MAX_DATAGRAM {

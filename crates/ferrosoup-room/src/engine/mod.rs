@@ -25,6 +25,7 @@ mod feedback;
 pub(crate) use feedback::REPORTER_SSRC;
 mod forward;
 mod observers;
+mod plain;
 mod receive;
 
 use std::collections::HashMap;
@@ -59,6 +60,7 @@ pub use control::{
     ProduceSpec, RtxMapping, TransportInfo,
 };
 pub use data::DataConsumed;
+pub use plain::PlainRemote;
 
 /// What a worker keeps per router.
 #[derive(Default)]
@@ -92,6 +94,11 @@ pub struct Engine {
     by_tuple: HashMap<SocketAddr, TransportKey>,
     /// Local ICE ufrag → transport (indexed).
     by_ufrag: HashMap<String, TransportKey>,
+    /// Plain transports' sockets → transport, and whether the socket is its RTCP one
+    /// (indexed).
+    by_socket: HashMap<crate::plain::LocalSocket, (TransportKey, bool)>,
+    /// Remote addresses of plain transports → transport (indexed; one transport each).
+    plain_remotes: HashMap<SocketAddr, TransportKey>,
     timers: TimerTable,
     counters: WorkerCounters,
     /// Scratch buffers reused across packets.
@@ -141,6 +148,8 @@ impl Engine {
             data_consumer_ids: HashMap::new(),
             by_tuple: HashMap::new(),
             by_ufrag: HashMap::new(),
+            by_socket: HashMap::new(),
+            plain_remotes: HashMap::new(),
             timers: TimerTable::default(),
             counters: WorkerCounters::default(),
             scratch: Scratch {

@@ -86,7 +86,7 @@ impl Engine {
 
     /// The receive half of the media path: unprotect, parse, find the producer stream, let
     /// it do its receive work, then fan out.
-    fn handle_rtp(
+    pub(super) fn handle_rtp(
         &mut self,
         now: Instant,
         key: TransportKey,
@@ -215,7 +215,7 @@ impl Engine {
         Some(r)
     }
 
-    fn handle_rtcp(
+    pub(super) fn handle_rtcp(
         &mut self,
         now: Instant,
         key: TransportKey,

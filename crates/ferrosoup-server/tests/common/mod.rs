@@ -109,6 +109,40 @@ impl TestServer {
         Some(body.to_owned())
     }
 
+    /// Sends `method path` with a JSON body (the admin key when set); the status and the
+    /// JSON answer (`Null` when it is not JSON).
+    pub async fn http(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect to the HTTP port");
+        let auth = self
+            .admin_key
+            .as_ref()
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.expect("send the request");
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.expect("read the answer");
+        let text = String::from_utf8_lossy(&buf);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let json = text
+            .split_once("\r\n\r\n")
+            .and_then(|(_, b)| serde_json::from_str(b).ok())
+            .unwrap_or(Value::Null);
+        (status, json)
+    }
+
     /// Sum of a counter over all workers in `/api/stats`.
     pub async fn counter(&self, name: &str) -> u64 {
         let stats = self.get("/api/stats").await.expect("/api/stats answers");

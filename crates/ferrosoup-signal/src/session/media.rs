@@ -279,7 +279,7 @@ impl Session {
             ));
         }
         let (transport_id, direction) = self.own_transport(room, peer_id, &req.transport_id)?;
-        if direction != Direction::Send {
+        if direction == Direction::Recv {
             return Err(SignalError::conflict("transportId: not a send transport"));
         }
         self.check_quota(
@@ -368,7 +368,7 @@ impl Session {
             ));
         }
         let (transport_id, direction) = self.own_transport(room, peer_id, &req.transport_id)?;
-        if direction != Direction::Recv {
+        if direction == Direction::Send {
             return Err(SignalError::conflict("transportId: not a recv transport"));
         }
         self.check_quota(
