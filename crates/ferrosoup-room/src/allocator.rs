@@ -156,13 +156,12 @@ impl Demand {
             let Some(top) = steps.clone().rev().find(|&l| self.layers[l] > 0) else {
                 continue;
             };
-            for step in start..top {
+            for (step, &rate) in frame_rates.iter().enumerate().take(top).skip(start) {
                 let min = if self.current == Some(step) {
                     KEEP_FRAME_RATE
                 } else {
                     MIN_FRAME_RATE
                 };
-                let rate = frame_rates[step];
                 if rate > 0.0 && rate < min {
                     self.layers[step] = 0;
                 }
