@@ -388,11 +388,11 @@ mod tests {
         assert!(d.wanted().abs_diff(1_620_000) <= 1, "{}", d.wanted());
     }
 
-    #[test]
-    fn temporal_steps_come_between_spatial_layers_from_half_the_frame_rate() {
-        // Two streams of three temporal layers; each step includes the layers below it.
+    /// Step bitrates of two streams of three temporal layers: stream 0 at `lowest`, stream
+    /// 1 at 400 / 550 / 700 kbit/s (each step including the layers below it).
+    fn two_streams_of_three_temporal_layers(lowest: [u64; 3]) -> [u64; MAX_LAYERS] {
         let mut layers = [0; MAX_LAYERS];
-        for (spatial, rates) in [[100_000, 150_000, 200_000], [400_000, 550_000, 700_000]]
+        for (spatial, rates) in [lowest, [400_000, 550_000, 700_000]]
             .into_iter()
             .enumerate()
         {
@@ -404,6 +404,13 @@ mod tests {
                 layers[layer.step()] = rate;
             }
         }
+        layers
+    }
+
+    #[test]
+    fn temporal_steps_come_between_spatial_layers_from_half_the_frame_rate() {
+        // Two streams of three temporal layers; each step includes the layers below it.
+        let layers = two_streams_of_three_temporal_layers([100_000, 150_000, 200_000]);
         let d = |current: Option<Layer>| Demand {
             priority: 1,
             layers,
@@ -467,19 +474,7 @@ mod tests {
     fn a_bigger_picture_at_a_lower_frame_rate_only_while_that_rate_is_smooth() {
         // Two streams of three temporal layers at 150 / 300 / 450 and 400 / 550 / 700
         // kbit/s; 600 kbit/s fits stream 1 at half the frame rate.
-        let mut layers = [0; MAX_LAYERS];
-        for (spatial, rates) in [[150_000, 300_000, 450_000], [400_000, 550_000, 700_000]]
-            .into_iter()
-            .enumerate()
-        {
-            for (temporal, rate) in rates.into_iter().enumerate() {
-                let layer = Layer {
-                    spatial: spatial as u8,
-                    temporal: temporal as u8,
-                };
-                layers[layer.step()] = rate;
-            }
-        }
+        let layers = two_streams_of_three_temporal_layers([150_000, 300_000, 450_000]);
         let at = |spatial, temporal| Some(Layer { spatial, temporal }.step());
         // Pictures per second of each step, from a camera sending `fps`.
         let rates = |fps: f64| {

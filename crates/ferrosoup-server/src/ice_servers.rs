@@ -129,15 +129,15 @@ impl IceServersConfig {
                 credential: None,
             });
         }
-        if let Some(auth) = &self.turn_auth {
-            let (username, credential) = match auth {
-                TurnAuth::Static { username, password } => (username.clone(), password.clone()),
-                TurnAuth::Rest { secret, ttl_secs } => {
-                    let username = format!("{}:{user}", now_unix.saturating_add(*ttl_secs));
-                    let credential = turn_rest_password(secret, &username);
-                    (username, credential)
-                }
-            };
+        let credentials = self.turn_auth.as_ref().and_then(|auth| match auth {
+            TurnAuth::Static { username, password } => Some((username.clone(), password.clone())),
+            TurnAuth::Rest { secret, ttl_secs } => {
+                let username = format!("{}:{user}", now_unix.saturating_add(*ttl_secs));
+                let credential = turn_rest_password(secret, &username)?;
+                Some((username, credential))
+            }
+        });
+        if let Some((username, credential)) = credentials {
             ice_servers.push(IceServer {
                 urls: self.turn_urls.clone(),
                 username: Some(username),
@@ -149,13 +149,12 @@ impl IceServersConfig {
 }
 
 /// The TURN REST password of `username`: base64(HMAC-SHA1(secret, username)), what coturn
-/// computes with `use-auth-secret` / `static-auth-secret`.
-pub fn turn_rest_password(secret: &str, username: &str) -> String {
-    // ok: HMAC takes a key of any length (longer ones are hashed), so this never fails.
-    let mut mac =
-        Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
+/// computes with `use-auth-secret` / `static-auth-secret` (`None` only if the HMAC refused
+/// the key, which it does for no length).
+pub fn turn_rest_password(secret: &str, username: &str) -> Option<String> {
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).ok()?;
     mac.update(username.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    Some(base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
 }
 
 #[cfg(test)]
@@ -170,7 +169,7 @@ mod tests {
     fn rest_password_matches_openssl() {
         // `printf %s 1700000000:alice | openssl dgst -sha1 -hmac north -binary | base64`
         assert_eq!(
-            turn_rest_password("north", "1700000000:alice"),
+            turn_rest_password("north", "1700000000:alice").unwrap(),
             "Cd/49soE35ICqcJF/bCTn8Z4OyE="
         );
     }

@@ -116,7 +116,13 @@ impl Room {
 
     /// Sends a notification to every peer but `except` (`""`: to every peer).
     pub fn broadcast(&self, except: &str, notification: &ServerNotification) {
-        let frame = notification.to_message().to_canonical_json();
+        let frame = match notification.to_frame() {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::error!(method = notification.method(), "notification not sent: {e}");
+                return;
+            }
+        };
         for (id, peer) in self.peers().iter() {
             if id != except {
                 peer.notifier.notify_frame(frame.clone());

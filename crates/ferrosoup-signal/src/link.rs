@@ -143,7 +143,12 @@ impl Notifier {
 
     /// Sends (or queues) a notification.
     pub fn notify(&self, notification: &ServerNotification) {
-        self.notify_frame(notification.to_message().to_canonical_json());
+        match notification.to_frame() {
+            Ok(frame) => self.notify_frame(frame),
+            Err(e) => {
+                tracing::error!(method = notification.method(), "notification not sent: {e}");
+            }
+        }
     }
 
     /// Sends (or queues) a notification frame serialized by the caller (one serialization
@@ -349,7 +354,7 @@ mod tests {
     #[test]
     fn queue_is_bounded_in_bytes_and_keeps_the_newest() {
         let (tx, _rx) = mpsc::unbounded_channel();
-        let frame_len = left("m00").to_message().to_canonical_json().len();
+        let frame_len = left("m00").to_frame().unwrap().len();
         let n = Notifier::attached(tx, 1, frame_len * 10);
         n.detach(1).unwrap();
         for i in 0..50 {

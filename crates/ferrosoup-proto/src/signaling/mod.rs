@@ -425,11 +425,39 @@ impl Message {
         }
     }
 
-    /// The frame's JSON text.
-    pub fn to_json(&self) -> String {
-        // ok: our own typed values, string keys only: serde_json cannot fail on them.
-        serde_json::to_string(self)
-            .expect("a Message holds only strings, numbers and JSON values, which always serialize")
+    /// The frame as a JSON value, built field by field (nothing in it can fail to
+    /// serialize, so no serializer error needs handling).
+    pub fn to_value(&self) -> Value {
+        let mut map = serde_json::Map::new();
+        match self {
+            Self::Request(r) => {
+                map.insert("request".into(), Value::Bool(true));
+                map.insert("id".into(), r.id.into());
+                map.insert("method".into(), r.method.clone().into());
+                map.insert("data".into(), r.data.clone());
+            }
+            Self::Response(r) => {
+                map.insert("response".into(), Value::Bool(true));
+                map.insert("id".into(), r.id.into());
+                match &r.result {
+                    Ok(data) => {
+                        map.insert("ok".into(), Value::Bool(true));
+                        map.insert("data".into(), data.clone());
+                    }
+                    Err(e) => {
+                        map.insert("ok".into(), Value::Bool(false));
+                        map.insert("errorCode".into(), e.code.into());
+                        map.insert("errorReason".into(), e.reason.clone().into());
+                    }
+                }
+            }
+            Self::Notification(n) => {
+                map.insert("notification".into(), Value::Bool(true));
+                map.insert("method".into(), n.method.clone().into());
+                map.insert("data".into(), n.data.clone());
+            }
+        }
+        Value::Object(map)
     }
 
     /// The frame's JSON text with the keys of every object in alphabetical order, envelope
@@ -437,10 +465,7 @@ impl Message {
     /// server's is alphabetical), so its frames are the same bytes for the same content.
     pub fn to_canonical_json(&self) -> String {
         // serde_json's `Value` keeps object keys sorted (no `preserve_order` feature).
-        // ok: our own typed values, string keys only: serde_json cannot fail on them.
-        serde_json::to_value(self)
-            .expect("a Message holds only strings, numbers and JSON values, which always serialize")
-            .to_string()
+        self.to_value().to_string()
     }
 }
 
@@ -529,11 +554,16 @@ mod tests {
             json!({"request": true, "id": 5, "method": "ping", "data": {}})
         );
         assert_eq!(
-            Message::ok(5, json!({})).to_json(),
+            serde_json::to_string(&Message::ok(5, json!({}))).unwrap(),
             r#"{"response":true,"id":5,"ok":true,"data":{}}"#
         );
         assert_eq!(
-            Message::error(5, ErrorCode::BadRequest, "unknown method \"x\"").to_json(),
+            serde_json::to_string(&Message::error(
+                5,
+                ErrorCode::BadRequest,
+                "unknown method \"x\""
+            ))
+            .unwrap(),
             r#"{"response":true,"id":5,"ok":false,"errorCode":400,"errorReason":"unknown method \"x\""}"#
         );
         assert_eq!(
@@ -547,8 +577,10 @@ mod tests {
             Message::error(3, ErrorCode::Unavailable, "busy"),
             Message::notification("n", json!({"x": true})),
         ] {
-            let back: Message = serde_json::from_str(&m.to_json()).unwrap();
+            let back: Message = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
             assert_eq!(back, m);
+            // The value built by hand is what serde makes of the frame.
+            assert_eq!(m.to_value(), serde_json::to_value(&m).unwrap(), "{m:?}");
         }
     }
 

@@ -61,9 +61,8 @@ pub enum ServerNotification {
     RoomClosed(RoomClosedNotification),
 }
 
-fn json<T: Serialize>(t: &T) -> Value {
-    // ok: our own typed values, string keys only: serde_json cannot fail on them.
-    serde_json::to_value(t).expect("notification data holds only strings, numbers and JSON values")
+fn json<T: Serialize>(t: &T) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(t)
 }
 
 fn read<T: DeserializeOwned>(data: &Value) -> Result<T, RequestError> {
@@ -100,8 +99,8 @@ impl ServerNotification {
         }
     }
 
-    /// The notification's data as sent.
-    pub fn data(&self) -> Value {
+    /// The notification's data as sent (an error only if a payload failed to serialize).
+    pub fn data(&self) -> Result<Value, serde_json::Error> {
         match self {
             Self::PeerJoined(d) => json(d),
             Self::PeerLeft(d) => json(d),
@@ -123,11 +122,17 @@ impl ServerNotification {
     }
 
     /// The protoo frame.
-    pub fn to_message(&self) -> Message {
-        Message::Notification(Notification {
+    pub fn to_message(&self) -> Result<Message, serde_json::Error> {
+        Ok(Message::Notification(Notification {
             method: self.method().to_owned(),
-            data: self.data(),
-        })
+            data: self.data()?,
+        }))
+    }
+
+    /// The frame the server sends ([`Message::to_canonical_json`] of
+    /// [`ServerNotification::to_message`]).
+    pub fn to_frame(&self) -> Result<String, serde_json::Error> {
+        Ok(self.to_message()?.to_canonical_json())
     }
 
     /// Reads a received notification (for clients); a method the contract does not have
@@ -319,8 +324,8 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), 19, "names are distinct");
         for (n, data) in samples {
-            assert_eq!(n.data(), data, "{}", n.method());
-            let Message::Notification(frame) = n.to_message() else {
+            assert_eq!(n.data().unwrap(), data, "{}", n.method());
+            let Message::Notification(frame) = n.to_message().unwrap() else {
                 unreachable!()
             };
             assert_eq!(frame.method, n.method());
@@ -338,7 +343,7 @@ mod tests {
             peer_id: "a".into(),
         });
         assert_eq!(
-            n.to_message().to_canonical_json(),
+            n.to_frame().unwrap(),
             r#"{"data":{"peerId":"a"},"method":"peerLeft","notification":true}"#
         );
     }

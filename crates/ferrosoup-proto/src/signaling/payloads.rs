@@ -766,7 +766,7 @@ mod tests {
             },
         )
         .unwrap();
-        let text = Message::Notification(state).to_json();
+        let text = serde_json::to_string(&Message::Notification(state)).unwrap();
         assert_eq!(
             serde_json::from_str::<Value>(&text).unwrap(),
             json!({"notification": true, "method": "transportStateChanged",
