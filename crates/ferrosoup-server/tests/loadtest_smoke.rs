@@ -8,9 +8,16 @@ mod common;
 
 use clap::Parser;
 use ferrosoup_loadtest::{Config, run};
+use tokio::sync::Mutex;
+
+/// One scenario at a time: each one loads the machine's cores with a server, its
+/// publishers and its subscribers, and a starved core reads as a congested link to the
+/// server's estimator (on one core, three at once queued packets for 300 ms).
+static ONE_SCENARIO_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadtest_media_flows_through_the_real_server() {
+    let _alone = ONE_SCENARIO_AT_A_TIME.lock().await;
     let server = common::TestServer::start(1).await;
     let url = server.ws_url();
     let pid = server.pid().to_string();
@@ -64,6 +71,7 @@ async fn loadtest_media_flows_through_the_real_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadtest_churn_leaves_the_server_as_it_found_it() {
+    let _alone = ONE_SCENARIO_AT_A_TIME.lock().await;
     // A short grace period, so peers that vanish without a word are gone soon; the admin
     // key makes the load tester authenticate to /api/stats.
     let server =
@@ -166,6 +174,7 @@ async fn loadtest_churn_leaves_the_server_as_it_found_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadtest_capped_subscribers_end_on_a_lower_layer() {
+    let _alone = ONE_SCENARIO_AT_A_TIME.lock().await;
     let server = common::TestServer::start(1).await;
     let url = server.ws_url();
     let pid = server.pid().to_string();
@@ -173,7 +182,7 @@ async fn loadtest_capped_subscribers_end_on_a_lower_layer() {
     // link, where only the lowest layer and the audio fit; two uncapped, where the server's
     // estimate (starting at 300 kbit/s) must find room for the top layer. The settle time
     // lets the estimation and the layer switches happen before the window (about 3 s
-    // alone; the other tests of this file run alongside).
+    // alone on an idle machine).
     let cfg = Config::try_parse_from([
         "ferrosoup-loadtest",
         "--url",
