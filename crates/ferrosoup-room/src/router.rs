@@ -799,7 +799,7 @@ impl Router {
 
     /// `getTransportStats`.
     pub async fn transport_stats(&self, id: TransportId) -> Result<serde_json::Value, RoomError> {
-        self.on_worker(move |e, c| e.transport_stats(c.router_id, id))
+        self.on_worker(move |e, c| e.transport_stats(c.router_id, id, c.out))
             .await
     }
 

@@ -577,7 +577,7 @@ fn timestamp_ms() -> u64 {
 }
 
 /// `getTransportStats` document (mediasoup's `WebRtcTransportStat` shape, subset).
-pub fn transport_stats(t: &Transport) -> Value {
+pub fn transport_stats(t: &Transport, paths: &dyn crate::transmit::Transmit) -> Value {
     let c = &t.counters;
     json!([{
         "type": "webrtc-transport",
@@ -587,7 +587,8 @@ pub fn transport_stats(t: &Transport) -> Value {
         "iceState": t.ice_state(),
         "dtlsState": t.dtls_state(),
         "iceSelectedTuple": t.remote().map(|r| json!({
-            "remoteIp": r.ip().to_string(), "remotePort": r.port(), "protocol": "udp"
+            "remoteIp": r.ip().to_string(), "remotePort": r.port(),
+            "protocol": if paths.is_connection(r) { "tcp" } else { "udp" }
         })),
         "rtpPacketsReceived": c.rtp_packets_in,
         "rtpBytesReceived": c.rtp_bytes_in,

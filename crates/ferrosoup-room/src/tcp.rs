@@ -191,6 +191,11 @@ impl TcpConnections {
         shadowed
     }
 
+    /// Whether `to` is an open connection's remote address.
+    pub fn is_connection(&self, to: SocketAddr) -> bool {
+        !self.by_addr.is_empty() && self.by_addr.contains_key(&to)
+    }
+
     /// Closes every connection (the worker restarted with an empty engine, which knows
     /// none of their tuples).
     pub fn close_all(&mut self) {

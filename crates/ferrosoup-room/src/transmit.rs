@@ -24,6 +24,12 @@ pub trait Transmit {
     /// was committed to it is written. Datagram sinks ignore it.
     fn tuple_removed(&mut self, _to: SocketAddr) {}
 
+    /// Whether what is committed to `to` goes on a connection (ICE-TCP) rather than as a
+    /// UDP datagram. Datagram sinks say no.
+    fn is_connection(&self, _to: SocketAddr) -> bool {
+        false
+    }
+
     /// Opens a UDP socket of its own for a plain transport; datagrams it receives reach the
     /// engine through [`crate::Engine::handle_plain_datagram`]. Sinks without sockets refuse.
     fn open_socket(&mut self) -> io::Result<(LocalSocket, SocketAddr)> {

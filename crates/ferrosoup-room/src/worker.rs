@@ -281,6 +281,10 @@ impl Transmit for WorkerOutput {
         self.tcp.close_later(to);
     }
 
+    fn is_connection(&self, to: SocketAddr) -> bool {
+        self.tcp.is_connection(to)
+    }
+
     fn open_socket(&mut self) -> io::Result<(LocalSocket, SocketAddr)> {
         self.plain.open()
     }

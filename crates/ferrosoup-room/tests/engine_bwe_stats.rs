@@ -30,7 +30,11 @@ fn observe(call: &mut SimulcastCall) -> (WorkerCounters, Value, Value, Value) {
     let engine = call.room.engine();
     let counters = *engine.counters();
     let transport = engine
-        .transport_stats(router, transport)
+        .transport_stats(
+            router,
+            transport,
+            &ferrosoup_room::transmit::Collect::default(),
+        )
         .expect("bob's transport");
     let consumer = engine
         .consumer_stats(router, consumer)

@@ -223,6 +223,18 @@ async fn the_rust_client_sends_and_receives_over_ice_tcp_only() {
     assert!(server.counter("tcp_connections").await >= 2);
     assert!(server.counter("tcp_frames_out").await >= got.len() as u64);
     assert_eq!(server.counter("datagrams_out").await, 0);
+    // getTransportStats names the path of each selected tuple.
+    for (peer, transport) in [(&alice, send.id()), (&bob, recv.id())] {
+        let stats = peer
+            .signaling()
+            .request("getTransportStats", json!({ "transportId": transport }))
+            .await
+            .expect("transport stats");
+        assert_eq!(
+            stats["stats"][0]["iceSelectedTuple"]["protocol"], "tcp",
+            "{stats}"
+        );
+    }
     drop((send, recv, video_in));
     alice.leave().await.expect("alice leaves");
     bob.leave().await.expect("bob leaves");

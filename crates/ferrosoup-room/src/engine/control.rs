@@ -801,14 +801,16 @@ impl Engine {
 
     // ----- stats ------------------------------------------------------------------------
 
-    /// `getTransportStats` for a transport.
+    /// `getTransportStats` for a transport; `paths` tells whether its selected tuple is an
+    /// ICE-TCP connection.
     pub fn transport_stats(
         &self,
         router_id: RouterId,
         id: TransportId,
+        paths: &dyn Transmit,
     ) -> Result<serde_json::Value, RoomError> {
         let key = self.transport_key(router_id, id)?;
-        let mut stats = crate::stats::transport_stats(&self.transports[key]);
+        let mut stats = crate::stats::transport_stats(&self.transports[key], paths);
         if self.transports[key].sctp.is_some()
             && let Some(first) = stats.as_array_mut().and_then(|a| a.first_mut())
             && let Some(obj) = first.as_object_mut()

@@ -406,7 +406,11 @@ impl SimulcastCall {
         let stats = self
             .room
             .engine()
-            .transport_stats(router, self.bob.transport)
+            .transport_stats(
+                router,
+                self.bob.transport,
+                &ferrosoup_room::transmit::Collect::default(),
+            )
             .expect("bob's transport exists");
         let estimate = stats[0]["availableOutgoingBitrate"].as_u64().unwrap_or(0);
         let queued = self
