@@ -436,6 +436,8 @@ impl Engine {
             Timer::Connection(key),
             Timer::Reports(key),
             Timer::TwccFeedback(key),
+            Timer::Probe(key),
+            Timer::Pace(key),
         ] {
             self.timers.disarm(timer);
         }
