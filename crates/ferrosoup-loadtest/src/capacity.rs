@@ -206,7 +206,8 @@ pub fn plot_svg(cap: &Capacity, cfg: &Config) -> String {
     let _ = writeln!(
         svg,
         r#"<text x="{LEFT}" y="22" font-size="15">capacity of {}: {} publisher(s)/room, {} room(s), video {} kbit/s{}</text>"#,
-        cfg.url
+        cfg.urls
+            .join(", ")
             .replace('&', "&amp;")
             .replace('<', "&lt;")
             .replace('>', "&gt;"),

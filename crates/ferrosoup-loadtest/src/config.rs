@@ -98,6 +98,15 @@ EXAMPLES
         --plot capacity.svg --json capacity.json
 ";
 
+/// How peers are spread over the servers of several `--url`s.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spread {
+    /// Peer `i` of the run joins through server `i mod n`.
+    Peers,
+    /// Every peer of room `r` joins through server `r mod n`.
+    Rooms,
+}
+
 /// Load generator for the ferrosoup SFU.
 ///
 /// Simulates rooms of publishers and subscribers speaking the ferrosoup WebSocket protocol,
@@ -108,9 +117,17 @@ EXAMPLES
 #[derive(Parser, Debug, Clone)]
 #[command(name = "ferrosoup-loadtest", version, after_help = EXAMPLES)]
 pub struct Config {
-    /// WebSocket URL of the server.
-    #[arg(long, default_value = "ws://127.0.0.1:3000/ws")]
-    pub url: String,
+    /// WebSocket URL of the server. Give it several times to spread the peers over
+    /// several servers (see `--spread`); the server's CPU, memory and `/api/stats` are
+    /// read from the first.
+    #[arg(long = "url", default_value = "ws://127.0.0.1:3000/ws")]
+    pub urls: Vec<String>,
+    /// How peers are spread over several `--url`s: `peers` puts a room's peers on the
+    /// servers in turn (the nodes of one cluster, where a room spans nodes); `rooms` puts
+    /// each room, all its peers, on one server in turn (independent servers, or a cluster's
+    /// placement by room).
+    #[arg(long, value_enum, default_value_t = Spread::Peers)]
+    pub spread: Spread,
     /// Number of rooms.
     #[arg(long, default_value_t = 1)]
     pub rooms: usize,
@@ -244,6 +261,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// The first `--url`: the server whose CPU, memory and stats the report shows.
+    pub fn url(&self) -> &str {
+        self.urls.first().map_or("", String::as_str)
+    }
+
+    /// The `--url` the peer of run-wide index `index` in room `room` joins through.
+    pub fn url_for(&self, room: usize, index: u32) -> &str {
+        let n = self.urls.len().max(1);
+        let i = match self.spread {
+            Spread::Peers => index as usize % n,
+            Spread::Rooms => room % n,
+        };
+        self.urls.get(i).map_or("", String::as_str)
+    }
+
     /// Whether peers join and leave during the window (`--churn` above 0).
     pub fn churning(&self) -> bool {
         self.churn > 0.0
@@ -285,8 +317,15 @@ impl Config {
         if self.join_concurrency == 0 || self.verify_every == 0 {
             return Err("--join-concurrency and --verify-every must be at least 1".into());
         }
-        if !self.url.starts_with("ws://") && !self.url.starts_with("wss://") {
-            return Err("--url must be a ws:// or wss:// URL".into());
+        if self.urls.is_empty() {
+            return Err("--url is needed".into());
+        }
+        if let Some(url) = self
+            .urls
+            .iter()
+            .find(|u| !u.starts_with("ws://") && !u.starts_with("wss://"))
+        {
+            return Err(format!("--url must be a ws:// or wss:// URL, not {url}"));
         }
         if self.downlink_kbps == Some(0) {
             return Err("--downlink-kbps must be at least 1".into());
@@ -322,7 +361,12 @@ impl Config {
             if !(self.churn_rest >= 0.0 && self.churn_rest.is_finite()) {
                 return Err("--churn-rest must be zero or more seconds".into());
             }
-            if !host_port(&self.url).is_some_and(|(host, _)| is_loopback(&host)) {
+            if self.urls.len() > 1 {
+                return Err(
+                    "--churn checks one server's objects before and after: give one --url".into(),
+                );
+            }
+            if !host_port(self.url()).is_some_and(|(host, _)| is_loopback(&host)) {
                 return Err(
                     "--churn sends only to loopback: --url must name a loopback host".into(),
                 );
@@ -354,6 +398,35 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!(audio.consumers(), 30);
+    }
+
+    #[test]
+    fn several_urls_spread_peers_or_rooms() {
+        let one = Config::try_parse_from(["x"]).expect("parses");
+        assert_eq!(one.urls, ["ws://127.0.0.1:3000/ws"]);
+        assert_eq!(one.url_for(3, 7), "ws://127.0.0.1:3000/ws");
+        let args = ["x", "--url", "ws://a/ws", "--url", "ws://b/ws"];
+        let peers = Config::try_parse_from(args).expect("parses");
+        assert_eq!(peers.url(), "ws://a/ws");
+        assert_eq!(
+            (0..4).map(|i| peers.url_for(0, i)).collect::<Vec<_>>(),
+            ["ws://a/ws", "ws://b/ws", "ws://a/ws", "ws://b/ws"]
+        );
+        let rooms =
+            Config::try_parse_from([&args[..], &["--spread", "rooms"]].concat()).expect("parses");
+        assert_eq!(rooms.url_for(0, 1), "ws://a/ws");
+        assert_eq!(rooms.url_for(1, 0), "ws://b/ws");
+        assert!(rooms.validate().is_ok());
+        let loopback = [
+            "x",
+            "--url",
+            "ws://127.0.0.1:1/ws",
+            "--url",
+            "ws://127.0.0.2:1/ws",
+        ];
+        let churn =
+            Config::try_parse_from([&loopback[..], &["--churn", "2"]].concat()).expect("parses");
+        assert!(churn.validate().is_err_and(|e| e.contains("one --url")));
     }
 
     #[test]

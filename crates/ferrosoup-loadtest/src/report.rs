@@ -13,8 +13,12 @@ use crate::stats::quantile;
 /// Results of one run. Ratios are 0..1; `None` (JSON `null`) means "not measured".
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
-    /// Server WebSocket URL.
+    /// WebSocket URL of the server whose CPU, memory and stats are shown (the first).
     pub url: String,
+    /// Every server the peers joined through, spread as `spread` says.
+    pub urls: Vec<String>,
+    /// How the peers were spread over `urls` (`peers` or `rooms`).
+    pub spread: String,
     /// Rooms simulated.
     pub rooms: usize,
     /// Publishers per room.
@@ -186,8 +190,10 @@ pub struct SubscriberResult {
 /// Run parameters and measurements that do not come from the media loop.
 #[derive(Debug, Clone)]
 pub struct RunFacts {
-    /// Server URL.
-    pub url: String,
+    /// Server URLs, the first the one whose CPU, memory and stats are read.
+    pub urls: Vec<String>,
+    /// How peers were spread over them.
+    pub spread: crate::config::Spread,
     /// Rooms.
     pub rooms: usize,
     /// Publishers per room.
@@ -351,7 +357,9 @@ impl Report {
             }
         };
         Self {
-            url: facts.url,
+            url: facts.urls.first().cloned().unwrap_or_default(),
+            spread: format!("{:?}", facts.spread).to_lowercase(),
+            urls: facts.urls,
             rooms: facts.rooms,
             publishers: facts.publishers,
             subscribers: facts.subscribers,
@@ -450,6 +458,12 @@ impl Report {
                 self.duration_s
             ),
         );
+        if self.urls.len() > 1 {
+            row(
+                "servers",
+                format!("{} ({} spread)", self.urls.join(", "), self.spread),
+            );
+        }
         row(
             "peers joined / failed",
             format!("{} / {}", self.peers_joined, self.peers_failed),
@@ -761,7 +775,8 @@ mod tests {
 
     fn facts() -> RunFacts {
         RunFacts {
-            url: "ws://x/ws".into(),
+            urls: vec!["ws://x/ws".into()],
+            spread: crate::config::Spread::Peers,
             rooms: 1,
             publishers: 1,
             subscribers: 2,

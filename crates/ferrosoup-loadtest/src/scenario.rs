@@ -48,8 +48,6 @@ pub(crate) struct Ctx {
     producers: Mutex<HashMap<String, (Kind, Vec<u32>)>>,
     /// Prefix of room and peer ids, unique per run.
     run_id: String,
-    /// Server host from the URL, used when a candidate has an unspecified address.
-    host: String,
 }
 
 /// One simulated peer.
@@ -254,7 +252,10 @@ async fn create_transport(
                 .collect()
         })
         .unwrap_or_default();
-    let remote = candidate(&answer, &ctx.host, ctx.cfg.churning(), ctx.cfg.tcp)?;
+    // The host of the peer's server stands for a candidate's unspecified address.
+    let (host, _) = host_port(ctx.cfg.url_for(spec.room, spec.index))
+        .ok_or_else(|| anyhow!("cannot read host and port of --url"))?;
+    let remote = candidate(&answer, &host, ctx.cfg.churning(), ctx.cfg.tcp)?;
     // The server must know our fingerprint before our ClientHello arrives.
     signal
         .request(
@@ -523,8 +524,11 @@ async fn subscribe(
 /// goes.
 pub(crate) async fn join(ctx: &Ctx, spec: PeerSpec, owned: &mut Owned) -> anyhow::Result<Joined> {
     let ws_opened = Instant::now();
-    let mut signal =
-        Signal::connect(&ctx.cfg.url, Duration::from_secs_f64(ctx.cfg.join_timeout)).await?;
+    let mut signal = Signal::connect(
+        ctx.cfg.url_for(spec.room, spec.index),
+        Duration::from_secs_f64(ctx.cfg.join_timeout),
+    )
+    .await?;
     let room_id = format!("{}-room{}", ctx.run_id, spec.room);
     let created = signal
         .request("createRoom", json!({ "roomId": room_id }))
@@ -679,7 +683,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
 
 async fn run_async(cfg: Config) -> anyhow::Result<Report> {
     let (host, port) =
-        host_port(&cfg.url).ok_or_else(|| anyhow!("cannot read host and port of --url"))?;
+        host_port(cfg.url()).ok_or_else(|| anyhow!("cannot read host and port of --url"))?;
     let admin_key = cfg.admin_key.as_deref();
     let epoch = Instant::now();
     let cert = Arc::new(DtlsCertificate::generate().context("DTLS certificate")?);
@@ -698,7 +702,6 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
         next_stream: AtomicU32::new(0),
         producers: Mutex::new(HashMap::new()),
         run_id: format!("lt{:06x}", rand::random::<u32>() & 0xff_ffff),
-        host: host.clone(),
     });
     let pid = server_pid(&cfg, &host, port);
     let semaphore = Arc::new(Semaphore::new(cfg.join_concurrency));
@@ -859,7 +862,8 @@ async fn run_async(cfg: Config) -> anyhow::Result<Report> {
         _ => (None, None),
     };
     let facts = RunFacts {
-        url: cfg.url.clone(),
+        urls: cfg.urls.clone(),
+        spread: cfg.spread,
         rooms: cfg.rooms,
         publishers: cfg.publishers,
         subscribers: cfg.subscribers,

@@ -243,3 +243,58 @@ async fn loadtest_capped_subscribers_end_on_a_lower_layer() {
         assert!(s.received_kbps > 30.0, "{s:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_spreads_rooms_over_several_servers() {
+    let _alone = ONE_SCENARIO_AT_A_TIME.lock().await;
+    // Two independent servers; with `--spread rooms` each room, all its peers, lives on one.
+    let (a, b) = (
+        common::TestServer::start(1).await,
+        common::TestServer::start(1).await,
+    );
+    let (url_a, url_b) = (a.ws_url(), b.ws_url());
+    let cfg = Config::try_parse_from([
+        "ferrosoup-loadtest",
+        "--url",
+        &url_a,
+        "--url",
+        &url_b,
+        "--spread",
+        "rooms",
+        "--rooms",
+        "2",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "2",
+        "--video-kbps",
+        "64",
+        "--duration",
+        "1",
+        "--settle",
+        "0.5",
+        "--quiet",
+    ])
+    .expect("arguments parse");
+    let report = tokio::task::spawn_blocking(move || run(&cfg))
+        .await
+        .expect("load tester thread")
+        .expect("the scenario runs");
+    println!("{}", report.table());
+    assert_eq!(report.peers_failed, 0);
+    assert_eq!(report.peers_joined, 6);
+    assert_eq!(report.consumers, 8);
+    assert!(
+        report.delivery_ratio > 0.5,
+        "delivery ratio {}",
+        report.delivery_ratio
+    );
+    assert_eq!(report.payload_errors, 0);
+    assert_eq!(report.urls, [url_a, url_b]);
+    // Each server forwarded its room's media: it received from its publisher and sent to
+    // its subscribers.
+    for server in [&a, &b] {
+        assert!(server.counter("datagrams_in").await > 0);
+        assert!(server.counter("datagrams_out").await > 0);
+    }
+}
