@@ -74,17 +74,18 @@ for tool in "$BIN" prometheus promtool kubectl curl; do
 done
 
 # ---- the compose topology: the ferrosoup service's config file and environment ---------
-# compose_env: the environment of docker-compose.yml's ferrosoup service, one NAME=value a
-# line, with test values for what compose takes from the user's shell (${NAME...}) and
-# FERROSOUP_CONFIG mapped from the container path to the file compose mounts there.
+# compose_env [SERVICE]: the environment of docker-compose.yml's ferrosoup service (or
+# SERVICE), one NAME=value a line, with test values for what compose takes from the user's
+# shell (${NAME...}) and FERROSOUP_CONFIG mapped from the container path to the file
+# compose mounts there.
 compose_env() {
-  "$PYTHON" - <<'PY'
-import re, yaml
+  SERVICE=${1:-ferrosoup} "$PYTHON" - <<'PY'
+import os, re, yaml
 from pathlib import Path
 compose = yaml.safe_load(open("deploy/docker-compose.yml"))
-svc = compose["services"]["ferrosoup"]
+svc = compose["services"][os.environ["SERVICE"]]
 test = {"ANNOUNCED_IP": "127.0.0.1", "TURN_SECRET": "deploy-test-turn-secret",
-        "ADMIN_KEY": "", "AUTH_SECRET": ""}
+        "ADMIN_KEY": "", "AUTH_SECRET": "", "REDIS_URL": ""}
 def fill(value):
     return re.sub(r"\$\{(\w+)(?::[?-][^}]*)?\}", lambda m: test[m.group(1)], str(value))
 env = {k: fill(v) for k, v in svc["environment"].items()}
@@ -120,6 +121,15 @@ check "docker-compose.yml's ferrosoup service and the Dockerfile's image read de
 compose_env >"$tmp/compose.env" || echo "FERROSOUP_CONFIG=compose-env-failed" >"$tmp/compose.env"
 check "ferrosoup config check with the compose service's file and environment" \
   env $(cat "$tmp/compose.env") "$BIN" config check
+compose_env ferrosoup-2 >"$tmp/compose-2.env" || echo "FERROSOUP_CONFIG=compose-env-failed" >"$tmp/compose-2.env"
+second_node_is_a_cluster_node() {
+  env $(cat "$tmp/compose-2.env") "$BIN" config print >"$tmp/compose-2-config.txt" &&
+    grep -q '^node_id = "node-2" *# from environment' "$tmp/compose-2-config.txt" &&
+    grep -q '^# redis_url = .*(set, from environment' "$tmp/compose-2-config.txt" &&
+    grep -q '^port = 3002 *# from environment' "$tmp/compose-2-config.txt"
+}
+check "the cluster profile's second node passes config check: node-2 on port 3002 with REDIS_URL" \
+  second_node_is_a_cluster_node
 reads_the_file_and_the_environment() {
   env $(cat "$tmp/compose.env") "$BIN" config print >"$tmp/compose-config.txt" &&
     grep -q '^allowed_origins = .*# from file' "$tmp/compose-config.txt" &&
