@@ -88,6 +88,8 @@ const state = {
   reconnects: { resumed: 0, rejoined: 0, failedAttempts: 0 },
   /** Peers that left (a consume still in flight for them is dropped). */
   leftPeers: new Set(),
+  /** The other peers as the last `joinRoom` answer listed them (with their producers). */
+  joinedPeers: [],
   /** peerId -> remote peer (tile, stream, quality choice). */
   peers: new Map(),
   /** consumerId -> {consumer, peerId, kind, type, firstFrameAt, spatialLayer, paused} */
@@ -1142,6 +1144,7 @@ async function join(protoo) {
       rtpCapabilities: device.rtpCapabilities,
     });
     state.peerId = joined.peerId;
+    state.joinedPeers = joined.peers;
     state.sessionToken = joined.sessionToken ?? null;
     state.joinedAt = performance.now();
     $('local-tile').dataset.peerId = joined.peerId;

@@ -28,7 +28,8 @@ const results = [];
 const cleanups = [];
 /** The run's temp dir (server log, browser profiles); set by `runTest`. */
 export let tmpDir;
-let serverLogPath;
+/** The logs of the servers started, shown when a step fails. */
+const serverLogPaths = [];
 
 export function log(message) {
   console.log(`${new Date().toISOString().slice(11, 23)} ${message}`);
@@ -95,16 +96,18 @@ export function percentile(values, p) {
 /**
  * Starts the server `bin` (another server speaking PROTOCOL.md takes the same settings) on
  * `listenIp` (HTTP and RTC) with one worker and a small random UDP range, plus `env`;
- * resolves once /health answers. Stopped by the run's cleanups.
+ * resolves once /health answers. Its output goes to `logName` in the run's temp dir (shown
+ * when a step fails). Stopped by the run's cleanups.
  */
-export async function startServer({ bin = SERVER_BIN, listenIp = '127.0.0.1', env = {}, timeoutMs = 20_000 } = {}) {
+export async function startServer({ bin = SERVER_BIN, listenIp = '127.0.0.1', env = {}, timeoutMs = 20_000, logName = 'server.log' } = {}) {
   if (!existsSync(bin)) {
     throw new Error(`${bin} missing: run \`cargo build -p ferrosoup-server\` at the repository root`);
   }
   const port = await freeTcpPort();
   // One worker needs one UDP port; a small random range keeps parallel runs apart.
   const rtcMin = Number(process.env.RTC_MIN_PORT) || 42000 + Math.floor(Math.random() * 500) * 10;
-  serverLogPath = path.join(tmpDir, 'server.log');
+  const serverLogPath = path.join(tmpDir, logName);
+  serverLogPaths.push(serverLogPath);
   const out = createWriteStream(serverLogPath);
   const child = spawn(bin, [], {
     env: {
@@ -356,7 +359,7 @@ export function runTest(name, main, timeoutMs) {
       }
     }
     const failed = results.filter((r) => !r.ok);
-    if (failed.length && serverLogPath) {
+    for (const serverLogPath of failed.length ? serverLogPaths : []) {
       try {
         const text = await readFile(serverLogPath, 'utf8');
         const lines = text.trimEnd().split('\n');

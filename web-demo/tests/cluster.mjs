@@ -1,0 +1,184 @@
+// Browser test of a room spanning two nodes of a cluster: a real redis-server, two ferrosoup
+// processes sharing it, headless Chromium pages of the web demo (unmodified
+// mediasoup-client) connected to one node or the other.
+//
+//   node tests/cluster.mjs [--verbose]      (part of npm test; needs redis-server)
+//
+// Environment: as tests/e2e.mjs (FERROSOUP_BIN, CHROMIUM, RUST_LOG, KEEP_TMP); REDIS_SERVER
+// (default redis-server) and REDIS_CLI (default redis-cli).
+//
+// Steps: alice on node 1 and bob on node 2 join one room and each decodes the other's
+// video and hears the other's audio; carol joins late on node 2: her joinRoom answer lists
+// alice's producers (node 1) and she decodes alice and bob; alice leaves on node 1 and
+// bob's page on node 2 gets peerLeft within 100 ms; dave joins on node 1, node 1 is killed
+// (SIGKILL): bob gets peerLeft for dave within NODE_TIMEOUT + 2 s, and Redis holds no key
+// naming node 1 afterwards. The last line is "N passed, N failed".
+
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+
+import {
+  DemoPage,
+  POLL_MS,
+  freeTcpPort,
+  launchChromium,
+  log,
+  onCleanup,
+  runTest,
+  sleep,
+  startServer,
+  step,
+  waitJoined,
+  waitMedia,
+  withDiagnosis,
+} from './harness.mjs';
+
+const REDIS_SERVER = process.env.REDIS_SERVER ?? 'redis-server';
+const REDIS_CLI = process.env.REDIS_CLI ?? 'redis-cli';
+/** Seconds without a heartbeat before a node is dead (the nodes' NODE_TIMEOUT). */
+const NODE_TIMEOUT_S = 2;
+/** The most a leave on one node may take to reach a page on the other (issue 13). */
+const MAX_LEAVE_MS = 100;
+const TIMEOUT = { whole: 180_000, join: 20_000, media: 40_000, redis: 10_000 };
+
+const run = promisify(execFile);
+
+/** A redis-server of the test's own on a free loopback port, nothing kept on disk. */
+async function startRedis() {
+  const port = await freeTcpPort();
+  const child = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let exited = null;
+  child.on('exit', (code, signal) => {
+    exited = { code, signal };
+  });
+  child.on('error', (error) => {
+    exited = { error: error.message };
+  });
+  onCleanup(() => child.kill('SIGKILL'));
+  const cli = (...args) => run(REDIS_CLI, ['-h', '127.0.0.1', '-p', String(port), ...args]).then((r) => r.stdout.trim());
+  const deadline = Date.now() + TIMEOUT.redis;
+  while (Date.now() < deadline) {
+    if (exited) throw new Error(`redis-server exited: ${JSON.stringify(exited)}`);
+    try {
+      if ((await cli('PING')) === 'PONG') return { url: `redis://127.0.0.1:${port}`, cli };
+    } catch {
+      // not listening yet
+    }
+    await sleep(100);
+  }
+  throw new Error(`redis-server not answering PING after ${TIMEOUT.redis} ms`);
+}
+
+/** Starts recording, in `page`, when each peerLeft notification arrives (epoch ms). */
+function recordPeerLeft(page) {
+  return page.eval(() => {
+    window.peerLeftAt = {};
+    window.ferrosoupDemo.state.protoo.on('notification', ({ method, data }) => {
+      if (method === 'peerLeft') window.peerLeftAt[data.peerId] = Date.now();
+    });
+  });
+}
+
+/** Waits until `page` recorded peerLeft for `peerId`; returns its epoch ms. */
+async function waitPeerLeft(page, peerId, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const at = await page.eval((id) => window.peerLeftAt[id] ?? null, peerId);
+    if (at !== null) return at;
+    await sleep(20);
+  }
+  throw new Error(`page ${page.name}: no peerLeft for ${peerId} after ${timeoutMs} ms`);
+}
+
+runTest(
+  'cluster',
+  async () => {
+    const redis = await step('start redis-server', () => startRedis());
+    const nodeIds = [`node1-${process.pid}`, `node2-${process.pid}`];
+    // Two ranges of 10 ports apart from each other.
+    const rtcBase = 42000 + Math.floor(Math.random() * 250) * 20;
+    const node = (i) =>
+      startServer({
+        logName: `${nodeIds[i]}.log`,
+        env: {
+          REDIS_URL: redis.url,
+          NODE_ID: nodeIds[i],
+          NODE_TIMEOUT: String(NODE_TIMEOUT_S),
+          RTC_MIN_PORT: String(rtcBase + 10 * i),
+          RTC_MAX_PORT: String(rtcBase + 10 * i + 9),
+        },
+      });
+    const node1 = await step('start node 1', () => node(0));
+    const node2 = await step('start node 2', () => node(1));
+    const context = await step('launch chromium', () => launchChromium('profile'));
+    const room = `cluster-${Date.now()}`;
+    const alice = await DemoPage.open(context, node1.baseUrl, 'alice', { room });
+    const bob = await DemoPage.open(context, node2.baseUrl, 'bob', { room });
+    const pages = [alice, bob];
+    try {
+      await step('alice (node 1) and bob (node 2) join the same room', () =>
+        Promise.all([alice, bob].map((p) => waitJoined(p, { timeoutMs: TIMEOUT.join }))),
+      );
+      await step('each decodes the video and receives the audio of the other, across the nodes', () =>
+        Promise.all([waitMedia(alice, [bob], TIMEOUT.media), waitMedia(bob, [alice], TIMEOUT.media)]),
+      );
+
+      const carol = await DemoPage.open(context, node2.baseUrl, 'carol', { room });
+      pages.push(carol);
+      await step("carol joins late on node 2: her joinRoom answer lists alice's producers (node 1)", async () => {
+        await waitJoined(carol, { timeoutMs: TIMEOUT.join });
+        const listed = await carol.eval(() => window.ferrosoupDemo.state.joinedPeers);
+        const a = listed.find((p) => p.peerId === alice.peerId);
+        const kinds = (a?.producers ?? []).map((p) => p.kind).sort();
+        if (JSON.stringify(kinds) !== '["audio","video"]') {
+          throw new Error(`alice in carol's joinRoom answer: ${JSON.stringify(a ?? null)} (peers: ${JSON.stringify(listed)})`);
+        }
+      });
+      await step('carol decodes alice (node 1) and bob (node 2)', () => waitMedia(carol, [alice, bob], TIMEOUT.media));
+
+      await step(`alice leaves on node 1: peerLeft reaches bob on node 2 within ${MAX_LEAVE_MS} ms`, async () => {
+        await recordPeerLeft(bob);
+        const leftAt = await alice.eval(() => {
+          const at = Date.now();
+          document.getElementById('leave').click();
+          return at;
+        });
+        const seenAt = await waitPeerLeft(bob, alice.peerId, 5_000);
+        log(`leave on node 1 → peerLeft on node 2: ${seenAt - leftAt} ms`);
+        if (seenAt - leftAt > MAX_LEAVE_MS) throw new Error(`${seenAt - leftAt} ms > ${MAX_LEAVE_MS} ms`);
+      });
+
+      const dave = await DemoPage.open(context, node1.baseUrl, 'dave', { room, produce: '0' });
+      pages.push(dave);
+      await step(`node 1 killed (SIGKILL) with dave on it: bob gets peerLeft within NODE_TIMEOUT + 2 s`, async () => {
+        await waitJoined(dave, { producers: 0, timeoutMs: TIMEOUT.join });
+        // Bob knows dave before node 1 dies.
+        const deadline = Date.now() + 10_000;
+        while (!(await bob.eval((id) => window.ferrosoupDemo.state.peers.has(id), dave.peerId))) {
+          if (Date.now() > deadline) throw new Error('bob never saw dave join');
+          await sleep(POLL_MS);
+        }
+        await recordPeerLeft(bob);
+        const killedAt = Date.now();
+        node1.child.kill('SIGKILL');
+        const seenAt = await waitPeerLeft(bob, dave.peerId, (NODE_TIMEOUT_S + 2) * 1000);
+        log(`kill -9 of node 1 → peerLeft on node 2: ${seenAt - killedAt} ms (NODE_TIMEOUT ${NODE_TIMEOUT_S} s)`);
+      });
+      await step('Redis holds no key naming node 1 afterwards', async () => {
+        const deadline = Date.now() + 5_000;
+        let keys;
+        do {
+          keys = await redis.cli('--scan', '--pattern', `*${nodeIds[0]}*`);
+          if (keys === '') return;
+          await sleep(POLL_MS);
+        } while (Date.now() < deadline);
+        throw new Error(`keys of node 1 left: ${keys.split('\n').join(' ')}`);
+      });
+    } catch (error) {
+      throw await withDiagnosis(error, pages);
+    }
+  },
+  TIMEOUT.whole,
+);
