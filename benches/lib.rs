@@ -27,7 +27,9 @@ use ferrosoup_room::sim::{
     EXT_IDS, OPUS_PT, Peer, SimRoom, VP8_PT, opus_consumer, opus_producer, vp8_consumer,
     vp8_producer,
 };
-use ferrosoup_room::transmit::Discard;
+use ferrosoup_room::engine::PlainRemote;
+use ferrosoup_room::plain::{PlainOptions, SrtpMasterKey, SrtpProfile};
+use ferrosoup_room::transmit::{Collect, Discard};
 use ferrosoup_rtc::demux::{PacketKind, classify};
 use ferrosoup_testkit::LinkConfig;
 use ferrosoup_testkit::packets::rtp::abs_send_time;
@@ -191,6 +193,39 @@ impl Fanout {
             self.advance(VIDEO_INTERVAL);
         }
         self.room.server.events();
+    }
+
+    /// Adds a pipe consumer of the video producer on a pipe transport (SRTP
+    /// AEAD_AES_256_GCM) to another node at `10.9.0.1:40000`: one more copy of every video
+    /// packet, sent as the producer sent it.
+    ///
+    /// # Panics
+    ///
+    /// If the engine refuses the pipe (an engine bug).
+    pub fn add_pipe(&mut self) -> ConsumerId {
+        let (router, now, producer) = (self.room.router, self.now, self.video_producer);
+        let mut sockets = Collect::default();
+        let engine = &mut self.room.server.engine;
+        let options = PlainOptions {
+            comedia: false,
+            rtcp_mux: true,
+            srtp: Some(SrtpProfile::AeadAes256Gcm),
+        };
+        let info = engine
+            .create_plain_transport(router, options, now, &mut sockets)
+            .expect("a pipe transport"); // ok: benchmark setup
+        let remote = PlainRemote {
+            rtp: Some(SocketAddr::from(([10, 9, 0, 1], 40000))),
+            rtcp: None,
+            srtp: Some(SrtpMasterKey::generate(SrtpProfile::AeadAes256Gcm)),
+        };
+        engine
+            .connect_plain_transport(router, info.id, remote, now, &mut sockets)
+            .expect("the pipe transport connects"); // ok: benchmark setup
+        engine
+            .consume_pipe(router, info.id, producer, &[0x5000_0000], now, &mut sockets)
+            .expect("a pipe consumer") // ok: benchmark setup
+            .id
     }
 
     /// The engine.
