@@ -22,13 +22,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ferrosoup_room::Engine;
+use ferrosoup_room::engine::PlainRemote;
 use ferrosoup_room::ids::{ConsumerId, ProducerId};
+use ferrosoup_room::plain::{PlainOptions, SrtpMasterKey, SrtpProfile};
 use ferrosoup_room::sim::{
     EXT_IDS, OPUS_PT, Peer, SimRoom, VP8_PT, opus_consumer, opus_producer, vp8_consumer,
     vp8_producer,
 };
-use ferrosoup_room::engine::PlainRemote;
-use ferrosoup_room::plain::{PlainOptions, SrtpMasterKey, SrtpProfile};
 use ferrosoup_room::transmit::{Collect, Discard};
 use ferrosoup_rtc::demux::{PacketKind, classify};
 use ferrosoup_testkit::LinkConfig;
