@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use ferrosoup_room::ids::{ConsumerId, ProducerId};
 use ferrosoup_room::sim::{
     Peer, SimNodes, VP8_PT, VP8_RTX_PT, vp8_simulcast_consumer, vp8_simulcast_producer,
 };
@@ -29,6 +30,8 @@ struct PipeCall {
     nodes: SimNodes,
     alice: Peer,
     bob: Peer,
+    producer: ProducerId,
+    pipe_consumer: ConsumerId,
     layers: Vec<StreamSender>,
     keyframe_wanted: [bool; 2],
     picture_id: u16,
@@ -55,6 +58,8 @@ impl PipeCall {
             nodes,
             alice,
             bob,
+            producer,
+            pipe_consumer: pipe.consumer,
             layers: LAYERS
                 .iter()
                 .map(|&(ssrc, rtx)| StreamSender::new(ssrc, VP8_PT, Some((rtx, VP8_RTX_PT)), 100))
@@ -244,4 +249,43 @@ fn datagrams_from_anyone_but_the_pipe_peer_are_dropped() {
     assert_eq!(after.srtp_failures, before.srtp_failures + 1);
     assert!(parse_rtp(&bytes).is_ok());
     call.run(Duration::from_millis(300));
+}
+
+#[test]
+fn the_publishers_sender_reports_cross_the_pipe_as_reports_of_the_pipe_streams() {
+    let mut call = PipeCall::new();
+    call.run(Duration::from_millis(1500));
+    // Without a Sender Report of the producer, the pipe carries no RTCP toward node 1.
+    let before = call.nodes.engine(1).counters().rtcp_in;
+    for (ssrc, _) in LAYERS {
+        let info = ferrosoup_rtc::rtcp::SenderInfo {
+            ntp: 0x1234_5678_0000_0000,
+            rtp_ts: call.ts,
+            packets: 10,
+            octets: 4000,
+        };
+        let sr = ferrosoup_testkit::packets::sender_report(ssrc, &info, &[]);
+        call.nodes.send_rtcp(call.alice, &sr);
+    }
+    call.run(Duration::from_millis(1500));
+    let after = call.nodes.engine(1).counters().rtcp_in;
+    assert!(after > before, "node 1 got the pipe's Sender Reports");
+    assert_eq!(call.nodes.engine(1).counters().srtp_failures, 0);
+}
+
+#[test]
+fn closing_the_producer_closes_its_pipe_consumer() {
+    let mut call = PipeCall::new();
+    call.run(Duration::from_millis(300));
+    let (producer, pipe) = (call.producer, call.pipe_consumer);
+    let router = call.nodes.nodes[0].router;
+    let closed = call
+        .nodes
+        .engine(0)
+        .close_producer(router, producer)
+        .expect("the producer exists");
+    assert_eq!(closed, vec![pipe]);
+    let sent = call.nodes.engine(0).counters().rtp_packets_out;
+    call.run(Duration::from_millis(300));
+    assert_eq!(call.nodes.engine(0).counters().rtp_packets_out, sent);
 }
