@@ -22,12 +22,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ferrosoup_room::Engine;
+use ferrosoup_room::engine::PlainRemote;
 use ferrosoup_room::ids::{ConsumerId, ProducerId};
+use ferrosoup_room::plain::{PlainOptions, SrtpMasterKey, SrtpProfile};
 use ferrosoup_room::sim::{
     EXT_IDS, OPUS_PT, Peer, SimRoom, VP8_PT, opus_consumer, opus_producer, vp8_consumer,
     vp8_producer,
 };
-use ferrosoup_room::transmit::Discard;
+use ferrosoup_room::transmit::{Collect, Discard};
 use ferrosoup_rtc::demux::{PacketKind, classify};
 use ferrosoup_testkit::LinkConfig;
 use ferrosoup_testkit::packets::rtp::abs_send_time;
@@ -75,6 +77,8 @@ pub struct Fanout {
     pub video_consumers: Vec<ConsumerId>,
     /// One Opus consumer per subscriber.
     pub audio_consumers: Vec<ConsumerId>,
+    /// Pipe consumers of the video producer ([`Fanout::add_pipe`]).
+    pub pipes: Vec<ConsumerId>,
     /// Where everything the engine sends goes.
     pub out: Discard,
     /// Simulated now: the time every datagram is handled at.
@@ -137,6 +141,7 @@ impl Fanout {
             audio_producer,
             video_consumers,
             audio_consumers,
+            pipes: Vec::new(),
             out: Discard::default(),
             now,
             start: now,
@@ -191,6 +196,49 @@ impl Fanout {
             self.advance(VIDEO_INTERVAL);
         }
         self.room.server.events();
+    }
+
+    /// Adds a pipe consumer of the video producer on a pipe transport (SRTP
+    /// AEAD_AES_256_GCM) to another node at `10.9.0.1`, a port of its own per pipe: one
+    /// more copy of every video packet, sent as the producer sent it.
+    ///
+    /// # Panics
+    ///
+    /// If the engine refuses the pipe (an engine bug).
+    pub fn add_pipe(&mut self) -> ConsumerId {
+        let (router, now, producer) = (self.room.router, self.now, self.video_producer);
+        let n = self.pipes.len() as u16;
+        let mut sockets = Collect::default();
+        let engine = &mut self.room.server.engine;
+        let options = PlainOptions {
+            comedia: false,
+            rtcp_mux: true,
+            srtp: Some(SrtpProfile::AeadAes256Gcm),
+        };
+        let info = engine
+            .create_plain_transport(router, options, now, &mut sockets)
+            .expect("a pipe transport"); // ok: benchmark setup
+        let remote = PlainRemote {
+            rtp: Some(SocketAddr::from(([10, 9, 0, 1], 40000 + n))),
+            rtcp: None,
+            srtp: Some(SrtpMasterKey::generate(SrtpProfile::AeadAes256Gcm)),
+        };
+        engine
+            .connect_plain_transport(router, info.id, remote, now, &mut sockets)
+            .expect("the pipe transport connects"); // ok: benchmark setup
+        let id = engine
+            .consume_pipe(
+                router,
+                info.id,
+                producer,
+                &[0x5000_0000 + u32::from(n)],
+                now,
+                &mut sockets,
+            )
+            .expect("a pipe consumer") // ok: benchmark setup
+            .id;
+        self.pipes.push(id);
+        id
     }
 
     /// The engine.

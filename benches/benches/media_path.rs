@@ -8,8 +8,11 @@
 //!   protect). Every client is connected through real ICE/DTLS/SRTP, which negotiates
 //!   AEAD_AES_128_GCM (the testkit client and the engine both prefer it), so the fan-out
 //!   is measured with GCM only. Throughput is in packets sent (N per iteration).
+//! - `forward_pipe/aead_aes_256_gcm/<N>`: the same VP8 packet to N pipe consumers (each to
+//!   another node over its own pipe transport, SRTP AEAD_AES_256_GCM): copy, write the
+//!   pipe SSRC, protect, per pipe.
 //! - `srtp/protect/<profile>` and `srtp/unprotect/<profile>`: ferrosoup-rtc's SRTP on a
-//!   1200-byte video packet, both profiles.
+//!   1200-byte video packet: AES-128-GCM (clients), AES-256-GCM (pipes), AES-CM/HMAC.
 //! - `rtp/parse_and_rewrite`: parse a producer packet, copy it and rewrite it for one
 //!   consumer (SSRC, sequence number, timestamp, payload type, extension ids and this
 //!   hop's transport-cc / abs-send-time), as a consumer does before protecting.
@@ -33,8 +36,9 @@ use ferrosoup_testkit::SimRng;
 use ferrosoup_testkit::packets::{RtpPacket, Vp8Header};
 
 /// Both SRTP profiles with the names the benchmarks report them under.
-const PROFILES: [(&str, SrtpProfile); 2] = [
+const PROFILES: [(&str, SrtpProfile); 3] = [
     ("aead_aes_128_gcm", SrtpProfile::AeadAes128Gcm),
+    ("aead_aes_256_gcm", SrtpProfile::AeadAes256Gcm),
     ("aes_cm_128_hmac_sha1_80", SrtpProfile::Aes128CmHmacSha1_80),
 ];
 
@@ -56,7 +60,10 @@ enum Media {
 /// protected by the publisher's client in chunks outside the timing, and the engine's
 /// timers run (and clients keep consent alive) between chunks.
 fn run_forward(fanout: &mut Fanout, media: Media, iters: u64) -> Duration {
-    let consumers = fanout.subscribers.len() as u64;
+    let consumers = match media {
+        Media::Video => fanout.subscribers.len() + fanout.pipes.len(),
+        Media::Audio => fanout.subscribers.len(),
+    } as u64;
     let interval = match media {
         Media::Video => VIDEO_INTERVAL,
         Media::Audio => AUDIO_INTERVAL,
@@ -105,6 +112,22 @@ fn forward(c: &mut Criterion) {
         }
         group.finish();
     }
+}
+
+/// `forward_pipe/aead_aes_256_gcm/<N>`: video to N pipe consumers (no client consumer).
+fn forward_pipe(c: &mut Criterion) {
+    let mut group = c.benchmark_group("forward_pipe");
+    for n in [1usize, 10, 100] {
+        let mut fanout = Fanout::new(0);
+        for _ in 0..n {
+            fanout.add_pipe();
+        }
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new("aead_aes_256_gcm", n), |b| {
+            b.iter_custom(|iters| run_forward(&mut fanout, Media::Video, iters))
+        });
+    }
+    group.finish();
 }
 
 /// Two SRTP sessions of one transport with mirrored random keys: what the first protects,
@@ -281,5 +304,5 @@ fn header(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, srtp, header, forward);
+criterion_group!(benches, srtp, header, forward, forward_pipe);
 criterion_main!(benches);

@@ -35,6 +35,41 @@ pub struct RtxOut {
     pub payload_type: u8,
 }
 
+/// One stream of a pipe consumer: a producer stream (simulcast layer) sent on under an SSRC
+/// of the pipe's own, its sequence numbers, timestamps, payload types and header
+/// extensions unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PipeStream {
+    /// SSRC on the pipe (the pipe producer on the other side declares it).
+    pub ssrc: u32,
+    /// SRTP index state of that SSRC.
+    pub srtp_index: SendIndex,
+    /// Highest widened producer sequence number sent on it (0: none yet).
+    pub highest_ext_seq: u64,
+    /// Packets sent (Sender Reports).
+    pub packets: u32,
+    /// Payload octets sent (Sender Reports).
+    pub octets: u32,
+}
+
+impl PipeStream {
+    /// A stream that has sent nothing yet.
+    pub fn new(ssrc: u32) -> Self {
+        Self {
+            ssrc,
+            srtp_index: SendIndex::default(),
+            highest_ext_seq: 0,
+            packets: 0,
+            octets: 0,
+        }
+    }
+}
+
+/// Packets older than this many behind the newest one a pipe stream sent are not sent
+/// (nor resent): the producer's store no longer tells a duplicate from a first arrival,
+/// and an SRTP index must never be protected twice with other bytes.
+pub const PIPE_SEQ_WINDOW: u64 = 512;
+
 /// A retransmission a consumer remembers, to throttle repeated NACKs for it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Resent {
@@ -245,6 +280,9 @@ pub struct Consumer {
     pub keyframe_requests: u64,
     /// Last score sent to the client.
     pub score: u8,
+    /// A pipe consumer's streams, one per producer stream (empty for a consumer of a
+    /// client): it forwards every stream as the producer sends it, to another node.
+    pub pipe: Vec<PipeStream>,
     /// Producer score sent with it.
     pub reported_producer_score: u8,
 }
@@ -254,6 +292,12 @@ impl Consumer {
     /// can send (a keyframe forwarded before DTLS completes would be lost).
     pub fn is_active(&self) -> bool {
         !self.paused && !self.producer_paused && self.transport_connected
+    }
+
+    /// The producer stream a pipe consumer sends under `ssrc` (`None` for other SSRCs and
+    /// for a consumer of a client).
+    pub fn pipe_stream(&self, ssrc: u32) -> Option<usize> {
+        self.pipe.iter().position(|s| s.ssrc == ssrc)
     }
 
     /// The send work for one producer packet: decide, then rewrite a copy into a buffer of
@@ -278,6 +322,13 @@ impl Consumer {
             } else {
                 RtpDrop::ProducerPaused
             });
+        }
+        if !self.pipe.is_empty() {
+            return Forwarded {
+                sent: self.forward_pipe(now, packet, transports, out),
+                layer_change: None,
+                wants_keyframe: false,
+            };
         }
         let (decision, change) = self.forwarder.decide(
             now,
@@ -360,6 +411,58 @@ impl Consumer {
             layer_change,
             wants_keyframe: false,
         }
+    }
+
+    /// A pipe consumer's send work for one producer packet: a copy under the pipe stream's
+    /// SSRC, everything else as the producer sent it, protected and queued to the other
+    /// node. Returns bytes sent, or why not.
+    #[inline]
+    fn forward_pipe(
+        &mut self,
+        now: Instant,
+        packet: &Outgoing<'_>,
+        transports: &mut Arena<TransportKey, Transport>,
+        out: &mut dyn Transmit,
+    ) -> Result<usize, RtpDrop> {
+        let stream = self
+            .pipe
+            .get_mut(packet.stream)
+            .ok_or(RtpDrop::UnknownSsrc)?;
+        if packet.ext_seq + PIPE_SEQ_WINDOW <= stream.highest_ext_seq {
+            return Err(RtpDrop::TooOld);
+        }
+        let mut egress = transports
+            .get_mut(self.transport)
+            .and_then(Transport::egress)
+            .ok_or(RtpDrop::NoRoute)?;
+        let len = send_on_pipe(stream, packet.packet, &mut egress, now, out)?;
+        stream.highest_ext_seq = stream.highest_ext_seq.max(packet.ext_seq);
+        stream.packets = stream.packets.wrapping_add(1);
+        stream.octets = stream.octets.wrapping_add(packet.info.payload_len as u32);
+        self.send_stats.on_packet(now, packet.info.timestamp, len);
+        Ok(len)
+    }
+
+    /// Resends a pipe stream's packet `original` (widened sequence number `ext_seq`, from
+    /// the producer's store) exactly as it was first sent: the same bytes under the same
+    /// SRTP index, so nothing is protected twice with other bytes. Returns bytes sent.
+    pub fn retransmit_pipe(
+        &mut self,
+        stream: usize,
+        ext_seq: u64,
+        original: &[u8],
+        now: Instant,
+        egress: Option<Egress<'_>>,
+        out: &mut dyn Transmit,
+    ) -> Result<usize, RtpDrop> {
+        let s = self.pipe.get_mut(stream).ok_or(RtpDrop::UnknownSsrc)?;
+        if ext_seq > s.highest_ext_seq || ext_seq + PIPE_SEQ_WINDOW <= s.highest_ext_seq {
+            return Err(RtpDrop::NotStored);
+        }
+        let mut egress = egress.ok_or(RtpDrop::NoRoute)?;
+        let len = send_on_pipe(s, original, &mut egress, now, out)?;
+        self.retransmitted += 1;
+        Ok(len)
     }
 
     /// Rewrites, protects and queues one forwarded packet (at once, or when the pacer
@@ -554,6 +657,34 @@ impl Consumer {
         }
         wrote
     }
+}
+
+/// Copies `packet` into a buffer of `out` under the pipe stream's SSRC, protects and
+/// queues it. Returns bytes sent.
+#[inline]
+fn send_on_pipe(
+    stream: &mut PipeStream,
+    packet: &[u8],
+    egress: &mut Egress<'_>,
+    now: Instant,
+    out: &mut dyn Transmit,
+) -> Result<usize, RtpDrop> {
+    let len = packet.len();
+    if len + egress.srtp.profile().rtp_overhead() > MAX_DATAGRAM {
+        return Err(RtpDrop::TooBig);
+    }
+    let buf = out.buffer();
+    buf[..len].copy_from_slice(packet);
+    rtp::set_ssrc(&mut buf[..len], stream.ssrc);
+    egress.on_sending(now, len, false, false);
+    let n = egress
+        .srtp
+        .protect_rtp_stream(&mut stream.srtp_index, &mut buf[..], len)
+        .map_err(|_| RtpDrop::ProtectFailed)?;
+    out.commit(n, egress.to);
+    egress.counters.rtp_packets_out += 1;
+    egress.counters.rtp_bytes_out += len as u64;
+    Ok(len)
 }
 
 /// The header values of one rewritten packet.

@@ -343,6 +343,20 @@ pub struct PlainTransportParams {
     pub srtp: Option<crate::plain::SrtpMasterKey>,
 }
 
+/// The answer to [`Router::consume_pipe`]: what the other node needs to produce the pipe
+/// producer.
+#[derive(Clone, Debug)]
+pub struct PipeConsumerParams {
+    /// The pipe consumer.
+    pub id: ConsumerId,
+    /// Media kind.
+    pub kind: MediaKind,
+    /// RTP parameters of the pipe producer on the other node.
+    pub rtp_parameters: RtpParameters,
+    /// Whether the producer is paused (the pipe producer starts so).
+    pub producer_paused: bool,
+}
+
 /// The answer to `consume`.
 #[derive(Clone, Debug)]
 pub struct ConsumerParams {
@@ -752,6 +766,69 @@ impl Router {
             kind,
             rtp_parameters: params,
             consumer_type,
+            producer_paused,
+        })
+    }
+
+    /// A pipe consumer of a producer on a plain transport that leads to another node's
+    /// router (mediasoup's `pipeToRouter`, consuming side): every stream of the producer
+    /// is forwarded as the producer sends it, under SSRCs drawn here. Returns the consumer
+    /// and the RTP parameters the other node's router produces the pipe producer with
+    /// ([`Router::produce`] on its end of the pipe): the producer's own codecs, header
+    /// extensions, encodings (RID kept for the layer order) and CNAME, each encoding under
+    /// its pipe SSRC, without RTX (repairs cross the pipe on the media SSRCs) or MID.
+    pub async fn consume_pipe(
+        &self,
+        transport_id: TransportId,
+        producer_id: ProducerId,
+    ) -> Result<PipeConsumerParams, RoomError> {
+        let (kind, mut rtp_parameters) = {
+            let map = self
+                .inner
+                .producers
+                .lock()
+                .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
+            let meta = map
+                .get(&producer_id)
+                .ok_or(RoomError::NotFound("producer"))?;
+            (meta.kind, meta.rtp_parameters.clone())
+        };
+        let mut ssrcs: Vec<u32> = Vec::with_capacity(rtp_parameters.encodings.len());
+        while ssrcs.len() < rtp_parameters.encodings.len() {
+            let s = random_ssrc();
+            if !ssrcs.contains(&s) {
+                ssrcs.push(s);
+            }
+        }
+        rtp_parameters.mid = None;
+        rtp_parameters.codecs.retain(|c| !c.is_rtx());
+        rtp_parameters
+            .header_extensions
+            .retain(|e| e.uri != uri::MID);
+        for (e, &ssrc) in rtp_parameters.encodings.iter_mut().zip(&ssrcs) {
+            e.ssrc = Some(ssrc);
+            e.rtx = None;
+        }
+        let pipe_ssrcs = ssrcs.clone();
+        let Consumed {
+            id,
+            producer_paused,
+        } = self
+            .on_worker(move |e, c| {
+                e.consume_pipe(
+                    c.router_id,
+                    transport_id,
+                    producer_id,
+                    &pipe_ssrcs,
+                    c.now,
+                    c.out,
+                )
+            })
+            .await?;
+        Ok(PipeConsumerParams {
+            id,
+            kind,
+            rtp_parameters,
             producer_paused,
         })
     }

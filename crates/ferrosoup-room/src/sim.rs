@@ -34,11 +34,13 @@ use ferrosoup_rtc::rtp::{ExtensionIds, VideoCodec};
 use ferrosoup_testkit::{Datagram, Endpoint, LinkConfig, Sim, SimClient, SimClientConfig};
 
 use crate::consumer::RtxOut;
+use crate::engine::PlainRemote;
 use crate::engine::{CodecSpec, ConsumeSpec, EncodingSpec, Engine, ProduceSpec, RtxMapping};
 use crate::events::MediaEvent;
 use crate::forwarder::NO_PT;
 use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
 use crate::layers::SvcMode;
+use crate::plain::{PlainOptions, SrtpProfile};
 use crate::producer::CodecInfo;
 use crate::settings::IceTimeouts;
 use crate::transmit::Collect;
@@ -93,9 +95,19 @@ impl SimServer {
                 SystemTime::now(),
             ),
             addr,
-            out: Collect::default(),
+            out: Collect::with_socket_ip(addr.ip()),
             events,
         }
+    }
+
+    /// The address of the server's socket (the worker socket or a plain transport's) that
+    /// sends to `to`.
+    fn source_for(&self, to: SocketAddr) -> SocketAddr {
+        self.out
+            .routes
+            .get(&to)
+            .and_then(|s| self.out.sockets.iter().find(|(x, _)| x == s))
+            .map_or(self.addr, |&(_, a)| a)
     }
 
     /// The events the engine reported since the last call.
@@ -106,12 +118,29 @@ impl SimServer {
 
 impl Endpoint for SimServer {
     fn owns(&self, addr: SocketAddr) -> bool {
-        addr == self.addr
+        addr == self.addr || self.out.sockets.iter().any(|&(_, a)| a == addr)
     }
 
     fn receive(&mut self, now: Instant, mut datagram: Datagram) {
-        self.engine
-            .handle_datagram(now, datagram.from, &mut datagram.data, &mut self.out);
+        let plain = self
+            .out
+            .sockets
+            .iter()
+            .find(|&&(_, a)| a == datagram.to)
+            .map(|&(s, _)| s);
+        match plain {
+            Some(socket) => self.engine.handle_plain_datagram(
+                now,
+                socket,
+                datagram.from,
+                &mut datagram.data,
+                &mut self.out,
+            ),
+            None => {
+                self.engine
+                    .handle_datagram(now, datagram.from, &mut datagram.data, &mut self.out)
+            }
+        }
     }
 
     fn timeout(&mut self, now: Instant) {
@@ -120,7 +149,7 @@ impl Endpoint for SimServer {
 
     fn transmit(&mut self) -> Option<Datagram> {
         let sent = self.out.pop()?;
-        Some(Datagram::new(self.addr, sent.to, sent.data))
+        Some(Datagram::new(self.source_for(sent.to), sent.to, sent.data))
     }
 
     fn next_timeout(&self) -> Option<Instant> {
@@ -208,41 +237,11 @@ impl SimRoom {
     /// A new client with a transport and `connectTransport` done, but no packet exchanged.
     pub fn join_unconnected(&mut self) -> Peer {
         let now = self.now();
-        let info = self
-            .server
-            .engine
-            .create_transport(self.router, now)
-            .expect("the room's router exists"); // ok: test support, never in the server
-        let certificate =
-            Arc::new(DtlsCertificate::generate().expect("a certificate can always be made")); // ok: test support, never in the server
+        let addr = self.next_client_addr();
         let index = self.clients.len();
-        let config = SimClientConfig::new(
-            self.next_client_addr(),
-            SERVER_ADDR,
-            &info.ice.ufrag,
-            &info.ice.pwd,
-            info.fingerprints.clone(),
-            certificate,
-        )
-        .with_seed(index as u64 + 1);
-        let client = SimClient::new(now, config).expect("a client can always be made"); // ok: test support, never in the server
-        let fingerprint = client.fingerprint();
+        let (client, transport) = add_client(&mut self.server, self.router, addr, index, now);
         self.clients.push(client);
-        let SimServer { engine, out, .. } = &mut self.server;
-        engine
-            .connect_transport(
-                self.router,
-                info.id,
-                DtlsRole::Client,
-                vec![fingerprint],
-                now,
-                out,
-            )
-            .expect("a new transport accepts connectTransport"); // ok: test support, never in the server
-        Peer {
-            index,
-            transport: info.id,
-        }
+        Peer { index, transport }
     }
 
     /// Adds a producer on a peer's transport.
@@ -322,6 +321,240 @@ impl SimRoom {
     pub fn run_for(&mut self, duration: Duration) {
         let limit = self.now() + duration;
         self.run_until(limit);
+    }
+}
+
+/// A client at `addr` (seeded with `index`) with a new transport on `router` of
+/// `server`, `connectTransport` done but no packet exchanged.
+fn add_client(
+    server: &mut SimServer,
+    router: RouterId,
+    addr: SocketAddr,
+    index: usize,
+    now: Instant,
+) -> (SimClient, TransportId) {
+    let info = server
+        .engine
+        .create_transport(router, now)
+        .expect("the router exists"); // ok: test support, never in the server
+    let certificate =
+        Arc::new(DtlsCertificate::generate().expect("a certificate can always be made")); // ok: test support, never in the server
+    let config = SimClientConfig::new(
+        addr,
+        server.addr,
+        &info.ice.ufrag,
+        &info.ice.pwd,
+        info.fingerprints.clone(),
+        certificate,
+    )
+    .with_seed(index as u64 + 1);
+    let client = SimClient::new(now, config).expect("a client can always be made"); // ok: test support, never in the server
+    let fingerprint = client.fingerprint();
+    let SimServer { engine, out, .. } = server;
+    engine
+        .connect_transport(
+            router,
+            info.id,
+            DtlsRole::Client,
+            vec![fingerprint],
+            now,
+            out,
+        )
+        .expect("a new transport accepts connectTransport"); // ok: test support, never in the server
+    (client, info.id)
+}
+
+/// One node of a [`SimNodes`]: an engine with one router.
+pub struct SimNode {
+    /// The engine.
+    pub server: SimServer,
+    /// Its router of the room.
+    pub router: RouterId,
+}
+
+/// Two engines (nodes) on one simulated network, each with a router of the same room, and
+/// clients of either: for pipe transports between nodes.
+pub struct SimNodes {
+    /// Clock and network.
+    pub sim: Sim,
+    /// The nodes: 0 at [`SERVER_ADDR`], 1 at 10.0.0.2:40000.
+    pub nodes: [SimNode; 2],
+    /// The clients, in the order they joined, with the node each is on.
+    pub clients: Vec<(usize, SimClient)>,
+}
+
+/// Both ends of a pipe between two nodes.
+#[derive(Clone, Copy, Debug)]
+pub struct SimPipe {
+    /// The pipe transport on the producer's node.
+    pub from_transport: TransportId,
+    /// The pipe consumer there.
+    pub consumer: ConsumerId,
+    /// The pipe transport on the other node.
+    pub to_transport: TransportId,
+    /// The pipe producer there.
+    pub producer: ProducerId,
+}
+
+impl SimNodes {
+    /// Two nodes whose links all start as `link`.
+    pub fn new(link: LinkConfig) -> Self {
+        let sim = Sim::new(link);
+        let now = sim.now();
+        let node = |addr| {
+            let mut server = SimServer::new(addr, now, IceTimeouts::default());
+            let router = RouterId::new();
+            server.engine.create_router(router);
+            SimNode { server, router }
+        };
+        Self {
+            nodes: [
+                node(SERVER_ADDR),
+                node(SocketAddr::from(([10, 0, 0, 2], 40000))),
+            ],
+            sim,
+            clients: Vec::new(),
+        }
+    }
+
+    /// Simulated now.
+    pub fn now(&self) -> Instant {
+        self.sim.now()
+    }
+
+    /// The engine of node `n`.
+    pub fn engine(&mut self, n: usize) -> &mut Engine {
+        &mut self.nodes[n].server.engine
+    }
+
+    /// A new client of node `node`, connected before this returns.
+    ///
+    /// # Panics
+    ///
+    /// If it does not connect within 30 simulated seconds.
+    pub fn join(&mut self, node: usize) -> Peer {
+        let now = self.now();
+        let index = self.clients.len();
+        let addr = SocketAddr::from(([10, 1, 0, index as u8 + 1], 5000));
+        let n = &mut self.nodes[node];
+        let (client, transport) = add_client(&mut n.server, n.router, addr, index, now);
+        self.clients.push((node, client));
+        let deadline = now + Duration::from_secs(30);
+        while !self.clients[index].1.is_connected() {
+            assert!(self.step(deadline), "client {index} did not connect");
+        }
+        Peer { index, transport }
+    }
+
+    /// Adds a producer on a peer's transport.
+    pub fn produce(&mut self, peer: Peer, spec: ProduceSpec) -> ProducerId {
+        let now = self.now();
+        let n = &mut self.nodes[self.clients[peer.index].0];
+        n.server
+            .engine
+            .produce(n.router, peer.transport, spec, now)
+            .expect("a valid producer") // ok: test support, never in the server
+    }
+
+    /// Adds a consumer of `producer` (of the peer's node) on a peer's transport.
+    pub fn consume(&mut self, peer: Peer, producer: ProducerId, spec: ConsumeSpec) -> ConsumerId {
+        let now = self.now();
+        let n = &mut self.nodes[self.clients[peer.index].0];
+        let SimServer { engine, out, .. } = &mut n.server;
+        engine
+            .consume(n.router, peer.transport, producer, spec, now, out)
+            .expect("a valid consumer") // ok: test support, never in the server
+            .id
+    }
+
+    /// A pipe of `producer` (made with `spec`) from node `from` to the other node: a pipe
+    /// transport on each (SRTP AEAD_AES_256_GCM, keys exchanged as the cluster handshake
+    /// does), a pipe consumer on `from`, a pipe producer on the other.
+    pub fn pipe(&mut self, from: usize, producer: ProducerId, spec: &ProduceSpec) -> SimPipe {
+        let now = self.now();
+        let to = 1 - from;
+        let options = PlainOptions {
+            comedia: false,
+            rtcp_mux: true,
+            srtp: Some(SrtpProfile::AeadAes256Gcm),
+        };
+        let mut open = |n: usize| {
+            let node = &mut self.nodes[n];
+            let SimServer { engine, out, .. } = &mut node.server;
+            engine
+                .create_plain_transport(node.router, options, now, out)
+                .expect("a pipe transport") // ok: test support, never in the server
+        };
+        let (a, b) = (open(from), open(to));
+        for (n, local, remote) in [(from, &a, &b), (to, &b, &a)] {
+            let node = &mut self.nodes[n];
+            let SimServer { engine, out, .. } = &mut node.server;
+            let remote = PlainRemote {
+                rtp: Some(remote.local),
+                rtcp: None,
+                srtp: remote.srtp.clone(),
+            };
+            engine
+                .connect_plain_transport(node.router, local.id, remote, now, out)
+                .expect("a pipe transport connects"); // ok: test support, never in the server
+        }
+        let ssrcs: Vec<u32> = (0..spec.encodings.len())
+            .map(|i| 0x5000_0000 + i as u32)
+            .collect();
+        let node = &mut self.nodes[from];
+        let SimServer { engine, out, .. } = &mut node.server;
+        let consumer = engine
+            .consume_pipe(node.router, a.id, producer, &ssrcs, now, out)
+            .expect("a pipe consumer") // ok: test support, never in the server
+            .id;
+        let node = &mut self.nodes[to];
+        let producer = node
+            .server
+            .engine
+            .produce(node.router, b.id, spec.for_pipe(&ssrcs), now)
+            .expect("a pipe producer"); // ok: test support, never in the server
+        SimPipe {
+            from_transport: a.id,
+            consumer,
+            to_transport: b.id,
+            producer,
+        }
+    }
+
+    /// Protects and sends an RTP packet from a peer.
+    pub fn send_rtp(&mut self, peer: Peer, packet: &[u8]) {
+        let now = self.now();
+        self.clients[peer.index]
+            .1
+            .send_rtp(now, packet)
+            .expect("the peer is connected"); // ok: test support, never in the server
+    }
+
+    /// Protects and sends an RTCP packet from a peer.
+    pub fn send_rtcp(&mut self, peer: Peer, packet: &[u8]) {
+        let now = self.now();
+        self.clients[peer.index]
+            .1
+            .send_rtcp(now, packet)
+            .expect("the peer is connected"); // ok: test support, never in the server
+    }
+
+    /// One event of the simulation, up to `limit`.
+    pub fn step(&mut self, limit: Instant) -> bool {
+        let mut endpoints: Vec<&mut dyn Endpoint> = Vec::with_capacity(self.clients.len() + 2);
+        for n in &mut self.nodes {
+            endpoints.push(&mut n.server);
+        }
+        for (_, c) in &mut self.clients {
+            endpoints.push(c);
+        }
+        self.sim.step(&mut endpoints, limit)
+    }
+
+    /// Runs the simulation for `duration`.
+    pub fn run_for(&mut self, duration: Duration) {
+        let limit = self.now() + duration;
+        while self.step(limit) {}
     }
 }
 

@@ -71,8 +71,10 @@ pub struct Collect {
     /// Everything sent and not taken yet, in order.
     pub sent: VecDeque<Sent>,
     /// Sockets handed out by [`Transmit::open_socket`] and not closed: simulated ones, at
-    /// 127.0.0.1 from port 50000 on.
+    /// `socket_ip` (127.0.0.1 unless set) from port 50000 on.
     pub sockets: Vec<(LocalSocket, SocketAddr)>,
+    /// The IP address of the simulated sockets.
+    pub socket_ip: std::net::IpAddr,
     /// Remote address → the socket [`Transmit::route_via`] named for it.
     pub routes: std::collections::HashMap<SocketAddr, LocalSocket>,
     next_socket: usize,
@@ -84,6 +86,7 @@ impl Default for Collect {
             buf: Box::new([0; MAX_DATAGRAM]),
             sent: VecDeque::new(),
             sockets: Vec::new(),
+            socket_ip: std::net::IpAddr::from([127, 0, 0, 1]),
             routes: std::collections::HashMap::new(),
             next_socket: 0,
         }
@@ -91,6 +94,14 @@ impl Default for Collect {
 }
 
 impl Collect {
+    /// A sink whose simulated sockets are at `ip`.
+    pub fn with_socket_ip(ip: std::net::IpAddr) -> Self {
+        Self {
+            socket_ip: ip,
+            ..Self::default()
+        }
+    }
+
     /// Takes the oldest datagram not taken yet.
     pub fn pop(&mut self) -> Option<Sent> {
         self.sent.pop_front()
@@ -115,7 +126,7 @@ impl Transmit for Collect {
 
     fn open_socket(&mut self) -> io::Result<(LocalSocket, SocketAddr)> {
         let socket = LocalSocket(self.next_socket);
-        let addr = SocketAddr::from(([127, 0, 0, 1], 50000 + self.next_socket as u16));
+        let addr = SocketAddr::new(self.socket_ip, 50000 + self.next_socket as u16);
         self.next_socket += 1;
         self.sockets.push((socket, addr));
         Ok((socket, addr))

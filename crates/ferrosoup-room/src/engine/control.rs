@@ -17,7 +17,9 @@ use ferrosoup_rtc::vp8::Vp8PictureRewriter;
 use super::{Engine, feedback};
 use crate::allocator::UpgradeHold;
 use crate::arena::{ConsumerKey, ProducerKey, TransportKey};
-use crate::consumer::{Allocation, Consumer, RESENT_HISTORY, Resent, RetransmitBudget, RtxOut};
+use crate::consumer::{
+    Allocation, Consumer, PipeStream, RESENT_HISTORY, Resent, RetransmitBudget, RtxOut,
+};
 use crate::error::RoomError;
 use crate::forwarder::ConsumerForwarder;
 use crate::ids::{ConsumerId, DataConsumerId, DataProducerId, ProducerId, RouterId, TransportId};
@@ -78,6 +80,35 @@ pub struct ProduceSpec {
     pub producer_type: ProducerType,
     /// How the spatial layers inside its single stream depend on each other (SVC).
     pub svc: SvcMode,
+}
+
+impl ProduceSpec {
+    /// The spec of the pipe producer that, on another node, stands for the producer made
+    /// with this spec: the same codecs, header extensions, layers and state, its stream `i`
+    /// arriving under `ssrcs[i]` (the pipe consumer's), without RTX (the pipe carries
+    /// repaired packets on the media SSRCs) or MID.
+    pub fn for_pipe(&self, ssrcs: &[u32]) -> ProduceSpec {
+        ProduceSpec {
+            kind: self.kind,
+            codecs: self.codecs.clone(),
+            rtx: Vec::new(),
+            encodings: self
+                .encodings
+                .iter()
+                .zip(ssrcs)
+                .map(|(e, &ssrc)| EncodingSpec {
+                    ssrc: Some(ssrc),
+                    rtx_ssrc: None,
+                    rid: e.rid.clone(),
+                })
+                .collect(),
+            mid: None,
+            ext_ids: self.ext_ids,
+            paused: self.paused,
+            producer_type: self.producer_type,
+            svc: self.svc,
+        }
+    }
 }
 
 /// What `consume` needs, derived by the control path from the consumer's RTP parameters.
@@ -690,6 +721,7 @@ impl Engine {
             keyframe_requests: 0,
             score: 10,
             reported_producer_score: 10,
+            pipe: Vec::new(),
         });
         self.consumer_ids.insert(id, key);
         self.producers[p].consumers.push(key);
@@ -710,6 +742,71 @@ impl Engine {
             id,
             producer_paused,
         })
+    }
+
+    /// Adds a pipe consumer of a producer on a plain transport that leads to another node:
+    /// it forwards every stream of the producer (all simulcast layers) as the producer
+    /// sends it, stream `i` under `ssrcs[i]` (the SSRCs the pipe producer on the other
+    /// node declares), and answers NACKs and keyframe requests for those SSRCs.
+    pub fn consume_pipe(
+        &mut self,
+        router_id: RouterId,
+        transport_id: TransportId,
+        producer_id: ProducerId,
+        ssrcs: &[u32],
+        now: Instant,
+        out: &mut dyn Transmit,
+    ) -> Result<Consumed, RoomError> {
+        let t = self.transport_key(router_id, transport_id)?;
+        let p = self.producer_key(router_id, producer_id)?;
+        if self.transports[t].plain.is_none() {
+            return Err(RoomError::InvalidState(
+                "a pipe consumer needs a plain transport".into(),
+            ));
+        }
+        let producer = &self.producers[p];
+        if ssrcs.len() != producer.streams.len() {
+            return Err(RoomError::Invalid(format!(
+                "pipe ssrcs: {} given for {} producer streams",
+                ssrcs.len(),
+                producer.streams.len()
+            )));
+        }
+        for (i, s) in ssrcs.iter().enumerate() {
+            if ssrcs[..i].contains(s) || self.transports[t].consumer_ssrcs.contains_key(s) {
+                return Err(RoomError::Invalid(format!(
+                    "pipe ssrcs: {s} already in use"
+                )));
+            }
+        }
+        let clock_rate = producer
+            .codecs
+            .iter()
+            .flatten()
+            .map(|c| c.clock_rate)
+            .next()
+            .unwrap_or(90_000);
+        let spec = ConsumeSpec {
+            pt_map: std::array::from_fn(|pt| pt as u8),
+            ext_map: [0; 256],
+            ssrc: ssrcs[0],
+            rtx: None,
+            clock_rate,
+            paused: false,
+            preferred_spatial: None,
+            preferred_temporal: None,
+            twcc_ext: 0,
+            abs_send_time_ext: 0,
+            vp8_rewrite: false,
+        };
+        let consumed = self.consume(router_id, transport_id, producer_id, spec, now, out)?;
+        if let Some(&key) = self.consumer_ids.get(&consumed.id) {
+            self.consumers[key].pipe = ssrcs.iter().map(|&s| PipeStream::new(s)).collect();
+            for &s in ssrcs {
+                self.transports[t].consumer_ssrcs.insert(s, key);
+            }
+        }
+        Ok(consumed)
     }
 
     /// Pauses or resumes a consumer at its client's request.

@@ -143,7 +143,29 @@ impl Engine {
         }
     }
 
-    /// Asks for a keyframe of the stream a video consumer forwards or wants.
+    /// A keyframe request (PLI/FIR) naming `ssrc` of consumer `key`: for a pipe consumer
+    /// the producer stream it sends under that SSRC, else the stream the consumer forwards
+    /// or wants. Either way it goes through the producer stream's rate limit.
+    pub(super) fn request_keyframe_for_ssrc(
+        &mut self,
+        key: ConsumerKey,
+        ssrc: u32,
+        now: Instant,
+        out: &mut dyn Transmit,
+    ) {
+        let c = &self.consumers[key];
+        if c.pipe.is_empty() {
+            self.request_keyframe_for_consumer(key, now, out);
+        } else if let Some(stream) = c.pipe_stream(ssrc)
+            && c.kind == MediaKind::Video
+        {
+            let p = c.producer;
+            self.request_keyframe(p, stream, now, out);
+        }
+    }
+
+    /// Asks for a keyframe of the stream a video consumer forwards or wants (a pipe
+    /// consumer asks for none of its own: the consumers behind it do).
     pub(super) fn request_keyframe_for_consumer(
         &mut self,
         key: ConsumerKey,
@@ -151,7 +173,7 @@ impl Engine {
         out: &mut dyn Transmit,
     ) {
         let c = &self.consumers[key];
-        if c.kind != MediaKind::Video {
+        if c.kind != MediaKind::Video || !c.pipe.is_empty() {
             return;
         }
         let stream = c.forwarder.target().or(c.forwarder.current()).unwrap_or(0);
@@ -223,7 +245,12 @@ impl Engine {
         let mut len = 0;
         let limit = MAX_DATAGRAM - 100;
         for i in 0..self.transports[key].consumers.len() {
-            let consumer = &self.consumers[self.transports[key].consumers[i]];
+            let c = self.transports[key].consumers[i];
+            let consumer = &self.consumers[c];
+            if !consumer.pipe.is_empty() {
+                len = self.write_pipe_sender_reports(c, len, key, now, out);
+                continue;
+            }
             let Some(mut info) = consumer
                 .send_stats
                 .sender_report(now, ntp, consumer.clock_rate)
@@ -287,6 +314,52 @@ impl Engine {
         if len > 0 {
             self.send_rtcp(key, len, out);
         }
+    }
+
+    /// Sender Reports of a pipe consumer's streams, appended at `len` of the RTCP scratch
+    /// (flushed when full): each stream's RTP time is the producer stream's, taken from
+    /// the producer's own last Sender Report, so consumers on the other node keep audio
+    /// and video of one sender in sync. A stream with no Sender Report from its producer
+    /// yet, or nothing sent, gets none. Returns the new length.
+    fn write_pipe_sender_reports(
+        &mut self,
+        c: ConsumerKey,
+        mut len: usize,
+        key: TransportKey,
+        now: Instant,
+        out: &mut dyn Transmit,
+    ) -> usize {
+        let ntp = self.ntp(now);
+        for i in 0..self.consumers[c].pipe.len() {
+            let consumer = &self.consumers[c];
+            let pipe = consumer.pipe[i];
+            let Some((sr_rtp, at)) = self
+                .producers
+                .get(consumer.producer)
+                .and_then(|p| p.streams.get(i))
+                .and_then(|s| s.last_sr_rtp)
+            else {
+                continue;
+            };
+            if pipe.packets == 0 {
+                continue;
+            }
+            let elapsed =
+                now.saturating_duration_since(at).as_secs_f64() * f64::from(consumer.clock_rate);
+            let info = rtcp::SenderInfo {
+                ntp,
+                rtp_ts: sr_rtp.wrapping_add(elapsed as u32),
+                packets: pipe.packets,
+                octets: pipe.octets,
+            };
+            if len + 28 > MAX_DATAGRAM - 100 {
+                self.send_rtcp(key, len, out);
+                len = 0;
+            }
+            len +=
+                rtcp::write_sr(&mut self.scratch.rtcp[len..], pipe.ssrc, &info, &[]).unwrap_or(0);
+        }
+        len
     }
 
     /// The REMB that caps what a transport's client sends at its `setMaxIncomingBitrate`

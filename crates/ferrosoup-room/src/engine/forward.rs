@@ -143,6 +143,50 @@ impl Engine {
         }
     }
 
+    /// Serves one NACKed sequence number of a pipe consumer's stream `stream` from its
+    /// producer's store (the pipe carries the producer's own sequence numbers).
+    pub(super) fn retransmit_pipe(
+        &mut self,
+        now: Instant,
+        c: ConsumerKey,
+        stream: usize,
+        seq: u16,
+        out: &mut dyn Transmit,
+    ) {
+        self.counters.nacks_received += 1;
+        let Self {
+            producers,
+            consumers,
+            transports,
+            counters,
+            ..
+        } = self;
+        let consumer = &mut consumers[c];
+        let original = producers
+            .get(consumer.producer)
+            .and_then(|p| p.streams.get(stream))
+            .and_then(|s| {
+                // Widened against the newest packet of the stream: the NACK names one
+                // within half the sequence space behind it.
+                let highest = s.seq.highest()?;
+                let distance = i64::from(seq.wrapping_sub(highest as u16) as i16);
+                let ext = highest.checked_add_signed(distance)?;
+                Some((ext, s.store.as_ref()?.get(ext)?))
+            });
+        let Some((ext, original)) = original else {
+            consumer.nack_misses += 1;
+            counters.rtp_dropped.add(RtpDrop::NotStored);
+            return;
+        };
+        let egress = transports
+            .get_mut(consumer.transport)
+            .and_then(|t| t.egress());
+        match consumer.retransmit_pipe(stream, ext, original, now, egress, out) {
+            Ok(_) => counters.retransmissions += 1,
+            Err(reason) => counters.rtp_dropped.add(reason),
+        }
+    }
+
     /// A consumer was paused or resumed (by its client or with its producer).
     pub(super) fn on_consumer_activity_changed(
         &mut self,

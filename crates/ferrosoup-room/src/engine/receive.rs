@@ -275,6 +275,12 @@ impl Engine {
                     let Some(&c) = self.transports[key].consumer_ssrcs.get(&media_ssrc) else {
                         continue;
                     };
+                    if let Some(stream) = self.consumers[c].pipe_stream(media_ssrc) {
+                        for seq in pairs.seqs() {
+                            self.retransmit_pipe(now, c, stream, seq, out);
+                        }
+                        continue;
+                    }
                     for seq in pairs.seqs() {
                         self.retransmit(now, c, seq, out);
                     }
@@ -284,7 +290,7 @@ impl Engine {
                     if let Some(&c) = self.transports[key].consumer_ssrcs.get(&media_ssrc) {
                         tracing::debug!(consumer = %self.consumers[c].id, "keyframe request from the client");
                         self.consumers[c].keyframe_requests += 1;
-                        self.request_keyframe_for_consumer(c, now, out);
+                        self.request_keyframe_for_ssrc(c, media_ssrc, now, out);
                     }
                 }
                 RtcpItem::Fir { entries, .. } => {
@@ -292,7 +298,7 @@ impl Engine {
                     for (ssrc, _) in entries {
                         if let Some(&c) = self.transports[key].consumer_ssrcs.get(&ssrc) {
                             self.consumers[c].keyframe_requests += 1;
-                            self.request_keyframe_for_consumer(c, now, out);
+                            self.request_keyframe_for_ssrc(c, ssrc, now, out);
                         }
                     }
                 }
