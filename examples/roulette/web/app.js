@@ -202,7 +202,7 @@ function openSignaling(url) {
       // not JSON: ignored
     }
   };
-  return { protoo: new Peer(transport), transport };
+  return { protoo: new Peer(transport), transport, ws };
 }
 
 async function startCall(info) {
@@ -250,8 +250,9 @@ async function startCall(info) {
 async function joinRoom(call, resumeToken = null) {
   const url = new URL(call.ws);
   if (resumeToken) url.searchParams.set('resume', resumeToken);
-  const { protoo, transport } = openSignaling(url.href);
+  const { protoo, transport, ws } = openSignaling(url.href);
   call.protoo = protoo;
+  call.socket = ws;
   await new Promise((resolve, reject) => {
     protoo.on('open', resolve);
     protoo.on('disconnected', () => reject(new Error(`signaling closed (${transport.closeCode})`)));
@@ -558,6 +559,17 @@ $('report').onclick = () => report();
 $('leave').onclick = leave;
 $('name').value = state.name;
 
-window.roulette = { state, callStats, next, report, leave, dropMatchSocket: () => matchSocket?.close() };
+window.roulette = {
+  state,
+  callStats,
+  next,
+  report,
+  leave,
+  /** Closes the sockets as a network drop would (for tests): the page must resume both. */
+  dropSockets: () => {
+    matchSocket?.close(3000);
+    state.call?.socket?.close(3000);
+  },
+};
 
 if (params.get('name')) start();
