@@ -219,6 +219,8 @@ async function startCall(info) {
     device: null,
     pc: null,
     pendingCandidates: [],
+    /** Payloads that came before the direct connection was set up (replayed then). */
+    earlySignals: [],
     seq: 0,
     partnerPresent: null,
     sfu: null,
@@ -353,6 +355,10 @@ function startP2p(call, stream) {
   call.p2pTimer = setTimeout(() => {
     if (call.mode === 'connecting') fallBack(call, `not connected after ${p2pTimeoutMs} ms`);
   }, p2pTimeoutMs);
+  const early = call.earlySignals.splice(0);
+  (async () => {
+    for (const payload of early) await onP2pSignal(call, payload);
+  })().catch((e) => log(`p2p: ${e.message}`, 'error'));
   if (call.initiator) {
     (async () => {
       await pc.setLocalDescription(await pc.createOffer());
@@ -362,6 +368,11 @@ function startP2p(call, stream) {
 }
 
 async function onP2pSignal(call, payload) {
+  if (!call.pc && !call.sfu) {
+    // The partner's offer (or fallback) can overtake our own joinRoom answer.
+    call.earlySignals.push(payload);
+    return;
+  }
   if (payload.fallback) {
     fallBack(call, 'partner fell back');
     return;
