@@ -1,5 +1,6 @@
 // The roulette example (examples/roulette) in headless Chromium against the real servers:
-// the ferrosoup binary and the ferrosoup-roulette binary, four pages with fake cameras.
+// the ferrosoup binary and the ferrosoup-roulette binary sharing an AUTH_SECRET (so every
+// call's room needs the tokens the roulette mints), pages with fake cameras.
 //
 // 1. four clients are paired into two calls; each call connects directly (peer to peer on
 //    this machine's addresses): the RTCPeerConnection is `connected`, its selected
@@ -20,6 +21,7 @@
 // ../target/debug/ferrosoup-roulette), CHROMIUM.
 
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,7 +42,7 @@ import {
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ROULETTE_BIN = process.env.ROULETTE_BIN ?? path.resolve(here, '../../target/debug/ferrosoup-roulette');
 
-async function startRoulette(ferrosoupPort) {
+async function startRoulette(ferrosoupPort, secret) {
   if (!existsSync(ROULETTE_BIN)) throw new Error(`${ROULETTE_BIN} missing: run \`cargo build -p ferrosoup-roulette\``);
   const port = await freeTcpPort();
   const out = createWriteStream(path.join(tmpDir, 'roulette.log'));
@@ -50,6 +52,7 @@ async function startRoulette(ferrosoupPort) {
       ROULETTE_PORT: String(port),
       ROULETTE_LISTEN_IP: '127.0.0.1',
       FERROSOUP_WS: `ws://127.0.0.1:${ferrosoupPort}/ws`,
+      AUTH_SECRET: secret,
       // Short enough for the test: former partners are kept apart 3 s.
       REPAIR_HOLD: '3',
       SETUP_TIMEOUT: '60',
@@ -149,7 +152,12 @@ async function waitPaired(a, b, clients, timeoutMs = 30_000) {
 async function pairing(clients, timeoutMs = 30_000) {
   const states = await waitFor(
     'every client in a call',
-    () => Promise.all(clients.map((c) => c.state())),
+    async () => {
+      const all = await Promise.all(clients.map((c) => c.state()));
+      const errors = all.flatMap((s, i) => s.errors.map((e) => `${clients[i].name}: ${e}`));
+      if (errors.length) throw new Error(`page errors: ${errors.join('; ')}`);
+      return all;
+    },
     (all) => all.every((s) => s.call && all.some((o) => o.clientId === s.call.partnerId && o.call?.partnerId === s.clientId)),
     timeoutMs,
     clients,
@@ -185,8 +193,11 @@ async function waitDirect(c, clients, timeoutMs = 40_000) {
 runTest(
   'roulette',
   async () => {
-    const server = await startServer();
-    const base = await startRoulette(server.port);
+    // Tokens on: the roulette mints one per call and peer, the pages pass it to ferrosoup's
+    // WebSocket and /api/ice-servers.
+    const secret = randomBytes(32).toString('hex');
+    const server = await startServer({ env: { AUTH_SECRET: secret } });
+    const base = await startRoulette(server.port, secret);
     log(`ferrosoup ${server.baseUrl}, roulette ${base}`);
     const context = await launchChromium('roulette');
     const clients = [];

@@ -184,9 +184,9 @@ async fn the_rate_is_bounded_and_the_connection_stays_usable() {
     .await;
     let (mut a, mut b) = pair(&server, "p2p-rate").await;
     // Two seconds' worth at once (10), then 429; the requests are sent without waiting, so
-    // at most one more token comes back meanwhile on a slow machine.
+    // only a few more tokens come back meanwhile, even on a slow machine (one per 200 ms).
     let mut ids = Vec::new();
-    for seq in 1..=16u64 {
+    for seq in 1..=30u64 {
         ids.push(
             a.send_request(
                 "p2pSignal",
@@ -197,7 +197,7 @@ async fn the_rate_is_bounded_and_the_connection_stays_usable() {
     }
     let mut relayed = Vec::new();
     let mut refused = 0;
-    for (seq, id) in (1..=16u64).zip(ids) {
+    for (seq, id) in (1..=30u64).zip(ids) {
         let response = a.response(id).await;
         if response["ok"] == true {
             relayed.push(seq);
@@ -208,7 +208,7 @@ async fn the_rate_is_bounded_and_the_connection_stays_usable() {
         }
     }
     assert!(
-        (10..=12).contains(&relayed.len()),
+        (10..=15).contains(&relayed.len()) && refused >= 15,
         "relayed {relayed:?}, refused {refused}"
     );
     assert_eq!(relayed[..10], (1..=10).collect::<Vec<_>>());
@@ -217,13 +217,13 @@ async fn the_rate_is_bounded_and_the_connection_stays_usable() {
         assert_eq!(got["seq"], *seq);
     }
     assert_no_signal(&mut b, "the refused ones").await;
-    // A refused seq may be sent again once the rate allows (it was never relayed).
+    // Once the rate allows, the next number is relayed.
     let retry = within("the rate refills", 10, async {
         loop {
             let r = a
                 .request(
                     "p2pSignal",
-                    json!({"toPeerId": "b", "seq": 16, "payload": 16}),
+                    json!({"toPeerId": "b", "seq": 31, "payload": 31}),
                 )
                 .await;
             if r["ok"] == true {
@@ -233,7 +233,7 @@ async fn the_rate_is_bounded_and_the_connection_stays_usable() {
         }
     })
     .await;
-    assert_eq!(retry, json!({"seq": 16, "duplicate": false}));
+    assert_eq!(retry, json!({"seq": 31, "duplicate": false}));
     a.assert_usable("the rate limit").await;
 }
 
@@ -249,6 +249,23 @@ async fn a_payload_for_a_dropped_peer_arrives_when_it_resumes() {
         .to_owned();
     b.client.close().await.expect("close b's WebSocket");
     drop(b);
+    // Once the server has let go of b's connection, what is sent to b is queued for the
+    // resume (before, it would go to the closing connection).
+    let detached = eventually(5, async || {
+        let Some(rooms) = server.get("/api/rooms").await else {
+            return false;
+        };
+        rooms["rooms"].as_array().into_iter().flatten().any(|r| {
+            r["roomId"] == "p2p-resume"
+                && r["peers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["peerId"] == "b" && p["connected"] == false)
+        })
+    })
+    .await;
+    assert!(detached, "the server still shows b connected");
     let sent = a
         .ok(
             "p2pSignal",

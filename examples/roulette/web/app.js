@@ -158,6 +158,7 @@ async function fetchIceServers(wsUrl) {
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     return (await res.json()).iceServers ?? [];
   } catch (error) {
+    state.errors.push(`ICE servers: ${error.message}`);
     log(`ICE servers: ${error.message}; none used`, 'error');
     return [];
   }
