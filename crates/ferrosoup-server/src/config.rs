@@ -213,6 +213,12 @@ pub struct Config {
     /// Data channel messages per second one data producer may send (0: no limit).
     #[arg(long, env = "MAX_DATA_MESSAGES_PER_SECOND", default_value_t = Limits::default().max_data_messages_per_second)]
     pub max_data_messages_per_second: u32,
+    /// Largest `payload` of one `p2pSignal`, in bytes of JSON.
+    #[arg(long, env = "MAX_P2P_SIGNAL_BYTES", default_value_t = Limits::default().input.max_p2p_payload_bytes)]
+    pub max_p2p_signal_bytes: usize,
+    /// `p2pSignal` requests one peer may send per second (two seconds' worth at once).
+    #[arg(long, env = "MAX_P2P_SIGNALS_PER_SECOND", default_value_t = Limits::default().max_p2p_signals_per_second)]
+    pub max_p2p_signals_per_second: u32,
     /// Seconds a worker (or the signaling runtime) may go without progress before
     /// `/health/live` answers 503.
     #[arg(long, env = "LIVENESS_TIMEOUT", default_value_t = 10.0)]
@@ -408,6 +414,7 @@ impl Config {
                 max_invalid_frames: defaults.max_invalid_frames,
                 input: ferrosoup_proto::signaling::InputLimits {
                     max_app_data_bytes: self.max_app_data_bytes,
+                    max_p2p_payload_bytes: self.max_p2p_signal_bytes,
                     ..defaults.input
                 },
                 max_rooms_per_connection: self.max_rooms_per_connection,
@@ -417,6 +424,7 @@ impl Config {
                 max_connections_per_ip: self.max_connections_per_ip,
                 max_data_message_bytes: self.max_data_message_bytes,
                 max_data_messages_per_second: self.max_data_messages_per_second,
+                max_p2p_signals_per_second: self.max_p2p_signals_per_second,
             },
         }
     }

@@ -46,6 +46,9 @@ pub struct Limits {
     /// Data channel messages one data producer may send per second (one second's worth at
     /// once; beyond, dropped and counted; 0: no limit).
     pub max_data_messages_per_second: u32,
+    /// `p2pSignal` requests one peer may send per second (two seconds' worth at once; 429
+    /// beyond).
+    pub max_p2p_signals_per_second: u32,
 }
 
 impl Default for Limits {
@@ -68,6 +71,7 @@ impl Default for Limits {
             max_connections_per_ip: 0,
             max_data_message_bytes: 262_144,
             max_data_messages_per_second: 200,
+            max_p2p_signals_per_second: 20,
         }
     }
 }

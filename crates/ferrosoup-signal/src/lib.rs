@@ -29,7 +29,7 @@
 //! broadcasters ──► session
 //!
 //! connection ──► session, hub, link, limits, auth
-//! session    ──► link, auth, cache
+//! session    ──► link, auth, cache, limits
 //! hub        ──► config, stats, cluster
 //! auth       ──► config (the token scope)
 //! error      ◄── used by connection, session, hub and auth

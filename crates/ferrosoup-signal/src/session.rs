@@ -11,6 +11,7 @@
 mod broadcaster;
 mod data;
 mod media;
+mod p2p;
 
 pub use broadcaster::parse_body;
 
@@ -73,6 +74,8 @@ pub struct Session {
     token: Option<String>,
     /// Token changes the resume registry has not seen yet.
     token_changes: Vec<TokenChange>,
+    /// `p2pSignal` rate and numbering, from the first one after `joinRoom`.
+    p2p: Option<p2p::P2pRelay>,
 }
 
 /// The answer's data, or the error.
@@ -100,6 +103,7 @@ impl Session {
             cache: RequestCache::default(),
             token: None,
             token_changes: Vec::new(),
+            p2p: None,
         }
     }
 
@@ -372,6 +376,7 @@ impl Session {
         );
         tracing::info!(room = %room.id, peer = %peer_id, "peer joined");
         self.joined = Some((room, peer_id.clone()));
+        self.p2p = None;
         let session_token = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),

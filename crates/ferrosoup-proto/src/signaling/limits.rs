@@ -5,8 +5,8 @@
 use serde_json::Value;
 
 use super::payloads::{
-    ConsumeRequest, CreateRoomRequest, CreateTransportRequest, JoinRoomRequest, ProduceDataRequest,
-    ProduceRequest,
+    ConsumeRequest, CreateRoomRequest, CreateTransportRequest, JoinRoomRequest, P2pSignalRequest,
+    ProduceDataRequest, ProduceRequest,
 };
 use super::request::{RequestError, SignalRequest};
 use crate::rtp_parameters::{RtpCapabilities, RtpParameters};
@@ -27,6 +27,8 @@ pub struct InputLimits {
     pub max_display_name_chars: usize,
     /// `roomId` and `peerId`, in characters.
     pub max_id_chars: usize,
+    /// `payload` of one `p2pSignal`, as serialized JSON.
+    pub max_p2p_payload_bytes: usize,
 }
 
 impl Default for InputLimits {
@@ -38,6 +40,7 @@ impl Default for InputLimits {
             max_app_data_bytes: 16 * 1024,
             max_display_name_chars: 256,
             max_id_chars: 128,
+            max_p2p_payload_bytes: 32 * 1024,
         }
     }
 }
@@ -67,6 +70,7 @@ impl InputLimits {
             SignalRequest::ProduceData(ProduceDataRequest { app_data, .. }) => {
                 self.app_data("appData", app_data)
             }
+            SignalRequest::P2pSignal(r) => self.p2p_signal(r),
             _ => Ok(()),
         }
     }
@@ -101,6 +105,21 @@ impl InputLimits {
             self.capabilities("rtpCapabilities", caps)?;
         }
         self.app_data("appData", &r.app_data)
+    }
+
+    fn p2p_signal(&self, r: &P2pSignalRequest) -> Result<(), RequestError> {
+        self.id("toPeerId", &r.to_peer_id)?;
+        if r.seq == Some(0) {
+            return Err(invalid("seq", "must be at least 1".to_owned()));
+        }
+        let max = self.max_p2p_payload_bytes;
+        if json_len_exceeds(&r.payload, max) {
+            return Err(invalid(
+                "payload",
+                format!("larger than {max} bytes as JSON"),
+            ));
+        }
+        Ok(())
     }
 
     /// A room or peer id: 1 to `max_id_chars` characters.
@@ -301,6 +320,43 @@ mod tests {
         assert_eq!(
             e.unwrap_err().to_string(),
             "appData: larger than 10 bytes as JSON"
+        );
+    }
+
+    #[test]
+    fn p2p_signal_payload_target_and_seq_are_bounded() {
+        let limits = InputLimits {
+            max_p2p_payload_bytes: 12,
+            ..InputLimits::default()
+        };
+        let check = |data: Value| {
+            SignalRequest::parse_data(super::super::Method::P2pSignal, &data, &limits)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        // "0123456789" is 12 bytes of JSON with its quotes.
+        assert_eq!(
+            check(json!({"toPeerId": "b", "payload": "0123456789"})),
+            Ok(())
+        );
+        assert_eq!(
+            check(json!({"toPeerId": "b", "payload": "0123456789a"})),
+            Err("payload: larger than 12 bytes as JSON".to_owned())
+        );
+        assert_eq!(
+            check(json!({"toPeerId": "", "payload": 1})),
+            Err("toPeerId: must be 1..128 characters".to_owned())
+        );
+        assert_eq!(
+            check(json!({"toPeerId": "b", "seq": 0, "payload": 1})),
+            Err("seq: must be at least 1".to_owned())
+        );
+        assert!(
+            check(json!({"toPeerId": "b", "seq": -1, "payload": 1}))
+                .is_err_and(|e| e.starts_with("seq: invalid value"))
+        );
+        assert!(
+            check(json!({"toPeerId": "b"})).is_err_and(|e| e.contains("missing field `payload`"))
         );
     }
 }

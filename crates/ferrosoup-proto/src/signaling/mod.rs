@@ -93,6 +93,8 @@ pub mod method {
     pub const GET_CONSUMER_STATS: &str = "getConsumerStats";
     /// Application-level keepalive.
     pub const PING: &str = "ping";
+    /// Relays an opaque payload to another peer of the room (peer-to-peer call signaling).
+    pub const P2P_SIGNAL: &str = "p2pSignal";
 
     /// Every request method the server knows.
     pub const ALL: &[&str] = &[
@@ -126,6 +128,7 @@ pub mod method {
         GET_PRODUCER_STATS,
         GET_CONSUMER_STATS,
         PING,
+        P2P_SIGNAL,
     ];
 }
 
@@ -169,6 +172,8 @@ pub mod notification {
     pub const DATA_CONSUMER_CLOSED: &str = "dataConsumerClosed";
     /// The room was closed.
     pub const ROOM_CLOSED: &str = "roomClosed";
+    /// Another peer relayed a payload to this one (`p2pSignal` request).
+    pub const P2P_SIGNAL: &str = "p2pSignal";
 }
 
 /// Error codes of error responses, with HTTP meaning.
@@ -650,7 +655,7 @@ mod tests {
     #[test]
     fn method_names() {
         assert_eq!(method::CREATE_WEBRTC_TRANSPORT, "createWebRtcTransport");
-        assert_eq!(method::ALL.len(), 30);
+        assert_eq!(method::ALL.len(), 31);
         let mut sorted = method::ALL.to_vec();
         sorted.sort_unstable();
         sorted.dedup();

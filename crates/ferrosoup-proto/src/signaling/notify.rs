@@ -11,9 +11,10 @@ use serde_json::Value;
 use super::payloads::{
     ActiveSpeakerNotification, ConsumerClosedNotification, ConsumerLayersChangedNotification,
     ConsumerNotification, ConsumerScoreNotification, DataConsumerIdRequest, DataProducerIdRequest,
-    IceRestartRequiredNotification, NewDataProducerNotification, PeerJoinedNotification,
-    PeerLeftNotification, ProducerPeerNotification, ProducerScoreNotification,
-    RoomClosedNotification, RoomProducerInfo, TransportStateChangedNotification,
+    IceRestartRequiredNotification, NewDataProducerNotification, P2pSignalNotification,
+    PeerJoinedNotification, PeerLeftNotification, ProducerPeerNotification,
+    ProducerScoreNotification, RoomClosedNotification, RoomProducerInfo,
+    TransportStateChangedNotification,
 };
 use super::request::RequestError;
 use super::{Message, Notification, notification};
@@ -59,6 +60,8 @@ pub enum ServerNotification {
     DataConsumerClosed(DataConsumerIdRequest),
     /// `roomClosed`.
     RoomClosed(RoomClosedNotification),
+    /// `p2pSignal` (relayed from another peer).
+    P2pSignal(P2pSignalNotification),
 }
 
 fn json<T: Serialize>(t: &T) -> Result<Value, serde_json::Error> {
@@ -96,6 +99,7 @@ impl ServerNotification {
             Self::DataProducerClosed(_) => n::DATA_PRODUCER_CLOSED,
             Self::DataConsumerClosed(_) => n::DATA_CONSUMER_CLOSED,
             Self::RoomClosed(_) => n::ROOM_CLOSED,
+            Self::P2pSignal(_) => n::P2P_SIGNAL,
         }
     }
 
@@ -118,6 +122,7 @@ impl ServerNotification {
             Self::DataProducerClosed(d) => json(d),
             Self::DataConsumerClosed(d) => json(d),
             Self::RoomClosed(d) => json(d),
+            Self::P2pSignal(d) => json(d),
         }
     }
 
@@ -159,6 +164,7 @@ impl ServerNotification {
             n::DATA_PRODUCER_CLOSED => Self::DataProducerClosed(read(data)?),
             n::DATA_CONSUMER_CLOSED => Self::DataConsumerClosed(read(data)?),
             n::ROOM_CLOSED => Self::RoomClosed(read(data)?),
+            n::P2P_SIGNAL => Self::P2pSignal(read(data)?),
             other => return Err(RequestError::UnknownMethod(other.to_owned())),
         })
     }
@@ -308,6 +314,14 @@ mod tests {
                 }),
                 json!({"roomId": "r", "reason": "admin"}),
             ),
+            (
+                ServerNotification::P2pSignal(P2pSignalNotification {
+                    from_peer_id: "a".into(),
+                    seq: 3,
+                    payload: json!({"sdp": {"type": "offer", "sdp": "v=0"}}),
+                }),
+                json!({"fromPeerId": "a", "seq": 3, "payload": {"sdp": {"type": "offer", "sdp": "v=0"}}}),
+            ),
         ]
     }
 
@@ -317,12 +331,12 @@ mod tests {
         let mut names: Vec<&str> = samples.iter().map(|(n, _)| n.method()).collect();
         assert_eq!(
             names.len(),
-            19,
+            20,
             "one sample per notification of the contract"
         );
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 19, "names are distinct");
+        assert_eq!(names.len(), 20, "names are distinct");
         for (n, data) in samples {
             assert_eq!(n.data().unwrap(), data, "{}", n.method());
             let Message::Notification(frame) = n.to_message().unwrap() else {

@@ -636,6 +636,45 @@ pub type DataProducerClosedNotification = DataProducerIdRequest;
 /// `dataConsumerClosed` data.
 pub type DataConsumerClosedNotification = DataConsumerIdRequest;
 
+/// `p2pSignal` data: an opaque `payload` (an SDP, an ICE candidate, ...) for the peer
+/// `toPeerId` of the same room. `seq`, when given, must grow per (sender, target): a `seq`
+/// at or below the last one relayed to that target is a duplicate (answered, not relayed);
+/// without it the server takes the next number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct P2pSignalRequest {
+    /// The peer to relay to.
+    pub to_peer_id: String,
+    /// The sender's sequence number for this target (1, 2, ...); the server's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// What to relay, as it is.
+    pub payload: Value,
+}
+
+/// `p2pSignal` answer: the sequence number the payload was relayed under (or, for a
+/// duplicate, the one it repeated), and whether it was a duplicate and not relayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct P2pSignalResponse {
+    /// The payload's sequence number.
+    pub seq: u64,
+    /// `true`: this `seq` was relayed before (or is older than the last one); not relayed again.
+    pub duplicate: bool,
+}
+
+/// `p2pSignal` notification data: a payload another peer of the room relayed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct P2pSignalNotification {
+    /// The sender.
+    pub from_peer_id: String,
+    /// Its sequence number for this receiver: grows by at least one per relayed payload.
+    pub seq: u64,
+    /// The payload, as sent.
+    pub payload: Value,
+}
+
 /// `roomClosed` data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -13,7 +13,7 @@ use super::limits::InputLimits;
 use super::payloads::{
     ConnectTransportRequest, ConsumeDataRequest, ConsumeRequest, ConsumerIdRequest,
     CreateRoomRequest, CreateTransportRequest, DataConsumerIdRequest, DataProducerIdRequest,
-    JoinRoomRequest, ProduceDataRequest, ProduceRequest, ProducerIdRequest,
+    JoinRoomRequest, P2pSignalRequest, ProduceDataRequest, ProduceRequest, ProducerIdRequest,
     SetConsumerPreferredLayersRequest, SetConsumerPriorityRequest, SetMaxIncomingBitrateRequest,
     TransportIdRequest,
 };
@@ -137,6 +137,8 @@ methods! {
     GetConsumerStats = GET_CONSUMER_STATS,
     /// `ping`.
     Ping = PING,
+    /// `p2pSignal`.
+    P2pSignal = P2P_SIGNAL,
 }
 
 impl Method {
@@ -246,6 +248,8 @@ pub enum SignalRequest {
     GetConsumerStats(ConsumerIdRequest),
     /// `ping`.
     Ping,
+    /// `p2pSignal`.
+    P2pSignal(P2pSignalRequest),
 }
 
 impl SignalRequest {
@@ -301,6 +305,7 @@ impl SignalRequest {
             Method::GetProducerStats => Self::GetProducerStats(data(d)?),
             Method::GetConsumerStats => Self::GetConsumerStats(data(d)?),
             Method::Ping => Self::Ping,
+            Method::P2pSignal => Self::P2pSignal(data(d)?),
         })
     }
 
@@ -336,6 +341,7 @@ impl SignalRequest {
             Self::GetProducerStats(_) => Method::GetProducerStats,
             Self::GetConsumerStats(_) => Method::GetConsumerStats,
             Self::Ping => Method::Ping,
+            Self::P2pSignal(_) => Method::P2pSignal,
         }
     }
 
@@ -370,6 +376,7 @@ impl SignalRequest {
             Self::ConsumeData(d) => json(d),
             Self::CloseDataProducer(d) => json(d),
             Self::CloseDataConsumer(d) => json(d),
+            Self::P2pSignal(d) => json(d),
         }
     }
 }
@@ -556,6 +563,11 @@ mod tests {
             ("getProducerStats", json!({"producerId": "p"})),
             ("getConsumerStats", json!({"consumerId": "c"})),
             ("ping", json!({})),
+            (
+                "p2pSignal",
+                json!({"toPeerId": "b", "seq": 2, "payload": {"candidate": null}}),
+            ),
+            ("p2pSignal", json!({"toPeerId": "b", "payload": "bye"})),
         ];
         for (name, data) in samples {
             let r = SignalRequest::parse(name, &data).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -157,6 +157,7 @@ impl Session {
             SignalRequest::CloseDataConsumer(req) => {
                 self.close_data_consumer(room, peer_id, req).await
             }
+            SignalRequest::P2pSignal(req) => self.p2p_signal(room, peer_id, req),
             SignalRequest::CreateRoom(_)
             | SignalRequest::GetRouterRtpCapabilities(_)
             | SignalRequest::JoinRoom(_)
