@@ -16,11 +16,7 @@ use webrtc::data_channel::{
 };
 
 use crate::error::{ClientError, Result};
-use crate::transport::{RecvTransport, SCTP_STREAMS, SendTransport, TransportShared};
-
-/// The mid the SDK gives the `m=application` section of a receive transport (the server
-/// offers it; mediasoup-client names it the same).
-const RECV_DATA_MID: &str = "datachannel";
+use crate::transport::{RecvTransport, SCTP_BOOTSTRAP_STREAM, SendTransport, TransportShared};
 
 /// Options of [`SendTransport::produce_data`].
 #[derive(Debug, Clone, Default)]
@@ -105,12 +101,14 @@ impl SendTransport {
     /// [`TransportOptions::data_channels`](crate::TransportOptions::data_channels).
     pub async fn produce_data(&self, options: DataProduceOptions) -> Result<DataProducer> {
         let shared = &self.shared;
-        let sctp = shared.sctp.ok_or_else(|| {
-            ClientError::InvalidState("transport was created without data_channels".into())
-        })?;
+        if shared.sctp.is_none() {
+            return Err(ClientError::InvalidState(
+                "transport was created without data_channels".into(),
+            ));
+        }
         let mut neg = shared.negotiation.lock().await;
         let stream_id = neg.next_stream_id;
-        neg.next_stream_id = (stream_id + 1) % SCTP_STREAMS;
+        neg.next_stream_id = (stream_id + 1) % SCTP_BOOTSTRAP_STREAM;
         let params = options.stream_parameters(stream_id);
         let channel = shared
             .pc
@@ -120,17 +118,8 @@ impl SendTransport {
             )
             .await?;
         if neg.remote.data_mid().is_none() {
-            shared
-                .negotiate_as_offerer(&mut neg, |local, remote| {
-                    let section = local
-                        .sections
-                        .iter()
-                        .find(|s| s.kind.is_none())
-                        .ok_or_else(|| ClientError::Sdp("no m=application in offer".into()))?;
-                    remote.add_data_section(&section.mid, sctp);
-                    Ok(())
-                })
-                .await?;
+            // The offer now has m=application; the answer gets it too.
+            shared.negotiate_as_offerer(&mut neg, |_, _| Ok(())).await?;
         }
         drop(neg);
         let mut request = json!({
@@ -170,9 +159,11 @@ impl RecvTransport {
     /// [`TransportOptions::data_channels`](crate::TransportOptions::data_channels).
     pub async fn consume_data(&self, data_producer_id: &str) -> Result<DataConsumer> {
         let shared = &self.shared;
-        let sctp = shared.sctp.ok_or_else(|| {
-            ClientError::InvalidState("transport was created without data_channels".into())
-        })?;
+        if shared.sctp.is_none() {
+            return Err(ClientError::InvalidState(
+                "transport was created without data_channels".into(),
+            ));
+        }
         let answer = shared
             .signaling
             .request(
@@ -207,7 +198,8 @@ impl RecvTransport {
             .pc
             .create_data_channel(&label, Some(channel_init(&params, &protocol)))
             .await?;
-        if neg.remote.add_data_section(RECV_DATA_MID, sctp) {
+        if neg.remote.data_mid().is_none() {
+            // The first negotiation of this transport: it adds m=application.
             shared.negotiate_as_answerer(&mut neg).await?;
         }
         drop(neg);

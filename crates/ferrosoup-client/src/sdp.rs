@@ -219,15 +219,15 @@ impl RemoteSdp {
         }
     }
 
-    /// Adds the `m=application` (SCTP) section `mid` after the media sections present now;
-    /// false when the description has one already (its mid and place stay).
-    pub fn add_data_section(&mut self, mid: &str, sctp: RemoteSctp) -> bool {
+    /// Adds the `m=application` (SCTP) section `mid` after the first `index` media
+    /// sections; false when the description has one already (its mid and place stay).
+    pub fn add_data_section(&mut self, mid: &str, index: usize, sctp: RemoteSctp) -> bool {
         if self.data.is_some() {
             return false;
         }
         self.data = Some(DataSection {
             mid: mid.to_owned(),
-            index: self.sections.len(),
+            index,
             sctp,
         });
         true
@@ -769,8 +769,11 @@ pub(crate) mod tests {
             port: 5000,
             max_message_size: 262_144,
         };
-        assert!(remote.add_data_section("1", sctp));
-        assert!(!remote.add_data_section("9", sctp), "one per description");
+        assert!(remote.add_data_section("1", 1, sctp));
+        assert!(
+            !remote.add_data_section("9", 0, sctp),
+            "one per description"
+        );
         remote.upsert(video_section("2"));
         assert_eq!(remote.data_mid(), Some("1"));
         let sdp = remote.render();

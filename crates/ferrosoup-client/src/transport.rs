@@ -161,6 +161,12 @@ pub(crate) fn parse_transport_answer(answer: &Value) -> Result<(String, RemoteTr
 
 /// SCTP streams the client asks for in each direction (`numStreams.OS` and `.MIS`).
 pub(crate) const SCTP_STREAMS: u16 = 1024;
+/// The send stream id kept for the channel that makes webrtc-rs negotiate SCTP when media
+/// comes first; data producers use the ids below it.
+pub(crate) const SCTP_BOOTSTRAP_STREAM: u16 = SCTP_STREAMS - 1;
+/// The mid the SDK gives the `m=application` section of a receive transport (the server
+/// offers it; mediasoup-client names it the same).
+const RECV_DATA_MID: &str = "datachannel";
 
 /// Parses `sctpParameters` of a `createTransport` answer.
 fn parse_sctp_parameters(answer: &Value) -> Result<RemoteSctp> {
@@ -380,6 +386,10 @@ pub(crate) struct Negotiation {
     next_mid: u32,
     /// Next SCTP stream id for a data producer (send transports).
     pub(crate) next_stream_id: u16,
+    /// Send transports with data channels whose first negotiation was for media: a
+    /// channel on [`SCTP_BOOTSTRAP_STREAM`] that only makes webrtc-rs offer m=application
+    /// (it is never announced to the server and carries nothing).
+    bootstrap_channel: Option<Arc<dyn webrtc::data_channel::DataChannel>>,
 }
 
 /// What producers, consumers and the transport handle share.
@@ -468,6 +478,7 @@ impl TransportShared {
                 tcp_dialed: false,
                 next_mid: 0,
                 next_stream_id: 0,
+                bootstrap_channel: None,
             }),
             cname: format!("ferrosoup-{:08x}", rand::random::<u32>()),
             sctp,
@@ -508,10 +519,31 @@ impl TransportShared {
         neg: &mut Negotiation,
         answer_new: impl FnOnce(&LocalDescription, &mut RemoteSdp) -> Result<()>,
     ) -> Result<LocalDescription> {
+        // webrtc-rs starts SCTP only when the DTLS handshake completes (as the DTLS client it
+        // dials then), so a transport with data channels has its m=application section in
+        // its first negotiation, whatever comes first.
+        if self.sctp.is_some()
+            && neg.remote.data_mid().is_none()
+            && neg.next_stream_id == 0
+            && neg.bootstrap_channel.is_none()
+        {
+            let init = webrtc::data_channel::RTCDataChannelInit {
+                negotiated: Some(SCTP_BOOTSTRAP_STREAM),
+                ..Default::default()
+            };
+            neg.bootstrap_channel = Some(self.pc.create_data_channel("", Some(init)).await?);
+        }
         let offer = self.pc.create_offer(None).await?;
         let local = parse_local(&offer.sdp)?;
         self.pc.set_local_description(offer).await?;
         answer_new(&local, &mut neg.remote)?;
+        if let Some(sctp) = self.sctp
+            && neg.remote.data_mid().is_none()
+            && let Some(at) = local.sections.iter().position(|s| s.kind.is_none())
+        {
+            neg.remote
+                .add_data_section(&local.sections[at].mid, at, sctp);
+        }
         self.connect_once(neg, &local).await?;
         let answer = RTCSessionDescription::answer(neg.remote.render())?;
         self.pc.set_remote_description(answer).await?;
@@ -543,6 +575,11 @@ impl TransportShared {
         &self,
         neg: &mut Negotiation,
     ) -> Result<LocalDescription> {
+        // As for offers: m=application from the first negotiation on (see above).
+        if let Some(sctp) = self.sctp {
+            let at = neg.remote.sections().len();
+            neg.remote.add_data_section(RECV_DATA_MID, at, sctp);
+        }
         let offer = RTCSessionDescription::offer(neg.remote.render())?;
         self.pc.set_remote_description(offer).await?;
         self.dial_tcp_once(neg).await?;
