@@ -9,7 +9,6 @@ use std::process::Stdio;
 use common::{TestServer, within};
 use ferrosoup_client::{DataProduceOptions, Peer, RecvTransport, SendTransport, TransportOptions};
 use ferrosoup_examples::bot::{BotOptions, run};
-use serde_json::Value;
 use tokio::process::Command;
 
 fn with_data() -> TransportOptions {
@@ -147,6 +146,5 @@ async fn the_bot_plays_a_file_and_answers_chat() {
         left["peerId"].as_str().is_some_and(|p| !p.is_empty()),
         "{left}"
     );
-    let _: Value = left;
     let _ = std::fs::remove_dir_all(&dir);
 }
