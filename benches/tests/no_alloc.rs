@@ -307,3 +307,56 @@ fn ice_tcp_framing_does_not_allocate() {
         "allocations on the ICE-TCP path (NO_ALLOC_BACKTRACE=1 shows where)"
     );
 }
+
+#[test]
+fn recording_does_not_allocate() {
+    use ferrosoup_record::assembler::{FrameAssembler, StreamCodec};
+    use ferrosoup_record::ivf::{IvfCodec, IvfWriter};
+    use ferrosoup_record::ogg::OggOpusWriter;
+
+    const FRAMES: u16 = 600;
+    // Writers into buffers big enough for everything (a file would take the bytes).
+    let mut video = FrameAssembler::new(StreamCodec::Vp8);
+    let mut ivf = IvfWriter::new(
+        std::io::Cursor::new(Vec::with_capacity(8 << 20)),
+        IvfCodec::Vp8,
+    )
+    .expect("ivf header");
+    let mut audio = FrameAssembler::new(StreamCodec::Opus);
+    let mut ogg = OggOpusWriter::new(Vec::with_capacity(8 << 20), 2, 48_000).expect("ogg header");
+    let mut first = [0x5au8; 1000];
+    let middle = [0x00u8; 1000];
+    let last = [0x00u8; 600];
+    let opus = [0xfcu8; 120];
+    let allocations = allocations_in(|| {
+        for f in 0..FRAMES {
+            // VP8: three packets a frame, the last two swapped in flight; a keyframe first.
+            first[0] = 0x10;
+            first[1] = if f == 0 { 0x00 } else { 0x01 };
+            let seq = f.wrapping_mul(3);
+            let ts = u32::from(f) * 3000;
+            for (s, marker, payload) in [
+                (seq, false, &first[..]),
+                (seq.wrapping_add(2), true, &last[..]),
+                (seq.wrapping_add(1), false, &middle[..]),
+            ] {
+                video
+                    .push(s, ts, marker, payload, &mut |ts, frame| {
+                        ivf.write_frame(ts, frame)
+                    })
+                    .expect("video");
+            }
+            audio
+                .push(f, u32::from(f) * 960, false, &opus, &mut |ts, p| {
+                    ogg.write_packet(ts, p)
+                })
+                .expect("audio");
+        }
+    });
+    assert_eq!(ivf.frames(), u32::from(FRAMES));
+    assert_eq!(ogg.packets(), u64::from(FRAMES));
+    assert_eq!(
+        allocations, 0,
+        "allocations on the recording path (NO_ALLOC_BACKTRACE=1 shows where)"
+    );
+}

@@ -16,6 +16,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Data channels (mediasoup-client's `produceData` / `consumeData`): create the transports
+//! with [`TransportOptions::data_channels`], then [`SendTransport::produce_data`] and
+//! [`RecvTransport::consume_data`]; see [`data`].
+//!
 //! Behind a NAT or a firewall, give the transports the server's STUN/TURN servers:
 //! `TransportOptions { ice_servers: fetch_ice_servers(url).await?, ..Default::default() }`
 //! (`GET /api/ice-servers`; TURN credentials are made for the token in the URL).
@@ -44,6 +48,7 @@
 //! the rest, so read consumers promptly.
 
 pub mod consumer;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod ice_servers;
@@ -54,6 +59,7 @@ pub mod signaling;
 pub mod transport;
 
 pub use consumer::{Consumer, ConsumerEvent};
+pub use data::{DataConsumer, DataMessage, DataProduceOptions, DataProducer};
 pub use device::Device;
 pub use error::{ClientError, Result};
 pub use ferrosoup_proto::rtp_parameters::{MediaKind, RtpCapabilities, RtpParameters};

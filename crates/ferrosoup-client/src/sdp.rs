@@ -171,12 +171,31 @@ impl RemoteSetup {
     }
 }
 
+/// The server's SCTP association (`sctpParameters` of `createTransport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteSctp {
+    /// SCTP port (`a=sctp-port`, 5000 in WebRTC).
+    pub port: u16,
+    /// Largest message the server accepts (`a=max-message-size`).
+    pub max_message_size: u32,
+}
+
+/// The `m=application` section of a remote description, at its m-line position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DataSection {
+    mid: String,
+    /// Number of media sections before it.
+    index: usize,
+    sctp: RemoteSctp,
+}
+
 /// The remote description of one transport.
 #[derive(Debug, Clone)]
 pub struct RemoteSdp {
     transport: RemoteTransport,
     setup: RemoteSetup,
     sections: Vec<RemoteSection>,
+    data: Option<DataSection>,
     version: u64,
 }
 
@@ -195,8 +214,28 @@ impl RemoteSdp {
             transport,
             setup,
             sections: Vec::new(),
+            data: None,
             version: 0,
         }
+    }
+
+    /// Adds the `m=application` (SCTP) section `mid` after the first `index` media
+    /// sections; false when the description has one already (its mid and place stay).
+    pub fn add_data_section(&mut self, mid: &str, index: usize, sctp: RemoteSctp) -> bool {
+        if self.data.is_some() {
+            return false;
+        }
+        self.data = Some(DataSection {
+            mid: mid.to_owned(),
+            index,
+            sctp,
+        });
+        true
+    }
+
+    /// The mid of the `m=application` section, when there is one.
+    pub fn data_mid(&self) -> Option<&str> {
+        self.data.as_ref().map(|d| d.mid.as_str())
     }
 
     /// Adds a section, or replaces the one with the same mid (m-line order is kept).
@@ -233,7 +272,10 @@ impl RemoteSdp {
         if self.transport.ice_lite {
             sdp.push_str("a=ice-lite\r\n");
         }
-        let mids: Vec<&str> = self.sections.iter().map(|s| s.mid.as_str()).collect();
+        let mut mids: Vec<&str> = self.sections.iter().map(|s| s.mid.as_str()).collect();
+        if let Some(data) = &self.data {
+            mids.insert(data.index.min(mids.len()), data.mid.as_str());
+        }
         if !mids.is_empty() {
             let _ = write!(sdp, "a=group:BUNDLE {}\r\n", mids.join(" "));
         }
@@ -245,27 +287,36 @@ impl RemoteSdp {
         {
             sdp.push_str("a=extmap-allow-mixed\r\n");
         }
-        for section in &self.sections {
+        for (i, section) in self.sections.iter().enumerate() {
+            if let Some(data) = self.data.as_ref().filter(|d| d.index == i) {
+                self.render_data_section(&mut sdp, data);
+            }
             self.render_section(&mut sdp, section);
+        }
+        if let Some(data) = self
+            .data
+            .as_ref()
+            .filter(|d| d.index >= self.sections.len())
+        {
+            self.render_data_section(&mut sdp, data);
         }
         sdp
     }
 
-    fn render_section(&self, sdp: &mut String, section: &RemoteSection) {
-        let t = &self.transport;
-        let pts: Vec<String> = section
-            .codecs
-            .iter()
-            .map(|c| c.payload_type.to_string())
-            .collect();
+    fn render_data_section(&self, sdp: &mut String, data: &DataSection) {
+        sdp.push_str("m=application 7 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 127.0.0.1\r\n");
+        let _ = write!(sdp, "a=mid:{}\r\n", data.mid);
+        self.render_transport(sdp);
         let _ = write!(
             sdp,
-            "m={} 7 UDP/TLS/RTP/SAVPF {}\r\nc=IN IP4 127.0.0.1\r\n",
-            section.kind.as_str(),
-            pts.join(" ")
+            "a=sctp-port:{}\r\na=max-message-size:{}\r\n",
+            data.sctp.port, data.sctp.max_message_size
         );
-        let _ = write!(sdp, "a=mid:{}\r\n", section.mid);
-        let _ = write!(sdp, "a={}\r\n", section.direction.as_str());
+    }
+
+    /// ICE credentials, fingerprint, setup and candidates (repeated in every section).
+    fn render_transport(&self, sdp: &mut String) {
+        let t = &self.transport;
         let _ = write!(
             sdp,
             "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
@@ -282,6 +333,23 @@ impl RemoteSdp {
             let _ = write!(sdp, "a={}\r\n", c.attribute());
         }
         sdp.push_str("a=end-of-candidates\r\n");
+    }
+
+    fn render_section(&self, sdp: &mut String, section: &RemoteSection) {
+        let pts: Vec<String> = section
+            .codecs
+            .iter()
+            .map(|c| c.payload_type.to_string())
+            .collect();
+        let _ = write!(
+            sdp,
+            "m={} 7 UDP/TLS/RTP/SAVPF {}\r\nc=IN IP4 127.0.0.1\r\n",
+            section.kind.as_str(),
+            pts.join(" ")
+        );
+        let _ = write!(sdp, "a=mid:{}\r\n", section.mid);
+        let _ = write!(sdp, "a={}\r\n", section.direction.as_str());
+        self.render_transport(sdp);
         sdp.push_str("a=rtcp-mux\r\na=rtcp-rsize\r\n");
         for ext in &section.header_extensions {
             let _ = write!(sdp, "a=extmap:{} {}\r\n", ext.id, ext.uri);
@@ -678,6 +746,54 @@ pub(crate) mod tests {
             id: 1,
             encrypt: false,
             parameters: Parameters::new(),
+        }
+    }
+
+    fn video_section(mid: &str) -> RemoteSection {
+        RemoteSection {
+            mid: mid.into(),
+            kind: MediaKind::Video,
+            direction: SectionDirection::RecvOnly,
+            codecs: vp8_with_rtx(),
+            header_extensions: vec![],
+            source: None,
+            simulcast_rids: vec![],
+        }
+    }
+
+    #[test]
+    fn data_section_keeps_its_m_line_place() {
+        let mut remote = RemoteSdp::new(server_transport(), RemoteSetup::Passive);
+        remote.upsert(video_section("0"));
+        let sctp = RemoteSctp {
+            port: 5000,
+            max_message_size: 262_144,
+        };
+        assert!(remote.add_data_section("1", 1, sctp));
+        assert!(
+            !remote.add_data_section("9", 0, sctp),
+            "one per description"
+        );
+        remote.upsert(video_section("2"));
+        assert_eq!(remote.data_mid(), Some("1"));
+        let sdp = remote.render();
+        assert!(sdp.contains("a=group:BUNDLE 0 1 2\r\n"), "{sdp}");
+        let parsed = rtc::sdp::description::session::SessionDescription::unmarshal(
+            &mut std::io::Cursor::new(sdp.as_bytes()),
+        )
+        .expect("webrtc-rs parses the generated SDP");
+        let kinds: Vec<&str> = parsed
+            .media_descriptions
+            .iter()
+            .map(|m| m.media_name.media.as_str())
+            .collect();
+        assert_eq!(kinds, ["video", "application", "video"]);
+        for line in [
+            "m=application 7 UDP/DTLS/SCTP webrtc-datachannel",
+            "a=sctp-port:5000",
+            "a=max-message-size:262144",
+        ] {
+            assert!(sdp.contains(&format!("{line}\r\n")), "missing {line:?}");
         }
     }
 

@@ -43,8 +43,8 @@ use crate::error::{ClientError, Result};
 use crate::ice_servers::IceServer;
 use crate::producer::Producer;
 use crate::sdp::{
-    LocalDescription, LocalSetup, RemoteCandidate, RemoteSdp, RemoteSection, RemoteSetup,
-    RemoteSource, RemoteTransport, SectionDirection, parse_local,
+    LocalDescription, LocalSetup, RemoteCandidate, RemoteSctp, RemoteSdp, RemoteSection,
+    RemoteSetup, RemoteSource, RemoteTransport, SectionDirection, parse_local,
 };
 use crate::signaling::Signaling;
 
@@ -70,6 +70,10 @@ pub struct TransportOptions {
     /// asks for the server's TCP candidates only (`forceTcp`), the PeerConnection binds no
     /// UDP socket, and it connects to the server's passive TCP candidate. Default: off.
     pub force_tcp: bool,
+    /// Open an SCTP association over the transport's DTLS for data channels: sends
+    /// `sctpCapabilities` with `createTransport`, enabling
+    /// [`SendTransport::produce_data`] and [`RecvTransport::consume_data`]. Default: off.
+    pub data_channels: bool,
 }
 
 /// Which way media flows on a transport.
@@ -153,6 +157,31 @@ pub(crate) fn parse_transport_answer(answer: &Value) -> Result<(String, RemoteTr
             fingerprint_value: text(fp, "value")?,
         },
     ))
+}
+
+/// SCTP streams the client asks for in each direction (`numStreams.OS` and `.MIS`).
+pub(crate) const SCTP_STREAMS: u16 = 1024;
+/// The send stream id kept for the channel that makes webrtc-rs negotiate SCTP when media
+/// comes first; data producers use the ids below it.
+pub(crate) const SCTP_BOOTSTRAP_STREAM: u16 = SCTP_STREAMS - 1;
+/// The mid the SDK gives the `m=application` section of a receive transport (the server
+/// offers it; mediasoup-client names it the same).
+const RECV_DATA_MID: &str = "datachannel";
+
+/// Parses `sctpParameters` of a `createTransport` answer.
+fn parse_sctp_parameters(answer: &Value) -> Result<RemoteSctp> {
+    let sctp = answer.get("sctpParameters").ok_or_else(|| {
+        ClientError::InvalidState("createTransport answer lacks sctpParameters".into())
+    })?;
+    let number = |k: &str| sctp.get(k).and_then(Value::as_u64);
+    Ok(RemoteSctp {
+        port: number("port")
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| ClientError::InvalidState("sctpParameters.port".into()))?,
+        max_message_size: number("maxMessageSize")
+            .and_then(|m| u32::try_from(m).ok())
+            .ok_or_else(|| ClientError::InvalidState("sctpParameters.maxMessageSize".into()))?,
+    })
 }
 
 /// Marks every inbound RTCP packet for delivery to the application, after the stock
@@ -355,6 +384,12 @@ pub(crate) struct Negotiation {
     /// them only when they are added as candidates, not from the SDP).
     tcp_dialed: bool,
     next_mid: u32,
+    /// Next SCTP stream id for a data producer (send transports).
+    pub(crate) next_stream_id: u16,
+    /// Send transports with data channels whose first negotiation was for media: a
+    /// channel on [`SCTP_BOOTSTRAP_STREAM`] that only makes webrtc-rs offer m=application
+    /// (it is never announced to the server and carries nothing).
+    bootstrap_channel: Option<Arc<dyn webrtc::data_channel::DataChannel>>,
 }
 
 /// What producers, consumers and the transport handle share.
@@ -368,6 +403,8 @@ pub(crate) struct TransportShared {
     pub(crate) negotiation: tokio::sync::Mutex<Negotiation>,
     /// CNAME (= MediaStream id) of everything this transport sends.
     pub(crate) cname: String,
+    /// The server's SCTP parameters, when the transport was made with data channels.
+    pub(crate) sctp: Option<RemoteSctp>,
 }
 
 impl TransportShared {
@@ -384,8 +421,18 @@ impl TransportShared {
         if options.force_tcp {
             request["forceTcp"] = json!(true);
         }
+        if options.data_channels {
+            request["sctpCapabilities"] = json!({
+                "numStreams": { "OS": SCTP_STREAMS, "MIS": SCTP_STREAMS },
+            });
+        }
         let answer = signaling.request("createTransport", request).await?;
         let (id, mut remote) = parse_transport_answer(&answer)?;
+        let sctp = if options.data_channels {
+            Some(parse_sctp_parameters(&answer)?)
+        } else {
+            None
+        };
         if let Some(addr) = options.candidate_override {
             remote.override_candidates(addr);
         }
@@ -430,8 +477,11 @@ impl TransportShared {
                 connected: false,
                 tcp_dialed: false,
                 next_mid: 0,
+                next_stream_id: 0,
+                bootstrap_channel: None,
             }),
             cname: format!("ferrosoup-{:08x}", rand::random::<u32>()),
+            sctp,
         }))
     }
 
@@ -464,16 +514,35 @@ impl TransportShared {
     }
 
     /// Send side: offer, connect if needed, apply the locally built answer.
-    async fn negotiate_as_offerer(
+    pub(crate) async fn negotiate_as_offerer(
         &self,
         neg: &mut Negotiation,
-        new_section: impl FnOnce(&LocalDescription) -> Result<Option<RemoteSection>>,
+        answer_new: impl FnOnce(&LocalDescription, &mut RemoteSdp) -> Result<()>,
     ) -> Result<LocalDescription> {
+        // webrtc-rs starts SCTP only when the DTLS handshake completes (as the DTLS client it
+        // dials then), so a transport with data channels has its m=application section in
+        // its first negotiation, whatever comes first.
+        if self.sctp.is_some()
+            && neg.remote.data_mid().is_none()
+            && neg.next_stream_id == 0
+            && neg.bootstrap_channel.is_none()
+        {
+            let init = webrtc::data_channel::RTCDataChannelInit {
+                negotiated: Some(SCTP_BOOTSTRAP_STREAM),
+                ..Default::default()
+            };
+            neg.bootstrap_channel = Some(self.pc.create_data_channel("", Some(init)).await?);
+        }
         let offer = self.pc.create_offer(None).await?;
         let local = parse_local(&offer.sdp)?;
         self.pc.set_local_description(offer).await?;
-        if let Some(section) = new_section(&local)? {
-            neg.remote.upsert(section);
+        answer_new(&local, &mut neg.remote)?;
+        if let Some(sctp) = self.sctp
+            && neg.remote.data_mid().is_none()
+            && let Some(at) = local.sections.iter().position(|s| s.kind.is_none())
+        {
+            neg.remote
+                .add_data_section(&local.sections[at].mid, at, sctp);
         }
         self.connect_once(neg, &local).await?;
         let answer = RTCSessionDescription::answer(neg.remote.render())?;
@@ -502,7 +571,15 @@ impl TransportShared {
     }
 
     /// Receive side: apply the locally built offer, answer, connect if needed.
-    async fn negotiate_as_answerer(&self, neg: &mut Negotiation) -> Result<LocalDescription> {
+    pub(crate) async fn negotiate_as_answerer(
+        &self,
+        neg: &mut Negotiation,
+    ) -> Result<LocalDescription> {
+        // As for offers: m=application from the first negotiation on (see above).
+        if let Some(sctp) = self.sctp {
+            let at = neg.remote.sections().len();
+            neg.remote.add_data_section(RECV_DATA_MID, at, sctp);
+        }
         let offer = RTCSessionDescription::offer(neg.remote.render())?;
         self.pc.set_remote_description(offer).await?;
         self.dial_tcp_once(neg).await?;
@@ -530,7 +607,7 @@ impl TransportShared {
                         }
                     }
                 }
-                self.negotiate_as_offerer(&mut neg, |_| Ok(None)).await?;
+                self.negotiate_as_offerer(&mut neg, |_, _| Ok(())).await?;
             }
             Direction::Recv => {
                 self.negotiate_as_answerer(&mut neg).await?;
@@ -570,7 +647,7 @@ pub struct ProduceOptions {
 /// A transport the client sends media on (`createTransport {direction: "send"}`).
 #[derive(Clone)]
 pub struct SendTransport {
-    shared: Arc<TransportShared>,
+    pub(crate) shared: Arc<TransportShared>,
 }
 
 impl SendTransport {
@@ -667,7 +744,7 @@ impl SendTransport {
         let mut chosen: Option<RemoteSection> = None;
         let mut section_mid = None;
         let local = shared
-            .negotiate_as_offerer(&mut neg, |local| {
+            .negotiate_as_offerer(&mut neg, |local, remote_sdp| {
                 // The new section is the one announcing our track's first SSRC.
                 let section = local
                     .sections
@@ -724,7 +801,8 @@ impl SendTransport {
                 };
                 section_mid = Some(section.mid.clone());
                 chosen = Some(remote.clone());
-                Ok(Some(remote))
+                remote_sdp.upsert(remote);
+                Ok(())
             })
             .await?;
         drop(neg);
@@ -817,7 +895,7 @@ async fn wait_connected(events: &PcEvents) -> Result<()> {
 /// A transport the client receives media on (`createTransport {direction: "recv"}`).
 #[derive(Clone)]
 pub struct RecvTransport {
-    shared: Arc<TransportShared>,
+    pub(crate) shared: Arc<TransportShared>,
 }
 
 impl RecvTransport {

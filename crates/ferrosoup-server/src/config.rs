@@ -60,6 +60,25 @@ pub enum Command {
         #[arg(long, default_value = "/health/live")]
         path: String,
     },
+    /// Records a room of a running server to files (Opus → .ogg, VP8 → .ivf), one per
+    /// producer, through its broadcaster HTTP API; stops on Ctrl-C or after `--duration`.
+    Record {
+        /// The room to record.
+        #[arg(long)]
+        room: String,
+        /// Directory for the files (created if missing).
+        #[arg(long, default_value = "recordings")]
+        out: std::path::PathBuf,
+        /// The server's HTTP base; default: this configuration's (PORT, LISTEN_IP).
+        #[arg(long)]
+        server: Option<String>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Local address the server sends RTP to (one the server can reach).
+        #[arg(long, default_value = "127.0.0.1")]
+        rtp_ip: std::net::IpAddr,
+    },
     /// Checks or prints the configuration (flags, environment, `--config` file).
     Config {
         /// What to do with it.

@@ -45,6 +45,25 @@ async fn main() -> anyhow::Result<()> {
         println!("{status}");
         return Ok(());
     }
+    if let Some(config::Command::Record {
+        room,
+        out,
+        server,
+        duration,
+        rtp_ip,
+    }) = &cli.command
+    {
+        let base = server.clone().unwrap_or_else(|| {
+            format!(
+                "http://{}",
+                probe::local_addr(config.http_listen_ip(), config.port)
+            )
+        });
+        let mut options = ferrosoup_record::RecordOptions::new(&base, room, out);
+        options.admin_key = config.admin_key().map(str::to_owned);
+        options.listen_ip = *rtp_ip;
+        return record_command(options, *duration).await;
+    }
     if let Some(config::Command::Token {
         room,
         peer,
@@ -194,6 +213,38 @@ fn init_logging(config: &config::Config) -> anyhow::Result<()> {
 }
 
 /// `ferrosoup config check` / `config print`: exit code 0, or 1 with the reason on stderr.
+/// `ferrosoup record`: records until Ctrl-C or `duration` seconds, then prints each file.
+async fn record_command(
+    options: ferrosoup_record::RecordOptions,
+    duration: Option<f64>,
+) -> anyhow::Result<()> {
+    let recording = ferrosoup_record::Recording::start(options).await?;
+    if recording.paths().is_empty() {
+        tracing::warn!("the room has no producer with a recordable codec (Opus, VP8)");
+    }
+    let limit = async {
+        match duration {
+            Some(secs) => tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = limit => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    for file in recording.stop().await? {
+        println!(
+            "{}\t{}\t{} frames\t{:.2} s\tlost {} packets",
+            file.path.display(),
+            file.kind,
+            file.frames,
+            file.duration.as_secs_f64(),
+            file.stats.lost_packets
+        );
+    }
+    Ok(())
+}
+
 fn config_command(
     loaded: &config_file::Loaded,
     action: config::ConfigAction,

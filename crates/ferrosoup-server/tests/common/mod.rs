@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod broadcast;
 pub mod raw_client;
 pub mod ws;
 
