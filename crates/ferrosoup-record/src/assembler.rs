@@ -28,6 +28,9 @@ pub enum StreamCodec {
     Opus,
     /// VP8 video (RFC 7741 payload descriptor).
     Vp8,
+    /// VP9 video (RFC 9628 payload descriptor). Of an SVC stream only the lowest spatial
+    /// layer is kept: its frames decode alone (K-SVC, L1Tx), the layers above need it.
+    Vp9,
 }
 
 struct Slot {
@@ -225,38 +228,74 @@ impl FrameAssembler {
                 self.stats.frames += 1;
                 out(slot.ts, &slot.payload)
             }
+            StreamCodec::Vp9 => {
+                let Some((start, end, offset)) = vp9_descriptor(&slot.payload) else {
+                    return Ok(());
+                };
+                let keyframe = start
+                    && ferrosoup_rtc::vp9::parse_descriptor(&slot.payload)
+                        .is_some_and(|d| !d.inter_picture);
+                self.frame_part(i, start, end, offset, keyframe, out)
+            }
             StreamCodec::Vp8 => {
                 let Some((start, offset)) = vp8_descriptor(&slot.payload) else {
                     return Ok(());
                 };
-                if self.in_frame && slot.ts != self.frame_ts {
-                    // The previous frame never saw its marker bit.
-                    self.in_frame = false;
-                    self.stats.dropped_frames += 1;
-                }
-                if start {
-                    self.frame.clear();
-                    self.frame_ts = slot.ts;
-                    self.in_frame = true;
-                    self.frame_keyframe = slot.payload.get(offset).is_some_and(|b| b & 0x01 == 0);
-                } else if !self.in_frame {
-                    return Ok(());
-                }
-                self.frame.extend_from_slice(&slot.payload[offset..]);
-                if !slot.marker {
-                    return Ok(());
-                }
-                self.in_frame = false;
-                if self.waiting_keyframe && !self.frame_keyframe {
-                    self.stats.dropped_frames += 1;
-                    return Ok(());
-                }
-                self.waiting_keyframe = false;
-                self.stats.frames += 1;
-                out(self.frame_ts, &self.frame)
+                let keyframe = start && slot.payload.get(offset).is_some_and(|b| b & 0x01 == 0);
+                self.frame_part(i, start, slot.marker, offset, keyframe, out)
             }
         }
     }
+
+    /// Adds the bitstream of slot `i` (from `offset`) to the frame being assembled: `start`
+    /// begins one (a `keyframe` or not), `end` completes it, which then goes to `out`
+    /// unless a keyframe is awaited.
+    fn frame_part(
+        &mut self,
+        i: usize,
+        start: bool,
+        end: bool,
+        offset: usize,
+        keyframe: bool,
+        out: &mut impl FnMut(u64, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let slot = &self.slots[i];
+        if self.in_frame && slot.ts != self.frame_ts {
+            // The previous frame never saw its end.
+            self.in_frame = false;
+            self.stats.dropped_frames += 1;
+        }
+        if start {
+            self.frame.clear();
+            self.frame_ts = slot.ts;
+            self.in_frame = true;
+            self.frame_keyframe = keyframe;
+        } else if !self.in_frame {
+            return Ok(());
+        }
+        self.frame.extend_from_slice(&slot.payload[offset..]);
+        if !end {
+            return Ok(());
+        }
+        self.in_frame = false;
+        if self.waiting_keyframe && !self.frame_keyframe {
+            self.stats.dropped_frames += 1;
+            return Ok(());
+        }
+        self.waiting_keyframe = false;
+        self.stats.frames += 1;
+        out(self.frame_ts, &self.frame)
+    }
+}
+
+/// Whether a VP9 payload begins and ends a frame of the lowest spatial layer, and the
+/// length of its payload descriptor; `None` for other layers and truncated payloads.
+fn vp9_descriptor(payload: &[u8]) -> Option<(bool, bool, usize)> {
+    let d = ferrosoup_rtc::vp9::parse_descriptor(payload)?;
+    if d.layers.is_some_and(|l| l.spatial > 0) {
+        return None;
+    }
+    Some((d.begin, d.end, ferrosoup_rtc::vp9::descriptor_len(payload)?))
 }
 
 /// Whether a VP8 payload starts a frame (S bit, partition 0) and the length of its payload
@@ -333,6 +372,31 @@ mod tests {
         );
         assert_eq!(a.stats().dropped_frames, 1);
         assert!(!a.take_keyframe_request());
+    }
+
+    #[test]
+    fn vp9_keeps_the_lowest_spatial_layer_frames_from_begin_to_end() {
+        let mut a = FrameAssembler::new(StreamCodec::Vp9);
+        let frames = run(
+            &mut a,
+            &[
+                // An inter picture (P) before any keyframe: dropped.
+                (20, 0, true, &[0x4c, 0x01]),
+                // Keyframe of spatial layer 0 in two packets (L, non-flexible: layer
+                // byte and TL0PICIDX), then spatial layer 1 of the same picture: skipped.
+                (21, 3000, false, &[0x28, 0x00, 7, 0xaa]),
+                (22, 3000, false, &[0x24, 0x00, 7, 0xbb]),
+                (23, 3000, true, &[0x2c, 0x02, 7, 0xcc]),
+                // Next picture, predicted, layer 0 in one packet.
+                (24, 6000, false, &[0x6c, 0x00, 8, 0xdd]),
+                (25, 6000, true, &[0x6c, 0x02, 8, 0xee]),
+            ],
+        );
+        assert_eq!(
+            frames,
+            vec![(TS0 + 3000, vec![0xaa, 0xbb]), (TS0 + 6000, vec![0xdd])]
+        );
+        assert_eq!(a.stats().dropped_frames, 1);
     }
 
     #[test]

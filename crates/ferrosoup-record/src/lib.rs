@@ -1,4 +1,4 @@
-//! Records a room's producers to files people can play: Opus → Ogg (`.ogg`), VP8 → IVF
+//! Records a room's producers to files people can play: Opus → Ogg (`.ogg`), VP8 and VP9 → IVF
 //! (`.ivf`). The recorder joins the room as a broadcaster over the HTTP API of
 //! shared/PROTOCOL.md "Broadcasters", consumes each producer on its own plain RTP
 //! transport (RTP and RTCP muxed on one UDP socket of the recorder), depacketizes
@@ -233,9 +233,10 @@ impl Recording {
             )));
         };
         let mime = codec.mime_type.to_ascii_lowercase();
-        let ext = match mime.as_str() {
-            "audio/opus" => "ogg",
-            "video/vp8" => "ivf",
+        let (ext, stream_codec) = match mime.as_str() {
+            "audio/opus" => ("ogg", StreamCodec::Opus),
+            "video/vp8" => ("ivf", StreamCodec::Vp8),
+            "video/vp9" => ("ivf", StreamCodec::Vp9),
             _ => {
                 tracing::warn!(producer_id, mime, "not recorded: codec not supported");
                 return Ok(());
@@ -248,13 +249,14 @@ impl Recording {
             .out_dir
             .join(format!("{peer_id}-{}-{producer_id}.{ext}", kind_name(kind)));
         let file = BufWriter::new(File::create(&path)?);
-        let sink = match ext {
-            "ogg" => Sink::Ogg(OggOpusWriter::new(
+        let sink = match stream_codec {
+            StreamCodec::Opus => Sink::Ogg(OggOpusWriter::new(
                 file,
                 codec.channels.unwrap_or(2),
                 codec.clock_rate,
             )?),
-            _ => Sink::Ivf(IvfWriter::new(file, IvfCodec::Vp8)?),
+            StreamCodec::Vp8 => Sink::Ivf(IvfWriter::new(file, IvfCodec::Vp8)?),
+            StreamCodec::Vp9 => Sink::Ivf(IvfWriter::new(file, IvfCodec::Vp9)?),
         };
         socket.set_read_timeout(Some(POLL))?;
         let stream = Stream {
@@ -263,11 +265,7 @@ impl Recording {
             ssrc,
             payload_type: codec.payload_type,
             sink,
-            assembler: FrameAssembler::new(if ext == "ogg" {
-                StreamCodec::Opus
-            } else {
-                StreamCodec::Vp8
-            }),
+            assembler: FrameAssembler::new(stream_codec),
             stop: Arc::clone(&self.stop),
             file: RecordedFile {
                 producer_id: producer_id.to_owned(),

@@ -77,9 +77,72 @@ pub fn parse_descriptor(payload: &[u8]) -> Option<Vp9Descriptor> {
     Some(d)
 }
 
+/// Length of a VP9 payload descriptor, all of it (RFC 9628 §4.2: PictureID, layer
+/// indices, TL0PICIDX, the reference indices of flexible mode, the scalability
+/// structure): where the VP9 bitstream starts. `None` if the payload ends inside it or
+/// holds nothing after it.
+pub fn descriptor_len(payload: &[u8]) -> Option<usize> {
+    let d = parse_descriptor(payload)?;
+    let mut len = 1;
+    if d.picture_id.is_some() {
+        // M: a 15-bit PictureID.
+        len += if payload.get(1)? & 0x80 != 0 { 2 } else { 1 };
+    }
+    if d.layers.is_some() {
+        len += if d.flexible { 1 } else { 2 };
+    }
+    if d.flexible && d.inter_picture {
+        // Up to three reference indices, each with N: another follows.
+        for _ in 0..3 {
+            let p_diff = *payload.get(len)?;
+            len += 1;
+            if p_diff & 0x01 == 0 {
+                break;
+            }
+        }
+    }
+    if d.scalability_structure {
+        let ss = *payload.get(len)?;
+        len += 1;
+        let spatial_layers = usize::from(ss >> 5) + 1;
+        if ss & 0x10 != 0 {
+            len += 4 * spatial_layers;
+        }
+        if ss & 0x08 != 0 {
+            let pictures = *payload.get(len)?;
+            len += 1;
+            for _ in 0..pictures {
+                let references = usize::from((*payload.get(len)? >> 2) & 0x03);
+                len += 1 + references;
+            }
+        }
+    }
+    (len < payload.len()).then_some(len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptor_lengths_cover_every_optional_field() {
+        // B E only: one byte, then the bitstream.
+        assert_eq!(descriptor_len(&[0x0c, 0x82]), Some(1));
+        // I with a 15-bit PictureID, L non-flexible (layer byte + TL0PICIDX).
+        assert_eq!(descriptor_len(&[0xac, 0x92, 0x34, 0x53, 77, 0x82]), Some(5));
+        // I 7-bit, P, L, F: the layer byte, then two reference indices (N on the first).
+        assert_eq!(
+            descriptor_len(&[0xf8, 0x05, 0x24, 0x03, 0x04, 0x82]),
+            Some(5)
+        );
+        // B, V: two spatial layers with sizes (Y), one picture group entry with one
+        // reference (G).
+        let ss = [0x0a, 0x38, 1, 64, 0, 180, 2, 128, 1, 104, 1, 0x04, 1, 0x82];
+        assert_eq!(descriptor_len(&ss), Some(13));
+        // Nothing after the descriptor, or cut inside it.
+        assert_eq!(descriptor_len(&[0x0c]), None);
+        assert_eq!(descriptor_len(&ss[..10]), None);
+    }
 
     #[test]
     fn reads_layer_indices_in_both_modes() {

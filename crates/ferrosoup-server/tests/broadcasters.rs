@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 use tokio::process::Command;
 
-use common::broadcast::{VIDEO_SSRC, ok, plain_transport, publish};
+use common::broadcast::{VIDEO_SSRC, Video, ok, plain_transport, publish};
 use common::{TestServer, Ws, eventually, within};
 
 /// A second broadcaster that consumes: it gives the room's RTP capabilities.
@@ -147,7 +147,8 @@ async fn ffmpeg_publishes_into_a_room_that_sees_it_and_a_plain_consumer_receives
         .ok("joinRoom", json!({"roomId": room, "peerId": "watcher"}))
         .await;
 
-    let (mut ffmpeg, [audio_producer, video_producer]) = publish(&server, room, "ffmpeg", 5).await;
+    let (mut ffmpeg, [audio_producer, video_producer]) =
+        publish(&server, room, "ffmpeg", 5, Video::Vp8).await;
     let joined = watcher.notification("peerJoined", |_| true).await;
     assert_eq!(joined["peerId"], "ffmpeg");
     assert_eq!(joined["appData"]["device"]["flag"], "broadcaster");
@@ -235,7 +236,7 @@ fn free_port_pair() -> u16 {
 async fn a_plain_consumer_records_a_producer_to_a_webm_file_that_ffprobe_reads() {
     let server = TestServer::start(1).await;
     let room = "recording";
-    let (mut ffmpeg, [_, video_producer]) = publish(&server, room, "ffmpeg", 6).await;
+    let (mut ffmpeg, [_, video_producer]) = publish(&server, room, "ffmpeg", 6, Video::Vp8).await;
     recorder(&server, room, "rec").await;
 
     let port = free_port_pair();

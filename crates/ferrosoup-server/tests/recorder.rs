@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-use common::broadcast::publish;
+use common::broadcast::{Video, publish};
 use common::{TestServer, within};
 
 /// Seconds ffmpeg publishes.
@@ -63,11 +63,25 @@ fn within_ten_percent(value: f64, expected: f64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ferrosoup_record_writes_files_that_ffprobe_reads() {
+    records_files_that_ffprobe_reads(Video::Vp8, "vp8").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferrosoup_record_writes_vp9_that_ffprobe_reads() {
+    records_files_that_ffprobe_reads(Video::Vp9, "vp9").await;
+}
+
+/// ffmpeg publishes `video` and Opus, `ferrosoup record` records both; ffprobe must read
+/// the video as `expected_codec`.
+async fn records_files_that_ffprobe_reads(video: Video, expected_codec: &str) {
     let server = TestServer::start(1).await;
     let room = "recorded";
     let (mut ffmpeg, [audio_producer, video_producer]) =
-        publish(&server, room, "ffmpeg", SECONDS).await;
-    let dir = std::env::temp_dir().join(format!("ferrosoup-record-{}", std::process::id()));
+        publish(&server, room, "ffmpeg", SECONDS, video).await;
+    let dir = std::env::temp_dir().join(format!(
+        "ferrosoup-record-{}-{expected_codec}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
 
     // The recorder consumes both producers before ffmpeg sends its first packet, so the
@@ -168,7 +182,7 @@ async fn ferrosoup_record_writes_files_that_ffprobe_reads() {
                     path.contains(&video_producer) && path.ends_with(".ivf"),
                     "{path}"
                 );
-                assert_eq!(codec, "vp8");
+                assert_eq!(codec, expected_codec);
                 let expected = f64::from(SECONDS * FPS);
                 assert!(
                     within_ten_percent(frames as f64, expected),

@@ -47,15 +47,36 @@ pub async fn plain_transport(server: &TestServer, room: &str, who: &str, body: V
     }
 }
 
+/// The video codec ffmpeg publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Video {
+    /// VP8 (libvpx).
+    Vp8,
+    /// VP9 (libvpx-vp9; ffmpeg's VP9 packetizer counts as experimental).
+    Vp9,
+}
+
+impl Video {
+    /// The codec's mime type and ffmpeg's encoder.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Video::Vp8 => ("video/vp8", "libvpx"),
+            Video::Vp9 => ("video/vp9", "libvpx-vp9"),
+        }
+    }
+}
+
 /// Creates broadcaster `who` with transports and producers as mediasoup-demo's ffmpeg.sh
 /// does (comedia, rtcpMux off), then returns ffmpeg sending `seconds` of a test pattern
-/// (keyframe every second) and a 440 Hz tone to them.
+/// in `video` (keyframe every second) and a 440 Hz tone to them.
 pub async fn publish(
     server: &TestServer,
     room: &str,
     who: &str,
     seconds: u32,
+    video_codec: Video,
 ) -> (Command, [String; 2]) {
+    let (mime, encoder) = video_codec.names();
     ok(
         server,
         "POST",
@@ -90,7 +111,7 @@ pub async fn publish(
             video.id
         ),
         Some(json!({"kind": "video", "rtpParameters": {
-            "codecs": [{"mimeType": "video/vp8", "payloadType": VIDEO_PT, "clockRate": 90000}],
+            "codecs": [{"mimeType": mime, "payloadType": VIDEO_PT, "clockRate": 90000}],
             "encodings": [{"ssrc": VIDEO_SSRC}]}})),
     )
     .await["id"]
@@ -103,7 +124,7 @@ pub async fn publish(
     );
     let tee = format!(
         "[select=a:f=rtp:ssrc={AUDIO_SSRC}:payload_type={AUDIO_PT}]rtp://127.0.0.1:{}?rtcpport={audio_rtcp}&pkt_size=1200|\
-         [select=v:f=rtp:ssrc={VIDEO_SSRC}:payload_type={VIDEO_PT}]rtp://127.0.0.1:{}?rtcpport={video_rtcp}&pkt_size=1200",
+         [select=v:f=rtp:strict=experimental:ssrc={VIDEO_SSRC}:payload_type={VIDEO_PT}]rtp://127.0.0.1:{}?rtcpport={video_rtcp}&pkt_size=1200",
         audio.port, video.port
     );
     let mut ffmpeg = Command::new("ffmpeg");
@@ -115,7 +136,7 @@ pub async fn publish(
         .args([
             "-map", "1:a", "-c:a", "libopus", "-ac", "2", "-ar", "48000", "-b:a", "64k",
         ])
-        .args(["-map", "0:v", "-c:v", "libvpx", "-b:v", "500k", "-g", "30"])
+        .args(["-map", "0:v", "-c:v", encoder, "-b:v", "500k", "-g", "30"])
         .args([
             "-deadline",
             "realtime",
