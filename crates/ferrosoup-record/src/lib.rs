@@ -24,6 +24,7 @@ pub mod http;
 pub mod ivf;
 pub mod ogg;
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -113,8 +114,11 @@ pub struct RecordedFile {
 /// A running recording: one receive thread per producer.
 pub struct Recording {
     api: Api,
+    options: RecordOptions,
     room: String,
     recorder_id: String,
+    /// Producers looked at (recorded, or skipped for their codec).
+    seen: HashSet<String>,
     stop: Arc<AtomicBool>,
     streams: Vec<std::thread::JoinHandle<Result<RecordedFile, RecordError>>>,
     paths: Vec<PathBuf>,
@@ -127,7 +131,7 @@ const PLI_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Recording {
     /// Joins `options.room` as a broadcaster and starts recording every producer it has
-    /// now (producers that appear later are not recorded).
+    /// now; [`Recording::record_new_producers`] adds those that appear later.
     pub async fn start(options: RecordOptions) -> Result<Self, RecordError> {
         let api = Api::new(&options.server, options.admin_key.clone())?;
         let room = options.room.clone();
@@ -154,18 +158,17 @@ impl Recording {
         std::fs::create_dir_all(&options.out_dir)?;
         let mut recording = Self {
             api,
+            options: options.clone(),
             room,
             recorder_id,
+            seen: HashSet::new(),
             stop: Arc::new(AtomicBool::new(false)),
             streams: Vec::new(),
             paths: Vec::new(),
         };
         for peer in &joined.peers {
             for producer in &peer.producers {
-                if let Err(e) = recording
-                    .record_producer(&options, &peer.id, &producer.id)
-                    .await
-                {
+                if let Err(e) = recording.record_producer(&peer.id, &producer.id).await {
                     recording.stop.store(true, Ordering::Relaxed);
                     let _ = recording.leave().await;
                     return Err(e);
@@ -180,12 +183,42 @@ impl Recording {
         &self.paths
     }
 
+    /// Starts recording the producers of the room that appeared since the last look (from
+    /// `GET /api/rooms/{room}`); returns how many it found.
+    pub async fn record_new_producers(&mut self) -> Result<usize, RecordError> {
+        let room = self
+            .api
+            .request(Method::GET, &format!("/api/rooms/{}", self.room), None)
+            .await?;
+        let mut found = Vec::new();
+        for peer in room["peers"].as_array().into_iter().flatten() {
+            let Some(peer_id) = peer["peerId"].as_str() else {
+                continue;
+            };
+            if peer_id == self.recorder_id {
+                continue;
+            }
+            for producer in peer["producers"].as_array().into_iter().flatten() {
+                if let Some(id) = producer["id"].as_str()
+                    && !self.seen.contains(id)
+                {
+                    found.push((peer_id.to_owned(), id.to_owned()));
+                }
+            }
+        }
+        for (peer_id, producer_id) in &found {
+            self.record_producer(peer_id, producer_id).await?;
+        }
+        Ok(found.len())
+    }
+
     async fn record_producer(
         &mut self,
-        options: &RecordOptions,
         peer_id: &str,
         producer_id: &str,
     ) -> Result<(), RecordError> {
+        self.seen.insert(producer_id.to_owned());
+        let options = &self.options;
         let base = format!("/rooms/{}/broadcasters/{}", self.room, self.recorder_id);
         let socket = UdpSocket::bind(SocketAddr::new(options.listen_ip, 0))?;
         let local = socket.local_addr()?;

@@ -213,24 +213,33 @@ fn init_logging(config: &config::Config) -> anyhow::Result<()> {
 }
 
 /// `ferrosoup config check` / `config print`: exit code 0, or 1 with the reason on stderr.
-/// `ferrosoup record`: records until Ctrl-C or `duration` seconds, then prints each file.
+/// `ferrosoup record`: records until Ctrl-C or `duration` seconds, picking up the
+/// producers that appear meanwhile every second, then prints each file.
 async fn record_command(
     options: ferrosoup_record::RecordOptions,
     duration: Option<f64>,
 ) -> anyhow::Result<()> {
-    let recording = ferrosoup_record::Recording::start(options).await?;
-    if recording.paths().is_empty() {
-        tracing::warn!("the room has no producer with a recordable codec (Opus, VP8)");
-    }
+    let mut recording = ferrosoup_record::Recording::start(options).await?;
     let limit = async {
         match duration {
             Some(secs) => tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await,
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = limit => {}
-        _ = tokio::signal::ctrl_c() => {}
+    tokio::pin!(limit);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut look = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut limit => break,
+            _ = &mut ctrl_c => break,
+            _ = look.tick() => {
+                if let Err(e) = recording.record_new_producers().await {
+                    tracing::warn!("looking for new producers: {e}");
+                }
+            }
+        }
     }
     for file in recording.stop().await? {
         println!(

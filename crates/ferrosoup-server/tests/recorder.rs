@@ -63,21 +63,29 @@ fn within_ten_percent(value: f64, expected: f64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ferrosoup_record_writes_files_that_ffprobe_reads() {
-    records_files_that_ffprobe_reads(Video::Vp8, "vp8").await;
+    records_files_that_ffprobe_reads(Video::Vp8, "vp8", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ferrosoup_record_writes_vp9_that_ffprobe_reads() {
-    records_files_that_ffprobe_reads(Video::Vp9, "vp9").await;
+async fn ferrosoup_record_started_first_records_vp9_that_appears_later() {
+    records_files_that_ffprobe_reads(Video::Vp9, "vp9", true).await;
 }
 
 /// ffmpeg publishes `video` and Opus, `ferrosoup record` records both; ffprobe must read
-/// the video as `expected_codec`.
-async fn records_files_that_ffprobe_reads(video: Video, expected_codec: &str) {
+/// the video as `expected_codec`. With `recorder_first`, the recorder starts in the empty
+/// room and must pick up the producers when they appear.
+async fn records_files_that_ffprobe_reads(
+    video: Video,
+    expected_codec: &str,
+    recorder_first: bool,
+) {
     let server = TestServer::start(1).await;
     let room = "recorded";
-    let (mut ffmpeg, [audio_producer, video_producer]) =
-        publish(&server, room, "ffmpeg", SECONDS, video).await;
+    let published = if recorder_first {
+        None
+    } else {
+        Some(publish(&server, room, "ffmpeg", SECONDS, video).await)
+    };
     let dir = std::env::temp_dir().join(format!(
         "ferrosoup-record-{}-{expected_codec}",
         std::process::id()
@@ -96,6 +104,25 @@ async fn records_files_that_ffprobe_reads(video: Video, expected_codec: &str) {
         .kill_on_drop(true)
         .spawn()
         .expect("run ferrosoup record");
+    let (mut ffmpeg, [audio_producer, video_producer]) = match published {
+        Some(published) => published,
+        None => {
+            let joined = within("the recorder joins the empty room", 10, async {
+                loop {
+                    let (_, rooms) = server
+                        .http("GET", &format!("/api/rooms/{room}"), None)
+                        .await;
+                    if rooms.to_string().contains("recorder-") {
+                        return true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            })
+            .await;
+            assert!(joined);
+            publish(&server, room, "ffmpeg", SECONDS, video).await
+        }
+    };
     let started = within("the recorder joins the room", 10, async {
         loop {
             let (_, rooms) = server
