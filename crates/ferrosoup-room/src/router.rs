@@ -793,13 +793,22 @@ impl Router {
                 .ok_or(RoomError::NotFound("producer"))?;
             (meta.kind, meta.rtp_parameters.clone())
         };
-        let mut ssrcs: Vec<u32> = Vec::with_capacity(rtp_parameters.encodings.len());
-        while ssrcs.len() < rtp_parameters.encodings.len() {
-            let s = random_ssrc();
-            if !ssrcs.contains(&s) {
-                ssrcs.push(s);
-            }
-        }
+        // From the transport's SSRC sequence, as every consumer's: unique on the pipe.
+        let ssrcs: Vec<u32> = {
+            let mut transports = self
+                .inner
+                .transports
+                .lock()
+                .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
+            let meta = transports
+                .get_mut(&transport_id)
+                .ok_or(RoomError::NotFound("transport"))?;
+            rtp_parameters
+                .encodings
+                .iter()
+                .map(|_| meta.ssrcs.next_ssrc())
+                .collect()
+        };
         rtp_parameters.mid = None;
         rtp_parameters.codecs.retain(|c| !c.is_rtx());
         rtp_parameters
@@ -809,20 +818,12 @@ impl Router {
             e.ssrc = Some(ssrc);
             e.rtx = None;
         }
-        let pipe_ssrcs = ssrcs.clone();
         let Consumed {
             id,
             producer_paused,
         } = self
             .on_worker(move |e, c| {
-                e.consume_pipe(
-                    c.router_id,
-                    transport_id,
-                    producer_id,
-                    &pipe_ssrcs,
-                    c.now,
-                    c.out,
-                )
+                e.consume_pipe(c.router_id, transport_id, producer_id, &ssrcs, c.now, c.out)
             })
             .await?;
         Ok(PipeConsumerParams {
