@@ -4,10 +4,11 @@
 // rebuild it and `git diff --exit-code`. The roulette binary embeds both files at compile
 // time (examples/roulette/src/main.rs).
 // Usage: node scripts/build-roulette.mjs
-import { build } from 'esbuild';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+
+import { bundlePage } from './build.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../../examples/roulette');
@@ -16,22 +17,10 @@ const dist = path.join(root, 'dist');
 
 export async function buildRoulette() {
   await mkdir(dist, { recursive: true });
-  const js = await build({
-    entryPoints: [path.join(src, 'app.js')],
-    bundle: true,
-    write: false,
-    format: 'iife',
-    platform: 'browser',
-    target: ['chrome111', 'firefox120', 'safari16'],
-    minify: true,
-    legalComments: 'eof',
-    charset: 'utf8',
-    logLevel: 'warning',
-    // The page's imports resolve from web-demo's dependencies.
-    nodePaths: [path.resolve(here, '../node_modules')],
-  });
+  // The page's imports resolve from web-demo's dependencies.
+  const js = await bundlePage(path.join(src, 'app.js'), [path.resolve(here, '../node_modules')]);
   const html = await readFile(path.join(src, 'index.html'), 'utf8');
-  await writeFile(path.join(dist, 'app.js'), js.outputFiles[0].contents);
+  await writeFile(path.join(dist, 'app.js'), js);
   await writeFile(path.join(dist, 'index.html'), html);
   return dist;
 }

@@ -22,11 +22,14 @@ function minifyHtml(html) {
     .trim()}\n`;
 }
 
-/** Builds the bundle into dist/ and removes anything else found there. */
-export async function buildDemo() {
-  await mkdir(dist, { recursive: true });
+/**
+ * Bundles the page script `entry` with its imports (mediasoup-client, protoo-client),
+ * minified, for the browsers the demo supports; imports also resolve from `nodePaths`.
+ * Returns the bytes.
+ */
+export async function bundlePage(entry, nodePaths = []) {
   const js = await build({
-    entryPoints: [path.join(src, 'app.js')],
+    entryPoints: [entry],
     bundle: true,
     write: false,
     format: 'iife',
@@ -36,14 +39,22 @@ export async function buildDemo() {
     legalComments: 'eof',
     charset: 'utf8',
     logLevel: 'warning',
+    nodePaths,
   });
+  return js.outputFiles[0].contents;
+}
+
+/** Builds the bundle into dist/ and removes anything else found there. */
+export async function buildDemo() {
+  await mkdir(dist, { recursive: true });
+  const js = await bundlePage(path.join(src, 'app.js'));
   const css = await transform(await readFile(path.join(src, 'style.css'), 'utf8'), {
     loader: 'css',
     minify: true,
     charset: 'utf8',
   });
   const html = minifyHtml(await readFile(path.join(src, 'index.html'), 'utf8'));
-  await writeFile(path.join(dist, 'app.js'), js.outputFiles[0].contents);
+  await writeFile(path.join(dist, 'app.js'), js);
   await writeFile(path.join(dist, 'style.css'), css.code);
   await writeFile(path.join(dist, 'index.html'), html);
   for (const name of await readdir(dist)) {
