@@ -136,7 +136,10 @@ async function signalingPeer(context, baseUrl, room, name) {
   return { page, peerId };
 }
 
-/** Waits until the signaling-only `peer` got `method` about `peerId`; returns its epoch ms. */
+/**
+ * Waits until `peer` (a signaling-only page, or a demo page after recordNotifications)
+ * got `method` about `peerId`; returns when it arrived (epoch ms).
+ */
 async function waitNotification(peer, method, peerId, timeoutMs) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -150,25 +153,14 @@ async function waitNotification(peer, method, peerId, timeoutMs) {
   throw new Error(`no ${method} for ${peerId} after ${timeoutMs} ms`);
 }
 
-/** Starts recording, in `page`, when each peerLeft notification arrives (epoch ms). */
-function recordPeerLeft(page) {
+/** Makes demo page `page` record its notifications from now on, as signaling-only pages do. */
+function recordNotifications(page) {
   return page.eval(() => {
-    window.peerLeftAt = {};
+    window.notifications = [];
     window.ferrosoupDemo.state.protoo.on('notification', ({ method, data }) => {
-      if (method === 'peerLeft') window.peerLeftAt[data.peerId] = Date.now();
+      window.notifications.push({ method, data, at: Date.now() });
     });
   });
-}
-
-/** Waits until `page` recorded peerLeft for `peerId`; returns its epoch ms. */
-async function waitPeerLeft(page, peerId, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const at = await page.eval((id) => window.peerLeftAt[id] ?? null, peerId);
-    if (at !== null) return at;
-    await sleep(20);
-  }
-  throw new Error(`page ${page.name}: no peerLeft for ${peerId} after ${timeoutMs} ms`);
 }
 
 runTest(
@@ -230,13 +222,13 @@ runTest(
       await step('carol sees bob (node 2) in the media of her room: video and audio', () => waitMedia(carol, [bob], TIMEOUT.media));
 
       await step('alice leaves on node 1 (the Leave button): bob on node 2 gets peerLeft', async () => {
-        await recordPeerLeft(bob);
+        await recordNotifications(bob);
         const leftAt = await alice.eval(() => {
           const at = Date.now();
           document.getElementById('leave').click();
           return at;
         });
-        const seenAt = await waitPeerLeft(bob, alice.peerId, 5_000);
+        const seenAt = await waitNotification(bob, 'peerLeft', alice.peerId, 5_000);
         log(`alice's click on node 1 → peerLeft in bob's page on node 2: ${seenAt - leftAt} ms (busy pages)`);
       });
 
@@ -250,10 +242,9 @@ runTest(
           if (Date.now() > deadline) throw new Error('bob never saw dave join');
           await sleep(POLL_MS);
         }
-        await recordPeerLeft(bob);
         const killedAt = Date.now();
         node1.child.kill('SIGKILL');
-        const seenAt = await waitPeerLeft(bob, dave.peerId, (NODE_TIMEOUT_S + 2) * 1000);
+        const seenAt = await waitNotification(bob, 'peerLeft', dave.peerId, (NODE_TIMEOUT_S + 2) * 1000);
         log(`kill -9 of node 1 → peerLeft on node 2: ${seenAt - killedAt} ms (NODE_TIMEOUT ${NODE_TIMEOUT_S} s)`);
       });
       await step('Redis holds no key naming node 1 afterwards', async () => {

@@ -15,6 +15,17 @@ use tokio::sync::Mutex;
 /// server's estimator (on one core, three at once queued packets for 300 ms).
 static ONE_SCENARIO_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
+/// Runs the load tester with `cfg` and prints its table. It runs its own event loops and
+/// blocks: kept off the test's runtime.
+async fn run_scenario(cfg: Config) -> ferrosoup_loadtest::Report {
+    let report = tokio::task::spawn_blocking(move || run(&cfg))
+        .await
+        .expect("load tester thread")
+        .expect("the scenario runs");
+    println!("{}", report.table());
+    report
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadtest_media_flows_through_the_real_server() {
     let _alone = ONE_SCENARIO_AT_A_TIME.lock().await;
@@ -44,12 +55,7 @@ async fn loadtest_media_flows_through_the_real_server() {
         "--quiet",
     ])
     .expect("arguments parse");
-    // The load tester runs its own event loops and blocks: keep it off the test's runtime.
-    let report = tokio::task::spawn_blocking(move || run(&cfg))
-        .await
-        .expect("load tester thread")
-        .expect("the scenario runs");
-    println!("{}", report.table());
+    let report = run_scenario(cfg).await;
     assert_eq!(report.peers_failed, 0);
     assert_eq!(report.peers_joined, 3);
     assert_eq!(report.consumers, 4);
@@ -114,11 +120,7 @@ async fn loadtest_churn_leaves_the_server_as_it_found_it() {
         "--quiet",
     ])
     .expect("arguments parse");
-    let report = tokio::task::spawn_blocking(move || run(&cfg))
-        .await
-        .expect("load tester thread")
-        .expect("the scenario runs");
-    println!("{}", report.table());
+    let report = run_scenario(cfg).await;
     // The steady peers' media went through, intact, while peers came and went.
     assert_eq!(report.peers_failed, 0);
     assert_eq!(report.consumers, 8);
@@ -207,11 +209,7 @@ async fn loadtest_capped_subscribers_end_on_a_lower_layer() {
         "--quiet",
     ])
     .expect("arguments parse");
-    let report = tokio::task::spawn_blocking(move || run(&cfg))
-        .await
-        .expect("load tester thread")
-        .expect("the scenario runs");
-    println!("{}", report.table());
+    let report = run_scenario(cfg).await;
     println!(
         "{}",
         serde_json::to_string(&report.subscriber_results).expect("serializes")
@@ -276,11 +274,7 @@ async fn loadtest_spreads_rooms_over_several_servers() {
         "--quiet",
     ])
     .expect("arguments parse");
-    let report = tokio::task::spawn_blocking(move || run(&cfg))
-        .await
-        .expect("load tester thread")
-        .expect("the scenario runs");
-    println!("{}", report.table());
+    let report = run_scenario(cfg).await;
     assert_eq!(report.peers_failed, 0);
     assert_eq!(report.peers_joined, 6);
     assert_eq!(report.consumers, 8);
