@@ -10,6 +10,12 @@ pub const ROOMS: &str = "ferrosoup:rooms";
 /// The pub/sub channel every node publishes its peers' events on and listens to.
 pub const EVENTS: &str = "ferrosoup:events";
 
+/// The pub/sub channel of requests and answers addressed to one node (pipes). A channel is
+/// not a key: nothing to remove when the node dies.
+pub fn rpc(node: &str) -> String {
+    format!("ferrosoup:node:{node}:rpc")
+}
+
 /// A node's heartbeat: its [`crate::NodeRecord`] as JSON, expiring after `NODE_TIMEOUT`.
 pub fn node(node: &str) -> String {
     format!("ferrosoup:node:{node}")

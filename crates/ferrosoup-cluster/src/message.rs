@@ -4,14 +4,25 @@
 //! {"type": "peerJoined", "node": "a", "roomId": "r", "peer": {"peerId": "p", "displayName": "", "appData": {}, "node": "a"}}
 //! {"type": "peerLeft", "node": "a", "roomId": "r", "peerId": "p"}
 //! {"type": "roomClosed", "node": "a", "roomId": "r", "reason": "admin"}
+//! {"type": "producerOpened", "node": "a", "roomId": "r", "peerId": "p", "producer": {"producerId": "…", "kind": "video", "appData": {}, "paused": false}}
+//! {"type": "producerClosed", "node": "a", "roomId": "r", "peerId": "p", "producerId": "…"}
+//! {"type": "producerPaused", "node": "a", "roomId": "r", "peerId": "p", "producerId": "…"}
+//! {"type": "producerResumed", "node": "a", "roomId": "r", "peerId": "p", "producerId": "…"}
+//! {"type": "nodeDown", "node": "a"}
 //! ```
 //!
-//! `node` is the node the peer was on (for `roomClosed`: the node that closed it); a node
-//! skips messages naming itself, since it has told its own peers already. A reaper
-//! publishes `peerLeft` naming the dead node, so every survivor delivers it.
+//! `node` is the node the peer was on (for `roomClosed`: the node that closed it; for
+//! `nodeDown`: the node gone); a node skips messages naming itself, since it has told its
+//! own peers already. A reaper publishes `peerLeft` naming the dead node, so every survivor
+//! delivers it, then `nodeDown`.
+//!
+//! [`RpcMessage`]s go to one node's own channel ([`crate::keys::rpc`]): the pipe
+//! handshake.
 
 use serde::{Deserialize, Serialize};
 
+use ferrosoup_proto::signaling::ProducerInfo;
+use ferrosoup_signal::cluster::{PipeOpen, PipeOpened, ProducerChange};
 use ferrosoup_signal::{ClusterEvent, ClusterPeer};
 
 /// One message on the events channel.
@@ -49,20 +60,117 @@ pub enum Message {
         /// `roomClosed`'s reason.
         reason: String,
     },
+    /// A peer of `node` produced.
+    ProducerOpened {
+        /// The peer's node.
+        node: String,
+        /// Room id.
+        room_id: String,
+        /// Peer id.
+        peer_id: String,
+        /// The producer.
+        producer: ProducerInfo,
+    },
+    /// A producer of a peer of `node` closed.
+    ProducerClosed {
+        /// The peer's node.
+        node: String,
+        /// Room id.
+        room_id: String,
+        /// Peer id.
+        peer_id: String,
+        /// Producer id.
+        producer_id: String,
+    },
+    /// A producer of a peer of `node` was paused.
+    ProducerPaused {
+        /// The peer's node.
+        node: String,
+        /// Room id.
+        room_id: String,
+        /// Peer id.
+        peer_id: String,
+        /// Producer id.
+        producer_id: String,
+    },
+    /// A producer of a peer of `node` was resumed.
+    ProducerResumed {
+        /// The peer's node.
+        node: String,
+        /// Room id.
+        room_id: String,
+        /// Peer id.
+        peer_id: String,
+        /// Producer id.
+        producer_id: String,
+    },
+    /// `node` is gone (reaped, or left on shutdown): its pipes are closed.
+    NodeDown {
+        /// The node.
+        node: String,
+    },
 }
 
 impl Message {
+    /// The message announcing `change` of a producer of `peer_id`, a peer of `node`.
+    pub fn producer(node: &str, room_id: &str, peer_id: &str, change: ProducerChange) -> Self {
+        let (node, room_id, peer_id) = (node.to_owned(), room_id.to_owned(), peer_id.to_owned());
+        match change {
+            ProducerChange::Opened(producer) => Self::ProducerOpened {
+                node,
+                room_id,
+                peer_id,
+                producer,
+            },
+            ProducerChange::Closed { producer_id } => Self::ProducerClosed {
+                node,
+                room_id,
+                peer_id,
+                producer_id,
+            },
+            ProducerChange::Paused {
+                producer_id,
+                paused: true,
+            } => Self::ProducerPaused {
+                node,
+                room_id,
+                peer_id,
+                producer_id,
+            },
+            ProducerChange::Paused {
+                producer_id,
+                paused: false,
+            } => Self::ProducerResumed {
+                node,
+                room_id,
+                peer_id,
+                producer_id,
+            },
+        }
+    }
+
     /// The node the message is about.
     pub fn node(&self) -> &str {
         match self {
             Self::PeerJoined { node, .. }
             | Self::PeerLeft { node, .. }
-            | Self::RoomClosed { node, .. } => node,
+            | Self::RoomClosed { node, .. }
+            | Self::ProducerOpened { node, .. }
+            | Self::ProducerClosed { node, .. }
+            | Self::ProducerPaused { node, .. }
+            | Self::ProducerResumed { node, .. }
+            | Self::NodeDown { node } => node,
         }
     }
 
     /// What this node's peers must see of it.
     pub fn into_event(self) -> ClusterEvent {
+        let producer = |node, room_id, peer_id, change| ClusterEvent::Producer {
+            room_id,
+            peer_id,
+            node,
+            change,
+        };
         match self {
             Self::PeerJoined { room_id, peer, .. } => ClusterEvent::PeerJoined { room_id, peer },
             Self::PeerLeft {
@@ -71,8 +179,104 @@ impl Message {
             Self::RoomClosed {
                 room_id, reason, ..
             } => ClusterEvent::RoomClosed { room_id, reason },
+            Self::ProducerOpened {
+                node,
+                room_id,
+                peer_id,
+                producer: p,
+            } => producer(node, room_id, peer_id, ProducerChange::Opened(p)),
+            Self::ProducerClosed {
+                node,
+                room_id,
+                peer_id,
+                producer_id,
+            } => producer(
+                node,
+                room_id,
+                peer_id,
+                ProducerChange::Closed { producer_id },
+            ),
+            Self::ProducerPaused {
+                node,
+                room_id,
+                peer_id,
+                producer_id,
+            } => producer(
+                node,
+                room_id,
+                peer_id,
+                ProducerChange::Paused {
+                    producer_id,
+                    paused: true,
+                },
+            ),
+            Self::ProducerResumed {
+                node,
+                room_id,
+                peer_id,
+                producer_id,
+            } => producer(
+                node,
+                room_id,
+                peer_id,
+                ProducerChange::Paused {
+                    producer_id,
+                    paused: false,
+                },
+            ),
+            Self::NodeDown { node } => ClusterEvent::NodeDown { node },
         }
     }
+}
+
+/// A request or answer on one node's own channel: the pipe handshake (docs/cluster.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum RpcMessage {
+    /// `from` asks for a pipe of a producer of the receiving node.
+    PipeOpen {
+        /// Names the answer.
+        request_id: String,
+        /// The asking node.
+        from: String,
+        /// What it asks for.
+        #[serde(flatten)]
+        request: PipeOpen,
+    },
+    /// The pipe is open at `from`, the producer's node.
+    PipeOpened {
+        /// The request answered.
+        request_id: String,
+        /// The answering node.
+        from: String,
+        /// The answer.
+        #[serde(flatten)]
+        answer: PipeOpened,
+    },
+    /// `from` could not open the pipe.
+    PipeFailed {
+        /// The request answered.
+        request_id: String,
+        /// The answering node.
+        from: String,
+        /// As a request's `errorCode` (404: no such producer).
+        error_code: u16,
+        /// Why.
+        error_reason: String,
+    },
+    /// `from` closed its end of the pipe of a producer of the receiving node.
+    PipeClose {
+        /// The node that closed its end.
+        from: String,
+        /// Room id.
+        room_id: String,
+        /// The producer piped.
+        producer_id: String,
+    },
 }
 
 #[cfg(test)]

@@ -7,17 +7,19 @@
 //! reaped it while it was cut off, and reaps dead nodes).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
+use ferrosoup_proto::signaling::ErrorCode;
+use ferrosoup_signal::cluster::{PipeOpen, PipeOpened, ProducerChange};
 use ferrosoup_signal::{Cluster, ClusterEvent, ClusterPeer, SignalError};
 
 use crate::load::{LoadMeter, NodeRecord, NodeSample};
-use crate::message::Message;
+use crate::message::{Message, RpcMessage};
 use crate::{ClusterError, ClusterSettings, keys};
 
 /// Longest wait for one Redis command before the request that needed it gives up (503).
@@ -28,6 +30,23 @@ const LOCK_WAIT: Duration = Duration::from_secs(2);
 const LOCK_TTL_MS: u64 = 5_000;
 /// Pause before the subscriber reconnects after losing its connection.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(250);
+/// Longest wait for another node's answer to a pipe request.
+const PIPE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Replaces a peer's record with a new one, only if the room still has it and it names
+/// this node (a peer that left, or was reaped, is not brought back). KEYS: room peers;
+/// ARGV: peer id, record, node.
+const UPDATE_PEER_SCRIPT: &str = r"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+local ok, peer = pcall(cjson.decode, v)
+if not ok or type(peer) ~= 'table' or peer.node ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
+/// Pipe requests of this node waiting for their answer, by request id.
+type PendingPipes = Arc<Mutex<HashMap<String, tokio::sync::oneshot::Sender<RpcMessage>>>>;
 
 /// Removes a peer of `node` from a room (only if the room's record of it names that node),
 /// from the node's member set, and the room from the room set once it is empty. 1 when it
@@ -56,6 +75,8 @@ pub struct RedisCluster {
     started_at: u64,
     leave_script: redis::Script,
     unlock_script: redis::Script,
+    update_peer_script: redis::Script,
+    pending_pipes: PendingPipes,
     /// Held during a heartbeat; `true` once the node has deregistered (no more beats).
     beat: tokio::sync::Mutex<bool>,
 }
@@ -96,12 +117,14 @@ impl RedisCluster {
         let conn = bounded(client.get_connection_manager()).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         // Subscribed before registering: no event after our registration is missed.
-        let pubsub = subscribe(&client).await?;
+        let pubsub = subscribe(&client, &settings.node_id).await?;
         let cluster = Arc::new(Self {
             conn,
             started_at: unix_ms(),
             leave_script: redis::Script::new(LEAVE_SCRIPT),
             unlock_script: redis::Script::new(UNLOCK_SCRIPT),
+            update_peer_script: redis::Script::new(UPDATE_PEER_SCRIPT),
+            pending_pipes: PendingPipes::default(),
             beat: tokio::sync::Mutex::new(false),
             settings,
         });
@@ -130,6 +153,7 @@ impl RedisCluster {
             client,
             pubsub,
             cluster.node_id().to_owned(),
+            cluster.pending_pipes.clone(),
             tx,
         ));
         tracing::info!(node = cluster.node_id(), timeout = ?cluster.settings.node_timeout, "joined the cluster");
@@ -258,10 +282,19 @@ impl RedisCluster {
     }
 
     async fn publish(&self, message: &Message) -> Result<(), ClusterError> {
-        let text = serde_json::to_string(message)?;
+        self.publish_to(keys::EVENTS, &serde_json::to_string(message)?)
+            .await
+    }
+
+    async fn send_rpc(&self, node: &str, message: &RpcMessage) -> Result<(), ClusterError> {
+        self.publish_to(&keys::rpc(node), &serde_json::to_string(message)?)
+            .await
+    }
+
+    async fn publish_to(&self, channel: &str, text: &str) -> Result<(), ClusterError> {
         bounded(
             redis::cmd("PUBLISH")
-                .arg(keys::EVENTS)
+                .arg(channel)
                 .arg(text)
                 .query_async::<()>(&mut self.conn()),
         )
@@ -435,6 +468,10 @@ impl RedisCluster {
                 .ignore()
                 .query_async::<()>(&mut self.conn()),
         )
+        .await?;
+        self.publish(&Message::NodeDown {
+            node: node.to_owned(),
+        })
         .await
     }
 
@@ -655,12 +692,123 @@ impl Cluster for RedisCluster {
             }
         }
     }
+
+    async fn producer_changed(&self, room_id: &str, peer: &ClusterPeer, change: ProducerChange) {
+        let changed = async {
+            bounded(
+                self.update_peer_script
+                    .key(keys::room_peers(room_id))
+                    .arg(&peer.peer_id)
+                    .arg(serde_json::to_string(peer)?)
+                    .arg(self.node_id())
+                    .invoke_async::<i64>(&mut self.conn()),
+            )
+            .await?;
+            self.publish(&Message::producer(
+                self.node_id(),
+                room_id,
+                &peer.peer_id,
+                change,
+            ))
+            .await
+        };
+        if let Err(e) = changed.await {
+            tracing::warn!(room = room_id, peer = %peer.peer_id, "cluster: announcing a producer change: {e}");
+        }
+    }
+
+    async fn open_pipe(&self, node: &str, request: PipeOpen) -> Result<PipeOpened, SignalError> {
+        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        pending(&self.pending_pipes).insert(request_id.clone(), tx);
+        let asked = self
+            .send_rpc(
+                node,
+                &RpcMessage::PipeOpen {
+                    request_id: request_id.clone(),
+                    from: self.node_id().to_owned(),
+                    request,
+                },
+            )
+            .await;
+        let answer = match asked {
+            Ok(()) => tokio::time::timeout(PIPE_ANSWER_TIMEOUT, rx).await,
+            Err(e) => {
+                pending(&self.pending_pipes).remove(&request_id);
+                return Err(unreachable_error(e));
+            }
+        };
+        pending(&self.pending_pipes).remove(&request_id);
+        match answer {
+            Ok(Ok(RpcMessage::PipeOpened { answer, .. })) => Ok(answer),
+            Ok(Ok(RpcMessage::PipeFailed {
+                error_code,
+                error_reason,
+                ..
+            })) => Err(SignalError::new(
+                ErrorCode::from_code(error_code).unwrap_or(ErrorCode::Unavailable),
+                format!("node {node}: {error_reason}"),
+            )),
+            Ok(_) => Err(SignalError::unavailable(format!(
+                "node {node}: no pipe answer"
+            ))),
+            Err(_) => Err(SignalError::unavailable(format!(
+                "node {node} did not answer the pipe request in time"
+            ))),
+        }
+    }
+
+    async fn answer_pipe(
+        &self,
+        node: &str,
+        request_id: &str,
+        answer: Result<PipeOpened, SignalError>,
+    ) {
+        let (request_id, from) = (request_id.to_owned(), self.node_id().to_owned());
+        let message = match answer {
+            Ok(answer) => RpcMessage::PipeOpened {
+                request_id,
+                from,
+                answer,
+            },
+            Err(e) => RpcMessage::PipeFailed {
+                request_id,
+                from,
+                error_code: e.code.code(),
+                error_reason: e.reason,
+            },
+        };
+        if let Err(e) = self.send_rpc(node, &message).await {
+            tracing::warn!(to = node, "cluster: answering a pipe request: {e}");
+        }
+    }
+
+    async fn close_pipe(&self, node: &str, room_id: &str, producer_id: &str) {
+        let message = RpcMessage::PipeClose {
+            from: self.node_id().to_owned(),
+            room_id: room_id.to_owned(),
+            producer_id: producer_id.to_owned(),
+        };
+        if let Err(e) = self.send_rpc(node, &message).await {
+            tracing::warn!(to = node, "cluster: closing a pipe: {e}");
+        }
+    }
 }
 
-/// A pub/sub connection subscribed to the events channel.
-async fn subscribe(client: &redis::Client) -> Result<redis::aio::PubSub, ClusterError> {
+/// Locks the table of pipe requests waiting for an answer (never held across an await).
+fn pending(
+    pipes: &PendingPipes,
+) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::oneshot::Sender<RpcMessage>>> {
+    pipes.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A pub/sub connection subscribed to the events channel and this node's own channel.
+async fn subscribe(
+    client: &redis::Client,
+    node_id: &str,
+) -> Result<redis::aio::PubSub, ClusterError> {
     let mut pubsub = bounded(client.get_async_pubsub()).await?;
-    bounded(pubsub.subscribe(keys::EVENTS)).await?;
+    bounded(pubsub.subscribe(&[keys::EVENTS.to_owned(), keys::rpc(node_id)])).await?;
     Ok(pubsub)
 }
 
@@ -670,6 +818,7 @@ async fn run_subscriber(
     client: redis::Client,
     first: redis::aio::PubSub,
     node_id: String,
+    pending_pipes: PendingPipes,
     events: mpsc::UnboundedSender<ClusterEvent>,
 ) {
     let mut pubsub = Some(first);
@@ -681,6 +830,14 @@ async fn run_subscriber(
                     tracing::warn!("cluster: a message that is not text");
                     continue;
                 };
+                if msg.get_channel_name() != keys::EVENTS {
+                    if let Some(event) = handle_rpc(&text, &pending_pipes)
+                        && events.send(event).is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
                 let message = match serde_json::from_str::<Message>(&text) {
                     Ok(m) => m,
                     Err(e) => {
@@ -701,9 +858,52 @@ async fn run_subscriber(
             return;
         }
         tokio::time::sleep(RESUBSCRIBE_DELAY).await;
-        match subscribe(&client).await {
+        match subscribe(&client, &node_id).await {
             Ok(p) => pubsub = Some(p),
             Err(e) => tracing::warn!("cluster: resubscribing: {e}"),
+        }
+    }
+}
+
+/// A message on this node's own channel: an answer goes to the request waiting for it, a
+/// request or a pipe's closing becomes an event for the hub.
+fn handle_rpc(text: &str, pending_pipes: &PendingPipes) -> Option<ClusterEvent> {
+    let message = match serde_json::from_str::<RpcMessage>(text) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!("cluster: unreadable request: {e}");
+            return None;
+        }
+    };
+    match message {
+        RpcMessage::PipeOpen {
+            request_id,
+            from,
+            request,
+        } => Some(ClusterEvent::PipeRequested {
+            from,
+            request_id,
+            request,
+        }),
+        RpcMessage::PipeClose {
+            from,
+            room_id,
+            producer_id,
+        } => Some(ClusterEvent::PipeClosed {
+            from,
+            room_id,
+            producer_id,
+        }),
+        RpcMessage::PipeOpened { ref request_id, .. }
+        | RpcMessage::PipeFailed { ref request_id, .. } => {
+            let waiting = pending(pending_pipes).remove(request_id);
+            match waiting {
+                Some(tx) => {
+                    let _ = tx.send(message);
+                }
+                None => tracing::debug!("cluster: a pipe answer nobody waits for (timed out)"),
+            }
+            None
         }
     }
 }

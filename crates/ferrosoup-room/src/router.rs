@@ -580,6 +580,39 @@ impl Router {
         &self,
         transport_id: TransportId,
         kind: MediaKind,
+        rtp_parameters: RtpParameters,
+        paused: bool,
+    ) -> Result<ProducerId, RoomError> {
+        self.produce_as(
+            transport_id,
+            ProducerId::new(),
+            kind,
+            rtp_parameters,
+            paused,
+        )
+        .await
+    }
+
+    /// The end of a pipe: produces, as [`Router::produce`] does, what another router's
+    /// [`Router::consume_pipe`] answered, under the id of the producer it stands for
+    /// (mediasoup's `pipeToRouter` keeps the id too), so consumers here name that producer.
+    pub async fn produce_piped(
+        &self,
+        transport_id: TransportId,
+        id: ProducerId,
+        kind: MediaKind,
+        rtp_parameters: RtpParameters,
+        paused: bool,
+    ) -> Result<ProducerId, RoomError> {
+        self.produce_as(transport_id, id, kind, rtp_parameters, paused)
+            .await
+    }
+
+    async fn produce_as(
+        &self,
+        transport_id: TransportId,
+        id: ProducerId,
+        kind: MediaKind,
         mut rtp_parameters: RtpParameters,
         paused: bool,
     ) -> Result<ProducerId, RoomError> {
@@ -621,7 +654,7 @@ impl Router {
         let spec = produce_spec(kind, &rtp_parameters, paused);
         let producer_type = spec.producer_type;
         let id = self
-            .on_worker(move |e, c| e.produce(c.router_id, transport_id, spec, c.now))
+            .on_worker(move |e, c| e.produce_as(c.router_id, transport_id, id, spec, c.now))
             .await?;
         if let Ok(mut map) = self.inner.producers.lock() {
             map.insert(

@@ -33,15 +33,7 @@ fn sample(hub: &Hub, node_id: &str) -> (NodeSample, Vec<(String, ClusterPeer)>) 
     for room in hub.rooms() {
         rooms.push(room.id.clone());
         for peer in room.peers().values() {
-            members.push((
-                room.id.clone(),
-                ClusterPeer {
-                    peer_id: peer.id.clone(),
-                    display_name: peer.display_name.clone(),
-                    app_data: peer.app_data.clone(),
-                    node: node_id.to_owned(),
-                },
-            ));
+            members.push((room.id.clone(), peer.cluster_record(node_id)));
         }
     }
     rooms.sort();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{TestServer, Ws, eventually, free_tcp_port};
+use common::{TestServer, Ws, eventually, free_tcp_port, within};
 
 /// NODE_TIMEOUT of the test nodes, seconds.
 const NODE_TIMEOUT: u64 = 2;
@@ -512,4 +512,234 @@ async fn repeated_joins_and_leaves_leave_no_room_behind() {
         assert_eq!(listed, ["stays"], "room {room}");
     }
     assert!(redis.keys_naming("lock:").await.is_empty());
+}
+
+/// Reads `consumer`'s RTP until `frames` counters in a row came in order (each later than
+/// the one before), with `counter` reading a payload's counter.
+async fn read_in_order(
+    consumer: &ferrosoup_client::Consumer,
+    frames: usize,
+    counter: fn(&[u8]) -> Option<u32>,
+) -> Vec<u32> {
+    let mut got: Vec<u32> = Vec::new();
+    while got.len() < frames {
+        let packet = tokio::time::timeout(Duration::from_secs(5), consumer.read_rtp())
+            .await
+            .expect("media keeps coming through the pipe")
+            .expect("consumer open");
+        let n = counter(&packet.payload).expect("payload intact");
+        assert!(
+            got.last().is_none_or(|&last| n > last),
+            "out of order: {got:?} then {n}"
+        );
+        got.push(n);
+    }
+    got
+}
+
+/// Publishes alice's audio and video until the task is aborted: a keyframe first and one
+/// for each keyframe request counted in `requests`.
+fn publish_until_stopped(
+    audio: ferrosoup_client::Producer,
+    video: std::sync::Arc<ferrosoup_client::Producer>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicU32>,
+) -> tokio::task::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    tokio::spawn(async move {
+        let mut served = 0;
+        for i in 0u32.. {
+            let wanted = requests.load(Ordering::Relaxed);
+            let keyframe = i == 0 || wanted > served;
+            served = wanted;
+            if video
+                .send(i as u16, i * 3000, true, common::vp8_frame(i, keyframe))
+                .await
+                .is_err()
+                || audio
+                    .send(i as u16, i * 960, false, common::opus_packet(i))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_crosses_nodes_through_a_pipe() {
+    use ferrosoup_client::{MediaKind, Peer, ProduceOptions};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    let redis = RedisServer::start().await;
+    let a = node(&redis, &node_id("node-a"), &[]).await;
+    let b = node(&redis, &node_id("node-b"), &[]).await;
+
+    // Alice publishes on node A.
+    let alice = Peer::join(&a.ws_url(), "piped", "alice")
+        .await
+        .expect("alice joins A");
+    let send = alice.create_send_transport().await.expect("send transport");
+    let codec = |c: &str| ProduceOptions {
+        codec: Some(c.into()),
+        ..Default::default()
+    };
+    let audio = send
+        .produce(MediaKind::Audio, codec("audio/opus"))
+        .await
+        .expect("produce opus");
+    let video = Arc::new(
+        send.produce(MediaKind::Video, codec("video/VP8"))
+            .await
+            .expect("produce vp8"),
+    );
+    let (audio_id, video_id) = (audio.id().to_owned(), video.id().to_owned());
+    let requests = Arc::new(AtomicU32::new(0));
+    let counting = {
+        let (video, requests) = (video.clone(), requests.clone());
+        tokio::spawn(async move {
+            while video.next_keyframe_request().await.is_some() {
+                requests.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    within("alice's send transport connects", 10, send.wait_connected())
+        .await
+        .expect("connected");
+    let publisher = publish_until_stopped(audio, video.clone(), requests.clone());
+
+    // Bob, on node B, is told of alice's producers in his joinRoom answer.
+    let mut bob = Peer::join(&b.ws_url(), "piped", "bob")
+        .await
+        .expect("bob joins B");
+    let listed: Vec<(String, String)> = bob.peers()[0]["producers"]
+        .as_array()
+        .expect("alice's producers listed on node B")
+        .iter()
+        .map(|p| {
+            (
+                p["producerId"].as_str().unwrap().to_owned(),
+                p["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), 2, "{:?}", bob.peers());
+    assert!(listed.contains(&(audio_id.clone(), "audio".to_owned())));
+    assert!(listed.contains(&(video_id.clone(), "video".to_owned())));
+
+    // He consumes both: the media crosses the pipe, every frame in order.
+    let recv = bob.create_recv_transport().await.expect("recv transport");
+    let bob_audio = recv
+        .consume(&audio_id)
+        .await
+        .expect("consume alice's audio on B");
+    let bob_video = recv
+        .consume(&video_id)
+        .await
+        .expect("consume alice's video on B");
+    assert_eq!(bob_video.producer_id(), video_id);
+    within("bob's recv transport connects", 10, recv.wait_connected())
+        .await
+        .expect("connected");
+    bob_audio.resume().await.expect("resume");
+    bob_video.resume().await.expect("resume");
+    let frames = within("50 video and 50 audio frames cross the pipe", 20, async {
+        let video = read_in_order(&bob_video, 50, common::vp8_counter).await;
+        let audio = read_in_order(&bob_audio, 50, common::opus_counter).await;
+        (video, audio)
+    })
+    .await;
+    eprintln!(
+        "through the pipe: video {:?}.., audio {:?}..",
+        &frames.0[..3],
+        &frames.1[..3]
+    );
+
+    // A keyframe request on node B reaches the publisher on node A.
+    let before = requests.load(Ordering::Relaxed);
+    bob_video
+        .request_keyframe()
+        .await
+        .expect("requestConsumerKeyFrame");
+    let crossed = eventually(5, async || requests.load(Ordering::Relaxed) > before).await;
+    assert!(crossed, "bob's keyframe request did not reach alice");
+
+    // Carol joins node B late: she too gets alice's producers, through the same pipe.
+    let carol = Peer::join(&b.ws_url(), "piped", "carol")
+        .await
+        .expect("carol joins B");
+    let alice_listed = carol
+        .peers()
+        .iter()
+        .find(|p| p["displayName"] == "alice")
+        .expect("alice listed to carol");
+    assert_eq!(alice_listed["producers"].as_array().map(Vec::len), Some(2));
+    let carol_recv = carol.create_recv_transport().await.expect("recv transport");
+    let carol_video = carol_recv.consume(&video_id).await.expect("consume on B");
+    within(
+        "carol's transport connects",
+        10,
+        carol_recv.wait_connected(),
+    )
+    .await
+    .expect("connected");
+    carol_video.resume().await.expect("resume");
+    within(
+        "video reaches carol",
+        10,
+        read_in_order(&carol_video, 20, common::vp8_counter),
+    )
+    .await;
+
+    // Pausing and closing on node A reach node B.
+    video.pause().await.expect("pause");
+    let paused = within(
+        "producerPaused on B",
+        5,
+        bob.next_notification("producerPaused"),
+    )
+    .await;
+    assert_eq!(paused.expect("open")["producerId"], video_id.as_str());
+    video.resume().await.expect("resume");
+    let resumed = within(
+        "producerResumed on B",
+        5,
+        bob.next_notification("producerResumed"),
+    )
+    .await;
+    assert_eq!(resumed.expect("open")["producerId"], video_id.as_str());
+    publisher.abort();
+    counting.abort();
+    let _ = (publisher.await, counting.await);
+    let video = Arc::try_unwrap(video).ok().expect("the only handle left");
+    video.close().await.expect("close the video producer");
+    let closed = within(
+        "consumerClosed on B",
+        5,
+        bob.next_notification("consumerClosed"),
+    )
+    .await;
+    let closed = closed.expect("open");
+    assert_eq!(closed["producerId"], video_id.as_str());
+    assert_eq!(closed["consumerId"], bob_video.id());
+
+    // Node A dies: bob hears alice leave and loses her audio consumer.
+    let killed = Command::new("kill")
+        .args(["-9", &a.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let closed = within(
+        "the audio consumer of the dead node's producer closes",
+        NODE_TIMEOUT + 3,
+        bob.next_notification("consumerClosed"),
+    )
+    .await
+    .expect("open");
+    assert_eq!(closed["producerId"], audio_id.as_str());
+    let left = within("peerLeft on B", 2, bob.next_notification("peerLeft")).await;
+    assert_eq!(left.expect("open")["peerId"], alice.peer_id());
+    drop(send);
 }

@@ -3,7 +3,9 @@
 //!
 //! The hub knows peers (and their [`Notifier`] links), not sessions: it sits below
 //! [`crate::session`]. When it closes a room it tells each peer's session through the link
-//! ([`Notifier::room_closed`]).
+//! ([`Notifier::room_closed`]). In a cluster, [`pipes`] carries media between nodes.
+
+pub mod pipes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,10 +16,9 @@ use tokio::sync::mpsc;
 
 use ferrosoup_proto::rtp_parameters::{MediaKind, RtpCapabilities, RtpCodecCapability};
 use ferrosoup_proto::signaling::{
-    ActiveSpeakerNotification, ConsumerLayersChangedNotification, ConsumerScoreNotification,
-    IceRestartRequiredNotification, PeerJoinedNotification, PeerLeftNotification,
-    ProducerScoreNotification, RoomClosedNotification, ServerNotification,
-    TransportStateChangedNotification,
+    self, ActiveSpeakerNotification, ConsumerLayersChangedNotification, ConsumerScoreNotification,
+    IceRestartRequiredNotification, ProducerScoreNotification, RoomClosedNotification,
+    RoomProducerInfo, ServerNotification, TransportStateChangedNotification,
 };
 use ferrosoup_proto::transport::{DtlsState, IceState};
 use ferrosoup_room::{
@@ -25,7 +26,7 @@ use ferrosoup_room::{
     WorkerPool,
 };
 
-use crate::cluster::{Cluster, ClusterEvent};
+use crate::cluster::{Cluster, ClusterEvent, ClusterPeer};
 use crate::config::SignalConfig;
 use crate::error::SignalError;
 use crate::link::{Notifier, Outgoing, close_code};
@@ -90,6 +91,39 @@ pub struct Peer {
     pub joined_at: std::time::Instant,
 }
 
+impl Peer {
+    /// The peer as the cluster keeps it: a peer of `node`, with its producers.
+    pub fn cluster_record(&self, node: &str) -> ClusterPeer {
+        ClusterPeer {
+            peer_id: self.id.clone(),
+            display_name: self.display_name.clone(),
+            app_data: self.app_data.clone(),
+            node: node.to_owned(),
+            producers: self
+                .producers
+                .iter()
+                .map(|(id, info)| signaling::ProducerInfo {
+                    producer_id: id.to_string(),
+                    kind: info.kind,
+                    app_data: info.app_data.clone(),
+                    paused: info.paused,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A producer as `newProducer` and `getProducers` show it.
+pub fn room_producer(id: ProducerId, peer_id: &str, info: &ProducerInfo) -> RoomProducerInfo {
+    RoomProducerInfo {
+        producer_id: id.to_string(),
+        peer_id: peer_id.to_owned(),
+        kind: info.kind,
+        app_data: info.app_data.clone(),
+        paused: info.paused,
+    }
+}
+
 /// A room: a router and the peers in it.
 pub struct Room {
     /// Room id (chosen by clients).
@@ -100,6 +134,8 @@ pub struct Room {
     /// Set, with the peer table locked, when the hub takes the room out of its table: a
     /// peer must not be added any more.
     closed: AtomicBool,
+    /// Producers of its peers on other nodes and the pipes carrying them.
+    remote: pipes::RemoteMedia,
 }
 
 impl Room {
@@ -181,7 +217,11 @@ impl Hub {
         cluster_events: mpsc::UnboundedReceiver<ClusterEvent>,
     ) -> Arc<Self> {
         let hub = Self::build(pool, events, media_codecs, config, Some(cluster));
-        tokio::spawn(route_cluster_events(Arc::downgrade(&hub), cluster_events));
+        tokio::spawn(pipes::route_cluster_events(
+            Arc::downgrade(&hub),
+            cluster_events,
+        ));
+        pipes::start_sweeper(Arc::downgrade(&hub));
         hub
     }
 
@@ -322,6 +362,7 @@ impl Hub {
                     cluster.leave(&room.id, &peer.id).await;
                 }
             }
+            self.release_pipes(&room).await;
             room.router.close().await;
             tracing::info!(room = %room.id, reason, "room closed");
         }
@@ -404,12 +445,23 @@ impl Hub {
     async fn create_room(&self, room_id: &str) -> Result<Arc<Room>, SignalError> {
         let router = self.pool.create_router(&self.media_codecs).await?;
         tracing::info!(room = room_id, router = %router.id(), worker = router.worker_index(), "room created");
-        Ok(Arc::new(Room {
+        let (remote, changes) = pipes::remote_media(self.cluster.as_ref());
+        let room = Arc::new(Room {
             id: room_id.to_owned(),
             router,
             peers: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
-        }))
+            remote,
+        });
+        if let (Some(cluster), Some(changes)) = (&self.cluster, changes) {
+            pipes::start_announcer(
+                cluster.clone(),
+                Arc::downgrade(&room),
+                room.id.clone(),
+                changes,
+            );
+        }
+        Ok(room)
     }
 
     /// Removes `entry` from the table if it is still the one of `room_id`.
@@ -473,6 +525,7 @@ impl Hub {
             room.closed.store(true, Ordering::Relaxed);
             rooms.remove(&room.id);
         }
+        self.release_pipes(room).await;
         room.router.close().await;
         tracing::info!(room = %room.id, "room closed");
         true
@@ -617,41 +670,6 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
         };
         if let Some(n) = hub.route(owner) {
             n.notify(&notification);
-        }
-    }
-}
-
-/// Hands what other nodes' peers do to this node's peers of the room.
-async fn route_cluster_events(
-    hub: std::sync::Weak<Hub>,
-    mut events: mpsc::UnboundedReceiver<ClusterEvent>,
-) {
-    while let Some(event) = events.recv().await {
-        let Some(hub) = hub.upgrade() else { return };
-        match event {
-            ClusterEvent::PeerJoined { room_id, peer } => {
-                if let Some(room) = hub.room(&room_id) {
-                    room.broadcast(
-                        "",
-                        &ServerNotification::PeerJoined(PeerJoinedNotification {
-                            peer_id: peer.peer_id,
-                            display_name: peer.display_name,
-                            app_data: peer.app_data,
-                        }),
-                    );
-                }
-            }
-            ClusterEvent::PeerLeft { room_id, peer_id } => {
-                if let Some(room) = hub.room(&room_id) {
-                    room.broadcast(
-                        "",
-                        &ServerNotification::PeerLeft(PeerLeftNotification { peer_id }),
-                    );
-                }
-            }
-            ClusterEvent::RoomClosed { room_id, reason } => {
-                hub.close_rooms(|r| r.id == room_id, &reason).await;
-            }
         }
     }
 }

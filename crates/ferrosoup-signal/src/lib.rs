@@ -55,6 +55,7 @@ pub mod limits;
 pub mod link;
 pub mod resume;
 pub mod session;
+pub mod srtp_keys;
 pub mod stats;
 
 pub use auth::Claims;

@@ -24,15 +24,15 @@ use ferrosoup_proto::signaling::{
     self, ConsumerClosedNotification, CreateRoomRequest, CreateRoomResponse, Empty,
     GetRouterRtpCapabilitiesResponse, JoinRoomRequest, JoinRoomResponse, Message, Method, PeerInfo,
     PeerJoinedNotification, PeerLeftNotification, ProducerPeerNotification, RequestError,
-    RoomProducerInfo, ServerNotification, SignalRequest,
+    ServerNotification, SignalRequest,
 };
-use ferrosoup_room::{Closed, ClosedConsumer, ConsumerId, ProducerId};
+use ferrosoup_room::{Closed, ClosedConsumer, ConsumerId};
 
 use crate::auth::Claims;
 use crate::cache::RequestCache;
-use crate::cluster::ClusterPeer;
+use crate::cluster::{ClusterPeer, ProducerChange};
 use crate::error::SignalError;
-use crate::hub::{Hub, Peer, ProducerInfo, Room};
+use crate::hub::{Hub, Peer, Room, room_producer};
 use crate::link::Notifier;
 
 /// A session shared between the connection serving it, its grace timer and the resume
@@ -332,6 +332,7 @@ impl Session {
                     display_name: display_name.clone(),
                     app_data: app_data.clone(),
                     node: cluster.node_id().to_owned(),
+                    producers: Vec::new(),
                 };
                 let max = self.hub.config().limits.max_peers_per_room;
                 cluster.join(&req.room_id, &peer, max).await?
@@ -357,13 +358,14 @@ impl Session {
             Some(cluster) => cluster.peers(&req.room_id).await.unwrap_or(remote),
             None => remote,
         };
-        // Peers on other nodes are listed without producers: their media cannot be
-        // consumed from this node until pipe transports connect the nodes (docs/cluster.md).
+        // Peers on other nodes come with their producers, consumed here through pipes
+        // (docs/cluster.md); their data producers are not listed (data stays on its node).
+        room.remote().learn(&remote);
         peers.extend(remote.into_iter().map(|p| PeerInfo {
             peer_id: p.peer_id,
             display_name: p.display_name,
             app_data: p.app_data,
-            producers: Vec::new(),
+            producers: p.producers,
             data_producers: Vec::new(),
         }));
         room.broadcast(
@@ -497,6 +499,12 @@ impl Session {
             if let Some(peer) = room.peers().get_mut(peer_id) {
                 peer.producers.remove(pid);
             }
+            room.announce(
+                peer_id,
+                ProducerChange::Closed {
+                    producer_id: pid.to_string(),
+                },
+            );
             room.broadcast(
                 peer_id,
                 &ServerNotification::ProducerClosed(ProducerPeerNotification {
@@ -601,16 +609,5 @@ fn peer_info(p: &Peer) -> PeerInfo {
                 app_data: info.app_data.clone(),
             })
             .collect(),
-    }
-}
-
-/// A producer as `newProducer` and `getProducers` show it.
-fn room_producer(id: ProducerId, peer_id: &str, info: &ProducerInfo) -> RoomProducerInfo {
-    RoomProducerInfo {
-        producer_id: id.to_string(),
-        peer_id: peer_id.to_owned(),
-        kind: info.kind,
-        app_data: info.app_data.clone(),
-        paused: info.paused,
     }
 }

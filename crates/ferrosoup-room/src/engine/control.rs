@@ -483,6 +483,22 @@ impl Engine {
         spec: ProduceSpec,
         now: Instant,
     ) -> Result<ProducerId, RoomError> {
+        self.produce_as(router_id, transport_id, ProducerId::new(), spec, now)
+    }
+
+    /// Adds a producer with a given id to a transport: a pipe producer takes the id of the
+    /// producer it stands for, so consumers on both ends name the same producer.
+    pub fn produce_as(
+        &mut self,
+        router_id: RouterId,
+        transport_id: TransportId,
+        id: ProducerId,
+        spec: ProduceSpec,
+        now: Instant,
+    ) -> Result<ProducerId, RoomError> {
+        if self.producer_ids.contains_key(&id) {
+            return Err(RoomError::Invalid(format!("producer {id} already exists")));
+        }
         let t = self.transport_key(router_id, transport_id)?;
         let transport = &self.transports[t];
         for e in &spec.encodings {
@@ -519,7 +535,6 @@ impl Engine {
                 MAX_INCOMING_SSRCS / 2
             )));
         }
-        let id = ProducerId::new();
         let mut codecs = [None; 128];
         for c in &spec.codecs {
             if let Some(slot) = codecs.get_mut(usize::from(c.payload_type)) {

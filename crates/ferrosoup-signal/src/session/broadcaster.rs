@@ -5,43 +5,23 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 use ferrosoup_proto::broadcaster::{
     BroadcasterPeerInfo, BroadcasterProducerInfo, BroadcasterTransportType,
     ConnectBroadcasterTransportRequest, CreateBroadcasterProducerRequest, CreateBroadcasterRequest,
     CreateBroadcasterResponse, CreateBroadcasterTransportRequest, PlainTransportResponse,
-    SrtpCryptoSuite, SrtpParameters,
+    SrtpCryptoSuite,
 };
 use ferrosoup_proto::signaling::{CreateTransportResponse, JoinRoomRequest, Method};
 use ferrosoup_room::engine::PlainRemote;
-use ferrosoup_room::plain::SrtpProfile;
-use ferrosoup_room::plain::{PlainOptions, SrtpMasterKey};
+use ferrosoup_room::plain::PlainOptions;
 use ferrosoup_room::router::CandidateOptions;
 
 use super::{Answer, Session, done, reply};
 use crate::error::SignalError;
 use crate::hub::{Direction, Room};
-
-/// The crypto suite's profile.
-fn profile(suite: SrtpCryptoSuite) -> SrtpProfile {
-    match suite {
-        SrtpCryptoSuite::AeadAes256Gcm => SrtpProfile::AeadAes256Gcm,
-        SrtpCryptoSuite::AeadAes128Gcm => SrtpProfile::AeadAes128Gcm,
-        SrtpCryptoSuite::AesCm128HmacSha1_80 => SrtpProfile::Aes128CmHmacSha1_80,
-    }
-}
-
-/// The profile's crypto suite name.
-fn suite(profile: SrtpProfile) -> Option<SrtpCryptoSuite> {
-    match profile {
-        SrtpProfile::AeadAes256Gcm => Some(SrtpCryptoSuite::AeadAes256Gcm),
-        SrtpProfile::AeadAes128Gcm => Some(SrtpCryptoSuite::AeadAes128Gcm),
-        SrtpProfile::Aes128CmHmacSha1_80 => Some(SrtpCryptoSuite::AesCm128HmacSha1_80),
-        SrtpProfile::Unprotected => None,
-    }
-}
+use crate::srtp_keys;
 
 /// A body read into its type; 400 naming what is wrong.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, SignalError> {
@@ -128,7 +108,7 @@ impl Session {
         match req.r#type {
             BroadcasterTransportType::Plain => {
                 let srtp = req.enable_srtp.then(|| {
-                    profile(
+                    srtp_keys::profile(
                         req.srtp_crypto_suite
                             .unwrap_or(SrtpCryptoSuite::AesCm128HmacSha1_80),
                     )
@@ -140,13 +120,7 @@ impl Session {
                 };
                 let params = room.router.create_plain_transport(options).await?;
                 self.register_transport(&room, &peer_id, params.id).await?;
-                let srtp_parameters = params.srtp.as_ref().and_then(|key| {
-                    Some(SrtpParameters {
-                        crypto_suite: suite(key.profile)?,
-                        key_base64: base64::engine::general_purpose::STANDARD
-                            .encode(&key.key_and_salt),
-                    })
-                });
+                let srtp_parameters = params.srtp.as_ref().and_then(srtp_keys::to_parameters);
                 reply(&PlainTransportResponse {
                     id: params.id.to_string(),
                     ip: params.ip.to_string(),
@@ -230,28 +204,11 @@ impl Session {
             (None, None) => None,
             _ => return Err(SignalError::bad_request("ip, port: give both")),
         };
-        let srtp = match &req.srtp_parameters {
-            None => None,
-            Some(p) => {
-                let profile = profile(p.crypto_suite);
-                let key_and_salt = base64::engine::general_purpose::STANDARD
-                    .decode(&p.key_base64)
-                    .map_err(|_| {
-                        SignalError::bad_request("srtpParameters.keyBase64: not base64")
-                    })?;
-                let expected = SrtpMasterKey::expected_len(profile);
-                if key_and_salt.len() != expected {
-                    return Err(SignalError::bad_request(format!(
-                        "srtpParameters.keyBase64: {} bytes, {expected} expected",
-                        key_and_salt.len()
-                    )));
-                }
-                Some(SrtpMasterKey {
-                    profile,
-                    key_and_salt,
-                })
-            }
-        };
+        let srtp = req
+            .srtp_parameters
+            .as_ref()
+            .map(srtp_keys::from_parameters)
+            .transpose()?;
         let remote = PlainRemote {
             rtp,
             rtcp: rtp

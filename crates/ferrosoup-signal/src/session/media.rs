@@ -13,6 +13,7 @@ use ferrosoup_proto::signaling::{
 use ferrosoup_room::{Closed, ClosedConsumer, ConsumerId, ProducerId, TransportId};
 
 use super::{Answer, Session, done, reply, room_producer};
+use crate::cluster::ProducerChange;
 use crate::error::SignalError;
 use crate::hub::{Direction, ProducerInfo, Room};
 
@@ -97,6 +98,12 @@ impl Session {
                             .iter()
                             .map(move |(id, info)| room_producer(*id, &p.id, info))
                     })
+                    .chain(
+                        room.remote()
+                            .producers()
+                            .iter()
+                            .map(|(id, p)| room_producer(*id, &p.peer_id, &p.info)),
+                    )
                     .collect();
                 reply(&GetProducersResponse { producers })
             }
@@ -316,6 +323,15 @@ impl Session {
             peer_id,
             &ServerNotification::NewProducer(room_producer(id, peer_id, &info)),
         );
+        room.announce(
+            peer_id,
+            ProducerChange::Opened(ferrosoup_proto::signaling::ProducerInfo {
+                producer_id: id.to_string(),
+                kind: info.kind,
+                app_data: info.app_data,
+                paused,
+            }),
+        );
         reply(&IdResponse { id: id.to_string() })
     }
 
@@ -349,6 +365,13 @@ impl Session {
                 ServerNotification::ProducerResumed(producer)
             },
         );
+        room.announce(
+            peer_id,
+            ProducerChange::Paused {
+                producer_id: id.to_string(),
+                paused,
+            },
+        );
         self.notify_consumer_owners(room, &changed, |c| {
             let consumer = ConsumerNotification {
                 consumer_id: c.to_string(),
@@ -380,14 +403,17 @@ impl Session {
             self.hub.config().limits.max_consumers_per_peer,
         )?;
         let producer_id = parse_id(&req.producer_id, "producer", ProducerId::parse)?;
+        let local = room
+            .peers()
+            .values()
+            .any(|p| p.producers.contains_key(&producer_id));
+        if !local {
+            // A producer of a peer on another node: consumed through its pipe (404 when
+            // the room knows no such producer).
+            self.hub.pipe_in(room, producer_id).await?;
+        }
         let caps = {
             let peers = room.peers();
-            if !peers
-                .values()
-                .any(|p| p.producers.contains_key(&producer_id))
-            {
-                return Err(SignalError::not_found("producer"));
-            }
             match req
                 .rtp_capabilities
                 .or_else(|| peers.get(peer_id).and_then(|p| p.rtp_capabilities.clone()))
