@@ -10,14 +10,12 @@
 // Steps: two signaling-only pages (no media: nothing else loads the machine yet, so their
 // clocks read the servers' path, not a busy renderer's) join one room on node 1 and node 2:
 // the leave of the first reaches the second within 100 ms; alice on node 1 and bob on
-// node 2 join the room and each sees the other's tile; carol joins late on node 2: her
-// joinRoom answer lists alice (node 1) and bob; alice leaves on node 1 and bob's page on
-// node 2 gets peerLeft; dave joins on node 1, node 1 is killed (SIGKILL): bob gets peerLeft for dave
-// within NODE_TIMEOUT + 2 s, and Redis holds no key naming node 1 afterwards. The last
-// line is "N passed, N failed".
-//
-// Media does not cross nodes yet (docs/cluster.md: the pipe transports between nodes are
-// built in the engine, not yet opened by the cluster), so no step waits for it.
+// node 2 join the room and each decodes the other's video and hears the other's audio,
+// across the nodes (pipe transports); carol joins late on node 2: her joinRoom answer
+// lists alice's producers (node 1) and she decodes alice and bob; alice leaves on node 1
+// and bob's page on node 2 gets peerLeft; dave joins on node 1, node 1 is killed
+// (SIGKILL): bob gets peerLeft for dave within NODE_TIMEOUT + 2 s, and Redis holds no key
+// naming node 1 afterwards. The last line is "N passed, N failed".
 
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -208,18 +206,26 @@ runTest(
       await step("each sees the other's tile, named, across the nodes", () =>
         Promise.all([waitTile(alice, bob), waitTile(bob, alice)]),
       );
+      await step('each decodes the video and receives the audio of the other, across the nodes', () =>
+        Promise.all([waitMedia(alice, [bob], TIMEOUT.media), waitMedia(bob, [alice], TIMEOUT.media)]),
+      );
 
       const carol = await DemoPage.open(context, node2.baseUrl, 'carol', { room });
       pages.push(carol);
-      await step('carol joins late on node 2: her joinRoom answer lists alice (node 1) and bob (node 2)', async () => {
+      await step("carol joins late on node 2: her joinRoom answer lists alice's producers (node 1) and bob", async () => {
         await waitJoined(carol, { timeoutMs: TIMEOUT.join });
         const listed = await carol.eval(() => window.ferrosoupDemo.state.joinedPeers);
         const names = Object.fromEntries(listed.map((p) => [p.peerId, p.displayName]));
         if (names[alice.peerId] !== 'alice' || names[bob.peerId] !== 'bob') {
           throw new Error(`carol's joinRoom answer: ${JSON.stringify(listed)}`);
         }
+        const a = listed.find((p) => p.peerId === alice.peerId);
+        const kinds = (a?.producers ?? []).map((p) => p.kind).sort();
+        if (JSON.stringify(kinds) !== '["audio","video"]') {
+          throw new Error(`alice in carol's joinRoom answer: ${JSON.stringify(a)}`);
+        }
       });
-      await step('carol sees bob (node 2) in the media of her room: video and audio', () => waitMedia(carol, [bob], TIMEOUT.media));
+      await step('carol decodes alice (node 1) and bob (node 2)', () => waitMedia(carol, [alice, bob], TIMEOUT.media));
 
       await step('alice leaves on node 1 (the Leave button): bob on node 2 gets peerLeft', async () => {
         await recordNotifications(bob);
