@@ -106,6 +106,8 @@ pub struct BweStats {
     pub probes: u64,
     /// Feedback packets read.
     pub feedbacks: u64,
+    /// What the last probe cluster measured.
+    pub last_probe: Option<ProbeResult>,
 }
 
 /// The estimator of one sending transport.
@@ -134,6 +136,7 @@ pub struct BandwidthEstimator {
     measured: bool,
     /// One feedback's results (reused: allocated once).
     results: Vec<PacketResult>,
+    last_probe: Option<ProbeResult>,
 }
 
 impl BandwidthEstimator {
@@ -158,6 +161,7 @@ impl BandwidthEstimator {
             estimate: start,
             feedbacks: 0,
             measured: false,
+            last_probe: None,
             results: Vec::with_capacity(256),
         }
     }
@@ -270,6 +274,7 @@ impl BandwidthEstimator {
             self.probe_capacity = None;
         }
         if let Some(result) = probe {
+            self.last_probe = Some(result);
             if result.at_capacity {
                 self.probe_capacity = Some((now_us, result.bitrate));
             }
@@ -371,6 +376,7 @@ impl BandwidthEstimator {
             loss: self.loss.last_loss(),
             probes: self.prober.probes(),
             feedbacks: self.feedbacks,
+            last_probe: self.last_probe,
         }
     }
 }

@@ -41,6 +41,10 @@ pub struct ProbeResult {
     /// The bottleneck spaced its packets: it arrived slower than it was sent, so the rate
     /// is the link's, and the probe left a queue behind.
     pub at_capacity: bool,
+    /// The rate it was sent at, bit/s.
+    pub sent_bps: u64,
+    /// The rate it arrived at (what decided `at_capacity`), bit/s.
+    pub received_bps: u64,
 }
 
 /// A cluster to send: every packet sent during it counts; padding fills what media leaves.
@@ -313,6 +317,8 @@ fn measured(t: &Tally) -> Option<ProbeResult> {
     Some(ProbeResult {
         bitrate,
         at_capacity,
+        sent_bps: send as u64,
+        received_bps: recv as u64,
     })
 }
 

@@ -635,10 +635,12 @@ async fn media_crosses_nodes_through_a_pipe() {
         .consume(&audio_id)
         .await
         .expect("consume alice's audio on B");
+    let since = Instant::now();
     let bob_video = recv
         .consume(&video_id)
         .await
         .expect("consume alice's video on B");
+    let opening = since.elapsed();
     assert_eq!(bob_video.producer_id(), video_id);
     within("bob's recv transport connects", 10, recv.wait_connected())
         .await
@@ -677,7 +679,12 @@ async fn media_crosses_nodes_through_a_pipe() {
         .expect("alice listed to carol");
     assert_eq!(alice_listed["producers"].as_array().map(Vec::len), Some(2));
     let carol_recv = carol.create_recv_transport().await.expect("recv transport");
+    let since = Instant::now();
     let carol_video = carol_recv.consume(&video_id).await.expect("consume on B");
+    eprintln!(
+        "consume of a producer on the other node: {opening:?} opening its pipe, {:?} through the open pipe",
+        since.elapsed()
+    );
     within(
         "carol's transport connects",
         10,

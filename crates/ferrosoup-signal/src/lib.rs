@@ -10,7 +10,10 @@
 //! - [`broadcasters`]: the broadcasters of the HTTP API, each a session without a
 //!   connection whose peer the room sees like any other.
 //! - [`Hub`]: rooms (one router each), peers, and the routing of worker events to the
-//!   peer that owns the object.
+//!   peer that owns the object; in a cluster, its `pipes` module carries media between
+//!   nodes (remote producers, pipe transports).
+//! - [`srtp_keys`]: SRTP keys of plain transports as the HTTP API and the pipe handshake
+//!   write them.
 //! - [`link`]: the re-pointable link from a peer to its current connection, queueing
 //!   notifications while it has none.
 //! - [`error`]: [`SignalError`], an `ErrorCode` of the contract and a reason.
@@ -30,7 +33,7 @@
 //!
 //! connection ──► session, hub, link, limits, auth
 //! session    ──► link, auth, cache, limits
-//! hub        ──► config, stats, cluster
+//! hub        ──► config, stats, cluster, srtp_keys
 //! auth       ──► config (the token scope)
 //! error      ◄── used by connection, session, hub and auth
 //! ```
@@ -40,7 +43,8 @@
 //! each peer's session through the peer's link ([`link::Notifier::room_closed`]): the
 //! session forgets the room and revokes its resume token, and whoever drives the session
 //! hands the revocation to the registry ([`ResumeRegistry::update`]). `cache`, `config`,
-//! `error`, `limits`, `link` and `stats` use no other module of the crate but `error`;
+//! `error`, `limits`, `link`, `srtp_keys` and `stats` use no other module of the crate but
+//! `error`;
 //! `auth` also reads the token scope from `config`.
 
 pub mod auth;

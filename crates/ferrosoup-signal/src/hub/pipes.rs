@@ -239,12 +239,19 @@ impl Hub {
         room: &Arc<Room>,
         producer_id: ProducerId,
     ) -> Result<(), SignalError> {
-        let (Some(cluster), Some(node)) = (
-            self.cluster.clone(),
+        let Some(cluster) = self.cluster.clone() else {
+            return Err(SignalError::not_found("producer"));
+        };
+        let node_of = || {
             lock(&room.remote.producers)
                 .get(&producer_id)
-                .map(|p| p.node.clone()),
-        ) else {
+                .map(|p| p.node.clone())
+        };
+        // Not announced here yet (its message may still be on the way): the records tell.
+        if node_of().is_none() {
+            room.remote.learn(&cluster.peers(&room.id).await?);
+        }
+        let Some(node) = node_of() else {
             return Err(SignalError::not_found("producer"));
         };
         let pipe = lock(&room.remote.incoming)
