@@ -485,7 +485,8 @@ impl Transmit for PipeOutput {
 pub struct CrossWorker {
     /// Worker V's room: the publisher.
     pub from: Fanout,
-    /// Worker W's room: the subscribers (their consumers of W's own publisher stay idle).
+    /// Worker W's room: the subscribers (their audio consumers of W's own publisher stay
+    /// idle).
     pub to: Fanout,
     /// What V sends.
     pub from_out: PipeOutput,
@@ -536,6 +537,15 @@ impl CrossWorker {
         let pipe_producer = engine
             .produce(router, t, spec, now)
             .expect("a pipe producer"); // ok: benchmark setup
+        // Each subscriber's video comes from the pipe producer instead of W's own
+        // publisher (whose audio it keeps consuming): W's transports then hold what the
+        // single-worker [`Fanout`]'s do.
+        for id in std::mem::take(&mut to.video_consumers) {
+            let router = to.room.router;
+            to.engine()
+                .close_consumer(router, id)
+                .expect("the video consumer exists"); // ok: benchmark setup
+        }
         let consumers = (0..subscribers)
             .map(|i| {
                 let base = 0x3000_0000 + 16 * i as u32;
