@@ -23,6 +23,7 @@
 //! closes its side's transport (and the pipe producer or consumer on it).
 
 use std::cell::UnsafeCell;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
@@ -291,6 +292,8 @@ struct Attached {
 pub struct WorkerPipes {
     /// Slot → pipe end; `None` slots are free.
     slots: Vec<Option<Attached>>,
+    /// The address of each pipe's other side → its slot.
+    routes: HashMap<SocketAddr, usize>,
     /// Some slot wants its peer woken at the next flush.
     wake_pending: bool,
     /// Datagrams dropped because a ring was full.
@@ -312,6 +315,7 @@ impl WorkerPipes {
                 self.slots.len() - 1
             }
         };
+        self.routes.insert(remote, slot);
         (LocalSocket(FIRST_PIPE_SOCKET + slot), remote)
     }
 
@@ -321,25 +325,32 @@ impl WorkerPipes {
             .0
             .checked_sub(FIRST_PIPE_SOCKET)
             .and_then(|slot| self.slots.get_mut(slot))
+            && let Some(a) = s.take()
         {
-            *s = None;
+            self.routes.remove(&a.end.remote);
         }
     }
 
     /// Closes every pipe end (the worker restarts with an empty engine, or stops).
     pub fn close_all(&mut self) {
         self.slots.clear();
+        self.routes.clear();
         self.wake_pending = false;
     }
 
     /// Queues `data` on the pipe whose other side is `to`; `false` when `to` is no pipe
-    /// address. One slot lookup: pipe addresses carry no slot, so the ends are searched
-    /// (a worker holds a few pipes per room it shares).
+    /// address (one prefix comparison for every other datagram, one hash lookup for a
+    /// pipe's).
     pub fn send(&mut self, to: SocketAddr, data: &[u8]) -> bool {
         if !is_pipe_address(to) {
             return false;
         }
-        let Some(a) = self.slots.iter_mut().flatten().find(|a| a.end.remote == to) else {
+        let Some(a) = self
+            .routes
+            .get(&to)
+            .and_then(|&slot| self.slots.get_mut(slot))
+            .and_then(Option::as_mut)
+        else {
             // A pipe closed under a packet in flight.
             self.dropped += 1;
             return true;
