@@ -17,6 +17,10 @@
 //! fanout.handle(&mut datagram); // unprotect, parse, track, 10 × (decide, rewrite, protect)
 //! fanout.advance(ferrosoup_benches::VIDEO_INTERVAL); // timers due by then
 //! ```
+//!
+//! [`CrossWorker`] joins two such rooms with a pipe between workers (the real rings of
+//! `ferrosoup_room::worker_pipe`): the publisher on one engine, the subscribers on the
+//! other.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,12 +28,15 @@ use std::time::{Duration, Instant};
 use ferrosoup_room::Engine;
 use ferrosoup_room::engine::PlainRemote;
 use ferrosoup_room::ids::{ConsumerId, ProducerId};
+use ferrosoup_room::plain::LocalSocket;
 use ferrosoup_room::plain::{PlainOptions, SrtpMasterKey, SrtpProfile};
 use ferrosoup_room::sim::{
     EXT_IDS, OPUS_PT, Peer, SimRoom, VP8_PT, opus_consumer, opus_producer, vp8_consumer,
     vp8_producer,
 };
-use ferrosoup_room::transmit::{Collect, Discard};
+use ferrosoup_room::transmit::{Collect, Discard, Transmit};
+use ferrosoup_room::udp::MAX_DATAGRAM;
+use ferrosoup_room::worker_pipe::{PipeEnd, WorkerPipes, is_pipe_socket};
 use ferrosoup_rtc::demux::{PacketKind, classify};
 use ferrosoup_testkit::LinkConfig;
 use ferrosoup_testkit::packets::rtp::abs_send_time;
@@ -350,6 +357,19 @@ impl Fanout {
         room.server.engine.handle_timeout(*now, out);
     }
 
+    /// [`Fanout::handle`] with what the engine sends going to `out`.
+    pub fn handle_with(&mut self, datagram: &mut [u8], out: &mut dyn Transmit) {
+        let (now, from) = (self.now, self.from);
+        self.engine().handle_datagram(now, from, datagram, out);
+    }
+
+    /// [`Fanout::advance`] with what the engine sends going to `out`.
+    pub fn advance_with(&mut self, by: Duration, out: &mut dyn Transmit) {
+        self.now += by;
+        let now = self.now;
+        self.engine().handle_timeout(now, out);
+    }
+
     /// When due, every client sends a consent check (so the engine's consent timer never
     /// expires however long a benchmark runs), and the engine's events are drained. This
     /// allocates: call it outside measurements.
@@ -412,4 +432,192 @@ impl Fanout {
         debug_assert_eq!(classify(&datagram.data), PacketKind::Rtp);
         datagram.data
     }
+}
+
+/// What an engine sends in a [`CrossWorker`]: datagrams for a pipe's other side into its
+/// ring (as a worker's output does), the rest counted and thrown away.
+pub struct PipeOutput {
+    buf: Box<[u8; MAX_DATAGRAM]>,
+    /// The engine's pipe ends.
+    pub pipes: WorkerPipes,
+    /// Datagrams sent elsewhere than into a pipe.
+    pub discarded: u64,
+}
+
+impl Default for PipeOutput {
+    fn default() -> Self {
+        Self {
+            buf: Box::new([0; MAX_DATAGRAM]),
+            pipes: WorkerPipes::default(),
+            discarded: 0,
+        }
+    }
+}
+
+impl Transmit for PipeOutput {
+    fn buffer(&mut self) -> &mut [u8; MAX_DATAGRAM] {
+        &mut self.buf
+    }
+
+    fn commit(&mut self, len: usize, to: SocketAddr) {
+        if !self.pipes.send(to, &self.buf[..len.min(MAX_DATAGRAM)]) {
+            self.discarded += 1;
+        }
+    }
+
+    fn attach_pipe(&mut self, end: PipeEnd) -> std::io::Result<(LocalSocket, SocketAddr)> {
+        Ok(self.pipes.attach(end))
+    }
+
+    fn close_socket(&mut self, socket: LocalSocket) {
+        if is_pipe_socket(socket) {
+            self.pipes.close(socket);
+        }
+    }
+}
+
+/// A publisher on one engine (worker V, [`CrossWorker::from`], no subscribers there) whose
+/// video producer is piped to another engine (worker W, [`CrossWorker::to`]) through a
+/// pipe between workers, where each subscriber consumes the pipe producer. One thread
+/// drives both engines in turn, as the two worker loops would: V handles the publisher's
+/// datagrams (its pipe consumer copies each into the ring), wakes W once (the real mio
+/// waker: an `eventfd` write), W takes them out of the ring and fans them out.
+pub struct CrossWorker {
+    /// Worker V's room: the publisher.
+    pub from: Fanout,
+    /// Worker W's room: the subscribers (their audio consumers of W's own publisher stay
+    /// idle).
+    pub to: Fanout,
+    /// What V sends.
+    pub from_out: PipeOutput,
+    /// What W sends.
+    pub to_out: PipeOutput,
+    /// The pipe producer on W.
+    pub pipe_producer: ProducerId,
+    /// Consumers of the pipe producer on W, one per subscriber.
+    pub consumers: Vec<ConsumerId>,
+    /// The polls whose wakers the pipe uses (nothing polls them).
+    _polls: [mio::Poll; 2],
+}
+
+impl CrossWorker {
+    /// The two rooms, the pipe, `subscribers` consumers of the pipe producer on W, and a
+    /// keyframe through it, so that every consumer forwards from the next packet on.
+    ///
+    /// # Panics
+    ///
+    /// If the engines refuse the pipe or a consumer, or do not forward (engine bugs).
+    pub fn new(subscribers: usize) -> Self {
+        let mut from = Fanout::new(0);
+        let mut to = Fanout::new(subscribers);
+        let polls = [
+            mio::Poll::new().expect("poll"), // ok: benchmark setup
+            mio::Poll::new().expect("poll"), // ok: benchmark setup
+        ];
+        let waker = |p: &mio::Poll| {
+            std::sync::Arc::new(mio::Waker::new(p.registry(), mio::Token(0)).expect("waker")) // ok: benchmark setup
+        };
+        let (here, there) = ferrosoup_room::worker_pipe::pipe(waker(&polls[0]), waker(&polls[1]));
+        let (mut from_out, mut to_out) = (PipeOutput::default(), PipeOutput::default());
+        let ssrcs = [0x5000_0000];
+        let (router, now, producer) = (from.room.router, from.now, from.video_producer);
+        let engine = from.engine();
+        let t = engine
+            .create_worker_pipe_transport(router, here, now, &mut from_out)
+            .expect("a pipe transport"); // ok: benchmark setup
+        engine
+            .consume_pipe(router, t, producer, &ssrcs, now, &mut from_out)
+            .expect("a pipe consumer"); // ok: benchmark setup
+        let (router, now) = (to.room.router, to.now);
+        let engine = to.engine();
+        let t = engine
+            .create_worker_pipe_transport(router, there, now, &mut to_out)
+            .expect("a pipe transport"); // ok: benchmark setup
+        let spec = vp8_producer(VIDEO_SSRC, Some(VIDEO_RTX_SSRC)).for_pipe(&ssrcs);
+        let pipe_producer = engine
+            .produce(router, t, spec, now)
+            .expect("a pipe producer"); // ok: benchmark setup
+        // Each subscriber's video comes from the pipe producer instead of W's own
+        // publisher (whose audio it keeps consuming): W's transports then hold what the
+        // single-worker [`Fanout`]'s do.
+        for id in std::mem::take(&mut to.video_consumers) {
+            let router = to.room.router;
+            to.engine()
+                .close_consumer(router, id)
+                .expect("the video consumer exists"); // ok: benchmark setup
+        }
+        let consumers = (0..subscribers)
+            .map(|i| {
+                let base = 0x3000_0000 + 16 * i as u32;
+                let peer = to.subscribers[i];
+                to.room
+                    .consume(peer, pipe_producer, vp8_consumer(base, Some(base + 1)))
+            })
+            .collect();
+        let mut cross = Self {
+            from,
+            to,
+            from_out,
+            to_out,
+            pipe_producer,
+            consumers,
+            _polls: polls,
+        };
+        for i in 0..16 {
+            let mut batch = [cross.from.video_datagram(i == 0)];
+            let before = cross.forwarded();
+            cross.forward(&mut batch);
+            if i > 0 {
+                assert_eq!(
+                    cross.forwarded() - before,
+                    subscribers as u64,
+                    "every consumer of the pipe producer forwards after the keyframe"
+                );
+            }
+            cross.advance(VIDEO_INTERVAL);
+        }
+        cross.to.room.server.events();
+        cross.from.room.server.events();
+        cross
+    }
+
+    /// RTP packets W sent (to its subscribers).
+    pub fn forwarded(&mut self) -> u64 {
+        self.to.engine().counters().rtp_packets_out
+    }
+
+    /// The publisher's `datagrams` through V into the pipe, one wake-up, and out of the
+    /// pipe through W to its subscribers.
+    pub fn forward(&mut self, datagrams: &mut [Vec<u8>]) {
+        for d in datagrams {
+            self.from.handle_with(d, &mut self.from_out);
+        }
+        self.from_out.pipes.flush();
+        deliver(&mut self.to, &mut self.to_out);
+    }
+
+    /// Moves both engines' simulated time on by `by` (timers: reports, NACK rounds) and
+    /// delivers what their timers sent through the pipe.
+    pub fn advance(&mut self, by: Duration) {
+        self.from.advance_with(by, &mut self.from_out);
+        self.to.advance_with(by, &mut self.to_out);
+        self.to_out.pipes.flush();
+        self.from_out.pipes.flush();
+        deliver(&mut self.from, &mut self.from_out);
+        deliver(&mut self.to, &mut self.to_out);
+    }
+}
+
+/// Hands everything waiting in the engine's pipe (its only one, slot 0) to the engine, as
+/// a worker loop does, then wakes the other side if it sent into a drained ring.
+fn deliver(side: &mut Fanout, out: &mut PipeOutput) {
+    let now = side.now;
+    if let Some((socket, from, mut rx)) = out.pipes.take_receiver(0) {
+        let engine = side.engine();
+        rx.drain(usize::MAX, |data| {
+            engine.handle_plain_datagram(now, socket, from, data, out)
+        });
+        out.pipes.put_back(socket, rx);
+    }
+    out.pipes.flush();
 }

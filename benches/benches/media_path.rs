@@ -11,6 +11,12 @@
 //! - `forward_pipe/aead_aes_256_gcm/<N>`: the same VP8 packet to N pipe consumers (each to
 //!   another node over its own pipe transport, SRTP AEAD_AES_256_GCM): copy, write the
 //!   pipe SSRC, protect, per pipe.
+//! - `forward_worker_pipe/aead_aes_128_gcm/<N>`: the same VP8 packet through a pipe
+//!   between workers of one process ([`CrossWorker`]): the publisher's engine unprotects
+//!   it and its pipe consumer copies it into the ring (no SRTP inside the process), one
+//!   wake-up (`eventfd` write) per chunk of 32, the other engine takes it out of the ring
+//!   and fans it out to N subscribers there. Compare with `forward/aead_aes_128_gcm/<N>`
+//!   (same packet, same N, one engine): the difference is the pipe's cost.
 //! - `srtp/protect/<profile>` and `srtp/unprotect/<profile>`: ferrosoup-rtc's SRTP on a
 //!   1200-byte video packet: AES-128-GCM (clients), AES-256-GCM (pipes), AES-CM/HMAC.
 //! - `rtp/parse_and_rewrite`: parse a producer packet, copy it and rewrite it for one
@@ -24,7 +30,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ferrosoup_benches::{AUDIO_INTERVAL, Fanout, VIDEO_INTERVAL, VIDEO_PACKET_LEN};
+use ferrosoup_benches::{AUDIO_INTERVAL, CrossWorker, Fanout, VIDEO_INTERVAL, VIDEO_PACKET_LEN};
 use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_room::forwarder::{ConsumerForwarder, NO_PT};
 use ferrosoup_room::layers::{PacketLayer, SvcMode};
@@ -125,6 +131,48 @@ fn forward_pipe(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::new("aead_aes_256_gcm", n), |b| {
             b.iter_custom(|iters| run_forward(&mut fanout, Media::Video, iters))
+        });
+    }
+    group.finish();
+}
+
+/// `iters` video packets through the pipe between workers, timing both engines' work and
+/// the wake-up; as [`run_forward`] otherwise.
+fn run_cross(cross: &mut CrossWorker, iters: u64) -> Duration {
+    let consumers = cross.consumers.len() as u64;
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    let mut batch = Vec::with_capacity(CHUNK as usize);
+    while left > 0 {
+        let n = left.min(CHUNK);
+        left -= n;
+        cross.from.keep_alive_if_due();
+        cross.to.keep_alive_if_due();
+        batch.clear();
+        batch.extend((0..n).map(|_| cross.from.video_datagram(false)));
+        let sent = cross.forwarded();
+        let start = Instant::now();
+        cross.forward(&mut batch);
+        total += start.elapsed();
+        assert_eq!(
+            cross.forwarded() - sent,
+            n * consumers,
+            "every consumer forwards every packet"
+        );
+        cross.advance(VIDEO_INTERVAL * n as u32);
+    }
+    total
+}
+
+/// `forward_worker_pipe/aead_aes_128_gcm/<N>`: video through a pipe between workers to N
+/// subscribers on the other worker.
+fn forward_worker_pipe(c: &mut Criterion) {
+    let mut group = c.benchmark_group("forward_worker_pipe");
+    for n in [1usize, 10, 100] {
+        let mut cross = CrossWorker::new(n);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new("aead_aes_128_gcm", n), |b| {
+            b.iter_custom(|iters| run_cross(&mut cross, iters))
         });
     }
     group.finish();
@@ -304,5 +352,12 @@ fn header(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, srtp, header, forward, forward_pipe);
+criterion_group!(
+    benches,
+    srtp,
+    header,
+    forward,
+    forward_pipe,
+    forward_worker_pipe
+);
 criterion_main!(benches);

@@ -9,6 +9,11 @@
 //! connected through real ICE/DTLS/SRTP, which negotiates AEAD_AES_128_GCM: the only
 //! profile this test can reach.
 //!
+//! The path through a pipe between workers (`ferrosoup_room::worker_pipe`) is checked
+//! too: the publisher's video through one engine into the ring, a wake-up, out of the ring
+//! through the other engine to 10 consumers, and the RTCP of both engines' timers (reports,
+//! NACKs of upstream losses) back through the other ring.
+//!
 //! The ICE-TCP path of a worker (`ferrosoup_room::tcp`) is checked too: frames queued on
 //! a real loopback connection, flushed, and frames read from it (RFC 4571 framing).
 //!
@@ -19,7 +24,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::backtrace::Backtrace;
 use std::cell::Cell;
 
-use ferrosoup_benches::{AUDIO_INTERVAL, Fanout, VIDEO_INTERVAL};
+use ferrosoup_benches::{AUDIO_INTERVAL, CrossWorker, Fanout, VIDEO_INTERVAL};
 
 /// Counts the allocations of the thread that enabled counting, then defers to `System`.
 struct Counting;
@@ -164,6 +169,64 @@ fn forwarding_to_many_consumers_does_not_allocate() {
         allocations, 0,
         "allocations on the media path (NO_ALLOC_BACKTRACE=1 shows where)"
     );
+}
+
+#[test]
+fn forwarding_through_a_pipe_between_workers_does_not_allocate() {
+    const CONSUMERS: usize = 10;
+    const VIDEO_PACKETS: u32 = 1000;
+    let mut cross = CrossWorker::new(CONSUMERS);
+    let mut warm_up = Vec::new();
+    prepare_video(&mut cross, 500, &mut warm_up);
+    for step in &mut warm_up {
+        run_cross(&mut cross, step);
+    }
+    cross.from.room.server.events();
+    cross.to.room.server.events();
+
+    let mut steps = Vec::new();
+    let video = prepare_video(&mut cross, VIDEO_PACKETS, &mut steps);
+    let sent_before = cross.forwarded();
+    let from_in_before = cross.from.engine().counters().datagrams_in;
+    let allocations = allocations_in(|| {
+        for step in &mut steps {
+            run_cross(&mut cross, step);
+        }
+    });
+    assert_eq!(
+        cross.forwarded() - sent_before,
+        video * CONSUMERS as u64,
+        "every packet through the pipe to every consumer"
+    );
+    assert!(
+        cross.from.engine().counters().datagrams_in - from_in_before > video,
+        "RTCP came back through the pipe"
+    );
+    assert_eq!(cross.from_out.pipes.dropped + cross.to_out.pipes.dropped, 0);
+    assert_eq!(
+        allocations, 0,
+        "allocations on the pipe between workers (NO_ALLOC_BACKTRACE=1 shows where)"
+    );
+}
+
+/// Prepares `video` video packets of the publisher of `cross` (a keyframe every 250, a
+/// loss every 100) and the time steps between them; returns how many.
+fn prepare_video(cross: &mut CrossWorker, video: u32, steps: &mut Vec<Step>) -> u64 {
+    for i in 1..=video {
+        if i % 100 == 0 {
+            cross.from.lose_video();
+        }
+        steps.push(Step::Packet(cross.from.video_datagram(i % 250 == 0)));
+        steps.push(Step::Advance(VIDEO_INTERVAL));
+    }
+    u64::from(video)
+}
+
+fn run_cross(cross: &mut CrossWorker, step: &mut Step) {
+    match step {
+        Step::Packet(datagram) => cross.forward(std::slice::from_mut(datagram)),
+        Step::Advance(by) => cross.advance(*by),
+    }
 }
 
 #[test]

@@ -53,6 +53,17 @@ pub enum MediaEvent {
         /// The routers it had.
         routers: Vec<RouterId>,
     },
+    /// The other side of a pipe between workers closed (its producer, transport or router
+    /// closed, or its worker restarted): this side's pipe transport is closed, with the
+    /// pipe producer or consumer on it (and a pipe producer's consumers).
+    WorkerPipeClosed {
+        /// The router of this side.
+        router_id: RouterId,
+        /// This side's pipe transport.
+        transport_id: TransportId,
+        /// What closed with it.
+        closed: crate::engine::Closed,
+    },
     /// A consumer's score changed.
     ConsumerScore {
         /// The consumer.

@@ -35,11 +35,12 @@ pub mod transmit;
 pub mod transport;
 pub mod udp;
 pub mod worker;
+pub mod worker_pipe;
 
 pub use engine::{Closed, ClosedConsumer, ClosedDataConsumer, Engine};
 pub use error::RoomError;
 pub use events::MediaEvent;
 pub use ids::{ConsumerId, DataConsumerId, DataProducerId, ProducerId, RouterId, TransportId};
-pub use router::{ConsumerParams, Router, WebRtcTransportParams, WorkerPool};
+pub use router::{ConsumerParams, Router, WebRtcTransportParams, WorkerPipe, WorkerPool};
 pub use settings::WorkerSettings;
 pub use stats::WorkerCounters;

@@ -357,6 +357,19 @@ pub struct PipeConsumerParams {
     pub producer_paused: bool,
 }
 
+/// A producer piped to a router on another worker ([`Router::pipe_producer_to`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerPipe {
+    /// The pipe producer on the other router, which its consumers consume.
+    pub producer_id: ProducerId,
+    /// The pipe consumer of the producer on this router.
+    pub consumer_id: ConsumerId,
+    /// The pipe transport on this router.
+    pub transport_id: TransportId,
+    /// The pipe transport on the other router.
+    pub other_transport_id: TransportId,
+}
+
 /// The answer to `consume`.
 #[derive(Clone, Debug)]
 pub struct ConsumerParams {
@@ -815,19 +828,9 @@ impl Router {
         transport_id: TransportId,
         producer_id: ProducerId,
     ) -> Result<PipeConsumerParams, RoomError> {
-        let (kind, mut rtp_parameters) = {
-            let map = self
-                .inner
-                .producers
-                .lock()
-                .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
-            let meta = map
-                .get(&producer_id)
-                .ok_or(RoomError::NotFound("producer"))?;
-            (meta.kind, meta.rtp_parameters.clone())
-        };
-        // From the transport's SSRC sequence, as every consumer's: unique on the pipe.
-        let ssrcs: Vec<u32> = {
+        let (kind, mut rtp_parameters) = self.pipe_parameters(producer_id)?;
+        let ssrcs = {
+            // From the transport's SSRC sequence, as every consumer's: unique on the pipe.
             let mut transports = self
                 .inner
                 .transports
@@ -836,21 +839,8 @@ impl Router {
             let meta = transports
                 .get_mut(&transport_id)
                 .ok_or(RoomError::NotFound("transport"))?;
-            rtp_parameters
-                .encodings
-                .iter()
-                .map(|_| meta.ssrcs.next_ssrc())
-                .collect()
+            set_pipe_ssrcs(&mut rtp_parameters, &mut meta.ssrcs)
         };
-        rtp_parameters.mid = None;
-        rtp_parameters.codecs.retain(|c| !c.is_rtx());
-        rtp_parameters
-            .header_extensions
-            .retain(|e| e.uri != uri::MID);
-        for (e, &ssrc) in rtp_parameters.encodings.iter_mut().zip(&ssrcs) {
-            e.ssrc = Some(ssrc);
-            e.rtx = None;
-        }
         let Consumed {
             id,
             producer_paused,
@@ -865,6 +855,96 @@ impl Router {
             rtp_parameters,
             producer_paused,
         })
+    }
+
+    /// The kind of `producer_id` and the RTP parameters a pipe producer stands for it with
+    /// (see [`Router::consume_pipe`]), but for the SSRCs ([`set_pipe_ssrcs`]).
+    fn pipe_parameters(
+        &self,
+        producer_id: ProducerId,
+    ) -> Result<(MediaKind, RtpParameters), RoomError> {
+        let (kind, mut rtp_parameters) = {
+            let map = self
+                .inner
+                .producers
+                .lock()
+                .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
+            let meta = map
+                .get(&producer_id)
+                .ok_or(RoomError::NotFound("producer"))?;
+            (meta.kind, meta.rtp_parameters.clone())
+        };
+        rtp_parameters.mid = None;
+        rtp_parameters.codecs.retain(|c| !c.is_rtx());
+        rtp_parameters
+            .header_extensions
+            .retain(|e| e.uri != uri::MID);
+        Ok((kind, rtp_parameters))
+    }
+
+    /// Pipes a producer of this router to `other`, a router on another worker of the
+    /// process (mediasoup's `pipeToRouter` within one process): a pipe transport on each
+    /// router over a pair of rings ([`crate::worker_pipe`]), a pipe consumer of the
+    /// producer here that forwards every stream (all simulcast layers) as the producer
+    /// sends it, under pipe SSRCs, and on `other` a pipe producer with the RTP parameters
+    /// of [`Router::consume_pipe`], which `other`'s consumers consume as any producer.
+    /// Keyframe requests and NACKs of the pipe producer cross back. Closing the producer
+    /// here closes the pipe producer there, and closing the pipe producer there releases
+    /// the pipe here ([`MediaEvent::WorkerPipeClosed`] tells the side that did not ask).
+    pub async fn pipe_producer_to(
+        &self,
+        producer_id: ProducerId,
+        other: &Router,
+    ) -> Result<WorkerPipe, RoomError> {
+        if other.id() == self.id() {
+            return Err(RoomError::Invalid(
+                "a producer is piped to another router".into(),
+            ));
+        }
+        let (kind, mut rtp_parameters) = self.pipe_parameters(producer_id)?;
+        let ssrcs = set_pipe_ssrcs(&mut rtp_parameters, &mut SsrcSequence::random());
+        let (here, there) =
+            crate::worker_pipe::pipe(self.inner.worker.waker(), other.inner.worker.waker());
+        // This side first: what it forwards waits in the ring until the other side reads.
+        let (transport_id, consumed) = self
+            .on_worker(move |e, c| {
+                let t = e.create_worker_pipe_transport(c.router_id, here, c.now, c.out)?;
+                match e.consume_pipe(c.router_id, t, producer_id, &ssrcs, c.now, c.out) {
+                    Ok(consumed) => Ok((t, consumed)),
+                    Err(err) => {
+                        let _ = e.close_transport(c.router_id, t, c.now, c.out);
+                        Err(err)
+                    }
+                }
+            })
+            .await?;
+        // On failure from here on, `there` is dropped, which closes this side.
+        let other_transport_id = other
+            .on_worker(move |e, c| e.create_worker_pipe_transport(c.router_id, there, c.now, c.out))
+            .await?;
+        if let Ok(mut transports) = other.inner.transports.lock() {
+            transports.insert(other_transport_id, TransportMeta::default());
+        }
+        let produced = other
+            .produce(
+                other_transport_id,
+                kind,
+                rtp_parameters,
+                consumed.producer_paused,
+            )
+            .await;
+        match produced {
+            Ok(pipe_producer) => Ok(WorkerPipe {
+                producer_id: pipe_producer,
+                consumer_id: consumed.id,
+                transport_id,
+                other_transport_id,
+            }),
+            Err(e) => {
+                let _ = other.close_transport(other_transport_id).await;
+                Err(e)
+            }
+        }
     }
 
     /// Pauses or resumes a consumer.
@@ -1044,6 +1124,21 @@ fn reliability_of(p: &SctpStreamParameters) -> Result<Reliability, RoomError> {
         max_retransmits: p.max_retransmits,
         max_packet_life_time: p.max_packet_life_time,
     })
+}
+
+/// Puts each encoding of a pipe producer's parameters under the next SSRC of `ssrcs`,
+/// without RTX (repairs cross the pipe on the media SSRCs); returns those SSRCs.
+fn set_pipe_ssrcs(params: &mut RtpParameters, ssrcs: &mut SsrcSequence) -> Vec<u32> {
+    params
+        .encodings
+        .iter_mut()
+        .map(|e| {
+            let ssrc = ssrcs.next_ssrc();
+            e.ssrc = Some(ssrc);
+            e.rtx = None;
+            ssrc
+        })
+        .collect()
 }
 
 fn random_ssrc() -> u32 {

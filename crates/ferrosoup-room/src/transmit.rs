@@ -39,7 +39,22 @@ pub trait Transmit {
         ))
     }
 
-    /// Closes a socket opened by [`Transmit::open_socket`].
+    /// Takes one side of a pipe between workers in, as a plain transport's socket: returns
+    /// the socket that names it and the address of the pipe's other side (datagrams
+    /// committed to that address go into the pipe once [`Transmit::route_via`] names the
+    /// socket for it). Sinks without pipes refuse.
+    fn attach_pipe(
+        &mut self,
+        _end: crate::worker_pipe::PipeEnd,
+    ) -> io::Result<(LocalSocket, SocketAddr)> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this output carries no pipes between workers",
+        ))
+    }
+
+    /// Closes a socket opened by [`Transmit::open_socket`] (or a pipe end taken in by
+    /// [`Transmit::attach_pipe`]).
     fn close_socket(&mut self, _socket: LocalSocket) {}
 
     /// Datagrams committed to `to` leave from `socket` from now on (until

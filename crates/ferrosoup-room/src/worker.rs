@@ -28,6 +28,7 @@ use crate::tcp::{ReadFrame, TcpConnections, TcpLimits};
 use crate::thread_cpu::ThreadCpu;
 use crate::transmit::Transmit;
 use crate::udp::{MAX_DATAGRAM, RecvBatch, SocketSender};
+use crate::worker_pipe::{MAX_DATAGRAMS_PER_PIPE, PipeEnd, WorkerPipes, is_pipe_socket};
 
 /// Datagrams sent per `sendmmsg` call.
 const SEND_BATCH: usize = 64;
@@ -93,6 +94,11 @@ impl WorkerHandle {
     /// The worker's ICE-TCP listening port.
     pub fn tcp_port(&self) -> u16 {
         self.tcp_port
+    }
+
+    /// The waker of the worker's loop (pipes between workers wake it).
+    pub(crate) fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
     }
 
     /// The worker's counters as last published.
@@ -215,7 +221,12 @@ fn supervise(
             return;
         }
     };
-    let mut sender = WorkerOutput { udp, tcp, plain };
+    let mut sender = WorkerOutput {
+        udp,
+        tcp,
+        plain,
+        pipes: WorkerPipes::default(),
+    };
     loop {
         let mut engine = match state.new_engine() {
             Ok(e) => e,
@@ -233,6 +244,8 @@ fn supervise(
         // The new engine knows none of the connections' tuples, nor plain transports.
         sender.tcp.close_all();
         sender.plain.close_all();
+        // The other workers close their sides of this one's pipes.
+        sender.pipes.close_all();
         let routers = engine.router_ids();
         tracing::error!(
             worker = state.index,
@@ -248,18 +261,22 @@ fn supervise(
 
 /// Where the engine's output goes in a worker: datagrams to the UDP batch, frames for an
 /// ICE-TCP connection's address onto that connection, datagrams for a plain transport's
-/// remote out of that transport's socket.
+/// remote out of that transport's socket, datagrams for the other side of a pipe between
+/// workers into its ring.
 struct WorkerOutput {
     udp: SocketSender,
     tcp: TcpConnections,
     plain: PlainSockets,
+    pipes: WorkerPipes,
 }
 
 impl WorkerOutput {
-    /// Sends everything queued on UDP and TCP.
+    /// Sends everything queued on UDP and TCP, and wakes the workers whose pipes got
+    /// datagrams.
     fn flush(&mut self) {
         self.udp.flush();
         self.tcp.flush();
+        self.pipes.flush();
     }
 }
 
@@ -269,7 +286,8 @@ impl Transmit for WorkerOutput {
     }
 
     fn commit(&mut self, len: usize, to: SocketAddr) {
-        if !self.plain.send(to, self.udp.uncommitted(len))
+        if !self.pipes.send(to, self.udp.uncommitted(len))
+            && !self.plain.send(to, self.udp.uncommitted(len))
             && !self.tcp.queue(to, self.udp.uncommitted(len))
         {
             self.udp.commit(len, to);
@@ -289,12 +307,23 @@ impl Transmit for WorkerOutput {
         self.plain.open()
     }
 
+    fn attach_pipe(&mut self, end: PipeEnd) -> io::Result<(LocalSocket, SocketAddr)> {
+        Ok(self.pipes.attach(end))
+    }
+
     fn close_socket(&mut self, socket: LocalSocket) {
-        self.plain.close(socket);
+        if is_pipe_socket(socket) {
+            self.pipes.close(socket);
+        } else {
+            self.plain.close(socket);
+        }
     }
 
     fn route_via(&mut self, to: SocketAddr, socket: LocalSocket) {
-        self.plain.route(to, socket);
+        // A pipe end knows its other side's address.
+        if !is_pipe_socket(socket) {
+            self.plain.route(to, socket);
+        }
     }
 }
 
@@ -310,11 +339,16 @@ fn run(
     let mut batch = RecvBatch::new(RECV_BATCH);
     let mut frame = Box::new([0u8; MAX_DATAGRAM]);
     let mut socket_backlog = false;
+    let mut pipe_backlog = false;
     loop {
         let now = Instant::now();
-        // Sleep until a datagram, a TCP event, a job or the next deadline (none: until
-        // woken).
-        let timeout = if socket_backlog || out.tcp.readable_count() > 0 || out.plain.has_readable()
+        // Sleep until a datagram, a TCP event, a job, a pipe's wake-up or the next
+        // deadline (none: until woken).
+        let timeout = if socket_backlog
+            || pipe_backlog
+            || out.tcp.readable_count() > 0
+            || out.plain.has_readable()
+            || out.pipes.has_backlog()
         {
             Some(Duration::ZERO)
         } else {
@@ -378,6 +412,7 @@ fn run(
         }
         read_connections(engine, now, out, &mut frame);
         read_plain_sockets(engine, now, out, &mut batch);
+        pipe_backlog = read_pipes(engine, now, out);
         forget_closed(engine, now, out);
         loop {
             match jobs.try_recv() {
@@ -394,6 +429,7 @@ fn run(
         forget_closed(engine, now, out);
         let mut flushed = out.udp.take_totals();
         flushed.dropped += std::mem::take(&mut out.plain.send_errors);
+        flushed.dropped += std::mem::take(&mut out.pipes.dropped);
         engine.record_flush(flushed);
         engine.record_tcp(out.tcp.counters());
         state.shared.publish(engine.counters());
@@ -435,6 +471,36 @@ fn read_plain_sockets(
         }
     }
     out.flush();
+}
+
+/// Hands the datagrams waiting in the worker's pipes to the engine, a bounded number per
+/// pipe (returns whether one has more left), and closes the sides of pipes whose other
+/// side closed.
+fn read_pipes(engine: &mut Engine, now: Instant, out: &mut WorkerOutput) -> bool {
+    let mut backlog = false;
+    for slot in 0..out.pipes.len() {
+        if let Some(socket) = out.pipes.closed_at(slot) {
+            engine.close_worker_pipe(socket, now, out);
+            continue;
+        }
+        let Some((socket, from, mut rx)) = out.pipes.take_receiver(slot) else {
+            continue;
+        };
+        if rx.is_empty() {
+            out.pipes.put_back(socket, rx);
+            continue;
+        }
+        let received = Instant::now();
+        let forwarded_before = engine.counters().rtp_packets_out;
+        let n = rx.drain(MAX_DATAGRAMS_PER_PIPE, |data| {
+            engine.handle_plain_datagram(now, socket, from, data, out);
+        });
+        out.pipes.put_back(socket, rx);
+        out.flush();
+        engine.record_forwarding_delay(received, Instant::now(), forwarded_before);
+        backlog |= n == MAX_DATAGRAMS_PER_PIPE;
+    }
+    backlog
 }
 
 /// Tells the engine the tuples of the ICE-TCP connections closed since it last heard.

@@ -657,6 +657,8 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
                 }
                 continue;
             }
+            // Signaling makes no pipes between workers (yet): nothing of a peer's is on one.
+            MediaEvent::WorkerPipeClosed { .. } => continue,
             MediaEvent::WorkerRestarted { worker, routers } => {
                 tracing::error!(
                     worker,

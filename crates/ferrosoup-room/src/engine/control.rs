@@ -389,7 +389,7 @@ impl Engine {
         Ok(closed)
     }
 
-    fn remove_transport(
+    pub(super) fn remove_transport(
         &mut self,
         key: TransportKey,
         now: Instant,
@@ -645,6 +645,7 @@ impl Engine {
     /// Removes a producer and its consumers (its transport's list is the caller's to fix).
     fn remove_producer(&mut self, key: ProducerKey) -> Option<(ProducerId, Vec<ConsumerId>)> {
         let p = self.producers.remove(key)?;
+        self.note_if_pipe(p.transport);
         let closed = p
             .consumers
             .iter()
@@ -899,6 +900,7 @@ impl Engine {
 
     fn remove_consumer(&mut self, key: ConsumerKey) -> Option<ClosedConsumer> {
         let c = self.consumers.remove(key)?;
+        self.note_if_pipe(c.transport);
         if let Some(p) = self.producers.get_mut(c.producer) {
             p.consumers.retain(|&x| x != key);
         }

@@ -27,6 +27,7 @@ mod forward;
 mod observers;
 mod plain;
 mod receive;
+mod worker_pipe;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -99,6 +100,9 @@ pub struct Engine {
     by_socket: HashMap<crate::plain::LocalSocket, (TransportKey, bool)>,
     /// Remote addresses of plain transports → transport (indexed; one transport each).
     plain_remotes: HashMap<SocketAddr, TransportKey>,
+    /// Pipe transports between workers that lost their pipe producer or consumer, to be
+    /// closed at the next [`Engine::handle_timeout`] if still empty.
+    idle_pipes: Vec<TransportId>,
     timers: TimerTable,
     counters: WorkerCounters,
     /// Scratch buffers reused across packets.
@@ -150,6 +154,7 @@ impl Engine {
             by_ufrag: HashMap::new(),
             by_socket: HashMap::new(),
             plain_remotes: HashMap::new(),
+            idle_pipes: Vec::new(),
             timers: TimerTable::default(),
             counters: WorkerCounters::default(),
             scratch: Scratch {
@@ -225,6 +230,9 @@ impl Engine {
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut dyn Transmit) {
+        if !self.idle_pipes.is_empty() {
+            self.close_idle_pipes(now, out);
+        }
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Connection(t) => self.on_connection_timer(t, now, out),

@@ -191,7 +191,7 @@ impl Engine {
 
     /// Records a plain transport's remote RTP (or RTCP) address and routes it via its
     /// socket.
-    fn set_plain_remote(
+    pub(super) fn set_plain_remote(
         &mut self,
         key: TransportKey,
         rtcp: bool,
@@ -217,7 +217,12 @@ impl Engine {
 
     /// Starts the transport's consumers and reports once SRTP is ready and the remote RTP
     /// address known.
-    fn check_plain_connected(&mut self, key: TransportKey, now: Instant, out: &mut dyn Transmit) {
+    pub(super) fn check_plain_connected(
+        &mut self,
+        key: TransportKey,
+        now: Instant,
+        out: &mut dyn Transmit,
+    ) {
         let t = &mut self.transports[key];
         let ready = t.srtp.is_some();
         let Some(plain) = t.plain.as_mut() else {
