@@ -309,8 +309,75 @@ mod tests {
                     display_name: "P".into(),
                     app_data: serde_json::json!({"x": 1}),
                     node: "a".into(),
+                    producers: Vec::new(),
                 },
             }
+        );
+    }
+
+    #[test]
+    fn producer_and_pipe_messages_have_the_documented_shape() {
+        let opened = Message::producer(
+            "a",
+            "r",
+            "p",
+            ProducerChange::Opened(ProducerInfo {
+                producer_id: "P".into(),
+                kind: ferrosoup_proto::rtp_parameters::MediaKind::Video,
+                app_data: serde_json::json!({}),
+                paused: false,
+            }),
+        );
+        assert_eq!(
+            serde_json::to_value(&opened).unwrap(),
+            serde_json::json!({"type": "producerOpened", "node": "a", "roomId": "r", "peerId": "p",
+                "producer": {"producerId": "P", "kind": "video", "appData": {}, "paused": false}})
+        );
+        let resumed = Message::producer(
+            "a",
+            "r",
+            "p",
+            ProducerChange::Paused {
+                producer_id: "P".into(),
+                paused: false,
+            },
+        );
+        assert_eq!(
+            serde_json::to_value(&resumed).unwrap(),
+            serde_json::json!({"type": "producerResumed", "node": "a", "roomId": "r", "peerId": "p", "producerId": "P"})
+        );
+        assert_eq!(
+            resumed.into_event(),
+            ClusterEvent::Producer {
+                room_id: "r".into(),
+                peer_id: "p".into(),
+                node: "a".into(),
+                change: ProducerChange::Paused {
+                    producer_id: "P".into(),
+                    paused: false
+                },
+            }
+        );
+        let down: Message = serde_json::from_str(r#"{"type":"nodeDown","node":"b"}"#).unwrap();
+        assert_eq!(down.node(), "b");
+        let open: RpcMessage = serde_json::from_str(
+            r#"{"type":"pipeOpen","requestId":"q","from":"b","roomId":"r","producerId":"P",
+                "transport":{"ip":"10.0.0.2","port":40012,"srtp":{"cryptoSuite":"AEAD_AES_256_GCM","keyBase64":"AAAA"}}}"#,
+        )
+        .unwrap();
+        let RpcMessage::PipeOpen { request, from, .. } = open else {
+            panic!("not a pipeOpen: {open:?}");
+        };
+        assert_eq!((from.as_str(), request.transport.port), ("b", 40012));
+        let failed = RpcMessage::PipeFailed {
+            request_id: "q".into(),
+            from: "a".into(),
+            error_code: 404,
+            error_reason: "producer not found".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&failed).unwrap(),
+            serde_json::json!({"type": "pipeFailed", "requestId": "q", "from": "a", "errorCode": 404, "errorReason": "producer not found"})
         );
     }
 
