@@ -338,11 +338,12 @@ impl BandwidthEstimator {
         Some(cluster)
     }
 
-    /// Padding bytes the probe in progress still needs by `now` (0 without a probe).
-    pub fn padding_due(&self, now: Instant) -> usize {
+    /// Padding bytes the probe sending at `now` needs by `ahead` from now (by its end when
+    /// that comes first; 0 without a probe).
+    pub fn padding_due(&self, now: Instant, ahead: Duration) -> usize {
         let now_us = self.us(now);
         self.prober.sending(now_us).map_or(0, |c| {
-            c.bytes_due(now_us)
+            c.bytes_due(now_us + ahead.as_micros() as i64)
                 .saturating_sub(self.prober.cluster_bytes()) as usize
         })
     }

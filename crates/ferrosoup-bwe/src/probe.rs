@@ -231,7 +231,13 @@ impl Prober {
                 t.mid_send = sent_us;
             }
         }
-        if now_us < active.end_us()
+        // Complete once it ended, or once it sent (nearly: packets are whole) all it had
+        // to: its last padding goes out a tick before the end, and a feedback may report every packet before the end
+        // (no later report would then resolve it, and a probe that found headroom would
+        // time out as one that found none).
+        let complete =
+            now_us >= active.end_us() || t.bytes * 100 >= active.bytes_due(active.end_us()) * 97;
+        if !complete
             || t.sent < MIN_PACKETS
             || f64::from(t.reported) < f64::from(t.sent) * MIN_REPORTED
         {
@@ -366,6 +372,25 @@ mod tests {
             result = result.or(p.on_result(at.max(c.end_us()), c.id, sent, Some(at), 1000));
         }
         result
+    }
+
+    #[test]
+    fn a_cluster_reported_in_full_before_its_end_resolves() {
+        let mut p = Prober::default();
+        let c = p.poll(0, 500_000, 5_000_000).unwrap();
+        // Every packet sent by a millisecond before the end, each reported 0.5 ms later.
+        let mut sent_bytes = 0;
+        let mut result = None;
+        for t in (c.start_us..c.end_us() - 1_000).step_by(1_000) {
+            while c.bytes_due(t + 2_000) > sent_bytes {
+                p.on_sent(c.id, t, 1000);
+                sent_bytes += 1000;
+                result = result.or(p.on_result(t + 500, c.id, t, Some(t + 600), 1000));
+            }
+        }
+        let r = result.expect("resolved before its end: nothing else will be reported");
+        assert!(!r.at_capacity, "{r:?}");
+        assert!(r.bitrate >= 900_000, "{r:?}");
     }
 
     #[test]

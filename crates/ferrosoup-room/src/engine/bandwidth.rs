@@ -323,7 +323,7 @@ impl Engine {
         let Some(end) = bwe.estimator.probe_end(now) else {
             return;
         };
-        let mut due = bwe.estimator.padding_due(now + PROBE_TICK);
+        let mut due = bwe.estimator.padding_due(now, PROBE_TICK);
         // Padding rides on the RTX stream of a video consumer that is forwarding, else on
         // the probator (every video consumer paused: probes find when one fits again).
         let carrier = t
