@@ -750,3 +750,50 @@ async fn media_crosses_nodes_through_a_pipe() {
     assert_eq!(left.expect("open")["peerId"], alice.peer_id());
     drop(send);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tester_spreads_one_room_over_two_nodes() {
+    use clap::Parser;
+    let redis = RedisServer::start().await;
+    let a = node(&redis, &node_id("node-a"), &[]).await;
+    let b = node(&redis, &node_id("node-b"), &[]).await;
+    // The publisher (peer 0) on node A, its subscribers alternately on B and A: those on B
+    // get its media through the pipes only.
+    let (url_a, url_b) = (a.ws_url(), b.ws_url());
+    let cfg = ferrosoup_loadtest::Config::try_parse_from([
+        "ferrosoup-loadtest",
+        "--url",
+        &url_a,
+        "--url",
+        &url_b,
+        "--spread",
+        "peers",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "4",
+        "--video-kbps",
+        "300",
+        "--duration",
+        "2",
+        "--settle",
+        "1",
+        "--quiet",
+    ])
+    .expect("arguments parse");
+    let report = tokio::task::spawn_blocking(move || ferrosoup_loadtest::run(&cfg))
+        .await
+        .expect("load tester thread")
+        .expect("the scenario runs");
+    println!("{}", report.table());
+    assert_eq!((report.peers_joined, report.peers_failed), (5, 0));
+    assert_eq!(report.consumers, 8);
+    assert_eq!((report.srtp_failures, report.payload_errors), (0, 0));
+    // Every subscriber, on either node, got (nearly) everything: nothing is lost on
+    // loopback, and a pipe adds no loss.
+    let least = report.consumer_delivery_min.expect("per-consumer delivery");
+    assert!(least >= 0.95, "a consumer got {least} of its packets");
+    // Node B forwarded media it received only through its pipes.
+    assert!(b.counter("datagrams_in").await > 0);
+    assert!(b.counter("datagrams_out").await > 0);
+}
