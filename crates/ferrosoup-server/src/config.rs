@@ -277,6 +277,10 @@ pub struct Config {
     /// tell its peers' rooms `peerLeft` and remove its keys.
     #[arg(long, env = "NODE_TIMEOUT", default_value_t = 10.0)]
     pub node_timeout: f64,
+    /// The address other nodes of the cluster send pipe media to (a private network
+    /// between the nodes). Default: the worker's first announced IP, as clients get it.
+    #[arg(long, env = "PIPE_ANNOUNCED_IP")]
+    pub pipe_announced_ip: Option<IpAddr>,
     /// Log filter (tracing's `EnvFilter` syntax, e.g. `info,ferrosoup_room=debug`).
     #[arg(long, env = "RUST_LOG", default_value = "info,rtc_dtls=error")]
     pub log_filter: String,
@@ -325,6 +329,11 @@ impl Config {
             return Err(format!(
                 "NODE_ID {id:?}: 1..=64 ASCII letters, digits, '-', '_' or '.'"
             ));
+        }
+        if self.pipe_announced_ip.is_some() && self.cluster_settings().is_none() {
+            return Err(
+                "PIPE_ANNOUNCED_IP needs REDIS_URL (pipes join the nodes of a cluster)".into(),
+            );
         }
         if self.node_id.is_some() && self.cluster_settings().is_none() {
             return Err("NODE_ID needs REDIS_URL (a node of a cluster)".into());
@@ -421,6 +430,7 @@ impl Config {
             session_grace: std::time::Duration::from_secs(self.session_grace),
             auth_secret: self.auth_secret().map(str::to_owned),
             token_scope: self.token_scope(),
+            pipe_announced_ip: self.pipe_announced_ip,
             limits: Limits {
                 max_rooms: self.max_rooms,
                 max_peers_per_room: self.max_peers_per_room,

@@ -463,6 +463,11 @@ async fn a_node_that_cannot_join_the_cluster_does_not_start() {
     );
     let (status, err) = run_to_exit(&[("REDIS_URL", &url), ("NODE_ID", "a:b")]);
     assert!(!status.success() && err.contains("NODE_ID"), "{err}");
+    let (status, err) = run_to_exit(&[("PIPE_ANNOUNCED_IP", "10.0.0.2")]);
+    assert!(
+        !status.success() && err.contains("PIPE_ANNOUNCED_IP needs REDIS_URL"),
+        "{err}"
+    );
 }
 
 /// The median of `joinRoom` round trips (join, then leave) of one connection, `rounds` times.
@@ -756,7 +761,12 @@ async fn the_load_tester_spreads_one_room_over_two_nodes() {
     use clap::Parser;
     let redis = RedisServer::start().await;
     let a = node(&redis, &node_id("node-a"), &[]).await;
-    let b = node(&redis, &node_id("node-b"), &[]).await;
+    let b = node(
+        &redis,
+        &node_id("node-b"),
+        &[("PIPE_ANNOUNCED_IP", "127.0.0.1")],
+    )
+    .await;
     // The publisher (peer 0) on node A, its subscribers alternately on B and A: those on B
     // get its media through the pipes only.
     let (url_a, url_b) = (a.ws_url(), b.ws_url());

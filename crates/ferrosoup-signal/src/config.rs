@@ -85,6 +85,9 @@ pub struct SignalConfig {
     pub auth_secret: Option<String>,
     /// Audience and issuer an access token must name, when set.
     pub token_scope: TokenScope,
+    /// The address other nodes send pipe media to (`None`: the worker's first
+    /// announced IP).
+    pub pipe_announced_ip: Option<std::net::IpAddr>,
     /// Limits.
     pub limits: Limits,
 }
@@ -95,6 +98,7 @@ impl Default for SignalConfig {
             session_grace: Duration::from_secs(30),
             auth_secret: None,
             token_scope: TokenScope::default(),
+            pipe_announced_ip: None,
             limits: Limits::default(),
         }
     }

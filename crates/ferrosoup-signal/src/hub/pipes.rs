@@ -11,7 +11,7 @@
 //! changes are announced to the others in order, one task per room.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -198,15 +198,19 @@ fn pipe_options() -> PlainOptions {
     }
 }
 
-/// This end of a pipe as the other node sees it.
-fn pipe_end(params: &PlainTransportParams) -> Result<PipeEnd, SignalError> {
+/// This end of a pipe as the other node sees it: at `announced` (`PIPE_ANNOUNCED_IP`) or
+/// the transport's own address.
+fn pipe_end(
+    params: &PlainTransportParams,
+    announced: Option<IpAddr>,
+) -> Result<PipeEnd, SignalError> {
     let srtp = params
         .srtp
         .as_ref()
         .and_then(srtp_keys::to_parameters)
         .ok_or_else(|| SignalError::internal("pipe transport without an SRTP key"))?;
     Ok(PipeEnd {
-        ip: params.ip,
+        ip: announced.unwrap_or(params.ip),
         port: params.port,
         srtp,
     })
@@ -293,7 +297,7 @@ impl Hub {
         let request = PipeOpen {
             room_id: room.id.clone(),
             producer_id: producer_id.to_string(),
-            transport: pipe_end(&params)?,
+            transport: pipe_end(&params, self.config.pipe_announced_ip)?,
         };
         let mut answered = false;
         let connected = async {
@@ -348,7 +352,7 @@ impl Hub {
                 .connect_plain_transport(params.id, remote)
                 .await?;
             let piped = room.router.consume_pipe(params.id, producer_id).await?;
-            Ok::<_, SignalError>((piped, pipe_end(&params)?))
+            Ok::<_, SignalError>((piped, pipe_end(&params, self.config.pipe_announced_ip)?))
         }
         .await;
         let (piped, end) = match piped {
