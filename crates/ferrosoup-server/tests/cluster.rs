@@ -807,3 +807,55 @@ async fn the_load_tester_spreads_one_room_over_two_nodes() {
     assert!(b.counter("datagrams_in").await > 0);
     assert!(b.counter("datagrams_out").await > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipe_nobody_consumes_closes_after_its_linger() {
+    use ferrosoup_client::{MediaKind, Peer, ProduceOptions};
+    let redis = RedisServer::start().await;
+    let a = node(&redis, &node_id("node-a"), &[]).await;
+    let b = node(&redis, &node_id("node-b"), &[]).await;
+    let alice = Peer::join(&a.ws_url(), "linger", "alice")
+        .await
+        .expect("alice joins A");
+    let send = alice.create_send_transport().await.expect("send transport");
+    let video = send
+        .produce(
+            MediaKind::Video,
+            ProduceOptions {
+                codec: Some("video/VP8".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("produce");
+    let bob = Peer::join(&b.ws_url(), "linger", "bob")
+        .await
+        .expect("bob joins B");
+    let recv = bob.create_recv_transport().await.expect("recv transport");
+    // Transports before the pipe: alice's on A, bob's on B.
+    let (before_a, before_b) = (a.counter("transports").await, b.counter("transports").await);
+    let consumer = recv.consume(video.id()).await.expect("consume on B");
+    let piped = eventually(2, async || {
+        a.counter("transports").await == before_a + 1
+            && b.counter("transports").await == before_b + 1
+    })
+    .await;
+    assert!(piped, "one pipe end on each node");
+    consumer.close().await.expect("close the consumer");
+    // No consumer of it on B any more: after the linger both ends close.
+    let since = Instant::now();
+    let closed = eventually(15, async || {
+        a.counter("transports").await == before_a && b.counter("transports").await == before_b
+    })
+    .await;
+    assert!(
+        closed,
+        "pipe ends left: A {} (had {before_a}), B {} (had {before_b})",
+        a.counter("transports").await,
+        b.counter("transports").await
+    );
+    eprintln!("pipe closed {:?} after its last consumer", since.elapsed());
+    // And it opens again for the next consumer.
+    let again = recv.consume(video.id()).await.expect("consume again");
+    assert_eq!(again.producer_id(), video.id());
+}
