@@ -72,38 +72,11 @@ pub enum Message {
         producer: ProducerInfo,
     },
     /// A producer of a peer of `node` closed.
-    ProducerClosed {
-        /// The peer's node.
-        node: String,
-        /// Room id.
-        room_id: String,
-        /// Peer id.
-        peer_id: String,
-        /// Producer id.
-        producer_id: String,
-    },
+    ProducerClosed(ProducerRef),
     /// A producer of a peer of `node` was paused.
-    ProducerPaused {
-        /// The peer's node.
-        node: String,
-        /// Room id.
-        room_id: String,
-        /// Peer id.
-        peer_id: String,
-        /// Producer id.
-        producer_id: String,
-    },
+    ProducerPaused(ProducerRef),
     /// A producer of a peer of `node` was resumed.
-    ProducerResumed {
-        /// The peer's node.
-        node: String,
-        /// Room id.
-        room_id: String,
-        /// Peer id.
-        peer_id: String,
-        /// Producer id.
-        producer_id: String,
-    },
+    ProducerResumed(ProducerRef),
     /// `node` is gone (reaped, or left on shutdown): its pipes are closed.
     NodeDown {
         /// The node.
@@ -114,38 +87,28 @@ pub enum Message {
 impl Message {
     /// The message announcing `change` of a producer of `peer_id`, a peer of `node`.
     pub fn producer(node: &str, room_id: &str, peer_id: &str, change: ProducerChange) -> Self {
-        let (node, room_id, peer_id) = (node.to_owned(), room_id.to_owned(), peer_id.to_owned());
+        let about = |producer_id| ProducerRef {
+            node: node.to_owned(),
+            room_id: room_id.to_owned(),
+            peer_id: peer_id.to_owned(),
+            producer_id,
+        };
         match change {
             ProducerChange::Opened(producer) => Self::ProducerOpened {
-                node,
-                room_id,
-                peer_id,
+                node: node.to_owned(),
+                room_id: room_id.to_owned(),
+                peer_id: peer_id.to_owned(),
                 producer,
             },
-            ProducerChange::Closed { producer_id } => Self::ProducerClosed {
-                node,
-                room_id,
-                peer_id,
-                producer_id,
-            },
+            ProducerChange::Closed { producer_id } => Self::ProducerClosed(about(producer_id)),
             ProducerChange::Paused {
                 producer_id,
                 paused: true,
-            } => Self::ProducerPaused {
-                node,
-                room_id,
-                peer_id,
-                producer_id,
-            },
+            } => Self::ProducerPaused(about(producer_id)),
             ProducerChange::Paused {
                 producer_id,
                 paused: false,
-            } => Self::ProducerResumed {
-                node,
-                room_id,
-                peer_id,
-                producer_id,
-            },
+            } => Self::ProducerResumed(about(producer_id)),
         }
     }
 
@@ -156,21 +119,15 @@ impl Message {
             | Self::PeerLeft { node, .. }
             | Self::RoomClosed { node, .. }
             | Self::ProducerOpened { node, .. }
-            | Self::ProducerClosed { node, .. }
-            | Self::ProducerPaused { node, .. }
-            | Self::ProducerResumed { node, .. }
             | Self::NodeDown { node } => node,
+            Self::ProducerClosed(about)
+            | Self::ProducerPaused(about)
+            | Self::ProducerResumed(about) => &about.node,
         }
     }
 
     /// What this node's peers must see of it.
     pub fn into_event(self) -> ClusterEvent {
-        let producer = |node, room_id, peer_id, change| ClusterEvent::Producer {
-            room_id,
-            peer_id,
-            node,
-            change,
-        };
         match self {
             Self::PeerJoined { room_id, peer, .. } => ClusterEvent::PeerJoined { room_id, peer },
             Self::PeerLeft {
@@ -179,52 +136,55 @@ impl Message {
             Self::RoomClosed {
                 room_id, reason, ..
             } => ClusterEvent::RoomClosed { room_id, reason },
+            Self::NodeDown { node } => ClusterEvent::NodeDown { node },
             Self::ProducerOpened {
                 node,
                 room_id,
                 peer_id,
-                producer: p,
-            } => producer(node, room_id, peer_id, ProducerChange::Opened(p)),
-            Self::ProducerClosed {
-                node,
+                producer,
+            } => ClusterEvent::Producer {
                 room_id,
                 peer_id,
+                node,
+                change: ProducerChange::Opened(producer),
+            },
+            Self::ProducerClosed(p) => {
+                p.into_event(|producer_id| ProducerChange::Closed { producer_id })
+            }
+            Self::ProducerPaused(p) => p.into_event(|producer_id| ProducerChange::Paused {
                 producer_id,
-            } => producer(
-                node,
-                room_id,
-                peer_id,
-                ProducerChange::Closed { producer_id },
-            ),
-            Self::ProducerPaused {
-                node,
-                room_id,
-                peer_id,
+                paused: true,
+            }),
+            Self::ProducerResumed(p) => p.into_event(|producer_id| ProducerChange::Paused {
                 producer_id,
-            } => producer(
-                node,
-                room_id,
-                peer_id,
-                ProducerChange::Paused {
-                    producer_id,
-                    paused: true,
-                },
-            ),
-            Self::ProducerResumed {
-                node,
-                room_id,
-                peer_id,
-                producer_id,
-            } => producer(
-                node,
-                room_id,
-                peer_id,
-                ProducerChange::Paused {
-                    producer_id,
-                    paused: false,
-                },
-            ),
-            Self::NodeDown { node } => ClusterEvent::NodeDown { node },
+                paused: false,
+            }),
+        }
+    }
+}
+
+/// Which producer a `producerClosed` / `producerPaused` / `producerResumed` names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerRef {
+    /// The producer's peer's node.
+    pub node: String,
+    /// Room id.
+    pub room_id: String,
+    /// Peer id.
+    pub peer_id: String,
+    /// Producer id.
+    pub producer_id: String,
+}
+
+impl ProducerRef {
+    /// The event of `change`, made from the producer id.
+    fn into_event(self, change: impl FnOnce(String) -> ProducerChange) -> ClusterEvent {
+        ClusterEvent::Producer {
+            room_id: self.room_id,
+            peer_id: self.peer_id,
+            node: self.node,
+            change: change(self.producer_id),
         }
     }
 }

@@ -28,7 +28,8 @@ use ferrosoup_rtc::rtp::ExtensionIds;
 
 use crate::consumer::RtxOut;
 use crate::engine::{
-    Closed, CodecSpec, ConsumeSpec, Consumed, EncodingSpec, Engine, ProduceSpec, RtxMapping,
+    Closed, ClosedConsumer, CodecSpec, ConsumeSpec, Consumed, EncodingSpec, Engine, ProduceSpec,
+    RtxMapping,
 };
 use crate::error::RoomError;
 use crate::events::MediaEvent;
@@ -579,6 +580,37 @@ impl Router {
         Ok(closed)
     }
 
+    /// Runs `f` on the control-side record of transport `id` (404 without one).
+    fn with_transport<R>(
+        &self,
+        id: TransportId,
+        f: impl FnOnce(&mut TransportMeta) -> R,
+    ) -> Result<R, RoomError> {
+        let mut transports = self
+            .inner
+            .transports
+            .lock()
+            .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
+        let meta = transports
+            .get_mut(&id)
+            .ok_or(RoomError::NotFound("transport"))?;
+        Ok(f(meta))
+    }
+
+    /// Runs `f` on the control-side record of producer `id` (404 without one).
+    fn with_producer<R>(
+        &self,
+        id: ProducerId,
+        f: impl FnOnce(&ProducerMeta) -> Result<R, RoomError>,
+    ) -> Result<R, RoomError> {
+        let producers = self
+            .inner
+            .producers
+            .lock()
+            .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
+        f(producers.get(&id).ok_or(RoomError::NotFound("producer"))?)
+    }
+
     fn forget_producers(&self, ids: &[ProducerId]) {
         if let Ok(mut map) = self.inner.producers.lock() {
             for id in ids {
@@ -630,21 +662,16 @@ impl Router {
         paused: bool,
     ) -> Result<ProducerId, RoomError> {
         ortc::validate_rtp_parameters(&rtp_parameters)?;
-        {
-            let mut transports = self
-                .inner
-                .transports
-                .lock()
-                .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
-            let meta = transports
-                .get_mut(&transport_id)
-                .ok_or(RoomError::NotFound("transport"))?;
-            let given = rtp_parameters.rtcp.cname.clone().filter(|c| !c.is_empty());
-            let cname = meta.cname.get_or_insert_with(|| {
-                given.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..16].to_owned())
-            });
-            rtp_parameters.rtcp.cname = Some(cname.clone());
-        }
+        let given = rtp_parameters.rtcp.cname.clone().filter(|c| !c.is_empty());
+        rtp_parameters.rtcp.cname = Some(self.with_transport(transport_id, |meta| {
+            meta.cname
+                .get_or_insert_with(|| {
+                    given.unwrap_or_else(|| {
+                        uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
+                    })
+                })
+                .clone()
+        })?);
         if rtp_parameters.encodings.is_empty() {
             return Err(RoomError::Invalid("rtpParameters.encodings: empty".into()));
         }
@@ -695,13 +722,23 @@ impl Router {
             .await
     }
 
-    /// Closes a producer; returns the consumers closed with it.
-    pub async fn close_producer(&self, id: ProducerId) -> Result<Vec<ConsumerId>, RoomError> {
-        let closed = self
+    /// Closes a producer; returns it and the consumers closed with it.
+    pub async fn close_producer(&self, id: ProducerId) -> Result<Closed, RoomError> {
+        let consumers = self
             .on_worker(move |e, c| e.close_producer(c.router_id, id))
             .await?;
         self.forget_producers(&[id]);
-        Ok(closed)
+        Ok(Closed {
+            producers: vec![id],
+            consumers: consumers
+                .into_iter()
+                .map(|consumer_id| ClosedConsumer {
+                    consumer_id,
+                    producer_id: id,
+                })
+                .collect(),
+            ..Closed::default()
+        })
     }
 
     /// Whether a device with these capabilities can consume a producer.
@@ -725,26 +762,10 @@ impl Router {
         ortc::validate_rtp_capabilities(caps)?;
         // Two SSRCs of the transport's sequence, media and RTX (the second is unused when
         // the codec has no RTX).
-        let (ssrc, rtx_ssrc) = {
-            let mut transports = self
-                .inner
-                .transports
-                .lock()
-                .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
-            let meta = transports
-                .get_mut(&transport_id)
-                .ok_or(RoomError::NotFound("transport"))?;
+        let (ssrc, rtx_ssrc) = self.with_transport(transport_id, |meta| {
             (meta.ssrcs.next_ssrc(), meta.ssrcs.next_ssrc())
-        };
-        let (kind, mut params, spec, consumer_type) = {
-            let map = self
-                .inner
-                .producers
-                .lock()
-                .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
-            let meta = map
-                .get(&producer_id)
-                .ok_or(RoomError::NotFound("producer"))?;
+        })?;
+        let (kind, mut params, spec, consumer_type) = self.with_producer(producer_id, |meta| {
             if !ortc::can_consume(&meta.consumable, caps)? {
                 return Err(RoomError::Invalid(
                     "rtpCapabilities: cannot consume this producer".into(),
@@ -776,8 +797,8 @@ impl Router {
                 .clone()
                 .or_else(|| meta.rtp_parameters.rtcp.cname.clone());
             let spec = consume_spec(meta, &params, ssrc, rtx, paused, preferred_layers);
-            (meta.kind, params, spec, meta.producer_type)
-        };
+            Ok((meta.kind, params, spec, meta.producer_type))
+        })?;
         if params.codecs.iter().all(|c| c.is_rtx()) {
             return Err(RoomError::Invalid(
                 "rtpCapabilities: no codec in common".into(),
@@ -785,19 +806,11 @@ impl Router {
         }
         // Each consumer gets its own MID on its transport (mediasoup-client names the m-section
         // after it).
-        params.mid = {
-            let mut transports = self
-                .inner
-                .transports
-                .lock()
-                .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
-            let meta = transports
-                .get_mut(&transport_id)
-                .ok_or(RoomError::NotFound("transport"))?;
+        params.mid = Some(self.with_transport(transport_id, |meta| {
             let mid = meta.next_mid;
             meta.next_mid += 1;
-            Some(mid.to_string())
-        };
+            mid.to_string()
+        })?);
         let Consumed {
             id,
             producer_paused,
@@ -829,18 +842,10 @@ impl Router {
         producer_id: ProducerId,
     ) -> Result<PipeConsumerParams, RoomError> {
         let (kind, mut rtp_parameters) = self.pipe_parameters(producer_id)?;
-        let ssrcs = {
-            // From the transport's SSRC sequence, as every consumer's: unique on the pipe.
-            let mut transports = self
-                .inner
-                .transports
-                .lock()
-                .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
-            let meta = transports
-                .get_mut(&transport_id)
-                .ok_or(RoomError::NotFound("transport"))?;
+        // From the transport's SSRC sequence, as every consumer's: unique on the pipe.
+        let ssrcs = self.with_transport(transport_id, |meta| {
             set_pipe_ssrcs(&mut rtp_parameters, &mut meta.ssrcs)
-        };
+        })?;
         let Consumed {
             id,
             producer_paused,
@@ -863,17 +868,9 @@ impl Router {
         &self,
         producer_id: ProducerId,
     ) -> Result<(MediaKind, RtpParameters), RoomError> {
-        let (kind, mut rtp_parameters) = {
-            let map = self
-                .inner
-                .producers
-                .lock()
-                .map_err(|_| RoomError::Internal("router state poisoned".into()))?;
-            let meta = map
-                .get(&producer_id)
-                .ok_or(RoomError::NotFound("producer"))?;
-            (meta.kind, meta.rtp_parameters.clone())
-        };
+        let (kind, mut rtp_parameters) = self.with_producer(producer_id, |meta| {
+            Ok((meta.kind, meta.rtp_parameters.clone()))
+        })?;
         rtp_parameters.mid = None;
         rtp_parameters.codecs.retain(|c| !c.is_rtx());
         rtp_parameters

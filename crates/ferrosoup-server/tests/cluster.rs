@@ -791,11 +791,7 @@ async fn the_load_tester_spreads_one_room_over_two_nodes() {
         "--quiet",
     ])
     .expect("arguments parse");
-    let report = tokio::task::spawn_blocking(move || ferrosoup_loadtest::run(&cfg))
-        .await
-        .expect("load tester thread")
-        .expect("the scenario runs");
-    println!("{}", report.table());
+    let report = common::run_scenario(cfg).await;
     assert_eq!((report.peers_joined, report.peers_failed), (5, 0));
     assert_eq!(report.consumers, 8);
     assert_eq!((report.srtp_failures, report.payload_errors), (0, 0));

@@ -35,12 +35,7 @@ async fn small_run(server: &TestServer, extra: &[&str]) -> Report {
     ];
     args.extend_from_slice(extra);
     let cfg = Config::try_parse_from(args).expect("arguments parse");
-    let report = tokio::task::spawn_blocking(move || run(&cfg))
-        .await
-        .expect("load tester thread")
-        .expect("the scenario runs");
-    println!("{}", report.table());
-    report
+    common::run_scenario(cfg).await
 }
 
 /// Media went through intact to every consumer.

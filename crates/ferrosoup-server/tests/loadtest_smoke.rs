@@ -7,24 +7,14 @@
 mod common;
 
 use clap::Parser;
-use ferrosoup_loadtest::{Config, run};
+use common::run_scenario;
+use ferrosoup_loadtest::Config;
 use tokio::sync::Mutex;
 
 /// One scenario at a time: each one loads the machine's cores with a server, its
 /// publishers and its subscribers, and a starved core reads as a congested link to the
 /// server's estimator (on one core, three at once queued packets for 300 ms).
 static ONE_SCENARIO_AT_A_TIME: Mutex<()> = Mutex::const_new(());
-
-/// Runs the load tester with `cfg` and prints its table. It runs its own event loops and
-/// blocks: kept off the test's runtime.
-async fn run_scenario(cfg: Config) -> ferrosoup_loadtest::Report {
-    let report = tokio::task::spawn_blocking(move || run(&cfg))
-        .await
-        .expect("load tester thread")
-        .expect("the scenario runs");
-    println!("{}", report.table());
-    report
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadtest_media_flows_through_the_real_server() {

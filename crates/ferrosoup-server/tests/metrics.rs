@@ -7,7 +7,7 @@
 mod common;
 
 use clap::Parser;
-use ferrosoup_loadtest::{Config, run};
+use ferrosoup_loadtest::Config;
 
 /// Sum of a metric's samples over all its label sets (0 when absent).
 fn total(metrics: &str, name: &str) -> f64 {
@@ -67,10 +67,7 @@ async fn histograms_and_worker_cpu_fill_when_media_flows() {
         "--quiet",
     ])
     .expect("arguments parse");
-    let report = tokio::task::spawn_blocking(move || run(&cfg))
-        .await
-        .expect("load tester thread")
-        .expect("the scenario runs");
+    let report = common::run_scenario(cfg).await;
     assert_eq!(report.peers_joined, 3);
 
     let m = server.get_text("/metrics").await.expect("/metrics answers");

@@ -16,14 +16,15 @@ use tokio::sync::mpsc;
 
 use ferrosoup_proto::rtp_parameters::{MediaKind, RtpCapabilities, RtpCodecCapability};
 use ferrosoup_proto::signaling::{
-    self, ActiveSpeakerNotification, ConsumerLayersChangedNotification, ConsumerScoreNotification,
-    IceRestartRequiredNotification, ProducerScoreNotification, RoomClosedNotification,
-    RoomProducerInfo, ServerNotification, TransportStateChangedNotification,
+    self, ActiveSpeakerNotification, ConsumerClosedNotification, ConsumerLayersChangedNotification,
+    ConsumerNotification, ConsumerScoreNotification, IceRestartRequiredNotification,
+    ProducerPeerNotification, ProducerScoreNotification, RoomClosedNotification, RoomProducerInfo,
+    ServerNotification, TransportStateChangedNotification,
 };
 use ferrosoup_proto::transport::{DtlsState, IceState};
 use ferrosoup_room::{
-    ConsumerId, DataConsumerId, DataProducerId, MediaEvent, ProducerId, Router, TransportId,
-    WorkerPool,
+    ClosedConsumer, ConsumerId, DataConsumerId, DataProducerId, MediaEvent, ProducerId, Router,
+    TransportId, WorkerPool,
 };
 
 use crate::cluster::{Cluster, ClusterEvent, ClusterPeer};
@@ -99,17 +100,21 @@ impl Peer {
             display_name: self.display_name.clone(),
             app_data: self.app_data.clone(),
             node: node.to_owned(),
-            producers: self
-                .producers
-                .iter()
-                .map(|(id, info)| signaling::ProducerInfo {
-                    producer_id: id.to_string(),
-                    kind: info.kind,
-                    app_data: info.app_data.clone(),
-                    paused: info.paused,
-                })
-                .collect(),
+            producers: self.producer_infos(),
         }
+    }
+
+    /// Its producers as `joinRoom` lists them.
+    pub fn producer_infos(&self) -> Vec<signaling::ProducerInfo> {
+        self.producers
+            .iter()
+            .map(|(id, info)| signaling::ProducerInfo {
+                producer_id: id.to_string(),
+                kind: info.kind,
+                app_data: info.app_data.clone(),
+                paused: info.paused,
+            })
+            .collect()
     }
 }
 
@@ -148,6 +153,47 @@ impl Room {
     pub fn peers(&self) -> MutexGuard<'_, HashMap<String, Peer>> {
         // A panic while holding this lock would be a bug; the table stays usable.
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells every peer but `except` that `peer_id`'s producer was paused or resumed
+    /// (`producerPaused` / `producerResumed`).
+    pub fn broadcast_producer_paused(
+        &self,
+        except: &str,
+        producer_id: String,
+        peer_id: String,
+        paused: bool,
+    ) {
+        let producer = ProducerPeerNotification {
+            producer_id,
+            peer_id,
+        };
+        self.broadcast(
+            except,
+            &if paused {
+                ServerNotification::ProducerPaused(producer)
+            } else {
+                ServerNotification::ProducerResumed(producer)
+            },
+        );
+    }
+
+    /// Tells the owners of `consumers` that their producer was paused or resumed
+    /// (`consumerPaused` / `consumerResumed`).
+    pub fn notify_consumers_paused(&self, consumers: &[ConsumerId], paused: bool) {
+        let peers = self.peers();
+        for c in consumers {
+            if let Some(peer) = peers.values().find(|p| p.consumers.contains_key(c)) {
+                let consumer = ConsumerNotification {
+                    consumer_id: c.to_string(),
+                };
+                peer.notifier.notify(&if paused {
+                    ServerNotification::ConsumerPaused(consumer)
+                } else {
+                    ServerNotification::ConsumerResumed(consumer)
+                });
+            }
+        }
     }
 
     /// Sends a notification to every peer but `except` (`""`: to every peer).
@@ -529,6 +575,36 @@ impl Hub {
         room.router.close().await;
         tracing::info!(room = %room.id, "room closed");
         true
+    }
+
+    /// Forgets consumers the router closed: their routes and their owners' records; each
+    /// owner gets `consumerClosed` with the reason `reason` gives (`None`: not told).
+    pub fn forget_consumers(
+        &self,
+        room: &Room,
+        closed: &[ClosedConsumer],
+        reason: impl Fn(&Peer, &ClosedConsumer) -> Option<&'static str>,
+    ) {
+        let mut peers = room.peers();
+        for c in closed {
+            self.remove_route(c.consumer_id.0);
+            let Some(peer) = peers
+                .values_mut()
+                .find(|p| p.consumers.contains_key(&c.consumer_id))
+            else {
+                continue;
+            };
+            peer.consumers.remove(&c.consumer_id);
+            if let Some(reason) = reason(peer, c) {
+                peer.notifier.notify(&ServerNotification::ConsumerClosed(
+                    ConsumerClosedNotification {
+                        consumer_id: c.consumer_id.to_string(),
+                        producer_id: c.producer_id.to_string(),
+                        reason: reason.to_owned(),
+                    },
+                ));
+            }
+        }
     }
 
     /// Routes worker events about `id` to `notifier`.

@@ -21,12 +21,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use ferrosoup_proto::signaling::{
-    self, ConsumerClosedNotification, CreateRoomRequest, CreateRoomResponse, Empty,
-    GetRouterRtpCapabilitiesResponse, JoinRoomRequest, JoinRoomResponse, Message, Method, PeerInfo,
-    PeerJoinedNotification, PeerLeftNotification, ProducerPeerNotification, RequestError,
-    ServerNotification, SignalRequest,
+    self, CreateRoomRequest, CreateRoomResponse, Empty, GetRouterRtpCapabilitiesResponse,
+    JoinRoomRequest, JoinRoomResponse, Message, Method, PeerInfo, PeerJoinedNotification,
+    PeerLeftNotification, ProducerPeerNotification, RequestError, ServerNotification,
+    SignalRequest,
 };
-use ferrosoup_room::{Closed, ClosedConsumer, ConsumerId};
+use ferrosoup_room::Closed;
 
 use crate::auth::Claims;
 use crate::cache::RequestCache;
@@ -513,55 +513,23 @@ impl Session {
                 }),
             );
         }
-        let mut peers = room.peers();
-        for ClosedConsumer {
-            consumer_id: cid,
-            producer_id: pid,
-        } in &closed.consumers
-        {
-            self.hub.remove_route(cid.0);
-            for peer in peers.values_mut() {
-                if peer.consumers.remove(cid).is_some() {
-                    if peer.id != peer_id || !closed.producers.is_empty() {
-                        let reason = if closed.producers.contains(pid) {
-                            "producerClosed"
-                        } else {
-                            "transportClosed"
-                        };
-                        peer.notifier.notify(&ServerNotification::ConsumerClosed(
-                            ConsumerClosedNotification {
-                                consumer_id: cid.to_string(),
-                                producer_id: pid.to_string(),
-                                reason: reason.to_owned(),
-                            },
-                        ));
-                    }
-                    break;
+        // The peer that closed its own transport is not told of its consumers on it.
+        self.hub
+            .forget_consumers(room, &closed.consumers, |peer, c| {
+                if peer.id == peer_id && closed.producers.is_empty() {
+                    None
+                } else if closed.producers.contains(&c.producer_id) {
+                    Some("producerClosed")
+                } else {
+                    Some("transportClosed")
                 }
-            }
-        }
-        drop(peers);
+            });
         self.after_data_close(
             room,
             peer_id,
             &closed.data_producers,
             &closed.data_consumers,
         );
-    }
-
-    /// Sends each consumer's owner the notification made for it.
-    fn notify_consumer_owners(
-        &self,
-        room: &Room,
-        consumers: &[ConsumerId],
-        notification: impl Fn(ConsumerId) -> ServerNotification,
-    ) {
-        let peers = room.peers();
-        for c in consumers {
-            if let Some(peer) = peers.values().find(|p| p.consumers.contains_key(c)) {
-                peer.notifier.notify(&notification(*c));
-            }
-        }
     }
 
     /// 429 when the peer already has `max` objects of a kind.
@@ -589,16 +557,7 @@ fn peer_info(p: &Peer) -> PeerInfo {
         peer_id: p.id.clone(),
         display_name: p.display_name.clone(),
         app_data: p.app_data.clone(),
-        producers: p
-            .producers
-            .iter()
-            .map(|(id, info)| signaling::ProducerInfo {
-                producer_id: id.to_string(),
-                kind: info.kind,
-                app_data: info.app_data.clone(),
-                paused: info.paused,
-            })
-            .collect(),
+        producers: p.producer_infos(),
         data_producers: p
             .data_producers
             .iter()

@@ -291,3 +291,14 @@ pub fn watch_keyframe_requests(
     });
     (wanted, task)
 }
+
+/// Runs the load tester with `cfg` and prints its table. It runs its own event loops and
+/// blocks: kept off the test's runtime.
+pub async fn run_scenario(cfg: ferrosoup_loadtest::Config) -> ferrosoup_loadtest::Report {
+    let report = tokio::task::spawn_blocking(move || ferrosoup_loadtest::run(&cfg))
+        .await
+        .expect("load tester thread")
+        .expect("the scenario runs");
+    println!("{}", report.table());
+    report
+}

@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OnceCell, mpsc};
 
 use ferrosoup_proto::signaling::{
-    ConsumerClosedNotification, ConsumerNotification, PeerJoinedNotification, PeerLeftNotification,
-    ProducerPeerNotification, ServerNotification,
+    PeerJoinedNotification, PeerLeftNotification, ProducerPeerNotification, ServerNotification,
 };
 use ferrosoup_room::engine::PlainRemote;
 use ferrosoup_room::plain::{PlainOptions, SrtpProfile};
@@ -385,23 +384,8 @@ impl Hub {
         let Some(transport) = pipe.and_then(|p| p.get().copied()) else {
             return;
         };
-        if let Ok(consumers) = room.router.close_producer(producer_id).await {
-            let mut peers = room.peers();
-            for consumer_id in consumers {
-                self.remove_route(consumer_id.0);
-                for peer in peers.values_mut() {
-                    if peer.consumers.remove(&consumer_id).is_some() {
-                        peer.notifier.notify(&ServerNotification::ConsumerClosed(
-                            ConsumerClosedNotification {
-                                consumer_id: consumer_id.to_string(),
-                                producer_id: producer_id.to_string(),
-                                reason: "producerClosed".to_owned(),
-                            },
-                        ));
-                        break;
-                    }
-                }
-            }
+        if let Ok(closed) = room.router.close_producer(producer_id).await {
+            self.forget_consumers(room, &closed.consumers, |_, _| Some("producerClosed"));
         }
         let _ = room.router.close_transport(transport).await;
         if let (Some(node), Some(cluster)) = (tell_node, &self.cluster) {
@@ -551,38 +535,12 @@ impl Hub {
                     Some(p) => p.info.paused = paused,
                     None => return,
                 }
-                let producer = ProducerPeerNotification {
-                    producer_id,
-                    peer_id,
-                };
-                room.broadcast(
-                    "",
-                    &if paused {
-                        ServerNotification::ProducerPaused(producer)
-                    } else {
-                        ServerNotification::ProducerResumed(producer)
-                    },
-                );
+                room.broadcast_producer_paused("", producer_id, peer_id, paused);
                 let piped = lock(&room.remote.incoming)
                     .get(&id)
                     .is_some_and(|p| p.get().is_some());
-                if !piped {
-                    return;
-                }
-                if let Ok(changed) = room.router.set_producer_paused(id, paused).await {
-                    let peers = room.peers();
-                    for c in changed {
-                        if let Some(peer) = peers.values().find(|p| p.consumers.contains_key(&c)) {
-                            let consumer = ConsumerNotification {
-                                consumer_id: c.to_string(),
-                            };
-                            peer.notifier.notify(&if paused {
-                                ServerNotification::ConsumerPaused(consumer)
-                            } else {
-                                ServerNotification::ConsumerResumed(consumer)
-                            });
-                        }
-                    }
+                if piped && let Ok(changed) = room.router.set_producer_paused(id, paused).await {
+                    room.notify_consumers_paused(&changed, paused);
                 }
             }
         }

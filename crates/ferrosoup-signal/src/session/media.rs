@@ -5,12 +5,11 @@
 use std::sync::Arc;
 
 use ferrosoup_proto::signaling::{
-    ConsumeRequest, ConsumeResponse, ConsumerNotification, CreateTransportRequest,
-    CreateTransportResponse, GetProducersResponse, IdResponse, Method, ProduceRequest,
-    ProducerIdRequest, ProducerPeerNotification, RestartIceResponse, ServerNotification,
-    SignalRequest, StatsResponse, TransportDirection,
+    ConsumeRequest, ConsumeResponse, CreateTransportRequest, CreateTransportResponse,
+    GetProducersResponse, IdResponse, Method, ProduceRequest, ProducerIdRequest,
+    RestartIceResponse, ServerNotification, SignalRequest, StatsResponse, TransportDirection,
 };
-use ferrosoup_room::{Closed, ClosedConsumer, ConsumerId, ProducerId, TransportId};
+use ferrosoup_room::{ConsumerId, ProducerId, TransportId};
 
 use super::{Answer, Session, done, reply, room_producer};
 use crate::cluster::ProducerChange;
@@ -70,21 +69,10 @@ impl Session {
             }
             SignalRequest::CloseProducer(req) => {
                 let id = self.own_producer(room, peer_id, &req.producer_id)?;
-                let consumers = room.router.close_producer(id).await?;
+                let closed = room.router.close_producer(id).await?;
                 if let Some(peer) = room.peers().get_mut(peer_id) {
                     peer.producers.remove(&id);
                 }
-                let closed = Closed {
-                    producers: vec![id],
-                    consumers: consumers
-                        .into_iter()
-                        .map(|consumer_id| ClosedConsumer {
-                            consumer_id,
-                            producer_id: id,
-                        })
-                        .collect(),
-                    ..Closed::default()
-                };
                 self.after_close(room, peer_id, &closed);
                 done()
             }
@@ -353,18 +341,7 @@ impl Session {
         {
             p.paused = paused;
         }
-        let producer = ProducerPeerNotification {
-            producer_id: id.to_string(),
-            peer_id: peer_id.to_owned(),
-        };
-        room.broadcast(
-            peer_id,
-            &if paused {
-                ServerNotification::ProducerPaused(producer)
-            } else {
-                ServerNotification::ProducerResumed(producer)
-            },
-        );
+        room.broadcast_producer_paused(peer_id, id.to_string(), peer_id.to_owned(), paused);
         room.announce(
             peer_id,
             ProducerChange::Paused {
@@ -372,16 +349,7 @@ impl Session {
                 paused,
             },
         );
-        self.notify_consumer_owners(room, &changed, |c| {
-            let consumer = ConsumerNotification {
-                consumer_id: c.to_string(),
-            };
-            if paused {
-                ServerNotification::ConsumerPaused(consumer)
-            } else {
-                ServerNotification::ConsumerResumed(consumer)
-            }
-        });
+        room.notify_consumers_paused(&changed, paused);
         done()
     }
 
