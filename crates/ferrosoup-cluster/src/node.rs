@@ -693,27 +693,34 @@ impl Cluster for RedisCluster {
         }
     }
 
-    async fn producer_changed(&self, room_id: &str, peer: &ClusterPeer, change: ProducerChange) {
+    async fn producer_changed(
+        &self,
+        room_id: &str,
+        peer_id: &str,
+        record: Option<&ClusterPeer>,
+        change: ProducerChange,
+    ) {
         let changed = async {
-            bounded(
-                self.update_peer_script
-                    .key(keys::room_peers(room_id))
-                    .arg(&peer.peer_id)
-                    .arg(serde_json::to_string(peer)?)
-                    .arg(self.node_id())
-                    .invoke_async::<i64>(&mut self.conn()),
-            )
-            .await?;
-            self.publish(&Message::producer(
-                self.node_id(),
-                room_id,
-                &peer.peer_id,
-                change,
-            ))
-            .await
+            if let Some(peer) = record {
+                bounded(
+                    self.update_peer_script
+                        .key(keys::room_peers(room_id))
+                        .arg(&peer.peer_id)
+                        .arg(serde_json::to_string(peer)?)
+                        .arg(self.node_id())
+                        .invoke_async::<i64>(&mut self.conn()),
+                )
+                .await?;
+            }
+            self.publish(&Message::producer(self.node_id(), room_id, peer_id, change))
+                .await
         };
         if let Err(e) = changed.await {
-            tracing::warn!(room = room_id, peer = %peer.peer_id, "cluster: announcing a producer change: {e}");
+            tracing::warn!(
+                room = room_id,
+                peer = peer_id,
+                "cluster: announcing a producer change: {e}"
+            );
         }
     }
 

@@ -189,10 +189,17 @@ pub trait Cluster: Send + Sync {
     /// its members; whether the cluster knew the room.
     async fn close_room(&self, room_id: &str, reason: &str) -> bool;
 
-    /// Stores `peer`'s record (its producers, for later joiners on other nodes) if the
-    /// peer is still this node's member of `room_id`, then tells the other nodes `change`.
-    /// Failures are logged.
-    async fn producer_changed(&self, room_id: &str, peer: &ClusterPeer, change: ProducerChange);
+    /// Stores `record`, the peer's record as it is now (its producers, for later joiners on
+    /// other nodes), if the peer is still this node's member of `room_id` (`None`: the peer
+    /// has left here, its record goes with the leave), then tells the other nodes that
+    /// `peer_id`'s producer did `change`. Failures are logged.
+    async fn producer_changed(
+        &self,
+        room_id: &str,
+        peer_id: &str,
+        record: Option<&ClusterPeer>,
+        change: ProducerChange,
+    );
 
     /// Asks `node` for a pipe of one of its producers; its answer, or 503 when it does not
     /// answer in time (404 when it has no such producer).

@@ -159,15 +159,11 @@ pub fn start_announcer(
                     .map(|p| p.cluster_record(cluster.node_id())),
                 None => None,
             };
-            // A peer gone already: its record is gone too; the event still tells the others.
-            let record = record.unwrap_or_else(|| ClusterPeer {
-                peer_id: peer_id.clone(),
-                display_name: String::new(),
-                app_data: serde_json::Value::Null,
-                node: cluster.node_id().to_owned(),
-                producers: Vec::new(),
-            });
-            cluster.producer_changed(&room_id, &record, change).await;
+            // A peer gone already: the event still tells the others; its record goes with
+            // its leave.
+            cluster
+                .producer_changed(&room_id, &peer_id, record.as_ref(), change)
+                .await;
         }
     });
 }
