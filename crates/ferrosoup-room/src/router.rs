@@ -147,9 +147,32 @@ impl WorkerPool {
         &self,
         media_codecs: &[RtpCodecCapability],
     ) -> Result<Router, RoomError> {
-        let caps = ortc::generate_router_rtp_capabilities(media_codecs)?;
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        let worker = self.workers[index].clone();
+        self.create_router_on(index, media_codecs).await
+    }
+
+    /// The worker with the fewest consumers (as last published) but those in `excluding`;
+    /// the lowest index among equals.
+    pub fn least_loaded_worker(&self, excluding: &[usize]) -> Option<usize> {
+        self.workers
+            .iter()
+            .filter(|w| !excluding.contains(&w.index()))
+            .min_by_key(|w| (w.counters().consumers, w.index()))
+            .map(|w| w.index())
+    }
+
+    /// Creates a router with these media codecs on worker `index`.
+    pub async fn create_router_on(
+        &self,
+        index: usize,
+        media_codecs: &[RtpCodecCapability],
+    ) -> Result<Router, RoomError> {
+        let caps = ortc::generate_router_rtp_capabilities(media_codecs)?;
+        let worker = self
+            .workers
+            .get(index)
+            .ok_or(RoomError::NotFound("worker"))?
+            .clone();
         let id = RouterId::new();
         worker
             .exec(move |engine, _, _| engine.create_router(id))
@@ -361,7 +384,8 @@ pub struct PipeConsumerParams {
 /// A producer piped to a router on another worker ([`Router::pipe_producer_to`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkerPipe {
-    /// The pipe producer on the other router, which its consumers consume.
+    /// The pipe producer on the other router, which its consumers consume: it has the
+    /// id of the producer it stands for.
     pub producer_id: ProducerId,
     /// The pipe consumer of the producer on this router.
     pub consumer_id: ConsumerId,
@@ -884,7 +908,8 @@ impl Router {
     /// router over a pair of rings ([`crate::worker_pipe`]), a pipe consumer of the
     /// producer here that forwards every stream (all simulcast layers) as the producer
     /// sends it, under pipe SSRCs, and on `other` a pipe producer with the RTP parameters
-    /// of [`Router::consume_pipe`], which `other`'s consumers consume as any producer.
+    /// of [`Router::consume_pipe`] and the producer's id, which `other`'s consumers
+    /// consume as any producer.
     /// Keyframe requests and NACKs of the pipe producer cross back. Closing the producer
     /// here closes the pipe producer there, and closing the pipe producer there releases
     /// the pipe here ([`MediaEvent::WorkerPipeClosed`] tells the side that did not ask).
@@ -893,9 +918,9 @@ impl Router {
         producer_id: ProducerId,
         other: &Router,
     ) -> Result<WorkerPipe, RoomError> {
-        if other.id() == self.id() {
+        if other.worker_index() == self.worker_index() {
             return Err(RoomError::Invalid(
-                "a producer is piped to another router".into(),
+                "a producer is piped to a router on another worker".into(),
             ));
         }
         let (kind, mut rtp_parameters) = self.pipe_parameters(producer_id)?;
@@ -923,8 +948,9 @@ impl Router {
             transports.insert(other_transport_id, TransportMeta::default());
         }
         let produced = other
-            .produce(
+            .produce_as(
                 other_transport_id,
+                producer_id,
                 kind,
                 rtp_parameters,
                 consumed.producer_paused,

@@ -342,6 +342,13 @@ impl Transport {
         }
     }
 
+    /// Whether it is one end of a pipe between workers ([`crate::worker_pipe`]).
+    pub fn is_worker_pipe(&self) -> bool {
+        self.plain
+            .as_ref()
+            .is_some_and(|p| crate::worker_pipe::is_pipe_socket(p.rtp_socket))
+    }
+
     /// The DTLS state as mediasoup names it.
     pub fn dtls_state(&self) -> DtlsState {
         use ferrosoup_rtc::dtls::DtlsState as S;

@@ -88,7 +88,7 @@ async fn room_capabilities(
             .get_or_create_room(&room_id)
             .await
             .and_then(|(room, _)| {
-                serde_json::to_value(room.router.rtp_capabilities())
+                serde_json::to_value(room.routers.rtp_capabilities())
                     .map_err(|e| SignalError::internal(e.to_string()))
             }),
     )

@@ -148,6 +148,11 @@ pub struct Config {
     /// Number of worker threads (default: number of cores).
     #[arg(long, env = "NUM_WORKERS")]
     pub num_workers: Option<usize>,
+    /// Consumers one worker takes of a room before the room's receiving transports go to
+    /// routers on other workers (piped from its home worker); 0: a room stays on one
+    /// worker.
+    #[arg(long, env = "ROOM_CONSUMERS_PER_WORKER", default_value_t = ferrosoup_room::Spread::default().consumers_per_worker)]
+    pub room_consumers_per_worker: usize,
     /// JSON file with the routers' media codecs (an array of mediasoup `RtpCodecCapability`).
     /// Default: opus, VP8, VP9 profile 0, H264 42e01f, each video codec with RTX.
     #[arg(long, env = "MEDIA_CODECS")]
@@ -431,6 +436,10 @@ impl Config {
             auth_secret: self.auth_secret().map(str::to_owned),
             token_scope: self.token_scope(),
             pipe_announced_ip: self.pipe_announced_ip,
+            spread: ferrosoup_room::Spread {
+                consumers_per_worker: self.room_consumers_per_worker,
+                ..ferrosoup_room::Spread::default()
+            },
             limits: Limits {
                 max_rooms: self.max_rooms,
                 max_peers_per_room: self.max_peers_per_room,

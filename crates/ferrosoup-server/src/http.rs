@@ -342,7 +342,7 @@ async fn api_stats(State(state): State<AppState>) -> axum::Json<Value> {
         .collect();
     let rooms = futures_util::future::join_all(hub.rooms().iter().map(|room| async move {
         // A stuck worker leaves its rooms without bandwidth, not the answer waiting.
-        let bandwidth = tokio::time::timeout(BANDWIDTH_WAIT, room.router.bandwidth_stats())
+        let bandwidth = tokio::time::timeout(BANDWIDTH_WAIT, room.routers.bandwidth_stats())
             .await
             .ok()
             .and_then(Result::ok);
@@ -382,7 +382,14 @@ fn room_json(room: &ferrosoup_signal::hub::Room, bandwidth: Option<&Value>) -> V
             peer
         })
         .collect();
-    json!({"roomId": room.id, "routerId": room.router.id().to_string(), "worker": room.router.worker_index(), "peers": peers})
+    let home = room.routers.home();
+    let routers: Vec<Value> = room
+        .routers
+        .with_consumers()
+        .iter()
+        .map(|(r, consumers)| json!({"routerId": r.id().to_string(), "worker": r.worker_index(), "consumers": consumers}))
+        .collect();
+    json!({"roomId": room.id, "routerId": home.id().to_string(), "worker": home.worker_index(), "routers": routers, "peers": peers})
 }
 
 async fn api_rooms(State(state): State<AppState>) -> Response {

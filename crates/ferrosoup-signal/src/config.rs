@@ -88,6 +88,8 @@ pub struct SignalConfig {
     /// The address other nodes send pipe media to (`None`: the worker's first
     /// announced IP).
     pub pipe_announced_ip: Option<std::net::IpAddr>,
+    /// How a room spreads over the workers (`ROOM_CONSUMERS_PER_WORKER`).
+    pub spread: ferrosoup_room::Spread,
     /// Limits.
     pub limits: Limits,
 }
@@ -99,6 +101,7 @@ impl Default for SignalConfig {
             auth_secret: None,
             token_scope: TokenScope::default(),
             pipe_announced_ip: None,
+            spread: ferrosoup_room::Spread::default(),
             limits: Limits::default(),
         }
     }

@@ -1,4 +1,4 @@
-//! The shared state of the signaling layer: rooms (each with its router on a worker),
+//! The shared state of the signaling layer: rooms (each with its routers on workers),
 //! the peers in them, and the routing of worker events to the peer that owns the object.
 //!
 //! The hub knows peers (and their [`Notifier`] links), not sessions: it sits below
@@ -23,8 +23,8 @@ use ferrosoup_proto::signaling::{
 };
 use ferrosoup_proto::transport::{DtlsState, IceState};
 use ferrosoup_room::{
-    ClosedConsumer, ConsumerId, DataConsumerId, DataProducerId, MediaEvent, ProducerId, Router,
-    TransportId, WorkerPool,
+    ClosedConsumer, ConsumerId, DataConsumerId, DataProducerId, MediaEvent, ProducerId,
+    RoomRouters, TransportId, WorkerPool,
 };
 
 use crate::cluster::{Cluster, ClusterEvent, ClusterPeer};
@@ -129,12 +129,12 @@ pub fn room_producer(id: ProducerId, peer_id: &str, info: &ProducerInfo) -> Room
     }
 }
 
-/// A room: a router and the peers in it.
+/// A room: its routers and the peers in it.
 pub struct Room {
     /// Room id (chosen by clients).
     pub id: String,
-    /// Its router.
-    pub router: Router,
+    /// Its routers: a home router, and routers on other workers once it outgrows one.
+    pub routers: RoomRouters,
     peers: Mutex<HashMap<String, Peer>>,
     /// Set, with the peer table locked, when the hub takes the room out of its table: a
     /// peer must not be added any more.
@@ -267,7 +267,6 @@ impl Hub {
             Arc::downgrade(&hub),
             cluster_events,
         ));
-        pipes::start_sweeper(Arc::downgrade(&hub));
         hub
     }
 
@@ -292,6 +291,7 @@ impl Hub {
             cluster,
         });
         tokio::spawn(route_events(Arc::downgrade(&hub), events));
+        pipes::start_sweeper(Arc::downgrade(&hub));
         hub
     }
 
@@ -409,7 +409,7 @@ impl Hub {
                 }
             }
             self.release_pipes(&room).await;
-            room.router.close().await;
+            room.routers.close().await;
             tracing::info!(room = %room.id, reason, "room closed");
         }
         closed
@@ -482,7 +482,7 @@ impl Hub {
                 return Ok((room, created));
             }
             if created {
-                room.router.close().await;
+                room.routers.close().await;
             }
         }
     }
@@ -494,7 +494,12 @@ impl Hub {
         let (remote, changes) = pipes::remote_media(self.cluster.as_ref());
         let room = Arc::new(Room {
             id: room_id.to_owned(),
-            router,
+            routers: RoomRouters::new(
+                router,
+                self.media_codecs.clone(),
+                self.pool.workers().len(),
+                self.config.spread,
+            ),
             peers: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             remote,
@@ -572,7 +577,7 @@ impl Hub {
             rooms.remove(&room.id);
         }
         self.release_pipes(room).await;
-        room.router.close().await;
+        room.routers.close().await;
         tracing::info!(room = %room.id, "room closed");
         true
     }
@@ -712,8 +717,10 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
                 producer_id,
                 volume,
             } => {
+                // Audio producers live on the home router; pipe producers elsewhere
+                // would tell the same speaker again.
                 let rooms = hub.rooms();
-                let Some(room) = rooms.iter().find(|r| r.router.id() == router_id) else {
+                let Some(room) = rooms.iter().find(|r| r.routers.home().id() == router_id) else {
                     continue;
                 };
                 let owner = room
@@ -733,16 +740,29 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
                 }
                 continue;
             }
-            // Signaling makes no pipes between workers (yet): nothing of a peer's is on one.
-            MediaEvent::WorkerPipeClosed { .. } => continue,
+            MediaEvent::WorkerPipeClosed {
+                router_id, closed, ..
+            } => {
+                // The other side closed first (its producer or worker is gone): the
+                // consumers of the pipe producer here closed with it.
+                let rooms = hub.rooms();
+                if let Some(room) = rooms.iter().find(|r| r.routers.contains(router_id)) {
+                    room.routers.pipe_closed(router_id, &closed);
+                    hub.forget_consumers(room, &closed.consumers, |_, _| Some("producerClosed"));
+                }
+                continue;
+            }
             MediaEvent::WorkerRestarted { worker, routers } => {
                 tracing::error!(
                     worker,
                     "worker failure: closing its {} rooms",
                     routers.len()
                 );
-                hub.close_rooms(|r| routers.contains(&r.router.id()), "worker failure")
-                    .await;
+                hub.close_rooms(
+                    |r| routers.iter().any(|id| r.routers.contains(*id)),
+                    "worker failure",
+                )
+                .await;
                 continue;
             }
         };

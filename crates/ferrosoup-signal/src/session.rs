@@ -256,7 +256,7 @@ impl Session {
         let (room, created) = self.hub.get_or_create_room(&req.room_id).await?;
         let answer = reply(&CreateRoomResponse {
             room_id: room.id.clone(),
-            rtp_capabilities: room.router.rtp_capabilities().clone(),
+            rtp_capabilities: room.routers.rtp_capabilities().clone(),
         });
         if !self
             .touched_rooms
@@ -274,7 +274,7 @@ impl Session {
             .room(&req.room_id)
             .ok_or_else(|| SignalError::not_found("room"))?;
         reply(&GetRouterRtpCapabilitiesResponse {
-            rtp_capabilities: room.router.rtp_capabilities().clone(),
+            rtp_capabilities: room.routers.rtp_capabilities().clone(),
         })
     }
 
@@ -474,7 +474,7 @@ impl Session {
         }
         for id in peer.transports.keys() {
             self.hub.remove_route(id.0);
-            match room.router.close_transport(*id).await {
+            match room.routers.close_transport(*id).await {
                 Ok(closed) => self.after_close(&room, &peer_id, &closed),
                 Err(e) => tracing::warn!(transport = %id, "closing transport on leave: {e}"),
             }

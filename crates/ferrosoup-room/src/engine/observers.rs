@@ -67,6 +67,8 @@ impl Engine {
 
     /// Scores 0..10 from packet loss of a transport's producers (what they lose on the way
     /// in) and consumers (what their receivers report lost), reported when they change.
+    /// The producer at the end of a pipe between workers stands for one whose own score
+    /// is reported: its score is kept, not reported.
     pub(super) fn update_scores(&mut self, key: TransportKey) {
         let Self {
             transports,
@@ -89,6 +91,9 @@ impl Engine {
             }
             if worst != producer.score {
                 producer.score = worst;
+                if t.is_worker_pipe() {
+                    continue;
+                }
                 let _ = events.send(MediaEvent::ProducerScore {
                     producer_id: producer.id,
                     score: worst,

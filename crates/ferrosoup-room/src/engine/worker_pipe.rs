@@ -17,7 +17,7 @@ use crate::ids::{RouterId, TransportId};
 use crate::plain::{LocalSocket, PlainPath};
 use crate::transmit::Transmit;
 use crate::transport::Transport;
-use crate::worker_pipe::{PipeEnd, is_pipe_socket};
+use crate::worker_pipe::PipeEnd;
 
 impl Engine {
     /// Creates one side of a pipe between workers in a router: a plain transport on `end`,
@@ -85,9 +85,7 @@ impl Engine {
     /// Notes a pipe transport between workers that lost its producer or consumer.
     pub(super) fn note_if_pipe(&mut self, key: TransportKey) {
         if let Some(t) = self.transports.get(key)
-            && t.plain
-                .as_ref()
-                .is_some_and(|p| is_pipe_socket(p.rtp_socket))
+            && t.is_worker_pipe()
         {
             self.idle_pipes.push(t.id);
         }

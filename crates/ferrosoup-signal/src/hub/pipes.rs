@@ -168,8 +168,9 @@ pub fn start_announcer(
     });
 }
 
-/// Closes pipes idle for [`PIPE_LINGER`], and pipes out of producers gone, until the hub
-/// is gone.
+/// Closes pipes idle for [`PIPE_LINGER`], pipes out of producers gone, and pipes between
+/// workers idle for theirs ([`ferrosoup_room::Spread::pipe_linger`]), until the hub is
+/// gone.
 pub fn start_sweeper(hub: Weak<Hub>) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(PIPE_SWEEP_INTERVAL);
@@ -179,6 +180,7 @@ pub fn start_sweeper(hub: Weak<Hub>) {
             let Some(hub) = hub.upgrade() else { return };
             for room in hub.rooms() {
                 hub.sweep_pipes(&room, Instant::now()).await;
+                room.routers.close_idle_pipes(Instant::now()).await;
             }
         }
     });
@@ -288,7 +290,11 @@ impl Hub {
         node: &str,
         producer_id: ProducerId,
     ) -> Result<TransportId, SignalError> {
-        let params = room.router.create_plain_transport(pipe_options()).await?;
+        let params = room
+            .routers
+            .home()
+            .create_plain_transport(pipe_options())
+            .await?;
         let request = PipeOpen {
             room_id: room.id.clone(),
             producer_id: producer_id.to_string(),
@@ -298,10 +304,12 @@ impl Hub {
         let connected = async {
             let answer = cluster.open_pipe(node, request).await?;
             answered = true;
-            room.router
+            room.routers
+                .home()
                 .connect_plain_transport(params.id, remote_end(&answer.transport)?)
                 .await?;
-            room.router
+            room.routers
+                .home()
                 .produce_piped(
                     params.id,
                     producer_id,
@@ -318,7 +326,7 @@ impl Hub {
         }
         .await;
         if let Err(e) = connected {
-            let _ = room.router.close_transport(params.id).await;
+            let _ = room.routers.home().close_transport(params.id).await;
             if answered {
                 cluster
                     .close_pipe(node, &room.id, &producer_id.to_string())
@@ -341,26 +349,35 @@ impl Hub {
             .filter(|id| room.peers().values().any(|p| p.producers.contains_key(id)))
             .ok_or_else(|| SignalError::not_found("producer"))?;
         let remote = remote_end(&request.transport)?;
-        let params = room.router.create_plain_transport(pipe_options()).await?;
+        let params = room
+            .routers
+            .home()
+            .create_plain_transport(pipe_options())
+            .await?;
         let piped = async {
-            room.router
+            room.routers
+                .home()
                 .connect_plain_transport(params.id, remote)
                 .await?;
-            let piped = room.router.consume_pipe(params.id, producer_id).await?;
+            let piped = room
+                .routers
+                .home()
+                .consume_pipe(params.id, producer_id)
+                .await?;
             Ok::<_, SignalError>((piped, pipe_end(&params, self.config.pipe_announced_ip)?))
         }
         .await;
         let (piped, end) = match piped {
             Ok(p) => p,
             Err(e) => {
-                let _ = room.router.close_transport(params.id).await;
+                let _ = room.routers.home().close_transport(params.id).await;
                 return Err(e);
             }
         };
         let replaced =
             lock(&room.remote.outgoing).insert((from.to_owned(), producer_id), params.id);
         if let Some(old) = replaced {
-            let _ = room.router.close_transport(old).await;
+            let _ = room.routers.home().close_transport(old).await;
         }
         tracing::info!(room = %room.id, producer = %producer_id, to = from, "pipe out opened");
         Ok(PipeOpened {
@@ -380,10 +397,10 @@ impl Hub {
         let Some(transport) = pipe.and_then(|p| p.get().copied()) else {
             return;
         };
-        if let Ok(closed) = room.router.close_producer(producer_id).await {
+        if let Ok(closed) = room.routers.close_producer(producer_id).await {
             self.forget_consumers(room, &closed.consumers, |_, _| Some("producerClosed"));
         }
-        let _ = room.router.close_transport(transport).await;
+        let _ = room.routers.home().close_transport(transport).await;
         if let (Some(node), Some(cluster)) = (tell_node, &self.cluster) {
             cluster
                 .close_pipe(node, &room.id, &producer_id.to_string())
@@ -405,7 +422,7 @@ impl Hub {
             keys.iter().filter_map(|k| outgoing.remove(k)).collect()
         };
         for transport in closing {
-            let _ = room.router.close_transport(transport).await;
+            let _ = room.routers.home().close_transport(transport).await;
         }
     }
 
@@ -535,7 +552,7 @@ impl Hub {
                 let piped = lock(&room.remote.incoming)
                     .get(&id)
                     .is_some_and(|p| p.get().is_some());
-                if piped && let Ok(changed) = room.router.set_producer_paused(id, paused).await {
+                if piped && let Ok(changed) = room.routers.set_producer_paused(id, paused).await {
                     room.notify_consumers_paused(&changed, paused);
                 }
             }

@@ -72,7 +72,11 @@ impl Session {
                     producers: p
                         .producers
                         .iter()
-                        .filter(|(id, _)| room.router.can_consume(**id, caps))
+                        .filter(|(id, _)| {
+                            room.routers
+                                .router_of_producer(**id)
+                                .can_consume(**id, caps)
+                        })
                         .map(|(id, info)| BroadcasterProducerInfo {
                             id: id.to_string(),
                             kind: info.kind,
@@ -118,7 +122,7 @@ impl Session {
                     rtcp_mux: req.rtcp_mux.unwrap_or(false),
                     srtp,
                 };
-                let params = room.router.create_plain_transport(options).await?;
+                let params = room.routers.home().create_plain_transport(options).await?;
                 self.register_transport(&room, &peer_id, params.id).await?;
                 let srtp_parameters = params.srtp.as_ref().and_then(srtp_keys::to_parameters);
                 reply(&PlainTransportResponse {
@@ -131,13 +135,15 @@ impl Session {
             }
             BroadcasterTransportType::Webrtc => {
                 let params = room
-                    .router
+                    .routers
+                    .home()
                     .create_webrtc_transport(CandidateOptions::default())
                     .await?;
                 self.register_transport(&room, &peer_id, params.id).await?;
                 let sctp_parameters = match req.sctp_capabilities {
                     Some(_) => Some(
-                        room.router
+                        room.routers
+                            .home()
                             .enable_sctp(params.id, self.hub.config().limits.max_data_message_bytes)
                             .await?,
                     ),
@@ -169,7 +175,7 @@ impl Session {
             None => false,
         };
         if !registered {
-            let _ = room.router.close_transport(id).await;
+            let _ = room.routers.close_transport(id).await;
             return Err(SignalError::conflict("broadcaster left"));
         }
         self.hub.add_route(id.0, self.notifier.clone());
@@ -186,7 +192,7 @@ impl Session {
         let (room, peer_id) = self.broadcaster_room()?;
         let id = self.own_transport(&room, &peer_id, transport_id)?.0;
         if let Some(dtls) = &req.dtls_parameters {
-            room.router.connect_transport(id, dtls).await?;
+            room.routers.home().connect_transport(id, dtls).await?;
             return done();
         }
         let ip = match &req.ip {
@@ -216,7 +222,10 @@ impl Session {
                 .map(|(a, p)| SocketAddr::new(a.ip(), p)),
             srtp,
         };
-        room.router.connect_plain_transport(id, remote).await?;
+        room.routers
+            .home()
+            .connect_plain_transport(id, remote)
+            .await?;
         done()
     }
 

@@ -40,7 +40,8 @@ impl Session {
             limits.max_producers_per_peer,
         )?;
         let id = room
-            .router
+            .routers
+            .router_of_transport(transport_id)
             .produce_data(
                 transport_id,
                 &req.sctp_stream_parameters,
@@ -60,7 +61,7 @@ impl Session {
             _ => false,
         };
         if !registered {
-            let _ = room.router.close_data_producer(id).await;
+            let _ = room.routers.home().close_data_producer(id).await;
             return Err(SignalError::conflict("transport closed"));
         }
         self.hub.add_route(id.0, self.notifier.clone());
@@ -107,7 +108,8 @@ impl Session {
             .find_map(|p| p.data_producers.get(&data_producer_id).cloned())
             .ok_or_else(|| SignalError::not_found("data producer"))?;
         let (id, sctp_stream_parameters) = room
-            .router
+            .routers
+            .router_of_transport(transport_id)
             .consume_data(transport_id, data_producer_id)
             .await?;
         let registered = match room.peers().get_mut(peer_id) {
@@ -118,7 +120,7 @@ impl Session {
             _ => false,
         };
         if !registered {
-            let _ = room.router.close_data_consumer(id).await;
+            let _ = room.routers.home().close_data_consumer(id).await;
             return Err(SignalError::conflict("transport closed"));
         }
         self.hub.add_route(id.0, self.notifier.clone());
@@ -145,7 +147,7 @@ impl Session {
                     .is_some_and(|p| p.data_producers.contains_key(id))
             })
             .ok_or_else(|| SignalError::not_found("data producer"))?;
-        let consumers = room.router.close_data_producer(id).await?;
+        let consumers = room.routers.home().close_data_producer(id).await?;
         let consumers: Vec<_> = consumers
             .into_iter()
             .map(|data_consumer_id| ClosedDataConsumer {
@@ -170,7 +172,7 @@ impl Session {
                     .is_some_and(|p| p.data_consumers.contains_key(id))
             })
             .ok_or_else(|| SignalError::not_found("data consumer"))?;
-        room.router.close_data_consumer(id).await?;
+        room.routers.home().close_data_consumer(id).await?;
         if let Some(peer) = room.peers().get_mut(peer_id) {
             peer.data_consumers.remove(&id);
         }

@@ -9,7 +9,7 @@ use ferrosoup_proto::signaling::{
     GetProducersResponse, IdResponse, Method, ProduceRequest, ProducerIdRequest,
     RestartIceResponse, ServerNotification, SignalRequest, StatsResponse, TransportDirection,
 };
-use ferrosoup_room::{ConsumerId, ProducerId, TransportId};
+use ferrosoup_room::{ConsumerId, ProducerId, TransportId, TransportUse};
 
 use super::{Answer, Session, done, reply, room_producer};
 use crate::cluster::ProducerChange;
@@ -33,26 +33,28 @@ impl Session {
             SignalRequest::CreateTransport(req) => self.create_transport(room, peer_id, req).await,
             SignalRequest::ConnectTransport(req) => {
                 let id = self.own_transport(room, peer_id, &req.transport_id)?.0;
-                room.router
+                room.routers
+                    .router_of_transport(id)
                     .connect_transport(id, &req.dtls_parameters)
                     .await?;
                 done()
             }
             SignalRequest::RestartIce(req) => {
                 let id = self.own_transport(room, peer_id, &req.transport_id)?.0;
-                let ice_parameters = room.router.restart_ice(id).await?;
+                let ice_parameters = room.routers.router_of_transport(id).restart_ice(id).await?;
                 reply(&RestartIceResponse { ice_parameters })
             }
             SignalRequest::SetMaxIncomingBitrate(req) => {
                 let id = self.own_transport(room, peer_id, &req.transport_id)?.0;
-                room.router
+                room.routers
+                    .router_of_transport(id)
                     .set_max_incoming_bitrate(id, req.bitrate)
                     .await?;
                 done()
             }
             SignalRequest::CloseTransport(req) => {
                 let id = self.own_transport(room, peer_id, &req.transport_id)?.0;
-                let closed = room.router.close_transport(id).await?;
+                let closed = room.routers.close_transport(id).await?;
                 if let Some(peer) = room.peers().get_mut(peer_id) {
                     peer.transports.remove(&id);
                 }
@@ -69,7 +71,7 @@ impl Session {
             }
             SignalRequest::CloseProducer(req) => {
                 let id = self.own_producer(room, peer_id, &req.producer_id)?;
-                let closed = room.router.close_producer(id).await?;
+                let closed = room.routers.close_producer(id).await?;
                 if let Some(peer) = room.peers().get_mut(peer_id) {
                     peer.producers.remove(&id);
                 }
@@ -98,14 +100,15 @@ impl Session {
             SignalRequest::Consume(req) => self.consume(room, peer_id, req).await,
             SignalRequest::PauseConsumer(req) | SignalRequest::ResumeConsumer(req) => {
                 let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
-                room.router
+                room.routers
+                    .router_of_consumer(id)
                     .set_consumer_paused(id, method == Method::PauseConsumer)
                     .await?;
                 done()
             }
             SignalRequest::CloseConsumer(req) => {
                 let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
-                room.router.close_consumer(id).await?;
+                room.routers.close_consumer(id).await?;
                 if let Some(peer) = room.peers().get_mut(peer_id) {
                     peer.consumers.remove(&id);
                 }
@@ -114,7 +117,8 @@ impl Session {
             }
             SignalRequest::SetConsumerPreferredLayers(req) => {
                 let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
-                room.router
+                room.routers
+                    .router_of_consumer(id)
                     .set_consumer_preferred_layers(id, req.spatial_layer, req.temporal_layer)
                     .await?;
                 done()
@@ -124,25 +128,34 @@ impl Session {
                     return Err(SignalError::bad_request("priority: must be 1..255"));
                 }
                 let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
-                room.router.set_consumer_priority(id, req.priority).await?;
+                room.routers
+                    .router_of_consumer(id)
+                    .set_consumer_priority(id, req.priority)
+                    .await?;
                 done()
             }
             SignalRequest::RequestConsumerKeyFrame(req) => {
                 let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
-                room.router.request_consumer_key_frame(id).await?;
+                room.routers
+                    .router_of_consumer(id)
+                    .request_consumer_key_frame(id)
+                    .await?;
                 done()
             }
             SignalRequest::GetTransportStats(req) => {
                 let id = self.own_transport(room, peer_id, &req.transport_id)?.0;
-                reply(&StatsResponse::from(room.router.transport_stats(id).await?))
+                let router = room.routers.router_of_transport(id);
+                reply(&StatsResponse::from(router.transport_stats(id).await?))
             }
             SignalRequest::GetProducerStats(req) => {
                 let id = self.own_producer(room, peer_id, &req.producer_id)?;
-                reply(&StatsResponse::from(room.router.producer_stats(id).await?))
+                let router = room.routers.router_of_producer(id);
+                reply(&StatsResponse::from(router.producer_stats(id).await?))
             }
             SignalRequest::GetConsumerStats(req) => {
                 let id = self.own_consumer(room, peer_id, &req.consumer_id)?;
-                reply(&StatsResponse::from(room.router.consumer_stats(id).await?))
+                let router = room.routers.router_of_consumer(id);
+                reply(&StatsResponse::from(router.consumer_stats(id).await?))
             }
             SignalRequest::ProduceData(req) => self.produce_data(room, peer_id, req).await,
             SignalRequest::ConsumeData(req) => self.consume_data(room, peer_id, req).await,
@@ -229,12 +242,25 @@ impl Session {
             |p| p.transports.len(),
             self.hub.config().limits.max_transports_per_peer,
         )?;
+        // A transport that only receives media may go to another worker of a big room;
+        // it is expected to consume the room's producers.
+        let usage = if direction == Direction::Recv && req.sctp_capabilities.is_none() {
+            TransportUse::ReceiveOnly {
+                expected_consumers: room_producer_count(room),
+            }
+        } else {
+            TransportUse::Home
+        };
         let params = room
-            .router
-            .create_webrtc_transport(ferrosoup_room::router::CandidateOptions {
-                force_tcp: req.force_tcp,
-                prefer_tcp: req.prefer_tcp,
-            })
+            .routers
+            .create_webrtc_transport(
+                self.hub.pool(),
+                usage,
+                ferrosoup_room::router::CandidateOptions {
+                    force_tcp: req.force_tcp,
+                    prefer_tcp: req.prefer_tcp,
+                },
+            )
             .await?;
         let joined_at = match room.peers().get_mut(peer_id) {
             Some(peer) => {
@@ -244,7 +270,7 @@ impl Session {
             None => None,
         };
         let Some(joined_at) = joined_at else {
-            let _ = room.router.close_transport(params.id).await;
+            let _ = room.routers.close_transport(params.id).await;
             return Err(SignalError::conflict("peer left"));
         };
         self.hub.add_route(params.id.0, self.notifier.clone());
@@ -253,7 +279,8 @@ impl Session {
             .transport_created(params.id.0, joined_at);
         let sctp_parameters = match req.sctp_capabilities {
             Some(_) => Some(
-                room.router
+                room.routers
+                    .router_of_transport(params.id)
                     .enable_sctp(params.id, self.hub.config().limits.max_data_message_bytes)
                     .await?,
             ),
@@ -287,7 +314,7 @@ impl Session {
         )?;
         let paused = req.paused;
         let id = room
-            .router
+            .routers
             .produce(transport_id, req.kind, req.rtp_parameters, paused)
             .await?;
         let info = ProducerInfo {
@@ -303,7 +330,7 @@ impl Session {
             _ => false,
         };
         if !registered {
-            let _ = room.router.close_producer(id).await;
+            let _ = room.routers.close_producer(id).await;
             return Err(SignalError::conflict("transport closed"));
         }
         self.hub.add_route(id.0, self.notifier.clone());
@@ -333,7 +360,7 @@ impl Session {
         paused: bool,
     ) -> Answer {
         let id = self.own_producer(room, peer_id, &req.producer_id)?;
-        let changed = room.router.set_producer_paused(id, paused).await?;
+        let changed = room.routers.set_producer_paused(id, paused).await?;
         if let Some(p) = room
             .peers()
             .get_mut(peer_id)
@@ -399,7 +426,7 @@ impl Session {
             .preferred_layers
             .map(|l| (l.spatial_layer, l.temporal_layer));
         let params = room
-            .router
+            .routers
             .consume(transport_id, producer_id, &caps, paused, layers)
             .await?;
         let registered = match room.peers().get_mut(peer_id) {
@@ -410,7 +437,7 @@ impl Session {
             _ => false,
         };
         if !registered {
-            let _ = room.router.close_consumer(params.id).await;
+            let _ = room.routers.close_consumer(params.id).await;
             return Err(SignalError::conflict("transport closed"));
         }
         self.hub.add_route(params.id.0, self.notifier.clone());
@@ -423,4 +450,11 @@ impl Session {
             producer_paused: params.producer_paused,
         })
     }
+}
+
+/// Producers a new subscriber of `room` is expected to consume: every producer of its
+/// peers here and on other nodes.
+fn room_producer_count(room: &Room) -> usize {
+    let local: usize = room.peers().values().map(|p| p.producers.len()).sum();
+    local + room.remote().producers().len()
 }
