@@ -64,6 +64,8 @@ pub struct Placement {
     linger: Duration,
     /// Consumers on each router (index 0: home).
     consumers: Vec<usize>,
+    /// Receiving transports placed on each router and still being created.
+    reserved: Vec<usize>,
     transports: HashMap<TransportId, PlacedTransport>,
     consumer_of: HashMap<ConsumerId, PlacedConsumer>,
     /// Producer → the transport it was produced on.
@@ -82,6 +84,7 @@ impl Placement {
             max_routers: max_routers.max(1),
             linger,
             consumers: vec![0],
+            reserved: vec![0],
             transports: HashMap::new(),
             consumer_of: HashMap::new(),
             producer_transport: HashMap::new(),
@@ -105,13 +108,14 @@ impl Placement {
     }
 
     /// The load of router `i`: its consumers, plus `expected` for each of its receiving
-    /// transports that has none yet (they are about to consume).
+    /// transports that has none yet or is still being created (they are about to consume).
     fn load(&self, i: RouterIndex, expected: usize) -> usize {
         let waiting = self
             .transports
             .values()
             .filter(|t| t.router == i && t.receives && t.consumers == 0)
-            .count();
+            .count()
+            + self.reserved[i];
         self.consumers[i] + waiting * expected
     }
 
@@ -143,11 +147,28 @@ impl Placement {
     /// Records a router the room added; returns its index.
     pub fn router_added(&mut self) -> RouterIndex {
         self.consumers.push(0);
+        self.reserved.push(0);
         self.consumers.len() - 1
     }
 
-    /// Records a transport on router `router` (`receives`: placed as a receiving one).
+    /// Holds a place on `router` for a receiving transport being created, so placements
+    /// meanwhile count it ([`Placement::transport_added`] or [`Placement::release`] ends
+    /// it).
+    pub fn reserve(&mut self, router: RouterIndex) {
+        self.reserved[router] += 1;
+    }
+
+    /// Gives up a place held for a transport that could not be created.
+    pub fn release(&mut self, router: RouterIndex) {
+        self.reserved[router] = self.reserved[router].saturating_sub(1);
+    }
+
+    /// Records a transport on router `router` (`receives`: placed as a receiving one, in a
+    /// place held by [`Placement::reserve`]).
     pub fn transport_added(&mut self, id: TransportId, router: RouterIndex, receives: bool) {
+        if receives {
+            self.release(router);
+        }
         self.transports.insert(
             id,
             PlacedTransport {
@@ -391,6 +412,31 @@ mod tests {
             routers.push(r);
         }
         assert_eq!(routers, [0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn transports_being_created_count_as_loaded() {
+        // Concurrent joins place their transports before any is created.
+        let mut p = Placement::new(4, 2, LINGER);
+        let mut routers = Vec::new();
+        for _ in 0..3 {
+            let r = match p.place(true, 2) {
+                Place::Router(i) => i,
+                Place::NewRouter => p.router_added(),
+            };
+            p.reserve(r);
+            routers.push(r);
+        }
+        assert_eq!(routers, [0, 0, 1]);
+        // One creation fails: its place is free again.
+        p.release(1);
+        assert_eq!(p.place(true, 2), Place::Router(1));
+        p.transport_added(TransportId::new(), 0, true);
+        assert_eq!(
+            p.reserved,
+            [1, 0],
+            "a created transport ends its reservation"
+        );
     }
 
     #[test]

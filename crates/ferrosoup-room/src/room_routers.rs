@@ -164,48 +164,70 @@ impl RoomRouters {
             TransportUse::ReceiveOnly { expected_consumers } => (true, expected_consumers),
             TransportUse::Home => (false, 0),
         };
-        let mut place = self.state().placement.place(receives, expected);
-        if place == Place::NewRouter {
-            place = Place::Router(self.add_router(pool, expected).await);
-        }
-        let Place::Router(index) = place else {
-            return Err(RoomError::Internal("no router placed".into()));
+        let placed = {
+            let mut state = self.state();
+            let place = state.placement.place(receives, expected);
+            if let (true, Place::Router(i)) = (receives, place) {
+                state.placement.reserve(i);
+            }
+            place
+        };
+        let index = match placed {
+            Place::Router(i) => i,
+            Place::NewRouter => self.add_router(pool, expected).await,
         };
         let router = self.state().routers[index].clone();
-        let params = router.create_webrtc_transport(options).await?;
-        self.state()
-            .placement
-            .transport_added(params.id, index, receives);
-        Ok(params)
+        let created = router.create_webrtc_transport(options).await;
+        let mut state = self.state();
+        match created {
+            Ok(params) => {
+                state.placement.transport_added(params.id, index, receives);
+                Ok(params)
+            }
+            Err(e) => {
+                if receives {
+                    state.placement.release(index);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Adds a router on the least loaded worker the room does not use yet (unless a
     /// concurrent join just did and placement no longer asks for one); returns where the
-    /// transport goes. Falls back to home when no router can be added.
+    /// receiving transport goes, with its place held. Falls back to home when no router
+    /// can be added.
     async fn add_router(&self, pool: &WorkerPool, expected: usize) -> RouterIndex {
         let _growing = self.growing.lock().await;
         let used: Vec<usize> = {
-            let state = self.state();
+            let mut state = self.state();
             if let Place::Router(i) = state.placement.place(true, expected) {
+                state.placement.reserve(i);
                 return i;
             }
             state.routers.iter().map(Router::worker_index).collect()
         };
-        let Some(worker) = pool.least_loaded_worker(&used) else {
-            return 0;
+        let added = match pool.least_loaded_worker(&used) {
+            Some(worker) => pool
+                .create_router_on(worker, &self.media_codecs)
+                .await
+                .map(|router| (worker, router)),
+            None => Err(RoomError::NotFound("worker")),
         };
-        match pool.create_router_on(worker, &self.media_codecs).await {
-            Ok(router) => {
+        let mut state = self.state();
+        let index = match added {
+            Ok((worker, router)) => {
                 tracing::info!(home = %self.home.id(), router = %router.id(), worker, "room spreads to another worker");
-                let mut state = self.state();
                 state.routers.push(router);
                 state.placement.router_added()
             }
             Err(e) => {
-                tracing::warn!(home = %self.home.id(), worker, "room cannot spread: {e}");
+                tracing::warn!(home = %self.home.id(), "room cannot spread: {e}");
                 0
             }
-        }
+        };
+        state.placement.reserve(index);
+        index
     }
 
     /// `produce` on the transport's router.

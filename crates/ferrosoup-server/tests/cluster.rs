@@ -519,59 +519,6 @@ async fn repeated_joins_and_leaves_leave_no_room_behind() {
     assert!(redis.keys_naming("lock:").await.is_empty());
 }
 
-/// Reads `consumer`'s RTP until `frames` counters in a row came in order (each later than
-/// the one before), with `counter` reading a payload's counter.
-async fn read_in_order(
-    consumer: &ferrosoup_client::Consumer,
-    frames: usize,
-    counter: fn(&[u8]) -> Option<u32>,
-) -> Vec<u32> {
-    let mut got: Vec<u32> = Vec::new();
-    while got.len() < frames {
-        let packet = tokio::time::timeout(Duration::from_secs(5), consumer.read_rtp())
-            .await
-            .expect("media keeps coming through the pipe")
-            .expect("consumer open");
-        let n = counter(&packet.payload).expect("payload intact");
-        assert!(
-            got.last().is_none_or(|&last| n > last),
-            "out of order: {got:?} then {n}"
-        );
-        got.push(n);
-    }
-    got
-}
-
-/// Publishes alice's audio and video until the task is aborted: a keyframe first and one
-/// for each keyframe request counted in `requests`.
-fn publish_until_stopped(
-    audio: ferrosoup_client::Producer,
-    video: std::sync::Arc<ferrosoup_client::Producer>,
-    requests: std::sync::Arc<std::sync::atomic::AtomicU32>,
-) -> tokio::task::JoinHandle<()> {
-    use std::sync::atomic::Ordering;
-    tokio::spawn(async move {
-        let mut served = 0;
-        for i in 0u32.. {
-            let wanted = requests.load(Ordering::Relaxed);
-            let keyframe = i == 0 || wanted > served;
-            served = wanted;
-            if video
-                .send(i as u16, i * 3000, true, common::vp8_frame(i, keyframe))
-                .await
-                .is_err()
-                || audio
-                    .send(i as u16, i * 960, false, common::opus_packet(i))
-                    .await
-                    .is_err()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_crosses_nodes_through_a_pipe() {
     use ferrosoup_client::{MediaKind, Peer, ProduceOptions};
@@ -613,7 +560,7 @@ async fn media_crosses_nodes_through_a_pipe() {
     within("alice's send transport connects", 10, send.wait_connected())
         .await
         .expect("connected");
-    let publisher = publish_until_stopped(audio, video.clone(), requests.clone());
+    let publisher = common::publish_until_stopped(audio, video.clone(), requests.clone());
 
     // Bob, on node B, is told of alice's producers in his joinRoom answer.
     let mut bob = Peer::join(&b.ws_url(), "piped", "bob")
@@ -653,8 +600,8 @@ async fn media_crosses_nodes_through_a_pipe() {
     bob_audio.resume().await.expect("resume");
     bob_video.resume().await.expect("resume");
     let frames = within("50 video and 50 audio frames cross the pipe", 20, async {
-        let video = read_in_order(&bob_video, 50, common::vp8_counter).await;
-        let audio = read_in_order(&bob_audio, 50, common::opus_counter).await;
+        let video = common::read_in_order(&bob_video, 50, common::vp8_counter).await;
+        let audio = common::read_in_order(&bob_audio, 50, common::opus_counter).await;
         (video, audio)
     })
     .await;
@@ -701,7 +648,7 @@ async fn media_crosses_nodes_through_a_pipe() {
     within(
         "video reaches carol",
         10,
-        read_in_order(&carol_video, 20, common::vp8_counter),
+        common::read_in_order(&carol_video, 20, common::vp8_counter),
     )
     .await;
 

@@ -302,3 +302,56 @@ pub async fn run_scenario(cfg: ferrosoup_loadtest::Config) -> ferrosoup_loadtest
     println!("{}", report.table());
     report
 }
+
+/// Reads `consumer`'s RTP until `frames` counters in a row came in order (each later than
+/// the one before), with `counter` reading a payload's counter.
+pub async fn read_in_order(
+    consumer: &ferrosoup_client::Consumer,
+    frames: usize,
+    counter: fn(&[u8]) -> Option<u32>,
+) -> Vec<u32> {
+    let mut got: Vec<u32> = Vec::new();
+    while got.len() < frames {
+        let packet = tokio::time::timeout(Duration::from_secs(5), consumer.read_rtp())
+            .await
+            .expect("media keeps coming")
+            .expect("consumer open");
+        let n = counter(&packet.payload).expect("payload intact");
+        assert!(
+            got.last().is_none_or(|&last| n > last),
+            "out of order: {got:?} then {n}"
+        );
+        got.push(n);
+    }
+    got
+}
+
+/// Publishes alice's audio and video until the task is aborted: a keyframe first and one
+/// for each keyframe request counted in `requests`.
+pub fn publish_until_stopped(
+    audio: ferrosoup_client::Producer,
+    video: std::sync::Arc<ferrosoup_client::Producer>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicU32>,
+) -> tokio::task::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    tokio::spawn(async move {
+        let mut served = 0;
+        for i in 0u32.. {
+            let wanted = requests.load(Ordering::Relaxed);
+            let keyframe = i == 0 || wanted > served;
+            served = wanted;
+            if video
+                .send(i as u16, i * 3000, true, vp8_frame(i, keyframe))
+                .await
+                .is_err()
+                || audio
+                    .send(i as u16, i * 960, false, opus_packet(i))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}

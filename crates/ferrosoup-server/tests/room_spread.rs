@@ -1,0 +1,219 @@
+//! One room over two workers (`ROOM_CONSUMERS_PER_WORKER`): the real server with two
+//! workers, Rust clients on loopback. Once the home worker holds its share of consumers, a
+//! new subscriber's receiving transport goes to the other worker, which gets the
+//! publisher's media through a pipe between the workers; clients see nothing of it.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::{TestServer, eventually, within};
+use ferrosoup_client::{MediaKind, Peer, ProduceOptions};
+use serde_json::Value;
+
+/// Consumers on each router of room `room` (home first), from `/api/rooms/{room}`.
+async fn consumers_per_router(server: &TestServer, room: &str) -> Vec<u64> {
+    let room = server
+        .get(&format!("/api/rooms/{room}"))
+        .await
+        .unwrap_or_default();
+    room["routers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r["consumers"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+/// Workers' counters from `/api/stats`.
+async fn workers(server: &TestServer) -> Vec<Value> {
+    let stats = server.get("/api/stats").await.expect("/api/stats answers");
+    stats["workers"].as_array().cloned().expect("workers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_over_two_workers_is_transparent_to_clients() {
+    let server = TestServer::start_with(
+        2,
+        &[("ROOM_CONSUMERS_PER_WORKER", "2"), ("SESSION_GRACE", "0")],
+    )
+    .await;
+    let url = server.ws_url();
+
+    // Alice publishes audio and video (on the home worker, as every sender).
+    let alice = Peer::join(&url, "spread", "alice").await.expect("alice");
+    let send = alice.create_send_transport().await.expect("send transport");
+    let codec = |c: &str| ProduceOptions {
+        codec: Some(c.into()),
+        ..Default::default()
+    };
+    let audio = send
+        .produce(MediaKind::Audio, codec("audio/opus"))
+        .await
+        .expect("produce opus");
+    let video = Arc::new(
+        send.produce(MediaKind::Video, codec("video/VP8"))
+            .await
+            .expect("produce vp8"),
+    );
+    let (audio_id, video_id) = (audio.id().to_owned(), video.id().to_owned());
+    let requests = Arc::new(AtomicU32::new(0));
+    let counting = {
+        let (video, requests) = (video.clone(), requests.clone());
+        tokio::spawn(async move {
+            while video.next_keyframe_request().await.is_some() {
+                requests.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    within("alice's send transport connects", 10, send.wait_connected())
+        .await
+        .expect("connected");
+    let publisher = common::publish_until_stopped(audio, video.clone(), requests.clone());
+
+    // Bob's two consumers fill the home worker's share.
+    let bob = Peer::join(&url, "spread", "bob").await.expect("bob");
+    let bob_recv = bob.create_recv_transport().await.expect("recv transport");
+    let bob_audio = bob_recv.consume(&audio_id).await.expect("consume audio");
+    let bob_video = bob_recv.consume(&video_id).await.expect("consume video");
+    assert_eq!(consumers_per_router(&server, "spread").await, [2]);
+
+    // Carol's go to a router on the other worker: same answers, same media.
+    let mut carol = Peer::join(&url, "spread", "carol").await.expect("carol");
+    let carol_recv = carol.create_recv_transport().await.expect("recv transport");
+    let carol_audio = carol_recv.consume(&audio_id).await.expect("consume audio");
+    let carol_video = carol_recv.consume(&video_id).await.expect("consume video");
+    assert_eq!(carol_video.producer_id(), video_id, "the producer's own id");
+    assert_eq!(carol_audio.producer_id(), audio_id);
+    assert_eq!(consumers_per_router(&server, "spread").await, [2, 2]);
+    for (recv, who) in [(&bob_recv, "bob"), (&carol_recv, "carol")] {
+        within(
+            &format!("{who}'s recv transport connects"),
+            10,
+            recv.wait_connected(),
+        )
+        .await
+        .expect("connected");
+    }
+    for c in [&bob_audio, &bob_video, &carol_audio, &carol_video] {
+        c.resume().await.expect("resume");
+    }
+    within("50 video and 50 audio frames on each worker", 20, async {
+        for (v, a) in [(&bob_video, &bob_audio), (&carol_video, &carol_audio)] {
+            common::read_in_order(v, 50, common::vp8_counter).await;
+            common::read_in_order(a, 50, common::opus_counter).await;
+        }
+    })
+    .await;
+    let forwarding: Vec<u64> = workers(&server)
+        .await
+        .iter()
+        .map(|w| w["rtp_packets_out"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(
+        forwarding.iter().all(|&n| n > 0),
+        "both workers forward: {forwarding:?}"
+    );
+
+    // Carol's keyframe request crosses back to alice.
+    let before = requests.load(Ordering::Relaxed);
+    carol_video
+        .request_keyframe()
+        .await
+        .expect("requestConsumerKeyFrame");
+    let crossed = eventually(5, async || requests.load(Ordering::Relaxed) > before).await;
+    assert!(crossed, "carol's keyframe request did not reach alice");
+
+    // Alice's pause and resume reach carol's consumer, on the other worker.
+    video.pause().await.expect("pause");
+    let paused = within(
+        "consumerPaused on the other worker",
+        5,
+        carol.next_notification("consumerPaused"),
+    )
+    .await;
+    assert_eq!(paused.expect("open")["consumerId"], carol_video.id());
+    video.resume().await.expect("resume");
+    let resumed = within(
+        "consumerResumed on the other worker",
+        5,
+        carol.next_notification("consumerResumed"),
+    )
+    .await;
+    assert_eq!(resumed.expect("open")["consumerId"], carol_video.id());
+    within(
+        "video flows again to carol",
+        10,
+        common::read_in_order(&carol_video, 10, common::vp8_counter),
+    )
+    .await;
+
+    // Alice closes her video: carol's consumer of it closes too.
+    publisher.abort();
+    counting.abort();
+    let _ = (publisher.await, counting.await);
+    let video = Arc::try_unwrap(video).ok().expect("the only handle left");
+    video.close().await.expect("close the video producer");
+    let closed = within(
+        "consumerClosed on the other worker",
+        5,
+        carol.next_notification("consumerClosed"),
+    )
+    .await
+    .expect("open");
+    assert_eq!(closed["consumerId"], carol_video.id());
+    assert_eq!(closed["producerId"], video_id.as_str());
+    assert_eq!(consumers_per_router(&server, "spread").await, [1, 1]);
+
+    // Carol leaves: her router keeps no consumer.
+    carol.leave().await.expect("leave");
+    let freed = eventually(5, async || {
+        consumers_per_router(&server, "spread").await == [1, 0]
+    })
+    .await;
+    assert!(freed, "{:?}", consumers_per_router(&server, "spread").await);
+    drop((bob, alice, send));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tester_fills_a_room_over_two_workers() {
+    use clap::Parser;
+    let server = TestServer::start_with(2, &[("ROOM_CONSUMERS_PER_WORKER", "4")]).await;
+    let url = server.ws_url();
+    let cfg = ferrosoup_loadtest::Config::try_parse_from([
+        "ferrosoup-loadtest",
+        "--url",
+        &url,
+        "--publishers",
+        "1",
+        "--subscribers",
+        "6",
+        "--video-kbps",
+        "300",
+        "--duration",
+        "2",
+        "--settle",
+        "1",
+        "--quiet",
+    ])
+    .expect("arguments parse");
+    let report = common::run_scenario(cfg).await;
+    assert_eq!((report.peers_joined, report.peers_failed), (7, 0));
+    assert_eq!(report.consumers, 12);
+    assert_eq!((report.srtp_failures, report.payload_errors), (0, 0));
+    // Every subscriber, on either worker, got (nearly) everything: a pipe between workers
+    // loses nothing.
+    let least = report.consumer_delivery_min.expect("per-consumer delivery");
+    assert!(least >= 0.99, "a consumer got {:.1} %", least * 100.0);
+    let forwarded: Vec<u64> = workers(&server)
+        .await
+        .iter()
+        .map(|w| w["rtp_packets_out"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(
+        forwarded.iter().all(|&n| n > 0),
+        "both workers forward: {forwarded:?}"
+    );
+}
