@@ -63,6 +63,48 @@ struct State {
     pipes: HashMap<(ProducerId, RouterIndex), PipeCell>,
 }
 
+impl State {
+    /// Takes the pipe of `producer` to router `to` out of the table, to be closed.
+    fn take_pipe(
+        &mut self,
+        producer: ProducerId,
+        from: RouterIndex,
+        to: RouterIndex,
+    ) -> ClosingPipe {
+        ClosingPipe {
+            producer,
+            pipe: self
+                .pipes
+                .remove(&(producer, to))
+                .and_then(|c| c.get().copied()),
+            from: self.routers[from].clone(),
+            to: self.routers[to].clone(),
+        }
+    }
+}
+
+/// A pipe between workers taken out of the room's table.
+struct ClosingPipe {
+    producer: ProducerId,
+    /// Its ends (`None`: it never opened).
+    pipe: Option<WorkerPipe>,
+    from: Router,
+    to: Router,
+}
+
+impl ClosingPipe {
+    /// Closes the pipe producer (with its consumers, returned) and both pipe transports.
+    async fn close(self) -> Vec<ClosedConsumer> {
+        let closed = self.to.close_producer(self.producer).await;
+        if let Some(pipe) = self.pipe {
+            // Their workers may have closed them already: this forgets them either way.
+            let _ = self.to.close_transport(pipe.other_transport_id).await;
+            let _ = self.from.close_transport(pipe.transport_id).await;
+        }
+        closed.map(|c| c.consumers).unwrap_or_default()
+    }
+}
+
 /// One room's routers: a home router and, for a room that outgrows it, routers on other
 /// workers. Cheap to share (`Arc`); never holds its lock across an `.await`.
 pub struct RoomRouters {
@@ -356,22 +398,17 @@ impl RoomRouters {
     async fn close_pipes_of(&self, producers: &[ProducerId]) -> Vec<ClosedConsumer> {
         let mut consumers = Vec::new();
         for &p in producers {
-            let routers: Vec<(RouterIndex, Router)> = {
+            let pipes: Vec<ClosingPipe> = {
                 let mut state = self.state();
+                let from = state.placement.router_of_producer(p);
                 let piped = state.placement.producer_closed(p);
-                for i in &piped {
-                    state.pipes.remove(&(p, *i));
-                }
                 piped
                     .into_iter()
-                    .map(|i| (i, state.routers[i].clone()))
+                    .map(|i| state.take_pipe(p, from, i))
                     .collect()
             };
-            for (_, router) in routers {
-                // Closing the pipe producer closes its consumers there and the pipe.
-                if let Ok(closed) = router.close_producer(p).await {
-                    consumers.extend(closed.consumers);
-                }
+            for pipe in pipes {
+                consumers.extend(pipe.close().await);
             }
         }
         self.forget_consumers(&mut consumers);
@@ -431,21 +468,21 @@ impl RoomRouters {
 
     /// Closes the pipes nobody has consumed through for the linger at `now`.
     pub async fn close_idle_pipes(&self, now: Instant) {
-        let expired: Vec<(ProducerId, RouterIndex, Router)> = {
+        let expired: Vec<ClosingPipe> = {
             let mut state = self.state();
             let expired = state.placement.expired_pipes(now);
             expired
                 .into_iter()
                 .map(|(p, i)| {
+                    let from = state.placement.router_of_producer(p);
                     state.placement.pipe_closed(p, i);
-                    state.pipes.remove(&(p, i));
-                    (p, i, state.routers[i].clone())
+                    state.take_pipe(p, from, i)
                 })
                 .collect()
         };
-        for (producer, _, router) in expired {
-            tracing::debug!(%producer, worker = router.worker_index(), "idle pipe between workers closed");
-            let _ = router.close_producer(producer).await;
+        for pipe in expired {
+            tracing::debug!(producer = %pipe.producer, worker = pipe.to.worker_index(), "idle pipe between workers closed");
+            pipe.close().await;
         }
     }
 

@@ -592,15 +592,18 @@ impl Router {
             .await
     }
 
-    /// Closes a transport and everything on it; returns what was closed with it.
+    /// Closes a transport and everything on it; returns what was closed with it. The
+    /// control side forgets the transport also when the worker no longer has it (a pipe
+    /// between workers its worker closed).
     pub async fn close_transport(&self, id: TransportId) -> Result<Closed, RoomError> {
         let closed = self
             .on_worker(move |e, c| e.close_transport(c.router_id, id, c.now, c.out))
-            .await?;
-        self.forget_producers(&closed.producers);
+            .await;
         if let Ok(mut transports) = self.inner.transports.lock() {
             transports.remove(&id);
         }
+        let closed = closed?;
+        self.forget_producers(&closed.producers);
         Ok(closed)
     }
 
