@@ -34,6 +34,18 @@ pub struct DataProducer {
     pub bytes_in: u64,
     /// Messages dropped (too big, over the rate).
     pub dropped: u64,
+    /// The message being put together from a pipe between workers' chunks (a data
+    /// producer at the end of such a pipe only).
+    pub pipe_message: PipeMessage,
+}
+
+/// A data message arriving in chunks through a pipe between workers.
+#[derive(Debug, Default)]
+pub struct PipeMessage {
+    /// The chunks so far.
+    pub bytes: Vec<u8>,
+    /// The index the next chunk must have (`None`: no message under way).
+    pub next_chunk: Option<u16>,
 }
 
 /// A data consumer: one SCTP stream the server sends a data producer's messages on.

@@ -2,8 +2,9 @@
 //! workers when the room outgrows one ([`crate::placement`] decides where each transport
 //! goes). A consumer on another router than its producer's consumes the producer through a
 //! pipe between workers ([`Router::pipe_producer_to`]), opened on the first such consume,
-//! one per producer and router, which keeps the producer's id: clients never see which
-//! router serves them.
+//! one per producer and router, which keeps the producer's id; a data consumer there
+//! gets its data producer through the router's data pipe, one for all data producers:
+//! clients never see which router serves them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,10 +13,11 @@ use std::time::{Duration, Instant};
 use ferrosoup_proto::rtp_parameters::{
     MediaKind, RtpCapabilities, RtpCodecCapability, RtpParameters,
 };
+use ferrosoup_proto::transport::SctpStreamParameters;
 
-use crate::engine::{Closed, ClosedConsumer};
+use crate::engine::{Closed, ClosedConsumer, ClosedDataConsumer};
 use crate::error::RoomError;
-use crate::ids::{ConsumerId, ProducerId, RouterId, TransportId};
+use crate::ids::{ConsumerId, DataConsumerId, DataProducerId, ProducerId, RouterId, TransportId};
 use crate::placement::{Place, Placement, RouterIndex};
 use crate::router::WorkerPool;
 use crate::router::{CandidateOptions, ConsumerParams, Router, WebRtcTransportParams, WorkerPipe};
@@ -53,6 +55,10 @@ pub enum TransportUse {
 }
 
 type PipeCell = Arc<tokio::sync::OnceCell<WorkerPipe>>;
+/// A pipe between the home router and another (home's side, the other's side).
+type DataPipeCell = Arc<tokio::sync::OnceCell<(TransportId, TransportId)>>;
+/// A data producer piped over a data pipe: its pipe data consumer on the home router.
+type DataPipedCell = Arc<tokio::sync::OnceCell<DataConsumerId>>;
 
 /// The routers of one room and what the room knows of where its objects are.
 struct State {
@@ -61,6 +67,12 @@ struct State {
     placement: Placement,
     /// Pipes between workers, open or opening.
     pipes: HashMap<(ProducerId, RouterIndex), PipeCell>,
+    /// The data pipe from home to each other router: one for all its data producers.
+    data_pipes: HashMap<RouterIndex, DataPipeCell>,
+    /// Data producers (of the home router) piped to other routers.
+    data_piped: HashMap<(DataProducerId, RouterIndex), DataPipedCell>,
+    /// Data consumers on routers other than home.
+    data_consumers: HashMap<DataConsumerId, RouterIndex>,
 }
 
 impl State {
@@ -129,6 +141,9 @@ impl RoomRouters {
                 routers: vec![home.clone()],
                 placement: Placement::new(spread.consumers_per_worker, workers, spread.pipe_linger),
                 pipes: HashMap::new(),
+                data_pipes: HashMap::new(),
+                data_piped: HashMap::new(),
+                data_consumers: HashMap::new(),
             }),
             home,
             media_codecs,
@@ -455,7 +470,218 @@ impl RoomRouters {
             state.placement.transport_closed(id);
         }
         closed.consumers.extend(piped);
+        self.forget_data_consumers(&mut closed.data_consumers);
+        for &d in &closed.data_producers {
+            let others = self.close_data_pipes_of(d).await;
+            closed
+                .data_consumers
+                .extend(
+                    others
+                        .into_iter()
+                        .map(|data_consumer_id| ClosedDataConsumer {
+                            data_consumer_id,
+                            data_producer_id: d,
+                        }),
+                );
+        }
         Ok(closed)
+    }
+
+    /// The router data consumer `id` is on.
+    pub fn router_of_data_consumer(&self, id: DataConsumerId) -> Router {
+        let state = self.state();
+        let i = state.data_consumers.get(&id).copied().unwrap_or(0);
+        state.routers[i].clone()
+    }
+
+    /// `consumeData` on the transport's router; a data producer of the home router
+    /// reaches another router through that router's data pipe (opened on first use, one
+    /// per router for all data producers).
+    pub async fn consume_data(
+        &self,
+        transport_id: TransportId,
+        data_producer_id: DataProducerId,
+    ) -> Result<(DataConsumerId, SctpStreamParameters), RoomError> {
+        let (router, index) = {
+            let state = self.state();
+            let i = state
+                .placement
+                .router_of_transport(transport_id)
+                .unwrap_or(0);
+            (state.routers[i].clone(), i)
+        };
+        if index != 0 {
+            self.pipe_data_producer(data_producer_id, index).await?;
+        }
+        let consumed = router.consume_data(transport_id, data_producer_id).await?;
+        if index != 0 {
+            self.state().data_consumers.insert(consumed.0, index);
+        }
+        Ok(consumed)
+    }
+
+    /// Pipes a data producer of the home router to router `to` (once; concurrent calls
+    /// wait on one).
+    async fn pipe_data_producer(
+        &self,
+        data_producer: DataProducerId,
+        to: RouterIndex,
+    ) -> Result<DataConsumerId, RoomError> {
+        let cell = self
+            .state()
+            .data_piped
+            .entry((data_producer, to))
+            .or_default()
+            .clone();
+        let piped = cell
+            .get_or_try_init(|| async {
+                let other = self.state().routers[to].clone();
+                let pipe = self.data_pipe(to).await?;
+                match self
+                    .home
+                    .pipe_data_producer_to(data_producer, pipe, &other)
+                    .await
+                {
+                    Err(RoomError::NotFound("transport")) => {
+                        // The pipe closed (it had carried nothing for a while): a new one.
+                        self.forget_data_pipe(to, pipe);
+                        let pipe = self.data_pipe(to).await?;
+                        self.home
+                            .pipe_data_producer_to(data_producer, pipe, &other)
+                            .await
+                    }
+                    other => other,
+                }
+            })
+            .await
+            .copied();
+        if piped.is_err() {
+            let mut state = self.state();
+            if state
+                .data_piped
+                .get(&(data_producer, to))
+                .is_some_and(|c| Arc::ptr_eq(c, &cell))
+            {
+                state.data_piped.remove(&(data_producer, to));
+            }
+        }
+        piped
+    }
+
+    /// The data pipe from home to router `to`, opened now if needed.
+    async fn data_pipe(&self, to: RouterIndex) -> Result<(TransportId, TransportId), RoomError> {
+        let (cell, other) = {
+            let mut state = self.state();
+            let cell = state.data_pipes.entry(to).or_default().clone();
+            (cell, state.routers[to].clone())
+        };
+        let pipe = cell
+            .get_or_try_init(|| self.home.open_worker_pipe(&other))
+            .await
+            .copied();
+        if pipe.is_err() {
+            let mut state = self.state();
+            if state
+                .data_pipes
+                .get(&to)
+                .is_some_and(|c| Arc::ptr_eq(c, &cell))
+            {
+                state.data_pipes.remove(&to);
+            }
+        }
+        pipe
+    }
+
+    /// Forgets the data pipe to router `to` if it is still `pipe` (closed meanwhile).
+    fn forget_data_pipe(&self, to: RouterIndex, pipe: (TransportId, TransportId)) {
+        let mut state = self.state();
+        if state
+            .data_pipes
+            .get(&to)
+            .and_then(|c| c.get())
+            .is_some_and(|p| *p == pipe)
+        {
+            state.data_pipes.remove(&to);
+        }
+    }
+
+    /// Closes the data producers standing for `data_producer` on other routers (with
+    /// their data consumers, returned) and its pipe data consumers on home.
+    async fn close_data_pipes_of(&self, data_producer: DataProducerId) -> Vec<DataConsumerId> {
+        let piped: Vec<(Router, Option<DataConsumerId>)> = {
+            let mut state = self.state();
+            let keys: Vec<(DataProducerId, RouterIndex)> = state
+                .data_piped
+                .keys()
+                .filter(|(d, _)| *d == data_producer)
+                .copied()
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| {
+                    let cell = state.data_piped.remove(&k)?;
+                    Some((state.routers[k.1].clone(), cell.get().copied()))
+                })
+                .collect()
+        };
+        let mut closed = Vec::new();
+        for (router, pipe_consumer) in piped {
+            if let Ok(consumers) = router.close_data_producer(data_producer).await {
+                closed.extend(consumers);
+            }
+            if let Some(c) = pipe_consumer {
+                // Gone already when the data producer closed first.
+                let _ = self.home.close_data_consumer(c).await;
+            }
+        }
+        let mut state = self.state();
+        for c in &closed {
+            state.data_consumers.remove(c);
+        }
+        closed
+    }
+
+    /// Drops from `consumers` the pipe data consumers (not a client's) and forgets the
+    /// others' routers.
+    fn forget_data_consumers(&self, consumers: &mut Vec<ClosedDataConsumer>) {
+        let mut state = self.state();
+        let pipes: Vec<DataConsumerId> = state
+            .data_piped
+            .values()
+            .filter_map(|c| c.get().copied())
+            .collect();
+        consumers.retain(|c| !pipes.contains(&c.data_consumer_id));
+        for c in consumers.iter() {
+            state.data_consumers.remove(&c.data_consumer_id);
+        }
+    }
+
+    /// Closes a data producer with its data consumers on every router; returns them.
+    pub async fn close_data_producer(
+        &self,
+        id: DataProducerId,
+    ) -> Result<Vec<DataConsumerId>, RoomError> {
+        let pipes: Vec<DataConsumerId> = {
+            let state = self.state();
+            state
+                .data_piped
+                .iter()
+                .filter(|((d, _), _)| *d == id)
+                .filter_map(|(_, c)| c.get().copied())
+                .collect()
+        };
+        let mut closed = self.home.close_data_producer(id).await?;
+        closed.retain(|c| !pipes.contains(c));
+        closed.extend(self.close_data_pipes_of(id).await);
+        Ok(closed)
+    }
+
+    /// Closes a data consumer.
+    pub async fn close_data_consumer(&self, id: DataConsumerId) -> Result<(), RoomError> {
+        self.router_of_data_consumer(id)
+            .close_data_consumer(id)
+            .await?;
+        self.state().data_consumers.remove(&id);
+        Ok(())
     }
 
     /// Closes a consumer.
@@ -489,7 +715,7 @@ impl RoomRouters {
     /// A pipe between workers of this room closed from its other side (its worker
     /// reported [`crate::MediaEvent::WorkerPipeClosed`]): forgets it and the consumers
     /// closed with it.
-    pub fn pipe_closed(&self, router_id: RouterId, closed: &Closed) {
+    pub fn pipe_closed(&self, router_id: RouterId, transport_id: TransportId, closed: &Closed) {
         let now = Instant::now();
         let mut state = self.state();
         let Some(index) = state.routers.iter().position(|r| r.id() == router_id) else {
@@ -501,6 +727,20 @@ impl RoomRouters {
         for p in &closed.producers {
             state.placement.pipe_closed(*p, index);
             state.pipes.remove(&(*p, index));
+        }
+        for d in &closed.data_producers {
+            state.data_piped.remove(&(*d, index));
+        }
+        for c in &closed.data_consumers {
+            state.data_consumers.remove(&c.data_consumer_id);
+        }
+        if state
+            .data_pipes
+            .get(&index)
+            .and_then(|c| c.get())
+            .is_some_and(|(_, there)| *there == transport_id)
+        {
+            state.data_pipes.remove(&index);
         }
     }
 

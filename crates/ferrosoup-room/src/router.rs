@@ -928,28 +928,20 @@ impl Router {
         }
         let (kind, mut rtp_parameters) = self.pipe_parameters(producer_id)?;
         let ssrcs = set_pipe_ssrcs(&mut rtp_parameters, &mut SsrcSequence::random());
-        let (here, there) =
-            crate::worker_pipe::pipe(self.inner.worker.waker(), other.inner.worker.waker());
-        // This side first: what it forwards waits in the ring until the other side reads.
-        let (transport_id, consumed) = self
+        let (transport_id, other_transport_id) = self.open_worker_pipe(other).await?;
+        // Closing either side on failure closes the other.
+        let consumed = match self
             .on_worker(move |e, c| {
-                let t = e.create_worker_pipe_transport(c.router_id, here, c.now, c.out)?;
-                match e.consume_pipe(c.router_id, t, producer_id, &ssrcs, c.now, c.out) {
-                    Ok(consumed) => Ok((t, consumed)),
-                    Err(err) => {
-                        let _ = e.close_transport(c.router_id, t, c.now, c.out);
-                        Err(err)
-                    }
-                }
+                e.consume_pipe(c.router_id, transport_id, producer_id, &ssrcs, c.now, c.out)
             })
-            .await?;
-        // On failure from here on, `there` is dropped, which closes this side.
-        let other_transport_id = other
-            .on_worker(move |e, c| e.create_worker_pipe_transport(c.router_id, there, c.now, c.out))
-            .await?;
-        if let Ok(mut transports) = other.inner.transports.lock() {
-            transports.insert(other_transport_id, TransportMeta::default());
-        }
+            .await
+        {
+            Ok(consumed) => consumed,
+            Err(e) => {
+                let _ = self.close_transport(transport_id).await;
+                return Err(e);
+            }
+        };
         let produced = other
             .produce_as(
                 other_transport_id,
@@ -968,6 +960,73 @@ impl Router {
             }),
             Err(e) => {
                 let _ = other.close_transport(other_transport_id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens an empty pipe between this router and `other`, a router on another worker:
+    /// a pipe transport on each over a pair of rings ([`crate::worker_pipe`]); returns
+    /// (this side, `other`'s side). It closes once it carries nothing after having carried
+    /// something, or when either side is closed.
+    pub async fn open_worker_pipe(
+        &self,
+        other: &Router,
+    ) -> Result<(TransportId, TransportId), RoomError> {
+        if other.worker_index() == self.worker_index() {
+            return Err(RoomError::Invalid(
+                "a pipe joins routers of two workers".into(),
+            ));
+        }
+        let (here, there) =
+            crate::worker_pipe::pipe(self.inner.worker.waker(), other.inner.worker.waker());
+        let transport_id = self
+            .on_worker(move |e, c| e.create_worker_pipe_transport(c.router_id, here, c.now, c.out))
+            .await?;
+        // On failure from here on, `there` is dropped, which closes this side.
+        let other_transport_id = other
+            .on_worker(move |e, c| e.create_worker_pipe_transport(c.router_id, there, c.now, c.out))
+            .await?;
+        for (router, id) in [(self, transport_id), (other, other_transport_id)] {
+            if let Ok(mut transports) = router.inner.transports.lock() {
+                transports.insert(id, TransportMeta::default());
+            }
+        }
+        Ok((transport_id, other_transport_id))
+    }
+
+    /// Pipes a data producer of this router to `other` over an open pipe
+    /// ([`Router::open_worker_pipe`]: `here` on this router, `there` on `other`): a pipe
+    /// data consumer here, and there a data producer with the same id and reliability,
+    /// which `other`'s data consumers consume. Its messages cross in chunks of a datagram
+    /// (a chunk dropped at a full ring drops its message). Returns the pipe data consumer.
+    pub async fn pipe_data_producer_to(
+        &self,
+        data_producer_id: DataProducerId,
+        (here, there): (TransportId, TransportId),
+        other: &Router,
+    ) -> Result<DataConsumerId, RoomError> {
+        let consumed = self
+            .on_worker(move |e, c| e.consume_data(c.router_id, here, data_producer_id))
+            .await?;
+        let produced = other
+            .on_worker(move |e, c| {
+                // No rate limit: the data producer's own applies before the pipe.
+                e.produce_data(
+                    c.router_id,
+                    there,
+                    Some(data_producer_id),
+                    consumed.stream_id,
+                    consumed.reliability,
+                    0,
+                    c.now,
+                )
+            })
+            .await;
+        match produced {
+            Ok(_) => Ok(consumed.id),
+            Err(e) => {
+                let _ = self.close_data_consumer(consumed.id).await;
                 Err(e)
             }
         }
@@ -1065,6 +1124,7 @@ impl Router {
             e.produce_data(
                 c.router_id,
                 transport_id,
+                None,
                 stream_id,
                 reliability,
                 messages_per_second,

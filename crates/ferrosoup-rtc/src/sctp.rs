@@ -67,6 +67,17 @@ impl Ppid {
         }
     }
 
+    /// The PPID of a wire value, if it is one of the four.
+    pub fn from_value(value: u32) -> Option<Self> {
+        match value {
+            51 => Some(Self::String),
+            53 => Some(Self::Binary),
+            56 => Some(Self::StringEmpty),
+            57 => Some(Self::BinaryEmpty),
+            _ => None,
+        }
+    }
+
     /// Whether the message carries text (String or String Empty).
     pub fn is_text(self) -> bool {
         matches!(self, Self::String | Self::StringEmpty)

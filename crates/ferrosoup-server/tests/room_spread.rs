@@ -1,7 +1,8 @@
 //! One room over two workers (`ROOM_CONSUMERS_PER_WORKER`): the real server with two
 //! workers, Rust clients on loopback. Once the home worker holds its share of consumers, a
 //! new subscriber's receiving transport goes to the other worker, which gets the
-//! publisher's media through a pipe between the workers; clients see nothing of it.
+//! publisher's media through a pipe between the workers, and its data channels through
+//! the data pipe; clients see nothing of it.
 
 mod common;
 
@@ -216,4 +217,125 @@ async fn the_load_tester_fills_a_room_over_two_workers() {
         forwarded.iter().all(|&n| n > 0),
         "both workers forward: {forwarded:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_channels_cross_to_the_other_worker() {
+    use ferrosoup_client::{DataProduceOptions, RecvTransport, SendTransport, TransportOptions};
+    let server = TestServer::start_with(
+        2,
+        &[
+            ("ROOM_CONSUMERS_PER_WORKER", "1"),
+            ("SESSION_GRACE", "0"),
+            ("MAX_DATA_MESSAGES_PER_SECOND", "100000"),
+        ],
+    )
+    .await;
+    let url = server.ws_url();
+    let with_data = || TransportOptions {
+        data_channels: true,
+        ..Default::default()
+    };
+    let alice = Peer::join(&url, "spread-data", "alice")
+        .await
+        .expect("alice");
+    let send = SendTransport::create(alice.signaling(), alice.device(), with_data())
+        .await
+        .expect("send transport");
+    let chat = send
+        .produce_data(DataProduceOptions {
+            label: "chat".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("produce chat");
+    let bot = send
+        .produce_data(DataProduceOptions {
+            label: "bot".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("produce bot");
+
+    // Bob's data consumer fills the home worker; carol's go to the other one, as
+    // mediasoup-demo's receiving transports (with data channels) do.
+    let mut subscribers = Vec::new();
+    for name in ["bob", "carol"] {
+        let peer = Peer::join(&url, "spread-data", name).await.expect(name);
+        let recv = RecvTransport::create(peer.signaling(), peer.device(), with_data())
+            .await
+            .expect("recv transport");
+        let chat_in = recv.consume_data(chat.id()).await.expect("consume chat");
+        subscribers.push((peer, recv, chat_in));
+    }
+    assert_eq!(consumers_per_router(&server, "spread-data").await, [0, 0]);
+    let routers = server.get("/api/rooms/spread-data").await.expect("room")["routers"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(routers, Some(2), "carol's transport on a second worker");
+    // A second data producer crosses the same data pipe.
+    let carol_bot = subscribers[1]
+        .1
+        .consume_data(bot.id())
+        .await
+        .expect("consume bot");
+    for c in [chat.wait_open(), bot.wait_open()] {
+        within("alice's channels open", 15, c).await.expect("open");
+    }
+    for (_, _, chat_in) in &subscribers {
+        within("chat_in opens", 15, chat_in.wait_open())
+            .await
+            .expect("open");
+    }
+    within("carol's bot opens", 15, carol_bot.wait_open())
+        .await
+        .expect("open");
+
+    // Every message in order on both workers; a 60 kB one crosses in 41 chunks.
+    let big: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+    for i in 0..100 {
+        chat.send_text(&format!("msg {i}")).await.expect("send");
+    }
+    chat.send_binary(&big).await.expect("send big");
+    bot.send_text("beep").await.expect("send bot");
+    for (peer, _, chat_in) in &subscribers {
+        for i in 0..100 {
+            let m = within("chat message", 10, chat_in.recv())
+                .await
+                .expect("open");
+            assert_eq!(
+                m.text(),
+                Some(format!("msg {i}").as_str()),
+                "{}",
+                peer.peer_id()
+            );
+        }
+        let m = within("the big message", 10, chat_in.recv())
+            .await
+            .expect("open");
+        assert!(!m.is_text);
+        assert_eq!(m.data.len(), big.len());
+        assert!(
+            m.data[..] == big[..],
+            "{}: the big message intact",
+            peer.peer_id()
+        );
+    }
+    let m = within("bot message", 10, carol_bot.recv())
+        .await
+        .expect("open");
+    assert_eq!(m.text(), Some("beep"));
+
+    // Closing the data producer reaches carol's data consumer on the other worker.
+    chat.close().await.expect("close chat");
+    let (carol, _, carol_chat) = &mut subscribers[1];
+    let closed = within(
+        "dataConsumerClosed on the other worker",
+        5,
+        carol.next_notification("dataConsumerClosed"),
+    )
+    .await
+    .expect("open");
+    assert_eq!(closed["dataConsumerId"], carol_chat.id());
+    drop((bot, send, alice));
 }

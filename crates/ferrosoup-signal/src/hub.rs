@@ -17,14 +17,15 @@ use tokio::sync::mpsc;
 use ferrosoup_proto::rtp_parameters::{MediaKind, RtpCapabilities, RtpCodecCapability};
 use ferrosoup_proto::signaling::{
     self, ActiveSpeakerNotification, ConsumerClosedNotification, ConsumerLayersChangedNotification,
-    ConsumerNotification, ConsumerScoreNotification, IceRestartRequiredNotification,
-    ProducerPeerNotification, ProducerScoreNotification, RoomClosedNotification, RoomProducerInfo,
-    ServerNotification, TransportStateChangedNotification,
+    ConsumerNotification, ConsumerScoreNotification, DataConsumerIdRequest,
+    IceRestartRequiredNotification, ProducerPeerNotification, ProducerScoreNotification,
+    RoomClosedNotification, RoomProducerInfo, ServerNotification,
+    TransportStateChangedNotification,
 };
 use ferrosoup_proto::transport::{DtlsState, IceState};
 use ferrosoup_room::{
-    ClosedConsumer, ConsumerId, DataConsumerId, DataProducerId, MediaEvent, ProducerId,
-    RoomRouters, TransportId, WorkerPool,
+    ClosedConsumer, ClosedDataConsumer, ConsumerId, DataConsumerId, DataProducerId, MediaEvent,
+    ProducerId, RoomRouters, TransportId, WorkerPool,
 };
 
 use crate::cluster::{Cluster, ClusterEvent, ClusterPeer};
@@ -612,6 +613,35 @@ impl Hub {
         }
     }
 
+    /// Forgets data consumers the router closed: their routes and their owners' records;
+    /// each owner `tell` picks gets `dataConsumerClosed`.
+    pub fn forget_data_consumers(
+        &self,
+        room: &Room,
+        closed: &[ClosedDataConsumer],
+        tell: impl Fn(&Peer, &ClosedDataConsumer) -> bool,
+    ) {
+        let mut peers = room.peers();
+        for c in closed {
+            self.remove_route(c.data_consumer_id.0);
+            let Some(peer) = peers
+                .values_mut()
+                .find(|p| p.data_consumers.contains_key(&c.data_consumer_id))
+            else {
+                continue;
+            };
+            peer.data_consumers.remove(&c.data_consumer_id);
+            if tell(peer, c) {
+                peer.notifier
+                    .notify(&ServerNotification::DataConsumerClosed(
+                        DataConsumerIdRequest {
+                            data_consumer_id: c.data_consumer_id.to_string(),
+                        },
+                    ));
+            }
+        }
+    }
+
     /// Routes worker events about `id` to `notifier`.
     pub fn add_route(&self, id: uuid::Uuid, notifier: Notifier) {
         self.routes().insert(id, notifier);
@@ -741,14 +771,17 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
                 continue;
             }
             MediaEvent::WorkerPipeClosed {
-                router_id, closed, ..
+                router_id,
+                transport_id,
+                closed,
             } => {
                 // The other side closed first (its producer or worker is gone): the
                 // consumers of the pipe producer here closed with it.
                 let rooms = hub.rooms();
                 if let Some(room) = rooms.iter().find(|r| r.routers.contains(router_id)) {
-                    room.routers.pipe_closed(router_id, &closed);
+                    room.routers.pipe_closed(router_id, transport_id, &closed);
                     hub.forget_consumers(room, &closed.consumers, |_, _| Some("producerClosed"));
+                    hub.forget_data_consumers(room, &closed.data_consumers, |_, _| true);
                 }
                 continue;
             }

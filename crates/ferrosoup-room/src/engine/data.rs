@@ -7,6 +7,8 @@
 //!   ─► data producer by stream id        drop: data_dropped_unknown_stream
 //!   ─► its message rate                  drop: data_dropped_rate_limited
 //!   ─► for each data consumer: send on its stream with the producer's reliability
+//!      (a pipe data consumer: in chunks through the pipe to another worker, whose
+//!      data producer of the same id forwards the message again, see `worker_pipe.rs`)
 //!   ─► each touched transport: SCTP packets ─► DTLS records ─► out
 //! ```
 //!
@@ -15,14 +17,14 @@
 
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ferrosoup_rtc::sctp::{
-    Reliability, SCTP_STREAMS, SctpAssociation, SctpConfig, SctpEvent, SctpMessage,
+    Ppid, Reliability, SCTP_STREAMS, SctpAssociation, SctpConfig, SctpEvent,
 };
 
 use super::Engine;
 use crate::arena::{DataConsumerKey, DataProducerKey, TransportKey};
-use crate::data::{DataConsumer, DataProducer, MessageRate, free_stream_id};
+use crate::data::{DataConsumer, DataProducer, MessageRate, PipeMessage, free_stream_id};
 use crate::engine::control::ClosedDataConsumer;
 use crate::error::RoomError;
 use crate::ids::{DataConsumerId, DataProducerId, RouterId, TransportId};
@@ -89,7 +91,17 @@ impl Engine {
                 break;
             };
             match event {
-                SctpEvent::Message(m) => self.on_data_message(key, m, now, &mut touched),
+                SctpEvent::Message(m) => {
+                    let Some(&p) = self.transports[key]
+                        .data_producers
+                        .iter()
+                        .find(|&&p| self.data_producers[p].stream_id == m.stream_id)
+                    else {
+                        self.counters.data_dropped_unknown_stream += 1;
+                        continue;
+                    };
+                    self.forward_data(p, m.ppid, &m.payload, now, &mut touched, out);
+                }
                 SctpEvent::Connected => {
                     tracing::debug!(transport = %self.transports[key].id, "sctp connected");
                 }
@@ -116,30 +128,25 @@ impl Engine {
         }
     }
 
-    /// One message of a client: to the data producer of its stream, then to each of its
-    /// data consumers. `touched` collects the transports sent on.
-    fn on_data_message(
+    /// One message of data producer `p` (from its client, or from a pipe between
+    /// workers) to each of its data consumers: on their SCTP stream, or through the pipe
+    /// to another worker. `touched` collects the SCTP transports sent on (to flush).
+    pub(super) fn forward_data(
         &mut self,
-        key: TransportKey,
-        m: SctpMessage,
+        p: DataProducerKey,
+        ppid: Ppid,
+        payload: &Bytes,
         now: Instant,
         touched: &mut Vec<TransportKey>,
+        out: &mut dyn Transmit,
     ) {
-        let Some(&p) = self.transports[key]
-            .data_producers
-            .iter()
-            .find(|&&p| self.data_producers[p].stream_id == m.stream_id)
-        else {
-            self.counters.data_dropped_unknown_stream += 1;
-            return;
-        };
         let producer = &mut self.data_producers[p];
         if !producer.rate.allow(now) {
             producer.dropped += 1;
             self.counters.data_dropped_rate_limited += 1;
             return;
         }
-        let len = m.payload.len() as u64;
+        let len = payload.len() as u64;
         producer.messages_in += 1;
         producer.bytes_in += len;
         self.counters.data_messages_in += 1;
@@ -148,11 +155,32 @@ impl Engine {
         for i in 0..self.data_producers[p].consumers.len() {
             let c = self.data_producers[p].consumers[i];
             let consumer = &mut self.data_consumers[c];
-            let sent = self
-                .transports
-                .get_mut(consumer.transport)
-                .and_then(|t| t.sctp.as_deref_mut())
-                .map(|sctp| sctp.send(now, consumer.stream_id, reliability, m.ppid, &m.payload));
+            let Some(t) = self.transports.get_mut(consumer.transport) else {
+                self.counters.data_dropped_send_failed += 1;
+                continue;
+            };
+            if t.is_worker_pipe() {
+                match t.remote() {
+                    Some(to)
+                        if super::worker_pipe::send_data(
+                            out,
+                            to,
+                            consumer.stream_id,
+                            ppid,
+                            payload,
+                        ) =>
+                    {
+                        consumer.messages_out += 1;
+                        consumer.bytes_out += len;
+                    }
+                    _ => self.counters.data_dropped_send_failed += 1,
+                }
+                continue;
+            }
+            let sent = t
+                .sctp
+                .as_deref_mut()
+                .map(|sctp| sctp.send(now, consumer.stream_id, reliability, ppid, payload));
             match sent {
                 Some(Ok(())) => {
                     consumer.messages_out += 1;
@@ -173,7 +201,7 @@ impl Engine {
     }
 
     /// Sends what a transport's association has to send, inside DTLS, and arms its timer.
-    fn flush_sctp(&mut self, key: TransportKey, now: Instant, out: &mut dyn Transmit) {
+    pub(super) fn flush_sctp(&mut self, key: TransportKey, now: Instant, out: &mut dyn Transmit) {
         let Some(t) = self.transports.get_mut(key) else {
             return;
         };
@@ -224,13 +252,15 @@ impl Engine {
         Ok(())
     }
 
-    fn sctp_transport(
+    /// A transport that carries data channels: one with SCTP, or a pipe between workers.
+    fn data_transport(
         &self,
         router_id: RouterId,
         id: TransportId,
     ) -> Result<TransportKey, RoomError> {
         let key = self.transport_key(router_id, id)?;
-        if self.transports[key].sctp.is_none() {
+        let t = &self.transports[key];
+        if t.sctp.is_none() && !t.is_worker_pipe() {
             return Err(RoomError::InvalidState(
                 "transport has no SCTP (createTransport without sctpCapabilities)".into(),
             ));
@@ -238,17 +268,28 @@ impl Engine {
         Ok(key)
     }
 
-    /// `produceData`: the client sends on `stream_id` of its transport.
+    /// `produceData`: the client sends on `stream_id` of its transport (or, on a pipe
+    /// between workers, the other worker's pipe data consumer does, under the id `id` of
+    /// the data producer it stands for).
+    #[allow(clippy::too_many_arguments)]
     pub fn produce_data(
         &mut self,
         router_id: RouterId,
         transport_id: TransportId,
+        id: Option<DataProducerId>,
         stream_id: u16,
         reliability: Reliability,
         messages_per_second: u32,
         now: Instant,
     ) -> Result<DataProducerId, RoomError> {
-        let t = self.sctp_transport(router_id, transport_id)?;
+        let t = self.data_transport(router_id, transport_id)?;
+        // A new random id unless one is given.
+        let id = id.unwrap_or_default();
+        if self.data_producer_ids.contains_key(&id) {
+            return Err(RoomError::Invalid(format!(
+                "data producer {id} already exists"
+            )));
+        }
         if stream_id >= SCTP_STREAMS {
             return Err(RoomError::Invalid(format!(
                 "sctpStreamParameters.streamId: must be below {SCTP_STREAMS}"
@@ -263,7 +304,6 @@ impl Engine {
                 "sctpStreamParameters.streamId: {stream_id} already in use"
             )));
         }
-        let id = DataProducerId::new();
         let key = self.data_producers.insert(DataProducer {
             id,
             transport: t,
@@ -274,6 +314,7 @@ impl Engine {
             messages_in: 0,
             bytes_in: 0,
             dropped: 0,
+            pipe_message: PipeMessage::default(),
         });
         self.data_producer_ids.insert(id, key);
         self.transports[t].data_producers.push(key);
@@ -289,7 +330,7 @@ impl Engine {
         transport_id: TransportId,
         data_producer_id: DataProducerId,
     ) -> Result<DataConsumed, RoomError> {
-        let t = self.sctp_transport(router_id, transport_id)?;
+        let t = self.data_transport(router_id, transport_id)?;
         let p = *self
             .data_producer_ids
             .get(&data_producer_id)
@@ -389,6 +430,7 @@ impl Engine {
     ) -> Option<(DataProducerId, Vec<DataConsumerId>)> {
         let p = self.data_producers.remove(key)?;
         self.data_producer_ids.remove(&p.id);
+        self.note_if_pipe(p.transport);
         let closed = p
             .consumers
             .iter()
@@ -407,6 +449,7 @@ impl Engine {
     ) -> Option<ClosedDataConsumer> {
         let c = self.data_consumers.remove(key)?;
         self.data_consumer_ids.remove(&c.id);
+        self.note_if_pipe(c.transport);
         if let Some(p) = self.data_producers.get_mut(c.data_producer) {
             p.consumers.retain(|&x| x != key);
         }

@@ -252,8 +252,10 @@ impl Engine {
             self.counters.dropped_unknown_tuple += 1;
             return;
         };
+        let pipe_data = data.first() == Some(&super::worker_pipe::DATA_CHUNK)
+            && self.transports[key].is_worker_pipe();
         let kind = classify(data);
-        if !matches!(kind, PacketKind::Rtp | PacketKind::Rtcp) {
+        if !pipe_data && !matches!(kind, PacketKind::Rtp | PacketKind::Rtcp) {
             self.counters.dropped_malformed += 1;
             return;
         }
@@ -280,6 +282,10 @@ impl Engine {
                 self.counters.dropped_unknown_tuple += 1;
                 return;
             }
+        }
+        if pipe_data {
+            self.on_pipe_data(key, data, now, out);
+            return;
         }
         match kind {
             PacketKind::Rtp => {

@@ -61,7 +61,7 @@ impl Session {
             _ => false,
         };
         if !registered {
-            let _ = room.routers.home().close_data_producer(id).await;
+            let _ = room.routers.close_data_producer(id).await;
             return Err(SignalError::conflict("transport closed"));
         }
         self.hub.add_route(id.0, self.notifier.clone());
@@ -109,7 +109,6 @@ impl Session {
             .ok_or_else(|| SignalError::not_found("data producer"))?;
         let (id, sctp_stream_parameters) = room
             .routers
-            .router_of_transport(transport_id)
             .consume_data(transport_id, data_producer_id)
             .await?;
         let registered = match room.peers().get_mut(peer_id) {
@@ -120,7 +119,7 @@ impl Session {
             _ => false,
         };
         if !registered {
-            let _ = room.routers.home().close_data_consumer(id).await;
+            let _ = room.routers.close_data_consumer(id).await;
             return Err(SignalError::conflict("transport closed"));
         }
         self.hub.add_route(id.0, self.notifier.clone());
@@ -147,7 +146,7 @@ impl Session {
                     .is_some_and(|p| p.data_producers.contains_key(id))
             })
             .ok_or_else(|| SignalError::not_found("data producer"))?;
-        let consumers = room.routers.home().close_data_producer(id).await?;
+        let consumers = room.routers.close_data_producer(id).await?;
         let consumers: Vec<_> = consumers
             .into_iter()
             .map(|data_consumer_id| ClosedDataConsumer {
@@ -172,7 +171,7 @@ impl Session {
                     .is_some_and(|p| p.data_consumers.contains_key(id))
             })
             .ok_or_else(|| SignalError::not_found("data consumer"))?;
-        room.routers.home().close_data_consumer(id).await?;
+        room.routers.close_data_consumer(id).await?;
         if let Some(peer) = room.peers().get_mut(peer_id) {
             peer.data_consumers.remove(&id);
         }
@@ -203,22 +202,8 @@ impl Session {
                 }),
             );
         }
-        let mut peers = room.peers();
-        for c in consumers {
-            self.hub.remove_route(c.data_consumer_id.0);
-            for peer in peers.values_mut() {
-                if peer.data_consumers.remove(&c.data_consumer_id).is_some() {
-                    if peer.id != peer_id || producers.contains(&c.data_producer_id) {
-                        peer.notifier
-                            .notify(&ServerNotification::DataConsumerClosed(
-                                DataConsumerIdRequest {
-                                    data_consumer_id: c.data_consumer_id.to_string(),
-                                },
-                            ));
-                    }
-                    break;
-                }
-            }
-        }
+        self.hub.forget_data_consumers(room, consumers, |peer, c| {
+            peer.id != peer_id || producers.contains(&c.data_producer_id)
+        });
     }
 }

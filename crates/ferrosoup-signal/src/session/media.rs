@@ -242,9 +242,9 @@ impl Session {
             |p| p.transports.len(),
             self.hub.config().limits.max_transports_per_peer,
         )?;
-        // A transport that only receives media may go to another worker of a big room;
-        // it is expected to consume the room's producers.
-        let usage = if direction == Direction::Recv && req.sctp_capabilities.is_none() {
+        // A receiving transport may go to another worker of a big room; it is expected
+        // to consume the room's producers.
+        let usage = if direction == Direction::Recv {
             TransportUse::ReceiveOnly {
                 expected_consumers: room_producer_count(room),
             }
