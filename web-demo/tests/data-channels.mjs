@@ -5,7 +5,12 @@
 //
 // Environment: as tests/e2e.mjs (FERROSOUP_BIN, CHROMIUM, RUST_LOG, RTC_MIN_PORT, KEEP_TMP).
 //
-// Steps: alice and bob join; the chat line alice types reaches bob's chat panel; a reliable
+// The server runs two workers with ROOM_CONSUMERS_PER_WORKER=1, so the room spreads: the
+// second receiving transport goes to the other worker, and that peer gets the other's media
+// and data channels through pipes between the workers.
+//
+// Steps: alice and bob join; one of their receiving transports is on a second worker and
+// each decodes the other's video; the chat line alice types reaches bob's chat panel; a reliable
 // ordered data producer of alice delivers 200 of 200 messages to bob in order; empty and
 // binary messages keep their type (the empty PPIDs); an unreliable one (unordered,
 // maxRetransmits 0) delivers most of 200; closing alice's data producer closes bob's data
@@ -21,6 +26,7 @@ import {
   startServer,
   step,
   waitJoined,
+  waitMedia,
   withDiagnosis,
 } from './harness.mjs';
 
@@ -50,16 +56,32 @@ async function openChannel(alice, bob, options) {
 runTest(
   'data-channels',
   async () => {
-    const server = await step('start ferrosoup', () => startServer());
+    const server = await step('start ferrosoup (two workers, rooms spread)', () =>
+      startServer({ env: { NUM_WORKERS: '2', ROOM_CONSUMERS_PER_WORKER: '1' } }),
+    );
     const context = await step('launch chromium', () => launchChromium('profile'));
     const room = `data-${Date.now()}`;
+    // Bob joins after alice: his receiving transport is the one on the second worker, so
+    // everything alice sends him crosses a pipe between the workers.
     const alice = await DemoPage.open(context, server.baseUrl, 'alice', { room });
-    const bob = await DemoPage.open(context, server.baseUrl, 'bob', { room });
-    const pages = [alice, bob];
+    const pages = [alice];
     try {
-      await step('alice and bob join', () =>
+      await step('alice joins', () => waitJoined(alice, { timeoutMs: TIMEOUT.join }));
+      const bob = await DemoPage.open(context, server.baseUrl, 'bob', { room });
+      pages.push(bob);
+      await step('bob joins', () =>
         Promise.all(pages.map((p) => waitJoined(p, { timeoutMs: TIMEOUT.join }))),
       );
+
+      await step('the room spreads over two workers; each decodes the other', async () => {
+        await Promise.all([waitMedia(alice, [bob]), waitMedia(bob, [alice])]);
+        const res = await fetch(new URL(`api/rooms/${room}`, server.baseUrl));
+        const { routers } = await res.json();
+        const workers = new Set(routers.map((r) => r.worker));
+        if (routers.length !== 2 || workers.size !== 2 || routers.some((r) => r.consumers !== 2)) {
+          throw new Error(`expected 2 consumers on each of two workers: ${JSON.stringify(routers)}`);
+        }
+      });
 
       await step('a chat line of alice reaches bob', async () => {
         await waitFor(alice, () => window.ferrosoupDemo.sendChat('hello from alice'), null, (sent) => sent, 'chat open');
