@@ -75,6 +75,18 @@ struct State {
     data_consumers: HashMap<DataConsumerId, RouterIndex>,
 }
 
+/// Removes `key`'s entry from `cells` if it is still `cell`, whose opening failed: the
+/// next caller tries again.
+fn forget_failed<K: Eq + std::hash::Hash, V>(
+    cells: &mut HashMap<K, Arc<tokio::sync::OnceCell<V>>>,
+    key: &K,
+    cell: &Arc<tokio::sync::OnceCell<V>>,
+) {
+    if cells.get(key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+        cells.remove(key);
+    }
+}
+
 impl State {
     /// Takes the pipe of `producer` to router `to` out of the table, to be closed.
     fn take_pipe(
@@ -363,14 +375,7 @@ impl RoomRouters {
             .await
             .copied();
         if opened.is_err() {
-            let mut state = self.state();
-            if state
-                .pipes
-                .get(&(producer, to))
-                .is_some_and(|c| Arc::ptr_eq(c, &cell))
-            {
-                state.pipes.remove(&(producer, to));
-            }
+            forget_failed(&mut self.state().pipes, &(producer, to), &cell);
         }
         opened
     }
@@ -556,14 +561,7 @@ impl RoomRouters {
             .await
             .copied();
         if piped.is_err() {
-            let mut state = self.state();
-            if state
-                .data_piped
-                .get(&(data_producer, to))
-                .is_some_and(|c| Arc::ptr_eq(c, &cell))
-            {
-                state.data_piped.remove(&(data_producer, to));
-            }
+            forget_failed(&mut self.state().data_piped, &(data_producer, to), &cell);
         }
         piped
     }
@@ -580,14 +578,7 @@ impl RoomRouters {
             .await
             .copied();
         if pipe.is_err() {
-            let mut state = self.state();
-            if state
-                .data_pipes
-                .get(&to)
-                .is_some_and(|c| Arc::ptr_eq(c, &cell))
-            {
-                state.data_pipes.remove(&to);
-            }
+            forget_failed(&mut self.state().data_pipes, &to, &cell);
         }
         pipe
     }

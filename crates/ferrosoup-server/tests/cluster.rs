@@ -521,46 +521,24 @@ async fn repeated_joins_and_leaves_leave_no_room_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_crosses_nodes_through_a_pipe() {
-    use ferrosoup_client::{MediaKind, Peer, ProduceOptions};
+    use ferrosoup_client::Peer;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::Ordering;
 
     let redis = RedisServer::start().await;
     let a = node(&redis, &node_id("node-a"), &[]).await;
     let b = node(&redis, &node_id("node-b"), &[]).await;
 
     // Alice publishes on node A.
-    let alice = Peer::join(&a.ws_url(), "piped", "alice")
-        .await
-        .expect("alice joins A");
-    let send = alice.create_send_transport().await.expect("send transport");
-    let codec = |c: &str| ProduceOptions {
-        codec: Some(c.into()),
-        ..Default::default()
-    };
-    let audio = send
-        .produce(MediaKind::Audio, codec("audio/opus"))
-        .await
-        .expect("produce opus");
-    let video = Arc::new(
-        send.produce(MediaKind::Video, codec("video/VP8"))
-            .await
-            .expect("produce vp8"),
-    );
-    let (audio_id, video_id) = (audio.id().to_owned(), video.id().to_owned());
-    let requests = Arc::new(AtomicU32::new(0));
-    let counting = {
-        let (video, requests) = (video.clone(), requests.clone());
-        tokio::spawn(async move {
-            while video.next_keyframe_request().await.is_some() {
-                requests.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
-    within("alice's send transport connects", 10, send.wait_connected())
-        .await
-        .expect("connected");
-    let publisher = common::publish_until_stopped(audio, video.clone(), requests.clone());
+    let common::Publishing {
+        peer: alice,
+        send,
+        audio_id,
+        video_id,
+        video,
+        requests,
+        tasks,
+    } = common::Publishing::start(&a.ws_url(), "piped", "alice").await;
 
     // Bob, on node B, is told of alice's producers in his joinRoom answer.
     let mut bob = Peer::join(&b.ws_url(), "piped", "bob")
@@ -654,33 +632,15 @@ async fn media_crosses_nodes_through_a_pipe() {
 
     // Pausing and closing on node A reach node B.
     video.pause().await.expect("pause");
-    let paused = within(
-        "producerPaused on B",
-        5,
-        bob.next_notification("producerPaused"),
-    )
-    .await;
-    assert_eq!(paused.expect("open")["producerId"], video_id.as_str());
+    let paused = common::notified(&mut bob, "producerPaused", 5).await;
+    assert_eq!(paused["producerId"], video_id.as_str());
     video.resume().await.expect("resume");
-    let resumed = within(
-        "producerResumed on B",
-        5,
-        bob.next_notification("producerResumed"),
-    )
-    .await;
-    assert_eq!(resumed.expect("open")["producerId"], video_id.as_str());
-    publisher.abort();
-    counting.abort();
-    let _ = (publisher.await, counting.await);
+    let resumed = common::notified(&mut bob, "producerResumed", 5).await;
+    assert_eq!(resumed["producerId"], video_id.as_str());
+    tasks.stop().await;
     let video = Arc::try_unwrap(video).ok().expect("the only handle left");
     video.close().await.expect("close the video producer");
-    let closed = within(
-        "consumerClosed on B",
-        5,
-        bob.next_notification("consumerClosed"),
-    )
-    .await;
-    let closed = closed.expect("open");
+    let closed = common::notified(&mut bob, "consumerClosed", 5).await;
     assert_eq!(closed["producerId"], video_id.as_str());
     assert_eq!(closed["consumerId"], bob_video.id());
 
@@ -705,7 +665,6 @@ async fn media_crosses_nodes_through_a_pipe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_tester_spreads_one_room_over_two_nodes() {
-    use clap::Parser;
     let redis = RedisServer::start().await;
     let a = node(&redis, &node_id("node-a"), &[]).await;
     let b = node(
@@ -716,32 +675,7 @@ async fn the_load_tester_spreads_one_room_over_two_nodes() {
     .await;
     // The publisher (peer 0) on node A, its subscribers alternately on B and A: those on B
     // get its media through the pipes only.
-    let (url_a, url_b) = (a.ws_url(), b.ws_url());
-    let cfg = ferrosoup_loadtest::Config::try_parse_from([
-        "ferrosoup-loadtest",
-        "--url",
-        &url_a,
-        "--url",
-        &url_b,
-        "--spread",
-        "peers",
-        "--publishers",
-        "1",
-        "--subscribers",
-        "4",
-        "--video-kbps",
-        "300",
-        "--duration",
-        "2",
-        "--settle",
-        "1",
-        "--quiet",
-    ])
-    .expect("arguments parse");
-    let report = common::run_scenario(cfg).await;
-    assert_eq!((report.peers_joined, report.peers_failed), (5, 0));
-    assert_eq!(report.consumers, 8);
-    assert_eq!((report.srtp_failures, report.payload_errors), (0, 0));
+    let report = common::run_small_room(&[a.ws_url(), b.ws_url()], 4).await;
     // Every subscriber, on either node, got (nearly) everything: nothing is lost on
     // loopback, and a pipe adds no loss.
     let least = report.consumer_delivery_min.expect("per-consumer delivery");

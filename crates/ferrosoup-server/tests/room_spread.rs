@@ -7,10 +7,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use common::{TestServer, eventually, within};
-use ferrosoup_client::{MediaKind, Peer, ProduceOptions};
+use ferrosoup_client::Peer;
 use serde_json::Value;
 
 /// Consumers on each router of room `room` (home first), from `/api/rooms/{room}`.
@@ -44,35 +44,15 @@ async fn a_room_over_two_workers_is_transparent_to_clients() {
     let url = server.ws_url();
 
     // Alice publishes audio and video (on the home worker, as every sender).
-    let alice = Peer::join(&url, "spread", "alice").await.expect("alice");
-    let send = alice.create_send_transport().await.expect("send transport");
-    let codec = |c: &str| ProduceOptions {
-        codec: Some(c.into()),
-        ..Default::default()
-    };
-    let audio = send
-        .produce(MediaKind::Audio, codec("audio/opus"))
-        .await
-        .expect("produce opus");
-    let video = Arc::new(
-        send.produce(MediaKind::Video, codec("video/VP8"))
-            .await
-            .expect("produce vp8"),
-    );
-    let (audio_id, video_id) = (audio.id().to_owned(), video.id().to_owned());
-    let requests = Arc::new(AtomicU32::new(0));
-    let counting = {
-        let (video, requests) = (video.clone(), requests.clone());
-        tokio::spawn(async move {
-            while video.next_keyframe_request().await.is_some() {
-                requests.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
-    within("alice's send transport connects", 10, send.wait_connected())
-        .await
-        .expect("connected");
-    let publisher = common::publish_until_stopped(audio, video.clone(), requests.clone());
+    let common::Publishing {
+        peer: alice,
+        send,
+        audio_id,
+        video_id,
+        video,
+        requests,
+        tasks,
+    } = common::Publishing::start(&url, "spread", "alice").await;
 
     // Bob's two consumers fill the home worker's share.
     let bob = Peer::join(&url, "spread", "bob").await.expect("bob");
@@ -129,21 +109,11 @@ async fn a_room_over_two_workers_is_transparent_to_clients() {
 
     // Alice's pause and resume reach carol's consumer, on the other worker.
     video.pause().await.expect("pause");
-    let paused = within(
-        "consumerPaused on the other worker",
-        5,
-        carol.next_notification("consumerPaused"),
-    )
-    .await;
-    assert_eq!(paused.expect("open")["consumerId"], carol_video.id());
+    let paused = common::notified(&mut carol, "consumerPaused", 5).await;
+    assert_eq!(paused["consumerId"], carol_video.id());
     video.resume().await.expect("resume");
-    let resumed = within(
-        "consumerResumed on the other worker",
-        5,
-        carol.next_notification("consumerResumed"),
-    )
-    .await;
-    assert_eq!(resumed.expect("open")["consumerId"], carol_video.id());
+    let resumed = common::notified(&mut carol, "consumerResumed", 5).await;
+    assert_eq!(resumed["consumerId"], carol_video.id());
     within(
         "video flows again to carol",
         10,
@@ -152,18 +122,10 @@ async fn a_room_over_two_workers_is_transparent_to_clients() {
     .await;
 
     // Alice closes her video: carol's consumer of it closes too.
-    publisher.abort();
-    counting.abort();
-    let _ = (publisher.await, counting.await);
+    tasks.stop().await;
     let video = Arc::try_unwrap(video).ok().expect("the only handle left");
     video.close().await.expect("close the video producer");
-    let closed = within(
-        "consumerClosed on the other worker",
-        5,
-        carol.next_notification("consumerClosed"),
-    )
-    .await
-    .expect("open");
+    let closed = common::notified(&mut carol, "consumerClosed", 5).await;
     assert_eq!(closed["consumerId"], carol_video.id());
     assert_eq!(closed["producerId"], video_id.as_str());
     assert_eq!(consumers_per_router(&server, "spread").await, [1, 1]);
@@ -180,30 +142,8 @@ async fn a_room_over_two_workers_is_transparent_to_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_tester_fills_a_room_over_two_workers() {
-    use clap::Parser;
     let server = TestServer::start_with(2, &[("ROOM_CONSUMERS_PER_WORKER", "4")]).await;
-    let url = server.ws_url();
-    let cfg = ferrosoup_loadtest::Config::try_parse_from([
-        "ferrosoup-loadtest",
-        "--url",
-        &url,
-        "--publishers",
-        "1",
-        "--subscribers",
-        "6",
-        "--video-kbps",
-        "300",
-        "--duration",
-        "2",
-        "--settle",
-        "1",
-        "--quiet",
-    ])
-    .expect("arguments parse");
-    let report = common::run_scenario(cfg).await;
-    assert_eq!((report.peers_joined, report.peers_failed), (7, 0));
-    assert_eq!(report.consumers, 12);
-    assert_eq!((report.srtp_failures, report.payload_errors), (0, 0));
+    let report = common::run_small_room(&[server.ws_url()], 6).await;
     // Every subscriber, on either worker, got (nearly) everything: a pipe between workers
     // loses nothing.
     let least = report.consumer_delivery_min.expect("per-consumer delivery");
@@ -329,13 +269,7 @@ async fn data_channels_cross_to_the_other_worker() {
     // Closing the data producer reaches carol's data consumer on the other worker.
     chat.close().await.expect("close chat");
     let (carol, _, carol_chat) = &mut subscribers[1];
-    let closed = within(
-        "dataConsumerClosed on the other worker",
-        5,
-        carol.next_notification("dataConsumerClosed"),
-    )
-    .await
-    .expect("open");
+    let closed = common::notified(carol, "dataConsumerClosed", 5).await;
     assert_eq!(closed["dataConsumerId"], carol_chat.id());
     drop((bot, send, alice));
 }

@@ -303,6 +303,52 @@ pub async fn run_scenario(cfg: ferrosoup_loadtest::Config) -> ferrosoup_loadtest
     report
 }
 
+/// A short load-tester run of one room: one publisher (Opus and VP8 at 300 kbit/s) and
+/// `subscribers` subscribers over `urls` (`--spread peers` with more than one), 2 s
+/// measured after 1 s; checks that every peer joined, each subscriber consumed both
+/// producers and nothing failed SRTP or the payload check. Returns the report.
+pub async fn run_small_room(urls: &[String], subscribers: usize) -> ferrosoup_loadtest::Report {
+    use clap::Parser;
+    let subscribers_arg = subscribers.to_string();
+    let mut args = vec!["ferrosoup-loadtest"];
+    for url in urls {
+        args.extend(["--url", url.as_str()]);
+    }
+    if urls.len() > 1 {
+        args.extend(["--spread", "peers"]);
+    }
+    args.extend([
+        "--publishers",
+        "1",
+        "--subscribers",
+        &subscribers_arg,
+        "--video-kbps",
+        "300",
+        "--duration",
+        "2",
+        "--settle",
+        "1",
+        "--quiet",
+    ]);
+    let cfg = ferrosoup_loadtest::Config::try_parse_from(args).expect("arguments parse");
+    let report = run_scenario(cfg).await;
+    assert_eq!(
+        (report.peers_joined, report.peers_failed),
+        (subscribers + 1, 0)
+    );
+    assert_eq!(report.consumers, 2 * subscribers);
+    assert_eq!((report.srtp_failures, report.payload_errors), (0, 0));
+    report
+}
+
+/// Waits up to `secs` for `peer`'s next notification `method` (others before it are
+/// skipped); its data.
+pub async fn notified(peer: &mut ferrosoup_client::Peer, method: &str, secs: u64) -> Value {
+    within(method, secs, peer.next_notification(method))
+        .await
+        .expect("the connection stays open")
+}
+
 /// Reads `consumer`'s RTP until `frames` counters in a row came in order (each later than
 /// the one before), with `counter` reading a payload's counter.
 pub async fn read_in_order(
@@ -326,8 +372,96 @@ pub async fn read_in_order(
     got
 }
 
-/// Publishes alice's audio and video until the task is aborted: a keyframe first and one
-/// for each keyframe request counted in `requests`.
+/// A peer that publishes Opus and VP8 with counters in the payloads
+/// ([`publish_until_stopped`]) and counts the keyframe requests it gets.
+pub struct Publishing {
+    /// The publishing peer.
+    pub peer: ferrosoup_client::Peer,
+    /// Its send transport (connected).
+    pub send: ferrosoup_client::SendTransport,
+    /// Its audio producer's id.
+    pub audio_id: String,
+    /// Its video producer's id.
+    pub video_id: String,
+    /// Its video producer.
+    pub video: std::sync::Arc<ferrosoup_client::Producer>,
+    /// Keyframe requests received.
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Sending and counting.
+    pub tasks: PublishTasks,
+}
+
+/// The tasks of a [`Publishing`] peer.
+pub struct PublishTasks([tokio::task::JoinHandle<()>; 2]);
+
+impl PublishTasks {
+    /// Stops sending and counting.
+    pub async fn stop(self) {
+        for task in &self.0 {
+            task.abort();
+        }
+        for task in self.0 {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Publishing {
+    /// `name` joins `room` at `url`, produces Opus and VP8 and publishes once connected.
+    pub async fn start(url: &str, room: &str, name: &str) -> Self {
+        use ferrosoup_client::{MediaKind, Peer, ProduceOptions};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        let peer = Peer::join(url, room, name)
+            .await
+            .expect("the publisher joins");
+        let send = peer.create_send_transport().await.expect("send transport");
+        let codec = |c: &str| ProduceOptions {
+            codec: Some(c.into()),
+            ..Default::default()
+        };
+        let audio = send
+            .produce(MediaKind::Audio, codec("audio/opus"))
+            .await
+            .expect("produce opus");
+        let video = Arc::new(
+            send.produce(MediaKind::Video, codec("video/VP8"))
+                .await
+                .expect("produce vp8"),
+        );
+        let (audio_id, video_id) = (audio.id().to_owned(), video.id().to_owned());
+        let requests = Arc::new(AtomicU32::new(0));
+        let counting = {
+            let (video, requests) = (video.clone(), requests.clone());
+            tokio::spawn(async move {
+                while video.next_keyframe_request().await.is_some() {
+                    requests.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        within(
+            "the publisher's send transport connects",
+            10,
+            send.wait_connected(),
+        )
+        .await
+        .expect("connected");
+        let publisher = publish_until_stopped(audio, video.clone(), requests.clone());
+        Self {
+            peer,
+            send,
+            audio_id,
+            video_id,
+            video,
+            requests,
+            tasks: PublishTasks([publisher, counting]),
+        }
+    }
+}
+
+/// Publishes audio and video until the task is aborted: a keyframe first and one for each
+/// keyframe request counted in `requests`.
 pub fn publish_until_stopped(
     audio: ferrosoup_client::Producer,
     video: std::sync::Arc<ferrosoup_client::Producer>,
