@@ -1074,6 +1074,21 @@ impl Churn {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_in_several_rooms_leaves_nothing_behind_and_never_mixes_rooms() {
+    run_churn(&[]).await;
+}
+
+/// The same churn with rooms spread over both workers from their second consumer on, so
+/// peers come and go on both workers and producers are piped between them all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_in_rooms_spread_over_two_workers_leaves_nothing_behind() {
+    run_churn(&[("ROOM_CONSUMERS_PER_WORKER", "1")]).await;
+}
+
+/// A churn run on a two-worker server started with `env` (besides the resume grace). One
+/// run at a time: each keeps both cores busy, and its deadlines assume it has them.
+async fn run_churn(env: &[(&str, &str)]) {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let seed = std::env::var("CHURN_SEED")
         .ok()
         .map(|s| s.parse().expect("CHURN_SEED is a u64"))
@@ -1090,7 +1105,9 @@ async fn churn_in_several_rooms_leaves_nothing_behind_and_never_mixes_rooms() {
     eprintln!("churn: seed {seed} (replay with CHURN_SEED={seed}), {actions} actions");
     let _seed_guard = SeedOnPanic(seed);
     let grace = GRACE_SECS.to_string();
-    let server = TestServer::start_with(2, &[("SESSION_GRACE", grace.as_str())]).await;
+    let mut env = env.to_vec();
+    env.push(("SESSION_GRACE", grace.as_str()));
+    let server = TestServer::start_with(2, &env).await;
     let mut clock = tokio::time::interval(TICK);
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut churn = Churn {
