@@ -574,7 +574,14 @@ impl RoomRouters {
             (cell, state.routers[to].clone())
         };
         let pipe = cell
-            .get_or_try_init(|| self.home.open_worker_pipe(&other))
+            .get_or_try_init(|| async {
+                let pipe = self.home.open_worker_pipe(&other).await?;
+                tracing::debug!(
+                    to = other.worker_index(),
+                    "data pipe to another worker opened"
+                );
+                Ok::<_, RoomError>(pipe)
+            })
             .await
             .copied();
         if pipe.is_err() {

@@ -268,8 +268,36 @@ async fn data_channels_cross_to_the_other_worker() {
 
     // Closing the data producer reaches carol's data consumer on the other worker.
     chat.close().await.expect("close chat");
-    let (carol, _, carol_chat) = &mut subscribers[1];
+    let (carol, carol_recv, carol_chat) = &mut subscribers[1];
     let closed = common::notified(carol, "dataConsumerClosed", 5).await;
     assert_eq!(closed["dataConsumerId"], carol_chat.id());
-    drop((bot, send, alice));
+
+    // With the last piped data producer closed the data pipe closes; the next one opens
+    // a new pipe.
+    bot.close().await.expect("close bot");
+    let closed = common::notified(carol, "dataConsumerClosed", 5).await;
+    assert_eq!(closed["dataConsumerId"], carol_bot.id());
+    let again = send
+        .produce_data(DataProduceOptions {
+            label: "again".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("produce again");
+    let again_in = carol_recv
+        .consume_data(again.id())
+        .await
+        .expect("consume again");
+    within("again opens", 15, again.wait_open())
+        .await
+        .expect("open");
+    within("again_in opens", 15, again_in.wait_open())
+        .await
+        .expect("open");
+    again.send_text("through a new pipe").await.expect("send");
+    let m = within("a message through the new pipe", 10, again_in.recv())
+        .await
+        .expect("open");
+    assert_eq!(m.text(), Some("through a new pipe"));
+    drop((send, alice));
 }
