@@ -159,9 +159,22 @@ async fn the_load_tester_fills_a_room_over_two_workers() {
     );
 }
 
+/// A reliable, ordered data producer labelled `label` on `send`.
+async fn produce_data(
+    send: &ferrosoup_client::SendTransport,
+    label: &str,
+) -> ferrosoup_client::DataProducer {
+    send.produce_data(ferrosoup_client::DataProduceOptions {
+        label: label.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("produceData")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_channels_cross_to_the_other_worker() {
-    use ferrosoup_client::{DataProduceOptions, RecvTransport, SendTransport, TransportOptions};
+    use ferrosoup_client::{RecvTransport, SendTransport, TransportOptions};
     let server = TestServer::start_with(
         2,
         &[
@@ -182,20 +195,8 @@ async fn data_channels_cross_to_the_other_worker() {
     let send = SendTransport::create(alice.signaling(), alice.device(), with_data())
         .await
         .expect("send transport");
-    let chat = send
-        .produce_data(DataProduceOptions {
-            label: "chat".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("produce chat");
-    let bot = send
-        .produce_data(DataProduceOptions {
-            label: "bot".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("produce bot");
+    let chat = produce_data(&send, "chat").await;
+    let bot = produce_data(&send, "bot").await;
 
     // Bob's data consumer fills the home worker; carol's go to the other one, as
     // mediasoup-demo's receiving transports (with data channels) do.
@@ -277,13 +278,7 @@ async fn data_channels_cross_to_the_other_worker() {
     bot.close().await.expect("close bot");
     let closed = common::notified(carol, "dataConsumerClosed", 5).await;
     assert_eq!(closed["dataConsumerId"], carol_bot.id());
-    let again = send
-        .produce_data(DataProduceOptions {
-            label: "again".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("produce again");
+    let again = produce_data(&send, "again").await;
     let again_in = carol_recv
         .consume_data(again.id())
         .await
