@@ -747,10 +747,8 @@ async fn route_events(hub: std::sync::Weak<Hub>, mut events: mpsc::UnboundedRece
                 producer_id,
                 volume,
             } => {
-                // Audio producers live on the home router; pipe producers elsewhere
-                // would tell the same speaker again.
                 let rooms = hub.rooms();
-                let Some(room) = rooms.iter().find(|r| r.routers.home().id() == router_id) else {
+                let Some(room) = rooms.iter().find(|r| r.routers.contains(router_id)) else {
                     continue;
                 };
                 let owner = room

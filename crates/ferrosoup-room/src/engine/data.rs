@@ -92,15 +92,9 @@ impl Engine {
             };
             match event {
                 SctpEvent::Message(m) => {
-                    let Some(&p) = self.transports[key]
-                        .data_producers
-                        .iter()
-                        .find(|&&p| self.data_producers[p].stream_id == m.stream_id)
-                    else {
-                        self.counters.data_dropped_unknown_stream += 1;
-                        continue;
-                    };
-                    self.forward_data(p, m.ppid, &m.payload, now, &mut touched, out);
+                    if let Some(p) = self.data_producer_on(key, m.stream_id) {
+                        self.forward_data(p, m.ppid, &m.payload, now, &mut touched, out);
+                    }
                 }
                 SctpEvent::Connected => {
                     tracing::debug!(transport = %self.transports[key].id, "sctp connected");
@@ -126,6 +120,24 @@ impl Engine {
                 self.flush_sctp(t, now, out);
             }
         }
+    }
+
+    /// The data producer of stream `stream_id` of a transport (a message on another
+    /// stream is counted as dropped).
+    pub(super) fn data_producer_on(
+        &mut self,
+        key: TransportKey,
+        stream_id: u16,
+    ) -> Option<DataProducerKey> {
+        let found = self.transports[key]
+            .data_producers
+            .iter()
+            .copied()
+            .find(|&p| self.data_producers[p].stream_id == stream_id);
+        if found.is_none() {
+            self.counters.data_dropped_unknown_stream += 1;
+        }
+        found
     }
 
     /// One message of data producer `p` (from its client, or from a pipe between

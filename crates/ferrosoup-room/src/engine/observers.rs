@@ -17,7 +17,8 @@ const SPEAKER_THRESHOLD: u8 = 70;
 impl Engine {
     /// Reports the loudest audio producer of the router's last interval when it changes
     /// (mediasoup's audio-level observer), and looks again in an interval while the router
-    /// has audio producers that send levels.
+    /// has audio producers that send levels. Producers at the end of a pipe between workers
+    /// are heard on their own router, not again here.
     pub(super) fn detect_active_speaker(&mut self, router_id: RouterId, now: Instant) {
         let Self {
             routers,
@@ -32,7 +33,11 @@ impl Engine {
         };
         let mut loudest: Option<(ProducerId, u32)> = None;
         let mut observed = false;
-        for &t in &router.transports {
+        for &t in router
+            .transports
+            .iter()
+            .filter(|&&t| !transports[t].is_worker_pipe())
+        {
             for &p in &transports[t].producers {
                 let producer = &mut producers[p];
                 observed |= producer.ext_ids.audio_level != 0;

@@ -63,14 +63,7 @@ impl Engine {
             }
         };
         let local_key = options.srtp.map(SrtpMasterKey::generate);
-        let id = TransportId::new();
-        // Never asked: no ufrag of it is registered, no check reaches it.
-        let ice = IceLiteServer::new(IceCredentials::generate(), now);
-        let mut transport = Transport::new(id, router_id, ice, now);
-        if options.srtp.is_none() {
-            transport.srtp = Some(SrtpSession::unprotected());
-        }
-        transport.plain = Some(PlainPath {
+        let path = PlainPath {
             rtp_socket,
             rtcp_socket: rtcp.map(|(s, _)| s),
             comedia: options.comedia,
@@ -78,17 +71,8 @@ impl Engine {
             remote_rtcp: None,
             local_key: local_key.clone(),
             connected: false,
-        });
-        let key = self.transports.insert(transport);
-        if let Some(router) = self.routers.get_mut(&router_id) {
-            router.transports.push(key);
-        }
-        self.transport_ids.insert(id, key);
-        self.by_socket.insert(rtp_socket, (key, false));
-        if let Some((socket, _)) = rtcp {
-            self.by_socket.insert(socket, (key, true));
-        }
-        self.objects_changed();
+        };
+        let (id, _) = self.insert_plain_transport(router_id, path, options.srtp.is_some(), now);
         Ok(PlainTransportInfo {
             id,
             local,
@@ -295,6 +279,37 @@ impl Engine {
             }
             _ => self.handle_rtcp(now, key, from, data, out),
         }
+    }
+
+    /// Adds a transport of `router_id` on `path`'s sockets (a plain transport or a pipe
+    /// end), without SRTP unless `protected`; returns its id and key. ICE never reaches
+    /// it: its credentials are never given out.
+    pub(super) fn insert_plain_transport(
+        &mut self,
+        router_id: RouterId,
+        path: PlainPath,
+        protected: bool,
+        now: Instant,
+    ) -> (TransportId, TransportKey) {
+        let id = TransportId::new();
+        let ice = IceLiteServer::new(IceCredentials::generate(), now);
+        let mut transport = Transport::new(id, router_id, ice, now);
+        if !protected {
+            transport.srtp = Some(SrtpSession::unprotected());
+        }
+        let (rtp_socket, rtcp_socket) = (path.rtp_socket, path.rtcp_socket);
+        transport.plain = Some(path);
+        let key = self.transports.insert(transport);
+        if let Some(router) = self.routers.get_mut(&router_id) {
+            router.transports.push(key);
+        }
+        self.transport_ids.insert(id, key);
+        self.by_socket.insert(rtp_socket, (key, false));
+        if let Some(socket) = rtcp_socket {
+            self.by_socket.insert(socket, (key, true));
+        }
+        self.objects_changed();
+        (id, key)
     }
 
     /// Closes a plain transport's sockets and forgets its remote addresses (part of

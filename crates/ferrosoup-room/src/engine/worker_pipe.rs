@@ -6,9 +6,6 @@
 
 use std::time::Instant;
 
-use ferrosoup_rtc::ice::{IceCredentials, IceLiteServer};
-use ferrosoup_rtc::srtp::SrtpSession;
-
 use super::Engine;
 use crate::arena::TransportKey;
 use crate::error::RoomError;
@@ -16,7 +13,6 @@ use crate::events::MediaEvent;
 use crate::ids::{RouterId, TransportId};
 use crate::plain::{LocalSocket, PlainPath};
 use crate::transmit::Transmit;
-use crate::transport::Transport;
 use crate::worker_pipe::PipeEnd;
 use ferrosoup_rtc::sctp::Ppid;
 
@@ -36,13 +32,8 @@ impl Engine {
         let (socket, remote) = out
             .attach_pipe(end)
             .map_err(|e| RoomError::Internal(format!("pipe between workers: {e}")))?;
-        let id = TransportId::new();
-        // Never asked: no ufrag of it is registered, no check reaches it.
-        let ice = IceLiteServer::new(IceCredentials::generate(), now);
-        let mut transport = Transport::new(id, router_id, ice, now);
-        // The packets never leave the process.
-        transport.srtp = Some(SrtpSession::unprotected());
-        transport.plain = Some(PlainPath {
+        // The packets never leave the process: no SRTP.
+        let path = PlainPath {
             rtp_socket: socket,
             rtcp_socket: None,
             comedia: false,
@@ -50,16 +41,10 @@ impl Engine {
             remote_rtcp: None,
             local_key: None,
             connected: false,
-        });
-        let key = self.transports.insert(transport);
-        if let Some(router) = self.routers.get_mut(&router_id) {
-            router.transports.push(key);
-        }
-        self.transport_ids.insert(id, key);
-        self.by_socket.insert(socket, (key, false));
+        };
+        let (id, key) = self.insert_plain_transport(router_id, path, false, now);
         self.set_plain_remote(key, false, remote, out);
         self.check_plain_connected(key, now, out);
-        self.objects_changed();
         Ok(id)
     }
 
@@ -141,12 +126,7 @@ impl Engine {
             self.counters.dropped_malformed += 1;
             return;
         };
-        let Some(&p) = self.transports[key]
-            .data_producers
-            .iter()
-            .find(|&&p| self.data_producers[p].stream_id == header.stream_id)
-        else {
-            self.counters.data_dropped_unknown_stream += 1;
+        let Some(p) = self.data_producer_on(key, header.stream_id) else {
             return;
         };
         let message = &mut self.data_producers[p].pipe_message;
