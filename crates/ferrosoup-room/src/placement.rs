@@ -2,16 +2,17 @@
 //! of its producers are piped to which of its routers: the bookkeeping behind
 //! [`crate::RoomRouters`], with time as an input so it is tested on a manual clock.
 //!
-//! A room starts with one router, its *home*. Transports that only receive media (and
-//! carry no data channel) may go elsewhere: to the first router whose consumers, counting
-//! the ones a new transport is expected to take, stay within `consumers_per_router`; past
-//! that, to a new router on another worker while the room may add one, and then to the
-//! router with the fewest. Everything else (sending, data channels, plain and node pipes)
-//! stays home, so producers live on the home router and are piped, once per producer and
-//! router, to the routers whose transports consume them. A pipe nobody consumes through
-//! for [`Placement::linger`] is closed.
+//! A room starts with one router, its *home*. Transports that only receive may go
+//! elsewhere: to the first router whose consumers, counting the ones a new transport is
+//! expected to take, stay within `consumers_per_router`; past that, to a new router on
+//! another worker while the room may add one, and then to the router with the fewest.
+//! Everything else (sending, plain and node pipes) stays home, so producers live on the
+//! home router and are piped, once per producer and router, to the routers whose
+//! transports consume them. A pipe nobody consumes through for the linger is closed.
+//! Counts (consumers per router, a pipe's consumers) are derived from the consumers
+//! recorded, never kept apart.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::ids::{ConsumerId, ProducerId, TransportId};
@@ -32,8 +33,6 @@ pub enum Place {
 #[derive(Debug)]
 struct PlacedTransport {
     router: RouterIndex,
-    /// Consumers on it.
-    consumers: usize,
     /// Whether it was placed as a receiving transport (counted as waiting for consumers
     /// until it has one).
     receives: bool,
@@ -47,31 +46,22 @@ struct PlacedConsumer {
     producer: ProducerId,
 }
 
-/// What a pipe of a producer to a router carries.
-#[derive(Debug, Default)]
-struct PipeUse {
-    /// Consumers of the piped producer on that router.
-    consumers: usize,
-    /// Since when nobody consumes through it (`None` while someone does).
-    idle_since: Option<Instant>,
-}
-
 /// The placement state of one room.
 #[derive(Debug)]
 pub struct Placement {
     consumers_per_router: usize,
     max_routers: usize,
     linger: Duration,
-    /// Consumers on each router (index 0: home).
-    consumers: Vec<usize>,
-    /// Receiving transports placed on each router and still being created.
+    /// Receiving transports placed on each router (index 0: home) and still being
+    /// created; one entry per router of the room.
     reserved: Vec<usize>,
     transports: HashMap<TransportId, PlacedTransport>,
     consumer_of: HashMap<ConsumerId, PlacedConsumer>,
     /// Producer → the transport it was produced on.
     producer_transport: HashMap<ProducerId, TransportId>,
-    /// (producer, router it is piped to) → use.
-    pipes: HashMap<(ProducerId, RouterIndex), PipeUse>,
+    /// (producer, router it is piped to) → since when nobody consumes through the pipe
+    /// (`None` while someone does).
+    pipes: HashMap<(ProducerId, RouterIndex), Option<Instant>>,
 }
 
 impl Placement {
@@ -83,7 +73,6 @@ impl Placement {
             consumers_per_router,
             max_routers: max_routers.max(1),
             linger,
-            consumers: vec![0],
             reserved: vec![0],
             transports: HashMap::new(),
             consumer_of: HashMap::new(),
@@ -92,31 +81,35 @@ impl Placement {
         }
     }
 
-    /// How long a pipe without a consumer stays open.
-    pub fn linger(&self) -> Duration {
-        self.linger
-    }
-
     /// Routers the room uses.
     pub fn router_count(&self) -> usize {
-        self.consumers.len()
+        self.reserved.len()
     }
 
     /// Consumers on each router, home first.
-    pub fn consumers_per_router(&self) -> &[usize] {
-        &self.consumers
+    pub fn consumers_per_router(&self) -> Vec<usize> {
+        let mut consumers = vec![0; self.router_count()];
+        for c in self.consumer_of.values() {
+            consumers[c.router] += 1;
+        }
+        consumers
     }
 
-    /// The load of router `i`: its consumers, plus `expected` for each of its receiving
+    /// The load of each router: its consumers, plus `expected` for each of its receiving
     /// transports that has none yet or is still being created (they are about to consume).
-    fn load(&self, i: RouterIndex, expected: usize) -> usize {
-        let waiting = self
-            .transports
-            .values()
-            .filter(|t| t.router == i && t.receives && t.consumers == 0)
-            .count()
-            + self.reserved[i];
-        self.consumers[i] + waiting * expected
+    fn loads(&self, expected: usize) -> Vec<usize> {
+        let mut loads = self.consumers_per_router();
+        let consuming: HashSet<TransportId> =
+            self.consumer_of.values().map(|c| c.transport).collect();
+        for (id, t) in &self.transports {
+            if t.receives && !consuming.contains(id) {
+                loads[t.router] += expected;
+            }
+        }
+        for (load, reserved) in loads.iter_mut().zip(&self.reserved) {
+            *load += reserved * expected;
+        }
+        loads
     }
 
     /// Where a new transport goes: home unless it only receives; a receiving transport,
@@ -128,16 +121,14 @@ impl Placement {
             return Place::Router(0);
         }
         let expected = expected.max(1);
-        let loads: Vec<usize> = (0..self.consumers.len())
-            .map(|i| self.load(i, expected))
-            .collect();
+        let loads = self.loads(expected);
         if let Some(i) = loads
             .iter()
             .position(|&l| l + expected <= self.consumers_per_router)
         {
             return Place::Router(i);
         }
-        if self.consumers.len() < self.max_routers {
+        if self.router_count() < self.max_routers {
             return Place::NewRouter;
         }
         let least = (0..loads.len()).min_by_key(|&i| (loads[i], i));
@@ -146,9 +137,8 @@ impl Placement {
 
     /// Records a router the room added; returns its index.
     pub fn router_added(&mut self) -> RouterIndex {
-        self.consumers.push(0);
         self.reserved.push(0);
-        self.consumers.len() - 1
+        self.router_count() - 1
     }
 
     /// Holds a place on `router` for a receiving transport being created, so placements
@@ -169,14 +159,8 @@ impl Placement {
         if receives {
             self.release(router);
         }
-        self.transports.insert(
-            id,
-            PlacedTransport {
-                router,
-                consumers: 0,
-                receives,
-            },
-        );
+        self.transports
+            .insert(id, PlacedTransport { router, receives });
     }
 
     /// The router of a transport this placement knows.
@@ -240,10 +224,7 @@ impl Placement {
 
     /// Records an open pipe of `producer` to `router` (idle from `now` until consumed).
     pub fn pipe_opened(&mut self, producer: ProducerId, router: RouterIndex, now: Instant) {
-        self.pipes.entry((producer, router)).or_insert(PipeUse {
-            consumers: 0,
-            idle_since: Some(now),
-        });
+        self.pipes.entry((producer, router)).or_insert(Some(now));
     }
 
     /// Forgets a pipe (closed by its worker, or by the room).
@@ -263,14 +244,7 @@ impl Placement {
     /// Records a consumer of `producer` on transport `transport` (on the home router when
     /// the placement does not know the transport).
     pub fn consumer_added(&mut self, id: ConsumerId, transport: TransportId, producer: ProducerId) {
-        let router = match self.transports.get_mut(&transport) {
-            Some(t) => {
-                t.consumers += 1;
-                t.router
-            }
-            None => 0,
-        };
-        self.consumers[router] += 1;
+        let router = self.router_of_transport(transport).unwrap_or(0);
         self.consumer_of.insert(
             id,
             PlacedConsumer {
@@ -279,9 +253,8 @@ impl Placement {
                 producer,
             },
         );
-        if let Some(pipe) = self.pipes.get_mut(&(producer, router)) {
-            pipe.consumers += 1;
-            pipe.idle_since = None;
+        if let Some(idle_since) = self.pipes.get_mut(&(producer, router)) {
+            *idle_since = None;
         }
     }
 
@@ -292,33 +265,26 @@ impl Placement {
 
     /// Forgets a closed consumer; a pipe it was the last consumer of is idle from `now`.
     pub fn consumer_closed(&mut self, id: ConsumerId, now: Instant) {
-        let Some(PlacedConsumer {
-            transport,
-            router,
-            producer,
-        }) = self.consumer_of.remove(&id)
-        else {
+        let Some(closed) = self.consumer_of.remove(&id) else {
             return;
         };
-        self.consumers[router] = self.consumers[router].saturating_sub(1);
-        if let Some(t) = self.transports.get_mut(&transport) {
-            t.consumers = t.consumers.saturating_sub(1);
-        }
-        if let Some(pipe) = self.pipes.get_mut(&(producer, router)) {
-            pipe.consumers = pipe.consumers.saturating_sub(1);
-            if pipe.consumers == 0 {
-                pipe.idle_since = Some(now);
-            }
+        let still_consumed = self
+            .consumer_of
+            .values()
+            .any(|c| c.router == closed.router && c.producer == closed.producer);
+        if let Some(idle_since) = self.pipes.get_mut(&(closed.producer, closed.router))
+            && !still_consumed
+        {
+            *idle_since = Some(now);
         }
     }
 
-    /// Pipes nobody has consumed through for [`Placement::linger`] at `now`.
+    /// Pipes nobody has consumed through for the linger at `now`.
     pub fn expired_pipes(&self, now: Instant) -> Vec<(ProducerId, RouterIndex)> {
         self.pipes
             .iter()
-            .filter(|(_, p)| {
-                p.idle_since
-                    .is_some_and(|since| now.saturating_duration_since(since) >= self.linger)
+            .filter(|(_, idle_since)| {
+                idle_since.is_some_and(|since| now.saturating_duration_since(since) >= self.linger)
             })
             .map(|(k, _)| *k)
             .collect()
@@ -383,9 +349,13 @@ mod tests {
     }
 
     #[test]
-    fn sending_and_data_channel_transports_stay_home() {
+    fn sending_transports_stay_home_and_a_room_may_never_spread() {
         let mut p = Placement::new(1, 4, LINGER);
-        p.consumers[0] = 100;
+        let home = TransportId::new();
+        p.transport_added(home, 0, false);
+        for _ in 0..100 {
+            p.consumer_added(ConsumerId::new(), home, ProducerId::new());
+        }
         assert_eq!(p.place(false, 2), Place::Router(0));
         assert_eq!(
             Placement::new(0, 4, LINGER).place(true, 2),

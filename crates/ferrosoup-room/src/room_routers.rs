@@ -44,7 +44,7 @@ impl Default for Spread {
 /// What a new transport is for, as placement needs to know it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransportUse {
-    /// It only receives media (no producer, no data channel): it may go to another
+    /// It only receives (media and data channels, no producer): it may go to another
     /// worker; it is expected to consume this many producers.
     ReceiveOnly {
         /// Producers it is expected to consume (the room's producers).
@@ -168,7 +168,7 @@ impl RoomRouters {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The home router: producers, data channels, plain transports and pipes from other
+    /// The home router: producers, data producers, plain transports and pipes from other
     /// nodes live there.
     pub fn home(&self) -> &Router {
         &self.home
@@ -191,7 +191,7 @@ impl RoomRouters {
             .routers
             .iter()
             .cloned()
-            .zip(state.placement.consumers_per_router().iter().copied())
+            .zip(state.placement.consumers_per_router())
             .collect()
     }
 
