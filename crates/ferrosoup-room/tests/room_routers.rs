@@ -4,30 +4,18 @@
 //! through a pipe opened on the first consume, under the producer's own id. Pausing,
 //! closing and an idle pipe's linger follow on every router.
 
+mod workers;
+
 use std::time::{Duration, Instant};
 
-use ferrosoup_proto::rtp_parameters::{MediaKind, RtpCodecCapability, RtpParameters};
-use ferrosoup_room::plain::PlainOptions;
+use ferrosoup_proto::rtp_parameters::{MediaKind, RtpCodecCapability};
 use ferrosoup_room::router::CandidateOptions;
 use ferrosoup_room::{
     ConsumerId, ProducerId, RoomError, RoomRouters, Spread, TransportId, TransportUse, WorkerPool,
-    WorkerSettings,
 };
 use serde_json::json;
 
 const LINGER: Duration = Duration::from_secs(10);
-
-fn start_pool() -> WorkerPool {
-    let base = 47_000 + (std::process::id() % 100) as u16 * 20;
-    let settings = WorkerSettings {
-        num_workers: 2,
-        listen_ip: [127, 0, 0, 1].into(),
-        rtc_min_port: base,
-        rtc_max_port: base + 19,
-        ..WorkerSettings::default()
-    };
-    WorkerPool::start(&settings).expect("worker pool").0
-}
 
 fn codecs() -> Vec<RtpCodecCapability> {
     serde_json::from_value(json!([
@@ -51,21 +39,10 @@ async fn room(pool: &WorkerPool) -> (RoomRouters, TransportId, ProducerId) {
     );
     let transport = routers
         .home()
-        .create_plain_transport(PlainOptions {
-            comedia: true,
-            rtcp_mux: true,
-            srtp: None,
-        })
+        .create_plain_transport(workers::plain(true))
         .await
         .expect("publish transport");
-    let params: RtpParameters = serde_json::from_value(json!({
-        "codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000,
-                    "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}]}],
-        "headerExtensions": [],
-        "encodings": [{"ssrc": 1111}],
-        "rtcp": {"cname": "room-routers"}
-    }))
-    .expect("rtp parameters");
+    let params = workers::vp8_parameters(&[1111], "room-routers");
     let producer = routers
         .produce(transport.id, MediaKind::Video, params, false)
         .await
@@ -122,7 +99,7 @@ async fn piped(routers: &RoomRouters, producer: ProducerId) -> bool {
 
 #[tokio::test]
 async fn a_room_spreads_to_another_worker_past_its_consumers_per_worker() {
-    let pool = start_pool();
+    let (pool, _events) = workers::start_pool(2, 47_000);
     let (routers, _, producer) = room(&pool).await;
     let mut subscribers = Vec::new();
     for _ in 0..2 {
@@ -185,7 +162,7 @@ async fn a_room_spreads_to_another_worker_past_its_consumers_per_worker() {
 
 #[tokio::test]
 async fn an_idle_pipe_closes_after_its_linger_and_opens_again() {
-    let pool = start_pool();
+    let (pool, _events) = workers::start_pool(2, 47_000);
     let (routers, publish_transport, producer) = room(&pool).await;
     for _ in 0..2 {
         subscribe(&pool, &routers, producer).await;

@@ -5,18 +5,19 @@
 //! asks for a keyframe; the request crosses the pipe and reaches the publisher, whose
 //! keyframe comes back through it.
 
+mod workers;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ferrosoup_proto::rtp_parameters::{MediaKind, RtpParameters};
+use ferrosoup_proto::rtp_parameters::MediaKind;
+use ferrosoup_room::Router;
 use ferrosoup_room::engine::PlainRemote;
 use ferrosoup_room::plain::{PlainOptions, SrtpProfile};
 use ferrosoup_room::router::PlainTransportParams;
-use ferrosoup_room::{Router, WorkerPool, WorkerSettings};
 use ferrosoup_rtc::rtcp::{RtcpItem, parse_compound};
 use ferrosoup_rtc::rtp::parse_rtp;
 use ferrosoup_testkit::packets::{RtpPacket, vp8_payload};
-use serde_json::json;
 use tokio::net::UdpSocket;
 
 const PUBLISHER_SSRC: u32 = 0x1234;
@@ -38,15 +39,7 @@ async fn pipe_transport(router: &Router) -> PlainTransportParams {
 
 #[tokio::test]
 async fn media_and_keyframe_requests_cross_a_pipe_between_two_workers() {
-    let base = 43_000 + (std::process::id() % 100) as u16 * 20;
-    let settings = WorkerSettings {
-        num_workers: 2,
-        listen_ip: [127, 0, 0, 1].into(),
-        rtc_min_port: base,
-        rtc_max_port: base + 19,
-        ..WorkerSettings::default()
-    };
-    let (pool, _events) = WorkerPool::start(&settings).expect("worker pool");
+    let (pool, _events) = workers::start_pool(2, 43_000);
     let codecs = ferrosoup_proto::ortc::default_media_codecs();
     let a = pool.create_router(&codecs).await.expect("router a");
     let b = pool.create_router(&codecs).await.expect("router b");
@@ -54,21 +47,10 @@ async fn media_and_keyframe_requests_cross_a_pipe_between_two_workers() {
 
     // The publisher: plain RTP (no SRTP) to router A, its address learned (comedia).
     let publish = a
-        .create_plain_transport(PlainOptions {
-            comedia: true,
-            rtcp_mux: true,
-            srtp: None,
-        })
+        .create_plain_transport(workers::plain(true))
         .await
         .expect("publish transport");
-    let vp8: RtpParameters = serde_json::from_value(json!({
-        "codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000,
-                    "parameters": {}, "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}]}],
-        "headerExtensions": [],
-        "encodings": [{"ssrc": PUBLISHER_SSRC}],
-        "rtcp": {"cname": "pipe"}
-    }))
-    .expect("rtp parameters");
+    let vp8 = workers::vp8_parameters(&[PUBLISHER_SSRC], "pipe");
     let producer = a
         .produce(publish.id, MediaKind::Video, vp8, false)
         .await
@@ -107,11 +89,7 @@ async fn media_and_keyframe_requests_cross_a_pipe_between_two_workers() {
     // The subscriber: a plain consumer of the pipe producer on router B.
     let subscriber = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let receive = b
-        .create_plain_transport(PlainOptions {
-            comedia: false,
-            rtcp_mux: true,
-            srtp: None,
-        })
+        .create_plain_transport(workers::plain(false))
         .await
         .expect("receive transport");
     b.connect_plain_transport(

@@ -2,24 +2,17 @@
 //! outgoing stream starts its SRTP index again, so a repeated SSRC would repeat SRTP
 //! keystream and GCM nonces. A real worker (UDP sockets on loopback) behind a `Router`.
 
+mod workers;
+
 use std::collections::HashSet;
 
 use ferrosoup_proto::rtp_parameters::{MediaKind, RtpParameters};
 use ferrosoup_room::router::CandidateOptions;
-use ferrosoup_room::{WorkerPool, WorkerSettings};
 use serde_json::json;
 
 #[tokio::test]
 async fn consumer_ssrcs_are_unique_per_transport() {
-    let base = 41_000 + (std::process::id() % 200) as u16 * 20;
-    let settings = WorkerSettings {
-        num_workers: 1,
-        listen_ip: [127, 0, 0, 1].into(),
-        rtc_min_port: base,
-        rtc_max_port: base + 19,
-        ..WorkerSettings::default()
-    };
-    let (pool, _events) = WorkerPool::start(&settings).expect("worker pool");
+    let (pool, _events) = workers::start_pool(1, 41_000);
     let router = pool
         .create_router(&ferrosoup_proto::ortc::default_media_codecs())
         .await

@@ -6,18 +6,18 @@
 //! gapless media, its PLI crosses back to the publisher, and closing works both ways and
 //! when a worker restarts.
 
+mod workers;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ferrosoup_proto::rtp_parameters::{MediaKind, RtpParameters};
+use ferrosoup_proto::rtp_parameters::MediaKind;
 use ferrosoup_room::engine::PlainRemote;
-use ferrosoup_room::plain::PlainOptions;
 use ferrosoup_room::router::PlainTransportParams;
-use ferrosoup_room::{MediaEvent, ProducerId, RoomError, Router, WorkerPool, WorkerSettings};
+use ferrosoup_room::{MediaEvent, ProducerId, RoomError, Router};
 use ferrosoup_rtc::rtcp::{RtcpItem, parse_compound, write_pli};
 use ferrosoup_rtc::rtp::parse_rtp;
 use ferrosoup_testkit::packets::{RtpPacket, vp8_payload};
-use serde_json::json;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -26,14 +26,6 @@ const LAYERS: [u32; 3] = [0x1000, 0x2000, 0x3000];
 
 fn addr(t: &PlainTransportParams) -> SocketAddr {
     SocketAddr::new(t.ip, t.port)
-}
-
-fn plain(comedia: bool) -> PlainOptions {
-    PlainOptions {
-        comedia,
-        rtcp_mux: true,
-        srtp: None,
-    }
 }
 
 /// A publisher of three simulcast layers on a plain transport of `router`.
@@ -53,18 +45,10 @@ struct Publisher {
 impl Publisher {
     async fn new(router: &Router) -> Self {
         let transport = router
-            .create_plain_transport(plain(true))
+            .create_plain_transport(workers::plain(true))
             .await
             .expect("publish transport");
-        let params: RtpParameters = serde_json::from_value(json!({
-            "codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000,
-                        "parameters": {},
-                        "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}]}],
-            "headerExtensions": [],
-            "encodings": [{"ssrc": LAYERS[0]}, {"ssrc": LAYERS[1]}, {"ssrc": LAYERS[2]}],
-            "rtcp": {"cname": "worker-pipe"}
-        }))
-        .expect("rtp parameters");
+        let params = workers::vp8_parameters(&LAYERS, "worker-pipe");
         let producer = router
             .produce(transport.id, MediaKind::Video, params, false)
             .await
@@ -125,7 +109,7 @@ impl Subscriber {
     async fn new(router: &Router, producer: ProducerId) -> Self {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let transport = router
-            .create_plain_transport(plain(false))
+            .create_plain_transport(workers::plain(false))
             .await
             .expect("receive transport");
         router
@@ -178,18 +162,6 @@ impl Subscriber {
     }
 }
 
-fn start_pool() -> (WorkerPool, UnboundedReceiver<MediaEvent>) {
-    let base = 45_000 + (std::process::id() % 100) as u16 * 20;
-    let settings = WorkerSettings {
-        num_workers: 2,
-        listen_ip: [127, 0, 0, 1].into(),
-        rtc_min_port: base,
-        rtc_max_port: base + 19,
-        ..WorkerSettings::default()
-    };
-    WorkerPool::start(&settings).expect("worker pool")
-}
-
 /// Waits (bounded) for the `WorkerPipeClosed` event of `router`'s side.
 async fn pipe_closed(
     events: &mut UnboundedReceiver<MediaEvent>,
@@ -213,7 +185,7 @@ async fn pipe_closed(
 
 #[tokio::test]
 async fn every_layer_crosses_gapless_and_keyframe_requests_come_back() {
-    let (pool, _events) = start_pool();
+    let (pool, _events) = workers::start_pool(2, 45_000);
     let codecs = ferrosoup_proto::ortc::default_media_codecs();
     let a = pool.create_router(&codecs).await.expect("router a");
     let b = pool.create_router(&codecs).await.expect("router b");
@@ -281,7 +253,7 @@ async fn every_layer_crosses_gapless_and_keyframe_requests_come_back() {
 
 #[tokio::test]
 async fn closing_either_side_closes_the_other_and_a_restart_closes_its_pipes() {
-    let (pool, mut events) = start_pool();
+    let (pool, mut events) = workers::start_pool(2, 45_000);
     let codecs = ferrosoup_proto::ortc::default_media_codecs();
     let a = pool.create_router(&codecs).await.expect("router a");
     let b = pool.create_router(&codecs).await.expect("router b");
