@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use common::raw_client::*;
 use common::*;
-use ferrosoup_client::{MediaKind, Peer, ProduceOptions};
+use ferrosoup_client::{MediaKind, Peer};
 use ferrosoup_rtc::dtls::{DtlsCertificate, DtlsState};
 
 /// Minimal single-encoding RTP parameters for `mime` (video, payload type 96).
@@ -603,16 +603,7 @@ async fn dtls_fingerprint_mismatch_fails_only_that_transport() {
         .await
         .expect("alice joins");
     let send = a.create_send_transport().await.expect("send transport");
-    let video = send
-        .produce(
-            MediaKind::Video,
-            ProduceOptions {
-                codec: Some("video/VP8".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("produce vp8");
+    let video = common::produce(&send, MediaKind::Video, "video/VP8").await;
     let b = Peer::join(&url, "dtls", "bob").await.expect("bob joins");
     let recv = b.create_recv_transport().await.expect("recv transport");
     let video_in = recv.consume(video.id()).await.expect("consume vp8");

@@ -687,7 +687,7 @@ async fn the_load_tester_spreads_one_room_over_two_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipe_nobody_consumes_closes_after_its_linger() {
-    use ferrosoup_client::{MediaKind, Peer, ProduceOptions};
+    use ferrosoup_client::{MediaKind, Peer};
     let redis = RedisServer::start().await;
     let a = node(&redis, &node_id("node-a"), &[]).await;
     let b = node(&redis, &node_id("node-b"), &[]).await;
@@ -695,16 +695,7 @@ async fn a_pipe_nobody_consumes_closes_after_its_linger() {
         .await
         .expect("alice joins A");
     let send = alice.create_send_transport().await.expect("send transport");
-    let video = send
-        .produce(
-            MediaKind::Video,
-            ProduceOptions {
-                codec: Some("video/VP8".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("produce");
+    let video = common::produce(&send, MediaKind::Video, "video/VP8").await;
     let bob = Peer::join(&b.ws_url(), "linger", "bob")
         .await
         .expect("bob joins B");

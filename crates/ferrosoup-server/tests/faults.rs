@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use common::*;
-use ferrosoup_client::{Consumer, MediaKind, Peer, ProduceOptions, RecvTransport, SendTransport};
+use ferrosoup_client::{Consumer, MediaKind, Peer, RecvTransport, SendTransport};
 
 // ----- HTTP helpers -------------------------------------------------------------------------
 
@@ -258,16 +258,7 @@ impl Stream {
     /// Starts media from `p` to `s`, both joined to `room`.
     async fn start_with(room: &str, p: Peer, s: Peer) -> Self {
         let send = p.create_send_transport().await.expect("send transport");
-        let video = send
-            .produce(
-                MediaKind::Video,
-                ProduceOptions {
-                    codec: Some("video/VP8".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("produce vp8");
+        let video = common::produce(&send, MediaKind::Video, "video/VP8").await;
         let recv = s.create_recv_transport().await.expect("recv transport");
         let consumer = recv.consume(video.id()).await.expect("consume vp8");
         within("send transport connects", 10, send.wait_connected())

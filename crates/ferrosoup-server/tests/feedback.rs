@@ -18,8 +18,7 @@ use std::time::Duration;
 use common::raw_client::{MediaLink, RoomSteps, TransportInfo, sha256};
 use common::*;
 use ferrosoup_client::{
-    Consumer, KeyframeRequest, MediaKind, Peer, ProduceOptions, Producer, RecvTransport,
-    TransportOptions,
+    Consumer, KeyframeRequest, MediaKind, Peer, Producer, RecvTransport, TransportOptions,
 };
 use ferrosoup_rtc::dtls::DtlsCertificate;
 use serde_json::json;
@@ -165,16 +164,7 @@ async fn pli_and_keyframe_request_from_b_reach_a() {
     let url = server.ws_url();
     let a = Peer::join(&url, "pli", "alice").await.expect("alice joins");
     let send = a.create_send_transport().await.expect("send transport");
-    let video = send
-        .produce(
-            MediaKind::Video,
-            ProduceOptions {
-                codec: Some("video/VP8".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("produce vp8");
+    let video = common::produce(&send, MediaKind::Video, "video/VP8").await;
     let producer_ssrc = video.ssrc();
 
     let b = Peer::join(&url, "pli", "bob").await.expect("bob joins");
@@ -398,16 +388,7 @@ async fn packets_lost_on_the_wire_are_retransmitted_on_nack() {
         .await
         .expect("alice joins");
     let send = a.create_send_transport().await.expect("send transport");
-    let video = send
-        .produce(
-            MediaKind::Video,
-            ProduceOptions {
-                codec: Some("video/VP8".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("produce vp8");
+    let video = common::produce(&send, MediaKind::Video, "video/VP8").await;
 
     let b = Peer::join(&url, "nack", "bob").await.expect("bob joins");
     let relay = Relay::start(worker_address(&b).await).await;

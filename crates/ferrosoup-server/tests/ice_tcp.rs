@@ -137,9 +137,7 @@ async fn media_flows_over_ice_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_client_sends_and_receives_over_ice_tcp_only() {
-    use ferrosoup_client::{
-        MediaKind, Peer, ProduceOptions, RecvTransport, SendTransport, TransportOptions,
-    };
+    use ferrosoup_client::{MediaKind, Peer, RecvTransport, SendTransport, TransportOptions};
     const FRAMES: u32 = 100;
     let server = TestServer::start(1).await;
     let url = server.ws_url();
@@ -154,16 +152,7 @@ async fn the_rust_client_sends_and_receives_over_ice_tcp_only() {
     let send = SendTransport::create(alice.signaling(), alice.device(), tcp_only.clone())
         .await
         .expect("send transport");
-    let video = send
-        .produce(
-            MediaKind::Video,
-            ProduceOptions {
-                codec: Some("video/VP8".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("produce vp8");
+    let video = common::produce(&send, MediaKind::Video, "video/VP8").await;
     let bob = Peer::join(&url, "tcp-client", "bob")
         .await
         .expect("bob joins");

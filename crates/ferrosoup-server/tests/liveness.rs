@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use common::raw_client::*;
 use common::*;
-use ferrosoup_client::{MediaKind, Peer, ProduceOptions, Producer, SendTransport};
+use ferrosoup_client::{MediaKind, Peer, Producer, SendTransport};
 use ferrosoup_rtc::dtls::DtlsCertificate;
 
 /// Short ICE timeouts, no resume grace. Consent lapses after 1 s without a check (five
@@ -232,16 +232,7 @@ async fn publisher_and_raw_consumer(
     let url = server.ws_url();
     let a = Peer::join(&url, room, "alice").await.expect("alice joins");
     let send = a.create_send_transport().await.expect("send transport");
-    let video = send
-        .produce(
-            MediaKind::Video,
-            ProduceOptions {
-                codec: Some("video/VP8".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("produce vp8");
+    let video = common::produce(&send, MediaKind::Video, "video/VP8").await;
     within("send transport connects", 10, send.wait_connected())
         .await
         .expect("send transport connected");

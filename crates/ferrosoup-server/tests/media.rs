@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use ferrosoup_client::{MediaKind, Peer, ProduceOptions};
+use ferrosoup_client::{MediaKind, Peer};
 
 const FRAMES: u32 = 300;
 
@@ -20,26 +20,8 @@ async fn opus_and_vp8_flow_from_a_to_b() {
         .await
         .expect("alice joins");
     let send = a.create_send_transport().await.expect("send transport");
-    let audio = send
-        .produce(
-            MediaKind::Audio,
-            ProduceOptions {
-                codec: Some("audio/opus".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("produce opus");
-    let video = send
-        .produce(
-            MediaKind::Video,
-            ProduceOptions {
-                codec: Some("video/VP8".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("produce vp8");
+    let audio = common::produce(&send, MediaKind::Audio, "audio/opus").await;
+    let video = common::produce(&send, MediaKind::Video, "video/VP8").await;
 
     let b = Peer::join(&url, "media", "bob").await.expect("bob joins");
     let recv = b.create_recv_transport().await.expect("recv transport");

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use common::raw_client::*;
 use common::*;
-use ferrosoup_client::{MediaKind, Peer, ProduceOptions, Producer, SendTransport};
+use ferrosoup_client::{MediaKind, Peer, Producer, SendTransport};
 
 /// Minimal single-encoding VP8 RTP parameters (payload type 96) with `ssrc`.
 fn vp8_rtp_parameters(ssrc: u32) -> Value {
@@ -145,16 +145,7 @@ async fn resume_keeps_media_and_delivers_queued_notifications_first_in_order() {
         .await
         .expect("alice joins");
     let send: SendTransport = a.create_send_transport().await.expect("send transport");
-    let video = send
-        .produce(
-            MediaKind::Video,
-            ProduceOptions {
-                codec: Some("video/VP8".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("produce vp8");
+    let video = common::produce(&send, MediaKind::Video, "video/VP8").await;
     let video_id = video.id().to_owned();
     let mut b = Peer::join(&url, "resume", "bob").await.expect("bob joins");
     let token = b
@@ -203,16 +194,7 @@ async fn resume_keeps_media_and_delivers_queued_notifications_first_in_order() {
     let sent_at_drop = sender.sent();
 
     // While B is away: A publishes audio and pauses it → queued newProducer, producerPaused.
-    let audio = send
-        .produce(
-            MediaKind::Audio,
-            ProduceOptions {
-                codec: Some("audio/opus".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("produce opus while B is away");
+    let audio = common::produce(&send, MediaKind::Audio, "audio/opus").await;
     audio.pause().await.expect("pause opus while B is away");
     within(
         "B keeps receiving frames while its signaling is down",

@@ -372,6 +372,23 @@ pub async fn read_in_order(
     got
 }
 
+/// A producer of `kind` with codec `codec` (its MIME type) on `send`.
+pub async fn produce(
+    send: &ferrosoup_client::SendTransport,
+    kind: ferrosoup_client::MediaKind,
+    codec: &str,
+) -> ferrosoup_client::Producer {
+    send.produce(
+        kind,
+        ferrosoup_client::ProduceOptions {
+            codec: Some(codec.into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("produce {codec}: {e}"))
+}
+
 /// A peer that publishes Opus and VP8 with counters in the payloads
 /// ([`publish_until_stopped`]) and counts the keyframe requests it gets.
 pub struct Publishing {
@@ -409,7 +426,7 @@ impl PublishTasks {
 impl Publishing {
     /// `name` joins `room` at `url`, produces Opus and VP8 and publishes once connected.
     pub async fn start(url: &str, room: &str, name: &str) -> Self {
-        use ferrosoup_client::{MediaKind, Peer, ProduceOptions};
+        use ferrosoup_client::{MediaKind, Peer};
         use std::sync::Arc;
         use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -417,19 +434,8 @@ impl Publishing {
             .await
             .expect("the publisher joins");
         let send = peer.create_send_transport().await.expect("send transport");
-        let codec = |c: &str| ProduceOptions {
-            codec: Some(c.into()),
-            ..Default::default()
-        };
-        let audio = send
-            .produce(MediaKind::Audio, codec("audio/opus"))
-            .await
-            .expect("produce opus");
-        let video = Arc::new(
-            send.produce(MediaKind::Video, codec("video/VP8"))
-                .await
-                .expect("produce vp8"),
-        );
+        let audio = produce(&send, MediaKind::Audio, "audio/opus").await;
+        let video = Arc::new(produce(&send, MediaKind::Video, "video/VP8").await);
         let (audio_id, video_id) = (audio.id().to_owned(), video.id().to_owned());
         let requests = Arc::new(AtomicU32::new(0));
         let counting = {
